@@ -1,0 +1,1 @@
+"""Scaling policies: pure functions from an observation and carried state to a decision."""

@@ -1,0 +1,150 @@
+"""The contract between every scaling policy and whatever feeds it: the operator or the simulator.
+
+Both build an `Observation` per ModelService per tick and apply the returned `Decision`; only the
+source of observations differs. That is what makes the simulator's numbers mean something for
+production. Everything here is frozen and explicit (``now`` included), so a policy is a pure function
+of its inputs and its carried state, and a restart of the operator forgets nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, TypeAlias
+
+JSONValue: TypeAlias = "None | bool | int | float | str | list[JSONValue] | dict[str, JSONValue]"
+PolicyState: TypeAlias = Mapping[str, JSONValue]
+"""A policy's memory between ticks. JSON-safe so the operator can persist it in status."""
+
+
+class Enforcement(StrEnum):
+    HARD = "Hard"
+    SOFT = "Soft"
+
+
+class ScalingMode(StrEnum):
+    AUTO = "Auto"
+    ADVISORY = "Advisory"
+    MANUAL = "Manual"
+
+
+class Reason(StrEnum):
+    """Machine-readable reason of a decision; also the Event reason the operator emits."""
+
+    SCALE_UP = "ScaleUp"
+    SCALE_DOWN = "ScaleDown"
+    SCALE_TO_ZERO = "ScaleToZero"
+    SCALE_FROM_ZERO = "ScaleFromZero"
+    STEADY = "Steady"
+    METRICS_UNAVAILABLE = "MetricsUnavailable"
+    WAITING_FOR_STARTUP = "WaitingForStartup"
+    SCALE_DOWN_DELAYED = "ScaleDownDelayed"
+    BUDGET_LIMITED = "BudgetLimited"
+    CAPACITY_LIMITED = "CapacityLimited"
+    BOUNDS = "Bounds"
+
+
+class Bound(StrEnum):
+    """Which constraint decided the replica count (NONE: demand alone did)."""
+
+    NONE = "None"
+    LATENCY_TARGET = "LatencyTarget"
+    BUDGET = "Budget"
+    CAPACITY = "Capacity"
+    BOUNDS = "Bounds"
+    HOLD = "Hold"
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What the Prometheus queries return for one ModelService, summed over its ready replicas."""
+
+    requests_waiting: float
+    requests_running: float
+    kv_cache_usage: float
+    """Mean over replicas, 0..1."""
+    prompt_tokens_per_second: float
+    generation_tokens_per_second: float
+    requests_per_second: float
+    ttft_p95_seconds: float | None
+    """None when no request finished a first token in the window."""
+    sample_age_seconds: float = 0.0
+    """How old the newest sample is; a policy holds when this is above its staleness limit."""
+
+
+@dataclass(frozen=True)
+class ReplicaCounts:
+    desired: int
+    ready: int
+    starting: int
+    oldest_starting_seconds: float = 0.0
+    """How long the oldest not-yet-ready replica has been starting."""
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """The GPU pool the ModelService runs on, as the policy needs it."""
+
+    name: str
+    price_per_gpu_hour: float
+    gpus_per_replica: int
+    free_gpus: int | None
+    """GPUs that could still be had for more replicas; None when unknown (no limit assumed)."""
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """The ModelService's scaling, latency and cost settings, in the policy's units."""
+
+    min_replicas: int
+    max_replicas: int
+    queue_target_per_replica: float
+    scale_down_delay_seconds: float = 300.0
+    scale_to_zero_idle_seconds: float | None = None
+    """None: never scale to zero (also when min_replicas > 0)."""
+    ttft_p95_target_seconds: float | None = None
+    max_dollars_per_hour: float | None = None
+    max_dollars_per_million_tokens: float | None = None
+    enforcement: Enforcement = Enforcement.HARD
+    soft_overrun_fraction: float = 0.0
+    """With Soft enforcement, how far above a cap spend may go (0.2 = 20 %)."""
+    cold_start_seconds: float = 120.0
+    """Expected time from ordering a replica to it serving."""
+    staleness_limit_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One ModelService at one tick."""
+
+    now_seconds: float
+    signals: Signals | None
+    """None when metrics are missing (Prometheus down, empty or stale query)."""
+    replicas: ReplicaCounts
+    pool: PoolView
+    spec: PolicySpec
+    budget_dollars_per_hour_available: float | None = None
+    """What a shared CostBudget still allows this ModelService to spend per hour, if any."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    replicas: int
+    reason: Reason
+    message: str
+    """For a human, with the numbers and the cost delta."""
+    bound: Bound
+    projected_dollars_per_hour: float
+    projected_dollars_per_million_tokens: float | None
+    state: PolicyState = field(default_factory=dict)
+
+
+class ScalingPolicy(Protocol):
+    """A policy: thrifty's own or a baseline. Must be deterministic and do no I/O."""
+
+    name: str
+
+    def decide(self, observation: Observation, state: PolicyState) -> Decision:
+        """Returns the replica count for this tick; `Decision.state` is the next tick's `state`."""
+        ...
