@@ -1,0 +1,114 @@
+"""Engine profiles: how fast one vLLM replica of a given model on given GPUs is.
+
+The simulator and the runtime's engine server share these numbers, so a profile is the one place
+where the model of a replica is calibrated. The figures come from the public benchmarks collected
+in the project's reference notes (H100 capacity and prices); they fix orders of magnitude and the
+shape of the curves (throughput flattens with the batch, ITL grows linearly with it), not exact
+values for any one vLLM version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    """Speed and limits of one replica (all of its GPUs together).
+
+    Decode step time with ``c`` running sequences is ``itl0_seconds + itl_slope_seconds * c``
+    (ITL(c) = ITL0 + k*c). Prefill runs at ``prefill_tokens_per_second`` and shares each step with
+    decode through chunked prefill: a step carries one token per decoding sequence plus up to
+    ``max_num_batched_tokens`` minus that of prompt tokens.
+    """
+
+    name: str
+    model: str
+    gpus_per_replica: int
+    max_num_seqs: int
+    """vLLM ``--max-num-seqs``: the most sequences in the running batch."""
+    max_num_batched_tokens: int
+    """vLLM ``--max-num-batched-tokens``: token budget of one step (8192 on H100)."""
+    kv_capacity_tokens: int
+    """KV-cache capacity in tokens (``num_gpu_blocks x block_size``)."""
+    max_model_len: int
+    """Longest prompt + output a request may have; longer ones are rejected by vLLM."""
+    prefill_tokens_per_second: float
+    itl0_seconds: float
+    itl_slope_seconds: float
+    """Extra decode step time per running sequence."""
+    cold_start_seconds: float
+    """Default time from ordering a replica to it serving."""
+    source: str
+
+    def itl_seconds(self, running: int) -> float:
+        """Decode step time with ``running`` sequences decoding."""
+        return self.itl0_seconds + self.itl_slope_seconds * running
+
+    def saturated_output_tokens_per_second(self) -> float:
+        """Output throughput with a full batch and no prefill: the replica's decode ceiling."""
+        return self.max_num_seqs / self.itl_seconds(self.max_num_seqs)
+
+
+LLAMA_8B_1xH100 = EngineProfile(
+    name="llama-8b-1xh100",
+    model="meta-llama/Llama-3.1-8B-Instruct",
+    gpus_per_replica=1,
+    max_num_seqs=256,
+    max_num_batched_tokens=8192,
+    # 80 GB x 0.92 minus 16 GB of BF16 weights and activations leaves about 52 GB; Llama-3.1-8B
+    # needs 128 KiB of KV per token (32 layers x 8 KV heads x 128 dims x K,V x 2 bytes).
+    kv_capacity_tokens=400_000,
+    max_model_len=131_072,
+    # About 20k prompt tokens at concurrency 8 give a median TTFT of 764 ms on 1 x H100: about
+    # 25k prefill tokens/s once the decode share is removed.
+    prefill_tokens_per_second=25_000.0,
+    # ITL 4.6 ms at concurrency 1 (NIM table); the slope puts a full batch of 256 at about
+    # 8,400 output tok/s, the vLLM ShareGPT burst figure (8,088) rather than TensorRT-LLM's 13k.
+    itl0_seconds=0.005,
+    itl_slope_seconds=0.0001,
+    cold_start_seconds=120.0,
+    source=(
+        "reference/h100-capacity-and-prices.md: NVIDIA NIM Llama-3.1-8B 1xH100 table "
+        "(ITL 4.6 ms at c=1), vLLM ShareGPT burst 8,088 output tok/s, 20k-token prompts at "
+        "c=8: TTFT 764 ms; start-up 30-100+ s with cached weights"
+    ),
+)
+
+LLAMA_70B_4xH100 = EngineProfile(
+    name="llama-70b-4xh100",
+    model="meta-llama/Llama-3.1-70B-Instruct",
+    gpus_per_replica=4,
+    max_num_seqs=256,
+    max_num_batched_tokens=8192,
+    # 4 x 80 GB x 0.92 minus 140 GB of BF16 weights and activations leaves about 140 GB; 70B needs
+    # 320 KiB of KV per token (80 layers x 8 KV heads x 128 dims x K,V x 2 bytes).
+    kv_capacity_tokens=430_000,
+    max_model_len=131_072,
+    # 5,000-token prompts take 407 ms on 2 x H100 FP8 with TensorRT-LLM (12k tok/s); TP4 BF16 on
+    # vLLM lands in the same range.
+    prefill_tokens_per_second=10_000.0,
+    # ITL 18.6 ms at c=1 (NIM 70B table); slope puts a full batch at about 3,000 tok/s, inside the
+    # vLLM TP4 ShareGPT burst range of 2,300-3,500.
+    itl0_seconds=0.02,
+    itl_slope_seconds=0.00025,
+    cold_start_seconds=300.0,
+    source=(
+        "reference/h100-capacity-and-prices.md: NVIDIA NIM Llama-3.3-70B table (TTFT 407 ms for "
+        "5k-token prompts, ITL 18.6 ms at c=1), vLLM 70B TP4 ShareGPT burst 2,300-3,500 "
+        "output tok/s; start-up several minutes for 70B"
+    ),
+)
+
+PROFILES: dict[str, EngineProfile] = {p.name: p for p in (LLAMA_8B_1xH100, LLAMA_70B_4xH100)}
+_ALIASES = {"8b": LLAMA_8B_1xH100.name, "70b": LLAMA_70B_4xH100.name}
+
+
+def profile_by_name(name: str) -> EngineProfile:
+    """Looks a profile up by name (``llama-8b-1xh100``) or short alias (``8b``, ``70b``)."""
+    key = _ALIASES.get(name.lower(), name.lower())
+    try:
+        return PROFILES[key]
+    except KeyError:
+        known = ", ".join(sorted([*PROFILES, *_ALIASES]))
+        raise KeyError(f"unknown engine profile {name!r}; known: {known}") from None
