@@ -78,6 +78,8 @@ class ReplicaCounts:
     desired: int
     ready: int
     starting: int
+    """Replicas created but not ready yet (cold start under way). ``desired - ready - starting``
+    are replicas ordered but not created or not placed (e.g. pending for want of GPUs)."""
     oldest_starting_seconds: float = 0.0
     """How long the oldest not-yet-ready replica has been starting."""
 
@@ -112,6 +114,9 @@ class PolicySpec:
     cold_start_seconds: float = 120.0
     """Expected time from ordering a replica to it serving."""
     staleness_limit_seconds: float = 60.0
+    capacity_tokens_per_second_per_replica: float | None = None
+    """Prior for one replica's saturated throughput (prompt + generation tokens/s); None: learn it
+    from observed metrics only. A policy may refine it from observations."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,8 @@ class Observation:
     pool: PoolView
     spec: PolicySpec
     budget_dollars_per_hour_available: float | None = None
-    """What a shared CostBudget still allows this ModelService to spend per hour, if any."""
+    """What a shared CostBudget allows this ModelService to spend per hour in total (its current
+    spend included, see `thrifty.budget.allowances`), if any. Enforced like a Hard cap."""
 
 
 @dataclass(frozen=True)
