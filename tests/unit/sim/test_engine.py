@@ -15,7 +15,7 @@ from thrifty.sim.engine import (
     FinishedReason,
     RequestTooLongError,
 )
-from thrifty.sim.profiles import LLAMA_8B_1xH100, EngineProfile, profile_by_name
+from thrifty.sim.profiles import EngineProfile, LLAMA_8B_1xH100, profile_by_name
 
 SMALL = EngineProfile(
     name="small",
