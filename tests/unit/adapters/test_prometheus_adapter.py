@@ -1,0 +1,163 @@
+"""The Prometheus adapter's pure half: the PromQL it builds and how it reads query results."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import socket
+
+import pytest
+
+from thrifty.adapters.prometheus import (
+    PrometheusSignals,
+    PrometheusUnreachableError,
+    QueryWindows,
+    ServiceKey,
+    build_queries,
+    label_matchers,
+    signals_from_results,
+    values_by_service,
+)
+
+KEY = ServiceKey("team-a", "llama-8b")
+OTHER = ServiceKey("team-b", "llama-8b")
+
+# The metric names real vLLM exposes (reference/vllm.md and the contract test's real scrape).
+VLLM_SERIES = {
+    "vllm:num_requests_waiting",
+    "vllm:num_requests_running",
+    "vllm:kv_cache_usage_perc",
+    "vllm:prompt_tokens_total",
+    "vllm:generation_tokens_total",
+    "vllm:request_success_total",
+    "vllm:time_to_first_token_seconds_bucket",
+}
+
+
+def test_every_query_selects_the_service_and_uses_only_real_vllm_names() -> None:
+    queries = build_queries(KEY)
+    assert set(queries) == {
+        "requests_waiting",
+        "requests_running",
+        "kv_cache_usage",
+        "prompt_tokens_per_second",
+        "generation_tokens_per_second",
+        "requests_per_second",
+        "ttft_p95_seconds",
+        "sample_age_seconds",
+    }
+    for promql in queries.values():
+        names = set(re.findall(r"vllm:[a-z_]+", promql))
+        assert names, promql
+        assert names <= VLLM_SERIES, promql
+        assert '{namespace="team-a",model_service="llama-8b"}' in promql
+        assert "by (namespace, model_service" in promql
+
+
+def test_windows_reach_the_rate_queries() -> None:
+    queries = build_queries(KEY, QueryWindows(rate_seconds=30, ttft_seconds=90))
+    assert "[30s]" in queries["generation_tokens_per_second"]
+    assert "[90s]" in queries["ttft_p95_seconds"]
+    assert queries["ttft_p95_seconds"].startswith("histogram_quantile(0.95,")
+
+
+def test_label_values_are_escaped() -> None:
+    assert label_matchers(ServiceKey('a"b', "c\\d")) == '{namespace="a\\"b",model_service="c\\\\d"}'
+    assert label_matchers(None) == '{model_service!=""}'
+
+
+def _series(key: ServiceKey, value: str) -> dict[str, object]:
+    return {
+        "metric": {"namespace": key.namespace, "model_service": key.model_service},
+        "value": [1.7e9, value],
+    }
+
+
+def _results(**overrides: dict[ServiceKey, float]) -> dict[str, dict[ServiceKey, float]]:
+    base = {
+        "requests_waiting": {KEY: 7.0},
+        "requests_running": {KEY: 16.0},
+        "kv_cache_usage": {KEY: 0.4},
+        "prompt_tokens_per_second": {KEY: 900.0},
+        "generation_tokens_per_second": {KEY: 2100.0},
+        "requests_per_second": {KEY: 3.5},
+        "ttft_p95_seconds": {KEY: 0.25},
+        "sample_age_seconds": {KEY: 4.0},
+    }
+    base.update(overrides)
+    return base
+
+
+def test_values_by_service_keeps_services_apart_and_marks_garbage_nan() -> None:
+    values = values_by_service([_series(KEY, "3"), _series(OTHER, "NaN")])
+    assert values[KEY] == 3.0
+    assert math.isnan(values[OTHER])
+    assert math.isnan(values_by_service([_series(KEY, "x")])[KEY])
+
+
+def test_fresh_results_become_signals() -> None:
+    reading = signals_from_results(KEY, _results(), staleness_limit_seconds=60)
+    assert reading.signals is not None
+    assert reading.signals.requests_waiting == 7.0
+    assert reading.signals.requests_running == 16.0
+    assert reading.signals.kv_cache_usage == 0.4
+    assert reading.signals.generation_tokens_per_second == 2100.0
+    assert reading.signals.requests_per_second == 3.5
+    assert reading.signals.ttft_p95_seconds == 0.25
+    assert reading.signals.sample_age_seconds == 4.0
+
+
+def test_no_first_token_in_window_is_unknown_not_zero() -> None:
+    reading = signals_from_results(
+        KEY, _results(ttft_p95_seconds={KEY: math.nan}), staleness_limit_seconds=60
+    )
+    assert reading.signals is not None
+    assert reading.signals.ttft_p95_seconds is None
+
+
+def test_missing_rates_read_as_nothing_yet() -> None:
+    reading = signals_from_results(
+        KEY,
+        _results(generation_tokens_per_second={}, requests_per_second={}),
+        staleness_limit_seconds=60,
+    )
+    assert reading.signals is not None
+    assert reading.signals.generation_tokens_per_second == 0.0
+    assert reading.signals.requests_per_second == 0.0
+
+
+def test_another_services_series_do_not_count() -> None:
+    only_other = {name: {OTHER: 1.0} for name in _results()}
+    reading = signals_from_results(KEY, only_other, staleness_limit_seconds=60)
+    assert reading.signals is None
+    assert "model_service='llama-8b'" in reading.reason
+    assert "namespace='team-a'" in reading.reason
+
+
+def test_stale_samples_hold() -> None:
+    reading = signals_from_results(
+        KEY, _results(sample_age_seconds={KEY: 95.0}), staleness_limit_seconds=60
+    )
+    assert reading.signals is None
+    assert "95 s old" in reading.reason
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.timeout(30)
+def test_unreachable_prometheus_gives_none_and_the_reason() -> None:
+    url = f"http://127.0.0.1:{_closed_port()}"
+    source = PrometheusSignals(url, timeout_seconds=2)
+    try:
+        reading = asyncio.run(source.read("team-a", "llama-8b"))
+        with pytest.raises(PrometheusUnreachableError):
+            source.query("vllm:num_requests_running")
+    finally:
+        source.close()
+    assert reading.signals is None
+    assert reading.reason.startswith(f"Prometheus unreachable at {url}")
