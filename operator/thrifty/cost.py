@@ -1,0 +1,107 @@
+"""Cost arithmetic: what replicas cost per hour and per million tokens, and how money is written.
+
+Every decision states its cost, every status shows it and every budget is checked against it, so the
+arithmetic lives in one pure module instead of being repeated (and rounded differently) at each
+place.
+
+Which tokens count for $/1M tokens: prompt plus generation tokens, everywhere in thrifty. A GPU
+spends its time on both (prefill of long prompts dominates code completion, decode dominates chat),
+so dividing by generation tokens alone would make a prompt-heavy service look many times dearer
+than it is and would not compare across workloads; a total-token figure is what a blended API price
+is compared with. The policy learns replica capacity in the same unit, so the cost and the capacity
+of a replica are expressed per the same token.
+
+Sums of money (a team's spend, a budget's remaining dollars) go through `Decimal` so that adding
+many per-replica prices neither drifts nor flips a comparison against a cap by a rounding error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from decimal import Decimal
+
+SECONDS_PER_HOUR = 3600.0
+TOKENS_PER_MILLION = 1_000_000.0
+
+
+def replica_dollars_per_hour(gpus_per_replica: int, price_per_gpu_hour: float) -> float:
+    """What one replica costs per hour."""
+    return float(Decimal(gpus_per_replica) * _decimal(price_per_gpu_hour))
+
+
+def dollars_per_hour(replicas: int, gpus_per_replica: int, price_per_gpu_hour: float) -> float:
+    """What ``replicas`` replicas of ``gpus_per_replica`` GPUs cost per hour."""
+    total = Decimal(replicas) * Decimal(gpus_per_replica) * _decimal(price_per_gpu_hour)
+    return float(total)
+
+
+def dollars_per_million_tokens(
+    dollars_per_hour_spent: float, tokens_per_second: float
+) -> float | None:
+    """Cost of a million (prompt + generation) tokens at this spend and throughput.
+
+    None when no tokens flow: the cost per token is then undefined, not infinite, and a cap on it
+    cannot be met or missed.
+    """
+    if tokens_per_second <= 0.0 or not math.isfinite(tokens_per_second):
+        return None
+    tokens_per_hour = tokens_per_second * SECONDS_PER_HOUR
+    return dollars_per_hour_spent * TOKENS_PER_MILLION / tokens_per_hour
+
+
+def sum_dollars_per_hour(amounts: Iterable[float]) -> float:
+    """Sums $/hour amounts exactly (as decimals of their shortest repr), then returns a float."""
+    return float(sum((_decimal(amount) for amount in amounts), Decimal(0)))
+
+
+def replicas_within_dollars_per_hour(cap_dollars_per_hour: float, replica_cost: float) -> int:
+    """The most replicas whose spend stays at or under the cap (a free replica is unlimited)."""
+    if replica_cost <= 0.0:
+        return 2**31 - 1
+    if cap_dollars_per_hour <= 0.0:
+        return 0
+    return int(_decimal(cap_dollars_per_hour) // _decimal(replica_cost))
+
+
+def replicas_within_dollars_per_million_tokens(
+    cap_dollars_per_million_tokens: float, replica_cost: float, tokens_per_second: float
+) -> int | None:
+    """The most replicas whose projected $/1M tokens at this throughput stays at or under the cap.
+
+    None when no tokens flow (the cap does not apply).
+    """
+    if tokens_per_second <= 0.0:
+        return None
+    if replica_cost <= 0.0:
+        return 2**31 - 1
+    affordable_dollars_per_hour = (
+        _decimal(cap_dollars_per_million_tokens)
+        * _decimal(tokens_per_second)
+        * Decimal(int(SECONDS_PER_HOUR))
+        / Decimal(int(TOKENS_PER_MILLION))
+    )
+    return max(int(affordable_dollars_per_hour // _decimal(replica_cost)), 0)
+
+
+def format_dollars_per_hour(amount: float) -> str:
+    """``$6.00/h``."""
+    return f"${amount:,.2f}/h"
+
+
+def format_dollars_per_hour_delta(delta: float) -> str:
+    """A signed change of spend: ``+$6.00/h``, ``-$3.00/h``, ``+$0.00/h``."""
+    sign = "-" if delta < 0 and round(abs(delta), 2) > 0 else "+"
+    return f"{sign}${abs(delta):,.2f}/h"
+
+
+def format_dollars_per_million_tokens(amount: float | None) -> str:
+    """``$0.41/1M tokens``, or ``no tokens served`` when the cost per token is undefined."""
+    if amount is None:
+        return "no tokens served"
+    return f"${amount:,.2f}/1M tokens"
+
+
+def _decimal(value: float) -> Decimal:
+    # Through repr, so 0.1 is 0.1 and not 0.1000000000000000055511151231257827.
+    return Decimal(repr(float(value)))
