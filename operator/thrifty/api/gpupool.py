@@ -1,0 +1,105 @@
+"""GPUPool: a set of identical GPU nodes with a price, the unit thrifty places replicas on.
+
+Cluster-scoped because nodes are: a platform team declares the pools once (which nodes, what GPU,
+what an hour of one GPU costs, on-demand or spot), and every team's ModelServices pick from them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from thrifty.api import common
+
+
+class CapacityType(StrEnum):
+    ON_DEMAND = "OnDemand"
+    SPOT = "Spot"
+    RESERVED = "Reserved"
+
+
+class GPUPoolSpec(common.Model):
+    """Which nodes form the pool, what their GPUs are, and what they cost."""
+
+    accelerator: str = Field(
+        min_length=1,
+        max_length=128,
+        description=(
+            "The GPU model as the NVIDIA GPU operator labels it (nvidia.com/gpu.product), "
+            "e.g. NVIDIA-H100-80GB-HBM3. Informational: nodes are matched by nodeSelector."
+        ),
+    )
+    gpu_memory_gib: float = Field(
+        gt=0, le=1024, description="Memory of one GPU in GiB (80 for an H100 SXM)."
+    )
+    gpus_per_node: int = Field(
+        ge=1,
+        le=64,
+        description=(
+            "GPUs on each node of the pool. A replica's tensorParallelSize x pipelineParallelSize "
+            "must fit on one node."
+        ),
+    )
+    node_selector: dict[str, str] = Field(
+        min_length=1,
+        description=(
+            "Node labels that identify the pool's nodes; copied into every pod placed in the pool."
+        ),
+    )
+    tolerations: list[common.Toleration] = Field(
+        default_factory=list,
+        description="Tolerations of the taints of the pool's nodes, copied into its pods.",
+    )
+    price_per_gpu_hour: float = Field(
+        ge=0,
+        description="One GPU-hour in USD: the basis of every $/hour thrifty reports.",
+    )
+    capacity_type: CapacityType = Field(
+        default=CapacityType.ON_DEMAND,
+        description="OnDemand, Spot (may be interrupted) or Reserved (paid whether used or not).",
+    )
+    max_gpus: int | None = Field(
+        default=None,
+        ge=0,
+        description="Quota: the most GPUs thrifty may use in this pool; absent means all it finds.",
+    )
+
+
+class PoolUsage(common.Model):
+    """The GPUs one ModelService holds in a pool."""
+
+    namespace: str = Field(description="The ModelService's namespace.")
+    name: str = Field(description="The ModelService's name.")
+    gpus: int = Field(ge=0, description="GPUs requested by its pods that are placed in this pool.")
+
+
+class GPUPoolStatus(common.Model):
+    """What the pool has and who uses it, recomputed from Nodes and Pods."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation this status was computed from."
+    )
+    nodes: int = Field(default=0, ge=0, description="Ready nodes matching the nodeSelector.")
+    gpus_allocatable: int = Field(
+        default=0,
+        ge=0,
+        description="nvidia.com/gpu allocatable on those nodes, capped by maxGpus when set.",
+    )
+    gpus_used: int = Field(
+        default=0, ge=0, description="GPUs requested by any pod bound to the pool's nodes."
+    )
+    gpus_free: int = Field(default=0, ge=0, description="gpusAllocatable minus gpusUsed.")
+    usage: list[PoolUsage] = Field(
+        default_factory=list, description="GPUs held in this pool by each thrifty ModelService."
+    )
+    conditions: common.Conditions
+
+
+class GPUPool(common.Model):
+    """A GPU pool: nodes, GPU type, price per GPU-hour, capacity type and quota."""
+
+    spec: GPUPoolSpec = Field(description="The pool's nodes, GPUs and price.")
+    status: GPUPoolStatus | None = Field(
+        default=None, description="Capacity and usage, maintained by the operator."
+    )

@@ -1,0 +1,490 @@
+"""ModelService: an open-weight model served by vLLM, with replica bounds, latency and cost targets.
+
+Everything a team states about a model lives here; the operator turns it into a Deployment on the
+first acceptable GPUPool with room, and the autoscaler moves ``spec.replicas`` (through the scale
+subresource) between the bounds. ``replicas`` is optional so GitOps tools can leave it out and let
+the operator own it (see docs/api.md, "GitOps").
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
+
+from thrifty.api import common
+from thrifty.policy import types as policy_types
+
+MODEL_URI_PATTERN = (
+    r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*"
+    r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^\s]*)?"
+    r"|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?)$"
+)
+"""hf://org/name, pvc://claim[/path] or s3://bucket[/prefix]."""
+
+IMAGE_PATTERN = (
+    r"^[^\s:@]+(:[0-9]+)?(/[^\s:@]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[a-f0-9]{64})$"
+)
+"""An image reference with a tag or a digest: a moving default would change the engine under you."""
+
+TENSOR_PARALLEL_SIZES = (1, 2, 4, 8, 16, 32, 64)
+
+OWNED_FLAGS = (
+    "--model",
+    "--served-model-name",
+    "--tensor-parallel-size",
+    "--pipeline-parallel-size",
+    "--port",
+    "--shutdown-timeout",
+    "--disable-log-requests",
+)
+"""Flags the operator sets itself (or that no longer exist); extraArgs may not repeat them."""
+
+
+PoolName = Annotated[str, Field(max_length=253, pattern=common.DNS_LABEL)]
+EngineArg = Annotated[str, Field(max_length=1024)]
+
+
+def _cel(rule: str, message: str) -> JsonDict:
+    return {"rule": rule, "message": message}
+
+
+class ModelSource(common.Model):
+    """Where the weights come from."""
+
+    uri: str = Field(
+        max_length=512,
+        pattern=MODEL_URI_PATTERN,
+        description=(
+            "hf://<org>/<name> (Hugging Face Hub), pvc://<claim>[/<path>] (a PersistentVolumeClaim "
+            "in the same namespace, mounted read-only) or s3://<bucket>[/<prefix>] (streamed)."
+        ),
+    )
+    revision: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._/-]+$",
+        description="A Hugging Face branch, tag or commit; pin a commit for reproducible serving.",
+    )
+
+
+class Engine(common.Model):
+    """The vLLM OpenAI-compatible server and its settings (flags per the vLLM docs)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!self.image.endsWith(':latest')",
+                    "image must pin a version: a tag other than latest, or a digest",
+                ),
+                _cel(
+                    "self.extraArgs.all(a, !(a.split('=')[0] in "
+                    + "["
+                    + ", ".join(f"'{f}'" for f in OWNED_FLAGS)
+                    + "]))",
+                    "extraArgs must not set flags the operator owns ("
+                    + ", ".join(OWNED_FLAGS)
+                    + "); use the engine fields instead",
+                ),
+            ]
+        }
+    )
+
+    image: str = Field(
+        default="vllm/vllm-openai:v0.19.0",
+        max_length=512,
+        pattern=IMAGE_PATTERN,
+        description="The vLLM OpenAI server image with a pinned tag or digest.",
+    )
+    tensor_parallel_size: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="GPUs one model copy is split across (--tensor-parallel-size): 1, 2, 4, 8...",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self in " + str(list(TENSOR_PARALLEL_SIZES)),
+                    "tensorParallelSize must be a power of two (1, 2, 4, 8, 16, 32 or 64)",
+                )
+            ]
+        },
+    )
+    pipeline_parallel_size: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Pipeline stages (--pipeline-parallel-size); GPUs per replica = TP x PP.",
+    )
+    max_model_len: int | None = Field(
+        default=None,
+        ge=1,
+        description="Context length limit (--max-model-len); absent: the model's.",
+    )
+    gpu_memory_utilization: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Share of GPU memory vLLM may take (--gpu-memory-utilization).",
+    )
+    max_num_seqs: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most sequences in one batch (--max-num-seqs); absent: vLLM's.",
+    )
+    quantization: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[a-z0-9_-]+$",
+        description="Quantization method (--quantization), e.g. fp8, awq; absent: from the model.",
+    )
+    kv_cache_dtype: str | None = Field(
+        default=None,
+        description="KV-cache data type (--kv-cache-dtype); absent: auto.",
+        json_schema_extra={
+            "enum": ["auto", "bfloat16", "fp8", "fp8_e4m3", "fp8_e5m2", "fp8_inc", "fp8_ds_mla"]
+        },
+    )
+    extra_args: list[EngineArg] = Field(
+        default_factory=list,
+        max_length=64,
+        description="More vLLM flags, appended as given, e.g. --enable-prefix-caching.",
+    )
+    env: list[common.EnvVar] = Field(
+        default_factory=list,
+        max_length=64,
+        description="More environment variables for the engine container.",
+    )
+    hf_token_secret_ref: common.SecretKeyRef | None = Field(
+        default=None,
+        description="A Secret key with a Hugging Face token (set as HF_TOKEN), for gated models.",
+    )
+    shutdown_timeout_seconds: int = Field(
+        default=30,
+        ge=0,
+        le=3600,
+        description=(
+            "How long a stopping replica drains in-flight requests (--shutdown-timeout); "
+            "the pod's grace period is set above it."
+        ),
+    )
+    startup_timeout_seconds: int = Field(
+        default=1200,
+        ge=60,
+        le=14400,
+        description=(
+            "How long a replica may take from start to healthy (download, load, compile) "
+            "before it is restarted; size it for a cold start of the largest model."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> Engine:
+        if self.image.endswith(":latest"):
+            raise ValueError("image must pin a version: a tag other than latest, or a digest")
+        if self.tensor_parallel_size not in TENSOR_PARALLEL_SIZES:
+            raise ValueError("tensorParallelSize must be a power of two (1, 2, 4, 8, 16, 32 or 64)")
+        for arg in self.extra_args:
+            if arg.split("=")[0] in OWNED_FLAGS:
+                raise ValueError(
+                    f"extraArgs must not set {arg.split('=')[0]}: the operator owns it"
+                )
+        return self
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
+
+class PodResources(common.Model):
+    """CPU, memory and shared memory of each replica's pod (GPUs follow from the engine)."""
+
+    cpu: str = Field(
+        default="4",
+        pattern=r"^[0-9]+(\.[0-9]+)?m?$",
+        description="CPU request and limit of the engine container, e.g. 8 or 7500m.",
+    )
+    memory: str = Field(
+        default="32Gi",
+        pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$",
+        description="Memory request and limit of the engine container, e.g. 64Gi.",
+    )
+    shared_memory: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$",
+        description=(
+            "Size of the memory-backed /dev/shm; absent: 2Gi with one GPU per replica, 8Gi "
+            "with tensor or pipeline parallelism (NCCL needs it)."
+        ),
+    )
+
+
+class ModelCache(common.Model):
+    """Where downloaded weights and compiled kernels are kept between restarts."""
+
+    claim_name: str | None = Field(
+        default=None,
+        pattern=common.DNS_LABEL,
+        description=(
+            "An existing PersistentVolumeClaim to mount at the cache paths (ReadWriteMany when "
+            "replicas > 1); absent: an emptyDir that lives as long as the pod."
+        ),
+    )
+    size_limit: str = Field(
+        default="200Gi",
+        pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$",
+        description="Size limit of the emptyDir cache (ignored with claimName).",
+    )
+
+
+class Scaling(common.Model):
+    """Replica bounds and how the autoscaler moves between them."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.minReplicas <= self.maxReplicas",
+                    "minReplicas must be less than or equal to maxReplicas",
+                ),
+                _cel(
+                    "!has(self.scaleToZeroIdleSeconds) || self.minReplicas == 0",
+                    "scaleToZeroIdleSeconds requires minReplicas: 0",
+                ),
+            ]
+        }
+    )
+
+    min_replicas: int = Field(
+        default=1, ge=0, description="Fewest replicas; 0 allows scale to zero."
+    )
+    max_replicas: int = Field(default=1, ge=1, le=1000, description="Most replicas.")
+    queue_depth_target_per_replica: float = Field(
+        default=8.0,
+        gt=0,
+        description="Waiting requests per replica to aim for (vllm:num_requests_waiting).",
+    )
+    scale_down_delay_seconds: int = Field(
+        default=300,
+        ge=0,
+        description="How long load must stay low before a replica is removed.",
+    )
+    scale_to_zero_idle_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Scale to zero after this long without requests; needs minReplicas 0.",
+    )
+    mode: policy_types.ScalingMode = Field(
+        default=policy_types.ScalingMode.AUTO,
+        description=(
+            "Auto: the autoscaler sets replicas. Advisory: it only reports what it would do. "
+            "Manual: replicas are set by hand."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Scaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("minReplicas must be less than or equal to maxReplicas")
+        if self.scale_to_zero_idle_seconds is not None and self.min_replicas != 0:
+            raise ValueError("scaleToZeroIdleSeconds requires minReplicas: 0")
+        return self
+
+
+class LatencyTarget(common.Model):
+    """The latency the model must meet; the autoscaler adds replicas before it is missed."""
+
+    time_to_first_token_p95_seconds: float | None = Field(
+        default=None, gt=0, description="95th percentile time to first token, in seconds."
+    )
+
+
+class CostTarget(common.Model):
+    """What the model may cost, and what gives when money and latency conflict."""
+
+    max_dollars_per_million_tokens: float | None = Field(
+        default=None, ge=0, description="Most USD per million generated tokens."
+    )
+    max_dollars_per_hour: float | None = Field(
+        default=None, ge=0, description="Most USD per hour for all replicas together."
+    )
+    enforcement: policy_types.Enforcement = Field(
+        default=policy_types.Enforcement.HARD,
+        description="Hard: never exceed a cap. Soft: exceed it by softOverrunFraction for latency.",
+    )
+    soft_overrun_fraction: float = Field(
+        default=0.2,
+        ge=0,
+        le=10,
+        description="With Soft enforcement, how far above a cap spend may go (0.2 = 20 %).",
+    )
+    budget_ref: common.LocalRef | None = Field(
+        default=None, description="A CostBudget in the same namespace that this model shares."
+    )
+
+
+class ModelServiceSpec(common.Model):
+    """A model, its engine, where it may run, its bounds and its targets."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.replicas) || (self.replicas >= self.scaling.minReplicas "
+                    "&& self.replicas <= self.scaling.maxReplicas)",
+                    "replicas must be within scaling.minReplicas and scaling.maxReplicas",
+                ),
+                _cel(
+                    "!has(self.model.revision) || self.model.uri.startsWith('hf://')",
+                    "model.revision applies to hf:// models only",
+                ),
+            ]
+        }
+    )
+
+    model: ModelSource = Field(description="Where the weights come from.")
+    served_model_name: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:-]*$",
+        description="The model name clients send (--served-model-name); absent: the object's name.",
+    )
+    engine: Engine = Field(
+        json_schema_extra={"default": {}},
+        default_factory=Engine,
+        description="The vLLM server image and its settings.",
+    )
+    resources: PodResources = Field(
+        json_schema_extra={"default": {}},
+        default_factory=PodResources,
+        description="CPU, memory and /dev/shm of each replica.",
+    )
+    model_cache: ModelCache = Field(
+        json_schema_extra={"default": {}},
+        default_factory=ModelCache,
+        description="Where weights are cached between restarts.",
+    )
+    pools: list[PoolName] = Field(
+        min_length=1,
+        max_length=16,
+        description="Acceptable GPUPools in order of preference; the first with room is used.",
+    )
+    scaling: Scaling = Field(
+        json_schema_extra={"default": {}},
+        default_factory=Scaling,
+        description="Replica bounds and mode.",
+    )
+    latency_target: LatencyTarget = Field(
+        json_schema_extra={"default": {}},
+        default_factory=LatencyTarget,
+        description="The latency to meet.",
+    )
+    cost_target: CostTarget = Field(
+        json_schema_extra={"default": {}},
+        default_factory=CostTarget,
+        description="The cost not to exceed.",
+    )
+    replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Desired replicas. Leave it out in Git: the autoscaler (mode Auto) or kubectl scale "
+            "(mode Manual) sets it through the scale subresource."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check_replicas(self) -> ModelServiceSpec:
+        if self.replicas is not None and not (
+            self.scaling.min_replicas <= self.replicas <= self.scaling.max_replicas
+        ):
+            raise ValueError("replicas must be within scaling.minReplicas and scaling.maxReplicas")
+        if self.model.revision is not None and not self.model.uri.startswith("hf://"):
+            raise ValueError("model.revision applies to hf:// models only")
+        return self
+
+
+class LastDecision(common.Model):
+    """The autoscaler's last decision, with its reason and the constraint that bound it."""
+
+    replicas: int = Field(ge=0, description="The replica count decided.")
+    reason: str = Field(description="Why, as a CamelCase word (also the Event reason).")
+    message: str = Field(default="", description="Why, with the numbers and the cost delta.")
+    bound: str = Field(
+        default=policy_types.Bound.NONE.value,
+        description="What decided: None, LatencyTarget, Budget, Capacity, Bounds, Hold.",
+        json_schema_extra={"enum": [b.value for b in policy_types.Bound]},
+    )
+    at: str = Field(description="When (RFC 3339).", json_schema_extra={"format": "date-time"})
+
+
+class AutoscalerStatus(common.Model):
+    """The autoscaler's memory, kept in status so an operator restart forgets nothing."""
+
+    last_decision: LastDecision | None = Field(default=None, description="The last decision.")
+    last_scale_time: str | None = Field(
+        default=None,
+        description="When replicas last changed because of the autoscaler (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+    policy_state: dict[str, Any] | None = Field(
+        default=None,
+        description="The scaling policy's state between ticks (free-form JSON).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class ModelServiceStatus(common.Model):
+    """What is running, where, at what cost, and why."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation this status was computed from."
+    )
+    replicas: int = Field(
+        default=0, ge=0, description="Replica pods that exist (scale subresource status)."
+    )
+    desired_replicas: int = Field(
+        default=0, ge=0, description="Replicas the operator asked for in the Deployment."
+    )
+    ready_replicas: int = Field(default=0, ge=0, description="Replicas passing readiness.")
+    selector: str = Field(
+        default="", description="Label selector of the replica pods (for the scale subresource)."
+    )
+    pool: str | None = Field(default=None, description="The GPUPool the replicas are placed on.")
+    gpus_per_replica: int | None = Field(
+        default=None, ge=0, description="nvidia.com/gpu per replica: tensor x pipeline parallel."
+    )
+    price_per_gpu_hour: float | None = Field(
+        default=None, ge=0, description="The chosen pool's price per GPU-hour, USD."
+    )
+    dollars_per_hour: float | None = Field(
+        default=None, ge=0, description="Current spend in USD per hour: replicas x GPUs x price."
+    )
+    dollars_per_million_tokens: float | None = Field(
+        default=None,
+        ge=0,
+        description="Realised cost in USD per million generated tokens over the last window.",
+    )
+    queue_depth: float | None = Field(
+        default=None,
+        ge=0,
+        description="Requests waiting across replicas (vllm:num_requests_waiting).",
+    )
+    tokens_per_second: float | None = Field(
+        default=None, ge=0, description="Generated tokens per second across replicas."
+    )
+    autoscaler: AutoscalerStatus | None = Field(
+        default=None, description="The autoscaler's last decision and state."
+    )
+    conditions: common.Conditions
+
+
+class ModelService(common.Model):
+    """An LLM served by vLLM replicas on GPUs, scaled to its latency target within its cost."""
+
+    spec: ModelServiceSpec = Field(description="What to serve, where, and within which targets.")
+    status: ModelServiceStatus | None = Field(
+        default=None, description="Replicas, placement, cost and conditions, set by the operator."
+    )
