@@ -1,0 +1,81 @@
+"""The operator's /metrics: every label set exists at zero before anything happens."""
+
+from __future__ import annotations
+
+import math
+
+from prometheus_client import generate_latest
+
+from thrifty.adapters.operator_metrics import OperatorMetrics
+from thrifty.policy.types import Bound, Reason
+
+
+def sample(metrics: OperatorMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def test_a_new_modelservice_has_every_decision_series_at_zero() -> None:
+    metrics = OperatorMetrics()
+    metrics.init_modelservice("team", "chat")
+    for reason in Reason:
+        for bound in Bound:
+            value = sample(
+                metrics,
+                "thrifty_autoscaler_decisions_total",
+                namespace="team",
+                modelservice="chat",
+                reason=reason.value,
+                bound=bound.value,
+            )
+            assert value == 0.0
+    cost = sample(
+        metrics,
+        "thrifty_modelservice_cost_dollars_per_million_tokens",
+        namespace="team",
+        modelservice="chat",
+    )
+    assert cost is not None and math.isnan(cost)
+
+
+def test_decisions_and_gauges_follow_what_the_loop_reports() -> None:
+    metrics = OperatorMetrics()
+    metrics.init_modelservice("team", "chat")
+    metrics.count_decision("team", "chat", Reason.SCALE_UP, Bound.BUDGET)
+    metrics.observe_modelservice(
+        "team",
+        "chat",
+        desired_replicas=3,
+        ready_replicas=2,
+        dollars_per_hour=7.5,
+        dollars_per_million_tokens=0.42,
+    )
+    labels = {"namespace": "team", "modelservice": "chat"}
+    assert (
+        sample(
+            metrics,
+            "thrifty_autoscaler_decisions_total",
+            **labels,
+            reason="ScaleUp",
+            bound="Budget",
+        )
+        == 1.0
+    )
+    assert sample(metrics, "thrifty_modelservice_desired_replicas", **labels) == 3
+    assert sample(metrics, "thrifty_modelservice_current_replicas", **labels) == 2
+    assert sample(metrics, "thrifty_modelservice_cost_dollars_per_hour", **labels) == 7.5
+
+
+def test_query_errors_and_reconcile_latency_exist_from_the_start() -> None:
+    metrics = OperatorMetrics()
+    metrics.init_queries(["requests_waiting"])
+    text = generate_latest(metrics.registry).decode()
+    assert 'thrifty_prometheus_query_errors_total{query="requests_waiting"} 0.0' in text
+    assert 'thrifty_reconcile_duration_seconds_count{kind="ModelService"} 0.0' in text
+
+
+def test_a_deleted_modelservice_leaves_no_series() -> None:
+    metrics = OperatorMetrics()
+    metrics.init_modelservice("team", "chat")
+    metrics.forget_modelservice("team", "chat")
+    text = generate_latest(metrics.registry).decode()
+    assert 'modelservice="chat"' not in text
