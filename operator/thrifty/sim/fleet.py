@@ -1,0 +1,195 @@
+"""The virtual fleet: replicas of one model on one GPU pool, behind a least-loaded router.
+
+It plays what Kubernetes and the gateway do to a Deployment of vLLM pods, so that a decision costs
+in simulation what it costs in a cluster: a new replica holds its GPUs through a cold start before
+it serves; a replica that cannot get GPUs stays pending; a removed replica drains (finishes what it
+accepted, takes nothing new) and holds its GPUs until it is empty; requests that find no serving
+replica wait at the router (like a gateway or Knative's activator) instead of failing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass
+from enum import StrEnum
+
+from thrifty.sim.engine import Engine, EngineEvent
+from thrifty.sim.profiles import EngineProfile
+from thrifty.sim.traces import Request
+
+
+class ReplicaState(StrEnum):
+    PENDING = "Pending"
+    """Ordered, but the pool has no free GPUs for it."""
+    STARTING = "Starting"
+    READY = "Ready"
+    DRAINING = "Draining"
+
+
+@dataclass
+class Replica:
+    replica_id: int
+    state: ReplicaState
+    ordered_at: float
+    started_at: float | None = None
+    ready_at: float | None = None
+    engine: Engine | None = None
+
+
+class Fleet:
+    """Replicas, GPU accounting and routing. Time is pushed in by the runner."""
+
+    def __init__(
+        self,
+        profile: EngineProfile,
+        cold_start_seconds: float,
+        pool_gpus: int | None,
+        initial_replicas: int,
+    ) -> None:
+        self.profile = profile
+        self.cold_start_seconds = cold_start_seconds
+        self.pool_gpus = pool_gpus
+        self._ids = itertools.count()
+        self.replicas: list[Replica] = []
+        self.router_queue: deque[tuple[int, Request]] = deque()
+        self.gpus_held = 0
+        # Counters of replicas that are gone: Prometheus' sum of rates keeps their past.
+        self.retired_prompt_tokens = 0.0
+        self.retired_generation_tokens = 0.0
+        for _ in range(initial_replicas):
+            self._order(0.0, warm=True)
+
+    # -- views ---------------------------------------------------------------------------------
+
+    def count(self, state: ReplicaState) -> int:
+        return sum(1 for r in self.replicas if r.state is state)
+
+    @property
+    def desired(self) -> int:
+        """Replicas meant to serve: everything but the draining ones."""
+        return sum(1 for r in self.replicas if r.state is not ReplicaState.DRAINING)
+
+    @property
+    def free_gpus(self) -> int | None:
+        return None if self.pool_gpus is None else self.pool_gpus - self.gpus_held
+
+    def oldest_starting_seconds(self, now: float) -> float:
+        ages = [now - r.ordered_at for r in self.replicas if r.state is ReplicaState.STARTING]
+        return max(ages, default=0.0)
+
+    def engines(self) -> list[Engine]:
+        """Engines holding work or able to: ready and draining replicas."""
+        return [
+            r.engine
+            for r in self.replicas
+            if r.engine is not None and r.state in (ReplicaState.READY, ReplicaState.DRAINING)
+        ]
+
+    def next_ready_time(self) -> float | None:
+        times = [r.ready_at for r in self.replicas if r.state is ReplicaState.STARTING]
+        return min((t for t in times if t is not None), default=None)
+
+    # -- time ----------------------------------------------------------------------------------
+
+    def advance(self, now: float) -> list[EngineEvent]:
+        """Brings every engine to ``now``, turns started replicas ready, retires drained ones."""
+        for replica in self.replicas:
+            ready_at = replica.ready_at
+            if replica.state is ReplicaState.STARTING and ready_at is not None and ready_at <= now:
+                replica.state = ReplicaState.READY
+        events: list[EngineEvent] = []
+        for engine in self.engines():
+            events += engine.advance(now)
+        self._retire_drained()
+        self._place_pending(now)
+        self._flush_router(now)
+        return events
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def route(self, index: int, request: Request, now: float) -> None:
+        """Sends a request to the least-loaded ready replica, or holds it at the router."""
+        target = self._least_loaded()
+        if target is None or self.router_queue:
+            self.router_queue.append((index, request))
+            return
+        target.submit(str(index), request.prompt_tokens, request.output_tokens, now)
+
+    def _least_loaded(self) -> Engine | None:
+        best: Engine | None = None
+        best_load = 0
+        for replica in self.replicas:
+            if replica.state is ReplicaState.READY and replica.engine is not None:
+                load = replica.engine.num_requests
+                if best is None or load < best_load:
+                    best, best_load = replica.engine, load
+        return best
+
+    def _flush_router(self, now: float) -> None:
+        while self.router_queue:
+            target = self._least_loaded()
+            if target is None:
+                return
+            index, request = self.router_queue.popleft()
+            target.submit(str(index), request.prompt_tokens, request.output_tokens, now)
+
+    # -- scaling -------------------------------------------------------------------------------
+
+    def scale_to(self, replicas: int, now: float) -> None:
+        """Orders or removes replicas so ``desired`` becomes ``replicas``."""
+        replicas = max(0, replicas)
+        while self.desired < replicas:
+            self._order(now, warm=False)
+        while self.desired > replicas:
+            self._remove_one(now)
+        self._place_pending(now)
+
+    def _order(self, now: float, warm: bool) -> None:
+        replica = Replica(next(self._ids), ReplicaState.PENDING, ordered_at=now)
+        self.replicas.append(replica)
+        if self._gpus_available():
+            self._start(replica, now, warm)
+
+    def _start(self, replica: Replica, now: float, warm: bool = False) -> None:
+        replica.started_at = now
+        replica.ready_at = now if warm else now + self.cold_start_seconds
+        replica.state = ReplicaState.READY if warm else ReplicaState.STARTING
+        replica.engine = Engine(self.profile, now=replica.ready_at)
+        self.gpus_held += self.profile.gpus_per_replica
+
+    def _gpus_available(self) -> bool:
+        free = self.free_gpus
+        return free is None or free >= self.profile.gpus_per_replica
+
+    def _remove_one(self, now: float) -> None:
+        # Kubernetes removes unscheduled pods first, then not-ready ones, then ready ones.
+        for state in (ReplicaState.PENDING, ReplicaState.STARTING):
+            candidates = [r for r in self.replicas if r.state is state]
+            if candidates:
+                victim = max(candidates, key=lambda r: r.ordered_at)
+                self.replicas.remove(victim)
+                if state is ReplicaState.STARTING:
+                    self.gpus_held -= self.profile.gpus_per_replica
+                return
+        ready = [r for r in self.replicas if r.state is ReplicaState.READY]
+        victim = min(ready, key=lambda r: (r.engine.num_requests if r.engine else 0, -r.replica_id))
+        victim.state = ReplicaState.DRAINING
+        if victim.engine is not None:
+            victim.engine.start_draining()
+
+    def _retire_drained(self) -> None:
+        for replica in list(self.replicas):
+            if replica.state is ReplicaState.DRAINING and (
+                replica.engine is None or replica.engine.idle
+            ):
+                self.replicas.remove(replica)
+                self.gpus_held -= self.profile.gpus_per_replica
+                if replica.engine is not None:
+                    self.retired_prompt_tokens += replica.engine.prompt_tokens_total
+                    self.retired_generation_tokens += replica.engine.generation_tokens_total
+
+    def _place_pending(self, now: float) -> None:
+        for replica in self.replicas:
+            if replica.state is ReplicaState.PENDING and self._gpus_available():
+                self._start(replica, now)

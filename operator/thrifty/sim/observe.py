@@ -1,0 +1,145 @@
+"""Prometheus as the policy sees it: periodic scrapes, rate windows and histogram quantiles.
+
+A policy tuned on exact, instantaneous simulator state would meet in production metrics that are
+up to a scrape interval old, averaged over a minute and quantised into histogram buckets. So the
+simulator scrapes its fleet the way Prometheus scrapes vLLM and answers the same queries the
+operator's Prometheus adapter asks:
+
+- ``sum(rate(vllm:prompt_tokens_total[1m]))`` and the generation / request counterparts,
+- ``histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[2m])))``,
+- the gauges ``vllm:num_requests_waiting``, ``vllm:num_requests_running`` (summed) and
+  ``vllm:kv_cache_usage_perc`` (averaged) from the newest scrape.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from thrifty.policy.types import Signals
+
+TTFT_BUCKETS_SECONDS: tuple[float, ...] = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
+    1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+)  # fmt: skip
+"""vLLM's ``vllm:time_to_first_token_seconds`` buckets (reference/vllm.md)."""
+
+
+class Histogram:
+    """A cumulative Prometheus histogram: counts per upper bound, the last bucket is +Inf."""
+
+    def __init__(self, bounds: Sequence[float] = TTFT_BUCKETS_SECONDS) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += 1
+
+    def snapshot(self) -> tuple[int, ...]:
+        return tuple(self.counts)
+
+
+def histogram_quantile(
+    quantile: float, bounds: Sequence[float], bucket_counts: Sequence[float]
+) -> float | None:
+    """Prometheus' ``histogram_quantile`` over non-cumulative bucket counts (+Inf last).
+
+    Linear interpolation inside the bucket holding the rank; the first bucket starts at 0; a rank
+    in the +Inf bucket returns the highest finite bound. None without observations.
+    """
+    total = sum(bucket_counts)
+    if total <= 0:
+        return None
+    rank = quantile * total
+    seen = 0.0
+    for index, count in enumerate(bucket_counts):
+        if seen + count >= rank and count > 0:
+            if index >= len(bounds):
+                return bounds[-1]
+            lower = bounds[index - 1] if index else 0.0
+            return lower + (bounds[index] - lower) * (rank - seen) / count
+        seen += count
+    return bounds[-1]
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """One scrape of the whole fleet, counters summed over every replica that ever served."""
+
+    time: float
+    requests_waiting: float
+    requests_running: float
+    kv_cache_usage: float
+    serving_replicas: int
+    prompt_tokens_total: float
+    generation_tokens_total: float
+    requests_total: float
+    ttft_buckets: tuple[int, ...]
+
+
+class Prometheus:
+    """Keeps recent scrapes and answers the policy's queries from them."""
+
+    def __init__(
+        self,
+        rate_window_seconds: float = 60.0,
+        ttft_window_seconds: float = 120.0,
+        ttft_quantile: float = 0.95,
+    ) -> None:
+        self.rate_window_seconds = rate_window_seconds
+        self.ttft_window_seconds = ttft_window_seconds
+        self.ttft_quantile = ttft_quantile
+        self._scrapes: deque[Scrape] = deque()
+
+    def record(self, scrape: Scrape) -> None:
+        self._scrapes.append(scrape)
+        horizon = scrape.time - max(self.rate_window_seconds, self.ttft_window_seconds) - 1.0
+        while len(self._scrapes) > 2 and self._scrapes[1].time <= horizon:
+            self._scrapes.popleft()
+
+    def signals(self, now: float) -> Signals | None:
+        """What the adapter's queries return at ``now``; None until a rate has two samples."""
+        newest = self._newest(now)
+        if newest is None:
+            return None
+        oldest = self._oldest_within(now, self.rate_window_seconds)
+        if oldest is None or oldest.time >= newest.time:
+            return None
+        span = newest.time - oldest.time
+        return Signals(
+            requests_waiting=newest.requests_waiting,
+            requests_running=newest.requests_running,
+            kv_cache_usage=newest.kv_cache_usage,
+            prompt_tokens_per_second=(newest.prompt_tokens_total - oldest.prompt_tokens_total)
+            / span,
+            generation_tokens_per_second=(
+                newest.generation_tokens_total - oldest.generation_tokens_total
+            )
+            / span,
+            requests_per_second=(newest.requests_total - oldest.requests_total) / span,
+            ttft_p95_seconds=self._ttft_quantile(now, newest),
+            sample_age_seconds=now - newest.time,
+        )
+
+    def _ttft_quantile(self, now: float, newest: Scrape) -> float | None:
+        oldest = self._oldest_within(now, self.ttft_window_seconds)
+        if oldest is None:
+            return None
+        deltas = [b - a for a, b in zip(oldest.ttft_buckets, newest.ttft_buckets, strict=True)]
+        return histogram_quantile(self.ttft_quantile, TTFT_BUCKETS_SECONDS, deltas)
+
+    def _newest(self, now: float) -> Scrape | None:
+        for scrape in reversed(self._scrapes):
+            if scrape.time <= now:
+                return scrape
+        return None
+
+    def _oldest_within(self, now: float, window: float) -> Scrape | None:
+        for scrape in self._scrapes:
+            if now - window <= scrape.time <= now:
+                return scrape
+        return None

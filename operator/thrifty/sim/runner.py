@@ -1,0 +1,347 @@
+"""Replays a trace through one policy on the virtual fleet and measures what it cost and delivered.
+
+The loop is the operator's loop with a virtual clock: Prometheus scrapes the fleet every scrape
+interval, the policy gets an `Observation` built from those scrapes every decision interval (the
+same type the operator builds from real Prometheus), and its decision is applied to the fleet with
+the fleet's delays. Between those ticks the only events are arrivals and replicas becoming ready;
+engines advance lazily, so the cost is a few events per request whatever the token counts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from thrifty import cost
+from thrifty.policy.types import (
+    Observation,
+    PolicySpec,
+    PolicyState,
+    PoolView,
+    ReplicaCounts,
+    ScalingPolicy,
+)
+from thrifty.sim.engine import EngineEvent, EventKind
+from thrifty.sim.fleet import Fleet, ReplicaState
+from thrifty.sim.observe import Histogram, Prometheus, Scrape
+from thrifty.sim.profiles import EngineProfile
+from thrifty.sim.traces import Trace
+
+ProgressCallback = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """One run's settings. Defaults follow the operator's defaults and the reference notes."""
+
+    profile: EngineProfile
+    spec: PolicySpec
+    price_per_gpu_hour: float = 2.5
+    """Neocloud on-demand H100 (about $2.2-3.0 per GPU-hour)."""
+    pool_name: str = "h100-on-demand"
+    pool_gpus: int | None = None
+    """GPUs the pool can give; None: unlimited."""
+    cold_start_seconds: float = 120.0
+    initial_replicas: int = 1
+    """Warm replicas at t=0."""
+    decision_interval_seconds: float = 15.0
+    scrape_interval_seconds: float = 10.0
+    rate_window_seconds: float = 60.0
+    ttft_window_seconds: float = 120.0
+    slo_ttft_seconds: float = 2.0
+    """A request meets the SLO when its TTFT is at most this."""
+    tail_seconds: float = 300.0
+    """Time after the last arrival for in-flight requests to finish (not billed)."""
+    budget_dollars_per_hour: float | None = None
+    """Cap used to count seconds over budget; defaults to the spec's ``max_dollars_per_hour``."""
+
+
+@dataclass(frozen=True)
+class TimePoint:
+    time: float
+    arrivals_per_second: float
+    desired: int
+    ready: int
+    starting: int
+    pending: int
+    draining: int
+    waiting: float
+    ttft_p95_seconds: float | None
+    dollars_per_hour: float
+    cost_dollars: float
+
+
+@dataclass(frozen=True)
+class RunResult:
+    policy: str
+    trace: str
+    attribution: str
+    profile: str
+    requests: int
+    served: int
+    duration_seconds: float
+    gpu_hours: float
+    cost_dollars: float
+    tokens: float
+    dollars_per_million_tokens: float | None
+    ttft_p50_seconds: float
+    ttft_p95_seconds: float
+    ttft_p99_seconds: float
+    slo_ttft_seconds: float
+    slo_attainment: float
+    """Share of requests with TTFT at or under the SLO (unserved requests miss it)."""
+    seconds_over_budget: float
+    scale_events: int
+    max_replicas: int
+    truncated_requests: int
+    series: tuple[TimePoint, ...] = field(repr=False)
+
+
+class _Accounting:
+    """GPU-seconds, cost and time over budget, integrated between state changes."""
+
+    def __init__(self, config: SimulationConfig, billed_until: float) -> None:
+        self.config = config
+        self.billed_until = billed_until
+        self.last = 0.0
+        self.gpu_seconds = 0.0
+        self.seconds_over_budget = 0.0
+
+    def integrate(self, now: float, gpus_held: int) -> None:
+        end = min(now, self.billed_until)
+        if end > self.last:
+            span = end - self.last
+            self.gpu_seconds += gpus_held * span
+            cap = self.config.budget_dollars_per_hour
+            if cap is not None and gpus_held * self.config.price_per_gpu_hour > cap + 1e-9:
+                self.seconds_over_budget += span
+            self.last = end
+
+    @property
+    def cost_dollars(self) -> float:
+        return self.gpu_seconds / cost.SECONDS_PER_HOUR * self.config.price_per_gpu_hour
+
+
+class _Run:
+    def __init__(
+        self,
+        trace: Trace,
+        policy: ScalingPolicy,
+        config: SimulationConfig,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.trace = trace
+        self.policy = policy
+        self.config = config
+        self.progress = progress
+        self.fleet = Fleet(
+            config.profile, config.cold_start_seconds, config.pool_gpus, config.initial_replicas
+        )
+        self.prometheus = Prometheus(config.rate_window_seconds, config.ttft_window_seconds)
+        self.histogram = Histogram()
+        self.accounting = _Accounting(config, billed_until=trace.duration_seconds)
+        self.ttft: list[float] = [math.inf] * len(trace.requests)
+        self.prompt_total = 0.0
+        self.generation_total = 0.0
+        self.finished = 0
+        self.state: PolicyState = {}
+        self.desired = config.initial_replicas
+        self.scale_events = 0
+        self.max_replicas = config.initial_replicas
+        self.series: list[TimePoint] = []
+        self.arrivals_since_tick = 0
+        self.truncated = 0
+
+    def run(self) -> RunResult:
+        config = self.config
+        end = self.trace.duration_seconds + config.tail_seconds
+        requests = self.trace.requests
+        next_index = 0
+        next_scrape = 0.0
+        next_decision = config.decision_interval_seconds
+        next_report = 0.0
+        while True:
+            candidates = [next_scrape, next_decision]
+            if next_index < len(requests):
+                candidates.append(requests[next_index].arrival_seconds)
+            ready = self.fleet.next_ready_time()
+            if ready is not None:
+                candidates.append(ready)
+            now = min(candidates)
+            if now > end:
+                break
+            self._advance(now)
+            while next_index < len(requests) and requests[next_index].arrival_seconds <= now:
+                self._arrive(next_index, now)
+                next_index += 1
+            if next_scrape <= now:
+                self._scrape(now)
+                next_scrape += config.scrape_interval_seconds
+            if next_decision <= now:
+                self._decide(now)
+                next_decision += config.decision_interval_seconds
+                if self.progress is not None and now >= next_report:
+                    self.progress(min(1.0, now / end))
+                    next_report = now + end / 20
+        self._advance(end)
+        return self._result()
+
+    def _advance(self, now: float) -> None:
+        self.accounting.integrate(now, self.fleet.gpus_held)
+        for event in self.fleet.advance(now):
+            self._record(event)
+
+    def _record(self, event: EngineEvent) -> None:
+        if event.kind is EventKind.FIRST_TOKEN:
+            index = int(event.request_id)
+            ttft = event.time - self.trace.requests[index].arrival_seconds
+            self.ttft[index] = ttft
+            self.histogram.observe(ttft)
+        elif event.timing is not None:
+            self.finished += 1
+            self.prompt_total += event.timing.prompt_tokens
+            self.generation_total += event.tokens_generated
+
+    def _arrive(self, index: int, now: float) -> None:
+        request = self.trace.requests[index]
+        limit = min(self.config.profile.max_model_len, self.config.profile.kv_capacity_tokens)
+        if request.prompt_tokens + request.output_tokens > limit:
+            # vLLM would reject it; keep its load, cut to the longest prompt the model takes.
+            self.truncated += 1
+            output = min(request.output_tokens, limit // 2)
+            request = type(request)(request.arrival_seconds, limit - output, output)
+        self.fleet.route(index, request, now)
+        self.arrivals_since_tick += 1
+
+    def _scrape(self, now: float) -> None:
+        engines = self.fleet.engines()
+        live_prompt = sum(e.prompt_tokens_total for e in engines)
+        live_generation = sum(e.generation_tokens_total for e in engines)
+        self.prometheus.record(
+            Scrape(
+                time=now,
+                requests_waiting=float(
+                    sum(e.num_waiting for e in engines) + len(self.fleet.router_queue)
+                ),
+                requests_running=float(sum(e.num_running for e in engines)),
+                kv_cache_usage=(
+                    sum(e.kv_cache_usage for e in engines) / len(engines) if engines else 0.0
+                ),
+                serving_replicas=len(engines),
+                prompt_tokens_total=self.fleet.retired_prompt_tokens + live_prompt,
+                generation_tokens_total=self.fleet.retired_generation_tokens + live_generation,
+                requests_total=float(self.finished),
+                ttft_buckets=self.histogram.snapshot(),
+            )
+        )
+
+    def _decide(self, now: float) -> None:
+        observation = self._observation(now)
+        decision = self.policy.decide(observation, self.state)
+        self.state = decision.state
+        target = max(0, decision.replicas)
+        if target != self.fleet.desired:
+            self.scale_events += 1
+        self.fleet.scale_to(target, now)
+        self.desired = target
+        self.max_replicas = max(self.max_replicas, target)
+        self._sample(now, observation)
+
+    def _observation(self, now: float) -> Observation:
+        config = self.config
+        fleet = self.fleet
+        ready = fleet.count(ReplicaState.READY)
+        starting = fleet.count(ReplicaState.STARTING)
+        return Observation(
+            now_seconds=now,
+            signals=self.prometheus.signals(now),
+            replicas=ReplicaCounts(
+                desired=fleet.desired,
+                ready=ready,
+                starting=starting,
+                oldest_starting_seconds=fleet.oldest_starting_seconds(now),
+            ),
+            pool=PoolView(
+                name=config.pool_name,
+                price_per_gpu_hour=config.price_per_gpu_hour,
+                gpus_per_replica=config.profile.gpus_per_replica,
+                free_gpus=fleet.free_gpus,
+            ),
+            spec=config.spec,
+        )
+
+    def _sample(self, now: float, observation: Observation) -> None:
+        fleet = self.fleet
+        signals = observation.signals
+        self.series.append(
+            TimePoint(
+                time=now,
+                arrivals_per_second=self.arrivals_since_tick
+                / self.config.decision_interval_seconds,
+                desired=fleet.desired,
+                ready=fleet.count(ReplicaState.READY),
+                starting=fleet.count(ReplicaState.STARTING),
+                pending=fleet.count(ReplicaState.PENDING),
+                draining=fleet.count(ReplicaState.DRAINING),
+                waiting=signals.requests_waiting if signals else float(len(fleet.router_queue)),
+                ttft_p95_seconds=signals.ttft_p95_seconds if signals else None,
+                dollars_per_hour=fleet.gpus_held * self.config.price_per_gpu_hour,
+                cost_dollars=self.accounting.cost_dollars,
+            )
+        )
+        self.arrivals_since_tick = 0
+
+    def _result(self) -> RunResult:
+        config = self.config
+        ttfts = sorted(self.ttft)
+        served = sum(1 for t in ttfts if math.isfinite(t))
+        within = sum(1 for t in ttfts if t <= config.slo_ttft_seconds)
+        duration = self.trace.duration_seconds
+        tokens = self.prompt_total + self.generation_total
+        mean_dollars_per_hour = self.accounting.cost_dollars * cost.SECONDS_PER_HOUR / duration
+        return RunResult(
+            policy=self.policy.name,
+            trace=self.trace.name,
+            attribution=self.trace.attribution,
+            profile=config.profile.name,
+            requests=len(ttfts),
+            served=served,
+            duration_seconds=duration,
+            gpu_hours=self.accounting.gpu_seconds / cost.SECONDS_PER_HOUR,
+            cost_dollars=self.accounting.cost_dollars,
+            tokens=tokens,
+            dollars_per_million_tokens=cost.dollars_per_million_tokens(
+                mean_dollars_per_hour, tokens / duration
+            ),
+            ttft_p50_seconds=_percentile(ttfts, 0.50),
+            ttft_p95_seconds=_percentile(ttfts, 0.95),
+            ttft_p99_seconds=_percentile(ttfts, 0.99),
+            slo_ttft_seconds=config.slo_ttft_seconds,
+            slo_attainment=within / len(ttfts) if ttfts else 1.0,
+            seconds_over_budget=self.accounting.seconds_over_budget,
+            scale_events=self.scale_events,
+            max_replicas=self.max_replicas,
+            truncated_requests=self.truncated,
+            series=tuple(self.series),
+        )
+
+
+def _percentile(sorted_values: list[float], quantile: float) -> float:
+    """Nearest-rank percentile; inf when the rank falls on unserved requests."""
+    if not sorted_values:
+        return 0.0
+    rank = max(0, math.ceil(quantile * len(sorted_values)) - 1)
+    return sorted_values[rank]
+
+
+def simulate(
+    trace: Trace,
+    policy: ScalingPolicy,
+    config: SimulationConfig,
+    progress: ProgressCallback | None = None,
+) -> RunResult:
+    """Runs ``policy`` over ``trace`` on a fleet described by ``config``. Deterministic."""
+    if config.budget_dollars_per_hour is None and config.spec.max_dollars_per_hour is not None:
+        config = replace(config, budget_dollars_per_hour=config.spec.max_dollars_per_hour)
+    return _Run(trace, policy, config, progress).run()
