@@ -2,8 +2,8 @@
 
 Both build an `Observation` per ModelService per tick and apply the returned `Decision`; only the
 source of observations differs. That is what makes the simulator's numbers mean something for
-production. Everything here is frozen and explicit (``now`` included), so a policy is a pure function
-of its inputs and its carried state, and a restart of the operator forgets nothing.
+production. Everything here is frozen and explicit (``now`` included), so a policy is a pure
+function of its inputs and its carried state, and a restart of the operator forgets nothing.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, TypeAlias
 
-JSONValue: TypeAlias = "None | bool | int | float | str | list[JSONValue] | dict[str, JSONValue]"
+JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
 PolicyState: TypeAlias = Mapping[str, JSONValue]
 """A policy's memory between ticks. JSON-safe so the operator can persist it in status."""
 

@@ -1,0 +1,508 @@
+"""thrifty's scaling policy: size for token demand and backlog, then apply delay, capacity, money.
+
+Reactive autoscalers scale on one metric against a fixed per-replica target. This policy instead
+asks how many replicas the *tokens* need, with a capacity per replica it learns from the metrics
+(tokens/s while replicas are saturated), and it counts that a replica ordered now serves only after
+its cold start: a backlog the current and starting replicas clear before new ones could arrive does
+not order new ones. It scales up at once, down only after a delay and a step at a time, to zero only
+when allowed and idle, never orders replicas the pool has no GPUs for, and never lets a Hard budget
+be passed. See docs/policy.md for the algorithm and the reasons for each default.
+
+Pure and deterministic: everything it remembers travels in `Decision.state` (a JSON mapping).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from thrifty import cost
+from thrifty.policy import common, types
+
+# Keys of the carried state. Stable names: the operator persists them in status.
+CAPACITY = "capacity_tokens_per_second_per_replica"
+CAPACITY_SOURCE = "capacity_source"
+TOKENS_PER_REQUEST = "tokens_per_request"
+LAST_SEEN = "last_observed_seconds"
+READY = "ready_replicas"
+READY_SINCE = "ready_since_seconds"
+BELOW_SINCE = "below_since_seconds"
+BELOW_PEAK = "below_peak_replicas"
+IDLE_SINCE = "idle_since_seconds"
+LAST_SCALE_UP = "last_scale_up_seconds"
+LAST_SCALE_DOWN = "last_scale_down_seconds"
+
+_EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class _Need:
+    """What demand alone asks for, and why (for the message)."""
+
+    replicas: int
+    because: str
+    bound: types.Bound = types.Bound.NONE
+
+
+@dataclass
+class ThriftyPolicy:
+    """Scale on learned token capacity, backlog and cold start, within capacity and budget.
+
+    Every parameter has a default chosen for vLLM on GPUs (docs/policy.md says why).
+    """
+
+    name: str = "thrifty"
+    target_utilization: float = 0.85
+    """Share of the learned saturated throughput a replica is planned to carry in steady state."""
+    saturation_kv_usage: float = 0.9
+    """KV-cache usage at which a replica counts as saturated (besides a non-empty queue)."""
+    capacity_time_constant_seconds: float = 120.0
+    """How fast the learned capacity follows saturated samples (EWMA time constant)."""
+    settle_seconds: float = 60.0
+    """After the ready count changes, rates mix old and new replicas: learn nothing until then."""
+    backlog_drain_ttft_multiple: float = 15.0
+    """A backlog is to be cleared within this many TTFT targets (capped at the cold start)."""
+    default_drain_seconds: float = 60.0
+    """Drain time for a backlog when the spec sets no TTFT target."""
+    min_drain_seconds: float = 10.0
+    scale_down_step_fraction: float = 0.25
+    """At most this share of the replicas (and at least one) is removed per step."""
+    scale_down_step_seconds: float = 60.0
+    """Time between two scale-down steps once the scale-down delay has passed."""
+
+    def decide(self, observation: types.Observation, state: types.PolicyState) -> types.Decision:
+        signals = common.usable_signals(observation)
+        if signals is None:
+            return self._hold(observation, state)
+        learned = self._learn(observation, signals, state)
+        tokens_per_second = common.served_tokens_per_second(signals)
+        need = self._need(observation, signals, learned)
+        return self._constrain(observation, signals, learned, need, tokens_per_second)
+
+    # --- missing data -------------------------------------------------------------------------
+
+    def _hold(self, observation: types.Observation, state: types.PolicyState) -> types.Decision:
+        """Keep the replica count; only a Hard $/hour cap (it needs no metrics) may still cut it."""
+        current = observation.replicas.desired
+        next_state = common.with_updates(
+            state, **{BELOW_SINCE: None, BELOW_PEAK: None, IDLE_SINCE: None}
+        )
+        cap = _dollars_per_hour_cap(observation)
+        if cap is not None:
+            affordable = cost.replicas_within_dollars_per_hour(
+                cap, common.replica_cost(observation.pool)
+            )
+            allowed = max(affordable, observation.spec.min_replicas)
+            if allowed < current:
+                spend_cap = cost.format_dollars_per_hour(cap)
+                because = f"metrics unavailable, but {current} replicas pass the {spend_cap} cap"
+                return common.decision(
+                    observation,
+                    allowed,
+                    types.Reason.BUDGET_LIMITED,
+                    types.Bound.BUDGET,
+                    because,
+                    0.0,
+                    next_state,
+                )
+        signals = observation.signals
+        if signals is None:
+            because = "metrics unavailable, holding"
+        else:
+            because = f"metrics stale or invalid ({signals.sample_age_seconds:.0f} s old), holding"
+        return common.decision(
+            observation,
+            current,
+            types.Reason.METRICS_UNAVAILABLE,
+            types.Bound.HOLD,
+            because,
+            0.0,
+            next_state,
+        )
+
+    # --- learning -----------------------------------------------------------------------------
+
+    def _learn(
+        self, observation: types.Observation, signals: types.Signals, state: types.PolicyState
+    ) -> dict[str, types.JSONValue]:
+        """Next state's learned values: per-replica capacity, tokens per request, ready tracking."""
+        now = observation.now_seconds
+        ready = observation.replicas.ready
+        learned: dict[str, types.JSONValue] = dict(state)
+        previous_ready = common.state_float(state, READY)
+        ready_since = common.state_float(state, READY_SINCE)
+        if previous_ready is None or int(previous_ready) != ready or ready_since is None:
+            ready_since = now
+        learned[READY] = ready
+        learned[READY_SINCE] = ready_since
+        last_seen = common.state_float(state, LAST_SEEN)
+        learned[LAST_SEEN] = now
+
+        tokens_per_second = common.served_tokens_per_second(signals)
+        if signals.requests_per_second > 0.0 and tokens_per_second > 0.0:
+            sample = tokens_per_second / signals.requests_per_second
+            previous = common.state_float(state, TOKENS_PER_REQUEST)
+            learned[TOKENS_PER_REQUEST] = self._ewma(previous, sample, now, last_seen)
+
+        capacity = common.state_float(state, CAPACITY)
+        if capacity is None and observation.spec.capacity_tokens_per_second_per_replica:
+            capacity = observation.spec.capacity_tokens_per_second_per_replica
+            learned[CAPACITY] = capacity
+            learned[CAPACITY_SOURCE] = "prior"
+        settled = ready > 0 and now - ready_since >= self.settle_seconds
+        if settled and tokens_per_second > 0.0:
+            per_replica = tokens_per_second / ready
+            if self._saturated(signals):
+                # At saturation the throughput is the capacity: follow it both ways, smoothed.
+                learned[CAPACITY] = self._ewma(capacity, per_replica, now, last_seen)
+                learned[CAPACITY_SOURCE] = "observed"
+            elif capacity is None or per_replica > capacity:
+                # Below saturation it is only a lower bound: a replica did at least this much.
+                learned[CAPACITY] = per_replica
+                learned[CAPACITY_SOURCE] = "observed"
+        return learned
+
+    def _saturated(self, signals: types.Signals) -> bool:
+        return signals.requests_waiting > 0.0 or signals.kv_cache_usage >= self.saturation_kv_usage
+
+    def _ewma(
+        self, previous: float | None, sample: float, now: float, last_seen: float | None
+    ) -> float:
+        if previous is None:
+            return sample
+        elapsed = (
+            self.capacity_time_constant_seconds if last_seen is None else max(now - last_seen, 0.0)
+        )
+        weight = 1.0 - math.exp(-elapsed / self.capacity_time_constant_seconds)
+        return previous + weight * (sample - previous)
+
+    # --- demand -------------------------------------------------------------------------------
+
+    def drain_seconds(self, spec: types.PolicySpec) -> float:
+        """How soon a backlog must be cleared, from the latency target; at most the cold start."""
+        if spec.ttft_p95_target_seconds is None:
+            wanted = self.default_drain_seconds
+        else:
+            wanted = spec.ttft_p95_target_seconds * self.backlog_drain_ttft_multiple
+        return max(min(wanted, spec.cold_start_seconds), self.min_drain_seconds)
+
+    def _need(
+        self,
+        observation: types.Observation,
+        signals: types.Signals,
+        learned: dict[str, types.JSONValue],
+    ) -> _Need:
+        capacity = common.state_float(learned, CAPACITY)
+        if capacity is not None and capacity > 0.0:
+            need = self._need_from_capacity(observation, signals, learned, capacity)
+        else:
+            need = self._need_without_capacity(observation, signals)
+        if signals.requests_waiting > 0.0 or signals.requests_running > 0.0:
+            need = max(need, _Need(1, "requests in flight"), key=lambda n: n.replicas)
+        if signals.requests_waiting > 0.0:
+            # A queue means the replicas are saturated whatever the estimate says: remove none.
+            supply = observation.replicas.ready + observation.replicas.starting
+            queued = _Need(supply, f"{signals.requests_waiting:,.0f} queued: no replica removed")
+            need = max(need, queued, key=lambda n: n.replicas)
+        return self._latency(observation, signals, learned, need)
+
+    def _need_from_capacity(
+        self,
+        observation: types.Observation,
+        signals: types.Signals,
+        learned: dict[str, types.JSONValue],
+        capacity: float,
+    ) -> _Need:
+        """Steady demand at the target utilisation, or the backlog left when new replicas arrive."""
+        spec = observation.spec
+        replicas = observation.replicas
+        demand = common.served_tokens_per_second(signals)
+        steady = _ceil(demand / (capacity * self.target_utilization))
+        tokens_per_request = common.state_float(learned, TOKENS_PER_REQUEST) or 0.0
+        backlog = signals.requests_waiting * tokens_per_request
+        # The backlog as it will be when a replica ordered now starts serving: the ready replicas
+        # work on it until then, the starting ones join after their remaining cold start.
+        cold_start = spec.cold_start_seconds
+        remaining = (
+            max(cold_start - replicas.oldest_starting_seconds, 0.0) if replicas.starting else 0.0
+        )
+        remaining = min(remaining, cold_start)
+        left = max(backlog + (demand - replicas.ready * capacity) * remaining, 0.0)
+        supply = replicas.ready + replicas.starting
+        left = max(left + (demand - supply * capacity) * (cold_start - remaining), 0.0)
+        drain = self.drain_seconds(spec)
+        with_backlog = _ceil((demand + left / drain) / capacity) if left > 0.0 else 0
+        if with_backlog > steady:
+            return _Need(
+                with_backlog,
+                f"{signals.requests_waiting:,.0f} queued ({backlog:,.0f} tokens) would outlast the "
+                f"{cold_start:.0f} s cold start; clearing it in {drain:.0f} s at "
+                f"{capacity:,.0f} tok/s per replica",
+            )
+        return _Need(
+            steady,
+            f"{demand:,.0f} tok/s at {capacity:,.0f} tok/s per replica "
+            f"({self.target_utilization:.0%} target utilisation)",
+        )
+
+    def _need_without_capacity(
+        self, observation: types.Observation, signals: types.Signals
+    ) -> _Need:
+        """Before any capacity is known: the spec's queue target, and KV usage for scale-down."""
+        replicas = observation.replicas
+        target = observation.spec.queue_target_per_replica
+        supply = replicas.ready + replicas.starting
+        by_queue = _ceil(signals.requests_waiting / target) if target > 0 else supply
+        by_kv = _ceil(
+            replicas.ready
+            * signals.kv_cache_usage
+            / (self.saturation_kv_usage * self.target_utilization)
+        )
+        if by_queue >= by_kv:
+            return _Need(
+                by_queue,
+                f"{signals.requests_waiting:,.0f} queued vs target {target * max(supply, 1):,.0f} "
+                "(capacity not learned yet)",
+            )
+        return _Need(
+            by_kv, f"KV cache {signals.kv_cache_usage:.0%} used (capacity not learned yet)"
+        )
+
+    def _latency(
+        self,
+        observation: types.Observation,
+        signals: types.Signals,
+        learned: dict[str, types.JSONValue],
+        need: _Need,
+    ) -> _Need:
+        """TTFT p95 over target: never scale down, and add one replica once the last one serves."""
+        spec = observation.spec
+        target = spec.ttft_p95_target_seconds
+        ttft = signals.ttft_p95_seconds
+        busy = signals.requests_waiting > 0.0 or signals.requests_running > 0.0
+        if target is None or ttft is None or ttft <= target or not busy:
+            return need
+        replicas = observation.replicas
+        base = max(need.replicas, replicas.desired)
+        last_up = common.state_float(learned, LAST_SCALE_UP)
+        quiet = (
+            last_up is None
+            or observation.now_seconds - last_up >= spec.cold_start_seconds + self.settle_seconds
+        )
+        over = f"TTFT p95 {ttft:.2f} s > target {target:.2f} s"
+        if replicas.starting == 0 and quiet:
+            return _Need(base + 1, over, types.Bound.LATENCY_TARGET)
+        if base > need.replicas:
+            return _Need(base, f"{over}, waiting for the last scale-up", types.Bound.LATENCY_TARGET)
+        return need
+
+    # --- smoothing, idleness, capacity, budget, bounds ----------------------------------------
+
+    def _constrain(
+        self,
+        observation: types.Observation,
+        signals: types.Signals,
+        learned: dict[str, types.JSONValue],
+        need: _Need,
+        tokens_per_second: float,
+    ) -> types.Decision:
+        spec = observation.spec
+        current = observation.replicas.desired
+        now = observation.now_seconds
+        wanted = min(max(need.replicas, spec.min_replicas, 1), max(spec.max_replicas, 0))
+
+        idle = (
+            signals.requests_waiting == 0.0
+            and signals.requests_running == 0.0
+            and signals.requests_per_second == 0.0
+            and tokens_per_second == 0.0
+        )
+        idle_since = common.state_float(learned, IDLE_SINCE) if idle else None
+        if idle and idle_since is None:
+            idle_since = now
+        learned[IDLE_SINCE] = idle_since
+        zero_allowed = spec.min_replicas == 0 and spec.scale_to_zero_idle_seconds is not None
+        to_zero = (
+            zero_allowed
+            and idle_since is not None
+            and (current == 0 or now - idle_since >= (spec.scale_to_zero_idle_seconds or 0.0))
+        )
+
+        reason, bound, because = types.Reason.STEADY, need.bound, need.because
+        if to_zero:
+            target = 0
+            learned[BELOW_SINCE], learned[BELOW_PEAK] = None, None
+            if current > 0:
+                reason, bound = types.Reason.SCALE_TO_ZERO, types.Bound.NONE
+                because = f"idle for {now - (idle_since or now):.0f} s"
+            else:
+                because = "idle at zero"
+        else:
+            target, delayed = self._smooth(observation, learned, wanted)
+            if delayed:
+                reason, bound = types.Reason.SCALE_DOWN_DELAYED, types.Bound.HOLD
+                because = f"{because}; needs {wanted}, scale-down delayed"
+
+        before_limits = target
+        target, limit_reason, limit_bound, limit_because = self._limit(
+            observation, signals, target, tokens_per_second
+        )
+        if target < before_limits:
+            reason, bound = limit_reason, limit_bound
+            because = f"{need.because}; needs {before_limits}, but {limit_because}"
+        bounded = min(max(target, spec.min_replicas), spec.max_replicas)
+        if bounded != target:
+            reason, bound = types.Reason.BOUNDS, types.Bound.BOUNDS
+            because = f"{because}; held within {spec.min_replicas}..{spec.max_replicas} replicas"
+        elif need.replicas > spec.max_replicas and target == spec.max_replicas:
+            reason, bound = types.Reason.BOUNDS, types.Bound.BOUNDS
+            because = f"{because}; needs {need.replicas}, max is {spec.max_replicas}"
+        target = bounded
+
+        reason = _movement_reason(observation, target, reason, to_zero)
+        if target > current:
+            learned[LAST_SCALE_UP] = now
+        elif target < current:
+            learned[LAST_SCALE_DOWN] = now
+        return common.decision(
+            observation, target, reason, bound, because, tokens_per_second, learned
+        )
+
+    def _smooth(
+        self, observation: types.Observation, learned: dict[str, types.JSONValue], wanted: int
+    ) -> tuple[int, bool]:
+        """Up at once; down only after the delay of consistently lower need, then step by step."""
+        current = observation.replicas.desired
+        now = observation.now_seconds
+        if wanted >= current:
+            learned[BELOW_SINCE], learned[BELOW_PEAK] = None, None
+            return wanted, False
+        below_since = common.state_float(learned, BELOW_SINCE)
+        peak = common.state_float(learned, BELOW_PEAK)
+        if below_since is None:
+            below_since, peak = now, float(wanted)
+        peak = max(peak if peak is not None else float(wanted), float(wanted))
+        learned[BELOW_SINCE], learned[BELOW_PEAK] = below_since, int(peak)
+        if now - below_since < observation.spec.scale_down_delay_seconds:
+            return current, True
+        last_down = common.state_float(learned, LAST_SCALE_DOWN)
+        if (
+            last_down is not None
+            and last_down > below_since
+            and now - last_down < self.scale_down_step_seconds
+        ):
+            return current, True
+        step = max(1, math.floor(current * self.scale_down_step_fraction))
+        # The peak of the lower needs seen during the delay: the safest of them.
+        return max(int(peak), current - step), False
+
+    def _limit(
+        self,
+        observation: types.Observation,
+        signals: types.Signals,
+        target: int,
+        tokens_per_second: float,
+    ) -> tuple[int, types.Reason, types.Bound, str]:
+        """The lowest of GPU capacity, $/hour and $/1M tokens limits that binds ``target``."""
+        spec = observation.spec
+        replicas = observation.replicas
+        pool = observation.pool
+        limits: list[tuple[int, types.Reason, types.Bound, str]] = []
+        if pool.free_gpus is not None and pool.gpus_per_replica > 0:
+            room = (
+                replicas.ready + replicas.starting + max(pool.free_gpus, 0) // pool.gpus_per_replica
+            )
+            limits.append(
+                (
+                    room,
+                    types.Reason.CAPACITY_LIMITED,
+                    types.Bound.CAPACITY,
+                    f"pool {pool.name} has GPUs for {room} replicas",
+                )
+            )
+        replica_cost = common.replica_cost(pool)
+        hourly_cap = _dollars_per_hour_cap(observation)
+        if hourly_cap is not None:
+            affordable = cost.replicas_within_dollars_per_hour(hourly_cap, replica_cost)
+            limits.append(
+                (
+                    max(affordable, spec.min_replicas),
+                    types.Reason.BUDGET_LIMITED,
+                    types.Bound.BUDGET,
+                    f"{cost.format_dollars_per_hour(hourly_cap)} cap allows {affordable}",
+                )
+            )
+        token_cap = _scaled(observation, spec.max_dollars_per_million_tokens)
+        if token_cap is not None:
+            affordable_by_tokens = cost.replicas_within_dollars_per_million_tokens(
+                token_cap, replica_cost, tokens_per_second
+            )
+            if affordable_by_tokens is not None:
+                busy = signals.requests_waiting > 0.0 or signals.requests_running > 0.0
+                floor = max(spec.min_replicas, 1 if busy else 0)
+                limits.append(
+                    (
+                        max(affordable_by_tokens, floor),
+                        types.Reason.BUDGET_LIMITED,
+                        types.Bound.BUDGET,
+                        f"{cost.format_dollars_per_million_tokens(token_cap)} cap at "
+                        f"{tokens_per_second:,.0f} tok/s allows {affordable_by_tokens}",
+                    )
+                )
+        binding = [limit for limit in limits if limit[0] < target]
+        if not binding:
+            return target, types.Reason.STEADY, types.Bound.NONE, ""
+        # Lowest limit wins; on a tie the budget is named (it is the one the user set).
+        return min(binding, key=lambda limit: (limit[0], limit[2] != types.Bound.BUDGET))
+
+
+def _movement_reason(
+    observation: types.Observation, target: int, reason: types.Reason, to_zero: bool
+) -> types.Reason:
+    current = observation.replicas.desired
+    if reason in (types.Reason.BUDGET_LIMITED, types.Reason.CAPACITY_LIMITED):
+        return reason
+    if reason == types.Reason.BOUNDS and target == current:
+        return reason
+    if to_zero:
+        return types.Reason.SCALE_TO_ZERO if current > 0 else types.Reason.STEADY
+    if target > current:
+        return types.Reason.SCALE_FROM_ZERO if current == 0 else types.Reason.SCALE_UP
+    if target < current:
+        return types.Reason.SCALE_DOWN
+    if reason == types.Reason.SCALE_DOWN_DELAYED:
+        return reason
+    replicas = observation.replicas
+    if replicas.starting > 0 and target > replicas.ready:
+        return types.Reason.WAITING_FOR_STARTUP
+    return types.Reason.STEADY
+
+
+def _scaled(observation: types.Observation, cap: float | None) -> float | None:
+    """A spec cap as enforced: Soft budgets may overrun by their declared share."""
+    if cap is None:
+        return None
+    spec = observation.spec
+    if spec.enforcement == types.Enforcement.SOFT:
+        return cap * (1.0 + max(spec.soft_overrun_fraction, 0.0))
+    return cap
+
+
+def _dollars_per_hour_cap(observation: types.Observation) -> float | None:
+    """The tighter of the spec's $/hour cap (Soft overrun included) and the CostBudget allowance."""
+    caps = [
+        cap
+        for cap in (
+            _scaled(observation, observation.spec.max_dollars_per_hour),
+            observation.budget_dollars_per_hour_available,
+        )
+        if cap is not None
+    ]
+    return min(caps) if caps else None
+
+
+def _ceil(value: float) -> int:
+    """Ceiling that ignores float noise (2.0000000001 replicas is 2)."""
+    if value <= 0.0 or not math.isfinite(value):
+        return 0
+    return math.ceil(value - _EPSILON)
