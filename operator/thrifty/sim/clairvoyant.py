@@ -1,0 +1,105 @@
+"""The clairvoyant bound: a policy that knows every future arrival and pays the same cold start.
+
+No real policy can beat it by much, so it marks the physical limit a policy is measured against
+("within 15 % of clairvoyant"). It sizes the fleet from the trace itself: each request brings
+engine work (its prompt at the prefill speed, its output at the per-token cost of a busy decode
+batch); a fleet of ``n`` replicas clears any burst of work ``W`` arriving within ``w`` seconds with
+a queueing delay of at most about ``W / n - w``, so meeting a TTFT target ``s`` needs
+``n >= W / (w + s)`` for every window (a network-calculus arrival-curve bound). It orders each
+replica a cold start before the window that needs it, keeps any replica needed again within a cold
+start (re-ordering would be too late) and drops the rest at once.
+
+It lives in the simulator, not in ``thrifty.policy``, because it needs the future.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from itertools import accumulate
+
+from thrifty import cost
+from thrifty.policy.types import Bound, Decision, Observation, PolicyState, Reason
+from thrifty.sim.profiles import EngineProfile
+from thrifty.sim.traces import Trace
+
+_WINDOWS_SECONDS = (1, 2, 5, 10, 20, 30, 60, 120, 300)
+
+
+@dataclass
+class ClairvoyantPolicy:
+    """Minimal replicas for the TTFT target given the future arrivals of ``trace``."""
+
+    trace: Trace
+    profile: EngineProfile
+    cold_start_seconds: float = 120.0
+    ttft_target_seconds: float = 2.0
+    utilization: float = 0.9
+    """Share of a replica's engine time planned to be busy (headroom for decode interference)."""
+    decision_interval_seconds: float = 15.0
+    name: str = "clairvoyant"
+    _need: list[int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._need = self._need_per_second()
+
+    def request_work_seconds(self, prompt_tokens: int, output_tokens: int) -> float:
+        """Engine time one request takes on a busy replica."""
+        profile = self.profile
+        batch = max(1, profile.max_num_seqs // 2)
+        per_output_token = profile.itl_seconds(batch) / batch
+        return prompt_tokens / profile.prefill_tokens_per_second + output_tokens * per_output_token
+
+    def _need_per_second(self) -> list[int]:
+        """Replicas needed by the work arriving from each second on."""
+        seconds = math.ceil(self.trace.duration_seconds) + max(_WINDOWS_SECONDS) + 1
+        work = [0.0] * seconds
+        for request in self.trace.requests:
+            second = min(seconds - 1, int(request.arrival_seconds))
+            work[second] += self.request_work_seconds(request.prompt_tokens, request.output_tokens)
+        prefix = [0.0, *accumulate(work)]
+        need: list[int] = []
+        for start in range(seconds):
+            best = 0.0
+            for window in _WINDOWS_SECONDS:
+                end = min(seconds, start + window)
+                burst = prefix[end] - prefix[start]
+                best = max(best, burst / ((window + self.ttft_target_seconds) * self.utilization))
+            need.append(math.ceil(best - 1e-9))
+        return need
+
+    def replicas_needed(self, start_seconds: float, end_seconds: float) -> int:
+        """Most replicas any second of ``[start, end]`` needs."""
+        first = max(0, int(start_seconds))
+        last = min(len(self._need), math.ceil(end_seconds) + 1)
+        return max(self._need[first:last], default=0)
+
+    def decide(self, observation: Observation, state: PolicyState) -> Decision:
+        now = observation.now_seconds
+        spec = observation.spec
+        horizon = now + self.cold_start_seconds + self.decision_interval_seconds
+        wanted = max(spec.min_replicas, self.replicas_needed(now, horizon))
+        replicas = min(wanted, spec.max_replicas)
+        bound = Bound.LATENCY_TARGET if replicas == wanted else Bound.BOUNDS
+        free = observation.pool.free_gpus
+        current = observation.replicas.desired
+        if free is not None:
+            room = current + free // max(1, observation.pool.gpus_per_replica)
+            if replicas > room:
+                replicas, bound = room, Bound.CAPACITY
+        reason = (
+            Reason.SCALE_UP
+            if replicas > current
+            else Reason.SCALE_DOWN
+            if replicas < current
+            else Reason.STEADY
+        )
+        dollars_per_hour = cost.dollars_per_hour(
+            replicas, observation.pool.gpus_per_replica, observation.pool.price_per_gpu_hour
+        )
+        message = (
+            f"{current} -> {replicas} replicas: the next {horizon - now:.0f} s of arrivals need "
+            f"{wanted} for TTFT <= {self.ttft_target_seconds:g} s; "
+            f"{cost.format_dollars_per_hour(dollars_per_hour)}"
+        )
+        return Decision(replicas, reason, message, bound, dollars_per_hour, None, dict(state))
