@@ -1,0 +1,159 @@
+"""From what the cluster says about one ModelService to the `Observation` its policy decides on.
+
+The autoscaler reads Kubernetes objects and Prometheus; the policy wants frozen numbers in its own
+units. This module is the translation, kept pure so that its choices are tested without a cluster:
+which replica count is "desired" when nobody set one, which pods count as starting (scheduled, not
+ready) and which as merely ordered (not yet placed, so their cold start has not begun), how many
+more GPUs the pool can really give (its free GPUs minus those our own unplaced pods already wait
+for), and how a team's CostBudget tightens a member's cost target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from thrifty.api import costbudget, gpupool, modelservice
+from thrifty.policy import types
+
+
+@dataclass(frozen=True)
+class PodView:
+    """One replica pod, as the autoscaler sees it (terminating pods are left out by the reader)."""
+
+    ready: bool
+    scheduled: bool
+    """Bound to a node: its cold start (image, weights, compile) is under way or done."""
+    starting_seconds: float = 0.0
+    """Time since it was scheduled (0 when not scheduled)."""
+
+
+@dataclass(frozen=True)
+class ObserveSettings:
+    """What the API does not carry but the policy needs, with the reason for each default."""
+
+    cold_start_seconds: float = 120.0
+    """Order-to-serving time of a replica: 8B weights from a warm cache and CUDA graphs take ~2 min
+    on an H100 (shared reference h100-capacity-and-prices.md); set lower for simulated engines."""
+    staleness_limit_seconds: float = 60.0
+    """Older metrics mean scrapes are failing: hold rather than act on them (4 scrapes of 15 s)."""
+
+
+def desired_replicas(ms: modelservice.ModelService) -> int:
+    """The scale target: spec.replicas, else what the reconciler last deployed, within bounds."""
+    scaling = ms.spec.scaling
+    if ms.spec.replicas is not None:
+        wanted = ms.spec.replicas
+    elif ms.status is not None:
+        wanted = ms.status.desired_replicas
+    else:
+        wanted = scaling.min_replicas
+    return min(max(wanted, scaling.min_replicas), scaling.max_replicas)
+
+
+def replica_counts(desired: int, pods: Sequence[PodView]) -> types.ReplicaCounts:
+    ready = sum(1 for pod in pods if pod.ready)
+    starting = [pod for pod in pods if pod.scheduled and not pod.ready]
+    oldest = max((pod.starting_seconds for pod in starting), default=0.0)
+    return types.ReplicaCounts(
+        desired=desired, ready=ready, starting=len(starting), oldest_starting_seconds=oldest
+    )
+
+
+def placed_pool_name(ms: modelservice.ModelService) -> str:
+    """The pool the replicas run on, or the first acceptable one before placement."""
+    if ms.status is not None and ms.status.pool:
+        return ms.status.pool
+    return ms.spec.pools[0]
+
+
+def pool_view(
+    name: str,
+    pool: gpupool.GPUPool,
+    gpus_per_replica: int,
+    unplaced_replicas: int,
+) -> types.PoolView:
+    """The pool as the policy needs it. Free GPUs exclude those our unplaced replicas wait for."""
+    free: int | None = None
+    if pool.status is not None:
+        free = max(pool.status.gpus_free - unplaced_replicas * gpus_per_replica, 0)
+    return types.PoolView(
+        name=name,
+        price_per_gpu_hour=pool.spec.price_per_gpu_hour,
+        gpus_per_replica=gpus_per_replica,
+        free_gpus=free,
+    )
+
+
+def _tighter(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def policy_spec(
+    ms: modelservice.ModelService,
+    settings: ObserveSettings,
+    budget: costbudget.CostBudget | None = None,
+) -> types.PolicySpec:
+    """The spec in the policy's units. A Hard team budget's $/1M tokens cap binds each member: if
+    every member stays under it, so does the team."""
+    spec = ms.spec
+    scaling = spec.scaling
+    team_cap = None
+    if budget is not None and budget.spec.enforcement is types.Enforcement.HARD:
+        team_cap = budget.spec.max_dollars_per_million_tokens
+    idle = scaling.scale_to_zero_idle_seconds if scaling.min_replicas == 0 else None
+    return types.PolicySpec(
+        min_replicas=scaling.min_replicas,
+        max_replicas=scaling.max_replicas,
+        queue_target_per_replica=scaling.queue_depth_target_per_replica,
+        scale_down_delay_seconds=float(scaling.scale_down_delay_seconds),
+        scale_to_zero_idle_seconds=None if idle is None else float(idle),
+        ttft_p95_target_seconds=spec.latency_target.time_to_first_token_p95_seconds,
+        max_dollars_per_hour=spec.cost_target.max_dollars_per_hour,
+        max_dollars_per_million_tokens=_tighter(
+            spec.cost_target.max_dollars_per_million_tokens, team_cap
+        ),
+        enforcement=spec.cost_target.enforcement,
+        soft_overrun_fraction=spec.cost_target.soft_overrun_fraction,
+        cold_start_seconds=settings.cold_start_seconds,
+        staleness_limit_seconds=settings.staleness_limit_seconds,
+    )
+
+
+def policy_state(ms: modelservice.ModelService) -> types.PolicyState:
+    """The state the policy returned last tick, as persisted in status (empty on first sight)."""
+    if ms.status is None or ms.status.autoscaler is None:
+        return {}
+    state: Mapping[str, types.JSONValue] | None = ms.status.autoscaler.policy_state
+    return dict(state) if state else {}
+
+
+def observation(
+    ms: modelservice.ModelService,
+    *,
+    now_seconds: float,
+    pods: Sequence[PodView],
+    pool_name: str,
+    pool: gpupool.GPUPool,
+    signals: types.Signals | None,
+    settings: ObserveSettings,
+    budget: costbudget.CostBudget | None = None,
+    budget_dollars_per_hour_available: float | None = None,
+) -> types.Observation:
+    """One ModelService at one tick. `now_seconds` is wall-clock epoch time, because the policy
+    state it stamps survives operator restarts and moves between operator replicas."""
+    desired = desired_replicas(ms)
+    gpus_per_replica = ms.spec.engine.gpus_per_replica
+    placed = sum(1 for pod in pods if pod.scheduled)
+    return types.Observation(
+        now_seconds=now_seconds,
+        signals=signals,
+        replicas=replica_counts(desired, pods),
+        pool=pool_view(pool_name, pool, gpus_per_replica, max(desired - placed, 0)),
+        spec=policy_spec(ms, settings, budget),
+        budget_dollars_per_hour_available=budget_dollars_per_hour_available,
+    )

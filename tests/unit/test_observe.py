@@ -1,0 +1,127 @@
+"""What the policy is told of a ModelService: desired replicas, starting pods, free GPUs, caps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from thrifty import observe
+from thrifty.api import costbudget, gpupool, modelservice
+from thrifty.observe import ObserveSettings, PodView
+from thrifty.policy import types
+
+SETTINGS = ObserveSettings(cold_start_seconds=30, staleness_limit_seconds=45)
+
+
+def model_service(status: dict[str, Any] | None = None, **spec: Any) -> modelservice.ModelService:
+    body: dict[str, Any] = {
+        "spec": {
+            "model": {"uri": "hf://meta-llama/Llama-3.1-8B-Instruct"},
+            "pools": ["h100-on-demand", "h100-spot"],
+            "scaling": {"minReplicas": 0, "maxReplicas": 8, "queueDepthTargetPerReplica": 4},
+            **spec,
+        }
+    }
+    if status is not None:
+        body["status"] = status
+    return modelservice.ModelService.model_validate(body)
+
+
+def pool(free: int | None = 16, price: float = 2.5) -> gpupool.GPUPool:
+    body: dict[str, Any] = {
+        "spec": {
+            "accelerator": "NVIDIA-H100-80GB-HBM3",
+            "gpuMemoryGib": 80,
+            "gpusPerNode": 8,
+            "nodeSelector": {"thrifty.dev/pool": "h100-on-demand"},
+            "pricePerGpuHour": price,
+        }
+    }
+    if free is not None:
+        body["status"] = {"gpusAllocatable": 16, "gpusUsed": 16 - free, "gpusFree": free}
+    return gpupool.GPUPool.model_validate(body)
+
+
+def budget(**spec: Any) -> costbudget.CostBudget:
+    return costbudget.CostBudget.model_validate({"spec": spec})
+
+
+def test_desired_is_spec_replicas_else_last_deployed_else_min() -> None:
+    assert observe.desired_replicas(model_service(replicas=3)) == 3
+    assert observe.desired_replicas(model_service({"desiredReplicas": 5})) == 5
+    ms = model_service(scaling={"minReplicas": 2, "maxReplicas": 4})
+    assert observe.desired_replicas(ms) == 2
+
+
+def test_only_scheduled_unready_pods_are_starting() -> None:
+    pods = [
+        PodView(ready=True, scheduled=True),
+        PodView(ready=False, scheduled=True, starting_seconds=40),
+        PodView(ready=False, scheduled=True, starting_seconds=12),
+        PodView(ready=False, scheduled=False),  # pending: no GPU yet, cold start not begun
+    ]
+    counts = observe.replica_counts(4, pods)
+    assert counts == types.ReplicaCounts(desired=4, ready=1, starting=2, oldest_starting_seconds=40)
+
+
+def test_free_gpus_exclude_those_our_unplaced_replicas_wait_for() -> None:
+    ms = model_service(replicas=4, engine={"tensorParallelSize": 2})
+    pods = [PodView(ready=True, scheduled=True), PodView(ready=False, scheduled=False)]
+    obs = observe.observation(
+        ms,
+        now_seconds=1000.0,
+        pods=pods,
+        pool_name="h100-on-demand",
+        pool=pool(free=8),
+        signals=None,
+        settings=SETTINGS,
+    )
+    # 4 desired, 1 placed: 3 replicas x 2 GPUs already claimed from the 8 free.
+    assert obs.pool == types.PoolView("h100-on-demand", 2.5, 2, 2)
+    assert obs.replicas.desired == 4
+
+
+def test_pool_without_status_has_unknown_free_gpus() -> None:
+    view = observe.pool_view("p", pool(free=None), 1, 0)
+    assert view.free_gpus is None
+
+
+def test_placed_pool_is_from_status_else_first_acceptable() -> None:
+    assert observe.placed_pool_name(model_service()) == "h100-on-demand"
+    assert observe.placed_pool_name(model_service({"pool": "h100-spot"})) == "h100-spot"
+
+
+def test_spec_carries_targets_and_a_hard_team_cap_tightens_the_member() -> None:
+    ms = model_service(
+        scaling={"minReplicas": 0, "maxReplicas": 8, "scaleToZeroIdleSeconds": 300},
+        latencyTarget={"timeToFirstTokenP95Seconds": 0.5},
+        costTarget={"maxDollarsPerMillionTokens": 2.0, "enforcement": "Soft"},
+    )
+    spec = observe.policy_spec(ms, SETTINGS, budget(maxDollarsPerMillionTokens=1.2))
+    assert spec.max_dollars_per_million_tokens == 1.2
+    assert spec.scale_to_zero_idle_seconds == 300.0
+    assert spec.ttft_p95_target_seconds == 0.5
+    assert spec.enforcement is types.Enforcement.SOFT
+    assert spec.cold_start_seconds == 30
+    assert spec.staleness_limit_seconds == 45
+    soft_team = budget(maxDollarsPerMillionTokens=1.2, enforcement="Soft")
+    assert observe.policy_spec(ms, SETTINGS, soft_team).max_dollars_per_million_tokens == 2.0
+
+
+def test_policy_state_comes_back_from_status() -> None:
+    ms = model_service({"autoscaler": {"policyState": {"capacity": 900.0}}})
+    assert observe.policy_state(ms) == {"capacity": 900.0}
+    assert observe.policy_state(model_service()) == {}
+
+
+@given(
+    st.lists(st.tuples(st.booleans(), st.booleans(), st.floats(0, 1e4)), max_size=20),
+    st.integers(0, 30),
+)
+def test_counts_never_exceed_the_pods(pods_raw: list[tuple[bool, bool, float]], d: int) -> None:
+    pods = [PodView(ready=r and s, scheduled=s, starting_seconds=t) for r, s, t in pods_raw]
+    counts = observe.replica_counts(d, pods)
+    assert counts.ready + counts.starting == sum(1 for p in pods if p.scheduled)
+    assert counts.oldest_starting_seconds >= 0
