@@ -1,0 +1,368 @@
+"""ThriftyPolicy scenarios: one situation per test, checked against what the policy must do."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+from policy_builders import observation, signals
+
+from thrifty.policy import thrifty_policy, types
+from thrifty.policy.thrifty_policy import ThriftyPolicy
+
+POLICY = ThriftyPolicy()
+
+# Two saturated replicas serving 16,000 tok/s (4,000 tokens per request) with 340 requests queued.
+BURST = signals(
+    requests_waiting=340.0,
+    requests_running=200.0,
+    kv_cache_usage=0.95,
+    prompt_tokens_per_second=8000.0,
+    generation_tokens_per_second=8000.0,
+    requests_per_second=4.0,
+)
+IDLE = signals(
+    requests_waiting=0.0,
+    requests_running=0.0,
+    kv_cache_usage=0.0,
+    prompt_tokens_per_second=0.0,
+    generation_tokens_per_second=0.0,
+    requests_per_second=0.0,
+    ttft_p95_seconds=None,
+)
+LIGHT = signals(prompt_tokens_per_second=1000.0, generation_tokens_per_second=1000.0)
+
+
+def run(
+    policy: ThriftyPolicy, ticks: list[types.Observation], state: types.PolicyState | None = None
+) -> list[types.Decision]:
+    """Feeds observations in order, carrying the state and applying each decision's replicas."""
+    decisions: list[types.Decision] = []
+    carried: types.PolicyState = state or {}
+    for tick in ticks:
+        decision = policy.decide(tick, carried)
+        carried = decision.state
+        decisions.append(decision)
+    return decisions
+
+
+def test_burst_scales_up_at_once_with_cost_in_the_message() -> None:
+    decision = POLICY.decide(observation(sig=BURST, desired=2), {})
+    # 16,000 tok/s + 1.36M queued tokens / 30 s drain = 61,333 tok/s at 8,000 per replica: 8.
+    assert decision.replicas == 8
+    assert decision.reason == types.Reason.SCALE_UP
+    assert decision.bound == types.Bound.NONE
+    assert decision.message.startswith("+6 replicas: 340 queued")
+    assert "+$18.00/h, projected $0.42/1M tokens" in decision.message
+    assert decision.projected_dollars_per_hour == 24.0
+
+
+def test_backlog_the_current_replicas_clear_before_a_cold_start_orders_nothing() -> None:
+    # 4 replicas carry 6,000 tok/s; 40 queued requests (60k tokens) fit in the spare capacity.
+    small_queue = signals(requests_waiting=40.0)
+    decision = POLICY.decide(observation(sig=small_queue, desired=4), {})
+    assert decision.replicas == 4
+    assert decision.reason == types.Reason.STEADY
+
+
+def test_starting_replicas_count_as_capacity_arriving() -> None:
+    # The same burst, but 6 replicas are already starting: nothing more to order.
+    decision = POLICY.decide(
+        observation(sig=BURST, desired=8, ready=2, starting=6, oldest_starting_seconds=60.0), {}
+    )
+    assert decision.replicas == 8
+    assert decision.reason == types.Reason.WAITING_FOR_STARTUP
+
+
+def test_starting_replicas_that_arrive_late_leave_more_backlog() -> None:
+    early = POLICY.decide(
+        observation(sig=BURST, desired=4, ready=2, starting=2, oldest_starting_seconds=110.0), {}
+    )
+    late = POLICY.decide(
+        observation(sig=BURST, desired=4, ready=2, starting=2, oldest_starting_seconds=0.0), {}
+    )
+    # Arriving in 10 s, the two starting replicas clear the backlog before a new one could serve.
+    assert early.replicas == 4
+    assert early.reason == types.Reason.WAITING_FOR_STARTUP
+    # Arriving in 120 s, they leave the whole backlog to clear: order more now.
+    assert late.replicas == 8
+
+
+def test_load_gone_scales_down_only_after_the_delay_and_gradually() -> None:
+    ticks = [observation(now=1000.0 + 15.0 * i, sig=LIGHT, desired=8) for i in range(21)]
+    decisions = run(POLICY, ticks)
+    # 2,000 tok/s needs one replica, but for 300 s nothing moves.
+    assert all(d.replicas == 8 for d in decisions[:20])
+    assert all(d.reason == types.Reason.SCALE_DOWN_DELAYED for d in decisions[:20])
+    # Then one step of at most a quarter of the replicas.
+    assert decisions[20].replicas == 6
+    assert decisions[20].reason == types.Reason.SCALE_DOWN
+    assert decisions[20].message.startswith("-2 replicas:")
+    assert "-$6.00/h" in decisions[20].message
+
+
+def test_scale_down_steps_are_spaced() -> None:
+    policy = ThriftyPolicy()
+    state: types.PolicyState = {}
+    desired = 8
+    history: list[tuple[float, int]] = []
+    for i in range(60):
+        now = 1000.0 + 15.0 * i
+        decision = policy.decide(observation(now=now, sig=LIGHT, desired=desired), state)
+        state = decision.state
+        if decision.replicas != desired:
+            history.append((now, decision.replicas))
+        desired = decision.replicas
+    assert [replicas for _, replicas in history] == [6, 5, 4, 3, 2, 1]
+    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(history)]
+    assert all(gap >= policy.scale_down_step_seconds for gap in gaps)
+
+
+def test_a_higher_need_during_the_delay_restarts_nothing_but_resets_the_wait() -> None:
+    ticks = [observation(now=1000.0 + 15.0 * i, sig=LIGHT, desired=8) for i in range(10)]
+    ticks.append(observation(now=1150.0, sig=BURST, desired=8))
+    ticks += [observation(now=1165.0 + 15.0 * i, sig=LIGHT, desired=8) for i in range(20)]
+    decisions = run(POLICY, ticks)
+    # The burst resets the clock: still 8 replicas 300 s after the first light tick.
+    assert decisions[10].replicas >= 8
+    assert all(d.replicas == 8 for d in decisions[11:30])
+
+
+def test_idle_scales_to_zero_only_when_allowed_and_idle_long_enough() -> None:
+    allowed = {"min_replicas": 0, "scale_to_zero_idle_seconds": 600.0}
+    ticks = [observation(now=1000.0 + 60.0 * i, sig=IDLE, desired=1, **allowed) for i in range(11)]
+    decisions = run(POLICY, ticks)
+    assert all(d.replicas == 1 for d in decisions[:10])
+    assert decisions[10].replicas == 0
+    assert decisions[10].reason == types.Reason.SCALE_TO_ZERO
+
+
+@pytest.mark.parametrize(
+    "spec_overrides",
+    [
+        {"min_replicas": 0, "scale_to_zero_idle_seconds": None},
+        {"min_replicas": 1, "scale_to_zero_idle_seconds": None},
+    ],
+)
+def test_idle_never_scales_to_zero_when_not_allowed(spec_overrides: dict[str, object]) -> None:
+    ticks = [
+        observation(now=1000.0 + 60.0 * i, sig=IDLE, desired=1, **spec_overrides) for i in range(30)
+    ]
+    assert all(d.replicas == 1 for d in run(POLICY, ticks))
+
+
+def test_a_request_resets_the_idle_clock() -> None:
+    allowed = {"min_replicas": 0, "scale_to_zero_idle_seconds": 600.0}
+    one_request = signals(requests_running=1.0, requests_per_second=0.1)
+    ticks = [observation(now=1000.0 + 60.0 * i, sig=IDLE, desired=1, **allowed) for i in range(9)]
+    ticks.append(observation(now=1540.0, sig=one_request, desired=1, **allowed))
+    ticks += [observation(now=1600.0 + 60.0 * i, sig=IDLE, desired=1, **allowed) for i in range(11)]
+    decisions = run(POLICY, ticks)
+    # Idle again from 1600 s: 600 s later (2200 s, the last tick) and not before.
+    assert all(d.replicas == 1 for d in decisions[:20])
+    assert decisions[20].replicas == 0
+
+
+def test_requests_at_zero_scale_from_zero() -> None:
+    queued = signals(
+        requests_waiting=3.0,
+        requests_running=0.0,
+        prompt_tokens_per_second=0.0,
+        generation_tokens_per_second=0.0,
+        requests_per_second=0.0,
+    )
+    decision = POLICY.decide(
+        observation(sig=queued, desired=0, min_replicas=0, scale_to_zero_idle_seconds=600.0), {}
+    )
+    assert decision.replicas >= 1
+    assert decision.reason == types.Reason.SCALE_FROM_ZERO
+
+
+def test_idle_at_zero_stays_at_zero() -> None:
+    decision = POLICY.decide(
+        observation(sig=IDLE, desired=0, min_replicas=0, scale_to_zero_idle_seconds=600.0), {}
+    )
+    assert decision.replicas == 0
+
+
+def test_capacity_bound_orders_only_replicas_that_can_get_gpus() -> None:
+    decision = POLICY.decide(observation(sig=BURST, desired=2, free_gpus=3), {})
+    assert decision.replicas == 5
+    assert decision.reason == types.Reason.CAPACITY_LIMITED
+    assert decision.bound == types.Bound.CAPACITY
+    assert "GPUs for 5" in decision.message
+
+
+def test_capacity_counts_gpus_per_replica() -> None:
+    decision = POLICY.decide(observation(sig=BURST, desired=2, free_gpus=7, gpus_per_replica=4), {})
+    assert decision.replicas == 3
+
+
+def test_hard_dollars_per_hour_cap_bounds_the_scale_up() -> None:
+    decision = POLICY.decide(observation(sig=BURST, desired=2, max_dollars_per_hour=15.0), {})
+    assert decision.replicas == 5
+    assert decision.reason == types.Reason.BUDGET_LIMITED
+    assert decision.bound == types.Bound.BUDGET
+    assert decision.projected_dollars_per_hour <= 15.0
+
+
+def test_cost_budget_allowance_bounds_like_a_hard_cap() -> None:
+    decision = POLICY.decide(observation(sig=BURST, desired=2, budget=12.0), {})
+    assert decision.replicas == 4
+    assert decision.bound == types.Bound.BUDGET
+
+
+def test_hard_dollars_per_million_tokens_cap_bounds_the_scale_up() -> None:
+    # At 16,000 tok/s a $3/h replica costs $0.052/1M tokens; a $0.30 cap allows 5 of them.
+    decision = POLICY.decide(
+        observation(sig=BURST, desired=2, max_dollars_per_million_tokens=0.30), {}
+    )
+    assert decision.replicas == 5
+    assert decision.projected_dollars_per_million_tokens is not None
+    assert decision.projected_dollars_per_million_tokens <= 0.30
+    assert decision.bound == types.Bound.BUDGET
+
+
+def test_soft_budget_allows_its_declared_overrun_and_no_more() -> None:
+    hard = POLICY.decide(observation(sig=BURST, desired=2, max_dollars_per_hour=15.0), {})
+    soft = POLICY.decide(
+        observation(
+            sig=BURST,
+            desired=2,
+            max_dollars_per_hour=15.0,
+            enforcement=types.Enforcement.SOFT,
+            soft_overrun_fraction=0.2,
+        ),
+        {},
+    )
+    assert hard.replicas == 5
+    assert soft.replicas == 6  # $18/h = 15 x 1.2
+    assert soft.projected_dollars_per_hour <= 15.0 * 1.2
+
+
+def test_min_replicas_wins_over_a_hard_budget() -> None:
+    decision = POLICY.decide(
+        observation(sig=LIGHT, desired=3, min_replicas=3, max_dollars_per_hour=5.0), {}
+    )
+    assert decision.replicas == 3
+
+
+def test_hard_budget_cuts_at_once_without_the_scale_down_delay() -> None:
+    decision = POLICY.decide(observation(sig=LIGHT, desired=6, budget=9.0), {})
+    assert decision.replicas == 3
+    assert decision.reason == types.Reason.BUDGET_LIMITED
+
+
+def test_max_replicas_bounds_the_need() -> None:
+    decision = POLICY.decide(observation(sig=BURST, desired=2, max_replicas=4), {})
+    assert decision.replicas == 4
+    assert decision.bound == types.Bound.BOUNDS
+
+
+@pytest.mark.parametrize(
+    "tick",
+    [
+        observation(missing=True, desired=5),
+        observation(sig=signals(sample_age_seconds=120.0), desired=5),
+        observation(sig=signals(requests_waiting=float("nan")), desired=5),
+    ],
+    ids=["missing", "stale", "nan"],
+)
+def test_missing_or_stale_data_holds(tick: types.Observation) -> None:
+    decision = POLICY.decide(tick, {"below_since_seconds": 0.0, "below_peak_replicas": 1})
+    assert decision.replicas == 5
+    assert decision.reason == types.Reason.METRICS_UNAVAILABLE
+    assert decision.bound == types.Bound.HOLD
+    # The scale-down clock does not run through a gap in the data.
+    assert decision.state["below_since_seconds"] is None
+
+
+def test_missing_data_still_enforces_a_hard_dollars_per_hour_cap() -> None:
+    decision = POLICY.decide(observation(missing=True, desired=5, max_dollars_per_hour=9.0), {})
+    assert decision.replicas == 3
+    assert decision.reason == types.Reason.BUDGET_LIMITED
+
+
+def test_ttft_over_target_adds_a_replica_once_the_last_scale_up_serves() -> None:
+    slow = signals(ttft_p95_seconds=3.0)
+    decision = POLICY.decide(observation(sig=slow, desired=3), {})
+    assert decision.replicas == 4
+    assert decision.bound == types.Bound.LATENCY_TARGET
+    assert "TTFT p95 3.00 s > target 2.00 s" in decision.message
+    # Right after, while it starts, nothing more is added and nothing removed.
+    again = POLICY.decide(
+        observation(now=1015.0, sig=slow, desired=4, ready=3, starting=1), decision.state
+    )
+    assert again.replicas == 4
+
+
+def test_capacity_is_learned_from_saturated_replicas() -> None:
+    saturated = signals(
+        requests_waiting=5.0,
+        kv_cache_usage=0.95,
+        prompt_tokens_per_second=6000.0,
+        generation_tokens_per_second=6000.0,
+    )
+    state: types.PolicyState = {}
+    for i in range(40):
+        decision = POLICY.decide(
+            observation(now=1000.0 + 15.0 * i, sig=saturated, desired=4), state
+        )
+        state = decision.state
+    learned = state[thrifty_policy.CAPACITY]
+    assert isinstance(learned, float)
+    # The prior said 8,000 tok/s; 4 saturated replicas serve 12,000: 3,000 each.
+    assert learned == pytest.approx(3000.0, rel=0.05)
+    assert state[thrifty_policy.CAPACITY_SOURCE] == "observed"
+
+
+def test_capacity_is_learned_without_a_prior() -> None:
+    saturated = signals(requests_waiting=5.0, kv_cache_usage=0.95)
+    state: types.PolicyState = {}
+    ticks = [
+        observation(
+            now=1000.0 + 15.0 * i,
+            sig=saturated,
+            desired=2,
+            capacity_tokens_per_second_per_replica=None,
+        )
+        for i in range(6)
+    ]
+    decisions = run(POLICY, ticks, state)
+    assert thrifty_policy.CAPACITY not in decisions[3].state  # settling after the first look
+    assert decisions[-1].state[thrifty_policy.CAPACITY] == pytest.approx(3000.0)
+
+
+def test_without_capacity_the_queue_target_drives() -> None:
+    queued = signals(requests_waiting=55.0)
+    decision = POLICY.decide(
+        observation(sig=queued, desired=2, capacity_tokens_per_second_per_replica=None), {}
+    )
+    assert decision.replicas == 6  # 55 queued / 10 per replica
+    assert "55 queued vs target 20" in decision.message
+
+
+def test_state_is_json_and_a_restart_forgets_nothing() -> None:
+    ticks = [observation(now=1000.0 + 15.0 * i, sig=LIGHT, desired=8) for i in range(21)]
+    state: types.PolicyState = {}
+    for tick in ticks:
+        decision = POLICY.decide(tick, state)
+        state = json.loads(json.dumps(decision.state))  # what status persistence does
+    assert decision.replicas == 6
+
+
+def test_malformed_state_is_ignored() -> None:
+    bad: types.PolicyState = {
+        thrifty_policy.CAPACITY: "fast",
+        thrifty_policy.BELOW_SINCE: [1, 2],
+        thrifty_policy.IDLE_SINCE: True,
+    }
+    assert POLICY.decide(observation(sig=BURST, desired=2), bad).replicas == 8
+
+
+def test_drain_time_follows_the_latency_target() -> None:
+    assert POLICY.drain_seconds(observation(ttft_p95_target_seconds=2.0).spec) == 30.0
+    assert POLICY.drain_seconds(observation(ttft_p95_target_seconds=60.0).spec) == 120.0
+    assert POLICY.drain_seconds(observation(ttft_p95_target_seconds=None).spec) == 60.0
+    assert POLICY.drain_seconds(observation(ttft_p95_target_seconds=0.1).spec) == 10.0
