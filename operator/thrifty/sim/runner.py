@@ -67,6 +67,7 @@ class TimePoint:
     pending: int
     draining: int
     waiting: float
+    running: float
     ttft_p95_seconds: float | None
     dollars_per_hour: float
     cost_dollars: float
@@ -285,6 +286,7 @@ class _Run:
                 pending=fleet.count(ReplicaState.PENDING),
                 draining=fleet.count(ReplicaState.DRAINING),
                 waiting=signals.requests_waiting if signals else float(len(fleet.router_queue)),
+                running=signals.requests_running if signals else 0.0,
                 ttft_p95_seconds=signals.ttft_p95_seconds if signals else None,
                 dollars_per_hour=fleet.gpus_held * self.config.price_per_gpu_hour,
                 cost_dollars=self.accounting.cost_dollars,

@@ -1,0 +1,340 @@
+"""The ``thrifty`` command: one argparse subcommand per job, each a thin shell around pure code.
+
+``thrifty simulate`` replays a trace through one or more policies on the fleet simulator. This
+module does the I/O the pure simulator must not: it finds and reads trace files, writes the JSON
+report and the PNG plot, and prints the table and progress. Other subcommands register themselves
+in `_SUBCOMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from thrifty.policy.types import Enforcement, PolicySpec, ScalingPolicy
+from thrifty.sim import report, traces
+from thrifty.sim.clairvoyant import ClairvoyantPolicy
+from thrifty.sim.profiles import EngineProfile, profile_by_name
+from thrifty.sim.runner import RunResult, SimulationConfig, simulate
+
+EXIT_USAGE = 2
+
+NAMED_TRACES = {
+    "azure-code": "azure2023/AzureLLMInferenceTrace_code.csv",
+    "azure-conv": "azure2023/AzureLLMInferenceTrace_conv.csv",
+    "mooncake": "mooncake/synthetic_trace.jsonl",
+    "servegen-small": "servegen/language_m-small_aggregate_rate.csv",
+    "servegen-mid": "servegen/language_m-mid_aggregate_rate.csv",
+}
+SYNTHETIC_SHAPES = ("ramp", "spike", "diurnal")
+
+
+class CommandError(Exception):
+    """A user error: printed without a traceback, exit code 2."""
+
+
+# -- traces ------------------------------------------------------------------------------------
+
+
+def traces_dir() -> Path:
+    """``../shared/traces`` next to the repository, or ``$THRIFTY_TRACES_DIR``."""
+    override = os.environ.get("THRIFTY_TRACES_DIR")
+    if override:
+        return Path(override)
+    repo_root = Path(__file__).resolve().parents[2]
+    return repo_root.parent / "shared" / "traces"
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise CommandError(f"trace file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise CommandError(f"cannot read trace {path}: {error}") from None
+
+
+@dataclass(frozen=True)
+class TraceOptions:
+    """How to turn a trace source into the requests of one run."""
+
+    start_seconds: float = 0.0
+    duration_seconds: float | None = None
+    speedup: float | None = None
+    target_rps: float | None = None
+    seed: int = 0
+
+
+def load_trace(source: str, options: TraceOptions) -> traces.Trace:
+    """A named trace, a synthetic shape or a file path, sliced, sped up and synthesised."""
+    if source in SYNTHETIC_SHAPES:
+        return _synthetic(source, options)
+    path = traces_dir() / NAMED_TRACES[source] if source in NAMED_TRACES else Path(source)
+    lines = _read_lines(path)
+    name = source if source in NAMED_TRACES else path.stem
+    first = next((line.strip() for line in lines if line.strip()), "")
+    if first.startswith("{"):
+        trace = traces.parse_mooncake_jsonl(lines, str(path), name)
+    elif first.replace(" ", "").startswith("window_start_s"):
+        return _from_rates(traces.parse_servegen_rates(lines, str(path), name), options)
+    else:
+        trace = traces.parse_azure_csv(lines, str(path), name)
+    if options.speedup:
+        trace = trace.time_scaled(options.speedup)
+    if options.start_seconds or options.duration_seconds:
+        duration = options.duration_seconds or trace.duration_seconds - options.start_seconds
+        trace = trace.sliced(options.start_seconds, duration)
+    if not trace.requests:
+        raise CommandError(f"{path}: no requests in the chosen slice")
+    return trace
+
+
+def _lengths() -> traces.Trace:
+    path = traces_dir() / NAMED_TRACES["azure-conv"]
+    return traces.parse_azure_csv(_read_lines(path), str(path), "azure-conv")
+
+
+def _from_rates(series: traces.RateSeries, options: TraceOptions) -> traces.Trace:
+    """ServeGen: a slice of the 14 days (one day by default), compressed into one hour."""
+    day = 86_400.0
+    start = options.start_seconds
+    speedup = options.speedup or 24.0
+    duration = options.duration_seconds or min(3600.0, (series.duration_seconds - start) / speedup)
+    sliced = series.sliced(start, start + duration * speedup).compressed(speedup)
+    rescaled = sliced.rescaled(options.target_rps or 10.0)
+    name = f"{series.name}[{start / day:g}d+{duration * speedup / 3600:g}h/{speedup:g}]"
+    return traces.synthesize(rescaled, _lengths(), options.seed, name)
+
+
+def _synthetic(shape: str, options: TraceOptions) -> traces.Trace:
+    duration = options.duration_seconds or 3600.0
+    mean = options.target_rps or 10.0
+    if shape == "ramp":
+        series = traces.ramp(0.2 * mean, 1.8 * mean, duration)
+    elif shape == "spike":
+        series = traces.spike(0.6 * mean, 3.0 * mean, duration, duration / 2, duration / 10)
+    else:
+        series = traces.diurnal(mean, 0.6, duration, period_seconds=duration)
+    return traces.synthesize(series, _lengths(), options.seed, shape)
+
+
+# -- policies ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    trace: traces.Trace
+    profile: EngineProfile
+    cold_start_seconds: float
+    slo_ttft_seconds: float
+    decision_interval_seconds: float
+
+
+def _baseline(module: str, names: Sequence[str]) -> Callable[[PolicyContext], ScalingPolicy]:
+    def build(_: PolicyContext) -> ScalingPolicy:
+        try:
+            found = importlib.import_module(module)
+        except ImportError:
+            raise CommandError(f"policy module {module} is not available") from None
+        for name in names:
+            if hasattr(found, name):
+                policy: ScalingPolicy = getattr(found, name)()
+                return policy
+        raise CommandError(f"{module} has none of {', '.join(names)}")
+
+    return build
+
+
+def _clairvoyant(context: PolicyContext) -> ScalingPolicy:
+    return ClairvoyantPolicy(
+        context.trace,
+        context.profile,
+        cold_start_seconds=context.cold_start_seconds,
+        ttft_target_seconds=context.slo_ttft_seconds,
+        decision_interval_seconds=context.decision_interval_seconds,
+    )
+
+
+POLICIES: dict[str, Callable[[PolicyContext], ScalingPolicy]] = {
+    "thrifty": _baseline("thrifty.policy.thrifty_policy", ["ThriftyPolicy"]),
+    "hpa": _baseline("thrifty.policy.baselines", ["HPAPolicy", "HpaPolicy"]),
+    "kpa": _baseline("thrifty.policy.baselines", ["KPAPolicy", "KpaPolicy"]),
+    "static": _baseline("thrifty.policy.baselines", ["StaticPolicy"]),
+    "clairvoyant": _clairvoyant,
+}
+
+
+def build_policy(name: str, context: PolicyContext) -> ScalingPolicy:
+    """A policy by short name or by ``module:ClassName`` (constructed without arguments)."""
+    if name in POLICIES:
+        return POLICIES[name](context)
+    module_name, _, class_name = name.partition(":")
+    if not class_name:
+        known = ", ".join(POLICIES)
+        raise CommandError(f"unknown policy {name!r}: use one of {known} or module:ClassName")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise CommandError(f"cannot import policy module {module_name}: {error}") from None
+    factory = getattr(module, class_name, None)
+    if factory is None:
+        raise CommandError(f"module {module_name} has no {class_name}")
+    policy = factory()
+    if not callable(getattr(policy, "decide", None)):
+        raise CommandError(f"{name} has no decide(observation, state) method")
+    return policy  # type: ignore[no-any-return]
+
+
+# -- simulate ----------------------------------------------------------------------------------
+
+
+def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "simulate",
+        help="replay a trace through policies on the fleet simulator",
+        description="Replay a trace through one or more scaling policies and compare them.",
+    )
+    parser.add_argument(
+        "--trace",
+        default="azure-code",
+        help=f"a file, or one of {', '.join([*NAMED_TRACES, *SYNTHETIC_SHAPES])}",
+    )
+    parser.add_argument(
+        "--policy",
+        action="append",
+        dest="policies",
+        help="thrifty, hpa, kpa, static, clairvoyant or module:ClassName (repeatable)",
+    )
+    parser.add_argument("--profile", default="llama-8b-1xh100", help="engine profile (8b, 70b)")
+    parser.add_argument("--price-per-gpu-hour", type=float, default=2.5)
+    parser.add_argument("--slo-ttft-p95", type=float, default=2.0, help="TTFT target, seconds")
+    parser.add_argument("--duration", type=float, help="seconds of traffic to replay")
+    parser.add_argument("--start", type=float, default=0.0, help="offset into the trace, seconds")
+    parser.add_argument("--speedup", type=float, help="replay faster (ServeGen default: 24)")
+    parser.add_argument("--target-rps", type=float, help="mean rate for ServeGen and shapes")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--min-replicas", type=int, default=1)
+    parser.add_argument("--max-replicas", type=int, default=32)
+    parser.add_argument("--initial-replicas", type=int, default=1)
+    parser.add_argument("--queue-target", type=float, default=8.0, help="waiting per replica")
+    parser.add_argument("--cold-start", type=float, default=120.0, help="seconds")
+    parser.add_argument("--pool-gpus", type=int, help="GPUs the pool can give (default: no limit)")
+    parser.add_argument("--max-dollars-per-hour", type=float)
+    parser.add_argument("--max-dollars-per-million-tokens", type=float)
+    parser.add_argument("--enforcement", choices=[e.value for e in Enforcement], default="Hard")
+    parser.add_argument("--out", type=Path, default=Path("out/simulate"))
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    parser.set_defaults(handler=_simulate)
+
+
+def simulation_config(args: argparse.Namespace) -> SimulationConfig:
+    try:
+        profile = profile_by_name(args.profile)
+    except KeyError as error:
+        raise CommandError(str(error.args[0])) from None
+    spec = PolicySpec(
+        min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas,
+        queue_target_per_replica=args.queue_target,
+        ttft_p95_target_seconds=args.slo_ttft_p95,
+        max_dollars_per_hour=args.max_dollars_per_hour,
+        max_dollars_per_million_tokens=args.max_dollars_per_million_tokens,
+        enforcement=Enforcement(args.enforcement),
+        cold_start_seconds=args.cold_start,
+    )
+    return SimulationConfig(
+        profile=profile,
+        spec=spec,
+        price_per_gpu_hour=args.price_per_gpu_hour,
+        pool_gpus=args.pool_gpus,
+        cold_start_seconds=args.cold_start,
+        initial_replicas=max(args.initial_replicas, args.min_replicas),
+        slo_ttft_seconds=args.slo_ttft_p95,
+    )
+
+
+def _progress_printer(policy: str, enabled: bool) -> Callable[[float], None] | None:
+    if not enabled:
+        return None
+
+    def show(fraction: float) -> None:
+        print(f"thrifty simulate: {policy}: {100 * fraction:3.0f} %", file=sys.stderr, flush=True)
+
+    return show
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    config = simulation_config(args)
+    options = TraceOptions(args.start, args.duration, args.speedup, args.target_rps, args.seed)
+    trace = load_trace(args.trace, options)
+    context = PolicyContext(
+        trace, config.profile, config.cold_start_seconds, config.slo_ttft_seconds,
+        config.decision_interval_seconds,
+    )  # fmt: skip
+    names = args.policies or ["thrifty", "hpa", "clairvoyant"]
+    policies = [build_policy(name, context) for name in names]
+    long_run = trace.duration_seconds * len(policies) > 3 * 3600 or len(trace.requests) > 50_000
+    results: list[RunResult] = []
+    for policy in policies:
+        progress = _progress_printer(policy.name, long_run and not args.quiet)
+        results.append(simulate(trace, policy, config, progress))
+    print(f"trace {trace.name}: {len(trace.requests)} requests over "
+          f"{trace.duration_seconds / 60:.0f} min; profile {config.profile.name}; "
+          f"SLO TTFT <= {config.slo_ttft_seconds:g} s")  # fmt: skip
+    print(report.table(results))
+    print(f"Traffic: {trace.attribution}")
+    _write_outputs(args, trace, results)
+    return 0
+
+
+def _write_outputs(args: argparse.Namespace, trace: traces.Trace, results: list[RunResult]) -> None:
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    command = "thrifty " + " ".join(shlex.quote(a) for a in args.argv)
+    settings = report.settings_json(
+        {k: v for k, v in vars(args).items() if k not in ("handler", "out", "quiet", "argv")}
+    )
+    document = report.report_json(results, settings, command)
+    (out / "report.json").write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    title = f"{trace.name} on {results[0].profile}" if results else trace.name
+    (out / "report.png").write_bytes(report.plot_png(results, title))
+    print(f"wrote {out / 'report.json'} and {out / 'report.png'}")
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+_SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _add_simulate,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="thrifty", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for add in _SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv
+    try:
+        code: int = args.handler(args)
+    except (CommandError, traces.TraceFormatError) as error:
+        print(f"thrifty {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
