@@ -1,0 +1,152 @@
+"""What thrifty tells humans: Event reasons, condition types and the rules for updating conditions.
+
+Reasons are constants in one place (as Karpenter keeps them) so Events, conditions and docs agree
+and can be grepped. Condition helpers keep ``lastTransitionTime`` fixed unless the status flips,
+which is what kstatus-based tools (Argo CD, Flux) and ``kubectl wait`` expect, and which makes a
+no-op reconcile produce an identical status, hence no write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+
+from thrifty.api import common
+
+# Condition types of a ModelService.
+READY = "Ready"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+CAPACITY_LIMITED = "CapacityLimited"
+BUDGET_LIMITED = "BudgetLimited"
+METRICS_AVAILABLE = "MetricsAvailable"
+
+RECONCILER_CONDITIONS = (READY, PROGRESSING, DEGRADED, CAPACITY_LIMITED)
+"""The conditions the reconciler owns; the autoscaler owns BudgetLimited and MetricsAvailable."""
+
+# Reasons (condition reasons and Event reasons).
+AVAILABLE = "Available"
+REPLICAS_STARTING = "ReplicasStarting"
+SCALED_TO_ZERO = "ScaledToZero"
+ROLLED_OUT = "RolledOut"
+AS_EXPECTED = "AsExpected"
+PLACED = "Placed"
+POOL_CHANGED = "PoolChanged"
+ENOUGH_CAPACITY = "EnoughCapacity"
+INSUFFICIENT_GPUS = "InsufficientGPUs"
+UNKNOWN_POOL = "UnknownPool"
+GPUS_PER_REPLICA_TOO_LARGE = "GPUsPerReplicaTooLarge"
+SECRET_NOT_FOUND = "SecretNotFound"
+INVALID_SPEC = "InvalidSpec"
+COST_CAP_BELOW_MINIMUM = "CostCapBelowMinimum"
+APPLY_FAILED = "ApplyFailed"
+WORKLOAD_APPLIED = "WorkloadApplied"
+DEGRADED_REASON = "Degraded"
+RECOVERED = "Recovered"
+POOL_HAS_NO_NODES = "NoNodes"
+POOL_READY = "NodesFound"
+WITHIN_BUDGET = "WithinBudget"
+OVER_BUDGET = "OverBudget"
+
+
+def now_rfc3339(now: datetime | None = None) -> str:
+    """Kubernetes' timestamp format: UTC, seconds precision, ``Z``."""
+    moment = now or datetime.now(UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def condition(
+    type_: str,
+    status: bool | None,
+    reason: str,
+    message: str,
+    *,
+    now: str,
+    generation: int | None = None,
+) -> common.Condition:
+    """A new condition; ``status`` None means Unknown."""
+    value = (
+        common.ConditionStatus.UNKNOWN
+        if status is None
+        else (common.ConditionStatus.TRUE if status else common.ConditionStatus.FALSE)
+    )
+    return common.Condition(
+        type=type_,
+        status=value,
+        reason=reason,
+        message=message,
+        last_transition_time=now,
+        observed_generation=generation,
+    )
+
+
+def set_condition(
+    conditions: Sequence[common.Condition], new: common.Condition
+) -> list[common.Condition]:
+    """Replace the condition of ``new.type``; its transition time moves only if the status flips."""
+    out: list[common.Condition] = []
+    replaced = False
+    for old in conditions:
+        if old.type != new.type:
+            out.append(old)
+            continue
+        replaced = True
+        if old.status == new.status:
+            new = new.model_copy(update={"last_transition_time": old.last_transition_time})
+        out.append(new)
+    if not replaced:
+        out.append(new)
+    return out
+
+
+def set_conditions(
+    conditions: Sequence[common.Condition], new: Iterable[common.Condition]
+) -> list[common.Condition]:
+    result = list(conditions)
+    for one in new:
+        result = set_condition(result, one)
+    return result
+
+
+def find(conditions: Sequence[common.Condition], type_: str) -> common.Condition | None:
+    return next((c for c in conditions if c.type == type_), None)
+
+
+def is_true(conditions: Sequence[common.Condition], type_: str) -> bool:
+    found = find(conditions, type_)
+    return found is not None and found.status is common.ConditionStatus.TRUE
+
+
+def ready_from(
+    conditions: Sequence[common.Condition], *, now: str, generation: int | None = None
+) -> common.Condition:
+    """Ready, rolled up from the others (as Karpenter does): Degraded or Progressing block it.
+
+    CapacityLimited does not: a service with fewer replicas than wanted still serves (it is
+    reported, and Progressing stays True while replicas are missing).
+    """
+    degraded = find(conditions, DEGRADED)
+    if degraded is not None and degraded.status is common.ConditionStatus.TRUE:
+        return condition(
+            READY, False, degraded.reason, degraded.message, now=now, generation=generation
+        )
+    progressing = find(conditions, PROGRESSING)
+    if progressing is not None and progressing.status is common.ConditionStatus.TRUE:
+        return condition(
+            READY, False, progressing.reason, progressing.message, now=now, generation=generation
+        )
+    return condition(
+        READY, True, AVAILABLE, "all desired replicas are ready", now=now, generation=generation
+    )
+
+
+def transitions(
+    before: Sequence[common.Condition], after: Sequence[common.Condition]
+) -> list[common.Condition]:
+    """Conditions whose status or reason changed: each deserves an Event."""
+    changed = []
+    for new in after:
+        old = find(before, new.type)
+        if old is None or old.status != new.status or old.reason != new.reason:
+            changed.append(new)
+    return changed
