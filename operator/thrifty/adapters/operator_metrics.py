@@ -5,7 +5,7 @@ live $/hour and $/1M tokens per ModelService, decisions counted by reason and by
 bound them, how long a decision and a reconcile take, and how often Prometheus queries fail.
 
 Every label set a dashboard or alert may select is created at zero as soon as the ModelService is
-first seen (and every query name at start), so `rate()` and `absent()` behave from the first scrape
+first seen (and every error kind at start), so `rate()` and `absent()` behave from the first scrape
 instead of after the first event. The registry is an object, not prometheus-client's global, so
 tests and two operators in one process do not share counters.
 """
@@ -13,7 +13,6 @@ tests and two operators in one process do not share counters.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import prometheus_client
@@ -25,6 +24,8 @@ MS_LABELS = ("namespace", "modelservice")
 
 # Decisions take milliseconds; a Prometheus round trip dominates. Reconciles include API writes.
 DECISION_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+QUERY_ERROR_KINDS = ("Unreachable", "QueryFailed", "NoData", "Stale")
+
 RECONCILE_BUCKETS_SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -81,10 +82,13 @@ class OperatorMetrics:
         )
         self.prometheus_query_errors = Counter(
             "thrifty_prometheus_query_errors",
-            "Prometheus queries that failed (unreachable, error answer, or unusable result).",
-            ("query",),
+            "Autoscaler passes whose Prometheus read failed, by kind: Unreachable, QueryFailed "
+            "(an error answer or unreadable body), NoData (no vLLM series), Stale (old samples).",
+            ("error",),
             registry=r,
         )
+        for kind in QUERY_ERROR_KINDS:
+            self.prometheus_query_errors.labels(error=kind)
         self.leader = Gauge(
             "thrifty_leader",
             "1 while this operator process holds the leader Lease and its timers act.",
@@ -92,11 +96,6 @@ class OperatorMetrics:
         )
         for kind in ("ModelService", "GPUPool", "CostBudget"):
             self.reconcile_seconds.labels(kind=kind)
-
-    def init_queries(self, query_names: Iterable[str]) -> None:
-        """Creates the error counters at zero for every query the Prometheus adapter runs."""
-        for name in query_names:
-            self.prometheus_query_errors.labels(query=name)
 
     def init_modelservice(self, namespace: str, name: str) -> None:
         """Creates every series of one ModelService at zero (NaN for $/1M tokens)."""

@@ -4,4 +4,5 @@ Nothing here decides anything: handlers read through ``thrifty.adapters``, call 
 (``thrifty.reconcile``, ``thrifty.placement``, ``thrifty.render``) and write back.
 """
 
+from thrifty.control import autoscaler as autoscaler
 from thrifty.control import handlers as handlers

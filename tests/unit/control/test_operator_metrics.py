@@ -67,9 +67,9 @@ def test_decisions_and_gauges_follow_what_the_loop_reports() -> None:
 
 def test_query_errors_and_reconcile_latency_exist_from_the_start() -> None:
     metrics = OperatorMetrics()
-    metrics.init_queries(["requests_waiting"])
     text = generate_latest(metrics.registry).decode()
-    assert 'thrifty_prometheus_query_errors_total{query="requests_waiting"} 0.0' in text
+    for kind in ("Unreachable", "QueryFailed", "NoData", "Stale"):
+        assert f'thrifty_prometheus_query_errors_total{{error="{kind}"}} 0.0' in text
     assert 'thrifty_reconcile_duration_seconds_count{kind="ModelService"} 0.0' in text
 
 

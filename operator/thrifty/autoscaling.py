@@ -1,0 +1,250 @@
+"""What one autoscaler pass means for a ModelService, decided without I/O.
+
+The kopf timer (thrifty.control.autoscaler) reads the cluster and Prometheus, asks the policy, and
+then needs answers to three questions that deserve tests of their own:
+
+- *May thrifty write replicas at all?* Mode Manual: no. Mode Advisory: no, it only reports. And in
+  mode Auto thrifty still steps back to Advisory when someone else drives ``spec.replicas``: a
+  HorizontalPodAutoscaler whose scaleTargetRef is the ModelService, or another field manager that
+  owns ``spec.replicas`` by server-side apply (a GitOps tool that declares replicas). Two writers of
+  one field only fight; the status says who owns it and how to hand it over.
+- *What is the new status?* The autoscaler's fields only (queue, tokens/s, $/1M tokens, the last
+  decision, the policy state, MetricsAvailable and BudgetLimited); the reconciler owns the rest.
+- *Did anything change?* A status write per pass only when something a reader could notice changed:
+  numbers are rounded to what status shows, and the policy's clock stamps are not a change.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from thrifty import cost, explain
+from thrifty.api import common, modelservice
+from thrifty.policy import types
+
+FIELD_MANAGER = "thrifty-autoscaler"
+"""Our field manager on the scale subresource and on status."""
+
+HPA_CONTROLLER_MANAGER = "kube-controller-manager"
+
+# Reasons of the conditions the autoscaler owns.
+METRICS_READ = "MetricsRead"
+METRICS_MISSING = "MetricsUnavailable"
+WITHIN_BUDGET = explain.WITHIN_BUDGET
+BUDGET_BOUND = "BudgetBound"
+ADVISORY_REPLICAS_OWNED = "ReplicasOwnedElsewhere"
+
+VOLATILE_STATE_KEYS = frozenset({"last_observed_seconds"})
+"""Policy-state keys that are only a clock stamp of the current tick: not a reason to write."""
+
+
+@dataclass(frozen=True)
+class Authority:
+    """Whether this pass may write replicas, and why not."""
+
+    mode: types.ScalingMode
+    """The mode in effect: the spec's, or Advisory when someone else drives replicas."""
+    why: str = ""
+
+
+def owns_replicas(fields: Mapping[str, Any]) -> bool:
+    spec = fields.get("f:spec")
+    return isinstance(spec, Mapping) and "f:replicas" in spec
+
+
+def other_replicas_owners(managed_fields: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Field managers other than thrifty that drive spec.replicas: appliers, and the HPA."""
+    owners = []
+    for entry in managed_fields:
+        manager = str(entry.get("manager", ""))
+        if manager == FIELD_MANAGER or not owns_replicas(entry.get("fieldsV1") or {}):
+            continue
+        applied = entry.get("operation") == "Apply"
+        hpa = manager == HPA_CONTROLLER_MANAGER and entry.get("subresource") == "scale"
+        if applied or hpa:
+            owners.append(manager)
+    return sorted(set(owners))
+
+
+def authority(
+    spec_mode: types.ScalingMode,
+    hpa_names: Sequence[str],
+    managed_fields: Iterable[Mapping[str, Any]],
+) -> Authority:
+    if spec_mode is not types.ScalingMode.AUTO:
+        return Authority(spec_mode)
+    if hpa_names:
+        names = ", ".join(sorted(hpa_names))
+        return Authority(
+            types.ScalingMode.ADVISORY,
+            f"HorizontalPodAutoscaler {names} drives replicas: thrifty only advises "
+            "(delete the HPA to let thrifty scale)",
+        )
+    owners = other_replicas_owners(managed_fields)
+    if owners:
+        return Authority(
+            types.ScalingMode.ADVISORY,
+            f"spec.replicas is owned by field manager {', '.join(owners)}: thrifty only advises "
+            "(drop replicas from that manager's manifest to let thrifty scale)",
+        )
+    return Authority(types.ScalingMode.AUTO)
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return round(max(value, 0.0), digits)
+
+
+def _without_volatile(state: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (state or {}).items() if k not in VOLATILE_STATE_KEYS}
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What the pass decided, as the status reports it."""
+
+    decision: types.Decision | None
+    """None in mode Manual: nothing decided."""
+    signals: types.Signals | None
+    metrics_reason: str
+    authority: Authority
+    scaled: bool
+    """Replicas were written this pass."""
+    dollars_per_hour: float
+    """Current spend (what the reconciler reports), for $/1M tokens."""
+    now: str
+    generation: int | None = None
+
+
+def _metrics_condition(result: PassResult) -> common.Condition:
+    available = result.signals is not None
+    return explain.condition(
+        explain.METRICS_AVAILABLE,
+        available,
+        METRICS_READ if available else METRICS_MISSING,
+        result.metrics_reason,
+        now=result.now,
+        generation=result.generation,
+    )
+
+
+def _budget_condition(result: PassResult) -> common.Condition:
+    decision = result.decision
+    bound = decision is not None and decision.bound is types.Bound.BUDGET
+    message = decision.message if bound and decision is not None else "within budget"
+    return explain.condition(
+        explain.BUDGET_LIMITED,
+        bound,
+        BUDGET_BOUND if bound else WITHIN_BUDGET,
+        message,
+        now=result.now,
+        generation=result.generation,
+    )
+
+
+def next_status(
+    status: modelservice.ModelServiceStatus, result: PassResult
+) -> modelservice.ModelServiceStatus:
+    """The status after this pass: the autoscaler's fields replaced, everything else kept."""
+    signals = result.signals
+    update: dict[str, Any] = {}
+    if signals is not None:
+        served = signals.prompt_tokens_per_second + signals.generation_tokens_per_second
+        update["queue_depth"] = _round(signals.requests_waiting, 1)
+        update["tokens_per_second"] = _round(signals.generation_tokens_per_second, 1)
+        update["dollars_per_million_tokens"] = _round(
+            cost.dollars_per_million_tokens(result.dollars_per_hour, served), 4
+        )
+    conditions = explain.set_conditions(
+        status.conditions, [_metrics_condition(result), _budget_condition(result)]
+    )
+    update["conditions"] = conditions
+    update["autoscaler"] = _autoscaler_block(status.autoscaler, result)
+    return status.model_copy(update=update)
+
+
+def _autoscaler_block(
+    before: modelservice.AutoscalerStatus | None, result: PassResult
+) -> modelservice.AutoscalerStatus:
+    before = before or modelservice.AutoscalerStatus()
+    decision = result.decision
+    if decision is None:
+        return before
+    message = decision.message
+    if result.authority.mode is types.ScalingMode.ADVISORY:
+        message = f"Advisory: {message}" + (
+            f" ({result.authority.why})" if result.authority.why else ""
+        )
+    last = before.last_decision
+    at = result.now
+    if last is not None and (last.replicas, last.reason, last.message, last.bound) == (
+        decision.replicas,
+        decision.reason.value,
+        message,
+        decision.bound.value,
+    ):
+        at = last.at  # the same decision again: keep its time, so nothing changes
+    return modelservice.AutoscalerStatus(
+        last_decision=modelservice.LastDecision(
+            replicas=decision.replicas,
+            reason=decision.reason.value,
+            message=message,
+            bound=decision.bound.value,
+            at=at,
+        ),
+        last_scale_time=result.now if result.scaled else before.last_scale_time,
+        policy_state=dict(decision.state),
+    )
+
+
+def status_changed(
+    before: modelservice.ModelServiceStatus, after: modelservice.ModelServiceStatus
+) -> bool:
+    """Whether writing `after` tells a reader anything new (clock stamps of the policy aside)."""
+
+    def visible(status: modelservice.ModelServiceStatus) -> dict[str, Any]:
+        wire = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+        block = wire.get("autoscaler") or {}
+        block["policyState"] = _without_volatile(block.get("policyState"))
+        wire["autoscaler"] = block
+        return wire
+
+    return visible(before) != visible(after)
+
+
+def status_patch(after: modelservice.ModelServiceStatus) -> dict[str, Any]:
+    """The merge patch of the autoscaler's status fields (conditions as a whole list, since JSON
+    merge patch replaces lists; the caller guards it with the resourceVersion it read)."""
+    wire = after.model_dump(mode="json", by_alias=True, exclude_none=True)
+    keep = ("queueDepth", "tokensPerSecond", "dollarsPerMillionTokens", "autoscaler", "conditions")
+    return {key: wire[key] for key in keep if key in wire}
+
+
+def event_for(
+    result: PassResult, previous: modelservice.LastDecision | None, current_replicas: int
+) -> tuple[str, str, str] | None:
+    """(type, reason, message) of the Event this pass deserves, or None.
+
+    Auto: one per scale. Advisory: one each time the advised count changes, so a team sees what
+    thrifty would do without an Event every tick."""
+    decision = result.decision
+    if decision is None:
+        return None
+    if result.scaled:
+        return ("Normal", decision.reason.value, decision.message)
+    if (
+        result.authority.mode is types.ScalingMode.ADVISORY
+        and decision.replicas != current_replicas
+    ):
+        advised_before = None if previous is None else previous.replicas
+        if advised_before != decision.replicas:
+            return (
+                "Normal",
+                f"Advised{decision.reason.value}",
+                f"Advisory: {current_replicas} -> {decision.replicas} replicas: {decision.message}",
+            )
+    return None

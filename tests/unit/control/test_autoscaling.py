@@ -1,0 +1,195 @@
+"""One autoscaler pass, decided without I/O: who may write replicas, the status, the Event."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from thrifty import autoscaling, explain
+from thrifty.adapters import prometheus
+from thrifty.api import common, modelservice
+from thrifty.control.autoscaler import query_error_kind
+from thrifty.policy import types
+
+AUTO, ADVISORY, MANUAL = (
+    types.ScalingMode.AUTO,
+    types.ScalingMode.ADVISORY,
+    types.ScalingMode.MANUAL,
+)
+REPLICAS: dict[str, Any] = {"f:spec": {"f:replicas": {}}}
+
+
+def entry(manager: str, operation: str, subresource: str | None = None) -> dict[str, Any]:
+    found: dict[str, Any] = {"manager": manager, "operation": operation, "fieldsV1": REPLICAS}
+    if subresource:
+        found["subresource"] = subresource
+    return found
+
+
+def test_manual_and_advisory_never_write_replicas() -> None:
+    assert autoscaling.authority(MANUAL, [], []).mode is MANUAL
+    assert autoscaling.authority(ADVISORY, [], []).mode is ADVISORY
+
+
+def test_an_hpa_on_the_model_service_makes_thrifty_advisory() -> None:
+    decided = autoscaling.authority(AUTO, ["chat-hpa"], [])
+    assert decided.mode is ADVISORY
+    assert "chat-hpa" in decided.why
+
+
+def test_a_gitops_applier_owning_replicas_makes_thrifty_advisory() -> None:
+    fields = [entry("argocd-controller", "Apply"), entry(autoscaling.FIELD_MANAGER, "Update")]
+    decided = autoscaling.authority(AUTO, [], fields)
+    assert decided.mode is ADVISORY
+    assert "argocd-controller" in decided.why
+
+
+def test_the_hpa_controller_writing_through_scale_is_recognised() -> None:
+    fields = [entry("kube-controller-manager", "Update", "scale")]
+    assert autoscaling.authority(AUTO, [], fields).mode is ADVISORY
+
+
+def test_an_imperative_scale_or_our_own_ownership_leaves_auto_alone() -> None:
+    fields = [entry("kubectl", "Update", "scale"), entry(autoscaling.FIELD_MANAGER, "Update")]
+    assert autoscaling.authority(AUTO, [], fields).mode is AUTO
+    other_field = {"manager": "argocd", "operation": "Apply", "fieldsV1": {"f:spec": {"f:x": {}}}}
+    assert autoscaling.authority(AUTO, [], [other_field]).mode is AUTO
+
+
+def signals(waiting: float = 12.0) -> types.Signals:
+    return types.Signals(
+        requests_waiting=waiting,
+        requests_running=20,
+        kv_cache_usage=0.5,
+        prompt_tokens_per_second=1500,
+        generation_tokens_per_second=500,
+        requests_per_second=4,
+        ttft_p95_seconds=0.4,
+    )
+
+
+def decision(
+    replicas: int = 3,
+    bound: types.Bound = types.Bound.NONE,
+    reason: types.Reason = types.Reason.SCALE_UP,
+    state: dict[str, Any] | None = None,
+) -> types.Decision:
+    return types.Decision(
+        replicas=replicas,
+        reason=reason,
+        message=f"{replicas} replicas because",
+        bound=bound,
+        projected_dollars_per_hour=7.5,
+        projected_dollars_per_million_tokens=1.0,
+        state=state or {"last_observed_seconds": 1.0, "below_since_seconds": None},
+    )
+
+
+def result(**overrides: Any) -> autoscaling.PassResult:
+    base: dict[str, Any] = {
+        "decision": decision(),
+        "signals": signals(),
+        "metrics_reason": "read from Prometheus, newest sample 3 s old",
+        "authority": autoscaling.Authority(AUTO),
+        "scaled": True,
+        "dollars_per_hour": 7.2,
+        "now": "2026-01-01T00:00:00Z",
+    }
+    base.update(overrides)
+    return autoscaling.PassResult(**base)
+
+
+def condition(status: modelservice.ModelServiceStatus, type_: str) -> common.Condition:
+    found = explain.find(status.conditions, type_)
+    assert found is not None
+    return found
+
+
+def test_status_reports_queue_tokens_cost_and_the_decision() -> None:
+    after = autoscaling.next_status(modelservice.ModelServiceStatus(), result())
+    assert after.queue_depth == 12.0
+    assert after.tokens_per_second == 500.0
+    # $7.20/h over 2000 tokens/s = 7.2 * 1e6 / 7.2e6
+    assert after.dollars_per_million_tokens == 1.0
+    assert after.autoscaler is not None and after.autoscaler.last_decision is not None
+    assert after.autoscaler.last_decision.replicas == 3
+    assert after.autoscaler.last_scale_time == "2026-01-01T00:00:00Z"
+    assert condition(after, explain.METRICS_AVAILABLE).status is common.ConditionStatus.TRUE
+    assert condition(after, explain.BUDGET_LIMITED).status is common.ConditionStatus.FALSE
+
+
+def test_missing_metrics_and_a_budget_bound_show_in_conditions() -> None:
+    missing = result(
+        signals=None,
+        metrics_reason="Prometheus unreachable at http://x: ConnectionError",
+        decision=decision(bound=types.Bound.BUDGET, reason=types.Reason.BUDGET_LIMITED),
+        scaled=False,
+    )
+    after = autoscaling.next_status(modelservice.ModelServiceStatus(), missing)
+    metrics = condition(after, explain.METRICS_AVAILABLE)
+    assert metrics.status is common.ConditionStatus.FALSE
+    assert "unreachable" in metrics.message
+    assert condition(after, explain.BUDGET_LIMITED).status is common.ConditionStatus.TRUE
+    assert after.autoscaler is not None and after.autoscaler.last_scale_time is None
+
+
+def test_the_same_pass_again_writes_nothing_even_if_the_policy_clock_moved() -> None:
+    first = autoscaling.next_status(modelservice.ModelServiceStatus(), result(scaled=False))
+    later = result(
+        scaled=False,
+        now="2026-01-01T00:00:15Z",
+        decision=decision(state={"last_observed_seconds": 16.0, "below_since_seconds": None}),
+    )
+    again = autoscaling.next_status(first, later)
+    assert not autoscaling.status_changed(first, again)
+    busier = autoscaling.next_status(first, result(scaled=False, signals=signals(waiting=40)))
+    assert autoscaling.status_changed(first, busier)
+
+
+def test_status_patch_leaves_the_reconcilers_fields_alone() -> None:
+    before = modelservice.ModelServiceStatus(pool="h100", ready_replicas=2, dollars_per_hour=5.0)
+    patch = autoscaling.status_patch(autoscaling.next_status(before, result()))
+    assert set(patch) == {
+        "queueDepth",
+        "tokensPerSecond",
+        "dollarsPerMillionTokens",
+        "autoscaler",
+        "conditions",
+    }
+
+
+def test_events_one_per_scale_and_advisory_only_when_the_advice_changes() -> None:
+    assert autoscaling.event_for(result(), None, 2) == ("Normal", "ScaleUp", "3 replicas because")
+    assert autoscaling.event_for(result(scaled=False), None, 3) is None
+    advisory = result(scaled=False, authority=autoscaling.Authority(ADVISORY, "HPA x"))
+    event = autoscaling.event_for(advisory, None, 2)
+    assert event is not None and event[1] == "AdvisedScaleUp"
+    told = modelservice.LastDecision(replicas=3, reason="ScaleUp", at="2026-01-01T00:00:00Z")
+    assert autoscaling.event_for(advisory, told, 2) is None
+
+
+def test_manual_mode_reports_metrics_without_a_decision() -> None:
+    manual = result(decision=None, scaled=False, authority=autoscaling.Authority(MANUAL))
+    after = autoscaling.next_status(modelservice.ModelServiceStatus(), manual)
+    assert after.autoscaler == modelservice.AutoscalerStatus()
+    assert after.queue_depth == 12.0
+    assert autoscaling.event_for(manual, None, 2) is None
+
+
+def test_query_error_kinds_match_the_prometheus_adapters_reasons() -> None:
+    key = prometheus.ServiceKey("team", "chat")
+    names = prometheus.build_queries(key)
+    empty: dict[str, dict[prometheus.ServiceKey, float]] = {name: {} for name in names}
+    no_data = prometheus.signals_from_results(key, empty, staleness_limit_seconds=60)
+    assert query_error_kind(no_data.reason) == "NoData"
+    stale_results = {name: {key: 0.0} for name in names}
+    stale_results["sample_age_seconds"] = {key: 300.0}
+    stale = prometheus.signals_from_results(key, stale_results, staleness_limit_seconds=60)
+    assert query_error_kind(stale.reason) == "Stale"
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    adapter = prometheus.PrometheusSignals(f"http://127.0.0.1:{port}", timeout_seconds=1)
+    reading = adapter.read_all_blocking([key])[key]
+    assert reading.signals is None
+    assert query_error_kind(reading.reason) == "Unreachable"
