@@ -1,0 +1,196 @@
+"""One reconcile pass, planned: the status, conditions and Events for each situation."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from thrifty import explain, placement, reconcile
+from thrifty.api import common, costbudget, gpupool, modelservice
+
+POOL = gpupool.GPUPoolSpec(
+    accelerator="NVIDIA-H100-80GB-HBM3",
+    gpu_memory_gib=80,
+    gpus_per_node=8,
+    node_selector={"thrifty.dev/pool": "h100"},
+    price_per_gpu_hour=2.5,
+)
+NODES = [placement.NodeInfo(f"n{i}", {"thrifty.dev/pool": "h100"}, 8) for i in range(2)]
+
+
+def inputs(spec: dict[str, Any], **changes: Any) -> reconcile.Inputs:
+    base = reconcile.Inputs(
+        name="llama",
+        namespace="ns",
+        uid="u1",
+        generation=1,
+        spec=spec,
+        status=modelservice.ModelServiceStatus(),
+        pools={"h100": POOL},
+        nodes=NODES,
+        pods=[],
+        deployment=None,
+        now="2026-01-01T00:00:00Z",
+    )
+    return dataclasses.replace(base, **changes)
+
+
+SPEC: dict[str, Any] = {
+    "model": {"uri": "hf://a/b"},
+    "pools": ["h100"],
+    "engine": {"tensorParallelSize": 4},
+    "replicas": 2,
+    "scaling": {"maxReplicas": 4},
+}
+
+
+def condition(status: modelservice.ModelServiceStatus, type_: str) -> common.Condition:
+    found = explain.find(status.conditions, type_)
+    assert found is not None, type_
+    return found
+
+
+def rolled_out(replicas: int) -> reconcile.DeploymentState:
+    return reconcile.DeploymentState(1, 1, replicas, replicas, replicas)
+
+
+def test_desired_replicas_come_from_spec_else_the_lower_bound_but_at_least_one() -> None:
+    def desired(**fields: Any) -> int:
+        body = {"model": {"uri": "hf://a/b"}, "pools": ["p"], **fields}
+        return reconcile.desired_replicas(modelservice.ModelServiceSpec.model_validate(body))
+
+    assert desired(replicas=3, scaling={"maxReplicas": 5}) == 3
+    assert desired(scaling={"minReplicas": 2, "maxReplicas": 5}) == 2
+    assert desired(scaling={"minReplicas": 0, "maxReplicas": 5}) == 1
+    assert desired(replicas=0, scaling={"minReplicas": 0, "maxReplicas": 5}) == 0
+
+
+def test_ready_with_dollars_per_hour_once_rolled_out() -> None:
+    plan = reconcile.plan(inputs(SPEC, deployment=rolled_out(2)))
+    assert plan.manifests is not None
+    status = plan.status
+    assert status.pool == "h100" and status.gpus_per_replica == 4
+    assert status.dollars_per_hour == 2 * 4 * 2.5
+    assert status.selector == "thrifty.dev/model-service=llama"
+    assert condition(status, explain.READY).status is common.ConditionStatus.TRUE
+    assert condition(status, explain.DEGRADED).status is common.ConditionStatus.FALSE
+
+
+def test_progressing_until_replicas_are_ready() -> None:
+    starting = reconcile.DeploymentState(1, 1, 2, 1, 2)
+    status = reconcile.plan(inputs(SPEC, deployment=starting)).status
+    assert condition(status, explain.PROGRESSING).status is common.ConditionStatus.TRUE
+    ready = condition(status, explain.READY)
+    assert ready.status is common.ConditionStatus.FALSE and "1 of 2" in ready.message
+
+
+def test_a_no_op_pass_returns_the_same_status_and_no_events() -> None:
+    first = reconcile.plan(inputs(SPEC, deployment=rolled_out(2)))
+    later = inputs(SPEC, deployment=rolled_out(2), status=first.status, now="2026-01-01T01:00:00Z")
+    second = reconcile.plan(later)
+    assert second.status == first.status
+    assert second.events == []
+
+
+def test_transition_time_moves_only_on_a_flip() -> None:
+    first = reconcile.plan(inputs(SPEC, deployment=rolled_out(2))).status
+    flipped = reconcile.plan(
+        inputs(
+            SPEC,
+            deployment=reconcile.DeploymentState(2, 1, 2, 2, 2),
+            status=first,
+            now="2026-01-01T02:00:00Z",
+        )
+    ).status
+    assert condition(flipped, explain.READY).last_transition_time == "2026-01-01T02:00:00Z"
+    assert condition(flipped, explain.DEGRADED).last_transition_time == "2026-01-01T00:00:00Z"
+
+
+def test_capacity_limited_keeps_serving_and_warns() -> None:
+    plan = reconcile.plan(inputs({**SPEC, "replicas": 5, "scaling": {"maxReplicas": 8}}))
+    assert plan.manifests is not None
+    limited = condition(plan.status, explain.CAPACITY_LIMITED)
+    assert limited.status is common.ConditionStatus.TRUE
+    assert "20 nvidia.com/gpu" in limited.message and "room for 4" in limited.message
+    assert any(e.type == "Warning" and e.reason == explain.INSUFFICIENT_GPUS for e in plan.events)
+
+
+def test_unknown_pool_degrades_without_touching_workloads() -> None:
+    plan = reconcile.plan(inputs({**SPEC, "pools": ["missing"]}))
+    assert plan.manifests is None
+    degraded = condition(plan.status, explain.DEGRADED)
+    assert degraded.reason == explain.UNKNOWN_POOL and "missing" in degraded.message
+    assert condition(plan.status, explain.READY).status is common.ConditionStatus.FALSE
+    assert [e.reason for e in plan.events] == [explain.UNKNOWN_POOL]
+
+
+def test_too_many_gpus_per_replica_degrades() -> None:
+    spec = {**SPEC, "engine": {"tensorParallelSize": 16}}
+    degraded = condition(reconcile.plan(inputs(spec)).status, explain.DEGRADED)
+    assert degraded.reason == explain.GPUS_PER_REPLICA_TOO_LARGE
+
+
+def test_invalid_spec_names_the_field() -> None:
+    plan = reconcile.plan(inputs({**SPEC, "model": {"uri": "ftp://x"}}))
+    degraded = condition(plan.status, explain.DEGRADED)
+    assert degraded.reason == explain.INVALID_SPEC and "spec.model.uri" in degraded.message
+
+
+def test_missing_secret_seen_on_the_pod_degrades() -> None:
+    waiting = [("CreateContainerConfigError", 'secret "hf-token" not found')]
+    plan = reconcile.plan(inputs(SPEC, deployment=rolled_out(2), pod_waiting=waiting))
+    degraded = condition(plan.status, explain.DEGRADED)
+    assert degraded.reason == explain.SECRET_NOT_FOUND and "hf-token" in degraded.message
+    assert plan.manifests is not None
+
+
+def test_hard_cost_cap_below_the_minimum_degrades() -> None:
+    spec = {
+        **SPEC,
+        "scaling": {"minReplicas": 2, "maxReplicas": 4},
+        "costTarget": {"maxDollarsPerHour": 10},
+    }
+    degraded = condition(reconcile.plan(inputs(spec)).status, explain.DEGRADED)
+    assert degraded.reason == explain.COST_CAP_BELOW_MINIMUM
+    assert "$20.00/h" in degraded.message
+
+
+def test_fields_owned_by_the_autoscaler_are_kept() -> None:
+    others = modelservice.ModelServiceStatus(
+        queue_depth=3.0,
+        conditions=[
+            explain.condition(
+                explain.METRICS_AVAILABLE, True, "Scraped", "", now="2025-01-01T00:00:00Z"
+            )
+        ],
+    )
+    status = reconcile.plan(inputs(SPEC, status=others)).status
+    assert status.queue_depth == 3.0
+    assert condition(status, explain.METRICS_AVAILABLE).reason == "Scraped"
+
+
+def test_budget_status_sums_members_and_flags_overspend() -> None:
+    bodies = [
+        {
+            "metadata": {"name": n},
+            "spec": {"costTarget": {"budgetRef": {"name": "team"}}},
+            "status": {"dollarsPerHour": d},
+        }
+        for n, d in (("a", 10.1), ("b", 20.2))
+    ] + [{"metadata": {"name": "c"}, "spec": {}, "status": {"dollarsPerHour": 99}}]
+    members = reconcile.budget_members("team", bodies)
+    assert [m.name for m in members] == ["a", "b"]
+    spec = costbudget.CostBudgetSpec(max_dollars_per_hour=30)
+    status = reconcile.budget_status(
+        spec, costbudget.CostBudgetStatus(), members, now="2026-01-01T00:00:00Z", generation=1
+    )
+    assert status.dollars_per_hour == 30.3
+    assert status.remaining_dollars_per_hour is not None
+    assert round(status.remaining_dollars_per_hour, 6) == -0.3
+    exceeded = explain.find(status.conditions, reconcile.BUDGET_EXCEEDED)
+    assert exceeded is not None and exceeded.status is common.ConditionStatus.TRUE
+
+
+def test_a_new_object_gets_events_for_placement_and_start_only() -> None:
+    plan = reconcile.plan(inputs(SPEC))
+    assert [e.reason for e in plan.events] == [explain.PLACED, explain.REPLICAS_STARTING]

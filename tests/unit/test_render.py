@@ -1,0 +1,158 @@
+"""Rendering: vLLM flags, GPU limits, pool placement, drain, and the labels that tie pods."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+from thrifty import render
+from thrifty.api import gpupool, modelservice
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def example(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
+    return loaded
+
+
+def target(spec: dict[str, Any] | None = None, replicas: int = 2) -> render.Target:
+    body = spec or example("modelservice-llama-70b.yaml")["spec"]
+    return render.Target(
+        name="llama",
+        namespace="team-a",
+        uid="1234",
+        spec=modelservice.ModelServiceSpec.model_validate(body),
+        pool_name="h100-on-demand",
+        pool=gpupool.GPUPoolSpec.model_validate(example("gpupool-h100-on-demand.yaml")["spec"]),
+        replicas=replicas,
+    )
+
+
+def container(manifest: dict[str, Any]) -> dict[str, Any]:
+    found: dict[str, Any] = manifest["spec"]["template"]["spec"]["containers"][0]
+    return found
+
+
+def flag(args: list[str], name: str) -> str:
+    return args[args.index(name) + 1]
+
+
+def test_engine_flags_follow_the_spec() -> None:
+    args = container(render.deployment(target()))["args"]
+    assert flag(args, "--model") == "meta-llama/Llama-3.3-70B-Instruct"
+    assert flag(args, "--served-model-name") == "llama-3.3-70b"
+    assert flag(args, "--tensor-parallel-size") == "4"
+    assert flag(args, "--pipeline-parallel-size") == "1"
+    assert flag(args, "--max-model-len") == "32768"
+    assert flag(args, "--quantization") == "fp8"
+    assert flag(args, "--kv-cache-dtype") == "fp8"
+    assert flag(args, "--max-num-seqs") == "256"
+    assert flag(args, "--port") == "8000"
+    assert flag(args, "--shutdown-timeout") == "120"
+    assert args[-1] == "--enable-prefix-caching"
+    assert "--disable-log-requests" not in args
+    assert "--gpu-memory-utilization" not in args  # absent in the spec: vLLM's own default
+
+
+def test_gpu_limit_is_tensor_times_pipeline_parallel() -> None:
+    body = example("modelservice-llama-70b.yaml")["spec"]
+    body["engine"] = {**body["engine"], "tensorParallelSize": 2, "pipelineParallelSize": 2}
+    resources = container(render.deployment(target(body)))["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == "4"
+    assert resources["requests"]["nvidia.com/gpu"] == "4"
+
+
+def test_pods_land_on_the_pool_with_its_tolerations_and_labels() -> None:
+    deployment = render.deployment(target())
+    pod = deployment["spec"]["template"]
+    assert pod["spec"]["nodeSelector"] == {"thrifty.dev/pool": "h100-on-demand"}
+    assert {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "spec"
+    ]["tolerations"]
+    labels = pod["metadata"]["labels"]
+    assert labels["thrifty.dev/model-service"] == "llama"
+    assert labels["thrifty.dev/pool"] == "h100-on-demand"
+    assert labels["app.kubernetes.io/managed-by"] == "thrifty"
+    assert set(deployment["spec"]["selector"]["matchLabels"].items()) <= set(labels.items())
+    assert "thrifty.dev/pool" not in deployment["spec"]["selector"]["matchLabels"]
+    assert deployment["spec"]["replicas"] == 2
+
+
+def test_drain_outlasts_shutdown_timeout_and_probes_cover_a_cold_start() -> None:
+    deployment = render.deployment(target())
+    pod = deployment["spec"]["template"]["spec"]
+    engine = container(deployment)
+    assert pod["terminationGracePeriodSeconds"] > 120 + render.PRE_STOP_SLEEP_SECONDS
+    assert engine["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+    startup = engine["startupProbe"]
+    assert startup["httpGet"]["path"] == "/health"
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 1800
+    assert engine["readinessProbe"]["periodSeconds"] == 5
+    assert engine["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert pod["enableServiceLinks"] is False
+
+
+def test_volumes_shm_cache_and_token() -> None:
+    deployment = render.deployment(target())
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["dshm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "16Gi"}
+    assert volumes["model-cache"]["emptyDir"]["sizeLimit"] == "400Gi"
+    env = {e["name"]: e for e in container(deployment)["env"]}
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "token"}
+
+
+@pytest.mark.parametrize(
+    ("uri", "expected_model", "extra"),
+    [
+        ("pvc://weights/llama", "/models/weights/llama", None),
+        ("s3://bucket/llama", "s3://bucket/llama", ("--load-format", "runai_streamer")),
+    ],
+)
+def test_model_sources(uri: str, expected_model: str, extra: tuple[str, str] | None) -> None:
+    body = {"model": {"uri": uri}, "pools": ["h100-on-demand"]}
+    deployment = render.deployment(target(body))
+    args = container(deployment)["args"]
+    assert flag(args, "--model") == expected_model
+    if extra:
+        assert flag(args, extra[0]) == extra[1]
+    if uri.startswith("pvc://"):
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["model"]["persistentVolumeClaim"] == {
+            "claimName": "weights",
+            "readOnly": True,
+        }
+
+
+def test_shared_memory_default_grows_with_parallelism() -> None:
+    single = {"model": {"uri": "hf://a/b"}, "pools": ["p"]}
+    assert render.shared_memory(modelservice.ModelServiceSpec.model_validate(single)) == "2Gi"
+    tp2 = {**single, "engine": {"tensorParallelSize": 2}}
+    assert render.shared_memory(modelservice.ModelServiceSpec.model_validate(tp2)) == "8Gi"
+
+
+def test_service_pdb_and_owner_references() -> None:
+    manifests = render.manifests(target())
+    assert [m["kind"] for m in manifests] == ["Service", "PodDisruptionBudget", "Deployment"]
+    for manifest in manifests:
+        assert manifest["metadata"]["name"] == "llama-engine"
+        assert manifest["metadata"]["name"] != "vllm"
+        owner = manifest["metadata"]["ownerReferences"][0]
+        assert owner["kind"] == "ModelService" and owner["uid"] == "1234" and owner["controller"]
+    service = manifests[0]
+    assert service["spec"]["ports"][0]["port"] == 8000
+    assert manifests[1]["spec"]["maxUnavailable"] == 1
+
+
+@given(tp=st.sampled_from([1, 2, 4, 8]), pp=st.integers(min_value=1, max_value=4))
+def test_rendering_is_deterministic(tp: int, pp: int) -> None:
+    body = {"model": {"uri": "hf://a/b"}, "pools": ["p"], "engine": {"tensorParallelSize": tp}}
+    body["engine"]["pipelineParallelSize"] = pp  # type: ignore[index]
+    first = render.manifests(target(body))
+    assert first == render.manifests(target(body))
+    assert container(first[2])["resources"]["limits"]["nvidia.com/gpu"] == str(tp * pp)
