@@ -31,4 +31,5 @@ ENV PATH=/opt/thrifty/bin:$PATH \
 # and a read-only root filesystem (only /tmp is writable, an emptyDir).
 USER 65532:65532
 WORKDIR /tmp
-ENTRYPOINT ["thrifty", "operator"]
+# The operator: kopf with thrifty's handlers; settings come from THRIFTY_* variables (docs/api.md).
+ENTRYPOINT ["python", "-m", "thrifty.control"]

@@ -11,12 +11,16 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from harness import Cluster
 from harness.session import default_bin_dir, pinned_versions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,8 +192,10 @@ def test_namespaced_mode_grants_workload_permissions_only_in_watched_namespaces(
     assert ("team-a", "thrifty-workloads") in roles
     assert ("team-b", "thrifty-workloads") in roles
     for cluster_role in of_kind(docs, "ClusterRole"):
+        # (Pods stay readable cluster-wide: a pool's free GPUs depend on every pod on its nodes.)
         resources = {res for rule in cluster_role["rules"] for res in rule["resources"]}
-        assert not resources & {"modelservices", "deployments", "services", "pods", "events"}, (
+        written = {"modelservices", "costbudgets", "deployments", "services", "events"}
+        assert not resources & written, (
             f"{cluster_role['metadata']['name']} grants namespaced kinds cluster-wide"
         )
     bindings = {
@@ -244,6 +250,7 @@ def test_pod_monitor_gives_vllm_series_the_operator_query_labels() -> None:
     assert targets[prometheus.MODEL_SERVICE_LABEL] == [pod_label]
     assert targets[prometheus.NAMESPACE_LABEL] == ["__meta_kubernetes_namespace"]
     assert targets[prometheus.POD_LABEL] == ["__meta_kubernetes_pod_name"]
+    assert targets["pool"] == ["__meta_kubernetes_pod_label_thrifty_dev_pool"]
 
 
 def test_grafana_dashboard_is_labelled_json_with_the_cost_and_scaling_panels() -> None:
@@ -253,3 +260,53 @@ def test_grafana_dashboard_is_labelled_json_with_the_cost_and_scaling_panels() -
     titles = " | ".join(panel["title"] for panel in dashboard["panels"])
     for words in ("Cost per hour", "per 1M tokens", "Replicas against queue", "pool"):
         assert words in titles
+
+
+def monitoring_queries() -> dict[str, str]:
+    """Every PromQL expression the chart ships (alerts and dashboard), by where it is used."""
+    docs = render("--api-versions", MONITORING_API)
+    queries = {}
+    for group in one(docs, "PrometheusRule")["spec"]["groups"]:
+        for rule in group["rules"]:
+            queries[f"alert {rule['alert']}"] = rule["expr"]
+    dashboard = json.loads(one(docs, "ConfigMap")["data"]["thrifty.json"])
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            # Grafana substitutes the multi-value variables with a regex; ".*" is "All".
+            expr = re.sub(r"\$(namespace|modelservice)\b", ".*", target["expr"])
+            queries[f"panel {panel['title']!r} {target['refId']}"] = expr
+    return queries
+
+
+def exported_metric_names() -> set[str]:
+    """Sample names the operator exports (labelled series created as the operator does) and the
+    metric names of a real vLLM scrape (../shared/reference)."""
+    from thrifty.adapters.operator_metrics import OperatorMetrics
+
+    metrics = OperatorMetrics()
+    metrics.init_modelservice("ns", "ms")
+    names = {sample.name for family in metrics.registry.collect() for sample in family.samples}
+    scrape = REPO.parent / "shared" / "reference" / "vllm-cpu" / "metrics-sample-under-load.txt"
+    for line in scrape.read_text().splitlines():
+        if line and not line.startswith("#"):
+            names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    return names
+
+
+def test_alerts_and_dashboard_use_only_metrics_that_exist() -> None:
+    exported = exported_metric_names()
+    for where, expr in monitoring_queries().items():
+        for name in re.findall(r"\b(?:thrifty_|vllm:)[a-zA-Z0-9_:]+", expr):
+            assert name in exported, f"{where} uses {name}, which nothing exports"
+
+
+def test_alerts_and_dashboard_queries_are_valid_promql(cluster: Cluster) -> None:
+    for where, expr in monitoring_queries().items():
+        body = urllib.parse.urlencode({"query": expr}).encode()
+        request = urllib.request.Request(f"{cluster.prometheus_url}/api/v1/query", data=body)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                answer = json.load(response)
+        except urllib.error.HTTPError as error:
+            pytest.fail(f"{where}: Prometheus rejected {expr!r}: {error.read().decode()}")
+        assert answer["status"] == "success", f"{where}: {answer}"

@@ -65,8 +65,17 @@ app.kubernetes.io/part-of: thrifty
   value: {{ .Values.operator.logFormat | quote }}
 - name: THRIFTY_METRICS_PORT
   value: {{ .Values.operator.metricsPort | quote }}
-- name: THRIFTY_HEALTH_PORT
-  value: {{ .Values.operator.healthPort | quote }}
+- name: THRIFTY_LIVENESS_ENDPOINT
+  value: {{ printf "http://0.0.0.0:%d/healthz" (int .Values.operator.healthPort) | quote }}
+- name: THRIFTY_LEADER_ELECTION
+  value: "true"
+- name: THRIFTY_LEASE_NAME
+  value: {{ include "thrifty.leaseName" . | quote }}
+{{- end }}
+
+{{/* The leader-election Lease, in the release namespace (POD_NAMESPACE). */}}
+{{- define "thrifty.leaseName" -}}
+{{- include "thrifty.fullname" . }}-leader
 {{- end }}
 
 {{/* The name of the vLLM container port in the pods the operator renders. */}}

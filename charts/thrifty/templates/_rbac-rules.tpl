@@ -1,73 +1,94 @@
 {{/*
-The operator's permissions, one rule per need. templates/rbac.yaml binds them cluster-wide or per
-watched namespace. Keep them in step with what operator/thrifty/control and adapters call.
+The operator's permissions, one rule per need, each with the reason. templates/rbac.yaml binds
+them cluster-wide or per watched namespace. They follow what the code calls: thrifty.control
+(kopf handlers and timers), thrifty.adapters.kube, .scale and .lease. When that code starts calling
+something new, add the rule here with its reason; e2e/test_helm.py runs the operator with exactly
+these permissions and checks that nothing more is granted.
 */}}
 
 {{- define "thrifty.clusterRules" -}}
-# GPUPools are cluster-scoped: watched to place ModelServices, patched for kopf's bookkeeping
-# (finalizer and handler-progress annotations).
+# GPUPools are cluster-scoped: kopf lists and watches them for the pool timer; the autoscaler and
+# the reconciler read a ModelService's pool by name.
 - apiGroups: ["thrifty.dev"]
   resources: ["gpupools"]
-  verbs: ["get", "list", "watch", "patch"]
-# GPUPool status: GPUs allocatable and used per ModelService.
+  verbs: ["get", "list", "watch"]
+# GPUPool status: GPUs allocatable on the pool's nodes and GPUs used per ModelService.
 - apiGroups: ["thrifty.dev"]
   resources: ["gpupools/status"]
   verbs: ["patch"]
 # Nodes, read only: a pool's allocatable GPUs come from the Nodes its selector matches.
 - apiGroups: [""]
   resources: ["nodes"]
-  verbs: ["get", "list", "watch"]
-# kopf watches CRDs to notice the thrifty.dev resources (re)appearing; read only.
+  verbs: ["list"]
+# Pods, read only, in every namespace: GPUs in use on a pool's nodes count every pod there, not
+# only thrifty's, and a ModelService's replica pods tell ready and starting replicas apart.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+# kopf watches CRDs to notice the thrifty.dev resources appearing or going away; read only.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 {{- end }}
 
 {{- define "thrifty.namespacedRules" -}}
-# ModelServices and CostBudgets: watched to reconcile, patched for kopf's bookkeeping (finalizers,
-# handler-progress annotations).
+# ModelServices: kopf lists and watches them (reconcile on change, resync and decision timers); the
+# autoscaler reads each one before deciding.
 - apiGroups: ["thrifty.dev"]
-  resources: ["modelservices", "costbudgets"]
-  verbs: ["get", "list", "watch", "patch"]
-# Their status: replicas, pool, $/hour, conditions, the last decision; budget spend and members.
+  resources: ["modelservices"]
+  verbs: ["get", "list", "watch"]
+# ModelService status: replicas, pool, $/hour, $/1M tokens, conditions, the last decision.
 - apiGroups: ["thrifty.dev"]
-  resources: ["modelservices/status", "costbudgets/status"]
+  resources: ["modelservices/status"]
   verbs: ["patch"]
-# Scaling goes through the scale subresource, the same door kubectl scale and an HPA use, so the
-# operator never owns spec.replicas in a GitOps manifest's field set.
+# Scaling writes only the scale subresource (the door kubectl scale and an HPA use): spec.replicas
+# is then owned by the autoscaler's field manager, never by a GitOps tool's manifest.
 - apiGroups: ["thrifty.dev"]
   resources: ["modelservices/scale"]
-  verbs: ["get", "patch", "update"]
-# The vLLM Deployment each ModelService renders (server-side apply = patch; create for the first
-# apply). No delete: owner references let the garbage collector remove it with its ModelService.
+  verbs: ["patch"]
+# CostBudgets: kopf lists and watches them for the budget timer; the autoscaler reads a member's
+# budget by name.
+- apiGroups: ["thrifty.dev"]
+  resources: ["costbudgets"]
+  verbs: ["get", "list", "watch"]
+# CostBudget status: current spend per hour and its members.
+- apiGroups: ["thrifty.dev"]
+  resources: ["costbudgets/status"]
+  verbs: ["patch"]
+# The vLLM Deployment of each ModelService: server-side apply (patch, which also creates it),
+# read back for ready replicas, watched so a change to it triggers a reconcile at once. No
+# delete: owner references let the garbage collector remove it with its ModelService.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-# The Service in front of each ModelService's pods.
+  verbs: ["get", "list", "watch", "patch"]
+# The Service in front of each ModelService's pods, by server-side apply.
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-# The PodDisruptionBudget that keeps drains from taking a model's last replicas at once.
+  verbs: ["patch"]
+# The PodDisruptionBudget that keeps drains from taking a model's last replicas, by server-side
+# apply.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch"]
-# Pods, read only: ready replicas, and GPUs in use on a pool's nodes.
-- apiGroups: [""]
-  resources: ["pods"]
-  verbs: ["get", "list", "watch"]
-# Events on every significant change (scale, pool choice, Degraded); kopf posts core v1 Events.
+  verbs: ["patch"]
+# HPAs, read only: an HPA targeting a ModelService's scale subresource takes precedence, and the
+# autoscaler then only advises.
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["list"]
+# Events on every significant change (scale, pool choice, Degraded), and kopf's own warnings.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-# The same Events through the events.k8s.io API, which newer Kubernetes clients write.
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
 
 {{- define "thrifty.leaderElectionRules" -}}
-# One active replica: the replicas compete for a Lease in the release namespace.
+# Leader election: the first replica creates the Lease (a create cannot be limited by name).
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["get", "list", "watch", "create", "update", "patch"]
+  verbs: ["create"]
+# Leader election: read and renew (or take over) this release's Lease, and no other.
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  resourceNames: [{{ include "thrifty.leaseName" . | quote }}]
+  verbs: ["get", "update"]
 {{- end }}
