@@ -265,9 +265,9 @@ def _events(
             continue  # its cause already has an Event of its own
         true = changed.status is common.ConditionStatus.TRUE
         warning = true and changed.type in _WARNING_WHEN_TRUE
-        if changed.type in _WARNING_WHEN_TRUE and not true:
-            if explain.find(before.conditions, changed.type) is None:
-                continue  # "no problem" on a new object is not news
+        first_seen = explain.find(before.conditions, changed.type) is None
+        if changed.type in _WARNING_WHEN_TRUE and not true and first_seen:
+            continue  # "no problem" on a new object is not news
         message = changed.message or f"{changed.type} is {changed.status.value}"
         events.append(Event("Warning" if warning else "Normal", changed.reason, message))
     return events
