@@ -300,9 +300,11 @@ class Engine:
                 best = self._clock
             elif prefill_rate > 0.0:
                 best = self._clock + remaining / prefill_rate
-        self._drop_aborted_heads()
-        if self._decode_heap and decode_rate > 0.0:
-            remaining = self._decode_heap[0][0] - self._decode_progress
+        heap = self._decode_heap
+        while heap and heap[0][2].aborted:
+            heapq.heappop(heap)
+        if heap and decode_rate > 0.0:
+            remaining = heap[0][0] - self._decode_progress
             t = self._clock + max(0.0, remaining) / decode_rate
             best = t if best is None else min(best, t)
         return best
@@ -311,6 +313,10 @@ class Engine:
         if until < self._clock - 1e-9:
             raise ClockError(f"engine clock is at {self._clock}; cannot go back to {until}")
         events: list[EngineEvent] = []
+        if not self._prefill and not self._decoding:
+            # Idle (waiting requests are always admitted into an empty batch): nothing to run.
+            self._clock = max(until, self._clock)
+            return events
         while True:
             prefill_rate, decode_rate = self._rates()
             t_next = self._next_internal_time(prefill_rate, decode_rate)
@@ -366,10 +372,6 @@ class Engine:
             self._finish(request, request.max_output_tokens, events)
         if not self._decoding and not heap:
             self._decode_progress = self._decode_start_sum = 0.0
-
-    def _drop_aborted_heads(self) -> None:
-        while self._decode_heap and self._decode_heap[0][2].aborted:
-            heapq.heappop(self._decode_heap)
 
     def _finish(self, request: _Request, tokens: int, events: list[EngineEvent]) -> None:
         self._release(request)

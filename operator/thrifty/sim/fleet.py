@@ -37,6 +37,9 @@ class Replica:
     engine: Engine | None = None
 
 
+_SERVING = (ReplicaState.READY, ReplicaState.DRAINING)
+
+
 class Fleet:
     """Replicas, GPU accounting and routing. Time is pushed in by the runner."""
 
@@ -54,6 +57,7 @@ class Fleet:
         self.replicas: list[Replica] = []
         self.router_queue: deque[tuple[int, Request]] = deque()
         self.gpus_held = 0
+        self._next_ready: float | None = None
         # Counters of replicas that are gone: Prometheus' sum of rates keeps their past.
         self.retired_prompt_tokens = 0.0
         self.retired_generation_tokens = 0.0
@@ -87,23 +91,40 @@ class Fleet:
         ]
 
     def next_ready_time(self) -> float | None:
-        times = [r.ready_at for r in self.replicas if r.state is ReplicaState.STARTING]
-        return min((t for t in times if t is not None), default=None)
+        """When the next starting replica becomes ready (None: none is starting)."""
+        return self._next_ready
+
+    def _update_next_ready(self) -> None:
+        times = [
+            r.ready_at
+            for r in self.replicas
+            if r.state is ReplicaState.STARTING and r.ready_at is not None
+        ]
+        self._next_ready = min(times, default=None)
 
     # -- time ----------------------------------------------------------------------------------
 
     def advance(self, now: float) -> list[EngineEvent]:
         """Brings every engine to ``now``, turns started replicas ready, retires drained ones."""
-        for replica in self.replicas:
-            ready_at = replica.ready_at
-            if replica.state is ReplicaState.STARTING and ready_at is not None and ready_at <= now:
-                replica.state = ReplicaState.READY
+        if self._next_ready is not None and self._next_ready <= now:
+            for replica in self.replicas:
+                ready_at = replica.ready_at
+                starting = replica.state is ReplicaState.STARTING
+                if starting and ready_at is not None and ready_at <= now:
+                    replica.state = ReplicaState.READY
+            self._update_next_ready()
         events: list[EngineEvent] = []
-        for engine in self.engines():
-            events += engine.advance(now)
-        self._retire_drained()
-        self._place_pending(now)
-        self._flush_router(now)
+        draining = False
+        for replica in self.replicas:
+            state = replica.state
+            if replica.engine is not None and state in _SERVING:
+                events += replica.engine.advance(now)
+                draining = draining or state is ReplicaState.DRAINING
+        if draining:
+            self._retire_drained()
+            self._place_pending(now)
+        if self.router_queue:
+            self._flush_router(now)
         return events
 
     # -- routing -------------------------------------------------------------------------------
@@ -143,7 +164,9 @@ class Fleet:
             self._order(now, warm=False)
         while self.desired > replicas:
             self._remove_one(now)
+        self._retire_drained()
         self._place_pending(now)
+        self._update_next_ready()
 
     def _order(self, now: float, warm: bool) -> None:
         replica = Replica(next(self._ids), ReplicaState.PENDING, ordered_at=now)

@@ -80,7 +80,7 @@ def result_json(result: RunResult, with_series: bool = True) -> dict[str, JSONVa
     """One run as JSON; infinite TTFTs (requests never served) become null."""
     out: dict[str, JSONValue] = {}
     for key, value in vars(result).items():
-        if key == "series":
+        if key in ("series", "ttft_seconds"):
             continue
         out[key] = _json_number(value) if isinstance(value, float) else value
     out["ttft_unserved_requests"] = result.requests - result.served

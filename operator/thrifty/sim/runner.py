@@ -97,6 +97,8 @@ class RunResult:
     max_replicas: int
     truncated_requests: int
     series: tuple[TimePoint, ...] = field(repr=False)
+    ttft_seconds: tuple[float, ...] = field(repr=False, default=())
+    """Every request's TTFT in arrival order (inf: never served)."""
 
 
 class _Accounting:
@@ -326,6 +328,7 @@ class _Run:
             max_replicas=self.max_replicas,
             truncated_requests=self.truncated,
             series=tuple(self.series),
+            ttft_seconds=tuple(self.ttft),
         )
 
 

@@ -1,0 +1,104 @@
+"""The virtual fleet: cold start, draining, GPU capacity, routing."""
+
+from __future__ import annotations
+
+from sim_policies import ScheduledPolicy
+
+from thrifty.policy.types import PolicySpec
+from thrifty.sim.engine import EventKind
+from thrifty.sim.fleet import Fleet, ReplicaState
+from thrifty.sim.profiles import LLAMA_8B_1xH100, LLAMA_70B_4xH100
+from thrifty.sim.runner import SimulationConfig, simulate
+from thrifty.sim.traces import Request, Trace
+
+
+def _steady_trace(rate: float, seconds: float, prompt: int = 1000, output: int = 100) -> Trace:
+    count = int(rate * seconds)
+    requests = tuple(Request(i / rate, prompt, output) for i in range(count))
+    return Trace("steady", requests, seconds, "test traffic")
+
+
+def test_a_new_replica_serves_only_after_its_cold_start() -> None:
+    fleet = Fleet(LLAMA_8B_1xH100, cold_start_seconds=60.0, pool_gpus=None, initial_replicas=1)
+    fleet.scale_to(2, now=0.0)
+    assert fleet.count(ReplicaState.STARTING) == 1 and fleet.gpus_held == 2
+    fleet.advance(59.0)
+    assert fleet.count(ReplicaState.READY) == 1
+    for i in range(4):
+        fleet.route(i, Request(59.0, 100, 10), 59.0)
+    assert [len(e.engines()) for e in [fleet]] == [1]
+    fleet.advance(60.0)
+    assert fleet.count(ReplicaState.READY) == 2
+    assert fleet.oldest_starting_seconds(60.0) == 0.0
+
+
+def test_requests_wait_at_the_router_until_a_replica_is_ready() -> None:
+    fleet = Fleet(LLAMA_8B_1xH100, cold_start_seconds=30.0, pool_gpus=None, initial_replicas=0)
+    fleet.scale_to(1, now=0.0)
+    fleet.route(0, Request(1.0, 100, 10), 1.0)
+    assert len(fleet.router_queue) == 1
+    fleet.advance(30.0)
+    assert not fleet.router_queue
+    events = fleet.advance(40.0)
+    first = next(e for e in events if e.kind is EventKind.FIRST_TOKEN)
+    assert first.time >= 30.0
+
+
+def test_draining_finishes_in_flight_work_and_holds_gpus_until_then() -> None:
+    fleet = Fleet(LLAMA_8B_1xH100, cold_start_seconds=60.0, pool_gpus=None, initial_replicas=2)
+    for i in range(21):
+        fleet.route(i, Request(0.0, 2000, 400), 0.0)
+    busy = sorted(fleet.replicas, key=lambda r: r.engine.num_requests if r.engine else 0)
+    fleet.scale_to(1, now=0.0)
+    draining = [r for r in fleet.replicas if r.state is ReplicaState.DRAINING]
+    assert len(draining) == 1 and draining[0] is busy[0]  # the least loaded goes
+    assert fleet.gpus_held == 2
+    fleet.route(99, Request(0.0, 100, 10), 0.0)  # new work avoids the draining replica
+    assert draining[0].engine is not None and draining[0].engine.num_requests == 10
+    finished = [e for e in fleet.advance(600.0) if e.kind is EventKind.FINISHED]
+    assert len(finished) == 22
+    assert fleet.gpus_held == 1 and fleet.count(ReplicaState.DRAINING) == 0
+
+
+def test_replicas_beyond_free_gpus_stay_pending() -> None:
+    fleet = Fleet(LLAMA_70B_4xH100, cold_start_seconds=60.0, pool_gpus=8, initial_replicas=1)
+    fleet.scale_to(4, now=0.0)
+    assert fleet.count(ReplicaState.STARTING) == 1
+    assert fleet.count(ReplicaState.PENDING) == 2
+    assert fleet.gpus_held == 8 and fleet.free_gpus == 0
+    fleet.scale_to(2, now=10.0)  # pending ones go first
+    assert fleet.count(ReplicaState.PENDING) == 0 and fleet.count(ReplicaState.STARTING) == 1
+
+
+def test_pending_replica_starts_when_a_drained_one_frees_gpus() -> None:
+    fleet = Fleet(LLAMA_8B_1xH100, cold_start_seconds=10.0, pool_gpus=2, initial_replicas=2)
+    for i in range(4):
+        fleet.route(i, Request(0.0, 1000, 200), 0.0)
+    fleet.scale_to(1, now=0.0)  # one replica drains, still holding its GPU
+    fleet.scale_to(2, now=0.0)
+    assert fleet.count(ReplicaState.PENDING) == 1 and fleet.free_gpus == 0
+    fleet.advance(1.0)
+    assert fleet.count(ReplicaState.PENDING) == 1
+    fleet.advance(60.0)  # the drain is over: the pending replica got the GPU
+    assert fleet.count(ReplicaState.DRAINING) == 0 and fleet.count(ReplicaState.PENDING) == 0
+    assert fleet.count(ReplicaState.STARTING) + fleet.count(ReplicaState.READY) == 2
+
+
+def test_simulation_respects_cold_start_and_capacity_end_to_end() -> None:
+    trace = _steady_trace(rate=40.0, seconds=400.0)
+    policy = ScheduledPolicy([(0.0, 1), (30.0, 6)])
+    config = SimulationConfig(
+        profile=LLAMA_8B_1xH100,
+        spec=PolicySpec(min_replicas=1, max_replicas=10, queue_target_per_replica=4),
+        cold_start_seconds=90.0,
+        pool_gpus=4,
+        tail_seconds=60.0,
+    )
+    result = simulate(trace, policy, config)
+    by_time = {round(p.time): p for p in result.series}
+    assert by_time[105].ready == 1 and by_time[105].starting == 3 and by_time[105].pending == 2
+    assert by_time[135].ready == 4 and by_time[135].pending == 2
+    assert result.max_replicas == 6
+    assert result.served == len(trace.requests)
+    # 1 GPU for 30 s, then 4 GPUs until the end of the trace.
+    assert abs(result.gpu_hours - (30 + 4 * 370) / 3600) < 0.01
