@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from collections.abc import Mapping
@@ -32,7 +33,7 @@ import pydantic
 from thrifty import autoscaling, budget, cost, explain, observe
 from thrifty.adapters import kube, operator_metrics
 from thrifty.adapters.lease import LeaseStore
-from thrifty.adapters.prometheus import PrometheusSignals, SignalsReading
+from thrifty.adapters.prometheus import PrometheusSignals, ServiceKey, SignalsReading
 from thrifty.adapters.scale import ScaleClient
 from thrifty.api import GROUP, VERSION, costbudget, gpupool, modelservice
 from thrifty.control import leadership
@@ -114,6 +115,18 @@ def _now() -> tuple[float, str, datetime]:
     return moment.timestamp(), explain.now_rfc3339(moment), moment
 
 
+BATCH_REUSE_SECONDS = 2.0
+"""How old a batch of Prometheus readings may be and still serve another timer: well below the
+scrape interval, so reuse never hides a new sample for long."""
+
+
+@dataclass
+class SignalsBatch:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    read_at: float = -math.inf
+    readings: dict[ServiceKey, SignalsReading] = field(default_factory=dict)
+
+
 @dataclass
 class Autoscaler:
     """Everything the timers share in one operator process (kept in kopf's memo)."""
@@ -130,6 +143,8 @@ class Autoscaler:
     others want. Rebuilt within one interval after a restart (until then: their current spend)."""
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     seen: set[tuple[str, str]] = field(default_factory=set)
+
+    batch: SignalsBatch = field(default_factory=lambda: SignalsBatch())
 
     def acting(self) -> bool:
         return self.elector is None or self.elector.is_leader()
@@ -168,7 +183,7 @@ class Autoscaler:
         pool = gpupool.GPUPool.model_validate(pool_body)
         now_seconds, now_text, moment = _now()
         pods = await asyncio.to_thread(self.scale.replica_pods, namespace, name, moment)
-        reading = await self.prometheus.read(namespace, name)
+        reading = await self._signals(namespace, name)
         if reading.signals is None:
             self.metrics.prometheus_query_errors.labels(
                 error=query_error_kind(reading.reason)
@@ -179,6 +194,21 @@ class Autoscaler:
             await self._decide_and_write(
                 body, ms, pool_name, pool, pods, reading, (now_seconds, now_text)
             )
+
+    async def _signals(self, namespace: str, name: str) -> SignalsReading:
+        """This ModelService's reading from one batch of queries for every ModelService seen.
+
+        Timers of all ModelServices fire at about the same moments, so one round of queries
+        (one per signal, grouped by ModelService) serves them all instead of a round each."""
+        key = ServiceKey(namespace, name)
+        batch = self.batch
+        async with batch.lock:
+            fresh = time.monotonic() - batch.read_at <= BATCH_REUSE_SECONDS
+            if not fresh or key not in batch.readings:
+                keys = {ServiceKey(ns, n) for ns, n in self.seen} | {key}
+                batch.readings = await self.prometheus.read_all(sorted(keys, key=str))
+                batch.read_at = time.monotonic()
+            return batch.readings[key]
 
     async def _decide_and_write(
         self,
