@@ -82,43 +82,33 @@ class ThriftyPolicy:
     # --- missing data -------------------------------------------------------------------------
 
     def _hold(self, observation: types.Observation, state: types.PolicyState) -> types.Decision:
-        """Keep the replica count; only a Hard $/hour cap (it needs no metrics) may still cut it."""
+        """Keep the count; only the bounds and a $/hour cap (they need no metrics) may move it."""
+        spec = observation.spec
         current = observation.replicas.desired
         next_state = common.with_updates(
             state, **{BELOW_SINCE: None, BELOW_PEAK: None, IDLE_SINCE: None}
         )
-        cap = _dollars_per_hour_cap(observation)
-        if cap is not None:
-            affordable = cost.replicas_within_dollars_per_hour(
-                cap, common.replica_cost(observation.pool)
-            )
-            allowed = max(affordable, observation.spec.min_replicas)
-            if allowed < current:
-                spend_cap = cost.format_dollars_per_hour(cap)
-                because = f"metrics unavailable, but {current} replicas pass the {spend_cap} cap"
-                return common.decision(
-                    observation,
-                    allowed,
-                    types.Reason.BUDGET_LIMITED,
-                    types.Bound.BUDGET,
-                    because,
-                    0.0,
-                    next_state,
-                )
         signals = observation.signals
         if signals is None:
             because = "metrics unavailable, holding"
         else:
             because = f"metrics stale or invalid ({signals.sample_age_seconds:.0f} s old), holding"
-        return common.decision(
-            observation,
-            current,
-            types.Reason.METRICS_UNAVAILABLE,
-            types.Bound.HOLD,
-            because,
-            0.0,
-            next_state,
-        )
+        target = min(max(current, spec.min_replicas), spec.max_replicas)
+        reason, bound = types.Reason.METRICS_UNAVAILABLE, types.Bound.HOLD
+        if target != current:
+            reason, bound = types.Reason.BOUNDS, types.Bound.BOUNDS
+            because = f"{because} within {spec.min_replicas}..{spec.max_replicas} replicas"
+        cap = _dollars_per_hour_cap(observation)
+        if cap is not None:
+            affordable = cost.replicas_within_dollars_per_hour(
+                cap, common.replica_cost(observation.pool)
+            )
+            allowed = max(affordable, spec.min_replicas)
+            if allowed < target:
+                spend_cap = cost.format_dollars_per_hour(cap)
+                because = f"metrics unavailable, but {target} replicas pass the {spend_cap} cap"
+                target, reason, bound = allowed, types.Reason.BUDGET_LIMITED, types.Bound.BUDGET
+        return common.decision(observation, target, reason, bound, because, 0.0, next_state)
 
     # --- learning -----------------------------------------------------------------------------
 
@@ -409,15 +399,16 @@ class ThriftyPolicy:
         pool = observation.pool
         limits: list[tuple[int, types.Reason, types.Bound, str]] = []
         if pool.free_gpus is not None and pool.gpus_per_replica > 0:
-            room = (
-                replicas.ready + replicas.starting + max(pool.free_gpus, 0) // pool.gpus_per_replica
-            )
+            more = max(pool.free_gpus, 0) // pool.gpus_per_replica
+            # Replicas already ordered but still pending keep their place (they start when GPUs
+            # free up); only new orders need free GPUs.
+            room = max(replicas.ready + replicas.starting + more, replicas.desired)
             limits.append(
                 (
                     room,
                     types.Reason.CAPACITY_LIMITED,
                     types.Bound.CAPACITY,
-                    f"pool {pool.name} has GPUs for {room} replicas",
+                    f"pool {pool.name} has free GPUs for {more} more",
                 )
             )
         replica_cost = common.replica_cost(pool)

@@ -191,7 +191,7 @@ def test_capacity_bound_orders_only_replicas_that_can_get_gpus() -> None:
     assert decision.replicas == 5
     assert decision.reason == types.Reason.CAPACITY_LIMITED
     assert decision.bound == types.Bound.CAPACITY
-    assert "GPUs for 5" in decision.message
+    assert "free GPUs for 3 more" in decision.message
 
 
 def test_capacity_counts_gpus_per_replica() -> None:
@@ -366,3 +366,10 @@ def test_drain_time_follows_the_latency_target() -> None:
     assert POLICY.drain_seconds(observation(ttft_p95_target_seconds=60.0).spec) == 120.0
     assert POLICY.drain_seconds(observation(ttft_p95_target_seconds=None).spec) == 60.0
     assert POLICY.drain_seconds(observation(ttft_p95_target_seconds=0.1).spec) == 10.0
+
+
+def test_pending_replicas_are_kept_but_no_more_are_ordered() -> None:
+    # 4 desired, 2 ready, 2 pending for want of GPUs, none free: keep 4, order none.
+    decision = POLICY.decide(observation(sig=BURST, desired=4, ready=2, free_gpus=0), {})
+    assert decision.replicas == 4
+    assert decision.reason == types.Reason.CAPACITY_LIMITED

@@ -1,0 +1,263 @@
+"""Invariants of ThriftyPolicy over generated observations and carried states (hypothesis)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from thrifty import cost
+from thrifty.policy import thrifty_policy, types
+from thrifty.policy.thrifty_policy import ThriftyPolicy
+
+POLICY = ThriftyPolicy()
+rates = st.floats(min_value=0.0, max_value=50_000.0, allow_nan=False)
+counts = st.floats(min_value=0.0, max_value=2_000.0, allow_nan=False)
+times = st.floats(min_value=0.0, max_value=10_000.0, allow_nan=False)
+
+
+@st.composite
+def signal_values(draw: st.DrawFn) -> types.Signals:
+    return types.Signals(
+        requests_waiting=draw(st.one_of(st.just(0.0), counts)),
+        requests_running=draw(st.one_of(st.just(0.0), counts)),
+        kv_cache_usage=draw(st.floats(min_value=0.0, max_value=1.0)),
+        prompt_tokens_per_second=draw(st.one_of(st.just(0.0), rates)),
+        generation_tokens_per_second=draw(st.one_of(st.just(0.0), rates)),
+        requests_per_second=draw(
+            st.one_of(st.just(0.0), st.floats(min_value=0.0, max_value=500.0))
+        ),
+        ttft_p95_seconds=draw(st.one_of(st.none(), st.floats(min_value=0.0, max_value=60.0))),
+        sample_age_seconds=draw(st.floats(min_value=0.0, max_value=30.0)),
+    )
+
+
+@st.composite
+def policy_specs(draw: st.DrawFn) -> types.PolicySpec:
+    min_replicas = draw(st.integers(min_value=0, max_value=4))
+    zero = min_replicas == 0 and draw(st.booleans())
+    return types.PolicySpec(
+        min_replicas=min_replicas,
+        max_replicas=draw(st.integers(min_value=max(min_replicas, 1), max_value=40)),
+        queue_target_per_replica=draw(st.floats(min_value=0.5, max_value=200.0)),
+        scale_down_delay_seconds=draw(st.sampled_from([0.0, 60.0, 300.0])),
+        scale_to_zero_idle_seconds=draw(st.sampled_from([0.0, 300.0])) if zero else None,
+        ttft_p95_target_seconds=draw(
+            st.one_of(st.none(), st.floats(min_value=0.1, max_value=10.0))
+        ),
+        max_dollars_per_hour=draw(st.one_of(st.none(), st.floats(min_value=0.0, max_value=200.0))),
+        max_dollars_per_million_tokens=draw(
+            st.one_of(st.none(), st.floats(min_value=0.01, max_value=10.0))
+        ),
+        enforcement=draw(st.sampled_from(list(types.Enforcement))),
+        soft_overrun_fraction=draw(st.floats(min_value=0.0, max_value=0.5)),
+        cold_start_seconds=draw(st.floats(min_value=10.0, max_value=600.0)),
+        capacity_tokens_per_second_per_replica=draw(
+            st.one_of(st.none(), st.floats(min_value=100.0, max_value=20_000.0))
+        ),
+    )
+
+
+@st.composite
+def observations(draw: st.DrawFn) -> types.Observation:
+    desired = draw(st.integers(min_value=0, max_value=40))
+    ready = draw(st.integers(min_value=0, max_value=desired))
+    starting = draw(st.integers(min_value=0, max_value=desired - ready))
+    return types.Observation(
+        now_seconds=draw(st.floats(min_value=10_000.0, max_value=20_000.0)),
+        signals=draw(st.one_of(st.none(), signal_values())),
+        replicas=types.ReplicaCounts(
+            desired=desired,
+            ready=ready,
+            starting=starting,
+            oldest_starting_seconds=draw(times) if starting else 0.0,
+        ),
+        pool=types.PoolView(
+            name="pool",
+            price_per_gpu_hour=draw(st.floats(min_value=0.5, max_value=10.0)),
+            gpus_per_replica=draw(st.sampled_from([1, 2, 4, 8])),
+            free_gpus=draw(st.one_of(st.none(), st.integers(min_value=0, max_value=64))),
+        ),
+        spec=draw(policy_specs()),
+        budget_dollars_per_hour_available=draw(
+            st.one_of(st.none(), st.floats(min_value=0.0, max_value=200.0))
+        ),
+    )
+
+
+def _maybe(value: st.SearchStrategy[float]) -> st.SearchStrategy[float | None]:
+    return st.one_of(st.none(), value)
+
+
+carried_states = st.fixed_dictionaries(
+    {},
+    optional={
+        thrifty_policy.CAPACITY: _maybe(st.floats(min_value=1.0, max_value=20_000.0)),
+        thrifty_policy.TOKENS_PER_REQUEST: _maybe(st.floats(min_value=1.0, max_value=20_000.0)),
+        thrifty_policy.LAST_SEEN: _maybe(st.floats(min_value=0.0, max_value=10_000.0)),
+        thrifty_policy.READY: st.integers(min_value=0, max_value=40),
+        thrifty_policy.READY_SINCE: _maybe(st.floats(min_value=0.0, max_value=10_000.0)),
+        thrifty_policy.BELOW_SINCE: _maybe(st.floats(min_value=0.0, max_value=10_000.0)),
+        thrifty_policy.BELOW_PEAK: st.integers(min_value=0, max_value=40),
+        thrifty_policy.IDLE_SINCE: _maybe(st.floats(min_value=0.0, max_value=10_000.0)),
+        thrifty_policy.LAST_SCALE_UP: _maybe(st.floats(min_value=0.0, max_value=10_000.0)),
+        thrifty_policy.LAST_SCALE_DOWN: _maybe(st.floats(min_value=0.0, max_value=10_000.0)),
+    },
+)
+
+
+def _hourly_cap(observation: types.Observation) -> float | None:
+    """The $/hour cap as documented: Soft spec caps stretched by their overrun, budgets Hard."""
+    spec = observation.spec
+    caps: list[float] = []
+    if spec.max_dollars_per_hour is not None:
+        stretch = (
+            1.0 + spec.soft_overrun_fraction if spec.enforcement == types.Enforcement.SOFT else 1.0
+        )
+        caps.append(spec.max_dollars_per_hour * stretch)
+    if observation.budget_dollars_per_hour_available is not None:
+        caps.append(observation.budget_dollars_per_hour_available)
+    return min(caps) if caps else None
+
+
+def _usable(observation: types.Observation) -> bool:
+    signals = observation.signals
+    return (
+        signals is not None
+        and signals.sample_age_seconds <= observation.spec.staleness_limit_seconds
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(observation=observations(), state=carried_states)
+def test_bounds_always_hold(observation: types.Observation, state: types.PolicyState) -> None:
+    decision = POLICY.decide(observation, state)
+    assert observation.spec.min_replicas <= decision.replicas <= observation.spec.max_replicas
+
+
+@settings(max_examples=200, deadline=None)
+@given(observation=observations(), state=carried_states)
+def test_dollars_per_hour_cap_is_never_passed_unless_min_replicas_forces_it(
+    observation: types.Observation, state: types.PolicyState
+) -> None:
+    cap = _hourly_cap(observation)
+    if cap is None:
+        return
+    decision = POLICY.decide(observation, state)
+    if decision.replicas > observation.spec.min_replicas:
+        assert decision.projected_dollars_per_hour <= cap + 1e-9
+    else:
+        assert decision.replicas == observation.spec.min_replicas or (
+            decision.projected_dollars_per_hour <= cap + 1e-9
+        )
+
+
+@settings(max_examples=200, deadline=None)
+@given(observation=observations(), state=carried_states)
+def test_dollars_per_million_tokens_cap_holds_above_the_smallest_serving_fleet(
+    observation: types.Observation, state: types.PolicyState
+) -> None:
+    spec = observation.spec
+    if spec.max_dollars_per_million_tokens is None or not _usable(observation):
+        return
+    assert observation.signals is not None
+    stretch = (
+        1.0 + spec.soft_overrun_fraction if spec.enforcement == types.Enforcement.SOFT else 1.0
+    )
+    cap = spec.max_dollars_per_million_tokens * stretch
+    decision = POLICY.decide(observation, state)
+    projected = decision.projected_dollars_per_million_tokens
+    busy = observation.signals.requests_waiting > 0 or observation.signals.requests_running > 0
+    smallest = max(spec.min_replicas, 1 if busy else 0)
+    if projected is not None and decision.replicas > smallest:
+        assert projected <= cap * (1 + 1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    observation=observations(),
+    state=carried_states,
+    waiting=st.floats(min_value=0.5, max_value=2000.0),
+)
+def test_no_scale_to_zero_while_requests_wait(
+    observation: types.Observation, state: types.PolicyState, waiting: float
+) -> None:
+    if observation.signals is None or observation.replicas.desired == 0:
+        return
+    observation = replace(
+        observation, signals=replace(observation.signals, requests_waiting=waiting)
+    )
+    if not _usable(observation):
+        return
+    cap = _hourly_cap(observation)
+    replica_cost = cost.replica_dollars_per_hour(
+        observation.pool.gpus_per_replica, observation.pool.price_per_gpu_hour
+    )
+    if cap is not None and cost.replicas_within_dollars_per_hour(cap, replica_cost) < 1:
+        return  # a Hard budget that cannot pay one replica stops the model (documented)
+    assert POLICY.decide(observation, state).replicas >= 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(observation=observations(), state=carried_states)
+def test_no_change_on_missing_data(
+    observation: types.Observation, state: types.PolicyState
+) -> None:
+    observation = replace(observation, signals=None)
+    decision = POLICY.decide(observation, state)
+    current = observation.replicas.desired
+    cap = _hourly_cap(observation)
+    replica_cost = cost.replica_dollars_per_hour(
+        observation.pool.gpus_per_replica, observation.pool.price_per_gpu_hour
+    )
+    bounded = min(max(current, observation.spec.min_replicas), observation.spec.max_replicas)
+    allowed = (
+        bounded
+        if cap is None
+        else max(
+            cost.replicas_within_dollars_per_hour(cap, replica_cost), observation.spec.min_replicas
+        )
+    )
+    if current == min(bounded, allowed):
+        assert decision.replicas == current
+        assert decision.reason == types.Reason.METRICS_UNAVAILABLE
+        assert decision.bound == types.Bound.HOLD
+    else:
+        # Only the bounds and a $/hour cap, which need no metrics, move a held count.
+        assert decision.replicas == min(bounded, allowed)
+        assert decision.reason in (types.Reason.BOUNDS, types.Reason.BUDGET_LIMITED)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    observation=observations(),
+    state=carried_states,
+    less=st.floats(min_value=0.0, max_value=2000.0),
+    more=st.floats(min_value=0.0, max_value=2000.0),
+)
+def test_more_queue_never_yields_fewer_replicas(
+    observation: types.Observation, state: types.PolicyState, less: float, more: float
+) -> None:
+    if observation.signals is None:
+        return
+    less, more = sorted((less, more))
+    fewer = POLICY.decide(
+        replace(observation, signals=replace(observation.signals, requests_waiting=less)), state
+    )
+    longer = POLICY.decide(
+        replace(observation, signals=replace(observation.signals, requests_waiting=more)), state
+    )
+    assert longer.replicas >= fewer.replicas
+
+
+@settings(max_examples=200, deadline=None)
+@given(observation=observations(), state=carried_states)
+def test_deterministic_and_state_is_json(
+    observation: types.Observation, state: types.PolicyState
+) -> None:
+    first = POLICY.decide(observation, state)
+    second = POLICY.decide(observation, dict(state))
+    assert first == second
+    assert json.loads(json.dumps(first.state)) == first.state
