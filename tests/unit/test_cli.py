@@ -1,0 +1,117 @@
+"""`thrifty simulate` end to end on small traces: table, JSON report, PNG plot, clean errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from thrifty import cli
+
+AZURE = """TIMESTAMP,ContextTokens,GeneratedTokens
+2023-11-16 18:17:03.9799600,4808,10
+2023-11-16 18:17:04.0319600,3180,8
+2023-11-16 18:17:05.5,110,27
+2023-11-16 18:19:05.5,2000,27
+"""
+
+POLICY_MODULE = """
+from dataclasses import dataclass
+from thrifty.policy.types import Bound, Decision, Reason
+
+
+@dataclass
+class TwoReplicas:
+    name: str = "two"
+
+    def decide(self, observation, state):
+        return Decision(2, Reason.STEADY, "two", Bound.NONE, 0.0, None, state)
+"""
+
+
+@pytest.fixture
+def user_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    (tmp_path / "my_policies.py").write_text(POLICY_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "my_policies:TwoReplicas"
+
+
+def test_simulate_writes_table_json_and_png(
+    tmp_path: Path, user_policy: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "tiny.csv"
+    trace.write_text(AZURE)
+    out = tmp_path / "out"
+    argv = ["simulate", "--trace", str(trace), "--policy", user_policy]
+    code = cli.main([*argv, "--policy", "clairvoyant", "--out", str(out), "--seed", "3"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "GPU-h" in printed and "two" in printed and "clairvoyant" in printed
+    assert "CC-BY 4.0" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["command"].startswith("thrifty simulate --trace")
+    assert "Splitwise" in report["attribution"]
+    two, clairvoyant = report["results"]
+    assert two["policy"] == "two" and clairvoyant["policy"] == "clairvoyant"
+    assert two["requests"] == 4 and two["served"] == 4
+    assert two["max_replicas"] == 2 and two["gpu_hours"] > 0
+    assert len(two["series"]["time"]) == len(two["series"]["desired"]) > 0
+    png = (out / "report.png").read_bytes()
+    assert png.startswith(b"\x89PNG")
+
+
+def test_malformed_trace_exits_2_naming_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "broken.csv"
+    trace.write_text(AZURE + "2023-11-16 18:20:00,12,x\n")
+    code = cli.main(["simulate", "--trace", str(trace), "--out", str(tmp_path / "o")])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert f"{trace}:6: expected" in error
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--trace", "nowhere.csv"], "trace file not found"),
+        (["--policy", "nonsense"], "unknown policy"),
+        (["--profile", "gpt-5"], "unknown engine profile"),
+    ],
+)
+def test_user_errors_exit_2(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["simulate", *argv, "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_named_trace_and_synthetic_shape_resolve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conv = tmp_path / "azure2023" / "AzureLLMInferenceTrace_conv.csv"
+    conv.parent.mkdir()
+    conv.write_text(AZURE)
+    monkeypatch.setenv("THRIFTY_TRACES_DIR", str(tmp_path))
+    assert cli.traces_dir() == tmp_path
+    named = cli.load_trace("azure-conv", cli.TraceOptions())
+    assert len(named.requests) == 4
+    spike = cli.load_trace("spike", cli.TraceOptions(duration_seconds=600.0, target_rps=2.0))
+    assert spike.duration_seconds == 600.0 and 600 < len(spike.requests) < 2400
+    assert "synthetic" in spike.attribution and "Splitwise" in spike.attribution
+
+
+@pytest.mark.skipif(not cli.traces_dir().is_dir(), reason="shared traces not present")
+def test_simulate_a_slice_of_the_azure_code_trace(
+    tmp_path: Path, user_policy: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["simulate", "--trace", "azure-code", "--duration", "300", "--start", "600"]
+    code = cli.main([*argv, "--policy", user_policy, "--out", str(tmp_path), "--quiet"])
+    assert code == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    (result,) = report["results"]
+    assert result["trace"] == "azure-code" and 100 < result["requests"] < 2000
+    assert 0.0 <= result["slo_attainment"] <= 1.0
+    assert (tmp_path / "report.png").stat().st_size > 10_000
