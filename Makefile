@@ -22,3 +22,8 @@ e2e: bootstrap
 
 test: lint
 	$(PY) -m pytest
+
+# Every policy on every shared trace, baselines swept; writes bench/results.md (a few minutes).
+.PHONY: bench
+bench: bootstrap
+	$(PY) bench/run.py
