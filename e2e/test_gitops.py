@@ -13,9 +13,16 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from harness import Cluster
+from harness.cluster import wait_until
+
+if TYPE_CHECKING:
+    from operator_process import StartOperator
+pytest_plugins = ["operator_process"]  # the `operator_process` fixture
 
 REPO = Path(__file__).resolve().parents[1]
 HEALTH_LUA = REPO / "gitops" / "argocd-health.lua"
@@ -164,3 +171,162 @@ def test_docs_show_the_shipped_health_check() -> None:
     docs = (REPO / "docs" / "gitops.md").read_text()
     blocks = re.findall(r"```lua\n(.*?)```", docs, flags=re.DOTALL)
     assert blocks == [HEALTH_LUA.read_text()], "docs/gitops.md's Lua block differs from the file"
+
+
+# --- On the cluster: the GitOps tool and the autoscaler share a ModelService ---------------------
+
+ARGOCD = "argocd-controller"
+AUTOSCALER = "thrifty-autoscaler"
+WAIT_SECONDS = 120.0
+
+
+def gitops_manifest(name: str, min_replicas: int, replicas: int | None = None) -> dict[str, Any]:
+    """A ModelService as a team keeps it in Git (no budget, no replicas unless asked)."""
+    spec: dict[str, Any] = {
+        "model": {"uri": "hf://Qwen/Qwen3-0.6B"},
+        "pools": ["h100-on-demand"],
+        "scaling": {"minReplicas": min_replicas, "maxReplicas": 4, "mode": "Auto"},
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {
+        "apiVersion": "thrifty.dev/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def gitops_apply(
+    cluster: Cluster, namespace: str, manifest: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    """What Argo CD sends with ServerSideApply=true: an apply under its own field manager."""
+    return cluster.kubectl(
+        "apply",
+        "--server-side",
+        f"--field-manager={ARGOCD}",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=json.dumps(manifest),
+        check=False,
+    )
+
+
+def live(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    return cluster.kubectl_json(
+        "get", "modelservice", name, "-n", namespace, "--show-managed-fields"
+    )
+
+
+def replicas_owners(body: dict[str, Any]) -> set[str]:
+    owners = set()
+    for entry in body["metadata"].get("managedFields", []):
+        spec = (entry.get("fieldsV1") or {}).get("f:spec") or {}
+        if "f:replicas" in spec:
+            owners.add(str(entry["manager"]))
+    return owners
+
+
+def wait_replicas(cluster: Cluster, namespace: str, name: str, replicas: int) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        body = live(cluster, namespace, name)
+        return body if body["spec"].get("replicas") == replicas else None
+
+    return wait_until(
+        probe, timeout_seconds=WAIT_SECONDS, what=f"the operator to scale {name} to {replicas}"
+    )
+
+
+@pytest.fixture
+def gitops_operator(cluster: Cluster, namespace: str, operator_process: StartOperator) -> None:
+    for pool in ("gpupool-h100-on-demand.yaml", "gpupool-h100-spot.yaml"):
+        cluster.kubectl("apply", "-f", str(REPO / "examples" / pool))
+    operator_process(
+        namespaces=[namespace],
+        env={
+            "THRIFTY_PROMETHEUS_URL": cluster.prometheus_url,
+            "THRIFTY_DECISION_INTERVAL_SECONDS": "2",
+            "THRIFTY_METRICS_PORT": "0",
+            "THRIFTY_LEADER_ELECTION": "false",
+        },
+    )
+
+
+def test_gitops_apply_without_replicas_never_fights_the_autoscaler(
+    cluster: Cluster, namespace: str, gitops_operator: None
+) -> None:
+    manifest = gitops_manifest("chat", min_replicas=1)
+    assert gitops_apply(cluster, namespace, manifest).returncode == 0
+    # The operator sets the replica count through /scale (here: up to the lower bound).
+    body = wait_replicas(cluster, namespace, "chat", 1)
+    assert replicas_owners(body) == {AUTOSCALER}
+
+    # A change in Git that makes the operator scale again: the bound goes up.
+    manifest = gitops_manifest("chat", min_replicas=2)
+    assert gitops_apply(cluster, namespace, manifest).returncode == 0
+    body = wait_replicas(cluster, namespace, "chat", 2)
+    assert replicas_owners(body) == {AUTOSCALER}
+    generation = body["metadata"]["generation"]
+
+    # The GitOps tool re-syncs the same manifest: no conflict, nothing changes.
+    result = gitops_apply(cluster, namespace, manifest)
+    assert result.returncode == 0, result.stderr
+    after = live(cluster, namespace, "chat")
+    assert after["spec"]["replicas"] == 2
+    assert after["metadata"]["generation"] == generation
+    assert replicas_owners(after) == {AUTOSCALER}
+
+    # Had the manifest carried replicas, a plain apply would have to take the field from the
+    # autoscaler: the API server refuses, naming the field and its owner.
+    conflict = gitops_apply(cluster, namespace, gitops_manifest("chat", 2, replicas=1))
+    assert conflict.returncode != 0
+    assert ".spec.replicas" in conflict.stderr and AUTOSCALER in conflict.stderr
+    assert live(cluster, namespace, "chat")["spec"]["replicas"] == 2
+
+
+def test_gitops_manifest_with_replicas_makes_the_autoscaler_only_advise(
+    cluster: Cluster, namespace: str, gitops_operator: None
+) -> None:
+    manifest = gitops_manifest("pinned", min_replicas=1, replicas=3)
+    assert gitops_apply(cluster, namespace, manifest).returncode == 0
+
+    def advised() -> dict[str, Any] | None:
+        body = live(cluster, namespace, "pinned")
+        decision = ((body.get("status") or {}).get("autoscaler") or {}).get("lastDecision") or {}
+        return body if ARGOCD in str(decision.get("message", "")) else None
+
+    body = wait_until(
+        advised, timeout_seconds=WAIT_SECONDS, what="an Advisory decision naming Argo CD"
+    )
+    assert body["status"]["autoscaler"]["lastDecision"]["message"].startswith("Advisory")
+    assert body["spec"]["replicas"] == 3
+    assert replicas_owners(body) == {ARGOCD}
+    result = gitops_apply(cluster, namespace, manifest)
+    assert result.returncode == 0, result.stderr
+    assert live(cluster, namespace, "pinned")["spec"]["replicas"] == 3
+
+
+def test_argocd_health_of_a_live_model_service(
+    cluster: Cluster, namespace: str, gitops_operator: None
+) -> None:
+    """The Lua check on what the operator really writes: Progressing or Healthy, then Healthy."""
+    assert gitops_apply(cluster, namespace, gitops_manifest("health", 1)).returncode == 0
+
+    def healthy() -> tuple[str, str] | None:
+        verdict = argocd_health(live(cluster, namespace, "health"))
+        assert verdict[0] in ("Progressing", "Healthy"), verdict
+        return verdict if verdict[0] == "Healthy" else None
+
+    wait_until(healthy, timeout_seconds=WAIT_SECONDS, what="Argo CD health Healthy")
+    broken = gitops_manifest("broken", 1)
+    broken["spec"]["pools"] = ["no-such-pool"]
+    assert gitops_apply(cluster, namespace, broken).returncode == 0
+
+    def degraded() -> tuple[str, str] | None:
+        verdict = argocd_health(live(cluster, namespace, "broken"))
+        return verdict if verdict[0] == "Degraded" else None
+
+    _, message = wait_until(degraded, timeout_seconds=WAIT_SECONDS, what="Argo CD health Degraded")
+    assert "no-such-pool" in message

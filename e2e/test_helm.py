@@ -10,18 +10,27 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
+import socket
 import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 
 from harness import Cluster
+from harness.cluster import wait_until
 from harness.session import default_bin_dir, pinned_versions
+
+if TYPE_CHECKING:
+    from operator_process import StartOperator
+pytest_plugins = ["operator_process"]  # the `operator_process` fixture
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "thrifty"
@@ -31,6 +40,13 @@ Manifest = dict[str, Any]
 
 # helm template assumes Kubernetes 1.20 unless told; the chart requires what the CRDs' CEL needs.
 TEMPLATE_FLAGS = ("--kube-version", pinned_versions()["KUBERNETES_VERSION"].lstrip("v"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def helm_path() -> Path:
@@ -310,3 +326,250 @@ def test_alerts_and_dashboard_queries_are_valid_promql(cluster: Cluster) -> None
         except urllib.error.HTTPError as error:
             pytest.fail(f"{where}: Prometheus rejected {expr!r}: {error.read().decode()}")
         assert answer["status"] == "success", f"{where}: {answer}"
+
+
+# --- On the cluster: install, RBAC sufficient and minimal, upgrade, uninstall --------------------
+
+CRD_NAMES = ("modelservices.thrifty.dev", "gpupools.thrifty.dev", "costbudgets.thrifty.dev")
+WAIT_SECONDS = 120.0
+
+
+@dataclass
+class Release:
+    """A release of the chart in its own namespace; its name is its full name and the SA's."""
+
+    cluster: Cluster
+    name: str
+    namespace: str
+
+    @property
+    def service_account(self) -> str:
+        return self.name
+
+    @property
+    def subject(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+    @property
+    def lease(self) -> str:
+        return f"{self.name}-leader"
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return helm(
+            *args, "--namespace", self.namespace, check=check, kubeconfig=self.cluster.kubeconfig
+        )
+
+    def install(self, *values: str) -> None:
+        self.helm("install", self.name, str(CHART), "--create-namespace", *values)
+
+    def can(self, verb: str, resource: str, *flags: str) -> bool:
+        """`kubectl auth can-i` as the release's ServiceAccount."""
+        result = self.cluster.kubectl(
+            "auth", "can-i", verb, resource, f"--as={self.subject}", *flags, check=False
+        )
+        answer = result.stdout.strip()
+        assert answer in ("yes", "no"), result.stderr
+        return answer == "yes"
+
+    def kubeconfig_as_service_account(self, path: Path) -> Path:
+        """A kubeconfig holding nothing but a token the API server issued for the release's SA."""
+        token = self.cluster.kubectl(
+            "create", "token", self.service_account, "-n", self.namespace, "--duration=2h"
+        ).stdout.strip()
+        view = json.loads(
+            self.cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout
+        )
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "cluster", "cluster": view["clusters"][0]["cluster"]}],
+            "users": [{"name": self.service_account, "user": {"token": token}}],
+            "contexts": [
+                {"name": "sa", "context": {"cluster": "cluster", "user": self.service_account}}
+            ],
+            "current-context": "sa",
+        }
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+
+@pytest.fixture
+def release(cluster: Cluster) -> Iterator[Release]:
+    """A fresh release name and namespace; uninstalled and deleted afterwards."""
+    suffix = secrets.token_hex(3)
+    made = Release(cluster, f"thrifty-{suffix}", f"thrifty-system-{suffix}")
+    try:
+        yield made
+    finally:
+        made.helm("uninstall", made.name, "--wait", "--timeout=60s", check=False)
+        cluster.kubectl("delete", "namespace", made.namespace, "--wait=false", check=False)
+
+
+def get_json(cluster: Cluster, *args: str) -> dict[str, Any] | None:
+    found = cluster.kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(found.stdout) if found.returncode == 0 else None
+
+
+def test_defaults_install_upgrade_keeps_model_services_uninstall_keeps_crds_and_resources(
+    cluster: Cluster, release: Release, namespace: str
+) -> None:
+    release.install()  # the defaults, nothing else
+    deployment = get_json(cluster, "deployment", release.name, "-n", release.namespace)
+    assert deployment is not None and deployment["spec"]["replicas"] == 2
+    assert get_json(cluster, "serviceaccount", release.name, "-n", release.namespace)
+    for role in ("cluster", "workloads"):
+        assert get_json(cluster, "clusterrole", f"{release.name}-{role}")
+        assert get_json(cluster, "clusterrolebinding", f"{release.name}-{role}")
+    assert get_json(cluster, "role", f"{release.name}-leader-election", "-n", release.namespace)
+    assert get_json(cluster, "poddisruptionbudget", release.name, "-n", release.namespace)
+    dashboard = get_json(cluster, "configmap", f"{release.name}-dashboard", "-n", release.namespace)
+    assert dashboard is not None and dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    for crd in CRD_NAMES:
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+
+    model = {
+        "apiVersion": "thrifty.dev/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": "kept", "namespace": namespace},
+        "spec": {"model": {"uri": "hf://Qwen/Qwen3-0.6B"}, "pools": ["h100-on-demand"]},
+    }
+    cluster.apply(json.dumps(model))
+    uid = get_json(cluster, "modelservice", "kept", "-n", namespace)["metadata"]["uid"]  # type: ignore[index]
+
+    release.helm(
+        "upgrade",
+        release.name,
+        str(CHART),
+        "--reuse-values",
+        "--set",
+        "operator.decisionIntervalSeconds=30",
+    )
+    upgraded = get_json(cluster, "deployment", release.name, "-n", release.namespace)
+    assert upgraded is not None
+    env = {
+        e["name"]: e.get("value")
+        for e in upgraded["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["THRIFTY_DECISION_INTERVAL_SECONDS"] == "30"
+    kept = get_json(cluster, "modelservice", "kept", "-n", namespace)
+    assert kept is not None and kept["metadata"]["uid"] == uid
+
+    release.helm("uninstall", release.name, "--wait", "--timeout=60s")
+    assert get_json(cluster, "deployment", release.name, "-n", release.namespace) is None
+    assert get_json(cluster, "clusterrole", f"{release.name}-cluster") is None
+    for crd in CRD_NAMES:
+        assert get_json(cluster, "crd", crd) is not None, f"helm uninstall removed {crd}"
+    kept = get_json(cluster, "modelservice", "kept", "-n", namespace)
+    assert kept is not None and kept["metadata"]["uid"] == uid
+
+
+def test_cluster_wide_rbac_is_minimal(cluster: Cluster, release: Release) -> None:
+    release.install()
+    ns, other = "some-team", release.namespace
+    allowed = [
+        ("watch", "modelservices.thrifty.dev", "-n", ns),
+        ("patch", "modelservices.thrifty.dev", "--subresource=scale", "-n", ns),
+        ("patch", "modelservices.thrifty.dev", "--subresource=status", "-n", ns),
+        ("patch", "deployments.apps", "-n", ns),
+        ("create", "events", "-n", ns),
+        ("list", "pods", "--all-namespaces"),
+        ("list", "nodes"),
+        ("patch", "gpupools.thrifty.dev", "--subresource=status"),
+        ("create", "leases.coordination.k8s.io", "-n", other),
+        ("update", f"leases.coordination.k8s.io/{release.lease}", "-n", other),
+    ]
+    denied = [
+        ("get", "secrets", "-n", ns),
+        ("list", "secrets", "--all-namespaces"),
+        ("get", "secrets", "-n", other),
+        ("get", "configmaps", "-n", ns),
+        ("create", "clusterroles.rbac.authorization.k8s.io"),
+        ("create", "rolebindings.rbac.authorization.k8s.io", "-n", ns),
+        ("create", "serviceaccounts/token", "-n", other),
+        ("delete", "deployments.apps", "-n", ns),
+        ("create", "pods", "-n", ns),
+        ("delete", "pods", "-n", ns),
+        ("create", "pods/exec", "-n", ns),
+        ("patch", "modelservices.thrifty.dev", "-n", ns),
+        ("delete", "modelservices.thrifty.dev", "-n", ns),
+        ("update", "gpupools.thrifty.dev"),
+        ("patch", "nodes"),
+        ("update", "leases.coordination.k8s.io/kube-scheduler", "-n", "kube-system"),
+        ("update", "leases.coordination.k8s.io/someone-else", "-n", other),
+        ("get", "leases.coordination.k8s.io", "-n", ns),
+        ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("list", "namespaces"),
+    ]
+    for verb, resource, *flags in allowed:
+        assert release.can(verb, resource, *flags), f"cannot {verb} {resource} {flags}"
+    for verb, resource, *flags in denied:
+        assert not release.can(verb, resource, *flags), f"may {verb} {resource} {flags}"
+
+
+def test_operator_with_only_the_charts_permissions_reconciles_to_ready(
+    cluster: Cluster,
+    release: Release,
+    namespace: str,
+    operator_process: StartOperator,
+    tmp_path: Path,
+) -> None:
+    """Namespaced mode, the tightest: workload permissions only in the watched namespace."""
+    release.install("--set", f"operator.watchNamespaces={{{namespace}}}")
+    assert release.can("patch", "deployments.apps", "-n", namespace)
+    assert not release.can("patch", "deployments.apps", "-n", "default")
+    assert not release.can("get", "modelservices.thrifty.dev", "-n", "default")
+    assert not release.can("get", "secrets", "-n", namespace)
+
+    for pool in ("gpupool-h100-on-demand.yaml", "gpupool-h100-spot.yaml"):
+        cluster.kubectl("apply", "-f", str(REPO / "examples" / pool))
+    kubeconfig = release.kubeconfig_as_service_account(tmp_path / "operator.kubeconfig")
+    operator = operator_process(
+        namespaces=[namespace],
+        env={
+            "KUBECONFIG": str(kubeconfig),
+            "POD_NAMESPACE": release.namespace,
+            "THRIFTY_LEASE_NAME": release.lease,
+            "THRIFTY_PROMETHEUS_URL": cluster.prometheus_url,
+            "THRIFTY_DECISION_INTERVAL_SECONDS": "2",
+            "THRIFTY_METRICS_PORT": str(free_port()),
+        },
+    )
+    for example in ("costbudget-team-a.yaml", "modelservice-llama-8b.yaml"):
+        cluster.kubectl("apply", "-n", namespace, "-f", str(REPO / "examples" / example))
+
+    deployment = wait_until(
+        lambda: get_json(cluster, "deployment", "llama-8b-engine", "-n", namespace),
+        timeout_seconds=WAIT_SECONDS,
+        what="the operator (as the chart's ServiceAccount) to create Deployment llama-8b-engine",
+    )
+    limits = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "1"
+
+    def ready() -> dict[str, Any] | None:
+        body = get_json(cluster, "modelservice", "llama-8b", "-n", namespace) or {}
+        conditions = (body.get("status") or {}).get("conditions", [])
+        is_ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+        return body if is_ready else None
+
+    body = wait_until(ready, timeout_seconds=WAIT_SECONDS, what="ModelService llama-8b Ready")
+    assert body["status"]["pool"] == "h100-on-demand"
+    assert body["status"]["dollarsPerHour"] == pytest.approx(2.49)
+
+    def pool_status_written() -> dict[str, Any] | None:
+        pool = get_json(cluster, "gpupool", "h100-on-demand") or {}
+        return pool if (pool.get("status") or {}).get("conditions") else None
+
+    wait_until(pool_status_written, timeout_seconds=WAIT_SECONDS, what="GPUPool status written")
+
+    def lease_held() -> dict[str, Any] | None:
+        lease = get_json(cluster, "lease", release.lease, "-n", release.namespace) or {}
+        return lease if (lease.get("spec") or {}).get("holderIdentity") else None
+
+    wait_until(lease_held, timeout_seconds=WAIT_SECONDS, what=f"Lease {release.lease} held")
+    assert operator.running
+    forbidden = [
+        line
+        for line in operator.logs().splitlines()
+        if re.search(r"forbidden|\b403\b", line, flags=re.IGNORECASE)
+    ]
+    assert not forbidden, "the operator was refused something:\n" + "\n".join(forbidden)
