@@ -27,3 +27,12 @@ test: lint
 .PHONY: bench
 bench: bootstrap
 	$(PY) bench/run.py
+
+# The operator image (Dockerfile; docs/install.md). Needs a container builder, none runs here:
+# `make image IMAGE=registry.example.com/thrifty-operator:0.1.0 [CONTAINER_BUILDER=podman]`.
+IMAGE ?= thrifty-operator:0.1.0
+CONTAINER_BUILDER ?= docker
+DOCKER_BUILD_ARGS ?=
+.PHONY: image
+image:
+	$(CONTAINER_BUILDER) build $(DOCKER_BUILD_ARGS) -t $(IMAGE) -f Dockerfile .

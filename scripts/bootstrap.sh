@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the checks and tests need, and only what is missing, so it is fast when everything is
 # there and safe to rerun after any failure:
-#   1. Debian packages: prometheus (the real Prometheus the e2e tests scrape with) and libnuma1
-#      (needed by the CPU build of vLLM), via apt-get, with one `apt-get update` only when installing.
+#   1. Debian packages: prometheus (the real Prometheus the e2e tests scrape with), libnuma1
+#      (needed by the CPU build of vLLM) and lua5.4 (runs the Argo CD health check in
+#      e2e/test_gitops.py), via apt-get, with one `apt-get update` only when installing.
 #   2. The Python virtual environment .venv with `pip install -e '.[dev]'`, redone only when
 #      pyproject.toml changed since the last successful install (a stamp holds its hash).
 #   3. The local cluster's binaries (Kubernetes, etcd, KWOK, Helm) via e2e/build.sh into
@@ -35,9 +36,9 @@ as_root() {
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
-step="apt packages (prometheus libnuma1)"
+step="apt packages (prometheus libnuma1 lua5.4)"
 missing=()
-for package in prometheus libnuma1; do
+for package in prometheus libnuma1 lua5.4; do
   installed "$package" || missing+=("$package")
 done
 if ! "$python" -c 'import ensurepip, venv' 2>/dev/null && [ ! -x "$venv/bin/python" ]; then
