@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 import kopf
 
-from thrifty.control import settings
+from thrifty.control import settings  # the package import registers every handler
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,20 +21,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespace", "-n", action="append", default=[], help="serve only these")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
-    if args.namespace:
-        # The handlers read THRIFTY_NAMESPACES at import; keep flag and variable in agreement.
-        os.environ["THRIFTY_NAMESPACES"] = ",".join(args.namespace)
     config = settings.from_env()
+    namespaces = list(args.namespace) or list(config.namespaces)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    import thrifty.control  # noqa: F401  (registers the handlers)
-
     kopf.run(
         standalone=True,
-        namespaces=list(config.namespaces),
-        clusterwide=not config.namespaces,
+        namespaces=namespaces,
+        clusterwide=not namespaces,
         liveness_endpoint=config.liveness_endpoint,
     )
     return 0
