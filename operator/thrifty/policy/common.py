@@ -107,6 +107,15 @@ def decision(
     )
 
 
+def movement_reason(current: int, replicas: int) -> types.Reason:
+    """The reason a baseline reports: only the direction of the change."""
+    if replicas > current:
+        return types.Reason.SCALE_FROM_ZERO if current == 0 else types.Reason.SCALE_UP
+    if replicas < current:
+        return types.Reason.SCALE_TO_ZERO if replicas == 0 else types.Reason.SCALE_DOWN
+    return types.Reason.STEADY
+
+
 def state_float(state: types.PolicyState, key: str) -> float | None:
     """A finite number from the carried state, or None when absent or malformed."""
     value = state.get(key)

@@ -9,7 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from thrifty import cost
-from thrifty.policy import thrifty_policy, types
+from thrifty.policy import common, thrifty_policy, types
+from thrifty.policy.hpa import HpaPolicy
+from thrifty.policy.kpa import KpaPolicy
+from thrifty.policy.static import StaticPolicy
 from thrifty.policy.thrifty_policy import ThriftyPolicy
 
 POLICY = ThriftyPolicy()
@@ -261,3 +264,20 @@ def test_deterministic_and_state_is_json(
     second = POLICY.decide(observation, dict(state))
     assert first == second
     assert json.loads(json.dumps(first.state)) == first.state
+
+
+@settings(max_examples=100, deadline=None)
+@given(observation=observations(), previous=observations())
+def test_baselines_are_deterministic_and_carry_json_state(
+    observation: types.Observation, previous: types.Observation
+) -> None:
+    for policy in (HpaPolicy(), KpaPolicy(), StaticPolicy(replicas=3)):
+        earlier = policy.decide(replace(previous, now_seconds=observation.now_seconds - 15.0), {})
+        state = json.loads(json.dumps(earlier.state))
+        first = policy.decide(observation, state)
+        assert first == policy.decide(observation, dict(state))
+        assert json.loads(json.dumps(first.state)) == first.state
+        if policy.name != "static" and common.usable_signals(observation) is not None:
+            assert first.replicas <= max(
+                observation.spec.max_replicas, observation.replicas.desired
+            )
