@@ -8,9 +8,11 @@ per generated token.
 
 The model, per step of vLLM's v1 scheduler with chunked prefill:
 
-- a FIFO waiting queue; the head is admitted when the running batch has fewer than
-  ``max_num_seqs`` sequences and the KV cache can hold its prompt plus all its output tokens
-  (reserving the output avoids preemption, so KV use never passes capacity);
+- a FIFO waiting queue; the head is scheduled (vLLM's RUNNING) when the running batch has fewer
+  than ``max_num_seqs`` sequences, the KV cache can hold its prompt plus all its output tokens
+  (reserving the output avoids preemption, so KV use never passes capacity), and the prompts
+  already scheduled leave token budget in the current step. As in vLLM's v1 scheduler, a burst
+  of long prompts therefore shows as ``num_requests_waiting``, not as a huge running batch;
 - a step carries one token for each decoding sequence plus up to ``max_num_batched_tokens`` minus
   that of prompt tokens, taken FIFO from the admitted prompts; its time is
   ``ITL(c) + prompt_tokens / prefill_tokens_per_second``;
@@ -307,7 +309,25 @@ class Engine:
             remaining = heap[0][0] - self._decode_progress
             t = self._clock + max(0.0, remaining) / decode_rate
             best = t if best is None else min(best, t)
+        if self._waiting and prefill_rate > 0.0 and self._head_fits():
+            # The head waits only for step budget: it is scheduled once the prompts ahead of
+            # it leave room in a step.
+            excess = self._prefill_enqueued - self._prefill_progress - self._step_budget() + 1.0
+            t = self._clock + max(0.0, excess) / prefill_rate
+            best = t if best is None else min(best, t)
         return best
+
+    def _step_budget(self) -> float:
+        """Prompt tokens one step can take besides one token per decoding sequence."""
+        return float(max(1, self.profile.max_num_batched_tokens - self._decoding))
+
+    def _head_fits(self) -> bool:
+        """Whether the batch and the KV cache have room for the head of the waiting queue."""
+        head = self._waiting[0]
+        if self.num_running >= self.profile.max_num_seqs:
+            return False
+        need = head.prompt_tokens + head.max_output_tokens
+        return self._reserved_kv_tokens + need <= self.profile.kv_capacity_tokens
 
     def _run_until(self, until: float) -> list[EngineEvent]:
         if until < self._clock - 1e-9:
@@ -407,15 +427,12 @@ class Engine:
         self._prefill_enqueued -= remaining
 
     def _admit(self) -> None:
-        profile = self.profile
-        while self._waiting:
-            head = self._waiting[0]
+        while self._waiting and self._head_fits():
+            pending_prompt = self._prefill_enqueued - self._prefill_progress
+            if pending_prompt > self._step_budget() - 1.0 + _EPSILON_TOKENS:
+                return  # no token budget left in this step: vLLM keeps it WAITING
+            head = self._waiting.popleft()
             need = head.prompt_tokens + head.max_output_tokens
-            if self.num_running >= profile.max_num_seqs:
-                return
-            if self._reserved_kv_tokens + need > profile.kv_capacity_tokens:
-                return
-            self._waiting.popleft()
             head.stage = "prefill"
             head.scheduled = self._clock
             self._reserved_kv_tokens += need

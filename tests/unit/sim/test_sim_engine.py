@@ -172,3 +172,17 @@ def test_profile_lookup() -> None:
     assert profile_by_name("llama-70b-4xh100").gpus_per_replica == 4
     with pytest.raises(KeyError, match="known"):
         profile_by_name("gpt-5")
+
+
+def test_a_burst_of_long_prompts_waits_for_step_budget_as_in_vllm_v1() -> None:
+    engine = Engine(LLAMA_8B_1xH100)
+    for i in range(20):
+        engine.submit(str(i), 4000, 20, 0.0)
+    # 8192 tokens per step: three 4000-token prompts get budget, the rest stay WAITING.
+    assert engine.num_running == 3 and engine.num_waiting == 17
+    events = engine.advance(100.0)
+    by_id = {e.request_id: e.timing for e in events if e.timing is not None}
+    queue = [by_id[str(i)].queue_seconds for i in range(20)]  # type: ignore[union-attr]
+    assert queue[:3] == [0.0, 0.0, 0.0]
+    assert queue == sorted(queue)
+    assert queue[-1] > 2.0  # the last prompt waits for 19 others to prefill at 25k tok/s
