@@ -18,11 +18,12 @@ return at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -389,6 +390,20 @@ class Autoscaler:
         )
 
 
+@contextlib.contextmanager
+def timed_reconcile(memo: kopf.Memo, kind: str = "ModelService") -> Iterator[None]:
+    """Times a reconcile pass into thrifty_reconcile_duration_seconds (the reconciler's handlers
+    wrap their pass in it; the metrics live with the autoscaler in the memo)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        autoscaler: Autoscaler | None = getattr(memo, "thrifty_autoscaler", None)
+        if autoscaler is not None:
+            seconds = time.perf_counter() - started
+            autoscaler.metrics.reconcile_seconds.labels(kind=kind).observe(seconds)
+
+
 # --- kopf wiring ------------------------------------------------------------------------------
 
 
@@ -398,7 +413,11 @@ async def start_autoscaler(memo: kopf.Memo, **_: Any) -> None:
     api = kube.connect()
     metrics = operator_metrics.OperatorMetrics()
     if settings.metrics_port:
-        metrics.serve(settings.metrics_port)
+        try:
+            metrics.serve(settings.metrics_port)
+        except OSError as error:
+            # Scaling matters more than its own telemetry: keep running, say it loudly.
+            log.error("operator /metrics not served on port %s: %s", settings.metrics_port, error)
     elector = None
     if settings.leader_election:
         store = LeaseStore(api, settings.lease_namespace, settings.lease_name)

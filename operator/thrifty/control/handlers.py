@@ -24,6 +24,7 @@ import pydantic
 from thrifty import explain, placement, reconcile, render
 from thrifty.adapters import kube as kube_adapter
 from thrifty.api import GROUP, VERSION, costbudget, gpupool, modelservice
+from thrifty.control import autoscaler
 from thrifty.control import settings as settings_module
 
 SETTINGS = settings_module.from_env()
@@ -94,7 +95,7 @@ def deployment_event(
 
 def _guarded_pass(memo: kopf.Memo, body: Mapping[str, Any], logger: kopf.Logger) -> None:
     meta = body["metadata"]
-    with _lock(memo, f"ms/{meta['namespace']}/{meta['name']}"):
+    with _lock(memo, f"ms/{meta['namespace']}/{meta['name']}"), autoscaler.timed_reconcile(memo):
         try:
             reconcile_model_service(memo.kube, body, logger)
         except kube_adapter.Conflict:
