@@ -109,10 +109,11 @@ def _sweep_point(
     elif sweep.policy == "static":
         replicas = int(value)
         spec = replace(base, min_replicas=replicas, max_replicas=replicas)
-        policy = cli.build_policy("static", _context(args, trace, profile))
+        policy = cli.build_policy(f"static,replicas={replicas}", _context(args, trace, profile))
         config = replace(_config(args, profile, spec), initial_replicas=replicas)
     else:
-        policy = cli.build_policy(sweep.policy, _context(args, trace, profile))
+        option = f"{sweep.policy},target_per_replica={value:g}"
+        policy = cli.build_policy(option, _context(args, trace, profile))
         config = _config(args, profile, base)
     return Point(sweep.policy, value, simulate(trace, policy, config))
 
@@ -378,7 +379,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--slo-ttft-p95", type=float, default=2.0)
     parser.add_argument("--cold-start", type=float, default=120.0)
     parser.add_argument("--max-replicas", type=int, default=32)
-    parser.add_argument("--servegen-rps", type=float, default=10.0)
+    parser.add_argument("--servegen-rps", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results.md")
     return parser.parse_args(argv)

@@ -17,7 +17,9 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from thrifty.policy import builtin
 from thrifty.policy.types import Enforcement, PolicySpec, ScalingPolicy
 from thrifty.sim import report, traces
 from thrifty.sim.clairvoyant import ClairvoyantPolicy
@@ -137,47 +139,52 @@ class PolicyContext:
     decision_interval_seconds: float
 
 
-def _baseline(module: str, names: Sequence[str]) -> Callable[[PolicyContext], ScalingPolicy]:
-    def build(_: PolicyContext) -> ScalingPolicy:
+def _clairvoyant(context: PolicyContext, **params: Any) -> ScalingPolicy:
+    settings: dict[str, Any] = {
+        "cold_start_seconds": context.cold_start_seconds,
+        "ttft_target_seconds": context.slo_ttft_seconds,
+        "decision_interval_seconds": context.decision_interval_seconds,
+        **params,
+    }
+    return ClairvoyantPolicy(context.trace, context.profile, **settings)
+
+
+def _parse_value(text: str) -> Any:
+    for kind in (int, float):
         try:
-            found = importlib.import_module(module)
-        except ImportError:
-            raise CommandError(f"policy module {module} is not available") from None
-        for name in names:
-            if hasattr(found, name):
-                policy: ScalingPolicy = getattr(found, name)()
-                return policy
-        raise CommandError(f"{module} has none of {', '.join(names)}")
-
-    return build
+            return kind(text)
+        except ValueError:
+            continue
+    return text
 
 
-def _clairvoyant(context: PolicyContext) -> ScalingPolicy:
-    return ClairvoyantPolicy(
-        context.trace,
-        context.profile,
-        cold_start_seconds=context.cold_start_seconds,
-        ttft_target_seconds=context.slo_ttft_seconds,
-        decision_interval_seconds=context.decision_interval_seconds,
-    )
+def parse_policy_option(option: str) -> tuple[str, dict[str, Any]]:
+    """``hpa,target_per_replica=2`` -> ("hpa", {"target_per_replica": 2})."""
+    name, *pairs = option.split(",")
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals or not key.strip():
+            raise CommandError(f"policy parameter {pair!r} in {option!r} is not key=value")
+        params[key.strip()] = _parse_value(value.strip())
+    if pairs and "name" not in params:
+        params["name"] = option
+    return name.strip(), params
 
 
-POLICIES: dict[str, Callable[[PolicyContext], ScalingPolicy]] = {
-    "thrifty": _baseline("thrifty.policy.thrifty_policy", ["ThriftyPolicy"]),
-    "hpa": _baseline("thrifty.policy.baselines", ["HPAPolicy", "HpaPolicy"]),
-    "kpa": _baseline("thrifty.policy.baselines", ["KPAPolicy", "KpaPolicy"]),
-    "static": _baseline("thrifty.policy.baselines", ["StaticPolicy"]),
-    "clairvoyant": _clairvoyant,
-}
-
-
-def build_policy(name: str, context: PolicyContext) -> ScalingPolicy:
-    """A policy by short name or by ``module:ClassName`` (constructed without arguments)."""
-    if name in POLICIES:
-        return POLICIES[name](context)
+def build_policy(option: str, context: PolicyContext) -> ScalingPolicy:
+    """A policy by built-in name or ``module:ClassName``, with optional ``,key=value`` params."""
+    name, params = parse_policy_option(option)
+    try:
+        if name == "clairvoyant":
+            return _clairvoyant(context, **params)
+        if name in builtin.BUILTIN_POLICIES:
+            return builtin.BUILTIN_POLICIES[name](**params)
+    except TypeError as error:
+        raise CommandError(f"bad parameters for policy {name}: {error}") from None
     module_name, _, class_name = name.partition(":")
     if not class_name:
-        known = ", ".join(POLICIES)
+        known = ", ".join([*builtin.BUILTIN_POLICIES, "clairvoyant"])
         raise CommandError(f"unknown policy {name!r}: use one of {known} or module:ClassName")
     try:
         module = importlib.import_module(module_name)
@@ -186,9 +193,14 @@ def build_policy(name: str, context: PolicyContext) -> ScalingPolicy:
     factory = getattr(module, class_name, None)
     if factory is None:
         raise CommandError(f"module {module_name} has no {class_name}")
-    policy = factory()
-    if not callable(getattr(policy, "decide", None)):
-        raise CommandError(f"{name} has no decide(observation, state) method")
+    try:
+        policy = factory(**params)
+    except TypeError as error:
+        raise CommandError(f"bad parameters for policy {name}: {error}") from None
+    if not callable(getattr(policy, "decide", None)) or not isinstance(
+        getattr(policy, "name", None), str
+    ):
+        raise CommandError(f"{name} needs a str name and a decide(observation, state) method")
     return policy  # type: ignore[no-any-return]
 
 
@@ -210,7 +222,8 @@ def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         "--policy",
         action="append",
         dest="policies",
-        help="thrifty, hpa, kpa, static, clairvoyant or module:ClassName (repeatable)",
+        help="thrifty, hpa, kpa, static, clairvoyant or module:ClassName, optionally with "
+        "parameters: hpa,target_per_replica=2 (repeatable)",
     )
     parser.add_argument("--profile", default="llama-8b-1xh100", help="engine profile (8b, 70b)")
     parser.add_argument("--price-per-gpu-hour", type=float, default=2.5)
@@ -264,8 +277,15 @@ def _progress_printer(policy: str, enabled: bool) -> Callable[[float], None] | N
     if not enabled:
         return None
 
+    shown = [-1]
+
     def show(fraction: float) -> None:
-        print(f"thrifty simulate: {policy}: {100 * fraction:3.0f} %", file=sys.stderr, flush=True)
+        step = int(fraction * 10)
+        if step > shown[0]:
+            shown[0] = step
+            print(
+                f"thrifty simulate: {policy}: {100 * fraction:3.0f} %", file=sys.stderr, flush=True
+            )
 
     return show
 
@@ -280,7 +300,8 @@ def _simulate(args: argparse.Namespace) -> int:
     )  # fmt: skip
     names = args.policies or ["thrifty", "hpa", "clairvoyant"]
     policies = [build_policy(name, context) for name in names]
-    long_run = trace.duration_seconds * len(policies) > 3 * 3600 or len(trace.requests) > 50_000
+    # A run of the shared one-hour traces takes seconds; progress only for the long ones.
+    long_run = trace.duration_seconds > 4 * 3600 or len(trace.requests) > 50_000
     results: list[RunResult] = []
     for policy in policies:
         progress = _progress_printer(policy.name, long_run and not args.quiet)
