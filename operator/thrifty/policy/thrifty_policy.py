@@ -27,7 +27,8 @@ LAST_SEEN = "last_observed_seconds"
 READY = "ready_replicas"
 READY_SINCE = "ready_since_seconds"
 BELOW_SINCE = "below_since_seconds"
-BELOW_PEAK = "below_peak_replicas"
+RECENT_NEEDS = "recent_needs"
+WAITING = "requests_waiting"
 IDLE_SINCE = "idle_since_seconds"
 LAST_SCALE_UP = "last_scale_up_seconds"
 LAST_SCALE_DOWN = "last_scale_down_seconds"
@@ -60,10 +61,8 @@ class ThriftyPolicy:
     """How fast the learned capacity follows saturated samples (EWMA time constant)."""
     settle_seconds: float = 60.0
     """After the ready count changes, rates mix old and new replicas: learn nothing until then."""
-    backlog_drain_ttft_multiple: float = 15.0
-    """A backlog is to be cleared within this many TTFT targets (capped at the cold start)."""
-    default_drain_seconds: float = 60.0
-    """Drain time for a backlog when the spec sets no TTFT target."""
+    backlog_drain_ttft_multiple: float = 30.0
+    """A backlog is to be cleared within this many TTFT targets, and within one cold start."""
     min_drain_seconds: float = 10.0
     scale_down_step_fraction: float = 0.25
     """At most this share of the replicas (and at least one) is removed per step."""
@@ -74,10 +73,31 @@ class ThriftyPolicy:
         signals = common.usable_signals(observation)
         if signals is None:
             return self._hold(observation, state)
+        demand = self.demand_tokens_per_second(observation, signals, state)
         learned = self._learn(observation, signals, state)
-        tokens_per_second = common.served_tokens_per_second(signals)
-        need = self._need(observation, signals, learned)
-        return self._constrain(observation, signals, learned, need, tokens_per_second)
+        need = self._need(observation, signals, learned, demand)
+        return self._constrain(observation, signals, learned, need, demand)
+
+    def demand_tokens_per_second(
+        self, observation: types.Observation, signals: types.Signals, state: types.PolicyState
+    ) -> float:
+        """Served tokens/s, plus the arrivals a growing queue shows beyond what was served.
+
+        Saturated replicas serve at most their capacity, so the served rate alone hides how far
+        demand is above it; the growth of the queue since the last tick measures the rest.
+        """
+        served = common.served_tokens_per_second(signals)
+        previous = common.state_float(state, WAITING)
+        last_seen = common.state_float(state, LAST_SEEN)
+        tokens_per_request = common.state_float(state, TOKENS_PER_REQUEST)
+        if signals.requests_per_second > 0.0 and served > 0.0:
+            tokens_per_request = served / signals.requests_per_second
+        if previous is None or last_seen is None or tokens_per_request is None:
+            return served
+        elapsed = observation.now_seconds - last_seen
+        if elapsed <= 0.0 or signals.requests_waiting <= previous:
+            return served
+        return served + (signals.requests_waiting - previous) / elapsed * tokens_per_request
 
     # --- missing data -------------------------------------------------------------------------
 
@@ -86,7 +106,7 @@ class ThriftyPolicy:
         spec = observation.spec
         current = observation.replicas.desired
         next_state = common.with_updates(
-            state, **{BELOW_SINCE: None, BELOW_PEAK: None, IDLE_SINCE: None}
+            state, **{BELOW_SINCE: None, RECENT_NEEDS: [], IDLE_SINCE: None, WAITING: None}
         )
         signals = observation.signals
         if signals is None:
@@ -127,6 +147,7 @@ class ThriftyPolicy:
         learned[READY_SINCE] = ready_since
         last_seen = common.state_float(state, LAST_SEEN)
         learned[LAST_SEEN] = now
+        learned[WAITING] = signals.requests_waiting
 
         tokens_per_second = common.served_tokens_per_second(signals)
         if signals.requests_per_second > 0.0 and tokens_per_second > 0.0:
@@ -170,21 +191,21 @@ class ThriftyPolicy:
 
     def drain_seconds(self, spec: types.PolicySpec) -> float:
         """How soon a backlog must be cleared, from the latency target; at most the cold start."""
-        if spec.ttft_p95_target_seconds is None:
-            wanted = self.default_drain_seconds
-        else:
-            wanted = spec.ttft_p95_target_seconds * self.backlog_drain_ttft_multiple
-        return max(min(wanted, spec.cold_start_seconds), self.min_drain_seconds)
+        wanted = spec.cold_start_seconds
+        if spec.ttft_p95_target_seconds is not None:
+            wanted = min(wanted, spec.ttft_p95_target_seconds * self.backlog_drain_ttft_multiple)
+        return max(wanted, self.min_drain_seconds)
 
     def _need(
         self,
         observation: types.Observation,
         signals: types.Signals,
         learned: dict[str, types.JSONValue],
+        demand: float,
     ) -> _Need:
         capacity = common.state_float(learned, CAPACITY)
         if capacity is not None and capacity > 0.0:
-            need = self._need_from_capacity(observation, signals, learned, capacity)
+            need = self._need_from_capacity(observation, signals, learned, capacity, demand)
         else:
             need = self._need_without_capacity(observation, signals)
         if signals.requests_waiting > 0.0 or signals.requests_running > 0.0:
@@ -202,11 +223,11 @@ class ThriftyPolicy:
         signals: types.Signals,
         learned: dict[str, types.JSONValue],
         capacity: float,
+        demand: float,
     ) -> _Need:
         """Steady demand at the target utilisation, or the backlog left when new replicas arrive."""
         spec = observation.spec
         replicas = observation.replicas
-        demand = common.served_tokens_per_second(signals)
         steady = _ceil(demand / (capacity * self.target_utilization))
         tokens_per_request = common.state_float(learned, TOKENS_PER_REQUEST) or 0.0
         backlog = signals.requests_waiting * tokens_per_request
@@ -321,7 +342,7 @@ class ThriftyPolicy:
         reason, bound, because = types.Reason.STEADY, need.bound, need.because
         if to_zero:
             target = 0
-            learned[BELOW_SINCE], learned[BELOW_PEAK] = None, None
+            learned[BELOW_SINCE], learned[RECENT_NEEDS] = None, []
             if current > 0:
                 reason, bound = types.Reason.SCALE_TO_ZERO, types.Bound.NONE
                 because = f"idle for {now - (idle_since or now):.0f} s"
@@ -364,16 +385,22 @@ class ThriftyPolicy:
         """Up at once; down only after the delay of consistently lower need, then step by step."""
         current = observation.replicas.desired
         now = observation.now_seconds
+        delay = observation.spec.scale_down_delay_seconds
+        recent = [
+            (at, need)
+            for at, need in common.state_pairs(learned, RECENT_NEEDS)
+            if 0.0 <= now - at < delay
+        ]
+        recent.append((now, float(wanted)))
+        learned[RECENT_NEEDS] = common.pairs_json(recent)
         if wanted >= current:
-            learned[BELOW_SINCE], learned[BELOW_PEAK] = None, None
+            learned[BELOW_SINCE] = None
             return wanted, False
         below_since = common.state_float(learned, BELOW_SINCE)
-        peak = common.state_float(learned, BELOW_PEAK)
-        if below_since is None:
-            below_since, peak = now, float(wanted)
-        peak = max(peak if peak is not None else float(wanted), float(wanted))
-        learned[BELOW_SINCE], learned[BELOW_PEAK] = below_since, int(peak)
-        if now - below_since < observation.spec.scale_down_delay_seconds:
+        if below_since is None or below_since > now:
+            below_since = now
+        learned[BELOW_SINCE] = below_since
+        if now - below_since < delay:
             return current, True
         last_down = common.state_float(learned, LAST_SCALE_DOWN)
         if (
@@ -383,8 +410,9 @@ class ThriftyPolicy:
         ):
             return current, True
         step = max(1, math.floor(current * self.scale_down_step_fraction))
-        # The peak of the lower needs seen during the delay: the safest of them.
-        return max(int(peak), current - step), False
+        # The highest need of the delay window, like the HPA's stabilization: the safest of them.
+        safest = int(max(need for _, need in recent))
+        return max(safest, current - step), False
 
     def _limit(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 import pytest
 from policy_builders import observation, signals
@@ -22,6 +23,8 @@ BURST = signals(
     generation_tokens_per_second=8000.0,
     requests_per_second=4.0,
 )
+# The same with 1,000 queued: far more than the two replicas clear before new ones could serve.
+BIG_BURST = replace(BURST, requests_waiting=1000.0)
 IDLE = signals(
     requests_waiting=0.0,
     requests_running=0.0,
@@ -48,14 +51,14 @@ def run(
 
 
 def test_burst_scales_up_at_once_with_cost_in_the_message() -> None:
-    decision = POLICY.decide(observation(sig=BURST, desired=2), {})
-    # 16,000 tok/s + 1.36M queued tokens / 30 s drain = 61,333 tok/s at 8,000 per replica: 8.
-    assert decision.replicas == 8
+    decision = POLICY.decide(observation(sig=BIG_BURST, desired=2), {})
+    # 16,000 tok/s + 4M queued tokens / 60 s drain = 82,667 tok/s at 8,000 per replica: 11.
+    assert decision.replicas == 11
     assert decision.reason == types.Reason.SCALE_UP
     assert decision.bound == types.Bound.NONE
-    assert decision.message.startswith("+6 replicas: 340 queued")
-    assert "+$18.00/h, projected $0.42/1M tokens" in decision.message
-    assert decision.projected_dollars_per_hour == 24.0
+    assert decision.message.startswith("+9 replicas: 1,000 queued")
+    assert "+$27.00/h, projected $0.57/1M tokens" in decision.message
+    assert decision.projected_dollars_per_hour == 33.0
 
 
 def test_backlog_the_current_replicas_clear_before_a_cold_start_orders_nothing() -> None:
@@ -67,11 +70,12 @@ def test_backlog_the_current_replicas_clear_before_a_cold_start_orders_nothing()
 
 
 def test_starting_replicas_count_as_capacity_arriving() -> None:
-    # The same burst, but 6 replicas are already starting: nothing more to order.
+    # The big burst, but 9 replicas are already starting: nothing more to order.
     decision = POLICY.decide(
-        observation(sig=BURST, desired=8, ready=2, starting=6, oldest_starting_seconds=60.0), {}
+        observation(sig=BIG_BURST, desired=11, ready=2, starting=9, oldest_starting_seconds=60.0),
+        {},
     )
-    assert decision.replicas == 8
+    assert decision.replicas == 11
     assert decision.reason == types.Reason.WAITING_FOR_STARTUP
 
 
@@ -86,7 +90,7 @@ def test_starting_replicas_that_arrive_late_leave_more_backlog() -> None:
     assert early.replicas == 4
     assert early.reason == types.Reason.WAITING_FOR_STARTUP
     # Arriving in 120 s, they leave the whole backlog to clear: order more now.
-    assert late.replicas == 8
+    assert late.replicas == 5
 
 
 def test_load_gone_scales_down_only_after_the_delay_and_gradually() -> None:
@@ -187,7 +191,7 @@ def test_idle_at_zero_stays_at_zero() -> None:
 
 
 def test_capacity_bound_orders_only_replicas_that_can_get_gpus() -> None:
-    decision = POLICY.decide(observation(sig=BURST, desired=2, free_gpus=3), {})
+    decision = POLICY.decide(observation(sig=BIG_BURST, desired=2, free_gpus=3), {})
     assert decision.replicas == 5
     assert decision.reason == types.Reason.CAPACITY_LIMITED
     assert decision.bound == types.Bound.CAPACITY
@@ -195,12 +199,14 @@ def test_capacity_bound_orders_only_replicas_that_can_get_gpus() -> None:
 
 
 def test_capacity_counts_gpus_per_replica() -> None:
-    decision = POLICY.decide(observation(sig=BURST, desired=2, free_gpus=7, gpus_per_replica=4), {})
+    decision = POLICY.decide(
+        observation(sig=BIG_BURST, desired=2, free_gpus=7, gpus_per_replica=4), {}
+    )
     assert decision.replicas == 3
 
 
 def test_hard_dollars_per_hour_cap_bounds_the_scale_up() -> None:
-    decision = POLICY.decide(observation(sig=BURST, desired=2, max_dollars_per_hour=15.0), {})
+    decision = POLICY.decide(observation(sig=BIG_BURST, desired=2, max_dollars_per_hour=15.0), {})
     assert decision.replicas == 5
     assert decision.reason == types.Reason.BUDGET_LIMITED
     assert decision.bound == types.Bound.BUDGET
@@ -208,7 +214,7 @@ def test_hard_dollars_per_hour_cap_bounds_the_scale_up() -> None:
 
 
 def test_cost_budget_allowance_bounds_like_a_hard_cap() -> None:
-    decision = POLICY.decide(observation(sig=BURST, desired=2, budget=12.0), {})
+    decision = POLICY.decide(observation(sig=BIG_BURST, desired=2, budget=12.0), {})
     assert decision.replicas == 4
     assert decision.bound == types.Bound.BUDGET
 
@@ -216,7 +222,7 @@ def test_cost_budget_allowance_bounds_like_a_hard_cap() -> None:
 def test_hard_dollars_per_million_tokens_cap_bounds_the_scale_up() -> None:
     # At 16,000 tok/s a $3/h replica costs $0.052/1M tokens; a $0.30 cap allows 5 of them.
     decision = POLICY.decide(
-        observation(sig=BURST, desired=2, max_dollars_per_million_tokens=0.30), {}
+        observation(sig=BIG_BURST, desired=2, max_dollars_per_million_tokens=0.30), {}
     )
     assert decision.replicas == 5
     assert decision.projected_dollars_per_million_tokens is not None
@@ -225,10 +231,10 @@ def test_hard_dollars_per_million_tokens_cap_bounds_the_scale_up() -> None:
 
 
 def test_soft_budget_allows_its_declared_overrun_and_no_more() -> None:
-    hard = POLICY.decide(observation(sig=BURST, desired=2, max_dollars_per_hour=15.0), {})
+    hard = POLICY.decide(observation(sig=BIG_BURST, desired=2, max_dollars_per_hour=15.0), {})
     soft = POLICY.decide(
         observation(
-            sig=BURST,
+            sig=BIG_BURST,
             desired=2,
             max_dollars_per_hour=15.0,
             enforcement=types.Enforcement.SOFT,
@@ -255,7 +261,7 @@ def test_hard_budget_cuts_at_once_without_the_scale_down_delay() -> None:
 
 
 def test_max_replicas_bounds_the_need() -> None:
-    decision = POLICY.decide(observation(sig=BURST, desired=2, max_replicas=4), {})
+    decision = POLICY.decide(observation(sig=BIG_BURST, desired=2, max_replicas=4), {})
     assert decision.replicas == 4
     assert decision.bound == types.Bound.BOUNDS
 
@@ -270,7 +276,7 @@ def test_max_replicas_bounds_the_need() -> None:
     ids=["missing", "stale", "nan"],
 )
 def test_missing_or_stale_data_holds(tick: types.Observation) -> None:
-    decision = POLICY.decide(tick, {"below_since_seconds": 0.0, "below_peak_replicas": 1})
+    decision = POLICY.decide(tick, {"below_since_seconds": 0.0, "recent_needs": [[0.0, 1.0]]})
     assert decision.replicas == 5
     assert decision.reason == types.Reason.METRICS_UNAVAILABLE
     assert decision.bound == types.Bound.HOLD
@@ -358,13 +364,13 @@ def test_malformed_state_is_ignored() -> None:
         thrifty_policy.BELOW_SINCE: [1, 2],
         thrifty_policy.IDLE_SINCE: True,
     }
-    assert POLICY.decide(observation(sig=BURST, desired=2), bad).replicas == 8
+    assert POLICY.decide(observation(sig=BIG_BURST, desired=2), bad).replicas == 11
 
 
 def test_drain_time_follows_the_latency_target() -> None:
-    assert POLICY.drain_seconds(observation(ttft_p95_target_seconds=2.0).spec) == 30.0
+    assert POLICY.drain_seconds(observation(ttft_p95_target_seconds=2.0).spec) == 60.0
     assert POLICY.drain_seconds(observation(ttft_p95_target_seconds=60.0).spec) == 120.0
-    assert POLICY.drain_seconds(observation(ttft_p95_target_seconds=None).spec) == 60.0
+    assert POLICY.drain_seconds(observation(ttft_p95_target_seconds=None).spec) == 120.0
     assert POLICY.drain_seconds(observation(ttft_p95_target_seconds=0.1).spec) == 10.0
 
 
@@ -373,3 +379,29 @@ def test_pending_replicas_are_kept_but_no_more_are_ordered() -> None:
     decision = POLICY.decide(observation(sig=BURST, desired=4, ready=2, free_gpus=0), {})
     assert decision.replicas == 4
     assert decision.reason == types.Reason.CAPACITY_LIMITED
+
+
+def test_a_growing_queue_counts_as_demand_beyond_what_is_served() -> None:
+    first = POLICY.decide(observation(now=1000.0, sig=BURST, desired=2), {})
+    grown = replace(BURST, requests_waiting=640.0)
+    # 300 more requests in 15 s at 4,000 tokens each: 80,000 tok/s on top of the 16,000 served.
+    demand = POLICY.demand_tokens_per_second(
+        observation(now=1015.0, sig=grown, desired=2), grown, first.state
+    )
+    assert demand == pytest.approx(96_000.0)
+    shrunk = replace(BURST, requests_waiting=100.0)
+    assert POLICY.demand_tokens_per_second(
+        observation(now=1015.0, sig=shrunk, desired=2), shrunk, first.state
+    ) == pytest.approx(16_000.0)
+
+
+def test_scale_down_goes_to_the_highest_need_of_the_delay_window() -> None:
+    # Needs of 3 for a while, then of 1. With no step limit, the scale-down after the delay stops
+    # at 3, the highest need still in the 300 s window, not at the latest need of 1.
+    policy = ThriftyPolicy(scale_down_step_fraction=1.0)
+    medium = signals(prompt_tokens_per_second=8000.0, generation_tokens_per_second=8000.0)
+    ticks = [observation(now=1000.0 + 15.0 * i, sig=medium, desired=8) for i in range(18)]
+    ticks += [observation(now=1270.0 + 15.0 * i, sig=LIGHT, desired=8) for i in range(3)]
+    decisions = run(policy, ticks)
+    assert [d.replicas for d in decisions[:20]] == [8] * 20
+    assert decisions[20].replicas == 3

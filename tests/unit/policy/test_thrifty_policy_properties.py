@@ -103,7 +103,11 @@ carried_states = st.fixed_dictionaries(
         thrifty_policy.READY: st.integers(min_value=0, max_value=40),
         thrifty_policy.READY_SINCE: _maybe(st.floats(min_value=0.0, max_value=10_000.0)),
         thrifty_policy.BELOW_SINCE: _maybe(st.floats(min_value=0.0, max_value=10_000.0)),
-        thrifty_policy.BELOW_PEAK: st.integers(min_value=0, max_value=40),
+        thrifty_policy.RECENT_NEEDS: st.lists(
+            st.tuples(st.floats(min_value=0.0, max_value=20_000.0), st.integers(0, 40)).map(list),
+            max_size=5,
+        ),
+        thrifty_policy.WAITING: _maybe(counts),
         thrifty_policy.IDLE_SINCE: _maybe(st.floats(min_value=0.0, max_value=10_000.0)),
         thrifty_policy.LAST_SCALE_UP: _maybe(st.floats(min_value=0.0, max_value=10_000.0)),
         thrifty_policy.LAST_SCALE_DOWN: _maybe(st.floats(min_value=0.0, max_value=10_000.0)),
