@@ -1,0 +1,426 @@
+"""The fleet mirror: one engine per Running pod, for a cluster whose pods run no containers.
+
+On the local cluster, pods land on KWOK's fake GPU nodes: the scheduler, the Deployment controller
+and the scale subresource are real, but no container starts. This process gives each Running pod
+of a ModelService what its container would have been:
+
+- it watches pods with the label `thrifty.dev/model-service` (Kubernetes watch, relisting when the
+  watch expires) and starts an engine per Running pod on a free 127.0.0.1 port, parsing the vLLM
+  arguments the operator rendered into the pod (served name, --max-num-seqs, --shutdown-timeout...).
+  Simulated (`thrifty_runtime.engine_server`, in this process) by default; the real vLLM CPU build
+  for pods annotated `thrifty.dev/engine: vllm` or for all pods with `--engine vllm`;
+- it writes a Prometheus file_sd file listing the engines with the labels `namespace`, `pod` and
+  `model_service`, the same labels a PodMonitor gives real pods (the label contract of
+  `thrifty.adapters.prometheus`);
+- when a pod is deleted or starts terminating, its engine leaves the router first (as endpoints are
+  removed before SIGTERM), then drains for its `--shutdown-timeout` and stops; its target goes last;
+- a router on 127.0.0.1 stands in for each ModelService's Service: requests to
+  `/<namespace>/<model-service>/v1/...` go to that ModelService's least-loaded engine (fewest
+  requests in flight through the router), like a Service with least-request balancing.
+
+    python -m thrifty_runtime.fleet_mirror --file-sd /path/sd/thrifty-fleet.json \\
+        --router-port 8080 [--kubeconfig K] [--namespace NS] [--engine sim|vllm] [--profile 8b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from thrifty_runtime.engine_server import EngineServer, settings_from_args
+from thrifty_runtime.router import Backend, Router
+
+log = logging.getLogger("thrifty_runtime.fleet_mirror")
+
+MODEL_SERVICE_LABEL = "thrifty.dev/model-service"
+ENGINE_ANNOTATION = "thrifty.dev/engine"
+"""`vllm` asks for the real engine for this pod; anything else (or none) the simulator."""
+PROFILE_ANNOTATION = "thrifty.dev/engine-profile"
+"""Engine profile of the simulator (thrifty.sim.profiles) for this pod."""
+DEFAULT_JOB = "thrifty-fleet"
+
+
+@dataclass(frozen=True)
+class PodEngineSpec:
+    """What the mirror needs from a pod to serve it."""
+
+    namespace: str
+    pod: str
+    uid: str
+    model_service: str
+    args: tuple[str, ...]
+    engine: str
+    profile: str | None
+    serving: bool
+    """Running and not terminating: it should have an engine that takes requests."""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.namespace, self.pod, self.uid)
+
+
+def pod_engine_spec(pod: Mapping[str, Any], default_engine: str = "sim") -> PodEngineSpec | None:
+    """Reads a pod (as JSON, camelCase) into a `PodEngineSpec`; None when it is not a ModelService
+    pod. Pure, so the mirror's reading of pods is tested without a cluster."""
+    metadata = pod.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    model_service = labels.get(MODEL_SERVICE_LABEL)
+    if not model_service:
+        return None
+    annotations = metadata.get("annotations") or {}
+    containers = (pod.get("spec") or {}).get("containers") or []
+    args: list[str] = []
+    if containers:
+        first = containers[0]
+        args = [str(a) for a in (first.get("command") or []) + (first.get("args") or [])]
+    phase = (pod.get("status") or {}).get("phase")
+    terminating = metadata.get("deletionTimestamp") is not None
+    return PodEngineSpec(
+        namespace=str(metadata.get("namespace", "default")),
+        pod=str(metadata.get("name", "")),
+        uid=str(metadata.get("uid", "")),
+        model_service=str(model_service),
+        args=tuple(args),
+        engine=str(annotations.get(ENGINE_ANNOTATION) or default_engine),
+        profile=annotations.get(PROFILE_ANNOTATION),
+        serving=phase == "Running" and not terminating,
+    )
+
+
+def file_sd_groups(
+    engines: Sequence[tuple[PodEngineSpec, str]], job: str = DEFAULT_JOB
+) -> list[dict[str, Any]]:
+    """Prometheus file_sd target groups: one per engine, labelled as a PodMonitor would."""
+    return [
+        {
+            "targets": [address],
+            "labels": {
+                "job": job,
+                "namespace": spec.namespace,
+                "pod": spec.pod,
+                "model_service": spec.model_service,
+            },
+        }
+        for spec, address in sorted(engines, key=lambda item: item[0].key)
+    ]
+
+
+@dataclass
+class MirroredEngine:
+    spec: PodEngineSpec
+    backend: Backend
+    shutdown_timeout_seconds: float
+    sim: EngineServer | None = None
+    real: Any = None  # thrifty_runtime.vllm_process.VllmProcess
+    stopping: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class MirrorSettings:
+    file_sd_path: Path
+    router_host: str = "127.0.0.1"
+    router_port: int = 0
+    namespace: str | None = None
+    default_engine: str = "sim"
+    default_profile: str = "8b"
+    job: str = DEFAULT_JOB
+    state_path: Path | None = None
+    vllm_work_dir: Path = Path("/tmp/thrifty-fleet-vllm")
+
+
+class FleetMirror:
+    def __init__(self, settings: MirrorSettings, core_api: Any) -> None:
+        self.settings = settings
+        self._api = core_api
+        self.router = Router(settings.router_host, settings.router_port)
+        self._engines: dict[tuple[str, str, str], MirroredEngine] = {}
+        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self._stop = threading.Event()
+        self._watch_thread: threading.Thread | None = None
+        self._vllm: tuple[Path, Path] | None = None  # (python, tiny model) once installed
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.router.start()
+        self._write_targets()
+        self._write_state()
+        log.info("router on %s", self.router.url)
+        loop = asyncio.get_running_loop()
+        self._watch_thread = threading.Thread(
+            target=self._watch, args=(loop,), name="pod-watch", daemon=True
+        )
+        self._watch_thread.start()
+        consumer = asyncio.create_task(self._consume())
+        await stop.wait()
+        self._stop.set()
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+        await asyncio.gather(*(self._retire(key) for key in list(self._engines)))
+        await self.router.stop()
+        self._write_targets()
+
+    # -- watching pods (a thread: the client's watch blocks) ------------------------------------
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        def put(kind: str, pod: Any) -> None:
+            body = self._api.api_client.sanitize_for_serialization(pod)
+            loop.call_soon_threadsafe(self._queue.put_nowait, (kind, body))
+
+        while not self._stop.is_set():
+            try:
+                listing = self._list()
+                loop.call_soon_threadsafe(
+                    self._queue.put_nowait,
+                    (
+                        "SYNC",
+                        {"items": self._api.api_client.sanitize_for_serialization(listing.items)},
+                    ),
+                )
+                stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+                    self._list_function(),
+                    label_selector=MODEL_SERVICE_LABEL,
+                    resource_version=listing.metadata.resource_version,
+                    timeout_seconds=30,
+                    **self._namespace_kwargs(),
+                )
+                for event in stream:
+                    if self._stop.is_set():
+                        return
+                    put(str(event["type"]), event["object"])
+            except ApiException as error:
+                # 410 Gone: our resource version expired; relist. Anything else: back off.
+                if error.status != 410:
+                    log.warning("pod watch failed (%s); retrying", error.status)
+                    time.sleep(1.0)
+            except Exception as error:  # the API server may restart; never let the thread die
+                log.warning("pod watch failed (%s); retrying", error)
+                time.sleep(1.0)
+
+    def _namespace_kwargs(self) -> dict[str, str]:
+        return {"namespace": self.settings.namespace} if self.settings.namespace else {}
+
+    def _list_function(self) -> Any:
+        if self.settings.namespace:
+            return self._api.list_namespaced_pod
+        return self._api.list_pod_for_all_namespaces
+
+    def _list(self) -> Any:
+        return self._list_function()(label_selector=MODEL_SERVICE_LABEL, **self._namespace_kwargs())
+
+    # -- reconciling engines with pods ----------------------------------------------------------
+
+    async def _consume(self) -> None:
+        while True:
+            kind, body = await self._queue.get()
+            try:
+                if kind == "SYNC":
+                    await self._sync(body["items"])
+                else:
+                    await self._on_event(kind, body)
+            except Exception:
+                log.exception("could not mirror a pod event")
+
+    async def _sync(self, pods: list[dict[str, Any]]) -> None:
+        specs = [pod_engine_spec(p, self.settings.default_engine) for p in pods]
+        serving = {s.key: s for s in specs if s is not None and s.serving}
+        for key in [k for k in self._engines if k not in serving]:
+            self._begin_retire(key)
+        for spec in serving.values():
+            await self._ensure(spec)
+
+    async def _on_event(self, kind: str, pod: dict[str, Any]) -> None:
+        spec = pod_engine_spec(pod, self.settings.default_engine)
+        if spec is None:
+            return
+        if kind == "DELETED" or not spec.serving:
+            self._begin_retire(spec.key)
+        else:
+            await self._ensure(spec)
+
+    async def _ensure(self, spec: PodEngineSpec) -> None:
+        if spec.key in self._engines:
+            return
+        if spec.engine == "vllm":
+            engine = await self._start_vllm(spec)
+        else:
+            engine = await self._start_sim(spec)
+        self._engines[spec.key] = engine
+        self.router.add(engine.backend)
+        self._write_targets()
+        self._write_state()
+        log.info(
+            "serving %s/%s on %s (%s)", spec.namespace, spec.pod, engine.backend.url, spec.engine
+        )
+
+    async def _start_sim(self, spec: PodEngineSpec) -> MirroredEngine:
+        args = [*_without_vllm_serve(spec.args), "--port", "0", "--host", "127.0.0.1"]
+        args += ["--profile", spec.profile or self.settings.default_profile]
+        settings, _ = settings_from_args(args)
+        server = EngineServer(settings, process_metrics=False)
+        await server.start()
+        backend = Backend(spec.namespace, spec.model_service, spec.pod, server.url)
+        return MirroredEngine(spec, backend, settings.shutdown_timeout_seconds, sim=server)
+
+    async def _start_vllm(self, spec: PodEngineSpec) -> MirroredEngine:
+        from thrifty_runtime import vllm_process
+
+        if self._vllm is None:
+            python = await asyncio.to_thread(vllm_process.ensure_installed)
+            model = await asyncio.to_thread(vllm_process.ensure_tiny_model, python)
+            self._vllm = (python, model)
+        python, model = self._vllm
+        port = _free_port()
+        args = vllm_process.cpu_engine_args(spec.args, model_dir=model, port=port)
+        work = self.settings.vllm_work_dir / f"{spec.namespace}-{spec.pod}"
+        work.mkdir(parents=True, exist_ok=True)
+        process = vllm_process.VllmProcess(python, args, port, work)
+        process.start()
+        await asyncio.to_thread(process.wait_healthy, 900)
+        settings, _ = settings_from_args(list(_without_vllm_serve(spec.args)))
+        backend = Backend(spec.namespace, spec.model_service, spec.pod, process.url)
+        return MirroredEngine(spec, backend, settings.shutdown_timeout_seconds, real=process)
+
+    def _begin_retire(self, key: tuple[str, str, str]) -> None:
+        engine = self._engines.get(key)
+        if engine is None or engine.stopping is not None:
+            return
+        # Out of the router first: no new requests, as endpoints go before the SIGTERM.
+        self.router.remove(engine.backend)
+        engine.stopping = asyncio.create_task(self._retire(key))
+
+    async def _retire(self, key: tuple[str, str, str]) -> None:
+        engine = self._engines.get(key)
+        if engine is None:
+            return
+        self.router.remove(engine.backend)
+        log.info("draining %s/%s", engine.spec.namespace, engine.spec.pod)
+        if engine.sim is not None:
+            await engine.sim.shutdown()
+        elif engine.real is not None:
+            engine.real.terminate()
+            code = await asyncio.to_thread(engine.real.wait, engine.shutdown_timeout_seconds + 30)
+            if code is None:
+                engine.real.kill()
+        self._engines.pop(key, None)
+        self._write_targets()
+        self._write_state()
+        log.info("stopped %s/%s", engine.spec.namespace, engine.spec.pod)
+
+    # -- outputs --------------------------------------------------------------------------------
+
+    def _write_targets(self) -> None:
+        engines = [(e.spec, e.backend.url.removeprefix("http://")) for e in self._engines.values()]
+        _write_atomically(
+            self.settings.file_sd_path, json.dumps(file_sd_groups(engines, self.settings.job))
+        )
+
+    def _write_state(self) -> None:
+        if self.settings.state_path is None:
+            return
+        state = {
+            "router_url": self.router.url,
+            "engines": [
+                {
+                    "namespace": e.spec.namespace,
+                    "pod": e.spec.pod,
+                    "model_service": e.spec.model_service,
+                    "url": e.backend.url,
+                    "engine": e.spec.engine,
+                    "draining": e.stopping is not None,
+                }
+                for e in self._engines.values()
+            ],
+        }
+        _write_atomically(self.settings.state_path, json.dumps(state, indent=2))
+
+
+def _without_vllm_serve(args: Sequence[str]) -> list[str]:
+    """Drops a leading `vllm serve` (an image's command) so only flags and the model remain."""
+    rest = list(args)
+    if rest[:2] == ["vllm", "serve"]:
+        rest = rest[2:]
+    return rest
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # Prometheus reads every *.json of its file_sd directory: never let it see half a file.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m thrifty_runtime.fleet_mirror",
+        description="Serve one vLLM-compatible engine per Running ModelService pod (for KWOK).",
+    )
+    parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
+    parser.add_argument("--file-sd", required=True, type=Path, help="file_sd JSON to write")
+    parser.add_argument("--router-host", default="127.0.0.1")
+    parser.add_argument("--router-port", type=int, default=0, help="0: pick a free port")
+    parser.add_argument("--namespace", help="only this namespace (default: all)")
+    parser.add_argument("--engine", choices=["sim", "vllm"], default="sim")
+    parser.add_argument("--profile", default="8b", help="simulator profile when pods name none")
+    parser.add_argument("--job", default=DEFAULT_JOB, help="Prometheus job label of the targets")
+    parser.add_argument("--state-file", type=Path, help="JSON with the router URL and engines")
+    parser.add_argument("--vllm-work-dir", type=Path, default=Path("/tmp/thrifty-fleet-vllm"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from kubernetes import client, config
+
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    settings = MirrorSettings(
+        file_sd_path=args.file_sd,
+        router_host=args.router_host,
+        router_port=args.router_port,
+        namespace=args.namespace,
+        default_engine=args.engine,
+        default_profile=args.profile,
+        job=args.job,
+        state_path=args.state_file,
+        vllm_work_dir=args.vllm_work_dir,
+    )
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await FleetMirror(settings, client.CoreV1Api()).run(stop)
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""The fleet's stand-in for Kubernetes Services: one HTTP router for every ModelService.
+
+KWOK pods have no network, so a client cannot reach a ModelService through its Service. The
+router listens on 127.0.0.1 and forwards `/<namespace>/<model-service>/<path>` to one of that
+ModelService's engines, chosen least-loaded: the fewest requests in flight through the router
+(ties: the one used least recently). Bodies stream through unchanged, so `stream: true` works.
+A ModelService without engines answers 503, as a Service without ready endpoints refuses; an
+engine that cannot be reached is skipped and the request tried on the next one.
+
+`GET /engines` lists the engines and their in-flight counts (for tests and humans).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+
+log = logging.getLogger("thrifty_runtime.router")
+
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade"}
+)
+
+
+class EngineUnreachableError(ConnectionError):
+    """The chosen engine refused the connection before answering: try another one."""
+
+
+@dataclass(eq=False)
+class Backend:
+    namespace: str
+    model_service: str
+    pod: str
+    url: str
+    in_flight: int = 0
+    last_used: int = 0
+    served: int = field(default=0)
+
+
+class Router:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._host = host
+        self._port = port
+        self._backends: dict[tuple[str, str], list[Backend]] = {}
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._ticks = itertools.count(1)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._host}:{self._port}"
+
+    def add(self, backend: Backend) -> None:
+        pool = self._backends.setdefault((backend.namespace, backend.model_service), [])
+        if backend not in pool:
+            pool.append(backend)
+
+    def remove(self, backend: Backend) -> None:
+        pool = self._backends.get((backend.namespace, backend.model_service), [])
+        if backend in pool:
+            pool.remove(backend)
+
+    def backends(self, namespace: str, model_service: str) -> list[Backend]:
+        return list(self._backends.get((namespace, model_service), []))
+
+    def pick(self, namespace: str, model_service: str, exclude: set[int]) -> Backend | None:
+        """Least in flight; among equals the least recently used (spreads an idle start)."""
+        candidates = [
+            b for b in self._backends.get((namespace, model_service), []) if id(b) not in exclude
+        ]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda b: (b.in_flight, b.last_used))
+
+    async def start(self) -> None:
+        # No total timeout: a long stream is normal; connect failures still fail fast.
+        timeout = aiohttp.ClientTimeout(total=None, connect=5)
+        connector = aiohttp.TCPConnector(limit=0)
+        self._session = aiohttp.ClientSession(timeout=timeout, connector=connector)
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.add_routes(
+            [
+                web.get("/engines", self._engines),
+                web.route("*", "/{namespace}/{model_service}/{path:.*}", self._forward),
+            ]
+        )
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        if self._port == 0:
+            self._port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _engines(self, _: web.Request) -> web.Response:
+        listing = [
+            {
+                "namespace": b.namespace,
+                "model_service": b.model_service,
+                "pod": b.pod,
+                "url": b.url,
+                "in_flight": b.in_flight,
+                "served": b.served,
+            }
+            for pool in self._backends.values()
+            for b in pool
+        ]
+        return web.json_response(listing)
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        namespace = request.match_info["namespace"]
+        model_service = request.match_info["model_service"]
+        path = request.match_info["path"]
+        body = await request.read()
+        tried: set[int] = set()
+        while True:
+            backend = self.pick(namespace, model_service, tried)
+            if backend is None:
+                return web.json_response(
+                    {
+                        "error": {
+                            "message": f"no ready engine for {namespace}/{model_service}",
+                            "type": "ServiceUnavailableError",
+                            "code": 503,
+                        }
+                    },
+                    status=503,
+                )
+            tried.add(id(backend))
+            try:
+                return await self._proxy(request, backend, path, body)
+            except EngineUnreachableError as error:
+                log.info("%s; trying another engine", error)
+
+    async def _proxy(
+        self, request: web.Request, backend: Backend, path: str, body: bytes
+    ) -> web.StreamResponse:
+        assert self._session is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        backend.in_flight += 1
+        backend.last_used = next(self._ticks)
+        try:
+            try:
+                upstream = await self._session.request(
+                    request.method,
+                    f"{backend.url}/{path}",
+                    params=request.query,
+                    data=body,
+                    headers=headers,
+                )
+            except aiohttp.ClientConnectionError as error:
+                raise EngineUnreachableError(
+                    f"engine {backend.url} unreachable: {error}"
+                ) from error
+            async with upstream:
+                response = web.StreamResponse(
+                    status=upstream.status,
+                    headers={
+                        k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP
+                    },
+                )
+                await response.prepare(request)
+                # Once headers are out, a broken upstream is a cut stream for the client, as
+                # behind any proxy: the error propagates and aiohttp closes the connection.
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+                backend.served += 1
+                return response
+        finally:
+            backend.in_flight -= 1

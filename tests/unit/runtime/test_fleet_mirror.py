@@ -1,0 +1,166 @@
+"""The fleet mirror's reading of pods, its Prometheus targets, and its least-loaded router."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+
+from thrifty_runtime.engine_server import EngineServer, settings_from_args
+from thrifty_runtime.fleet_mirror import file_sd_groups, pod_engine_spec
+from thrifty_runtime.router import Backend, Router
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _pod(**overrides: Any) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "metadata": {
+            "name": "llama-8b-engine-abc",
+            "namespace": "team-a",
+            "uid": "u1",
+            "labels": {"thrifty.dev/model-service": "llama-8b"},
+            "annotations": {},
+        },
+        "spec": {
+            "containers": [
+                {"name": "engine", "args": ["--model", "m", "--max-num-seqs", "4"]},
+            ]
+        },
+        "status": {"phase": "Running"},
+    }
+    for key, value in overrides.items():
+        section, _, field = key.partition("__")
+        pod[section][field] = value
+    return pod
+
+
+def test_a_running_model_service_pod_is_served_with_its_rendered_args() -> None:
+    spec = pod_engine_spec(_pod())
+    assert spec is not None
+    assert (spec.namespace, spec.pod, spec.model_service) == (
+        "team-a",
+        "llama-8b-engine-abc",
+        "llama-8b",
+    )
+    assert spec.args == ("--model", "m", "--max-num-seqs", "4")
+    assert spec.serving and spec.engine == "sim" and spec.profile is None
+
+
+def test_pending_terminating_and_foreign_pods_are_not_served() -> None:
+    assert not pod_engine_spec(_pod(status__phase="Pending")).serving  # type: ignore[union-attr]
+    terminating = pod_engine_spec(_pod(metadata__deletionTimestamp="2026-01-01T00:00:00Z"))
+    assert terminating is not None and not terminating.serving
+    foreign = _pod()
+    foreign["metadata"]["labels"] = {"app": "other"}
+    assert pod_engine_spec(foreign) is None
+
+
+def test_annotations_choose_the_engine_and_profile() -> None:
+    pod = _pod()
+    pod["metadata"]["annotations"] = {
+        "thrifty.dev/engine": "vllm",
+        "thrifty.dev/engine-profile": "70b",
+    }
+    spec = pod_engine_spec(pod)
+    assert spec is not None and spec.engine == "vllm" and spec.profile == "70b"
+    assert pod_engine_spec(_pod(), default_engine="vllm").engine == "vllm"  # type: ignore[union-attr]
+
+
+def test_targets_carry_the_label_contract() -> None:
+    spec = pod_engine_spec(_pod())
+    assert spec is not None
+    assert file_sd_groups([(spec, "127.0.0.1:1234")], job="fleet") == [
+        {
+            "targets": ["127.0.0.1:1234"],
+            "labels": {
+                "job": "fleet",
+                "namespace": "team-a",
+                "pod": "llama-8b-engine-abc",
+                "model_service": "llama-8b",
+            },
+        }
+    ]
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(test())  # type: ignore[arg-type]
+
+
+async def _engine() -> EngineServer:
+    settings, _ = settings_from_args(
+        ["--served-model-name", "m", "--port", "0", "--max-num-seqs", "8"]
+    )
+    server = EngineServer(settings, process_metrics=False)
+    await server.start()
+    return server
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def _post(session: aiohttp.ClientSession, url: str, **body: Any) -> tuple[int, str]:
+    async with session.post(url, json={"prompt": [1, 2, 3], "max_tokens": 200, **body}) as r:
+        return r.status, await r.text()
+
+
+def test_router_spreads_requests_least_loaded_and_streams() -> None:
+    async def scenario() -> None:
+        engines = [await _engine(), await _engine()]
+        router = Router()
+        await router.start()
+        backends = [Backend("ns", "ms", f"pod-{i}", e.url) for i, e in enumerate(engines)]
+        for backend in backends:
+            router.add(backend)
+        url = f"{router.url}/ns/ms/v1/completions"
+        try:
+            async with aiohttp.ClientSession() as session:
+                results = await asyncio.gather(*(_post(session, url) for _ in range(6)))
+                assert [status for status, _ in results] == [200] * 6
+                assert sorted(b.served for b in backends) == [3, 3]
+                status, text = await _post(session, url, stream=True)
+                assert status == 200 and text.rstrip().endswith("data: [DONE]")
+                served_before = backends[0].served
+                router.remove(backends[0])
+                await asyncio.gather(*(_post(session, url) for _ in range(2)))
+                assert backends[0].served == served_before  # removed: gets nothing new
+                assert backends[0].served + backends[1].served == 9
+                async with session.get(f"{router.url}/engines") as response:
+                    listed = await response.json()
+                assert [e["pod"] for e in listed] == ["pod-1"]
+        finally:
+            await router.stop()
+            for engine in engines:
+                await engine.stop()
+
+    run(scenario)
+
+
+def test_router_skips_unreachable_engines_and_refuses_without_any() -> None:
+    async def scenario() -> None:
+        engine = await _engine()
+        router = Router()
+        await router.start()
+        dead = Backend("ns", "ms", "dead", f"http://127.0.0.1:{_closed_port()}")
+        live = Backend("ns", "ms", "live", engine.url)
+        router.add(dead)
+        router.add(live)
+        try:
+            async with aiohttp.ClientSession() as session:
+                for _ in range(3):
+                    assert (await _post(session, f"{router.url}/ns/ms/v1/completions"))[0] == 200
+                status, text = await _post(session, f"{router.url}/ns/other/v1/completions")
+                assert status == 503 and "ns/other" in text
+            assert live.served == 3 and dead.served == 0
+        finally:
+            await router.stop()
+            await engine.stop()
+
+    run(scenario)
