@@ -23,6 +23,8 @@ from decimal import Decimal
 
 SECONDS_PER_HOUR = 3600.0
 TOKENS_PER_MILLION = 1_000_000.0
+UNLIMITED_REPLICAS = 2**31 - 1
+"""What a cap allows when it cannot bind (a free replica, an astronomically large cap)."""
 
 
 def replica_dollars_per_hour(gpus_per_replica: int, price_per_gpu_hour: float) -> float:
@@ -57,8 +59,8 @@ def sum_dollars_per_hour(amounts: Iterable[float]) -> float:
 
 def replicas_within_dollars_per_hour(cap_dollars_per_hour: float, replica_cost: float) -> int:
     """The most replicas whose spend stays at or under the cap (a free replica is unlimited)."""
-    if replica_cost <= 0.0:
-        return 2**31 - 1
+    if replica_cost <= 0.0 or cap_dollars_per_hour / replica_cost >= UNLIMITED_REPLICAS:
+        return UNLIMITED_REPLICAS
     if cap_dollars_per_hour <= 0.0:
         return 0
     return int(_decimal(cap_dollars_per_hour) // _decimal(replica_cost))
@@ -71,10 +73,13 @@ def replicas_within_dollars_per_million_tokens(
 
     None when no tokens flow (the cap does not apply).
     """
-    if tokens_per_second <= 0.0:
+    if tokens_per_second <= 0.0 or not math.isfinite(tokens_per_second):
         return None
-    if replica_cost <= 0.0:
-        return 2**31 - 1
+    rough = (
+        cap_dollars_per_million_tokens * tokens_per_second * SECONDS_PER_HOUR / TOKENS_PER_MILLION
+    )
+    if replica_cost <= 0.0 or rough / replica_cost >= UNLIMITED_REPLICAS:
+        return UNLIMITED_REPLICAS
     affordable_dollars_per_hour = (
         _decimal(cap_dollars_per_million_tokens)
         * _decimal(tokens_per_second)

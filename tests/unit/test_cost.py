@@ -112,3 +112,11 @@ def test_formats() -> None:
     assert cost.format_dollars_per_hour(9.0) == "$9.00/h"
     assert cost.format_dollars_per_million_tokens(0.4123) == "$0.41/1M tokens"
     assert cost.format_dollars_per_million_tokens(None) == "no tokens served"
+
+
+def test_caps_that_cannot_bind_allow_unlimited_replicas() -> None:
+    assert cost.replicas_within_dollars_per_hour(1e300, 1.0) == cost.UNLIMITED_REPLICAS
+    assert cost.replicas_within_dollars_per_hour(10.0, 0.0) == cost.UNLIMITED_REPLICAS
+    assert cost.replicas_within_dollars_per_million_tokens(1.0, 1.0, 1e200) == (
+        cost.UNLIMITED_REPLICAS
+    )

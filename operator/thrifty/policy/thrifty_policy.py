@@ -33,7 +33,15 @@ IDLE_SINCE = "idle_since_seconds"
 LAST_SCALE_UP = "last_scale_up_seconds"
 LAST_SCALE_DOWN = "last_scale_down_seconds"
 
+# Where the capacity estimate comes from. Only a prior or saturated replicas tell what a replica
+# *can* do; throughput below saturation only shows what it did (a lower bound).
+PRIOR = "prior"
+SATURATED = "saturated"
+LOWER_BOUND = "lower-bound"
+
 _EPSILON = 1e-9
+MAX_TOKENS_PER_REQUEST = 1_000_000.0
+"""No model's context is longer: a bigger ratio of token and request rates is a rate-window artefact."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,7 @@ class ThriftyPolicy:
     """KV-cache usage at which a replica counts as saturated (besides a non-empty queue)."""
     capacity_time_constant_seconds: float = 120.0
     """How fast the learned capacity follows saturated samples (EWMA time constant)."""
-    settle_seconds: float = 60.0
+    settle_seconds: float = 120.0
     """After the ready count changes, rates mix old and new replicas: learn nothing until then."""
     backlog_drain_ttft_multiple: float = 30.0
     """A backlog is to be cleared within this many TTFT targets, and within one cold start."""
@@ -68,6 +76,9 @@ class ThriftyPolicy:
     """At most this share of the replicas (and at least one) is removed per step."""
     scale_down_step_seconds: float = 60.0
     """Time between two scale-down steps once the scale-down delay has passed."""
+    need_memory_seconds: float = 0.0
+    """Scale down no lower than the highest need of this window (at least the scale-down delay):
+    bursty traffic keeps the replicas its bursts need instead of paying a cold start each time."""
 
     def decide(self, observation: types.Observation, state: types.PolicyState) -> types.Decision:
         signals = common.usable_signals(observation)
@@ -91,7 +102,7 @@ class ThriftyPolicy:
         last_seen = common.state_float(state, LAST_SEEN)
         tokens_per_request = common.state_float(state, TOKENS_PER_REQUEST)
         if signals.requests_per_second > 0.0 and served > 0.0:
-            tokens_per_request = served / signals.requests_per_second
+            tokens_per_request = min(served / signals.requests_per_second, MAX_TOKENS_PER_REQUEST)
         if previous is None or last_seen is None or tokens_per_request is None:
             return served
         elapsed = observation.now_seconds - last_seen
@@ -151,29 +162,33 @@ class ThriftyPolicy:
 
         tokens_per_second = common.served_tokens_per_second(signals)
         if signals.requests_per_second > 0.0 and tokens_per_second > 0.0:
-            sample = tokens_per_second / signals.requests_per_second
+            sample = min(tokens_per_second / signals.requests_per_second, MAX_TOKENS_PER_REQUEST)
             previous = common.state_float(state, TOKENS_PER_REQUEST)
             learned[TOKENS_PER_REQUEST] = self._ewma(previous, sample, now, last_seen)
 
-        capacity = common.state_float(state, CAPACITY)
+        capacity, source = _capacity(state)
         if capacity is None and observation.spec.capacity_tokens_per_second_per_replica:
-            capacity = observation.spec.capacity_tokens_per_second_per_replica
-            learned[CAPACITY] = capacity
-            learned[CAPACITY_SOURCE] = "prior"
+            capacity, source = observation.spec.capacity_tokens_per_second_per_replica, PRIOR
         settled = ready > 0 and now - ready_since >= self.settle_seconds
         if settled and tokens_per_second > 0.0:
             per_replica = tokens_per_second / ready
+            target = observation.spec.ttft_p95_target_seconds
+            late = target is not None and (signals.ttft_p95_seconds or 0.0) > target
             if self._saturated(signals):
-                # At saturation the throughput is the capacity: follow it both ways, smoothed.
-                learned[CAPACITY] = self._ewma(capacity, per_replica, now, last_seen)
-                learned[CAPACITY_SOURCE] = "observed"
-            elif capacity is None or per_replica > capacity:
-                # Below saturation it is only a lower bound: a replica did at least this much.
-                learned[CAPACITY] = per_replica
-                learned[CAPACITY_SOURCE] = "observed"
+                # At saturation the throughput is the capacity: follow it both ways, smoothed
+                # (a lower bound is no estimate to smooth from).
+                previous = None if source == LOWER_BOUND else capacity
+                capacity = self._ewma(previous, per_replica, now, last_seen)
+                source = SATURATED
+            elif not late and (capacity is None or per_replica > capacity):
+                # Below saturation it is only a lower bound: a replica did at least this much,
+                # within the latency target (a late burst shows throughput nobody should plan on).
+                capacity, source = per_replica, source or LOWER_BOUND
+        learned[CAPACITY], learned[CAPACITY_SOURCE] = capacity, source
         return learned
 
     def _saturated(self, signals: types.Signals) -> bool:
+        """At its limit: requests queue or the KV cache is full."""
         return signals.requests_waiting > 0.0 or signals.kv_cache_usage >= self.saturation_kv_usage
 
     def _ewma(
@@ -203,11 +218,23 @@ class ThriftyPolicy:
         learned: dict[str, types.JSONValue],
         demand: float,
     ) -> _Need:
-        capacity = common.state_float(learned, CAPACITY)
-        if capacity is not None and capacity > 0.0:
-            need = self._need_from_capacity(observation, signals, learned, capacity, demand)
+        capacity, source = _capacity(learned)
+        by_queue = self._need_by_queue(observation, signals)
+        if capacity is None or capacity <= 0.0:
+            # Nothing known about a replica: keep what serves while busy, grow by the queue.
+            busy = signals.requests_waiting > 0.0 or signals.requests_running > 0.0
+            supply = observation.replicas.ready + observation.replicas.starting
+            held = _Need(supply if busy else 0, "capacity not learned yet")
+            need = max(by_queue, held, key=lambda n: n.replicas)
+        elif source == LOWER_BOUND:
+            # Replicas can do at least `capacity`: enough to size a scale-down (no headroom
+            # needed, it was done), never a reason to add one. Adding is the queue's business.
+            need = self._need_from_capacity(observation, signals, learned, capacity, demand, 1.0)
+            need = max(need, by_queue, key=lambda n: n.replicas)
         else:
-            need = self._need_without_capacity(observation, signals)
+            need = self._need_from_capacity(
+                observation, signals, learned, capacity, demand, self.target_utilization
+            )
         if signals.requests_waiting > 0.0 or signals.requests_running > 0.0:
             need = max(need, _Need(1, "requests in flight"), key=lambda n: n.replicas)
         if signals.requests_waiting > 0.0:
@@ -224,11 +251,12 @@ class ThriftyPolicy:
         learned: dict[str, types.JSONValue],
         capacity: float,
         demand: float,
+        utilization: float,
     ) -> _Need:
         """Steady demand at the target utilisation, or the backlog left when new replicas arrive."""
         spec = observation.spec
         replicas = observation.replicas
-        steady = _ceil(demand / (capacity * self.target_utilization))
+        steady = _ceil(demand / (capacity * utilization))
         tokens_per_request = common.state_float(learned, TOKENS_PER_REQUEST) or 0.0
         backlog = signals.requests_waiting * tokens_per_request
         # The backlog as it will be when a replica ordered now starts serving: the ready replicas
@@ -238,6 +266,9 @@ class ThriftyPolicy:
             max(cold_start - replicas.oldest_starting_seconds, 0.0) if replicas.starting else 0.0
         )
         remaining = min(remaining, cold_start)
+        # Without a queue the fleet keeps up by observation: only a backlog can be left over.
+        if backlog <= 0.0:
+            remaining = cold_start = 0.0
         left = max(backlog + (demand - replicas.ready * capacity) * remaining, 0.0)
         supply = replicas.ready + replicas.starting
         left = max(left + (demand - supply * capacity) * (cold_start - remaining), 0.0)
@@ -253,30 +284,18 @@ class ThriftyPolicy:
         return _Need(
             steady,
             f"{demand:,.0f} tok/s at {capacity:,.0f} tok/s per replica "
-            f"({self.target_utilization:.0%} target utilisation)",
+            f"({utilization:.0%} target utilisation)",
         )
 
-    def _need_without_capacity(
-        self, observation: types.Observation, signals: types.Signals
-    ) -> _Need:
-        """Before any capacity is known: the spec's queue target, and KV usage for scale-down."""
+    def _need_by_queue(self, observation: types.Observation, signals: types.Signals) -> _Need:
+        """Until a replica's capacity is known: the spec's queue target per replica."""
         replicas = observation.replicas
         target = observation.spec.queue_target_per_replica
         supply = replicas.ready + replicas.starting
         by_queue = _ceil(signals.requests_waiting / target) if target > 0 else supply
-        by_kv = _ceil(
-            replicas.ready
-            * signals.kv_cache_usage
-            / (self.saturation_kv_usage * self.target_utilization)
-        )
-        if by_queue >= by_kv:
-            return _Need(
-                by_queue,
-                f"{signals.requests_waiting:,.0f} queued vs target {target * max(supply, 1):,.0f} "
-                "(capacity not learned yet)",
-            )
         return _Need(
-            by_kv, f"KV cache {signals.kv_cache_usage:.0%} used (capacity not learned yet)"
+            by_queue,
+            f"{signals.requests_waiting:,.0f} queued vs target {target * max(supply, 1):,.0f}",
         )
 
     def _latency(
@@ -386,10 +405,11 @@ class ThriftyPolicy:
         current = observation.replicas.desired
         now = observation.now_seconds
         delay = observation.spec.scale_down_delay_seconds
+        window = max(delay, self.need_memory_seconds)
         recent = [
             (at, need)
             for at, need in common.state_pairs(learned, RECENT_NEEDS)
-            if 0.0 <= now - at < delay
+            if 0.0 <= now - at < window
         ]
         recent.append((now, float(wanted)))
         learned[RECENT_NEEDS] = common.pairs_json(recent)
@@ -525,3 +545,12 @@ def _ceil(value: float) -> int:
     if value <= 0.0 or not math.isfinite(value):
         return 0
     return math.ceil(value - _EPSILON)
+
+
+def _capacity(state: types.PolicyState) -> tuple[float | None, str | None]:
+    """The carried capacity estimate and its source (a missing source reads as a lower bound)."""
+    capacity = common.state_float(state, CAPACITY)
+    source = state.get(CAPACITY_SOURCE)
+    if capacity is None:
+        return None, None
+    return capacity, source if source in (PRIOR, SATURATED, LOWER_BOUND) else LOWER_BOUND

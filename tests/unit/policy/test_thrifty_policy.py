@@ -320,7 +320,7 @@ def test_capacity_is_learned_from_saturated_replicas() -> None:
     assert isinstance(learned, float)
     # The prior said 8,000 tok/s; 4 saturated replicas serve 12,000: 3,000 each.
     assert learned == pytest.approx(3000.0, rel=0.05)
-    assert state[thrifty_policy.CAPACITY_SOURCE] == "observed"
+    assert state[thrifty_policy.CAPACITY_SOURCE] == thrifty_policy.SATURATED
 
 
 def test_capacity_is_learned_without_a_prior() -> None:
@@ -333,11 +333,29 @@ def test_capacity_is_learned_without_a_prior() -> None:
             desired=2,
             capacity_tokens_per_second_per_replica=None,
         )
-        for i in range(6)
+        for i in range(10)
     ]
     decisions = run(POLICY, ticks, state)
-    assert thrifty_policy.CAPACITY not in decisions[3].state  # settling after the first look
-    assert decisions[-1].state[thrifty_policy.CAPACITY] == pytest.approx(3000.0)
+    # Rates mix old and new replicas for a while after the ready count is first seen: wait.
+    assert decisions[7].state[thrifty_policy.CAPACITY] is None  # 105 s
+    assert decisions[8].state[thrifty_policy.CAPACITY] == pytest.approx(3000.0)  # 120 s
+    assert decisions[8].state[thrifty_policy.CAPACITY_SOURCE] == thrifty_policy.SATURATED
+
+
+def test_throughput_below_saturation_is_only_a_lower_bound() -> None:
+    # 2 replicas serve 6,000 tok/s without a queue: each can do at least 3,000 tok/s. That
+    # allows scaling down (4 -> 2 needed), never up, and a late TTFT teaches nothing.
+    ticks = [
+        observation(now=1000.0 + 15.0 * i, desired=4, capacity_tokens_per_second_per_replica=None)
+        for i in range(10)
+    ]
+    decisions = run(POLICY, ticks)
+    assert decisions[-1].state[thrifty_policy.CAPACITY] == pytest.approx(1500.0)
+    assert decisions[-1].state[thrifty_policy.CAPACITY_SOURCE] == thrifty_policy.LOWER_BOUND
+    assert all(d.replicas <= 4 for d in decisions)
+    late = signals(ttft_p95_seconds=5.0, prompt_tokens_per_second=9000.0)
+    after = POLICY.decide(observation(now=1150.0, sig=late, desired=4), decisions[-1].state)
+    assert after.state[thrifty_policy.CAPACITY] == pytest.approx(1500.0)
 
 
 def test_without_capacity_the_queue_target_drives() -> None:
