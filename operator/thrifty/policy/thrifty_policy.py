@@ -41,7 +41,7 @@ LOWER_BOUND = "lower-bound"
 
 _EPSILON = 1e-9
 MAX_TOKENS_PER_REQUEST = 1_000_000.0
-"""No model's context is longer: a bigger ratio of token and request rates is a rate-window artefact."""
+"""No context is longer: a larger ratio of token and request rates is a rate-window artefact."""
 
 
 @dataclass(frozen=True)
