@@ -46,6 +46,13 @@ PoolName = Annotated[str, Field(max_length=253, pattern=common.DNS_LABEL)]
 EngineArg = Annotated[str, Field(max_length=1024)]
 
 
+def _defaults(model: type[common.Model]) -> JsonDict:
+    """A sub-object's defaults, spelled out: the API server checks CEL rules against the default
+    itself, before nested defaults would fill it in."""
+    filled: JsonDict = model().model_dump(mode="json", by_alias=True, exclude_none=True)
+    return filled
+
+
 def _cel(rule: str, message: str) -> JsonDict:
     return {"rule": rule, "message": message}
 
@@ -352,17 +359,17 @@ class ModelServiceSpec(common.Model):
         description="The model name clients send (--served-model-name); absent: the object's name.",
     )
     engine: Engine = Field(
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": _defaults(Engine)},
         default_factory=Engine,
         description="The vLLM server image and its settings.",
     )
     resources: PodResources = Field(
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": _defaults(PodResources)},
         default_factory=PodResources,
         description="CPU, memory and /dev/shm of each replica.",
     )
     model_cache: ModelCache = Field(
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": _defaults(ModelCache)},
         default_factory=ModelCache,
         description="Where weights are cached between restarts.",
     )
@@ -372,17 +379,17 @@ class ModelServiceSpec(common.Model):
         description="Acceptable GPUPools in order of preference; the first with room is used.",
     )
     scaling: Scaling = Field(
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": _defaults(Scaling)},
         default_factory=Scaling,
         description="Replica bounds and mode.",
     )
     latency_target: LatencyTarget = Field(
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": _defaults(LatencyTarget)},
         default_factory=LatencyTarget,
         description="The latency to meet.",
     )
     cost_target: CostTarget = Field(
-        json_schema_extra={"default": {}},
+        json_schema_extra={"default": _defaults(CostTarget)},
         default_factory=CostTarget,
         description="The cost not to exceed.",
     )

@@ -60,7 +60,9 @@ def test_model_service_has_the_scale_subresource_and_documented_columns() -> Non
 
 def test_cel_rules_reference_defaulted_fields_only_under_defaulted_parents() -> None:
     spec = open_api(crds.MODEL_SERVICE)["properties"]["spec"]
-    assert spec["properties"]["scaling"]["default"] == {}
+    # Spelled out: the API server checks CEL rules against a default before nested defaulting.
+    assert spec["properties"]["scaling"]["default"]["minReplicas"] == 1
+    assert spec["properties"]["engine"]["default"]["extraArgs"] == []
     assert spec["properties"]["engine"]["properties"]["extraArgs"]["default"] == []
     rules = [r["rule"] for r in spec["x-kubernetes-validations"]]
     assert any("self.scaling.minReplicas" in r for r in rules)

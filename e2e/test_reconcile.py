@@ -1,0 +1,377 @@
+"""The reconciler against a real control plane: examples in, vLLM workloads on the H100 nodes out.
+
+The operator runs as its own process (``operator_process``) limited to the test's namespace; the
+fake GPU nodes come from the cluster fixture. Every wait polls with a timeout and names what it
+waited for; on failure the operator's log and ``kubectl get all,events`` are in the report.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+
+from harness import Cluster
+from harness.cluster import wait_until
+
+if TYPE_CHECKING:
+    from operator_process import StartOperator
+pytest_plugins = ["operator_process"]  # the `operator_process` fixture
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO_ROOT / "examples"
+H100_ON_DEMAND_NODES = {"kwok-h100-od-0", "kwok-h100-od-1"}
+WAIT_SECONDS = 120.0
+
+
+def example(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
+    return loaded
+
+
+def apply(cluster: Cluster, namespace: str | None, *bodies: dict[str, Any]) -> None:
+    args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
+    cluster.kubectl(*args, input="\n---\n".join(json.dumps(b) for b in bodies))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def crds_and_pools(cluster: Cluster) -> Iterator[None]:
+    """The CRDs (as generated) and the example pools, established before any test."""
+    cluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+    for crd in ("modelservices", "gpupools", "costbudgets"):
+        cluster.kubectl(
+            "wait", "--for=condition=Established", f"crd/{crd}.thrifty.dev", "--timeout=60s"
+        )
+    for pool in ("gpupool-h100-on-demand.yaml", "gpupool-h100-spot.yaml", "gpupool-l4.yaml"):
+        apply(cluster, None, example(pool))
+    yield
+
+
+def get(cluster: Cluster, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    return cluster.kubectl_json("get", kind, name, "-n", namespace)
+
+
+def condition(body: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for found in (body.get("status") or {}).get("conditions", []):
+        if found["type"] == type_:
+            return dict(found)
+    return None
+
+
+def wait_condition(
+    cluster: Cluster, name: str, namespace: str, type_: str, status: str = "True"
+) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        body = get(cluster, "modelservice", name, namespace)
+        found = condition(body, type_)
+        return body if found is not None and found["status"] == status else None
+
+    return wait_until(
+        probe, timeout_seconds=WAIT_SECONDS, what=f"ModelService {name} {type_}={status}"
+    )
+
+
+def engine_pods(cluster: Cluster, name: str, namespace: str) -> list[dict[str, Any]]:
+    listing = cluster.kubectl_json(
+        "get", "pods", "-n", namespace, "-l", f"thrifty.dev/model-service={name}"
+    )
+    items: list[dict[str, Any]] = listing["items"]
+    return items
+
+
+def running(pod: dict[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    ready = any(
+        c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])
+    )
+    return status.get("phase") == "Running" and ready
+
+
+def test_examples_become_ready_vllm_workloads_on_h100_nodes(
+    cluster: Cluster, namespace: str, operator_process: StartOperator
+) -> None:
+    operator_process(namespaces=[namespace])
+    apply(
+        cluster,
+        namespace,
+        example("costbudget-team-a.yaml"),
+        example("modelservice-llama-8b.yaml"),
+        example("modelservice-llama-70b.yaml"),
+    )
+    expected = {"llama-8b": (1, 2.49), "llama-70b": (4, 9.96)}
+    for name, (gpus, dollars_per_hour) in expected.items():
+        deployment = wait_until(
+            lambda n=name: _deployment_or_none(cluster, f"{n}-engine", namespace),
+            timeout_seconds=WAIT_SECONDS,
+            what=f"Deployment {name}-engine",
+        )
+        engine = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert engine["resources"]["limits"]["nvidia.com/gpu"] == str(gpus)
+        args = engine["args"]
+        assert args[args.index("--tensor-parallel-size") + 1] == str(gpus)
+        pods = wait_until(
+            lambda n=name: [p for p in engine_pods(cluster, n, namespace) if running(p)] or None,
+            timeout_seconds=WAIT_SECONDS,
+            what=f"a running pod of {name}",
+        )
+        assert {p["spec"]["nodeName"] for p in pods} <= H100_ON_DEMAND_NODES
+        ready = wait_condition(cluster, name, namespace, "Ready")
+        status = ready["status"]
+        assert status["pool"] == "h100-on-demand"
+        assert status["gpusPerReplica"] == gpus
+        assert status["readyReplicas"] == 1
+        assert status["dollarsPerHour"] == pytest.approx(dollars_per_hour)
+        assert status["selector"] == f"thrifty.dev/model-service={name}"
+        assert status["observedGeneration"] == ready["metadata"]["generation"]
+        assert (
+            get(cluster, "service", f"{name}-engine", namespace)["spec"]["ports"][0]["port"] == 8000
+        )
+        assert get(cluster, "pdb", f"{name}-engine", namespace)["spec"]["maxUnavailable"] == 1
+
+    budget = wait_until(
+        lambda: _budget_spending(cluster, namespace, 12.45),
+        timeout_seconds=WAIT_SECONDS,
+        what="CostBudget team-a to sum its members' spend",
+    )
+    assert sorted(m["name"] for m in budget["status"]["members"]) == ["llama-70b", "llama-8b"]
+    reasons = _event_reasons(cluster, namespace, "llama-8b")
+    assert "Placed" in reasons
+
+
+def _deployment_or_none(cluster: Cluster, name: str, namespace: str) -> dict[str, Any] | None:
+    found = cluster.kubectl("get", "deployment", name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(found.stdout) if found.returncode == 0 else None
+
+
+def _budget_spending(cluster: Cluster, namespace: str, dollars: float) -> dict[str, Any] | None:
+    budget = get(cluster, "costbudget", "team-a", namespace)
+    spent = (budget.get("status") or {}).get("dollarsPerHour")
+    return budget if spent is not None and abs(spent - dollars) < 1e-6 else None
+
+
+def _event_reasons(cluster: Cluster, namespace: str, name: str) -> set[str]:
+    events = cluster.kubectl_json(
+        "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}"
+    )["items"]
+    return {str(e.get("reason")) for e in events}
+
+
+def small_model(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "thrifty.dev/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": name},
+        "spec": {"model": {"uri": "hf://Qwen/Qwen3-0.6B"}, "pools": ["h100-spot"], **spec},
+    }
+
+
+def test_more_gpus_than_the_pool_has_is_capacity_limited_with_a_clear_message(
+    cluster: Cluster, namespace: str, operator_process: StartOperator
+) -> None:
+    operator_process(namespaces=[namespace])
+    # The spot pool is one 8-GPU node with a quota of 8: two TP-8 replicas can never fit.
+    apply(
+        cluster,
+        namespace,
+        small_model(
+            "big",
+            engine={"tensorParallelSize": 8},
+            scaling={"minReplicas": 2, "maxReplicas": 2},
+        ),
+    )
+    body = wait_condition(cluster, "big", namespace, "CapacityLimited")
+    message = condition(body, "CapacityLimited")["message"]  # type: ignore[index]
+    assert "wants 2 replicas x 8 GPUs = 16 nvidia.com/gpu" in message
+    assert "h100-spot: room for" in message
+    assert condition(body, "Degraded")["status"] == "False"  # type: ignore[index]
+    assert "InsufficientGPUs" in _event_reasons(cluster, namespace, "big")
+
+
+def test_user_mistakes_the_schema_cannot_see_become_degraded_without_stopping_others(
+    cluster: Cluster, namespace: str, operator_process: StartOperator
+) -> None:
+    operator_process(namespaces=[namespace])
+    apply(
+        cluster,
+        namespace,
+        small_model("no-pool", pools=["does-not-exist"]),
+        small_model("too-wide", engine={"tensorParallelSize": 16}, pools=["l4-on-demand"]),
+        small_model("fine", pools=["h100-on-demand"]),
+    )
+    no_pool = condition(wait_condition(cluster, "no-pool", namespace, "Degraded"), "Degraded")
+    assert no_pool is not None and no_pool["reason"] == "UnknownPool"
+    assert "does-not-exist" in no_pool["message"]
+    too_wide = condition(wait_condition(cluster, "too-wide", namespace, "Degraded"), "Degraded")
+    assert too_wide is not None and too_wide["reason"] == "GPUsPerReplicaTooLarge"
+    assert "16 GPUs on one node" in too_wide["message"]
+    wait_condition(cluster, "fine", namespace, "Ready")
+    assert "UnknownPool" in _event_reasons(cluster, namespace, "no-pool")
+    assert _deployment_or_none(cluster, "no-pool-engine", namespace) is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ({"scaling": {"minReplicas": 3, "maxReplicas": 2}}, "minReplicas must be less than"),
+        ({"engine": {"tensorParallelSize": 3}}, "tensorParallelSize must be a power of two"),
+        ({"engine": {"image": "vllm/vllm-openai:latest"}}, "image must pin a version"),
+        ({"model": {"uri": "http://x/y"}}, "spec.model.uri"),
+        ({"costTarget": {"maxDollarsPerHour": -1}}, "spec.costTarget.maxDollarsPerHour"),
+        (
+            {"scaling": {"minReplicas": 1, "scaleToZeroIdleSeconds": 60}},
+            "scaleToZeroIdleSeconds requires minReplicas: 0",
+        ),
+        ({"engine": {"extraArgs": ["--port=9000"]}}, "extraArgs must not set flags"),
+    ],
+)
+def test_invalid_objects_are_refused_by_kubectl_naming_the_field(
+    cluster: Cluster, namespace: str, spec: dict[str, Any], words: str
+) -> None:
+    body = small_model("bad", **spec)
+    if "model" in spec:
+        body["spec"]["model"] = spec["model"]
+    refused = cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=json.dumps(body), check=False
+    )
+    assert refused.returncode != 0
+    assert words in refused.stderr
+    assert "spec" in refused.stderr
+
+
+def test_scale_subresource_refuses_replicas_outside_the_bounds(
+    cluster: Cluster, namespace: str
+) -> None:
+    apply(cluster, namespace, small_model("scaled", scaling={"minReplicas": 1, "maxReplicas": 2}))
+    cluster.kubectl("scale", "-n", namespace, "modelservice/scaled", "--replicas=2")
+    assert get(cluster, "modelservice", "scaled", namespace)["spec"]["replicas"] == 2
+    refused = cluster.kubectl(
+        "scale", "-n", namespace, "modelservice/scaled", "--replicas=5", check=False
+    )
+    assert refused.returncode != 0 and "replicas must be within" in refused.stderr
+
+
+def test_pool_price_must_not_be_negative(cluster: Cluster) -> None:
+    pool = example("gpupool-l4.yaml")
+    pool["metadata"]["name"] = "negative-price"
+    pool["spec"]["pricePerGpuHour"] = -1
+    refused = cluster.kubectl("apply", "-f", "-", input=json.dumps(pool), check=False)
+    assert refused.returncode != 0 and "spec.pricePerGpuHour" in refused.stderr
+
+
+def test_gpu_pool_status_counts_nodes_and_usage(
+    cluster: Cluster, namespace: str, operator_process: StartOperator
+) -> None:
+    operator_process(namespaces=[namespace])
+    apply(cluster, namespace, small_model("user", pools=["l4-on-demand"]))
+    wait_condition(cluster, "user", namespace, "Ready")
+
+    def usage() -> dict[str, Any] | None:
+        pool = cluster.kubectl_json("get", "gpupool", "l4-on-demand")
+        status = pool.get("status") or {}
+        mine = [u for u in status.get("usage", []) if u["namespace"] == namespace]
+        return status if mine and mine[0]["gpus"] == 1 else None
+
+    status = wait_until(usage, timeout_seconds=WAIT_SECONDS, what="l4 pool usage by the model")
+    assert status["nodes"] == 1 and status["gpusAllocatable"] == 4
+    assert (
+        status["gpusUsed"] >= 1
+        and status["gpusFree"] == status["gpusAllocatable"] - status["gpusUsed"]
+    )
+
+
+def test_deletion_cascades(
+    cluster: Cluster, namespace: str, operator_process: StartOperator
+) -> None:
+    operator_process(namespaces=[namespace])
+    apply(cluster, namespace, small_model("gone", pools=["h100-on-demand"]))
+    wait_condition(cluster, "gone", namespace, "Ready")
+    cluster.kubectl("delete", "-n", namespace, "modelservice/gone", "--timeout=60s")
+
+    def all_gone() -> bool | None:
+        left = cluster.kubectl(
+            "get",
+            "deployment,service,pdb",
+            "-n",
+            namespace,
+            "-l",
+            "thrifty.dev/model-service=gone",
+            "-o",
+            "name",
+        ).stdout.strip()
+        return True if not left else None
+
+    wait_until(all_gone, timeout_seconds=WAIT_SECONDS, what="owned objects to be deleted")
+
+
+def test_only_the_served_namespaces_are_reconciled(
+    cluster: Cluster, namespace: str, operator_process: StartOperator
+) -> None:
+    other = f"{namespace}-other"
+    cluster.kubectl("create", "namespace", other)
+    try:
+        operator_process(namespaces=[namespace])
+        apply(cluster, other, small_model("ignored", pools=["h100-on-demand"]))
+        apply(cluster, namespace, small_model("served", pools=["h100-on-demand"]))
+        wait_condition(cluster, "served", namespace, "Ready")
+        # By now the operator has listed and handled every object it serves; the other is untouched.
+        ignored = get(cluster, "modelservice", "ignored", other)
+        assert "status" not in ignored
+        assert _deployment_or_none(cluster, "ignored-engine", other) is None
+    finally:
+        cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
+
+
+def _versions(cluster: Cluster, namespace: str, name: str) -> dict[str, str]:
+    found = {}
+    for kind in ("deployment", "service", "pdb"):
+        body = get(cluster, kind, f"{name}-engine", namespace)
+        found[kind] = body["metadata"]["resourceVersion"]
+    return found
+
+
+def test_an_operator_restart_duplicates_and_churns_nothing(
+    cluster: Cluster, namespace: str, operator_process: StartOperator
+) -> None:
+    first = operator_process(namespaces=[namespace])
+    apply(
+        cluster,
+        namespace,
+        small_model("steady", pools=["h100-on-demand"], scaling={"maxReplicas": 3}),
+    )
+    before = wait_condition(cluster, "steady", namespace, "Ready")
+    versions = _versions(cluster, namespace, "steady")
+    deployment = get(cluster, "deployment", "steady-engine", namespace)
+    first.stop()
+
+    operator_process(namespaces=[namespace])
+    # A change after the restart: once it shows in status, the new process has handled the
+    # object (its initial pass comes first, per object, in kopf's order of events).
+    cluster.kubectl("scale", "-n", namespace, "modelservice/steady", "--replicas=2")
+
+    def desired_two() -> dict[str, Any] | None:
+        body = get(cluster, "modelservice", "steady", namespace)
+        return body if (body.get("status") or {}).get("desiredReplicas") == 2 else None
+
+    after = wait_until(desired_two, timeout_seconds=WAIT_SECONDS, what="desiredReplicas 2")
+    now = _versions(cluster, namespace, "steady")
+    assert now["service"] == versions["service"]
+    assert now["pdb"] == versions["pdb"]
+    scaled = get(cluster, "deployment", "steady-engine", namespace)
+    assert scaled["metadata"]["generation"] == deployment["metadata"]["generation"] + 1
+    assert scaled["spec"]["template"] == deployment["spec"]["template"]
+    managers = {
+        m["manager"] for m in scaled["metadata"]["managedFields"] if m["operation"] == "Apply"
+    }
+    assert managers == {"thrifty"}
+    listing = cluster.kubectl_json(
+        "get", "deployments,replicasets", "-n", namespace, "-l", "thrifty.dev/model-service=steady"
+    )["items"]
+    assert sorted(i["kind"] for i in listing) == ["Deployment", "ReplicaSet"]
+    kept = condition(after, "Degraded")
+    was = condition(before, "Degraded")
+    assert kept is not None and was is not None
+    assert kept["lastTransitionTime"] == was["lastTransitionTime"]
