@@ -10,6 +10,8 @@
 #      ~/.cache/thrifty (or $THRIFTY_CACHE); a no-op when the cache is complete.
 # Environment: PYTHON (interpreter for the venv, default python3), VENV (default .venv).
 set -euo pipefail
+# Progress and tool output go to stderr: `eval "$(make -s cluster-up)"` reads only the exports.
+exec 1>&2
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"

@@ -1,0 +1,96 @@
+"""pytest integration of the local cluster harness: the `cluster` and `namespace` fixtures.
+
+Every test collected under e2e/ gets the `e2e` marker here, so `-m e2e` / `-m "not e2e"` select them
+without each test remembering to. The session's cluster and Prometheus are always stopped, also when
+tests fail or the run is interrupted; a failing test's report carries `kubectl get all,events -A`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import warnings
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from types import FrameType
+
+import pytest
+
+from harness import Cluster, HarnessError, Session, connect_existing, start_local
+
+E2E_DIR = Path(__file__).resolve().parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # SIGTERM (CI cancelling a job, `timeout`) would end pytest without running fixture teardown
+    # and leave a control plane running; as KeyboardInterrupt, pytest tears the session down first.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.resolve().is_relative_to(E2E_DIR):
+            item.add_marker(pytest.mark.e2e)
+
+
+def _start_session() -> Session:
+    existing = os.environ.get("THRIFTY_E2E_KUBECONFIG")
+    if existing:
+        return connect_existing(Path(existing))
+    return start_local(keep_run_dir=os.environ.get("THRIFTY_E2E_KEEP", "") == "1")
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """A running cluster with the fake GPU nodes of e2e/nodes/ and a Prometheus (see harness)."""
+    try:
+        session = _start_session()
+    except HarnessError as error:
+        pytest.fail(str(error), pytrace=False)
+    previous = os.environ.get("KUBECONFIG")
+    os.environ["KUBECONFIG"] = str(session.cluster.kubeconfig)
+    try:
+        yield session.cluster
+    finally:
+        if previous is None:
+            os.environ.pop("KUBECONFIG", None)
+        else:
+            os.environ["KUBECONFIG"] = previous
+        for problem in session.stop():
+            warnings.warn(f"stopping the e2e cluster: {problem}", stacklevel=1)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test, deleted afterwards (without waiting)."""
+    stem = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
+    name = f"{stem}-{secrets.token_hex(3)}"
+    cluster.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    funcargs = getattr(item, "funcargs", {})
+    if report.failed and report.when == "call" and isinstance(funcargs.get("cluster"), Cluster):
+        try:
+            state = funcargs["cluster"].kubectl(
+                "get", "all,events", "-A", "-o", "wide", check=False, timeout=30
+            )
+            report.sections.append(("kubectl get all,events -A", state.stdout + state.stderr))
+        except Exception as error:  # the dump is a courtesy; never mask the test's own failure
+            report.sections.append(("kubectl get all,events -A", f"could not dump: {error}"))
+    return report
