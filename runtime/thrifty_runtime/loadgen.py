@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -78,6 +79,8 @@ class Report:
     errors: Counter[str] = field(default_factory=Counter)
     latencies_seconds: list[float] = field(default_factory=list)
     completion_tokens: int = 0
+    short_completions: int = 0
+    """200 answers with fewer tokens than asked: cut or aborted (vLLM's drain refusal)."""
     wall_seconds: float = 0.0
 
     @property
@@ -98,8 +101,41 @@ class Report:
             "latency_p50_seconds": quantile(0.5),
             "latency_p95_seconds": quantile(0.95),
             "completion_tokens": self.completion_tokens,
+            "short_completions": self.short_completions,
             "wall_seconds": round(self.wall_seconds, 3),
         }
+
+
+async def send_one(
+    session: aiohttp.ClientSession,
+    url: str,
+    planned: PlannedRequest,
+    seed: int,
+    model: str | None,
+    report: Report,
+) -> None:
+    """One completion; its status, tokens and latency (or its error) go into `report`."""
+    body: dict[str, Any] = {
+        "prompt": prompt_ids(planned.prompt_tokens, seed),
+        "max_tokens": planned.max_tokens,
+        "ignore_eos": True,
+    }
+    if model:
+        body["model"] = model
+    sent_at = time.monotonic()
+    try:
+        async with session.post(url, json=body) as response:
+            data = await response.json(content_type=None)
+            report.statuses[response.status] += 1
+            if response.status == 200 and isinstance(data, dict):
+                usage = data.get("usage") or {}
+                report.completion_tokens += int(usage.get("completion_tokens", 0))
+                report.latencies_seconds.append(time.monotonic() - sent_at)
+                report.short_completions += int(
+                    int(usage.get("completion_tokens", 0)) < planned.max_tokens
+                )
+    except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+        report.errors[type(error).__name__] += 1
 
 
 async def replay(
@@ -119,24 +155,7 @@ async def replay(
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
 
         async def one(index: int, planned: PlannedRequest) -> None:
-            body: dict[str, Any] = {
-                "prompt": prompt_ids(planned.prompt_tokens, index),
-                "max_tokens": planned.max_tokens,
-                "ignore_eos": True,
-            }
-            if model:
-                body["model"] = model
-            sent_at = time.monotonic()
-            try:
-                async with session.post(url, json=body) as response:
-                    data = await response.json(content_type=None)
-                    report.statuses[response.status] += 1
-                    if response.status == 200 and isinstance(data, dict):
-                        usage = data.get("usage") or {}
-                        report.completion_tokens += int(usage.get("completion_tokens", 0))
-                        report.latencies_seconds.append(time.monotonic() - sent_at)
-            except (aiohttp.ClientError, TimeoutError, ValueError) as error:
-                report.errors[type(error).__name__] += 1
+            await send_one(session, url, planned, index, model, report)
 
         tasks: list[asyncio.Task[None]] = []
         for index, planned in enumerate(requests):
@@ -150,6 +169,51 @@ async def replay(
         await asyncio.gather(*tasks)
     report.wall_seconds = time.monotonic() - started
     return report
+
+
+class ClosedLoop:
+    """Keeps `concurrency` requests in flight against each URL, from a background thread, until
+    the `with` block ends: steady pressure for tests, where a trace's timing is not the point."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        concurrency: int,
+        max_tokens: int,
+        prompt_tokens: int = 32,
+        model: str | None = None,
+    ) -> None:
+        self._urls = list(urls)
+        self._concurrency = concurrency
+        self._planned = PlannedRequest(0.0, prompt_tokens, max_tokens)
+        self._model = model
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self.report = Report()
+
+    async def _worker(self, session: aiohttp.ClientSession, url: str, seed: int) -> None:
+        while not self._stop.is_set():
+            await send_one(session, url, self._planned, seed, self._model, self.report)
+            self.report.sent += 1
+
+    async def _run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=300)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            await asyncio.gather(
+                *(
+                    self._worker(session, url, i)
+                    for url in self._urls
+                    for i in range(self._concurrency)
+                )
+            )
+
+    def __enter__(self) -> ClosedLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=300)
 
 
 def completions_url(router: str, namespace: str, model_service: str) -> str:
