@@ -23,6 +23,15 @@ e2e: bootstrap
 test: lint
 	$(PY) -m pytest
 
+# A local cluster by hand (docs/local-cluster.md): `eval "$(make -s cluster-up)"`, `make cluster-down`.
+# ARGS passes options, e.g. ARGS="--apiserver-port 6443 --prometheus-port 9090" or ARGS="--name x".
+.PHONY: cluster-up cluster-down
+cluster-up: bootstrap
+	@PYTHONPATH=e2e $(PY) -m harness up $(ARGS)
+
+cluster-down:
+	@PYTHONPATH=e2e $(PY) -m harness down $(ARGS)
+
 # Every policy on every shared trace, baselines swept; writes bench/results.md (a few minutes).
 .PHONY: bench
 bench: bootstrap
