@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from thrifty import cli
+from thrifty.sim.profiles import profile_by_name
 
 AZURE = """TIMESTAMP,ContextTokens,GeneratedTokens
 2023-11-16 18:17:03.9799600,4808,10
@@ -115,3 +116,30 @@ def test_simulate_a_slice_of_the_azure_code_trace(
     assert result["trace"] == "azure-code" and 100 < result["requests"] < 2000
     assert 0.0 <= result["slo_attainment"] <= 1.0
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_policy_options_take_parameters() -> None:
+    assert cli.parse_policy_option("hpa") == ("hpa", {})
+    name, params = cli.parse_policy_option("hpa,target_per_replica=2,tolerance=0.2")
+    assert name == "hpa"
+    assert params == {
+        "target_per_replica": 2,
+        "tolerance": 0.2,
+        "name": "hpa,target_per_replica=2,tolerance=0.2",
+    }
+    with pytest.raises(cli.CommandError, match="key=value"):
+        cli.parse_policy_option("hpa,oops")
+
+
+def test_builtin_policies_build_with_their_knobs(tmp_path: Path) -> None:
+    trace = tmp_path / "tiny.csv"
+    trace.write_text(AZURE)
+    loaded = cli.load_trace(str(trace), cli.TraceOptions())
+    context = cli.PolicyContext(loaded, profile_by_name("8b"), 120.0, 2.0, 15.0)
+    hpa = cli.build_policy("hpa,target_per_replica=3", context)
+    assert hpa.name == "hpa,target_per_replica=3"
+    assert getattr(hpa, "target_per_replica") == 3  # noqa: B009
+    assert cli.build_policy("static,replicas=4", context).name == "static,replicas=4"
+    assert cli.build_policy("clairvoyant,utilization=0.5", context).name.startswith("clairvoyant")
+    with pytest.raises(cli.CommandError, match="bad parameters"):
+        cli.build_policy("kpa,no_such_knob=1", context)
