@@ -174,11 +174,13 @@ class ThriftyPolicy:
             per_replica = tokens_per_second / ready
             target = observation.spec.ttft_p95_target_seconds
             late = target is not None and (signals.ttft_p95_seconds or 0.0) > target
-            if self._saturated(signals):
-                # At saturation the throughput is the capacity: follow it both ways, smoothed
-                # (a lower bound is no estimate to smooth from).
-                previous = None if source == LOWER_BOUND else capacity
-                capacity = self._ewma(previous, per_replica, now, last_seen)
+            if self._saturated(signals, ready):
+                # At saturation the throughput is the capacity: follow it, smoothed. Above a
+                # mere lower bound it is also a better lower bound: take it at once.
+                if capacity is None or (source == LOWER_BOUND and per_replica > capacity):
+                    capacity = per_replica
+                else:
+                    capacity = self._ewma(capacity, per_replica, now, last_seen)
                 source = SATURATED
             elif not late and (capacity is None or per_replica > capacity):
                 # Below saturation it is only a lower bound: a replica did at least this much,
@@ -187,9 +189,15 @@ class ThriftyPolicy:
         learned[CAPACITY], learned[CAPACITY_SOURCE] = capacity, source
         return learned
 
-    def _saturated(self, signals: types.Signals) -> bool:
-        """At its limit: requests queue or the KV cache is full."""
-        return signals.requests_waiting > 0.0 or signals.kv_cache_usage >= self.saturation_kv_usage
+    def _saturated(self, signals: types.Signals, ready: int) -> bool:
+        """At its limit: requests queue (one per replica at least) or the KV cache is full.
+
+        A single waiting request is a scheduler step, not a fleet at its limit.
+        """
+        return (
+            signals.requests_waiting >= max(ready, 1)
+            or signals.kv_cache_usage >= self.saturation_kv_usage
+        )
 
     def _ewma(
         self, previous: float | None, sample: float, now: float, last_seen: float | None
@@ -235,6 +243,12 @@ class ThriftyPolicy:
             need = self._need_from_capacity(
                 observation, signals, learned, capacity, demand, self.target_utilization
             )
+        if source != PRIOR and source != SATURATED and self._roomy(observation, signals):
+            # Unknown capacity cannot prove fewer replicas suffice; clear headroom lets the
+            # policy try one fewer (after the scale-down delay); the queue and TTFT undo it.
+            supply = observation.replicas.ready + observation.replicas.starting
+            probe = _Need(supply - 1, "ample headroom (capacity not known): trying one fewer")
+            need = min(need, probe, key=lambda n: n.replicas)
         if signals.requests_waiting > 0.0 or signals.requests_running > 0.0:
             need = max(need, _Need(1, "requests in flight"), key=lambda n: n.replicas)
         if signals.requests_waiting > 0.0:
@@ -285,6 +299,16 @@ class ThriftyPolicy:
             steady,
             f"{demand:,.0f} tok/s at {capacity:,.0f} tok/s per replica "
             f"({utilization:.0%} target utilisation)",
+        )
+
+    def _roomy(self, observation: types.Observation, signals: types.Signals) -> bool:
+        """No queue, KV cache at most half the saturation level, TTFT at most half the target."""
+        target = observation.spec.ttft_p95_target_seconds
+        ttft = signals.ttft_p95_seconds
+        return (
+            signals.requests_waiting == 0.0
+            and signals.kv_cache_usage <= self.saturation_kv_usage / 2.0
+            and (target is None or ttft is None or ttft <= target / 2.0)
         )
 
     def _need_by_queue(self, observation: types.Observation, signals: types.Signals) -> _Need:

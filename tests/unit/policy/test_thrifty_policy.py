@@ -423,3 +423,65 @@ def test_scale_down_goes_to_the_highest_need_of_the_delay_window() -> None:
     decisions = run(policy, ticks)
     assert [d.replicas for d in decisions[:20]] == [8] * 20
     assert decisions[20].replicas == 3
+
+
+def test_unknown_capacity_with_ample_headroom_tries_one_fewer_after_the_delay() -> None:
+    # Per-replica throughput never saturated: it cannot prove 2 replicas carry the load, but no
+    # queue, a KV cache a third full and TTFT at a quarter of the target let it try.
+    roomy = signals(kv_cache_usage=0.3, ttft_p95_seconds=0.5)
+    ticks = [
+        observation(
+            now=1000.0 + 15.0 * i, sig=roomy, desired=3, capacity_tokens_per_second_per_replica=None
+        )
+        for i in range(21)
+    ]
+    decisions = run(POLICY, ticks)
+    assert all(d.replicas == 3 for d in decisions[:20])
+    assert decisions[20].replicas == 2
+    assert "trying one fewer" in decisions[20].message
+
+
+@pytest.mark.parametrize(
+    ("sig", "roomy"),
+    [
+        (signals(kv_cache_usage=0.6), False),  # KV past half the saturation level
+        (signals(ttft_p95_seconds=1.5), False),  # TTFT past half the target
+        (signals(requests_waiting=1.0), False),  # a queue, however short
+        (signals(kv_cache_usage=0.3, ttft_p95_seconds=0.5), True),
+    ],
+)
+def test_headroom_needs_every_signal_to_agree(sig: types.Signals, roomy: bool) -> None:
+    tick = observation(sig=sig, desired=3, capacity_tokens_per_second_per_replica=None)
+    decision = POLICY.decide(tick, {})
+    assert ("trying one fewer" in decision.message) is roomy
+
+
+def test_a_single_waiting_request_is_not_saturation() -> None:
+    one_waiting = signals(requests_waiting=1.0)
+    ticks = [
+        observation(
+            now=1000.0 + 15.0 * i,
+            sig=one_waiting,
+            desired=4,
+            capacity_tokens_per_second_per_replica=None,
+        )
+        for i in range(10)
+    ]
+    state = run(POLICY, ticks)[-1].state
+    assert state[thrifty_policy.CAPACITY_SOURCE] == thrifty_policy.LOWER_BOUND
+
+
+def test_saturation_above_a_lower_bound_replaces_it_at_once() -> None:
+    state: types.PolicyState = {
+        thrifty_policy.CAPACITY: 1000.0,
+        thrifty_policy.CAPACITY_SOURCE: thrifty_policy.LOWER_BOUND,
+        thrifty_policy.READY: 2,
+        thrifty_policy.READY_SINCE: 0.0,
+        thrifty_policy.LAST_SEEN: 985.0,
+    }
+    saturated = signals(requests_waiting=10.0, kv_cache_usage=0.95)
+    decision = POLICY.decide(
+        observation(sig=saturated, desired=2, capacity_tokens_per_second_per_replica=None), state
+    )
+    assert decision.state[thrifty_policy.CAPACITY] == pytest.approx(3000.0)
+    assert decision.state[thrifty_policy.CAPACITY_SOURCE] == thrifty_policy.SATURATED
