@@ -1,0 +1,61 @@
+"""The bench's comparison at equal SLO attainment (bench/run.py), on hand-made curves."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from thrifty.sim.runner import RunResult
+
+_BENCH = Path(__file__).parents[3] / "bench" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("thrifty_bench_run", _BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_TEMPLATE = RunResult(
+    policy="x", trace="t", attribution="a", profile="p", requests=100, served=100,
+    duration_seconds=3600.0, gpu_hours=1.0, cost_dollars=2.5, tokens=1e6,
+    dollars_per_million_tokens=2.5, ttft_p50_seconds=0.1, ttft_p95_seconds=0.5,
+    ttft_p99_seconds=1.0, slo_ttft_seconds=2.0, slo_attainment=0.9, seconds_over_budget=0.0,
+    scale_events=3, max_replicas=2, truncated_requests=0, series=(),
+)  # fmt: skip
+
+
+def _points(bench: ModuleType, pairs: list[tuple[float, float]]) -> list[object]:
+    return [
+        bench.Point("hpa", float(i), replace(_TEMPLATE, gpu_hours=g, slo_attainment=a))
+        for i, (g, a) in enumerate(pairs)
+    ]
+
+
+def test_frontier_drops_dominated_settings(bench: ModuleType) -> None:
+    points = _points(bench, [(4.0, 0.95), (2.0, 0.80), (3.0, 0.79), (6.0, 0.99)])
+    assert bench.frontier(points) == [(2.0, 0.80), (4.0, 0.95), (6.0, 0.99)]
+
+
+def test_gpu_hours_interpolated_at_equal_attainment(bench: ModuleType) -> None:
+    points = _points(bench, [(2.0, 0.80), (4.0, 0.90), (6.0, 0.99)])
+    assert bench.gpu_hours_at(points, 0.85).gpu_hours == pytest.approx(3.0)
+    assert bench.gpu_hours_at(points, 0.5).gpu_hours == 2.0  # cheapest already reaches it
+    ceiling = bench.gpu_hours_at(points, 0.995)
+    assert ceiling.gpu_hours is None and "never reaches" in ceiling.note
+    assert ceiling.ceiling_attainment == 0.99 and ceiling.ceiling_gpu_hours == 6.0
+
+
+def test_ceiling_takes_the_cheapest_setting_near_the_best(bench: ModuleType) -> None:
+    points = _points(bench, [(2.7, 0.823), (7.5, 0.829)])
+    ceiling = bench.gpu_hours_at(points, 0.99)
+    assert ceiling.ceiling_gpu_hours == 2.7
