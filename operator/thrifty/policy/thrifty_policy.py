@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass
 
 from thrifty import cost
-from thrifty.policy import common, types
+from thrifty.policy import common, limits, types
 
 # Keys of the carried state. Stable names: the operator persists them in status.
 CAPACITY = "capacity_tokens_per_second_per_replica"
@@ -129,7 +129,7 @@ class ThriftyPolicy:
         if target != current:
             reason, bound = types.Reason.BOUNDS, types.Bound.BOUNDS
             because = f"{because} within {spec.min_replicas}..{spec.max_replicas} replicas"
-        cap = _dollars_per_hour_cap(observation)
+        cap = limits.dollars_per_hour_cap(observation)
         if cap is not None:
             affordable = cost.replicas_within_dollars_per_hour(
                 cap, common.replica_cost(observation.pool)
@@ -397,13 +397,11 @@ class ThriftyPolicy:
                 reason, bound = types.Reason.SCALE_DOWN_DELAYED, types.Bound.HOLD
                 because = f"{because}; needs {wanted}, scale-down delayed"
 
-        before_limits = target
-        target, limit_reason, limit_bound, limit_because = self._limit(
-            observation, signals, target, tokens_per_second
-        )
-        if target < before_limits:
-            reason, bound = limit_reason, limit_bound
-            because = f"{need.because}; needs {before_limits}, but {limit_because}"
+        cut = limits.binding(limits.limits(observation, signals, tokens_per_second), target)
+        if cut is not None:
+            reason, bound = cut.reason, cut.bound
+            because = f"{need.because}; needs {target}, but {cut.because}"
+            target = cut.replicas
         bounded = min(max(target, spec.min_replicas), spec.max_replicas)
         if bounded != target:
             reason, bound = types.Reason.BOUNDS, types.Bound.BOUNDS
@@ -458,66 +456,6 @@ class ThriftyPolicy:
         safest = int(max(need for _, need in recent))
         return max(safest, current - step), False
 
-    def _limit(
-        self,
-        observation: types.Observation,
-        signals: types.Signals,
-        target: int,
-        tokens_per_second: float,
-    ) -> tuple[int, types.Reason, types.Bound, str]:
-        """The lowest of GPU capacity, $/hour and $/1M tokens limits that binds ``target``."""
-        spec = observation.spec
-        replicas = observation.replicas
-        pool = observation.pool
-        limits: list[tuple[int, types.Reason, types.Bound, str]] = []
-        if pool.free_gpus is not None and pool.gpus_per_replica > 0:
-            more = max(pool.free_gpus, 0) // pool.gpus_per_replica
-            # Replicas already ordered but still pending keep their place (they start when GPUs
-            # free up); only new orders need free GPUs.
-            room = max(replicas.ready + replicas.starting + more, replicas.desired)
-            limits.append(
-                (
-                    room,
-                    types.Reason.CAPACITY_LIMITED,
-                    types.Bound.CAPACITY,
-                    f"pool {pool.name} has free GPUs for {more} more",
-                )
-            )
-        replica_cost = common.replica_cost(pool)
-        hourly_cap = _dollars_per_hour_cap(observation)
-        if hourly_cap is not None:
-            affordable = cost.replicas_within_dollars_per_hour(hourly_cap, replica_cost)
-            limits.append(
-                (
-                    max(affordable, spec.min_replicas),
-                    types.Reason.BUDGET_LIMITED,
-                    types.Bound.BUDGET,
-                    f"{cost.format_dollars_per_hour(hourly_cap)} cap allows {affordable}",
-                )
-            )
-        token_cap = _scaled(observation, spec.max_dollars_per_million_tokens)
-        if token_cap is not None:
-            affordable_by_tokens = cost.replicas_within_dollars_per_million_tokens(
-                token_cap, replica_cost, tokens_per_second
-            )
-            if affordable_by_tokens is not None:
-                busy = signals.requests_waiting > 0.0 or signals.requests_running > 0.0
-                floor = max(spec.min_replicas, 1 if busy else 0)
-                limits.append(
-                    (
-                        max(affordable_by_tokens, floor),
-                        types.Reason.BUDGET_LIMITED,
-                        types.Bound.BUDGET,
-                        f"{cost.format_dollars_per_million_tokens(token_cap)} cap at "
-                        f"{tokens_per_second:,.0f} tok/s allows {affordable_by_tokens}",
-                    )
-                )
-        binding = [limit for limit in limits if limit[0] < target]
-        if not binding:
-            return target, types.Reason.STEADY, types.Bound.NONE, ""
-        # Lowest limit wins; on a tie the budget is named (it is the one the user set).
-        return min(binding, key=lambda limit: (limit[0], limit[2] != types.Bound.BUDGET))
-
 
 def _movement_reason(
     observation: types.Observation, target: int, reason: types.Reason, to_zero: bool
@@ -539,29 +477,6 @@ def _movement_reason(
     if replicas.starting > 0 and target > replicas.ready:
         return types.Reason.WAITING_FOR_STARTUP
     return types.Reason.STEADY
-
-
-def _scaled(observation: types.Observation, cap: float | None) -> float | None:
-    """A spec cap as enforced: Soft budgets may overrun by their declared share."""
-    if cap is None:
-        return None
-    spec = observation.spec
-    if spec.enforcement == types.Enforcement.SOFT:
-        return cap * (1.0 + max(spec.soft_overrun_fraction, 0.0))
-    return cap
-
-
-def _dollars_per_hour_cap(observation: types.Observation) -> float | None:
-    """The tighter of the spec's $/hour cap (Soft overrun included) and the CostBudget allowance."""
-    caps = [
-        cap
-        for cap in (
-            _scaled(observation, observation.spec.max_dollars_per_hour),
-            observation.budget_dollars_per_hour_available,
-        )
-        if cap is not None
-    ]
-    return min(caps) if caps else None
 
 
 def _ceil(value: float) -> int:
