@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import socket
 import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from harness import Cluster
+from harness import Cluster, HarnessError, kwok, procs, start_local
+from harness import session as session_module
 from harness.cluster import wait_until
-from harness.session import pinned_versions
+from harness.session import default_bin_dir, pinned_versions
 
 KWOK_TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
 
@@ -328,3 +332,40 @@ def test_prometheus_scrapes_targets_added_at_runtime(cluster: Cluster) -> None:
         cluster.remove_scrape_targets("smoke")
         server.shutdown()
         thread.join(timeout=5)
+
+
+def _skip_without_binaries() -> None:
+    missing = kwok.missing_binaries(default_bin_dir())
+    if missing:
+        pytest.skip(f"local cluster binaries not built ({', '.join(missing)}): bash e2e/build.sh")
+
+
+def test_a_port_given_explicitly_and_in_use_is_reported_not_replaced(tmp_path: Path) -> None:
+    _skip_without_binaries()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run_dir = tmp_path / "run"
+        with pytest.raises(HarnessError, match=f"port {port} for kube-apiserver .* already in use"):
+            start_local(
+                name=f"thrifty-e2e-port-{os.getpid()}", run_dir=run_dir, kube_apiserver_port=port
+            )
+    assert not (run_dir / "kwok").exists()
+
+
+def test_a_failed_start_stops_every_process_it_started(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _skip_without_binaries()
+
+    def fail_after_the_control_plane_started(cluster: Cluster) -> None:
+        raise RuntimeError("injected failure after kwokctl and Prometheus started")
+
+    monkeypatch.setattr(session_module, "apply_fake_nodes", fail_after_the_control_plane_started)
+    run_dir = tmp_path / "run"
+    with pytest.raises(HarnessError, match="step 'fake GPU nodes' failed: injected failure"):
+        start_local(name=f"thrifty-e2e-broken-{os.getpid()}", run_dir=run_dir)
+    assert procs.pids_mentioning(f"{run_dir}/") == []
+    # The control plane did run (its logs were kept for the post-mortem) and is gone now.
+    assert (run_dir / "failed-start-logs" / "kube-apiserver.log").is_file()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -56,6 +57,7 @@ def _down(args: argparse.Namespace) -> int:
     else:
         # No state: a start that failed before recording it. End whatever still names the directory.
         procs.terminate(procs.pids_mentioning(f"{run_dir}/"))
+        shutil.rmtree(run_dir, ignore_errors=True)
         problems = []
     for problem in problems:
         print(problem, file=sys.stderr)

@@ -205,8 +205,10 @@ def start_local(
         _wait_default_service_account(session.cluster)
     except BaseException as error:
         _preserve_logs(run_dir, name)
-        session.keep_run_dir = True
+        session.keep_run_dir = not isinstance(error, KeyboardInterrupt)
         problems = session.stop()
+        if isinstance(error, KeyboardInterrupt):
+            raise  # an interrupted run stops, it is not a failed start to report per test
         raise HarnessError(
             f"step '{step}' failed: {error}\n"
             f"Logs kept in {run_dir}. Everything started was stopped"
