@@ -490,9 +490,11 @@ def test_cluster_wide_rbac_is_minimal(cluster: Cluster, release: Release) -> Non
         ("create", "pods", "-n", ns),
         ("delete", "pods", "-n", ns),
         ("create", "pods/exec", "-n", ns),
-        ("patch", "modelservices.thrifty.dev", "-n", ns),
+        ("update", "modelservices.thrifty.dev", "-n", ns),
         ("delete", "modelservices.thrifty.dev", "-n", ns),
+        ("create", "modelservices.thrifty.dev", "-n", ns),
         ("update", "gpupools.thrifty.dev"),
+        ("delete", "gpupools.thrifty.dev"),
         ("patch", "nodes"),
         ("update", "leases.coordination.k8s.io/kube-scheduler", "-n", "kube-system"),
         ("update", "leases.coordination.k8s.io/someone-else", "-n", other),
@@ -506,25 +508,33 @@ def test_cluster_wide_rbac_is_minimal(cluster: Cluster, release: Release) -> Non
         assert not release.can(verb, resource, *flags), f"may {verb} {resource} {flags}"
 
 
+@pytest.mark.parametrize("namespaced", [True, False], ids=["namespaced", "cluster-wide"])
 def test_operator_with_only_the_charts_permissions_reconciles_to_ready(
     cluster: Cluster,
     release: Release,
     namespace: str,
     operator_process: StartOperator,
     tmp_path: Path,
+    namespaced: bool,
 ) -> None:
-    """Namespaced mode, the tightest: workload permissions only in the watched namespace."""
-    release.install("--set", f"operator.watchNamespaces={{{namespace}}}")
+    """The operator as the chart's ServiceAccount, nothing else: examples in, Ready out, and not
+    one request refused. Namespaced mode is the tightest: workload permissions only there."""
+    if namespaced:
+        release.install("--set", f"operator.watchNamespaces={{{namespace}}}")
+        assert not release.can("patch", "deployments.apps", "-n", "default")
+        assert not release.can("get", "modelservices.thrifty.dev", "-n", "default")
+        assert release.can("watch", "namespaces")  # kopf's namespace observer, this mode only
+        assert not release.can("get", "namespaces")
+    else:
+        release.install()
     assert release.can("patch", "deployments.apps", "-n", namespace)
-    assert not release.can("patch", "deployments.apps", "-n", "default")
-    assert not release.can("get", "modelservices.thrifty.dev", "-n", "default")
     assert not release.can("get", "secrets", "-n", namespace)
 
     for pool in ("gpupool-h100-on-demand.yaml", "gpupool-h100-spot.yaml"):
         cluster.kubectl("apply", "-f", str(REPO / "examples" / pool))
     kubeconfig = release.kubeconfig_as_service_account(tmp_path / "operator.kubeconfig")
     operator = operator_process(
-        namespaces=[namespace],
+        namespaces=[namespace] if namespaced else [],
         env={
             "KUBECONFIG": str(kubeconfig),
             "POD_NAMESPACE": release.namespace,

@@ -7,11 +7,12 @@ these permissions and checks that nothing more is granted.
 */}}
 
 {{- define "thrifty.clusterRules" -}}
-# GPUPools are cluster-scoped: kopf lists and watches them for the pool timer; the autoscaler and
-# the reconciler read a ModelService's pool by name.
+# GPUPools are cluster-scoped: kopf lists and watches them for the pool timer and patches its
+# bookkeeping annotations (prefix thrifty.dev) on them; the autoscaler and the reconciler read a
+# ModelService's pool by name. The operator never changes a pool's spec.
 - apiGroups: ["thrifty.dev"]
   resources: ["gpupools"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
 # GPUPool status: GPUs allocatable on the pool's nodes and GPUs used per ModelService.
 - apiGroups: ["thrifty.dev"]
   resources: ["gpupools/status"]
@@ -29,14 +30,22 @@ these permissions and checks that nothing more is granted.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["list", "watch"]
+{{- if .Values.operator.watchNamespaces }}
+# Namespaced mode only: kopf lists and watches namespaces to learn which watched ones exist (and
+# when one is created later). Without it kopf retries the refused list for a minute at every start.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
+{{- end }}
 {{- end }}
 
 {{- define "thrifty.namespacedRules" -}}
-# ModelServices: kopf lists and watches them (reconcile on change, resync and decision timers); the
-# autoscaler reads each one before deciding.
+# ModelServices: kopf lists and watches them (reconcile on change, resync and decision timers) and
+# patches its bookkeeping annotations (prefix thrifty.dev) on them; the autoscaler reads each one
+# before deciding. The spec is never written here: replicas go through the scale subresource.
 - apiGroups: ["thrifty.dev"]
   resources: ["modelservices"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
 # ModelService status: replicas, pool, $/hour, $/1M tokens, conditions, the last decision.
 - apiGroups: ["thrifty.dev"]
   resources: ["modelservices/status"]
@@ -46,30 +55,31 @@ these permissions and checks that nothing more is granted.
 - apiGroups: ["thrifty.dev"]
   resources: ["modelservices/scale"]
   verbs: ["patch"]
-# CostBudgets: kopf lists and watches them for the budget timer; the autoscaler reads a member's
-# budget by name.
+# CostBudgets: kopf lists and watches them for the budget timer and patches its bookkeeping
+# annotations on them; the autoscaler reads a member's budget by name.
 - apiGroups: ["thrifty.dev"]
   resources: ["costbudgets"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
 # CostBudget status: current spend per hour and its members.
 - apiGroups: ["thrifty.dev"]
   resources: ["costbudgets/status"]
   verbs: ["patch"]
-# The vLLM Deployment of each ModelService: server-side apply (patch, which also creates it),
-# read back for ready replicas, watched so a change to it triggers a reconcile at once. No
-# delete: owner references let the garbage collector remove it with its ModelService.
+# The vLLM Deployment of each ModelService: server-side apply (a patch, authorised as create too
+# when the object does not exist yet), read back for ready replicas, watched so a change to it
+# triggers a reconcile at once. No delete: owner references let the garbage collector remove it
+# with its ModelService.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "patch"]
-# The Service in front of each ModelService's pods, by server-side apply.
+  verbs: ["get", "list", "watch", "create", "patch"]
+# The Service in front of each ModelService's pods, by server-side apply (create, then patch).
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["patch"]
+  verbs: ["create", "patch"]
 # The PodDisruptionBudget that keeps drains from taking a model's last replicas, by server-side
-# apply.
+# apply (create, then patch).
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["patch"]
+  verbs: ["create", "patch"]
 # HPAs, read only: an HPA targeting a ModelService's scale subresource takes precedence, and the
 # autoscaler then only advises.
 - apiGroups: ["autoscaling"]
