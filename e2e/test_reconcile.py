@@ -254,6 +254,17 @@ def test_scale_subresource_refuses_replicas_outside_the_bounds(
     assert refused.returncode != 0 and "replicas must be within" in refused.stderr
 
 
+def test_kubectl_explains_the_api_and_shows_the_columns(cluster: Cluster, namespace: str) -> None:
+    explained = cluster.kubectl("explain", "modelservice.spec.scaling.scaleToZeroIdleSeconds")
+    assert "needs minReplicas 0" in explained.stdout
+    apply(cluster, namespace, small_model("shown"))
+    table = cluster.kubectl("get", "ms", "-n", namespace).stdout.splitlines()[0].split()
+    for column in ("POOL", "READY", "DESIRED", "QUEUE", "$/HOUR", "$/1M", "AGE"):
+        assert column in table
+    listed = cluster.kubectl("get", "thrifty", "-n", namespace, "-o", "name").stdout
+    assert "modelservice.thrifty.dev/shown" in listed
+
+
 def test_pool_price_must_not_be_negative(cluster: Cluster) -> None:
     pool = example("gpupool-l4.yaml")
     pool["metadata"]["name"] = "negative-price"
