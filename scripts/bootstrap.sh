@@ -49,8 +49,13 @@ fi
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   as_root apt-get update -qq
-  # The Debian package enables and starts a system prometheus service where systemd runs; the
-  # tests never use it (each session starts its own on a free port).
+  # Debian starts a package's service on install: the system prometheus would listen on *:9090.
+  # The tests start their own on 127.0.0.1, so a temporary policy-rc.d keeps services from starting.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    as_root sh -c "printf '#!/bin/sh\nexit 101\n' >$policy && chmod 755 $policy"
+    trap 'as_root rm -f "$policy"' EXIT
+  fi
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
