@@ -14,6 +14,16 @@ cache=${THRIFTY_CACHE:-$HOME/.cache/thrifty}
 bin="$cache/bin"
 mkdir -p "$bin" "$cache/tmp"
 
+# One build at a time per cache (two test sessions may bootstrap at once): a second run waits, then
+# finds the entries built. Under the lock, scratch directories left by a killed build are garbage.
+command -v flock >/dev/null || { echo "[build] flock (util-linux) is missing: install it and rerun $0" >&2; exit 1; }
+exec 9>"$cache/build.lock"
+flock 9
+rm -rf "${cache:?}/tmp/"*
+# The scratch directory of the step in progress; removed however the script ends.
+work=""
+trap 'rm -rf "$work"' EXIT
+
 step() { printf '[build] %s\n' "$*" >&2; }
 fail() {
   printf '[build] FAILED at step "%s". Nothing was added to %s for it; fix the cause and rerun %s\n' \
@@ -34,14 +44,13 @@ publish() { # publish NAME VERSION FILE: atomically place a finished binary and 
 }
 
 build_kubernetes() {
-  local v=$KUBERNETES_VERSION minor staging work
+  local v=$KUBERNETES_VERSION minor staging
   local names=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
   local missing=0
   for n in "${names[@]}"; do have "$n" "$v" || missing=1; done
   if [ $missing = 0 ]; then for n in "${names[@]}"; do ln -sfn "$n-$v" "$bin/$n"; done; return; fi
   step "kubernetes $v: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl (cold: 15-30 min)"
-  work=$(mktemp -d "$cache/tmp/k8s.XXXXXX")
-  trap 'rm -rf "$work"' RETURN
+  rm -rf "$work"; work=$(mktemp -d "$cache/tmp/k8s.XXXXXX")
   minor=${v#v1.}; staging="v0.${minor}"
   local gomod
   gomod=$(cd "$work" && go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p') \
@@ -74,11 +83,10 @@ build_kubernetes() {
 }
 
 build_etcd() {
-  local v=$ETCD_VERSION work gomod
+  local v=$ETCD_VERSION gomod
   if have etcd "$v"; then ln -sfn "etcd-$v" "$bin/etcd"; return; fi
   step "etcd $v"
-  work=$(mktemp -d "$cache/tmp/etcd.XXXXXX")
-  trap 'rm -rf "$work"' RETURN
+  rm -rf "$work"; work=$(mktemp -d "$cache/tmp/etcd.XXXXXX")
   gomod=$(cd "$work" && go mod download -json "go.etcd.io/etcd/server/v3@$v" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p') \
     || fail "download etcd $v"
   {
@@ -95,11 +103,10 @@ build_etcd() {
 }
 
 go_install() { # go_install NAME VERSION MODULE/PATH [EXTRA_LDFLAGS]
-  local n=$1 v=$2 path=$3 extra=${4:-} work
+  local n=$1 v=$2 path=$3 extra=${4:-}
   if have "$n" "$v"; then ln -sfn "$n-$v" "$bin/$n"; return; fi
   step "$n $v"
-  work=$(mktemp -d "$cache/tmp/$n.XXXXXX")
-  trap 'rm -rf "$work"' RETURN
+  rm -rf "$work"; work=$(mktemp -d "$cache/tmp/$n.XXXXXX")
   (cd "$work" && GOBIN="$work" go install -ldflags "-s -w $extra" "$path@$v") || fail "go install $n $v"
   publish "$n" "$v" "$work/$n"
 }
