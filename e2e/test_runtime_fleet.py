@@ -43,7 +43,7 @@ SPEC = modelservice.ModelServiceSpec.model_validate(
 )
 
 
-def _deployment(namespace: str, replicas: int) -> str:
+def _deployment(namespace: str, replicas: int, engine: str = "sim") -> str:
     """The engine Deployment as the operator renders it, reduced to what KWOK needs."""
     manifest: dict[str, Any] = {
         "apiVersion": "apps/v1",
@@ -53,7 +53,10 @@ def _deployment(namespace: str, replicas: int) -> str:
             "replicas": replicas,
             "selector": {"matchLabels": {"thrifty.dev/model-service": MODEL_SERVICE}},
             "template": {
-                "metadata": {"labels": {"thrifty.dev/model-service": MODEL_SERVICE}},
+                "metadata": {
+                    "labels": {"thrifty.dev/model-service": MODEL_SERVICE},
+                    "annotations": {"thrifty.dev/engine": engine},
+                },
                 "spec": {
                     "nodeSelector": {"thrifty.dev/pool": "h100-on-demand"},
                     "tolerations": [
@@ -207,3 +210,77 @@ def test_pods_get_engines_that_prometheus_scrapes_and_the_adapter_reads(
     assert dict(report.errors) == {}
     assert set(report.statuses) == {200}
     assert report.short_completions == 0
+
+
+def _served_by_pod(router: str) -> dict[str, int]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{router}/engines", timeout=10) as response:
+        return {str(e["pod"]): int(e["served"]) for e in json.loads(response.read())}
+
+
+def _scale(cluster: Cluster, namespace: str, replicas: int) -> None:
+    cluster.kubectl(
+        "scale", "deployment/llama-8b-engine", "-n", namespace, f"--replicas={replicas}"
+    )
+
+
+@pytest.mark.vllm
+@pytest.mark.timeout(2400)
+def test_real_vllm_engines_scale_0_1_2_1_under_load_and_the_scale_down_drains(
+    cluster: Cluster, namespace: str, mirror: Mirror
+) -> None:
+    """Real vLLM behind the mirror (pods annotated `thrifty.dev/engine: vllm`)."""
+    cluster.apply(_deployment(namespace, replicas=0, engine="vllm"))
+    _scale(cluster, namespace, 1)
+    wait_until(
+        lambda: len(mirror.engines()) == 1 or None,
+        timeout_seconds=1200,  # includes the cached vLLM install and tiny model build
+        what="a real vLLM engine for the first pod",
+        interval_seconds=2,
+    )
+    router = str(mirror.state()["router_url"])
+    url = completions_url(router, namespace, MODEL_SERVICE)
+    source = PrometheusSignals(cluster.prometheus_url)
+    try:
+        with ClosedLoop([url], concurrency=8, max_tokens=128) as load:
+            _scale(cluster, namespace, 2)
+            wait_until(
+                lambda: len(mirror.engines()) == 2 or None,
+                timeout_seconds=900,
+                what="a second real vLLM engine",
+                interval_seconds=2,
+            )
+            wait_until(
+                lambda: (
+                    s if len(s := _served_by_pod(router)) == 2 and min(s.values()) > 0 else None
+                ),
+                timeout_seconds=120,
+                what="both engines serving requests",
+            )
+            reading = wait_until(
+                lambda: (
+                    r
+                    if (r := asyncio.run(source.read(namespace, MODEL_SERVICE))).signals
+                    and r.signals.requests_per_second > 0
+                    else None
+                ),
+                timeout_seconds=180,
+                what="signals from both real engines",
+                interval_seconds=2,
+            )
+            _scale(cluster, namespace, 1)
+            wait_until(
+                lambda: len(mirror.engines()) == 1 or None,
+                timeout_seconds=300,
+                what="the removed pod's vLLM to drain and exit",
+                interval_seconds=2,
+            )
+        report = load.report
+    finally:
+        source.close()
+    assert reading.signals is not None and reading.signals.generation_tokens_per_second > 0
+    assert report.ok > 0
+    assert dict(report.errors) == {}
+    assert set(report.statuses) == {200}
+    assert report.short_completions == 0  # no request was cut or aborted by the scale-down

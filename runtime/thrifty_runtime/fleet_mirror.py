@@ -150,6 +150,9 @@ class FleetMirror:
         self._stop = threading.Event()
         self._watch_thread: threading.Thread | None = None
         self._vllm: tuple[Path, Path] | None = None  # (python, tiny model) once installed
+        self._vllm_lock = asyncio.Lock()
+        self._starting: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        self._gone_while_starting: set[tuple[str, str, str]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -169,6 +172,9 @@ class FleetMirror:
         consumer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await consumer
+        for key in list(self._starting):
+            self._gone_while_starting.add(key)
+        await asyncio.gather(*self._starting.values(), return_exceptions=True)
         await asyncio.gather(*(self._retire(key) for key in list(self._engines)))
         await self.router.stop()
         self._write_targets()
@@ -255,13 +261,29 @@ class FleetMirror:
             await self._ensure(spec)
 
     async def _ensure(self, spec: PodEngineSpec) -> None:
-        if spec.key in self._engines:
+        """Starts an engine for a serving pod, in the background: a real vLLM takes minutes to
+        become healthy and other pods must not wait for it."""
+        if spec.key in self._engines or spec.key in self._starting:
             return
-        if spec.engine == "vllm":
-            engine = await self._start_vllm(spec)
-        else:
-            engine = await self._start_sim(spec)
+        self._starting[spec.key] = asyncio.create_task(self._launch(spec))
+
+    async def _launch(self, spec: PodEngineSpec) -> None:
+        try:
+            if spec.engine == "vllm":
+                engine = await self._start_vllm(spec)
+            else:
+                engine = await self._start_sim(spec)
+        except Exception:
+            log.exception("could not start an engine for %s/%s", spec.namespace, spec.pod)
+            return
+        finally:
+            self._starting.pop(spec.key, None)
         self._engines[spec.key] = engine
+        if spec.key in self._gone_while_starting:
+            # The pod went away during start-up: stop the engine without ever routing to it.
+            self._gone_while_starting.discard(spec.key)
+            await self._retire(spec.key)
+            return
         self.router.add(engine.backend)
         self._write_targets()
         self._write_state()
@@ -281,10 +303,11 @@ class FleetMirror:
     async def _start_vllm(self, spec: PodEngineSpec) -> MirroredEngine:
         from thrifty_runtime import vllm_process
 
-        if self._vllm is None:
-            python = await asyncio.to_thread(vllm_process.ensure_installed)
-            model = await asyncio.to_thread(vllm_process.ensure_tiny_model, python)
-            self._vllm = (python, model)
+        async with self._vllm_lock:  # one install and model build, however many pods start
+            if self._vllm is None:
+                python = await asyncio.to_thread(vllm_process.ensure_installed)
+                model = await asyncio.to_thread(vllm_process.ensure_tiny_model, python)
+                self._vllm = (python, model)
         python, model = self._vllm
         port = _free_port()
         args = vllm_process.cpu_engine_args(spec.args, model_dir=model, port=port)
@@ -292,12 +315,18 @@ class FleetMirror:
         work.mkdir(parents=True, exist_ok=True)
         process = vllm_process.VllmProcess(python, args, port, work)
         process.start()
-        await asyncio.to_thread(process.wait_healthy, 900)
+        try:
+            await asyncio.to_thread(process.wait_healthy, 900)
+        except BaseException:
+            process.kill()
+            raise
         settings, _ = settings_from_args(list(_without_vllm_serve(spec.args)))
         backend = Backend(spec.namespace, spec.model_service, spec.pod, process.url)
         return MirroredEngine(spec, backend, settings.shutdown_timeout_seconds, real=process)
 
     def _begin_retire(self, key: tuple[str, str, str]) -> None:
+        if key in self._starting:
+            self._gone_while_starting.add(key)
         engine = self._engines.get(key)
         if engine is None or engine.stopping is not None:
             return

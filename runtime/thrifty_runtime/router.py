@@ -5,7 +5,8 @@ router listens on 127.0.0.1 and forwards `/<namespace>/<model-service>/<path>` t
 ModelService's engines, chosen least-loaded: the fewest requests in flight through the router
 (ties: the one used least recently). Bodies stream through unchanged, so `stream: true` works.
 A ModelService without engines answers 503, as a Service without ready endpoints refuses; an
-engine that cannot be reached is skipped and the request tried on the next one.
+engine that cannot be reached, or that refuses with 503 because it is draining, is skipped and
+the request tried on the next one.
 
 `GET /engines` lists the engines and their in-flight counts (for tests and humans).
 """
@@ -162,6 +163,12 @@ class Router:
                     f"engine {backend.url} unreachable: {error}"
                 ) from error
             async with upstream:
+                if upstream.status == 503 and self.pick(
+                    backend.namespace, backend.model_service, {id(backend)}
+                ):
+                    # A draining engine refuses new work; retry elsewhere, as a proxy with
+                    # retry-on-503 does, instead of passing the refusal to the client.
+                    raise EngineUnreachableError(f"engine {backend.url} is shutting down")
                 response = web.StreamResponse(
                     status=upstream.status,
                     headers={

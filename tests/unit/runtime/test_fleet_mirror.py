@@ -164,3 +164,27 @@ def test_router_skips_unreachable_engines_and_refuses_without_any() -> None:
             await engine.stop()
 
     run(scenario)
+
+
+def test_router_retries_a_draining_engines_refusal_elsewhere() -> None:
+    async def scenario() -> None:
+        draining, live = await _engine(), await _engine()
+        draining.draining = True  # as between SIGTERM and the end of its drain
+        router = Router()
+        await router.start()
+        refusing = Backend("ns", "ms", "draining", draining.url)
+        serving = Backend("ns", "ms", "live", live.url)
+        router.add(refusing)
+        router.add(serving)
+        try:
+            async with aiohttp.ClientSession() as session:
+                url = f"{router.url}/ns/ms/v1/completions"
+                results = await asyncio.gather(*(_post(session, url) for _ in range(4)))
+            assert [status for status, _ in results] == [200] * 4
+            assert serving.served == 4 and refusing.served == 0
+        finally:
+            await router.stop()
+            await draining.stop()
+            await live.stop()
+
+    run(scenario)
