@@ -369,3 +369,29 @@ def test_a_failed_start_stops_every_process_it_started(
     assert procs.pids_mentioning(f"{run_dir}/") == []
     # The control plane did run (its logs were kept for the post-mortem) and is gone now.
     assert (run_dir / "failed-start-logs" / "kube-apiserver.log").is_file()
+
+
+def test_every_process_of_the_session_listens_on_loopback_only(cluster: Cluster) -> None:
+    if not cluster.local:
+        pytest.skip("only the processes of a cluster the harness started are known")
+    # The kubeconfig lives in the session's run directory, which every process it started names
+    # (processes of other tests may name it too; only the harness's own programs are checked).
+    harness_programs = {
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok-controller",
+        "prometheus",
+    }
+    pids = procs.pids_mentioning(f"{cluster.kubeconfig.parent}/")
+    names = {pid: (procs.cmdline(pid).split() or [""])[0].rsplit("/", 1)[-1] for pid in pids}
+    by_program = {
+        names[pid]: addresses
+        for pid, addresses in procs.listening_addresses(pids).items()
+        if names[pid] in harness_programs
+    }
+    assert set(by_program) == harness_programs
+    for program, addresses in by_program.items():
+        assert addresses, f"{program} listens nowhere?"
+        assert all(address.startswith("127.0.0.1:") for address in addresses), (program, addresses)

@@ -78,3 +78,45 @@ def terminate(pids: list[int], grace_seconds: float = 10.0) -> list[int]:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
     return live
+
+
+def _listening_sockets() -> dict[str, str]:
+    """Socket inode -> "address:port" of every listening TCP socket in this network namespace."""
+    listening = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, state, inode = fields[1], fields[3], fields[9]
+                if state == "0A":  # TCP_LISTEN
+                    listening[inode] = _decode_address(local)
+    return listening
+
+
+def _decode_address(hex_address: str) -> str:
+    host, port = hex_address.split(":")
+    raw = bytes.fromhex(host)
+    if len(raw) == 4:
+        address = ".".join(str(octet) for octet in reversed(raw))
+    else:  # IPv6: four 32-bit words, each little-endian
+        words = [raw[i : i + 4][::-1].hex() for i in range(0, 16, 4)]
+        address = ":".join("".join(words)[i : i + 4] for i in range(0, 32, 4))
+    return f"{address}:{int(port, 16)}"
+
+
+def listening_addresses(pids: list[int]) -> dict[int, list[str]]:
+    """The TCP addresses each of `pids` listens on (from /proc, no external tools)."""
+    sockets = _listening_sockets()
+    result: dict[int, list[str]] = {}
+    for pid in pids:
+        found = []
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inode = target[len("socket:[") : -1]
+                        if inode in sockets:
+                            found.append(sockets[inode])
+        result[pid] = sorted(found)
+    return result
