@@ -155,6 +155,11 @@ class Engine:
         self._prompt_tokens_total = 0
         self._generation_tokens_done = 0
         self._pending_events: list[EngineEvent] = []
+        # Next internal event time as of the last run; rates are constant until then, so it stays
+        # valid until a submit or an abort changes the batch. Lets a fleet skip engines with
+        # nothing due.
+        self._next_time: float | None = None
+        self._next_time_valid = True
 
     # -- gauges and counters -------------------------------------------------------------------
 
@@ -241,6 +246,7 @@ class Engine:
         self._requests[request_id] = request
         self._waiting.append(request)
         self._admit()
+        self._next_time_valid = False
 
     def abort(self, request_id: str, now: float) -> bool:
         """Drops a request wherever it is; False when it is unknown or already finished."""
@@ -263,6 +269,7 @@ class Engine:
             self._finished_event(request, now, tokens, FinishedReason.ABORT)
         )
         self._admit()
+        self._next_time_valid = False
         return True
 
     def advance(self, until: float) -> list[EngineEvent]:
@@ -276,8 +283,11 @@ class Engine:
         """When the next first token or finish happens if nothing else arrives (None: idle)."""
         if self._pending_events:
             return self._clock
-        prefill_rate, decode_rate = self._rates()
-        return self._next_internal_time(prefill_rate, decode_rate)
+        if not self._next_time_valid:
+            prefill_rate, decode_rate = self._rates()
+            self._next_time = self._next_internal_time(prefill_rate, decode_rate)
+            self._next_time_valid = True
+        return self._next_time
 
     # -- the model -----------------------------------------------------------------------------
 
@@ -336,12 +346,14 @@ class Engine:
         if not self._prefill and not self._decoding:
             # Idle (waiting requests are always admitted into an empty batch): nothing to run.
             self._clock = max(until, self._clock)
+            self._next_time, self._next_time_valid = None, True
             return events
         while True:
             prefill_rate, decode_rate = self._rates()
             t_next = self._next_internal_time(prefill_rate, decode_rate)
             if t_next is None or t_next > until:
                 self._progress(max(until, self._clock), prefill_rate, decode_rate)
+                self._next_time, self._next_time_valid = t_next, True
                 return events
             self._progress(t_next, prefill_rate, decode_rate)
             self._complete_prefills(events)

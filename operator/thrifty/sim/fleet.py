@@ -104,8 +104,13 @@ class Fleet:
 
     # -- time ----------------------------------------------------------------------------------
 
-    def advance(self, now: float) -> list[EngineEvent]:
-        """Brings every engine to ``now``, turns started replicas ready, retires drained ones."""
+    def advance(self, now: float, only_due: bool = False) -> list[EngineEvent]:
+        """Brings engines to ``now``, turns started replicas ready, retires drained ones.
+
+        ``only_due`` advances only engines with an event due by ``now``: enough for routing
+        (their loads are current) and much cheaper per arrival; counters of the others lag
+        until the next full advance (every scrape does one).
+        """
         if self._next_ready is not None and self._next_ready <= now:
             for replica in self.replicas:
                 ready_at = replica.ready_at
@@ -117,9 +122,15 @@ class Fleet:
         draining = False
         for replica in self.replicas:
             state = replica.state
-            if replica.engine is not None and state in _SERVING:
-                events += replica.engine.advance(now)
-                draining = draining or state is ReplicaState.DRAINING
+            engine = replica.engine
+            if engine is None or state not in _SERVING:
+                continue
+            if only_due:
+                due = engine.next_event_time()
+                if due is None or due > now:
+                    continue
+            events += engine.advance(now)
+            draining = draining or state is ReplicaState.DRAINING
         if draining:
             self._retire_drained()
             self._place_pending(now)

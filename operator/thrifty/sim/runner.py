@@ -174,7 +174,9 @@ class _Run:
             now = min(candidates)
             if now > end:
                 break
-            self._advance(now)
+            # Arrivals only need current loads; scrapes and decisions need every counter.
+            full = next_scrape <= now or next_decision <= now
+            self._advance(now, only_due=not full)
             while next_index < len(requests) and requests[next_index].arrival_seconds <= now:
                 self._arrive(next_index, now)
                 next_index += 1
@@ -190,9 +192,9 @@ class _Run:
         self._advance(end)
         return self._result()
 
-    def _advance(self, now: float) -> None:
+    def _advance(self, now: float, only_due: bool = False) -> None:
         self.accounting.integrate(now, self.fleet.gpus_held)
-        for event in self.fleet.advance(now):
+        for event in self.fleet.advance(now, only_due):
             self._record(event)
 
     def _record(self, event: EngineEvent) -> None:
