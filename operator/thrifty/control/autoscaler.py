@@ -63,6 +63,8 @@ class AutoscalerSettings:
     """The operator's own /metrics; 0 disables the endpoint."""
     cold_start_seconds: float = 120.0
     staleness_limit_seconds: float = 60.0
+    scale_down_step_seconds: float = ThriftyPolicy.scale_down_step_seconds
+    """Time between two scale-down steps once the delay has passed (the policy's default)."""
     leader_election: bool = True
     lease_namespace: str = "default"
     lease_name: str = "thrifty-operator"
@@ -85,6 +87,9 @@ class AutoscalerSettings:
             cold_start_seconds=_env_float("THRIFTY_COLD_START_SECONDS", base.cold_start_seconds),
             staleness_limit_seconds=_env_float(
                 "THRIFTY_METRICS_STALENESS_SECONDS", base.staleness_limit_seconds
+            ),
+            scale_down_step_seconds=_env_float(
+                "THRIFTY_SCALE_DOWN_STEP_SECONDS", base.scale_down_step_seconds
             ),
             leader_election=os.environ.get("THRIFTY_LEADER_ELECTION", "true").lower()
             not in ("0", "false", "no"),
@@ -296,6 +301,16 @@ class Autoscaler:
             except kube.Conflict:
                 log.info("autoscaler %s/%s: status changed meanwhile; next tick", namespace, name)
         previous = status.autoscaler.last_decision if status.autoscaler else None
+        if decision is not None and (previous is None or previous.message != decision.message):
+            log.info(
+                "%s/%s %s: %s [%s, bound %s]",
+                namespace,
+                name,
+                authority.mode.value,
+                decision.message,
+                decision.reason.value,
+                decision.bound.value,
+            )
         event = autoscaling.event_for(result, previous, desired)
         if event is not None:
             await asyncio.to_thread(self.kube.event, body, *event)
@@ -437,6 +452,7 @@ async def start_autoscaler(memo: kopf.Memo, **_: Any) -> None:
         metrics=metrics,
         settings=settings,
         elector=elector,
+        policy=ThriftyPolicy(scale_down_step_seconds=settings.scale_down_step_seconds),
     )
 
 
