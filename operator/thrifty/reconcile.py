@@ -131,14 +131,7 @@ def _status(
             now=now,
             generation=generation,
         ),
-        explain.condition(
-            explain.CAPACITY_LIMITED,
-            where.capacity_limited,
-            explain.INSUFFICIENT_GPUS if where.capacity_limited else explain.ENOUGH_CAPACITY,
-            where.message,
-            now=now,
-            generation=generation,
-        ),
+        _capacity_condition(inputs.status, where, now=now, generation=generation),
         _progressing(deployment, replicas, now=now, generation=generation),
     ]
     merged = explain.set_conditions(inputs.status.conditions, conditions)
@@ -160,6 +153,31 @@ def _status(
             ),
             "conditions": merged,
         }
+    )
+
+
+def _capacity_condition(
+    status: modelservice.ModelServiceStatus,
+    where: placement.Placement,
+    *,
+    now: str,
+    generation: int,
+) -> common.Condition:
+    """CapacityLimited: the replicas asked for do not fit, or the autoscaler wanted more than the
+    pool can give and ordered only what fits (no pod waits; its decision says what is missing)."""
+    decision = status.autoscaler.last_decision if status.autoscaler else None
+    autoscaler_bound = decision is not None and decision.bound == policy_types.Bound.CAPACITY.value
+    limited = where.capacity_limited or autoscaler_bound
+    message = where.message
+    if autoscaler_bound and not where.capacity_limited and decision is not None:
+        message = f"autoscaler: {decision.message}"
+    return explain.condition(
+        explain.CAPACITY_LIMITED,
+        limited,
+        explain.INSUFFICIENT_GPUS if limited else explain.ENOUGH_CAPACITY,
+        message,
+        now=now,
+        generation=generation,
     )
 
 
