@@ -115,6 +115,7 @@ def mirror(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Mirror]
                 "--namespace", namespace,
                 "--file-sd", str(cluster.scrape_sd_dir / f"fleet-{namespace}.json"),
                 "--state-file", str(state_path),
+                "--vllm-work-dir", str(tmp_path / "vllm"),
             ],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -134,6 +136,7 @@ class VllmProcess:
     port: int
     work_dir: Path
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _tmp: Path | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
@@ -144,8 +147,11 @@ class VllmProcess:
         return self.work_dir / "vllm.log"
 
     def start(self, extra_env: Mapping[str, str] | None = None) -> None:
-        tmp = self.work_dir / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        # vLLM puts ZeroMQ socket files (36-character names) in TMPDIR and a socket path may
+        # not exceed 107 bytes: a short directory of our own, not one inside a deep work dir.
+        tmp = Path(tempfile.mkdtemp(prefix="thrifty-vllm-", dir="/tmp"))
+        self._tmp = tmp
         env = {
             **os.environ,
             "HF_HUB_OFFLINE": "1",
@@ -209,9 +215,16 @@ class VllmProcess:
         if self.process is None:
             return None
         try:
-            return self.process.wait(timeout_seconds)
+            code = self.process.wait(timeout_seconds)
         except subprocess.TimeoutExpired:
             return None
+        self._remove_tmp()
+        return code
+
+    def _remove_tmp(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
 
     def kill(self) -> None:
         """Ends the server's whole process group (its engine core is a child process)."""
@@ -221,6 +234,7 @@ class VllmProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(30)
+        self._remove_tmp()
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
