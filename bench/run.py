@@ -167,8 +167,13 @@ def bench_trace(args: argparse.Namespace, case: Case, log: Callable[[str], None]
     replica_cost = case.profile.gpus_per_replica * args.price_per_gpu_hour
     cap = max(replica_cost, round(peak / 2 / replica_cost) * replica_cost)
     spec = replace(_spec(args, case, 8.0), max_dollars_per_hour=cap, enforcement=Enforcement.HARD)
+    # The opening fleet must fit under the cap, or the run starts over budget before any decision.
+    affordable = int(cap // replica_cost)
+    budget_config = replace(
+        _config(args, case, spec), initial_replicas=min(case.initial_replicas, affordable)
+    )
     budget_run = simulate(
-        case.trace, cli.build_policy("thrifty", _context(args, case)), _config(args, case, spec)
+        case.trace, cli.build_policy("thrifty", _context(args, case)), budget_config
     )
     return TraceBench(case, thrifty, budget_run, cap, curves)
 
