@@ -52,8 +52,9 @@ def cluster() -> Iterator[Cluster]:
     """A running cluster with the fake GPU nodes of e2e/nodes/ and a Prometheus (see harness)."""
     try:
         session = _start_session()
-    except HarnessError as error:
-        pytest.fail(str(error), pytrace=False)
+    except (HarnessError, RuntimeError, OSError) as error:
+        # The message names the step and how to retry; a traceback into the harness adds nothing.
+        pytest.fail(f"{type(error).__name__}: {error}", pytrace=False)
     previous = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(session.cluster.kubeconfig)
     try:
