@@ -85,7 +85,7 @@ def test_pending_replica_starts_when_a_drained_one_frees_gpus() -> None:
 
 
 def test_simulation_respects_cold_start_and_capacity_end_to_end() -> None:
-    trace = _steady_trace(rate=40.0, seconds=400.0)
+    trace = _steady_trace(rate=15.0, seconds=400.0)
     policy = ScheduledPolicy([(0.0, 1), (30.0, 6)])
     config = SimulationConfig(
         profile=LLAMA_8B_1xH100,
