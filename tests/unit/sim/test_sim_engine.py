@@ -186,3 +186,18 @@ def test_a_burst_of_long_prompts_waits_for_step_budget_as_in_vllm_v1() -> None:
     assert queue[:3] == [0.0, 0.0, 0.0]
     assert queue == sorted(queue)
     assert queue[-1] > 2.0  # the last prompt waits for 19 others to prefill at 25k tok/s
+
+
+@pytest.mark.parametrize(
+    ("profile", "low", "high"),
+    [(LLAMA_8B_1xH100, 5_100, 8_100), (profile_by_name("70b"), 2_300, 3_500)],
+)
+def test_burst_throughput_lands_in_the_published_vllm_range(
+    profile: EngineProfile, low: float, high: float
+) -> None:
+    """A ShareGPT-sized burst, as in the reference notes' saturated vLLM figures."""
+    engine = Engine(profile)
+    for i in range(1000):
+        engine.submit(str(i), 220, 200, 0.0)
+    end = max(e.time for e in engine.advance(10_000.0))
+    assert low <= 1000 * 200 / end <= high
