@@ -26,7 +26,7 @@ from thrifty.sim.engine import EngineEvent, EventKind
 from thrifty.sim.fleet import Fleet, ReplicaState
 from thrifty.sim.observe import Histogram, Prometheus, Scrape
 from thrifty.sim.profiles import EngineProfile
-from thrifty.sim.traces import Trace
+from thrifty.sim.traces import Request, Trace
 
 ProgressCallback = Callable[[float], None]
 
@@ -149,7 +149,6 @@ class _Run:
         self.generation_total = 0.0
         self.finished = 0
         self.state: PolicyState = {}
-        self.desired = config.initial_replicas
         self.scale_events = 0
         self.max_replicas = config.initial_replicas
         self.series: list[TimePoint] = []
@@ -215,7 +214,7 @@ class _Run:
             # vLLM would reject it; keep its load, cut to the longest prompt the model takes.
             self.truncated += 1
             output = min(request.output_tokens, limit // 2)
-            request = type(request)(request.arrival_seconds, limit - output, output)
+            request = Request(request.arrival_seconds, limit - output, output)
         self.fleet.route(index, request, now)
         self.arrivals_since_tick += 1
 
@@ -249,7 +248,6 @@ class _Run:
         if target != self.fleet.desired:
             self.scale_events += 1
         self.fleet.scale_to(target, now)
-        self.desired = target
         self.max_replicas = max(self.max_replicas, target)
         self._sample(now, observation)
 

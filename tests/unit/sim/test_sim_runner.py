@@ -78,3 +78,11 @@ def test_clairvoyant_is_ready_before_the_spike_and_cheaper_than_peak_provisionin
     assert bound.slo_attainment >= 0.99
     static = simulate(trace, FixedPolicy(peak), _config(initial_replicas=peak))
     assert bound.gpu_hours < 0.7 * static.gpu_hours
+
+
+def test_requests_longer_than_the_model_are_cut_to_fit_and_counted() -> None:
+    requests = (traces.Request(0.0, 190_000, 50), traces.Request(1.0, 500, 20))
+    trace = traces.Trace("long", requests, 60.0, "test")
+    result = simulate(trace, FixedPolicy(1), _config(tail_seconds=60.0))
+    assert result.truncated_requests == 1 and result.served == 2
+    assert result.tokens == pytest.approx(LLAMA_8B_1xH100.max_model_len + 520)
