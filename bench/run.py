@@ -59,7 +59,7 @@ SWEEPS = (
     Sweep("hpa", "waiting per replica", (0.5, 1.0, 2.0, 4.0, 8.0)),
     Sweep("kpa", "concurrency per replica", (4.0, 8.0, 16.0, 32.0, 100.0)),
     Sweep("static", "replicas", (1.0, 2.0, 3.0, 4.0, 6.0, 8.0)),
-    Sweep("clairvoyant", "planned utilisation", (0.5, 0.7, 0.9, 1.0)),
+    Sweep("clairvoyant", "planned utilisation", (0.5, 0.7, 0.9, 1.0, 1.2)),
 )
 
 

@@ -56,7 +56,10 @@ class ClairvoyantPolicy:
         work = [0.0] * seconds
         for request in self.trace.requests:
             second = min(seconds - 1, int(request.arrival_seconds))
-            work[second] += self.request_work_seconds(request.prompt_tokens, request.output_tokens)
+            # A prompt longer than the target takes that long on any fleet: more replicas cannot
+            # help it, so only the share that delays others (up to the target) sizes the fleet.
+            own = self.request_work_seconds(request.prompt_tokens, request.output_tokens)
+            work[second] += min(own, self.ttft_target_seconds)
         prefix = [0.0, *accumulate(work)]
         need: list[int] = []
         for start in range(seconds):
