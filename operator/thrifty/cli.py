@@ -110,9 +110,14 @@ def _from_rates(series: traces.RateSeries, options: TraceOptions) -> traces.Trac
     speedup = options.speedup or 24.0
     duration = options.duration_seconds or min(3600.0, (series.duration_seconds - start) / speedup)
     sliced = series.sliced(start, start + duration * speedup).compressed(speedup)
-    rescaled = sliced.rescaled(options.target_rps or 10.0)
-    name = f"{series.name}[{start / day:g}d+{duration * speedup / 3600:g}h/{speedup:g}]"
-    return traces.synthesize(rescaled, _lengths(), options.seed, name)
+    try:
+        rescaled = sliced.rescaled(options.target_rps or 10.0)
+    except ValueError as error:
+        raise CommandError(f"{error} (slice from {start:g} s)") from None
+    name = f"{series.name}[{start / day:.3g}d+{duration * speedup / 3600:.3g}h/{speedup:g}]"
+    trace = traces.synthesize(rescaled, _lengths(), options.seed, name)
+    # Windows are 10 min long: cut what a partial window added past the duration asked for.
+    return trace.sliced(0.0, duration)
 
 
 def _synthetic(shape: str, options: TraceOptions) -> traces.Trace:
@@ -229,7 +234,12 @@ def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument("--price-per-gpu-hour", type=float, default=2.5)
     parser.add_argument("--slo-ttft-p95", type=float, default=2.0, help="TTFT target, seconds")
     parser.add_argument("--duration", type=float, help="seconds of traffic to replay")
-    parser.add_argument("--start", type=float, default=0.0, help="offset into the trace, seconds")
+    parser.add_argument(
+        "--start",
+        type=float,
+        default=0.0,
+        help="offset into the trace, seconds (ServeGen: into its 14 days, before the speedup)",
+    )
     parser.add_argument("--speedup", type=float, help="replay faster (ServeGen default: 24)")
     parser.add_argument("--target-rps", type=float, help="mean rate for ServeGen and shapes")
     parser.add_argument("--seed", type=int, default=0)
