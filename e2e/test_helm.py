@@ -471,6 +471,7 @@ def test_cluster_wide_rbac_is_minimal(cluster: Cluster, release: Release) -> Non
         ("patch", "modelservices.thrifty.dev", "--subresource=scale", "-n", ns),
         ("patch", "modelservices.thrifty.dev", "--subresource=status", "-n", ns),
         ("patch", "deployments.apps", "-n", ns),
+        ("update", "modelservices.thrifty.dev", "--subresource=finalizers", "-n", ns),
         ("create", "events", "-n", ns),
         ("list", "pods", "--all-namespaces"),
         ("list", "nodes"),

@@ -50,6 +50,12 @@ these permissions and checks that nothing more is granted.
 - apiGroups: ["thrifty.dev"]
   resources: ["modelservices/status"]
   verbs: ["patch"]
+# The Deployment, Service and PDB carry an owner reference with blockOwnerDeletion to their
+# ModelService; clusters running the OwnerReferencesPermissionEnforcement admission plugin (e.g.
+# OpenShift) allow setting it only to who may update the owner's finalizers.
+- apiGroups: ["thrifty.dev"]
+  resources: ["modelservices/finalizers"]
+  verbs: ["update"]
 # Scaling writes only the scale subresource (the door kubectl scale and an HPA use): spec.replicas
 # is then owned by the autoscaler's field manager, never by a GitOps tool's manifest.
 - apiGroups: ["thrifty.dev"]
