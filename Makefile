@@ -45,3 +45,8 @@ DOCKER_BUILD_ARGS ?=
 .PHONY: image
 image:
 	$(CONTAINER_BUILDER) build $(DOCKER_BUILD_ARGS) -t $(IMAGE) -f Dockerfile .
+
+# The README's main command: local cluster, operator, simulated fleet, a replayed burst of the Azure
+# code trace, a live table, out/demo.png; everything is torn down at the end (also on Ctrl-C).
+demo: bootstrap
+	$(PY) scripts/demo.py $(ARGS)

@@ -1,8 +1,8 @@
-"""Benchmarks of thrifty's control loop: reaction time to a load step, and CPU for 100 ModelServices.
+"""Benchmarks of thrifty's control loop: reaction to a load step, CPU for 100 ModelServices.
 
-    .venv/bin/python bench/control_loop.py core      # CPU of the pure decision path, 100 services
-    .venv/bin/python bench/control_loop.py cluster   # on the local cluster: CPU of the operator
-                                                     # for 100 services, and load step -> scale patch
+    .venv/bin/python bench/control_loop.py core     # CPU of the pure decision path, 100 services
+    .venv/bin/python bench/control_loop.py cluster  # local cluster: operator CPU for 100 services,
+                                                    # and load step -> scale patch
 
 `core` needs nothing but the package. `cluster` starts the local cluster of the e2e harness (or uses
 THRIFTY_E2E_KUBECONFIG), the operator as a process, the fleet mirror and the load replayer, and

@@ -1,0 +1,253 @@
+"""The control loop measured on the local cluster (see control_loop.py for the command).
+
+1. Reaction time: a ModelService at 1 replica, steady; a step of load (the first burst of the Azure
+   code trace, 10x faster) starts at t0; t1 is when `spec.replicas` changes (the scale patch).
+   Repeated after the replicas return to 1. Compared with one decision interval (the default 15 s)
+   plus one scrape interval (the harness's Prometheus scrapes every 2 s).
+2. CPU: 100 ModelServices in mode Auto (replicas 0: the cluster has 28 fake GPUs, not 100; every
+   pass still reads the object, its pool and pods, the batched Prometheus queries and the HPAs, and
+   runs the policy), the operator's process CPU time over a window after warm-up, as a share of one
+   core. The pure decision path with full signals is measured by `control_loop.py core`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kubernetes import client, config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "e2e"))
+
+from harness import Cluster, Session, connect_existing, start_local  # noqa: E402
+from harness.cluster import wait_until  # noqa: E402
+from operator_process import OperatorProcess, start_operator  # noqa: E402
+
+DECISION_INTERVAL_SECONDS = 15.0
+SCRAPE_INTERVAL_SECONDS = 2.0
+STEPS = 8
+SERVICES = 100
+CPU_WINDOW_SECONDS = 120.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+POOL = """
+apiVersion: thrifty.dev/v1alpha1
+kind: GPUPool
+metadata:
+  name: bench-h100
+spec:
+  accelerator: NVIDIA-H100-80GB-HBM3
+  gpuMemoryGib: 80
+  gpusPerNode: 8
+  nodeSelector:
+    thrifty.dev/pool: h100-on-demand
+  tolerations:
+    - key: kwok.x-k8s.io/node
+      operator: Exists
+      effect: NoSchedule
+  pricePerGpuHour: 2.49
+"""
+
+
+def model_service(name: str, *, replicas: int | None, min_replicas: int) -> str:
+    wanted = "" if replicas is None else f"  replicas: {replicas}\n"
+    return f"""
+apiVersion: thrifty.dev/v1alpha1
+kind: ModelService
+metadata:
+  name: {name}
+spec:
+  model:
+    uri: hf://meta-llama/Llama-3.1-8B-Instruct
+  pools: [bench-h100]
+{wanted}  scaling:
+    minReplicas: {min_replicas}
+    maxReplicas: 4
+    queueDepthTargetPerReplica: 4
+    scaleDownDelaySeconds: 5
+"""
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+
+
+def operator_env(prometheus_url: str) -> dict[str, str]:
+    return {
+        "THRIFTY_PROMETHEUS_URL": prometheus_url,
+        "THRIFTY_DECISION_INTERVAL_SECONDS": str(DECISION_INTERVAL_SECONDS),
+        "THRIFTY_COLD_START_SECONDS": "10",
+        "THRIFTY_SCALE_DOWN_STEP_SECONDS": "5",
+        "THRIFTY_LEADER_ELECTION": "false",
+        "THRIFTY_METRICS_PORT": "0",
+        # Production resync periods, so the CPU figure is not inflated by test settings.
+        "THRIFTY_RESYNC_SECONDS": "30",
+        "THRIFTY_POOL_RESYNC_SECONDS": "30",
+        "THRIFTY_BUDGET_RESYNC_SECONDS": "30",
+    }
+
+
+def reaction_times(cluster: Cluster, workdir: Path) -> list[float]:
+    namespace = "bench-latency"
+    cluster.kubectl("create", "namespace", namespace, check=False)
+    cluster.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input=model_service("chat", replicas=None, min_replicas=1),
+    )
+    assert cluster.scrape_sd_dir is not None
+    state = workdir / "fleet.json"
+    mirror = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "thrifty_runtime.fleet_mirror",
+            "--namespace",
+            namespace,
+            "--file-sd",
+            str(cluster.scrape_sd_dir / "bench-fleet.json"),
+            "--state-file",
+            str(state),
+        ],
+        cwd=REPO_ROOT,
+        stdout=(workdir / "mirror.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    operator = start_operator(
+        cluster.kubeconfig,
+        namespaces=[namespace],
+        env=operator_env(cluster.prometheus_url),
+        log_dir=workdir,
+    )
+    api = client.CustomObjectsApi()
+
+    def replicas() -> int:
+        found = api.get_namespaced_custom_object(
+            "thrifty.dev", "v1alpha1", namespace, "modelservices", "chat"
+        )
+        return int(found["spec"].get("replicas", 1))
+
+    def condition_true(kind: str) -> bool:
+        found = api.get_namespaced_custom_object(
+            "thrifty.dev", "v1alpha1", namespace, "modelservices", "chat"
+        )
+        conditions = (found.get("status") or {}).get("conditions", [])
+        return any(c["type"] == kind and c["status"] == "True" for c in conditions)
+
+    measured: list[float] = []
+    try:
+        router = wait_until(
+            lambda: json.loads(state.read_text()).get("router_url") if state.exists() else None,
+            timeout_seconds=60,
+            what="router",
+        )
+        for step in range(STEPS):
+            wait_until(
+                lambda: (replicas() == 1 and condition_true("MetricsAvailable")) or None,
+                timeout_seconds=300,
+                what="steady at one replica",
+                interval_seconds=1,
+            )
+            time.sleep(DECISION_INTERVAL_SECONDS * (step % 4) / 4)  # spread t0 over the interval
+            load = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "thrifty_runtime.loadgen",
+                    "--router",
+                    str(router),
+                    "--namespace",
+                    namespace,
+                    "--model-service",
+                    "chat",
+                    "--trace",
+                    "azure-code",
+                    "--speedup",
+                    "10",
+                    "--start",
+                    "18",
+                    "--max-seconds",
+                    "25",
+                    "--max-requests",
+                    "100000",
+                ],
+                cwd=REPO_ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            t0 = time.monotonic()
+            while replicas() == 1 and time.monotonic() - t0 < 120:
+                time.sleep(0.1)
+            measured.append(time.monotonic() - t0)
+            print(f"step {step}: scale patch after {measured[-1]:.1f} s", file=sys.stderr)
+            load.wait(timeout=120)
+    finally:
+        operator.stop()
+        mirror.terminate()
+        mirror.wait(timeout=30)
+    return measured
+
+
+def operator_cpu(cluster: Cluster, workdir: Path) -> tuple[float, OperatorProcess | None]:
+    namespace = "bench-cpu"
+    cluster.kubectl("create", "namespace", namespace, check=False)
+    manifests = "\n---\n".join(
+        model_service(f"ms-{i:03d}", replicas=0, min_replicas=0) for i in range(SERVICES)
+    )
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifests, timeout=300)
+    operator = start_operator(
+        cluster.kubeconfig,
+        namespaces=[namespace],
+        env=operator_env(cluster.prometheus_url),
+        log_dir=workdir,
+    )
+    try:
+        time.sleep(45)  # warm-up: every timer has fired at least twice, first writes are done
+        before, began = cpu_seconds(operator.process.pid), time.monotonic()
+        time.sleep(CPU_WINDOW_SECONDS)
+        used = cpu_seconds(operator.process.pid) - before
+        return used / (time.monotonic() - began), operator
+    finally:
+        operator.stop()
+
+
+def run_cluster() -> int:
+    existing = os.environ.get("THRIFTY_E2E_KUBECONFIG")
+    session: Session = connect_existing(Path(existing)) if existing else start_local()
+    workdir = REPO_ROOT / "out" / "bench-control-loop"
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        cluster = session.cluster
+        config.load_kube_config(config_file=str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
+        cluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+        cluster.kubectl("wait", "--for=condition=Established", "crd", "--all")
+        cluster.apply(POOL)
+        cpu_share, _ = operator_cpu(cluster, workdir)
+        times = reaction_times(cluster, workdir)
+    finally:
+        session.stop()
+    p95 = sorted(times)[max(0, round(0.95 * len(times)) - 1)]
+    budget = DECISION_INTERVAL_SECONDS + SCRAPE_INTERVAL_SECONDS
+    print(
+        json.dumps(
+            {
+                "reaction_seconds": [round(t, 1) for t in times],
+                "reaction_p50_seconds": round(statistics.median(times), 1),
+                "reaction_p95_seconds": round(p95, 1),
+                "target_seconds": budget,
+                "operator_cpu_share_of_one_core_100_services": round(cpu_share, 4),
+            },
+            indent=2,
+        )
+    )
+    return 0

@@ -1,0 +1,345 @@
+"""`make demo`: thrifty scaling real traffic on a local cluster, live in a terminal, in ~5 minutes.
+
+One command on a fresh machine (after `make bootstrap`): start the local cluster (KWOK fake H100
+nodes, a real Prometheus; the e2e harness), install the CRDs and the examples, start the operator
+and the fleet mirror (one simulated vLLM engine per Running pod, scraped by Prometheus), replay a
+time-compressed burst of the Azure LLM code trace against the model, print a table of the
+ModelServices every few seconds (replicas, queue, $/hour, $/1M tokens, the last decision), write
+out/demo.png, and tear everything down, also on Ctrl-C.
+
+    .venv/bin/python scripts/demo.py [--trace-minutes 20] [--speedup 5] [--keep]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "e2e"))
+
+from harness import Cluster, Session, start_local  # noqa: E402
+from harness.cluster import wait_until  # noqa: E402
+
+TRACES = Path(os.environ.get("THRIFTY_TRACES_DIR", REPO_ROOT.parent / "shared" / "traces"))
+CODE_TRACE = TRACES / "azure2023" / "AzureLLMInferenceTrace_code.csv"
+ATTRIBUTION = (
+    "Traffic: Azure LLM inference trace 2023, code (CC-BY 4.0; Patel et al., Splitwise, ISCA 2024)"
+)
+NAMESPACE = "team-a"
+OPERATOR_ENV = {
+    # Demo pace: decide every 5 s; simulated engines start in seconds, not minutes.
+    "THRIFTY_DECISION_INTERVAL_SECONDS": "5",
+    "THRIFTY_COLD_START_SECONDS": "15",
+    "THRIFTY_RESYNC_SECONDS": "5",
+    "THRIFTY_POOL_RESYNC_SECONDS": "3",
+    "THRIFTY_BUDGET_RESYNC_SECONDS": "5",
+    "THRIFTY_LEADER_ELECTION": "false",
+}
+# The example's delays suit production; a 5-minute demo needs them shorter to show scale-down.
+DEMO_SCALING = {"maxReplicas": 8, "scaleDownDelaySeconds": 30, "queueDepthTargetPerReplica": 4}
+
+
+def say(text: str) -> None:
+    print(f"[demo] {text}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Sample:
+    at_seconds: float
+    name: str
+    desired: int
+    ready: int
+    queue: float
+    dollars_per_hour: float
+    dollars_per_million_tokens: float | None
+    reason: str
+
+
+@dataclass
+class Demo:
+    cluster: Cluster
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    log_dir: Path = REPO_ROOT / "out" / "demo-logs"
+
+    def spawn(self, name: str, argv: Sequence[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{name}.log").open("wb")
+        process = subprocess.Popen(
+            list(argv),
+            cwd=REPO_ROOT,
+            env={**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig), **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches the demo, which stops them in order
+        )
+        self.processes.append(process)
+        return process
+
+    def stop_processes(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in reversed(self.processes):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def install(cluster: Cluster) -> None:
+    say("installing CRDs and examples")
+    cluster.kubectl("apply", "--server-side", "-f", str(REPO_ROOT / "crds"))
+    for crd in ("modelservices", "gpupools", "costbudgets"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}.thrifty.dev")
+    cluster.kubectl("create", "namespace", NAMESPACE, check=False)
+    examples = REPO_ROOT / "examples"
+    for path in sorted(examples.glob("gpupool-*.yaml")):
+        cluster.kubectl("apply", "-f", str(path))
+    cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(examples / "costbudget-team-a.yaml"))
+    model = examples / "modelservice-llama-8b.yaml"
+    cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(model))
+    patch = json.dumps({"spec": {"scaling": DEMO_SCALING}})
+    cluster.kubectl("patch", "-n", NAMESPACE, "ms", "llama-8b", "--type=merge", "-p", patch)
+
+
+def snapshot(demo: Demo) -> list[dict[str, Any]]:
+    found = demo.cluster.kubectl("get", "ms", "-n", NAMESPACE, "-o", "json", check=False)
+    if found.returncode != 0:
+        return []
+    items: list[dict[str, Any]] = json.loads(found.stdout).get("items", [])
+    return items
+
+
+def record(demo: Demo, items: list[dict[str, Any]]) -> None:
+    now = time.monotonic() - demo.started
+    for item in items:
+        status = item.get("status") or {}
+        decision = (status.get("autoscaler") or {}).get("lastDecision") or {}
+        demo.samples.append(
+            Sample(
+                at_seconds=now,
+                name=item["metadata"]["name"],
+                desired=int(item["spec"].get("replicas", status.get("desiredReplicas", 0))),
+                ready=int(status.get("readyReplicas", 0)),
+                queue=float(status.get("queueDepth") or 0.0),
+                dollars_per_hour=float(status.get("dollarsPerHour") or 0.0),
+                dollars_per_million_tokens=status.get("dollarsPerMillionTokens"),
+                reason=str(decision.get("reason", "")),
+            )
+        )
+
+
+def table(items: list[dict[str, Any]], elapsed: float) -> str:
+    header = (
+        f"{'t':>5}  {'MODELSERVICE':<12} {'READY/WANT':>10} {'QUEUE':>6} {'TOK/S':>7} "
+        f"{'$/HOUR':>7} {'$/1M TOK':>8}  LAST DECISION"
+    )
+    rows = [header]
+    for item in items:
+        status = item.get("status") or {}
+        decision = (status.get("autoscaler") or {}).get("lastDecision") or {}
+        per_million = status.get("dollarsPerMillionTokens")
+        rows.append(
+            f"{elapsed:>4.0f}s  {item['metadata']['name']:<12} "
+            f"{status.get('readyReplicas', 0):>4}/{item['spec'].get('replicas', '-'):<5} "
+            f"{status.get('queueDepth') or 0:>6.0f} {status.get('tokensPerSecond') or 0:>7.0f} "
+            f"{status.get('dollarsPerHour') or 0:>7.2f} "
+            f"{'-' if per_million is None else f'{per_million:.2f}':>8}  "
+            f"{decision.get('message', '')[:90]}"
+        )
+    return "\n".join(rows)
+
+
+def plot(demo: Demo, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted({s.name for s in demo.samples})
+    figure, axes = plt.subplots(4, 1, figsize=(10, 10), sharex=True)
+    for name in names:
+        mine = [s for s in demo.samples if s.name == name]
+        t = [s.at_seconds / 60 for s in mine]
+        axes[0].step(t, [s.desired for s in mine], where="post", label=f"{name} desired")
+        axes[0].plot(t, [s.ready for s in mine], "--", label=f"{name} ready")
+        axes[1].plot(t, [s.queue for s in mine], label=name)
+        axes[2].plot(t, [s.dollars_per_hour for s in mine], label=name)
+        per_million = [
+            float("nan") if s.dollars_per_million_tokens is None else s.dollars_per_million_tokens
+            for s in mine
+        ]
+        axes[3].plot(t, per_million, label=name)
+    for ax, label in zip(
+        axes, ("replicas", "queued requests", "$/hour", "$/1M tokens"), strict=True
+    ):
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right", fontsize=8)
+    axes[-1].set_xlabel("minutes since the demo started")
+    figure.suptitle("thrifty: replicas follow a replayed burst of real traffic")
+    figure.text(0.01, 0.005, ATTRIBUTION, fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    say(f"plot written to {path.relative_to(REPO_ROOT)}")
+
+
+def watch(demo: Demo, load: subprocess.Popen[bytes], cooldown_seconds: float) -> None:
+    """Prints the table every 5 s until the load ends and the cool-down (scale-down) has passed."""
+    ended_at: float | None = None
+    while True:
+        items = snapshot(demo)
+        record(demo, items)
+        elapsed = time.monotonic() - demo.started
+        print(table(items, elapsed) + "\n", flush=True)
+        if ended_at is None and load.poll() is not None:
+            ended_at = time.monotonic()
+            say(f"traffic replay finished; watching the scale-down for {cooldown_seconds:.0f} s")
+        if ended_at is not None and time.monotonic() - ended_at > cooldown_seconds:
+            return
+        time.sleep(5)
+
+
+@contextmanager
+def local_cluster() -> Iterator[Session]:
+    say("starting the local cluster (kube-apiserver, KWOK fake GPU nodes, Prometheus)")
+    session = start_local(name=f"thrifty-demo-{os.getpid()}")
+    try:
+        yield session
+    finally:
+        say("stopping the local cluster")
+        for problem in session.stop():
+            say(f"while stopping: {problem}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not CODE_TRACE.is_file():
+        say(f"trace not found: {CODE_TRACE} (set THRIFTY_TRACES_DIR)")
+        return 2
+    with local_cluster() as session:
+        demo = Demo(session.cluster)
+        try:
+            install(demo.cluster)
+            router = start_fleet(demo, session)
+            start_operator(demo)
+            wait_ready(demo)
+            say(f"replaying {args.trace_minutes:g} min of the code trace {args.speedup:g}x faster")
+            say(ATTRIBUTION)
+            load = start_load(demo, router, args.trace_minutes, args.speedup)
+            watch(demo, load, cooldown_seconds=args.cooldown_seconds)
+            plot(demo, REPO_ROOT / "out" / "demo.png")
+        except KeyboardInterrupt:
+            say("interrupted")
+            if demo.samples:
+                plot(demo, REPO_ROOT / "out" / "demo.png")
+        finally:
+            demo.stop_processes()
+    return 0
+
+
+def start_operator(demo: Demo) -> None:
+    say("starting the operator")
+    env = {
+        **OPERATOR_ENV,
+        "THRIFTY_PROMETHEUS_URL": demo.cluster.prometheus_url,
+        "THRIFTY_METRICS_PORT": "0",
+        "THRIFTY_NAMESPACES": NAMESPACE,
+    }
+    demo.spawn("operator", [sys.executable, "-m", "thrifty.control"], env)
+
+
+def start_fleet(demo: Demo, session: Session) -> str:
+    """The fleet mirror: one simulated vLLM engine per Running pod, registered with Prometheus."""
+    say("starting the fleet mirror (simulated vLLM engines for the KWOK pods)")
+    sd_dir = session.cluster.scrape_sd_dir
+    if sd_dir is None:
+        raise RuntimeError("the demo needs the harness's own Prometheus (file_sd directory)")
+    state = demo.log_dir / "fleet.json"
+    state.unlink(missing_ok=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "thrifty_runtime.fleet_mirror",
+        "--namespace",
+        NAMESPACE,
+        "--file-sd",
+        str(sd_dir / "thrifty-fleet.json"),
+        "--state-file",
+        str(state),
+    ]
+    demo.spawn("fleet-mirror", argv, {})
+
+    def router() -> str | None:
+        if not state.exists():
+            return None
+        url: str | None = json.loads(state.read_text()).get("router_url")
+        return url
+
+    return str(wait_until(router, timeout_seconds=60, what="the fleet mirror's router"))
+
+
+def start_load(
+    demo: Demo, router: str, trace_minutes: float, speedup: float
+) -> subprocess.Popen[bytes]:
+    """Replays the first `trace_minutes` of the code trace, `speedup` times faster."""
+    seconds = trace_minutes * 60 / speedup
+    argv = [
+        sys.executable,
+        "-m",
+        "thrifty_runtime.loadgen",
+        "--router",
+        router,
+        "--namespace",
+        NAMESPACE,
+        "--model-service",
+        "llama-8b",
+        "--trace",
+        str(CODE_TRACE),
+        "--speedup",
+        str(speedup),
+        "--duration",
+        str(seconds),
+        "--max-seconds",
+        str(seconds),
+        "--max-requests",
+        "1000000",
+    ]
+    return demo.spawn("loadgen", argv, {})
+
+
+def wait_ready(demo: Demo) -> None:
+    def ready() -> bool | None:
+        items = snapshot(demo)
+        return (
+            bool(items)
+            and all((item.get("status") or {}).get("readyReplicas", 0) >= 1 for item in items)
+        ) or None
+
+    wait_until(ready, timeout_seconds=120, what="the ModelServices Ready", interval_seconds=2)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trace-minutes", type=float, default=20.0, help="slice of the trace")
+    parser.add_argument("--speedup", type=float, default=5.0, help="time compression")
+    parser.add_argument("--cooldown-seconds", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
