@@ -413,6 +413,18 @@ def get_json(cluster: Cluster, *args: str) -> dict[str, Any] | None:
 def test_defaults_install_upgrade_keeps_model_services_uninstall_keeps_crds_and_resources(
     cluster: Cluster, release: Release, namespace: str
 ) -> None:
+    refused = release.helm(
+        "install",
+        release.name,
+        str(CHART),
+        "--create-namespace",
+        "--set",
+        "operator.logFormat=xml",
+        check=False,
+    )
+    assert refused.returncode != 0 and "/operator/logFormat" in refused.stderr, refused.stderr
+    assert release.helm("status", release.name, check=False).returncode != 0
+
     release.install()  # the defaults, nothing else
     deployment = get_json(cluster, "deployment", release.name, "-n", release.namespace)
     assert deployment is not None and deployment["spec"]["replicas"] == 2
