@@ -190,6 +190,7 @@ def plot(demo: Demo, path: Path) -> None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(loc="upper right", fontsize=8)
+    axes[3].set_yscale("log")  # a trickle of tokens makes the per-token cost spike
     axes[-1].set_xlabel("minutes since the demo started")
     figure.suptitle("thrifty: replicas follow a replayed burst of real traffic")
     figure.text(0.01, 0.005, ATTRIBUTION, fontsize=7)
