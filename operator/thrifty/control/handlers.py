@@ -12,10 +12,11 @@ by itself when the pool or Secret appears, and no error loop or crash touches ot
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import kopf
@@ -59,16 +60,18 @@ def _lock(memo: kopf.Memo, key: str) -> threading.Lock:
 def model_service_event(
     type: str | None, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
-    if type == "DELETED" or body.metadata.get("deletionTimestamp"):
-        return  # owner references let the garbage collector remove the workloads
-    _guarded_pass(memo, body, logger)
+    if type == "DELETED":
+        return
+    _guarded_pass(
+        memo, body.metadata.namespace or "", body.metadata.name or "", lambda: body, logger
+    )
 
 
 @kopf.timer(GROUP, VERSION, "modelservices", interval=SETTINGS.resync_seconds)
 def model_service_resync(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    if body.metadata.get("deletionTimestamp"):
-        return
-    _guarded_pass(memo, body, logger)
+    _guarded_pass(
+        memo, body.metadata.namespace or "", body.metadata.name or "", lambda: body, logger
+    )
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": "thrifty"})
@@ -81,23 +84,30 @@ def deployment_event(
     if type == "DELETED" or not owner or not namespace:
         return
     kube: kube_adapter.Kube = memo.kube
-    try:
-        current = kube.get_model_service(namespace, owner)
-    except kube_adapter.NotFound:
-        return
-    except kube_adapter.KubeError as error:
-        logger.warning(f"could not read ModelService {namespace}/{owner}: {error}")
-        return
-    if current["metadata"].get("deletionTimestamp"):
-        return
-    _guarded_pass(memo, current, logger)
+    _guarded_pass(memo, namespace, owner, lambda: kube.get_model_service(namespace, owner), logger)
 
 
-def _guarded_pass(memo: kopf.Memo, body: Mapping[str, Any], logger: kopf.Logger) -> None:
-    meta = body["metadata"]
-    with _lock(memo, f"ms/{meta['namespace']}/{meta['name']}"), autoscaler.timed_reconcile(memo):
+def _guarded_pass(
+    memo: kopf.Memo,
+    namespace: str,
+    name: str,
+    load: Callable[[], Mapping[str, Any]],
+    logger: kopf.Logger,
+) -> None:
+    """One pass at a time per object, on a snapshot taken inside the lock.
+
+    kopf updates a timer's ``body`` in place as watch events arrive; reading the status at the
+    start and the resourceVersion at the end of a pass would pair an old status with a new version
+    and defeat the write precondition. A deep copy, taken once the lock is held, is consistent.
+    """
+    with _lock(memo, f"ms/{namespace}/{name}"), autoscaler.timed_reconcile(memo):
         try:
+            body = copy.deepcopy(dict(load()))
+            if body["metadata"].get("deletionTimestamp"):
+                return  # owner references let the garbage collector remove the workloads
             reconcile_model_service(memo.kube, body, logger)
+        except kube_adapter.NotFound:
+            return
         except kube_adapter.Conflict:
             logger.debug("status changed while reconciling; the next event reconciles again")
         except kube_adapter.KubeError as error:
@@ -219,7 +229,7 @@ def gpu_pool_resync(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: 
     if body.metadata.get("deletionTimestamp"):
         return
     try:
-        refresh_gpu_pool(memo.kube, body, logger)
+        refresh_gpu_pool(memo.kube, copy.deepcopy(dict(body)), logger)
     except kube_adapter.Conflict:
         logger.debug("GPUPool changed while refreshing; the next tick refreshes again")
     except kube_adapter.KubeError as error:
@@ -267,7 +277,7 @@ def cost_budget_resync(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **
     if body.metadata.get("deletionTimestamp"):
         return
     try:
-        refresh_cost_budget(memo.kube, body, logger)
+        refresh_cost_budget(memo.kube, copy.deepcopy(dict(body)), logger)
     except kube_adapter.Conflict:
         logger.debug("CostBudget changed while refreshing; the next tick refreshes again")
     except kube_adapter.KubeError as error:
