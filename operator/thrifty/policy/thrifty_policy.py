@@ -329,12 +329,17 @@ class ThriftyPolicy:
         learned: dict[str, types.JSONValue],
         need: _Need,
     ) -> _Need:
-        """TTFT p95 over target: never scale down, and add one replica once the last one serves."""
+        """TTFT p95 over target while requests queue: never scale down, and add one replica once
+        the last one serves.
+
+        Only a queue says more replicas would help. Late first tokens without one come from
+        prompts whose prefill alone takes that long, or from a burst already over (the TTFT
+        window lags by minutes): a replica ordered then serves nobody sooner.
+        """
         spec = observation.spec
         target = spec.ttft_p95_target_seconds
         ttft = signals.ttft_p95_seconds
-        busy = signals.requests_waiting > 0.0 or signals.requests_running > 0.0
-        if target is None or ttft is None or ttft <= target or not busy:
+        if target is None or ttft is None or ttft <= target or signals.requests_waiting <= 0.0:
             return need
         replicas = observation.replicas
         base = max(need.replicas, replicas.desired)

@@ -291,7 +291,7 @@ def test_missing_data_still_enforces_a_hard_dollars_per_hour_cap() -> None:
 
 
 def test_ttft_over_target_adds_a_replica_once_the_last_scale_up_serves() -> None:
-    slow = signals(ttft_p95_seconds=3.0)
+    slow = signals(ttft_p95_seconds=3.0, requests_waiting=1.0)
     decision = POLICY.decide(observation(sig=slow, desired=3), {})
     assert decision.replicas == 4
     assert decision.bound == types.Bound.LATENCY_TARGET
@@ -301,6 +301,14 @@ def test_ttft_over_target_adds_a_replica_once_the_last_scale_up_serves() -> None
         observation(now=1015.0, sig=slow, desired=4, ready=3, starting=1), decision.state
     )
     assert again.replicas == 4
+
+
+def test_late_ttft_without_a_queue_adds_no_replica() -> None:
+    # Long prompts or a burst already over: nothing waits, so a replica would serve nobody sooner.
+    slow = signals(ttft_p95_seconds=3.0, requests_waiting=0.0)
+    decision = POLICY.decide(observation(sig=slow, desired=3), {})
+    assert decision.replicas == 3
+    assert decision.bound != types.Bound.LATENCY_TARGET
 
 
 def test_capacity_is_learned_from_saturated_replicas() -> None:
