@@ -71,6 +71,9 @@ def _deployment(namespace: str, replicas: int, engine: str = "sim") -> str:
                                 "limits": {"nvidia.com/gpu": "1"},
                                 "requests": {"nvidia.com/gpu": "1"},
                             },
+                            "lifecycle": {
+                                "preStop": {"sleep": {"seconds": render.PRE_STOP_SLEEP_SECONDS}}
+                            },
                         }
                     ],
                 },

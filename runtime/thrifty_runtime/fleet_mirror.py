@@ -13,7 +13,8 @@ of a ModelService what its container would have been:
   `model_service`, the same labels a PodMonitor gives real pods (the label contract of
   `thrifty.adapters.prometheus`);
 - when a pod is deleted or starts terminating, its engine leaves the router first (as endpoints are
-  removed before SIGTERM), then drains for its `--shutdown-timeout` and stops; its target goes last;
+  removed before SIGTERM), waits the pod's preStop sleep, then drains for its `--shutdown-timeout`
+  and stops; its target goes last;
 - a router on 127.0.0.1 stands in for each ModelService's Service: requests to
   `/<namespace>/<model-service>/v1/...` go to that ModelService's least-loaded engine (fewest
   requests in flight through the router), like a Service with least-request balancing.
@@ -65,6 +66,8 @@ class PodEngineSpec:
     profile: str | None
     serving: bool
     """Running and not terminating: it should have an engine that takes requests."""
+    pre_stop_seconds: float = 0.0
+    """The container's `lifecycle.preStop.sleep`: time between leaving the router and SIGTERM."""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -82,9 +85,12 @@ def pod_engine_spec(pod: Mapping[str, Any], default_engine: str = "sim") -> PodE
     annotations = metadata.get("annotations") or {}
     containers = (pod.get("spec") or {}).get("containers") or []
     args: list[str] = []
+    pre_stop_seconds = 0.0
     if containers:
         first = containers[0]
         args = [str(a) for a in (first.get("command") or []) + (first.get("args") or [])]
+        pre_stop = ((first.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}
+        pre_stop_seconds = float(pre_stop.get("seconds") or 0)
     phase = (pod.get("status") or {}).get("phase")
     terminating = metadata.get("deletionTimestamp") is not None
     return PodEngineSpec(
@@ -96,6 +102,7 @@ def pod_engine_spec(pod: Mapping[str, Any], default_engine: str = "sim") -> PodE
         engine=str(annotations.get(ENGINE_ANNOTATION) or default_engine),
         profile=annotations.get(PROFILE_ANNOTATION),
         serving=phase == "Running" and not terminating,
+        pre_stop_seconds=pre_stop_seconds,
     )
 
 
@@ -339,6 +346,9 @@ class FleetMirror:
         if engine is None:
             return
         self.router.remove(engine.backend)
+        # As the kubelet runs the preStop sleep before SIGTERM: requests the router sent just
+        # before the removal reach the engine before it starts refusing new work.
+        await asyncio.sleep(engine.spec.pre_stop_seconds)
         log.info("draining %s/%s", engine.spec.namespace, engine.spec.pod)
         if engine.sim is not None:
             await engine.sim.shutdown()

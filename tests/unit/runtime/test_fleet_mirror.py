@@ -49,6 +49,14 @@ def test_a_running_model_service_pod_is_served_with_its_rendered_args() -> None:
     )
     assert spec.args == ("--model", "m", "--max-num-seqs", "4")
     assert spec.serving and spec.engine == "sim" and spec.profile is None
+    assert spec.pre_stop_seconds == 0.0
+
+
+def test_the_pre_stop_sleep_is_read_from_the_container() -> None:
+    pod = _pod()
+    pod["spec"]["containers"][0]["lifecycle"] = {"preStop": {"sleep": {"seconds": 10}}}
+    spec = pod_engine_spec(pod)
+    assert spec is not None and spec.pre_stop_seconds == 10.0
 
 
 def test_pending_terminating_and_foreign_pods_are_not_served() -> None:
