@@ -11,7 +11,7 @@ then needs answers to three questions that deserve tests of their own:
 - *What is the new status?* The autoscaler's fields only (queue, tokens/s, $/1M tokens, the last
   decision, the policy state, MetricsAvailable and BudgetLimited); the reconciler owns the rest.
 - *Did anything change?* A status write per pass only when something a reader could notice changed:
-  numbers are rounded to what status shows, and the policy's clock stamps are not a change.
+  numbers are rounded to what status shows; the policy's state is checkpointed every minute.
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ WITHIN_BUDGET = explain.WITHIN_BUDGET
 BUDGET_BOUND = "BudgetBound"
 ADVISORY_REPLICAS_OWNED = "ReplicasOwnedElsewhere"
 
-VOLATILE_STATE_KEYS = frozenset({"last_observed_seconds"})
-"""Policy-state keys that are only a clock stamp of the current tick: not a reason to write."""
+STATE_CHECKPOINT_SECONDS = 60.0
+"""A policy's state changes every tick (clock stamps, a window of recent needs). It is written with
+every visible change, and otherwise at most this often: a restart loses at most this much of the
+policy's short-term memory, and an idle fleet does not cost a status write per tick."""
 
 
 @dataclass(frozen=True)
@@ -97,10 +99,6 @@ def _round(value: float | None, digits: int) -> float | None:
     if value is None or not math.isfinite(value):
         return None
     return round(max(value, 0.0), digits)
-
-
-def _without_volatile(state: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {k: v for k, v in (state or {}).items() if k not in VOLATILE_STATE_KEYS}
 
 
 @dataclass(frozen=True)
@@ -202,15 +200,20 @@ def _autoscaler_block(
 
 
 def status_changed(
-    before: modelservice.ModelServiceStatus, after: modelservice.ModelServiceStatus
+    before: modelservice.ModelServiceStatus,
+    after: modelservice.ModelServiceStatus,
+    *,
+    include_policy_state: bool = False,
 ) -> bool:
-    """Whether writing `after` tells a reader anything new (clock stamps of the policy aside)."""
+    """Whether writing `after` tells a reader anything new; the policy's own state counts only
+    when asked (see STATE_CHECKPOINT_SECONDS)."""
 
     def visible(status: modelservice.ModelServiceStatus) -> dict[str, Any]:
         wire = status.model_dump(mode="json", by_alias=True, exclude_none=True)
-        block = wire.get("autoscaler") or {}
-        block["policyState"] = _without_volatile(block.get("policyState"))
-        wire["autoscaler"] = block
+        if not include_policy_state:
+            block = wire.get("autoscaler") or {}
+            block.pop("policyState", None)
+            wire["autoscaler"] = block
         return wire
 
     return visible(before) != visible(after)

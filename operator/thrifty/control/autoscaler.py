@@ -23,10 +23,10 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import kopf
 import pydantic
@@ -133,13 +133,36 @@ class SignalsBatch:
     readings: dict[ServiceKey, SignalsReading] = field(default_factory=dict)
 
 
+class ClusterAccess(Protocol):
+    """The autoscaler's reads and writes (`thrifty.adapters.scale.ScaleClient`)."""
+
+    def read_model_service(self, namespace: str, name: str) -> dict[str, Any]: ...
+    def read_pool(self, name: str) -> dict[str, Any] | None: ...
+    def read_budget(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    def list_model_services(self, namespace: str) -> list[dict[str, Any]]: ...
+    def replica_pods(self, namespace: str, name: str, now: datetime) -> list[observe.PodView]: ...
+    def hpas_targeting(self, namespace: str, name: str) -> list[str]: ...
+    def patch_scale(self, namespace: str, name: str, replicas: int) -> str: ...
+    def patch_status(
+        self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str
+    ) -> None: ...
+
+
+class EventSink(Protocol):
+    def event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None: ...
+
+
+class SignalsSource(Protocol):
+    async def read_all(self, keys: Iterable[ServiceKey]) -> dict[ServiceKey, SignalsReading]: ...
+
+
 @dataclass
 class Autoscaler:
     """Everything the timers share in one operator process (kept in kopf's memo)."""
 
-    scale: ScaleClient
-    kube: kube.Kube
-    prometheus: PrometheusSignals
+    scale: ClusterAccess
+    kube: EventSink
+    prometheus: SignalsSource
     metrics: operator_metrics.OperatorMetrics
     settings: AutoscalerSettings
     elector: leadership.LeaderElector | None = None
@@ -148,6 +171,8 @@ class Autoscaler:
     """Each budget member's last unconstrained demand, so a member's budget share knows what the
     others want. Rebuilt within one interval after a restart (until then: their current spend)."""
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    state_written_at: dict[str, float] = field(default_factory=dict)
+    """Monotonic time of each ModelService's last status write (for the state checkpoint)."""
     seen: set[tuple[str, str]] = field(default_factory=set)
 
     batch: SignalsBatch = field(default_factory=lambda: SignalsBatch())
@@ -289,7 +314,15 @@ class Autoscaler:
             generation=meta.get("generation"),
         )
         after = autoscaling.next_status(status, result)
-        if autoscaling.status_changed(status, after):
+        key = f"{namespace}/{name}"
+        checkpoint_due = (
+            time.monotonic() - self.state_written_at.get(key, -math.inf)
+            >= autoscaling.STATE_CHECKPOINT_SECONDS
+        )
+        if autoscaling.status_changed(status, after) or (
+            checkpoint_due and autoscaling.status_changed(status, after, include_policy_state=True)
+        ):
+            self.state_written_at[key] = time.monotonic()
             try:
                 await asyncio.to_thread(
                     self.scale.patch_status,

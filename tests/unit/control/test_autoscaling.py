@@ -133,7 +133,7 @@ def test_missing_metrics_and_a_budget_bound_show_in_conditions() -> None:
     assert after.autoscaler is not None and after.autoscaler.last_scale_time is None
 
 
-def test_the_same_pass_again_writes_nothing_even_if_the_policy_clock_moved() -> None:
+def test_the_same_pass_again_is_no_visible_change_though_the_policy_state_moved() -> None:
     first = autoscaling.next_status(modelservice.ModelServiceStatus(), result(scaled=False))
     later = result(
         scaled=False,
@@ -142,6 +142,7 @@ def test_the_same_pass_again_writes_nothing_even_if_the_policy_clock_moved() -> 
     )
     again = autoscaling.next_status(first, later)
     assert not autoscaling.status_changed(first, again)
+    assert autoscaling.status_changed(first, again, include_policy_state=True)
     busier = autoscaling.next_status(first, result(scaled=False, signals=signals(waiting=40)))
     assert autoscaling.status_changed(first, busier)
 
