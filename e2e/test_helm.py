@@ -328,6 +328,33 @@ def test_alerts_and_dashboard_queries_are_valid_promql(cluster: Cluster) -> None
         assert answer["status"] == "success", f"{where}: {answer}"
 
 
+# --- The operator image the chart runs -----------------------------------------------------------
+
+
+def test_dockerfile_agrees_with_the_chart_and_the_package() -> None:
+    """No Docker engine here: check what can be checked without building. The image runs as the
+    uid/gid the chart's securityContext names, from pinned bases, the operator's real entry point,
+    with every COPY source let through .dockerignore."""
+    dockerfile = (REPO / "Dockerfile").read_text()
+    bases = re.findall(r"^ARG PYTHON_BASE=(\S+)$", dockerfile, flags=re.MULTILINE)
+    assert bases == ["python:3.11-slim-bookworm"]
+    assert re.findall(r"^FROM (\S+)", dockerfile, flags=re.MULTILINE) == [
+        "${PYTHON_BASE}",
+        "${PYTHON_BASE}",
+    ]
+    (user,) = re.findall(r"^USER (\d+):(\d+)$", dockerfile, flags=re.MULTILINE)
+    pod = one(render(), "Deployment")["spec"]["template"]["spec"]["securityContext"]
+    assert (int(user[0]), int(user[1])) == (pod["runAsUser"], pod["runAsGroup"])
+    (entrypoint,) = re.findall(r"^ENTRYPOINT (.+)$", dockerfile, flags=re.MULTILINE)
+    assert json.loads(entrypoint) == ["python", "-m", "thrifty.control"]
+    assert (REPO / "operator" / "thrifty" / "control" / "__main__.py").exists()
+    ignored = (REPO / ".dockerignore").read_text().splitlines()
+    for source in re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, flags=re.MULTILINE):
+        for path in source.split():
+            assert f"!{path}" in ignored, f".dockerignore keeps {path} out of the build"
+            assert (REPO / path).exists()
+
+
 # --- On the cluster: install, RBAC sufficient and minimal, upgrade, uninstall --------------------
 
 CRD_NAMES = ("modelservices.thrifty.dev", "gpupools.thrifty.dev", "costbudgets.thrifty.dev")
