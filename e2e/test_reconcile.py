@@ -214,6 +214,18 @@ def test_more_gpus_than_the_pool_has_is_capacity_limited_with_a_clear_message(
     assert "h100-spot: room for" in message
     assert condition(body, "Degraded")["status"] == "False"  # type: ignore[index]
     assert "InsufficientGPUs" in _event_reasons(cluster, namespace, "big")
+    # Only the replica that got its GPUs is charged: 1 x 8 x $2.10, not the pending one.
+    wait_until(
+        lambda: (
+            True
+            if get(cluster, "modelservice", "big", namespace)["status"].get("dollarsPerHour")
+            == pytest.approx(16.8)
+            else None
+        ),
+        timeout_seconds=WAIT_SECONDS,
+        what="$/hour of the one scheduled replica",
+    )
+    assert get(cluster, "modelservice", "big", namespace)["status"]["replicas"] == 2
 
 
 def test_user_mistakes_the_schema_cannot_see_become_degraded_without_stopping_others(

@@ -63,6 +63,9 @@ class Inputs:
     deployment: DeploymentState | None
     pod_waiting: Sequence[tuple[str, str]] = ()
     """(reason, message) of this ModelService's waiting containers, e.g. a missing Secret."""
+    replicas_holding_gpus: int | None = None
+    """This ModelService's pods bound to a node (a pending pod costs nothing); None: unknown,
+    the Deployment's replica count is used."""
     now: str = ""
 
 
@@ -149,7 +152,11 @@ def _status(
             "gpus_per_replica": gpus,
             "price_per_gpu_hour": pool.price_per_gpu_hour,
             "dollars_per_hour": cost.dollars_per_hour(
-                deployment.replicas, gpus, pool.price_per_gpu_hour
+                deployment.replicas
+                if inputs.replicas_holding_gpus is None
+                else inputs.replicas_holding_gpus,
+                gpus,
+                pool.price_per_gpu_hour,
             ),
             "conditions": merged,
         }

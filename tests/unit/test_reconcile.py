@@ -194,3 +194,12 @@ def test_budget_status_sums_members_and_flags_overspend() -> None:
 def test_a_new_object_gets_events_for_placement_and_start_only() -> None:
     plan = reconcile.plan(inputs(SPEC))
     assert [e.reason for e in plan.events] == [explain.PLACED, explain.REPLICAS_STARTING]
+
+
+def test_dollars_per_hour_counts_only_replicas_holding_gpus() -> None:
+    two_pods_one_pending = reconcile.DeploymentState(1, 1, 2, 1, 2)
+    status = reconcile.plan(
+        inputs(SPEC, deployment=two_pods_one_pending, replicas_holding_gpus=1)
+    ).status
+    assert status.replicas == 2
+    assert status.dollars_per_hour == 1 * 4 * 2.5

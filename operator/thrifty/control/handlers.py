@@ -167,6 +167,7 @@ def reconcile_model_service(
         pods=[kube_adapter.pod_info(p) for p in raw_pods],
         deployment=_deployment_state(kube.read_deployment(namespace, render.engine_name(name))),
         pod_waiting=[w for p in own for w in kube_adapter.waiting_reasons(p)],
+        replicas_holding_gpus=sum(1 for p in own if (p.get("spec") or {}).get("nodeName")),
         now=explain.now_rfc3339(),
     )
     result = reconcile.plan(inputs)
