@@ -29,6 +29,7 @@ READY_SINCE = "ready_since_seconds"
 BELOW_SINCE = "below_since_seconds"
 RECENT_NEEDS = "recent_needs"
 WAITING = "requests_waiting"
+QUEUE_GROWTH = "queue_growth_requests_per_second"
 IDLE_SINCE = "idle_since_seconds"
 LAST_SCALE_UP = "last_scale_up_seconds"
 LAST_SCALE_DOWN = "last_scale_down_seconds"
@@ -92,23 +93,37 @@ class ThriftyPolicy:
     def demand_tokens_per_second(
         self, observation: types.Observation, signals: types.Signals, state: types.PolicyState
     ) -> float:
-        """Served tokens/s, plus the arrivals a growing queue shows beyond what was served.
+        """Served tokens/s, plus the arrivals a queue growing for two ticks shows beyond them.
 
         Saturated replicas serve at most their capacity, so the served rate alone hides how far
-        demand is above it; the growth of the queue since the last tick measures the rest.
+        demand is above it; the growth of the queue measures the rest. Only growth seen at two
+        ticks in a row counts (the lower of the two): one tick's jump is a burst the queue
+        already holds, and taking it for a rate sized fleets for bursts lasting seconds.
         """
         served = common.served_tokens_per_second(signals)
-        previous = common.state_float(state, WAITING)
-        last_seen = common.state_float(state, LAST_SEEN)
         tokens_per_request = common.state_float(state, TOKENS_PER_REQUEST)
         if signals.requests_per_second > 0.0 and served > 0.0:
             tokens_per_request = min(served / signals.requests_per_second, MAX_TOKENS_PER_REQUEST)
-        if previous is None or last_seen is None or tokens_per_request is None:
+        growth = min(
+            self.queue_growth(observation, signals, state),
+            common.state_float(state, QUEUE_GROWTH) or 0.0,
+        )
+        if tokens_per_request is None or growth <= 0.0:
             return served
+        return served + growth * tokens_per_request
+
+    def queue_growth(
+        self, observation: types.Observation, signals: types.Signals, state: types.PolicyState
+    ) -> float:
+        """Requests/s the queue grew by since the last tick (0 when it did not grow)."""
+        previous = common.state_float(state, WAITING)
+        last_seen = common.state_float(state, LAST_SEEN)
+        if previous is None or last_seen is None:
+            return 0.0
         elapsed = observation.now_seconds - last_seen
         if elapsed <= 0.0 or signals.requests_waiting <= previous:
-            return served
-        return served + (signals.requests_waiting - previous) / elapsed * tokens_per_request
+            return 0.0
+        return (signals.requests_waiting - previous) / elapsed
 
     # --- missing data -------------------------------------------------------------------------
 
@@ -117,7 +132,14 @@ class ThriftyPolicy:
         spec = observation.spec
         current = observation.replicas.desired
         next_state = common.with_updates(
-            state, **{BELOW_SINCE: None, RECENT_NEEDS: [], IDLE_SINCE: None, WAITING: None}
+            state,
+            **{
+                BELOW_SINCE: None,
+                RECENT_NEEDS: [],
+                IDLE_SINCE: None,
+                WAITING: None,
+                QUEUE_GROWTH: None,
+            },
         )
         signals = observation.signals
         if signals is None:
@@ -157,6 +179,7 @@ class ThriftyPolicy:
         learned[READY] = ready
         learned[READY_SINCE] = ready_since
         last_seen = common.state_float(state, LAST_SEEN)
+        learned[QUEUE_GROWTH] = self.queue_growth(observation, signals, state)
         learned[LAST_SEEN] = now
         learned[WAITING] = signals.requests_waiting
 

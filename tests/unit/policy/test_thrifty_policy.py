@@ -410,14 +410,21 @@ def test_pending_replicas_are_kept_but_no_more_are_ordered() -> None:
 def test_a_growing_queue_counts_as_demand_beyond_what_is_served() -> None:
     first = POLICY.decide(observation(now=1000.0, sig=BURST, desired=2), {})
     grown = replace(BURST, requests_waiting=640.0)
-    # 300 more requests in 15 s at 4,000 tokens each: 80,000 tok/s on top of the 16,000 served.
-    demand = POLICY.demand_tokens_per_second(
+    second = POLICY.decide(observation(now=1015.0, sig=grown, desired=2), first.state)
+    # One tick's jump is a burst the queue holds, not a rate: the served 16,000 tok/s only.
+    assert POLICY.demand_tokens_per_second(
         observation(now=1015.0, sig=grown, desired=2), grown, first.state
+    ) == pytest.approx(16_000.0)
+    # Growing again: the lower growth of the two ticks, 20 requests/s at 4,000 tokens each,
+    # is 80,000 tok/s on top of the 16,000 served.
+    grown_again = replace(BURST, requests_waiting=940.0)
+    demand = POLICY.demand_tokens_per_second(
+        observation(now=1030.0, sig=grown_again, desired=2), grown_again, second.state
     )
     assert demand == pytest.approx(96_000.0)
     shrunk = replace(BURST, requests_waiting=100.0)
     assert POLICY.demand_tokens_per_second(
-        observation(now=1015.0, sig=shrunk, desired=2), shrunk, first.state
+        observation(now=1030.0, sig=shrunk, desired=2), shrunk, second.state
     ) == pytest.approx(16_000.0)
 
 
