@@ -452,9 +452,30 @@ def test_defaults_install_upgrade_keeps_model_services_uninstall_keeps_crds_and_
     assert refused.returncode != 0 and "/operator/logFormat" in refused.stderr, refused.stderr
     assert release.helm("status", release.name, check=False).returncode != 0
 
+    # The API server's Pod Security admission enforces the restricted standard in the namespace:
+    # it refuses to create the operator's pods if the chart's pod spec falls short of it.
+    cluster.kubectl("create", "namespace", release.namespace)
+    cluster.kubectl(
+        "label", "namespace", release.namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
     release.install()  # the defaults, nothing else
     deployment = get_json(cluster, "deployment", release.name, "-n", release.namespace)
     assert deployment is not None and deployment["spec"]["replicas"] == 2
+    selector = ",".join(
+        f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items()
+    )
+
+    def operator_pods_admitted() -> list[dict[str, Any]] | None:
+        pods = cluster.kubectl_json("get", "pods", "-n", release.namespace, "-l", selector)
+        items: list[dict[str, Any]] = pods["items"]
+        return items if len(items) == 2 else None
+
+    # (KWOK nodes run no containers and the image is not built here: the pods stay Pending.)
+    wait_until(
+        operator_pods_admitted,
+        timeout_seconds=WAIT_SECONDS,
+        what="both operator pods admitted under the restricted Pod Security Standard",
+    )
     assert get_json(cluster, "serviceaccount", release.name, "-n", release.namespace)
     for role in ("cluster", "workloads"):
         assert get_json(cluster, "clusterrole", f"{release.name}-{role}")
