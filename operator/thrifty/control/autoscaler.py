@@ -313,26 +313,7 @@ class Autoscaler:
             now=now_text,
             generation=meta.get("generation"),
         )
-        after = autoscaling.next_status(status, result)
-        key = f"{namespace}/{name}"
-        checkpoint_due = (
-            time.monotonic() - self.state_written_at.get(key, -math.inf)
-            >= autoscaling.STATE_CHECKPOINT_SECONDS
-        )
-        if autoscaling.status_changed(status, after) or (
-            checkpoint_due and autoscaling.status_changed(status, after, include_policy_state=True)
-        ):
-            self.state_written_at[key] = time.monotonic()
-            try:
-                await asyncio.to_thread(
-                    self.scale.patch_status,
-                    namespace,
-                    name,
-                    autoscaling.status_patch(after),
-                    resource_version,
-                )
-            except kube.Conflict:
-                log.info("autoscaler %s/%s: status changed meanwhile; next tick", namespace, name)
+        after = await self._write_status(namespace, name, status, result, resource_version)
         previous = status.autoscaler.last_decision if status.autoscaler else None
         if decision is not None and (previous is None or previous.message != decision.message):
             log.info(
@@ -348,6 +329,49 @@ class Autoscaler:
         if event is not None:
             await asyncio.to_thread(self.kube.event, body, *event)
         self._report(namespace, name, decision, desired, obs, after)
+
+    async def _write_status(
+        self,
+        namespace: str,
+        name: str,
+        status: modelservice.ModelServiceStatus,
+        result: autoscaling.PassResult,
+        resource_version: str,
+    ) -> modelservice.ModelServiceStatus:
+        """One status patch when something changed (or the state checkpoint is due). When the
+        reconciler wrote in between (a scale makes it write), re-read once and patch again, so a
+        scale's decision, time and policy state are never lost."""
+        key = f"{namespace}/{name}"
+        for attempt in range(2):
+            after = autoscaling.next_status(status, result)
+            checkpoint_due = (
+                time.monotonic() - self.state_written_at.get(key, -math.inf)
+                >= autoscaling.STATE_CHECKPOINT_SECONDS
+            )
+            changed = autoscaling.status_changed(status, after) or (
+                checkpoint_due
+                and autoscaling.status_changed(status, after, include_policy_state=True)
+            )
+            if not changed:
+                return after
+            try:
+                await asyncio.to_thread(
+                    self.scale.patch_status,
+                    namespace,
+                    name,
+                    autoscaling.status_patch(after),
+                    resource_version,
+                )
+                self.state_written_at[key] = time.monotonic()
+                return after
+            except kube.Conflict:
+                if attempt:
+                    log.info("autoscaler %s/%s: status kept changing; next tick", namespace, name)
+                    return after
+            fresh = await asyncio.to_thread(self.scale.read_model_service, namespace, name)
+            resource_version = str(fresh["metadata"]["resourceVersion"])
+            status = modelservice.ModelServiceStatus.model_validate(fresh.get("status") or {})
+        return after
 
     def _report(
         self,

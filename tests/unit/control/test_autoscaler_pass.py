@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from thrifty import observe
+from thrifty.adapters.kube import Conflict
 from thrifty.adapters.operator_metrics import OperatorMetrics
 from thrifty.adapters.prometheus import ServiceKey, SignalsReading
 from thrifty.control.autoscaler import Autoscaler, AutoscalerSettings
@@ -220,3 +221,23 @@ def test_the_policy_state_alone_is_checkpointed_once_a_minute() -> None:
     tick(scaler)
     assert len(cluster.statuses) == writes + 1
     assert set(cluster.statuses[-1][1]["autoscaler"]["policyState"])
+
+
+def test_a_status_write_lost_to_the_reconciler_is_retried_on_the_fresh_object() -> None:
+    cluster = FakeCluster([ms_body("chat")])
+    conflicts = [Conflict("409 the reconciler wrote first")]
+    write = cluster.patch_status
+
+    def racing(namespace: str, name: str, status: Mapping[str, Any], version: str) -> None:
+        if conflicts:
+            cluster.bodies[name]["metadata"]["resourceVersion"] = "12"
+            raise conflicts.pop()
+        write(namespace, name, status, version)
+
+    cluster.patch_status = racing  # type: ignore[method-assign,assignment]
+    scaler, _ = autoscaler(cluster)
+    tick(scaler)
+    assert cluster.scaled
+    _, status, version = cluster.statuses[0]
+    assert version == "12"
+    assert status["autoscaler"]["lastScaleTime"]
