@@ -370,7 +370,9 @@ def _summary(verdicts: Sequence[Verdict]) -> list[str]:
             f"{_pct(over)} {_mark(over <= CLAIRVOYANT_TARGET)}" if over is not None else "n/a"
         )
         events_ok = (
-            None if v.hpa_scale_events is None else v.thrifty_scale_events < v.hpa_scale_events
+            None
+            if v.hpa_scale_events is None or v.hpa_scale_events == v.thrifty_scale_events == 0
+            else v.thrifty_scale_events < v.hpa_scale_events
         )
         lines.append(
             f"| {v.trace} | {v.thrifty_gpu_hours:.2f} | {_pct(v.attainment)} | {hpa} | "
