@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     core_parser = sub.add_parser("core", help="CPU of the pure decision path for 100 services")
     core_parser.add_argument("--ticks", type=int, default=40)
-    sub.add_parser("cluster", help="on the local cluster (see the module docstring)")
+    cluster_parser = sub.add_parser("cluster", help="on the local cluster (see the docstring)")
+    cluster_parser.add_argument("--skip-cpu", action="store_true", help="reaction time only")
+    cluster_parser.add_argument("--steps", type=int, default=8, help="load steps to time")
     args = parser.parse_args(argv)
     if args.command == "core":
         figures: dict[str, Any] = core(args.ticks)
@@ -134,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from control_loop_cluster import run_cluster  # heavy imports (harness) only when needed
 
-    return run_cluster()
+    return run_cluster(measure_cpu=not args.skip_cpu, steps=args.steps)
 
 
 if __name__ == "__main__":
