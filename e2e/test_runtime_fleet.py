@@ -230,7 +230,7 @@ def _scale(cluster: Cluster, namespace: str, replicas: int) -> None:
 
 
 @pytest.mark.vllm
-@pytest.mark.timeout(2400)
+@pytest.mark.timeout(3600)
 def test_real_vllm_engines_scale_0_1_2_1_under_load_and_the_scale_down_drains(
     cluster: Cluster, namespace: str, mirror: Mirror
 ) -> None:
@@ -247,11 +247,12 @@ def test_real_vllm_engines_scale_0_1_2_1_under_load_and_the_scale_down_drains(
     url = completions_url(router, namespace, MODEL_SERVICE)
     source = PrometheusSignals(cluster.prometheus_url)
     try:
-        with ClosedLoop([url], concurrency=8, max_tokens=128) as load:
+        # Modest load: on two shared cores a loaded first engine slows the second one's start.
+        with ClosedLoop([url], concurrency=4, max_tokens=128) as load:
             _scale(cluster, namespace, 2)
             wait_until(
                 lambda: len(mirror.engines()) == 2 or None,
-                timeout_seconds=900,
+                timeout_seconds=1800,  # 12 min seen on a busy 2-core machine; 1 min when idle
                 what="a second real vLLM engine",
                 interval_seconds=2,
             )
