@@ -62,13 +62,15 @@ def limits(
     replica_cost = common.replica_cost(observation.pool)
     hourly_cap = dollars_per_hour_cap(observation)
     if hourly_cap is not None:
-        affordable = cost.replicas_within_dollars_per_hour(hourly_cap, replica_cost)
+        affordable = replicas_within_hourly_cap(observation, hourly_cap)
+        draining = max(observation.replicas.draining, 0)
         found.append(
             Limit(
                 max(affordable, spec.min_replicas),
                 types.Reason.BUDGET_LIMITED,
                 types.Bound.BUDGET,
-                f"{cost.format_dollars_per_hour(hourly_cap)} cap allows {affordable}",
+                f"{cost.format_dollars_per_hour(hourly_cap)} cap allows {affordable}"
+                + (f" ({draining} still draining)" if draining else ""),
             )
         )
     token_cap = scaled_cap(spec, spec.max_dollars_per_million_tokens)
@@ -88,6 +90,21 @@ def limits(
                 )
             )
     return found
+
+
+def replicas_within_hourly_cap(observation: types.Observation, cap: float) -> int:
+    """The most replicas a $/hour cap allows, counting the draining ones: they still cost.
+
+    New replicas are ordered only while (replicas + draining) x replica cost stays within the cap.
+    Draining replicas never cut the replicas already kept within the cap, though: removing one for
+    them would drain one more, which would cut again; they are gone within their grace period.
+    """
+    affordable = cost.replicas_within_dollars_per_hour(cap, common.replica_cost(observation.pool))
+    draining = max(observation.replicas.draining, 0)
+    if draining == 0:
+        return affordable
+    kept = min(max(observation.replicas.desired, 0), affordable)
+    return max(affordable - draining, kept)
 
 
 def gpu_limit(observation: types.Observation) -> Limit | None:

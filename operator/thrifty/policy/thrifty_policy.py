@@ -77,6 +77,12 @@ class ThriftyPolicy:
     """At most this share of the replicas (and at least one) is removed per step."""
     scale_down_step_seconds: float = 60.0
     """Time between two scale-down steps once the scale-down delay has passed."""
+    batch_limit_requests_per_replica: float = 256.0
+    """The engine's running-batch limit (vLLM ``--max-num-seqs``). 256, the smallest common
+    default (1024 on H100-class GPUs), so the scale-down guard errs toward keeping replicas."""
+    scale_down_load_fraction: float = 0.75
+    """A scale-down must leave each remaining replica at most this share of the batch limit and of
+    ``saturation_kv_usage``; none at all while requests wait or the fleet is already there."""
     need_memory_seconds: float = 0.0
     """Scale down no lower than the highest need of this window (at least the scale-down delay):
     bursty traffic keeps the replicas its bursts need instead of paying a cold start each time."""
@@ -153,9 +159,7 @@ class ThriftyPolicy:
             because = f"{because} within {spec.min_replicas}..{spec.max_replicas} replicas"
         cap = limits.dollars_per_hour_cap(observation)
         if cap is not None:
-            affordable = cost.replicas_within_dollars_per_hour(
-                cap, common.replica_cost(observation.pool)
-            )
+            affordable = limits.replicas_within_hourly_cap(observation, cap)
             allowed = max(affordable, spec.min_replicas)
             if allowed < target:
                 spend_cap = cost.format_dollars_per_hour(cap)
@@ -421,9 +425,14 @@ class ThriftyPolicy:
                 because = "idle at zero"
         else:
             target, delayed = self._smooth(observation, learned, wanted)
+            floor, load = self.scale_down_floor(observation, signals)
             if delayed:
                 reason, bound = types.Reason.SCALE_DOWN_DELAYED, types.Bound.HOLD
                 because = f"{because}; needs {wanted}, scale-down delayed"
+            elif target < current and target < floor:
+                target = min(floor, current)
+                reason, bound = types.Reason.SCALE_DOWN_DELAYED, types.Bound.HOLD
+                because = f"{because}; needs {wanted}, but {load}: keeping {target}"
 
         cut = limits.binding(limits.limits(observation, signals, tokens_per_second), target)
         if cut is not None:
@@ -447,6 +456,33 @@ class ThriftyPolicy:
         return common.decision(
             observation, target, reason, bound, because, tokens_per_second, learned
         )
+
+    def scale_down_floor(
+        self, observation: types.Observation, signals: types.Signals
+    ) -> tuple[int, str]:
+        """The fewest replicas the load in flight allows, and why.
+
+        Removing a replica moves its running requests onto the others; if that fills their batches
+        or KV caches the queue explodes, and a replica ordered back serves only a cold start later.
+        Estimates of demand can be wrong; the requests running now are not.
+        """
+        replicas = observation.replicas
+        if signals.requests_waiting > 0.0:
+            return replicas.desired, f"{signals.requests_waiting:,.0f} requests waiting"
+        if replicas.ready <= 0:
+            return 0, "no ready replica"
+        batch = self.batch_limit_requests_per_replica * self.scale_down_load_fraction
+        kv = self.saturation_kv_usage * self.scale_down_load_fraction
+        running = signals.requests_running
+        load = (
+            f"{running:,.0f} running ({running / replicas.ready:,.0f} per ready replica, "
+            f"KV cache {signals.kv_cache_usage:.0%})"
+        )
+        if running / replicas.ready >= batch or signals.kv_cache_usage >= kv:
+            return replicas.desired, f"{load} near the batch or KV limit"
+        by_batch = _ceil(running / batch) if batch > 0.0 else replicas.desired
+        by_kv = _ceil(signals.kv_cache_usage * replicas.ready / kv) if kv > 0.0 else 0
+        return max(by_batch, by_kv), f"{load} would overload fewer replicas"
 
     def _smooth(
         self, observation: types.Observation, learned: dict[str, types.JSONValue], wanted: int

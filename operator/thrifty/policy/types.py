@@ -82,6 +82,9 @@ class ReplicaCounts:
     are replicas ordered but not created or not placed (e.g. pending for want of GPUs)."""
     oldest_starting_seconds: float = 0.0
     """How long the oldest not-yet-ready replica has been starting."""
+    draining: int = 0
+    """Replicas removed from ``desired`` but still finishing their requests (pods terminating):
+    they hold GPUs and cost money until gone, so a $/hour cap counts them before ordering more."""
 
 
 @dataclass(frozen=True)

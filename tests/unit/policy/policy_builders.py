@@ -48,6 +48,7 @@ def observation(
     ready: int | None = None,
     starting: int = 0,
     oldest_starting_seconds: float = 0.0,
+    draining: int = 0,
     free_gpus: int | None = None,
     gpus_per_replica: int = 1,
     price: float = PRICE_PER_GPU_HOUR,
@@ -62,6 +63,7 @@ def observation(
             ready=desired - starting if ready is None else ready,
             starting=starting,
             oldest_starting_seconds=oldest_starting_seconds,
+            draining=draining,
         ),
         pool=types.PoolView(
             name="h100-on-demand",

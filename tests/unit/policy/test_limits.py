@@ -58,3 +58,17 @@ def test_the_deepest_cut_binds_and_a_tie_names_the_budget() -> None:
     assert limits.binding([gpu, money], 6) == money
     assert limits.binding([gpu, money, deeper], 6) == deeper
     assert limits.binding([gpu, money], 4) is None
+
+
+def test_draining_replicas_block_growth_within_the_hourly_cap() -> None:
+    # $9/h at $3 per replica: 3 replicas. One still draining holds a third of it.
+    grow = observation(desired=2, draining=1, max_dollars_per_hour=9.0)
+    assert limits.replicas_within_hourly_cap(grow, 9.0) == 2
+    assert limits.replicas_within_hourly_cap(observation(desired=2, draining=0), 9.0) == 3
+
+
+def test_draining_replicas_never_cut_the_replicas_kept_within_the_cap() -> None:
+    # Cutting for a draining replica would drain one more, which would cut again.
+    assert limits.replicas_within_hourly_cap(observation(desired=3, draining=2), 9.0) == 3
+    # A fleet over the cap on its own is still cut to the cap.
+    assert limits.replicas_within_hourly_cap(observation(desired=5, draining=2), 9.0) == 3

@@ -434,7 +434,9 @@ def test_scale_down_goes_to_the_highest_need_of_the_delay_window() -> None:
     policy = ThriftyPolicy(scale_down_step_fraction=1.0)
     medium = signals(prompt_tokens_per_second=8000.0, generation_tokens_per_second=8000.0)
     ticks = [observation(now=1000.0 + 15.0 * i, sig=medium, desired=8) for i in range(18)]
-    ticks += [observation(now=1270.0 + 15.0 * i, sig=LIGHT, desired=8) for i in range(3)]
+    # KV caches a tenth full: 3 replicas hold what 8 hold now (the load guard allows it).
+    light = replace(LIGHT, kv_cache_usage=0.1)
+    ticks += [observation(now=1270.0 + 15.0 * i, sig=light, desired=8) for i in range(3)]
     decisions = run(policy, ticks)
     assert [d.replicas for d in decisions[:20]] == [8] * 20
     assert decisions[20].replicas == 3
@@ -454,6 +456,40 @@ def test_unknown_capacity_with_ample_headroom_tries_one_fewer_after_the_delay() 
     assert all(d.replicas == 3 for d in decisions[:20])
     assert decisions[20].replicas == 2
     assert "trying one fewer" in decisions[20].message
+
+
+@pytest.mark.parametrize(("running", "after"), [(60.0, 1), (260.0, 2)])
+def test_headroom_probe_never_leaves_too_few_replicas_for_the_running_batches(
+    running: float, after: int
+) -> None:
+    # servegen-mid: the probe went to one replica with 260 requests running; one replica holds
+    # at most 192 (75 % of a 256-sequence batch), so 2 replicas stay. With 60 running, 1 does.
+    roomy = signals(requests_running=running, kv_cache_usage=0.2, ttft_p95_seconds=0.5)
+    ticks = [
+        observation(
+            now=1000.0 + 15.0 * i, sig=roomy, desired=2, capacity_tokens_per_second_per_replica=None
+        )
+        for i in range(21)
+    ]
+    decisions = run(POLICY, ticks)
+    assert all(d.replicas == 2 for d in decisions[:20])
+    assert decisions[20].replicas == after
+    if after == 2:
+        assert decisions[20].reason == types.Reason.SCALE_DOWN_DELAYED
+        assert "260 running" in decisions[20].message
+
+
+@pytest.mark.parametrize(
+    "sig",
+    [
+        signals(requests_running=400.0),  # 200 per replica: past 75 % of the batch limit
+        signals(kv_cache_usage=0.7),  # KV past 75 % of the saturation level
+    ],
+)
+def test_no_scale_down_while_replicas_are_near_their_limits(sig: types.Signals) -> None:
+    # A prior capacity says one replica carries the tokens, but the batches or caches are full.
+    ticks = [observation(now=1000.0 + 15.0 * i, sig=sig, desired=2) for i in range(30)]
+    assert all(d.replicas == 2 for d in run(POLICY, ticks))
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,7 @@ def observations(draw: st.DrawFn) -> types.Observation:
             ready=ready,
             starting=starting,
             oldest_starting_seconds=draw(times) if starting else 0.0,
+            draining=draw(st.integers(min_value=0, max_value=8)),
         ),
         pool=types.PoolView(
             name="pool",
@@ -159,6 +160,45 @@ def test_dollars_per_hour_cap_is_never_passed_unless_min_replicas_forces_it(
         assert decision.replicas == observation.spec.min_replicas or (
             decision.projected_dollars_per_hour <= cap + 1e-9
         )
+
+
+@settings(max_examples=300, deadline=None)
+@given(observation=observations(), state=carried_states)
+def test_new_replicas_and_draining_ones_stay_within_the_hourly_cap(
+    observation: types.Observation, state: types.PolicyState
+) -> None:
+    # Draining replicas hold GPUs until gone: ordering more may not pass the cap with them.
+    cap = _hourly_cap(observation)
+    decision = POLICY.decide(observation, state)
+    grows = decision.replicas > max(observation.replicas.desired, observation.spec.min_replicas)
+    if cap is None or not grows:
+        return
+    replica_cost = common.replica_cost(observation.pool)
+    spend = (decision.replicas + observation.replicas.draining) * replica_cost
+    assert spend <= cap + 1e-9
+
+
+@settings(max_examples=300, deadline=None)
+@given(observation=observations(), state=carried_states)
+def test_a_scale_down_never_removes_capacity_the_running_load_needs(
+    observation: types.Observation, state: types.PolicyState
+) -> None:
+    # Only the user's caps and bounds may cut deeper; demand estimates may not.
+    signals = observation.signals
+    if signals is None or not _usable(observation) or observation.replicas.ready == 0:
+        return
+    decision = POLICY.decide(observation, state)
+    at_max = decision.replicas >= observation.spec.max_replicas  # a lowered max_replicas cuts
+    user_cut = decision.reason in (types.Reason.BUDGET_LIMITED, types.Reason.BOUNDS)
+    to_zero = decision.reason == types.Reason.SCALE_TO_ZERO
+    if at_max or user_cut or to_zero or decision.replicas >= observation.replicas.desired:
+        return
+    assert signals.requests_waiting == 0.0
+    fraction = POLICY.scale_down_load_fraction
+    per_replica = signals.requests_running / decision.replicas
+    assert per_replica <= POLICY.batch_limit_requests_per_replica * fraction + 1e-9
+    kv_after = signals.kv_cache_usage * observation.replicas.ready / decision.replicas
+    assert kv_after <= POLICY.saturation_kv_usage * fraction + 1e-9
 
 
 @settings(max_examples=200, deadline=None)
