@@ -32,7 +32,7 @@ class CostBudgetSpec(common.Model):
     max_dollars_per_million_tokens: float | None = Field(
         default=None,
         ge=0,
-        description="Most USD per million generated tokens, over all members' tokens.",
+        description="Most USD per million tokens (prompt + generated), over all members' tokens.",
     )
     enforcement: policy_types.Enforcement = Field(
         default=policy_types.Enforcement.HARD,

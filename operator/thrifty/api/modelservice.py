@@ -312,7 +312,7 @@ class CostTarget(common.Model):
     """What the model may cost, and what gives when money and latency conflict."""
 
     max_dollars_per_million_tokens: float | None = Field(
-        default=None, ge=0, description="Most USD per million generated tokens."
+        default=None, ge=0, description="Most USD per million tokens (prompt + generated)."
     )
     max_dollars_per_hour: float | None = Field(
         default=None, ge=0, description="Most USD per hour for all replicas together."
@@ -472,7 +472,7 @@ class ModelServiceStatus(common.Model):
     dollars_per_million_tokens: float | None = Field(
         default=None,
         ge=0,
-        description="Realised cost in USD per million generated tokens over the last window.",
+        description="Realised USD per million tokens (prompt + generated) over the last window.",
     )
     queue_depth: float | None = Field(
         default=None,
