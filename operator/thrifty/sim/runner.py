@@ -264,6 +264,7 @@ class _Run:
                 ready=ready,
                 starting=starting,
                 oldest_starting_seconds=fleet.oldest_starting_seconds(now),
+                draining=fleet.count(ReplicaState.DRAINING),
             ),
             pool=PoolView(
                 name=config.pool_name,
