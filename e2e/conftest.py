@@ -77,7 +77,26 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     try:
         yield name
     finally:
+        _release_thrifty_finalizers(cluster, name)
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def _release_thrifty_finalizers(cluster: Cluster, namespace: str) -> None:
+    """The operator's finalizers outlive a test's operator process; without it nobody removes
+    them, the namespace stays Terminating, and a later cluster-wide operator keeps acting on it."""
+    for kind in ("modelservices.thrifty.dev", "costbudgets.thrifty.dev"):
+        found = cluster.kubectl("get", kind, "-n", namespace, "-o", "name", check=False)
+        for obj in found.stdout.split():
+            cluster.kubectl(
+                "patch",
+                obj,
+                "-n",
+                namespace,
+                "--type=merge",
+                "-p",
+                '{"metadata":{"finalizers":null}}',
+                check=False,
+            )
 
 
 @pytest.hookimpl(wrapper=True)

@@ -641,6 +641,8 @@ def test_operator_with_only_the_charts_permissions_reconciles_to_ready(
     forbidden = [
         line
         for line in operator.logs().splitlines()
-        if "forbidden" in line.lower()  # kopf and the client name refusals "Forbidden"
+        # kopf and the client name refusals "Forbidden"; a namespace being deleted by an earlier
+        # test refuses new content with a 403 too, but that is not a missing permission.
+        if "forbidden" in line.lower() and "being terminated" not in line
     ]
     assert not forbidden, "the operator was refused something:\n" + "\n".join(forbidden)
