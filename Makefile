@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: bootstrap test lint unit e2e demo
+.PHONY: bootstrap test test-vllm-scale lint unit e2e demo
 
 bootstrap:
 	bash scripts/bootstrap.sh
@@ -20,8 +20,13 @@ unit: bootstrap
 e2e: bootstrap
 	$(PY) -m pytest e2e
 
+# The real-vLLM scale scenario is its own target: on 2 cores a loaded first engine starves the
+# second one's start for 15-30 min, more than the CI budget can carry.
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not vllm_scale"
+
+test-vllm-scale: bootstrap
+	$(PY) -m pytest -m vllm_scale e2e
 
 # A local cluster by hand (docs/local-cluster.md): `eval "$(make -s cluster-up)"`, `make cluster-down`.
 # ARGS passes options, e.g. ARGS="--apiserver-port 6443 --prometheus-port 9090" or ARGS="--name x".

@@ -230,6 +230,7 @@ def _scale(cluster: Cluster, namespace: str, replicas: int) -> None:
 
 
 @pytest.mark.vllm
+@pytest.mark.vllm_scale
 @pytest.mark.timeout(3600)
 def test_real_vllm_engines_scale_0_1_2_1_under_load_and_the_scale_down_drains(
     cluster: Cluster, namespace: str, mirror: Mirror
