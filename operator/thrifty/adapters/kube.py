@@ -49,7 +49,8 @@ def connect() -> client.ApiClient:
     return client.ApiClient()
 
 
-def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+def call_api(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Calls the client; its errors come back as KubeError / NotFound / Conflict."""
     try:
         return fn(*args, **kwargs)
     except ApiException as error:
@@ -96,7 +97,7 @@ class Kube:
             "Service": self.core.patch_namespaced_service,
             "PodDisruptionBudget": self.policy.patch_namespaced_pod_disruption_budget,
         }
-        response = _call(
+        response = call_api(
             patchers[kind],
             name,
             namespace,
@@ -111,19 +112,21 @@ class Kube:
     def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return _json(
-                _call(self.apps.read_namespaced_deployment, name, namespace, _preload_content=False)
+                call_api(
+                    self.apps.read_namespaced_deployment, name, namespace, _preload_content=False
+                )
             )
         except NotFound:
             return None
 
     # --- thrifty resources -----------------------------------------------------------------
     def list_gpu_pools(self) -> list[dict[str, Any]]:
-        found = _call(self.custom.list_cluster_custom_object, GROUP, VERSION, "gpupools")
+        found = call_api(self.custom.list_cluster_custom_object, GROUP, VERSION, "gpupools")
         items: list[dict[str, Any]] = found.get("items", [])
         return items
 
     def get_model_service(self, namespace: str, name: str) -> dict[str, Any]:
-        found: dict[str, Any] = _call(
+        found: dict[str, Any] = call_api(
             self.custom.get_namespaced_custom_object,
             GROUP,
             VERSION,
@@ -135,9 +138,11 @@ class Kube:
 
     def list_model_services(self, namespace: str | None = None) -> list[dict[str, Any]]:
         if namespace is None:
-            found = _call(self.custom.list_cluster_custom_object, GROUP, VERSION, "modelservices")
+            found = call_api(
+                self.custom.list_cluster_custom_object, GROUP, VERSION, "modelservices"
+            )
         else:
-            found = _call(
+            found = call_api(
                 self.custom.list_namespaced_custom_object,
                 GROUP,
                 VERSION,
@@ -161,7 +166,7 @@ class Kube:
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
         if namespace is None:
-            result = _call(
+            result = call_api(
                 self.custom.patch_cluster_custom_object_status,
                 GROUP,
                 VERSION,
@@ -171,7 +176,7 @@ class Kube:
                 _content_type=MERGE,
             )
         else:
-            result = _call(
+            result = call_api(
                 self.custom.patch_namespaced_custom_object_status,
                 GROUP,
                 VERSION,
@@ -186,13 +191,13 @@ class Kube:
 
     # --- the cluster -----------------------------------------------------------------------
     def nodes(self) -> list[placement.NodeInfo]:
-        found = _json(_call(self.core.list_node, _preload_content=False))
+        found = _json(call_api(self.core.list_node, _preload_content=False))
         return [node_info(item) for item in found.get("items", [])]
 
     def active_pods(self) -> list[dict[str, Any]]:
         """Pods that hold or wait for resources (not Succeeded or Failed), in every namespace."""
         found = _json(
-            _call(
+            call_api(
                 self.core.list_pod_for_all_namespaces,
                 field_selector="status.phase!=Succeeded,status.phase!=Failed",
                 _preload_content=False,
@@ -227,7 +232,7 @@ class Kube:
             "lastTimestamp": now.isoformat(),
             "count": 1,
         }
-        _call(self.core.create_namespaced_event, namespace, body, _preload_content=False)
+        call_api(self.core.create_namespaced_event, namespace, body, _preload_content=False)
 
 
 def _quantity(value: Any) -> int:

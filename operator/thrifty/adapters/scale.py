@@ -11,34 +11,18 @@ the timer runs them in a worker thread.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import urllib3
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from thrifty import autoscaling, render
-from thrifty.adapters.kube import Conflict, KubeError, NotFound
+from thrifty.adapters.kube import NotFound, call_api
 from thrifty.api import GROUP, VERSION
 from thrifty.observe import PodView
 
 MERGE = "application/merge-patch+json"
-
-
-def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    try:
-        return fn(*args, **kwargs)
-    except ApiException as error:
-        message = f"{error.status} {error.reason}"
-        if error.status == 404:
-            raise NotFound(message) from error
-        if error.status == 409:
-            raise Conflict(message) from error
-        raise KubeError(message) from error
-    except (urllib3.exceptions.HTTPError, OSError) as error:
-        raise KubeError(f"API server unreachable: {error}") from error
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -74,7 +58,7 @@ class ScaleClient:
         self.hpa = client.AutoscalingV2Api(api)
 
     def read_model_service(self, namespace: str, name: str) -> dict[str, Any]:
-        found: dict[str, Any] = _call(
+        found: dict[str, Any] = call_api(
             self.custom.get_namespaced_custom_object,
             GROUP,
             VERSION,
@@ -86,7 +70,7 @@ class ScaleClient:
 
     def read_pool(self, name: str) -> dict[str, Any] | None:
         try:
-            found: dict[str, Any] = _call(
+            found: dict[str, Any] = call_api(
                 self.custom.get_cluster_custom_object, GROUP, VERSION, "gpupools", name
             )
         except NotFound:
@@ -95,7 +79,7 @@ class ScaleClient:
 
     def read_budget(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            found: dict[str, Any] = _call(
+            found: dict[str, Any] = call_api(
                 self.custom.get_namespaced_custom_object,
                 GROUP,
                 VERSION,
@@ -108,14 +92,14 @@ class ScaleClient:
         return found
 
     def list_model_services(self, namespace: str) -> list[dict[str, Any]]:
-        found = _call(
+        found = call_api(
             self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, "modelservices"
         )
         items: list[dict[str, Any]] = found.get("items", [])
         return items
 
     def replica_pods(self, namespace: str, name: str, now: datetime) -> list[PodView]:
-        response = _call(
+        response = call_api(
             self.core.list_namespaced_pod,
             namespace,
             label_selector=render.selector_string(name),
@@ -127,7 +111,7 @@ class ScaleClient:
 
     def hpas_targeting(self, namespace: str, name: str) -> list[str]:
         """HorizontalPodAutoscalers whose scaleTargetRef is this ModelService."""
-        response = _call(
+        response = call_api(
             self.hpa.list_namespaced_horizontal_pod_autoscaler, namespace, _preload_content=False
         )
         names = []
@@ -146,7 +130,7 @@ class ScaleClient:
         """Writes the scale target: the autoscaler's only write to a ModelService's spec.
 
         Returns the ModelService's new resourceVersion (for the status patch that follows)."""
-        scale = _call(
+        scale = call_api(
             self.custom.patch_namespaced_custom_object_scale,
             GROUP,
             VERSION,
@@ -164,7 +148,7 @@ class ScaleClient:
     ) -> None:
         """Merge-patches status, only if nobody wrote the object since it was read."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
-        _call(
+        call_api(
             self.custom.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
