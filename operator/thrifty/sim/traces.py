@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 AZURE_ATTRIBUTION = (
@@ -153,21 +153,25 @@ def _interpolate(rates: list[float | None], i: int, before: int | None, after: i
 # -- parsers ---------------------------------------------------------------------------------------
 
 
-def parse_azure_csv(lines: Iterable[str], source: str, name: str = "azure") -> Trace:
-    """Azure LLM inference trace: ``TIMESTAMP,ContextTokens,GeneratedTokens``."""
-    rows: list[tuple[float, int, int]] = []
+def _csv_rows(lines: Iterable[str], source: str, header: str) -> Iterator[tuple[int, str]]:
+    """The non-blank data lines with their line numbers, after checking the header line."""
     header_seen = False
     for number, raw in enumerate(lines, start=1):
         line = raw.strip()
         if not line:
             continue
         if not header_seen:
-            if line.replace(" ", "") != "TIMESTAMP,ContextTokens,GeneratedTokens":
-                raise TraceFormatError(
-                    source, number, "header 'TIMESTAMP,ContextTokens,GeneratedTokens'", line
-                )
+            if line.replace(" ", "") != header:
+                raise TraceFormatError(source, number, f"header '{header}'", line)
             header_seen = True
             continue
+        yield number, line
+
+
+def parse_azure_csv(lines: Iterable[str], source: str, name: str = "azure") -> Trace:
+    """Azure LLM inference trace: ``TIMESTAMP,ContextTokens,GeneratedTokens``."""
+    rows: list[tuple[float, int, int]] = []
+    for number, line in _csv_rows(lines, source, "TIMESTAMP,ContextTokens,GeneratedTokens"):
         rows.append(_azure_row(line, source, number))
     if not rows:
         raise TraceFormatError(source, 1, "at least one request row", "an empty file")
@@ -239,18 +243,7 @@ def parse_servegen_rates(lines: Iterable[str], source: str, name: str = "servege
     """
     starts: list[float] = []
     rates: list[float | None] = []
-    header_seen = False
-    for number, raw in enumerate(lines, start=1):
-        line = raw.strip()
-        if not line:
-            continue
-        if not header_seen:
-            if line.replace(" ", "") != "window_start_s,aggregate_rate_rps":
-                raise TraceFormatError(
-                    source, number, "header 'window_start_s,aggregate_rate_rps'", line
-                )
-            header_seen = True
-            continue
+    for number, line in _csv_rows(lines, source, "window_start_s,aggregate_rate_rps"):
         start, rate = _servegen_row(line, source, number)
         if starts and start <= starts[-1]:
             raise TraceFormatError(source, number, f"a window start after {starts[-1]:g}", line)
