@@ -27,6 +27,7 @@ from kubernetes import client, config
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "e2e"))
 
+from fleet_process import start_fleet_mirror, stop  # noqa: E402
 from harness import Cluster, Session, connect_existing, start_local  # noqa: E402
 from harness.cluster import wait_until  # noqa: E402
 from operator_process import OperatorProcess, start_operator  # noqa: E402
@@ -116,22 +117,12 @@ def reaction_times(cluster: Cluster, workdir: Path, steps: int) -> list[float]:
     )
     assert cluster.scrape_sd_dir is not None
     state = workdir / "fleet.json"
-    mirror = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "thrifty_runtime.fleet_mirror",
-            "--namespace",
-            namespace,
-            "--file-sd",
-            str(cluster.scrape_sd_dir / "bench-fleet.json"),
-            "--state-file",
-            str(state),
-        ],
-        cwd=REPO_ROOT,
-        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
-        stdout=(workdir / "mirror.log").open("wb"),
-        stderr=subprocess.STDOUT,
+    mirror = start_fleet_mirror(
+        cluster.kubeconfig,
+        namespace,
+        cluster.scrape_sd_dir / "bench-fleet.json",
+        state,
+        workdir / "mirror.log",
     )
     operator = start_operator(
         cluster.kubeconfig,
@@ -209,8 +200,7 @@ def reaction_times(cluster: Cluster, workdir: Path, steps: int) -> list[float]:
             load.wait(timeout=120)
     finally:
         operator.stop()
-        mirror.terminate()
-        mirror.wait(timeout=30)
+        stop(mirror)
     return measured
 
 

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+import fleet_process
 from harness import Cluster
 from harness import prometheus as prometheus_process
 from harness.cluster import wait_until
@@ -199,13 +200,8 @@ class Stack:
 
     def stop(self) -> None:
         self.stop_load()
-        for process in (self.mirror,):
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        if self.mirror.poll() is None:
+            fleet_process.stop(self.mirror)
         stop_prometheus(self.prometheus)
 
 
@@ -243,22 +239,12 @@ def stack(
 ) -> Iterator[Stack]:
     prom = prometheus_process.start(tmp_path, free_port())
     state_file = tmp_path / "fleet.json"
-    mirror = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "thrifty_runtime.fleet_mirror",
-            "--namespace",
-            namespace,
-            "--file-sd",
-            str(prom.sd_dir / "fleet.json"),
-            "--state-file",
-            str(state_file),
-        ],
-        cwd=REPO_ROOT,
-        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
-        stdout=(tmp_path / "mirror.log").open("wb"),
-        stderr=subprocess.STDOUT,
+    mirror = fleet_process.start_fleet_mirror(
+        cluster.kubeconfig,
+        namespace,
+        prom.sd_dir / "fleet.json",
+        state_file,
+        tmp_path / "mirror.log",
     )
 
     def router() -> str | None:

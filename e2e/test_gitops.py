@@ -16,13 +16,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import fleet_process
 from harness import Cluster
 from harness import prometheus as prometheus_process
 from harness.cluster import wait_until
@@ -300,22 +300,12 @@ def scaling_world(
     """What makes the autoscaler really scale: a private Prometheus scraping simulated vLLM
     engines that the fleet mirror serves for the namespace's Running pods, and the operator."""
     prom = prometheus_process.start(tmp_path, free_port())
-    mirror = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "thrifty_runtime.fleet_mirror",
-            "--namespace",
-            namespace,
-            "--file-sd",
-            str(prom.sd_dir / "fleet.json"),
-            "--state-file",
-            str(tmp_path / "fleet.json"),
-        ],
-        cwd=REPO,
-        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
-        stdout=(tmp_path / "mirror.log").open("wb"),
-        stderr=subprocess.STDOUT,
+    mirror = fleet_process.start_fleet_mirror(
+        cluster.kubeconfig,
+        namespace,
+        prom.sd_dir / "fleet.json",
+        tmp_path / "fleet.json",
+        tmp_path / "mirror.log",
     )
     try:
         operator_process(
@@ -324,11 +314,7 @@ def scaling_world(
         )
         yield
     finally:
-        mirror.terminate()
-        try:
-            mirror.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            mirror.kill()
+        fleet_process.stop(mirror)
         with contextlib.suppress(ProcessLookupError):
             os.kill(prom.pid, signal.SIGTERM)
 
