@@ -75,6 +75,23 @@ async def _complete(
         return response.status, await response.json()
 
 
+async def _until(condition: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
+    """Polls instead of sleeping a fixed time, so a loaded machine cannot reorder the scenario."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+async def _requests_in_engine(session: aiohttp.ClientSession, running: int, waiting: int) -> bool:
+    text = await _scrape(session)
+    return (
+        _value(text, "vllm:num_requests_running") == running
+        and _value(text, "vllm:num_requests_waiting") == waiting
+    )
+
+
 async def _scrape(session: aiohttp.ClientSession) -> str:
     async with session.get("/metrics") as response:
         assert response.status == 200
@@ -179,10 +196,8 @@ def test_a_full_batch_queues_the_rest() -> None:
     async def scenario() -> None:
         async with running(_settings(max_num_seqs=2)) as (_, session):
             tasks = [asyncio.create_task(_complete(session, 2000)) for _ in range(6)]
-            await asyncio.sleep(0.5)
+            await _until(lambda: _requests_in_engine(session, running=2, waiting=4))
             text = await _scrape(session)
-            assert _value(text, "vllm:num_requests_running") == 2
-            assert _value(text, "vllm:num_requests_waiting") == 4
             assert 0 < _value(text, "vllm:kv_cache_usage_perc") <= 1
             for task in tasks:
                 task.cancel()
@@ -240,9 +255,9 @@ def test_drain_finishes_in_flight_requests_and_rejects_new_ones() -> None:
     async def scenario() -> None:
         async with running(_settings(max_num_seqs=2)) as (server, session):
             in_flight = [asyncio.create_task(_complete(session, 300)) for _ in range(5)]
-            await asyncio.sleep(0.2)
+            await _until(lambda: _requests_in_engine(session, running=2, waiting=3))
             shutdown = asyncio.create_task(server.shutdown())
-            await asyncio.sleep(0.1)
+            await _until(lambda: _true(server.draining))
             assert (await _complete(session, 5))[0] == 503
             async with session.get("/health") as response:
                 assert response.status == 200
@@ -275,7 +290,7 @@ def test_sigterm_drains_the_command_line_server() -> None:
             async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as session:
                 await _wait_healthy(session)
                 in_flight = [asyncio.create_task(_complete(session, 300)) for _ in range(4)]
-                await asyncio.sleep(0.3)
+                await _until(lambda: _requests_in_engine(session, running=2, waiting=2))
                 process.send_signal(signal.SIGTERM)
                 results = await asyncio.gather(*in_flight)
             assert [status for status, _ in results] == [200] * 4
@@ -286,6 +301,10 @@ def test_sigterm_drains_the_command_line_server() -> None:
                 process.wait()
 
     run(scenario)
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def _wait_healthy(session: aiohttp.ClientSession) -> None:
