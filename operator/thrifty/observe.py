@@ -19,13 +19,15 @@ from thrifty.policy import types
 
 @dataclass(frozen=True)
 class PodView:
-    """One replica pod, as the autoscaler sees it (terminating pods are left out by the reader)."""
+    """One replica pod, as the autoscaler sees it (finished pods are left out by the reader)."""
 
     ready: bool
     scheduled: bool
     """Bound to a node: its cold start (image, weights, compile) is under way or done."""
     starting_seconds: float = 0.0
     """Time since it was scheduled (0 when not scheduled)."""
+    terminating: bool = False
+    """Deleted but not gone (deletionTimestamp set): finishing its requests, still on its GPUs."""
 
 
 @dataclass(frozen=True)
@@ -52,11 +54,18 @@ def desired_replicas(ms: modelservice.ModelService) -> int:
 
 
 def replica_counts(desired: int, pods: Sequence[PodView]) -> types.ReplicaCounts:
-    ready = sum(1 for pod in pods if pod.ready)
-    starting = [pod for pod in pods if pod.scheduled and not pod.ready]
+    """Terminating pods count only as draining, and only when placed (an unplaced one holds no
+    GPU): they no longer serve, but still cost, so a $/hour cap must see them."""
+    live = [pod for pod in pods if not pod.terminating]
+    ready = sum(1 for pod in live if pod.ready)
+    starting = [pod for pod in live if pod.scheduled and not pod.ready]
     oldest = max((pod.starting_seconds for pod in starting), default=0.0)
     return types.ReplicaCounts(
-        desired=desired, ready=ready, starting=len(starting), oldest_starting_seconds=oldest
+        desired=desired,
+        ready=ready,
+        starting=len(starting),
+        oldest_starting_seconds=oldest,
+        draining=sum(1 for pod in pods if pod.terminating and pod.scheduled),
     )
 
 
@@ -148,7 +157,7 @@ def observation(
     state it stamps survives operator restarts and moves between operator replicas."""
     desired = desired_replicas(ms)
     gpus_per_replica = ms.spec.engine.gpus_per_replica
-    placed = sum(1 for pod in pods if pod.scheduled)
+    placed = sum(1 for pod in pods if pod.scheduled and not pod.terminating)
     return types.Observation(
         now_seconds=now_seconds,
         signals=signals,

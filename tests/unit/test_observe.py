@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from thrifty import observe
 from thrifty.api import costbudget, gpupool, modelservice
 from thrifty.observe import ObserveSettings, PodView
-from thrifty.policy import types
+from thrifty.policy import limits, types
 
 SETTINGS = ObserveSettings(cold_start_seconds=30, staleness_limit_seconds=45)
 
@@ -66,6 +66,41 @@ def test_only_scheduled_unready_pods_are_starting() -> None:
     assert counts == types.ReplicaCounts(desired=4, ready=1, starting=2, oldest_starting_seconds=40)
 
 
+def test_terminating_pods_are_draining_and_neither_ready_nor_starting() -> None:
+    pods = [
+        PodView(ready=True, scheduled=True),
+        # Readiness lags the deletion: a terminating pod may still say Ready.
+        PodView(ready=True, scheduled=True, terminating=True),
+        PodView(ready=False, scheduled=True, starting_seconds=5, terminating=True),
+        PodView(ready=False, scheduled=False, terminating=True),  # never placed: no GPU held
+    ]
+    counts = observe.replica_counts(1, pods)
+    assert counts == types.ReplicaCounts(desired=1, ready=1, starting=0, draining=2)
+
+
+def test_draining_pods_take_their_share_of_a_hard_hourly_cap() -> None:
+    # $7.5/h at 1 GPU x $2.5: 3 replicas fit; 2 still draining leave room for 1.
+    ms = model_service(
+        replicas=1,
+        costTarget={"maxDollarsPerHour": 7.5, "enforcement": "Hard"},
+    )
+    pods = [PodView(ready=True, scheduled=True)] + [
+        PodView(ready=False, scheduled=True, terminating=True)
+    ] * 2
+    obs = observe.observation(
+        ms,
+        now_seconds=1000.0,
+        pods=pods,
+        pool_name="h100-on-demand",
+        pool=pool(free=8),
+        signals=None,
+        settings=SETTINGS,
+    )
+    assert obs.replicas.draining == 2
+    assert obs.pool.free_gpus == 8  # draining pods are not unplaced replicas
+    assert limits.replicas_within_hourly_cap(obs, 7.5) == 1
+
+
 def test_free_gpus_exclude_those_our_unplaced_replicas_wait_for() -> None:
     ms = model_service(replicas=4, engine={"tensorParallelSize": 2})
     pods = [PodView(ready=True, scheduled=True), PodView(ready=False, scheduled=False)]
@@ -117,11 +152,18 @@ def test_policy_state_comes_back_from_status() -> None:
 
 
 @given(
-    st.lists(st.tuples(st.booleans(), st.booleans(), st.floats(0, 1e4)), max_size=20),
+    st.lists(
+        st.tuples(st.booleans(), st.booleans(), st.floats(0, 1e4), st.booleans()), max_size=20
+    ),
     st.integers(0, 30),
 )
-def test_counts_never_exceed_the_pods(pods_raw: list[tuple[bool, bool, float]], d: int) -> None:
-    pods = [PodView(ready=r and s, scheduled=s, starting_seconds=t) for r, s, t in pods_raw]
+def test_counts_never_exceed_the_pods(
+    pods_raw: list[tuple[bool, bool, float, bool]], d: int
+) -> None:
+    pods = [
+        PodView(ready=r and s, scheduled=s, starting_seconds=t, terminating=x)
+        for r, s, t, x in pods_raw
+    ]
     counts = observe.replica_counts(d, pods)
-    assert counts.ready + counts.starting == sum(1 for p in pods if p.scheduled)
+    assert counts.ready + counts.starting + counts.draining == sum(1 for p in pods if p.scheduled)
     assert counts.oldest_starting_seconds >= 0

@@ -32,9 +32,9 @@ def _parse_time(value: str | None) -> datetime | None:
 
 
 def pod_view(pod: Mapping[str, Any], now: datetime) -> PodView | None:
-    """A replica pod as the policy counts it; None for a pod on its way out (draining)."""
+    """A replica pod as the policy counts it; None for a finished pod (it holds no GPU)."""
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
-    if meta.get("deletionTimestamp") or status.get("phase") in ("Succeeded", "Failed"):
+    if status.get("phase") in ("Succeeded", "Failed"):
         return None
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     ready = (conditions.get("Ready") or {}).get("status") == "True"
@@ -46,7 +46,12 @@ def pod_view(pod: Mapping[str, Any], now: datetime) -> PodView | None:
         meta.get("creationTimestamp")
     )
     starting = max((now - since).total_seconds(), 0.0) if scheduled and since else 0.0
-    return PodView(ready=ready, scheduled=scheduled, starting_seconds=starting)
+    return PodView(
+        ready=ready,
+        scheduled=scheduled,
+        starting_seconds=starting,
+        terminating=bool(meta.get("deletionTimestamp")),
+    )
 
 
 class ScaleClient:
