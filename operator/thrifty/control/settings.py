@@ -9,6 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal, get_args
+
+LogFormat = Literal["plain", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,20 @@ def _float(env: Mapping[str, str], key: str, default: float) -> float:
     if value <= 0:
         raise ValueError(f"{key} must be > 0 seconds, got {raw}")
     return value
+
+
+def log_format_from_env(env: Mapping[str, str] | None = None) -> LogFormat:
+    """THRIFTY_LOG_FORMAT: `plain` (default), a text line per record (time, level, logger,
+    message) for humans reading `kubectl logs`; `json`, one JSON object per line (kopf's
+    formatter) for log pipelines. Apart from `from_env`, which the handlers read at import: only
+    the entry point logs, so only it refuses a bad value, with a usage error and not a traceback."""
+    env = os.environ if env is None else env
+    raw = env.get("THRIFTY_LOG_FORMAT", "")
+    wanted = raw.strip().lower() or "plain"
+    for known in LOG_FORMATS:
+        if wanted == known:
+            return known
+    raise ValueError(f"THRIFTY_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, got {raw!r}")
 
 
 def from_env(env: Mapping[str, str] | None = None) -> Settings:
