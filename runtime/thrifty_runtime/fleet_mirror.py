@@ -17,10 +17,15 @@ of a ModelService what its container would have been:
   and stops; its target goes last;
 - a router on 127.0.0.1 stands in for each ModelService's Service: requests to
   `/<namespace>/<model-service>/v1/...` go to that ModelService's least-loaded engine (fewest
-  requests in flight through the router), like a Service with least-request balancing.
+  requests in flight through the router), like a Service with least-request balancing. For a
+  ModelService with no engine it holds requests until one is ready (`--hold-timeout`), as an
+  activator does, and its /metrics (the held requests per ModelService) is a file_sd target too,
+  with job `<job>-router` and no namespace or model_service target labels, so the series keep
+  their own.
 
     python -m thrifty_runtime.fleet_mirror --file-sd /path/sd/thrifty-fleet.json \\
-        --router-port 8080 [--kubeconfig K] [--namespace NS] [--engine sim|vllm] [--profile 8b]
+        --router-port 8080 [--kubeconfig K] [--namespace NS] [--engine sim|vllm] [--profile 8b] \\
+        [--hold-timeout 300]
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from thrifty_runtime.engine_server import EngineServer, settings_from_args
-from thrifty_runtime.router import Backend, Router
+from thrifty_runtime.router import DEFAULT_HOLD_TIMEOUT_SECONDS, Backend, Router
 
 log = logging.getLogger("thrifty_runtime.fleet_mirror")
 
@@ -107,10 +112,15 @@ def pod_engine_spec(pod: Mapping[str, Any], default_engine: str = "sim") -> PodE
 
 
 def file_sd_groups(
-    engines: Sequence[tuple[PodEngineSpec, str]], job: str = DEFAULT_JOB
+    engines: Sequence[tuple[PodEngineSpec, str]],
+    job: str = DEFAULT_JOB,
+    router: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Prometheus file_sd target groups: one per engine, labelled as a PodMonitor would."""
-    return [
+    """Prometheus file_sd target groups: one per engine, labelled as a PodMonitor would, and the
+    router's, labelled by job only: its series carry their own `namespace` and `model_service`,
+    which target labels of the same name would rename to `exported_*`."""
+    routers = [{"targets": [router], "labels": {"job": f"{job}-router"}}] if router else []
+    return routers + [
         {
             "targets": [address],
             "labels": {
@@ -145,13 +155,19 @@ class MirrorSettings:
     job: str = DEFAULT_JOB
     state_path: Path | None = None
     vllm_work_dir: Path = Path("/tmp/thrifty-fleet-vllm")
+    hold_timeout_seconds: float = DEFAULT_HOLD_TIMEOUT_SECONDS
 
 
 class FleetMirror:
     def __init__(self, settings: MirrorSettings, core_api: Any) -> None:
         self.settings = settings
         self._api = core_api
-        self.router = Router(settings.router_host, settings.router_port)
+        self.router = Router(
+            settings.router_host,
+            settings.router_port,
+            hold_timeout_seconds=settings.hold_timeout_seconds,
+        )
+        self._router_up = False
         self._engines: dict[tuple[str, str, str], MirroredEngine] = {}
         self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self._stop = threading.Event()
@@ -165,6 +181,7 @@ class FleetMirror:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.router.start()
+        self._router_up = True
         self._write_targets()
         self._write_state()
         log.info("router on %s", self.router.url)
@@ -184,6 +201,7 @@ class FleetMirror:
         await asyncio.gather(*self._starting.values(), return_exceptions=True)
         await asyncio.gather(*(self._retire(key) for key in list(self._engines)))
         await self.router.stop()
+        self._router_up = False
         self._write_targets()
 
     # -- watching pods (a thread: the client's watch blocks) ------------------------------------
@@ -366,9 +384,9 @@ class FleetMirror:
 
     def _write_targets(self) -> None:
         engines = [(e.spec, e.backend.url.removeprefix("http://")) for e in self._engines.values()]
-        _write_atomically(
-            self.settings.file_sd_path, json.dumps(file_sd_groups(engines, self.settings.job))
-        )
+        router = self.router.url.removeprefix("http://") if self._router_up else None
+        groups = file_sd_groups(engines, self.settings.job, router)
+        _write_atomically(self.settings.file_sd_path, json.dumps(groups))
 
     def _write_state(self) -> None:
         if self.settings.state_path is None:
@@ -429,6 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--job", default=DEFAULT_JOB, help="Prometheus job label of the targets")
     parser.add_argument("--state-file", type=Path, help="JSON with the router URL and engines")
     parser.add_argument("--vllm-work-dir", type=Path, default=Path("/tmp/thrifty-fleet-vllm"))
+    parser.add_argument(
+        "--hold-timeout",
+        type=float,
+        default=DEFAULT_HOLD_TIMEOUT_SECONDS,
+        help="seconds the router holds a request for a ModelService without engines, then 503",
+    )
     return parser
 
 
@@ -448,6 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         job=args.job,
         state_path=args.state_file,
         vllm_work_dir=args.vllm_work_dir,
+        hold_timeout_seconds=args.hold_timeout,
     )
 
     async def run() -> None:

@@ -4,23 +4,37 @@ KWOK pods have no network, so a client cannot reach a ModelService through its S
 router listens on 127.0.0.1 and forwards `/<namespace>/<model-service>/<path>` to one of that
 ModelService's engines, chosen least-loaded: the fewest requests in flight through the router
 (ties: the one used least recently). Bodies stream through unchanged, so `stream: true` works.
-A ModelService without engines answers 503, as a Service without ready endpoints refuses; an
-engine that cannot be reached, or that refuses with 503 because it is draining, is skipped and
+An engine that cannot be reached, or that refuses with 503 because it is draining, is skipped and
 the request tried on the next one.
+
+A request for a ModelService with no engine at all (scaled to zero, or its first replica still
+starting) is held, as Knative's activator holds requests for a revision at zero: it goes to the
+first engine that becomes ready, or gets a 503 after `hold_timeout_seconds`. The number held per
+ModelService is the gauge `thrifty_router_requests_held{namespace, model_service}` on
+`GET /metrics`: the operator reads it as waiting requests, the only demand signal a ModelService
+without engines has, and scales it from zero (see docs/runtime.md).
 
 `GET /engines` lists the engines and their in-flight counts (for tests and humans).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 log = logging.getLogger("thrifty_runtime.router")
+
+HELD_METRIC = "thrifty_router_requests_held"
+DEFAULT_HOLD_TIMEOUT_SECONDS = 300.0
+"""Knative's default request timeout: long enough for a cold start of an 8B model (~2 min)."""
 
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "upgrade"}
@@ -43,22 +57,42 @@ class Backend:
 
 
 class Router:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        hold_timeout_seconds: float = DEFAULT_HOLD_TIMEOUT_SECONDS,
+    ) -> None:
         self._host = host
         self._port = port
+        self._hold_timeout_seconds = hold_timeout_seconds
         self._backends: dict[tuple[str, str], list[Backend]] = {}
+        self._arrivals: dict[tuple[str, str], asyncio.Event] = {}
+        """Set (and dropped) when a ModelService gets a backend: wakes the requests it holds."""
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._ticks = itertools.count(1)
+        self.registry = CollectorRegistry()
+        self._held = Gauge(
+            HELD_METRIC,
+            "Requests the router holds because their ModelService has no ready engine.",
+            ("namespace", "model_service"),
+            registry=self.registry,
+        )
 
     @property
     def url(self) -> str:
         return f"http://{self._host}:{self._port}"
 
     def add(self, backend: Backend) -> None:
-        pool = self._backends.setdefault((backend.namespace, backend.model_service), [])
+        key = (backend.namespace, backend.model_service)
+        pool = self._backends.setdefault(key, [])
         if backend not in pool:
             pool.append(backend)
+        arrival = self._arrivals.pop(key, None)
+        if arrival is not None:
+            arrival.set()
 
     def remove(self, backend: Backend) -> None:
         pool = self._backends.get((backend.namespace, backend.model_service), [])
@@ -67,6 +101,11 @@ class Router:
 
     def backends(self, namespace: str, model_service: str) -> list[Backend]:
         return list(self._backends.get((namespace, model_service), []))
+
+    def held(self, namespace: str, model_service: str) -> int:
+        """Requests held right now for this ModelService (the gauge's value)."""
+        labels = {"namespace": namespace, "model_service": model_service}
+        return int(self.registry.get_sample_value(HELD_METRIC, labels) or 0)
 
     def pick(self, namespace: str, model_service: str, exclude: set[int]) -> Backend | None:
         """Least in flight; among equals the least recently used (spreads an idle start)."""
@@ -86,10 +125,15 @@ class Router:
         app.add_routes(
             [
                 web.get("/engines", self._engines),
+                web.get("/metrics", self._metrics),
                 web.route("*", "/{namespace}/{model_service}/{path:.*}", self._forward),
             ]
         )
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # Cancelled with its client: a held request nobody waits for leaves the held count, and a
+        # proxied one stops its upstream request, as behind any proxy.
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, handler_cancellation=True
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
@@ -101,6 +145,11 @@ class Router:
             await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(self.registry))
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return response
 
     async def _engines(self, _: web.Request) -> web.Response:
         listing = [
@@ -125,6 +174,8 @@ class Router:
         tried: set[int] = set()
         while True:
             backend = self.pick(namespace, model_service, tried)
+            if backend is None and not self._backends.get((namespace, model_service)):
+                backend = await self._hold(namespace, model_service)
             if backend is None:
                 return web.json_response(
                     {
@@ -141,6 +192,30 @@ class Router:
                 return await self._proxy(request, backend, path, body)
             except EngineUnreachableError as error:
                 log.info("%s; trying another engine", error)
+
+    async def _hold(self, namespace: str, model_service: str) -> Backend | None:
+        """Waits for the ModelService's first ready backend; None after the hold timeout.
+
+        Counted in the held gauge while it waits. A client that gives up cancels the handler,
+        which uncounts it: the gauge never counts a request nobody waits for."""
+        key = (namespace, model_service)
+        gauge = self._held.labels(namespace=namespace, model_service=model_service)
+        deadline = time.monotonic() + self._hold_timeout_seconds
+        gauge.inc()
+        try:
+            while not self._backends.get(key):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    log.info(
+                        "no engine for %s/%s within the hold timeout", namespace, model_service
+                    )
+                    return None
+                arrival = self._arrivals.setdefault(key, asyncio.Event())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(arrival.wait(), remaining)
+            return self.pick(namespace, model_service, set())
+        finally:
+            gauge.dec()
 
     async def _proxy(
         self, request: web.Request, backend: Backend, path: str, body: bytes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -11,8 +12,9 @@ import aiohttp
 import pytest
 
 from thrifty_runtime.engine_server import EngineServer, settings_from_args
+from thrifty_runtime.exposition import scrape_shape
 from thrifty_runtime.fleet_mirror import file_sd_groups, pod_engine_spec
-from thrifty_runtime.router import Backend, Router
+from thrifty_runtime.router import HELD_METRIC, Backend, Router
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -95,6 +97,11 @@ def test_targets_carry_the_label_contract() -> None:
     ]
 
 
+def test_the_router_is_a_target_labelled_by_job_only() -> None:
+    groups = file_sd_groups([], job="fleet", router="127.0.0.1:8080")
+    assert groups == [{"targets": ["127.0.0.1:8080"], "labels": {"job": "fleet-router"}}]
+
+
 def run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(test())  # type: ignore[arg-type]
 
@@ -154,7 +161,7 @@ def test_router_spreads_requests_least_loaded_and_streams() -> None:
 def test_router_skips_unreachable_engines_and_refuses_without_any() -> None:
     async def scenario() -> None:
         engine = await _engine()
-        router = Router()
+        router = Router(hold_timeout_seconds=0.2)
         await router.start()
         dead = Backend("ns", "ms", "dead", f"http://127.0.0.1:{_closed_port()}")
         live = Backend("ns", "ms", "live", engine.url)
@@ -194,5 +201,86 @@ def test_router_retries_a_draining_engines_refusal_elsewhere() -> None:
             await router.stop()
             await draining.stop()
             await live.stop()
+
+    run(scenario)
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition never held"
+        await asyncio.sleep(0.01)
+
+
+async def _held_on_metrics(session: aiohttp.ClientSession, router: Router) -> dict[str, float]:
+    async with session.get(f"{router.url}/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    assert HELD_METRIC in scrape_shape(text)
+    held = {}
+    for line in text.splitlines():
+        if line.startswith(HELD_METRIC + "{"):
+            labels, value = line.rsplit(" ", 1)
+            held[labels.removeprefix(HELD_METRIC)] = float(value)
+    return held
+
+
+def test_router_holds_requests_without_engines_and_releases_them_to_the_first_ready_one() -> None:
+    async def scenario() -> None:
+        router = Router(hold_timeout_seconds=30)
+        await router.start()
+        engine = await _engine()
+        url = f"{router.url}/ns/ms/v1/completions"
+        try:
+            async with aiohttp.ClientSession() as session:
+                waiting = [asyncio.create_task(_post(session, url)) for _ in range(3)]
+                await _until(lambda: router.held("ns", "ms") == 3)
+                assert not any(task.done() for task in waiting)
+                held = await _held_on_metrics(session, router)
+                assert held == {'{model_service="ms",namespace="ns"}': 3.0}
+                backend = Backend("ns", "ms", "pod-0", engine.url)
+                router.add(backend)  # the first replica became ready
+                results = await asyncio.wait_for(asyncio.gather(*waiting), 30)
+                assert [status for status, _ in results] == [200] * 3
+                assert backend.served == 3
+                assert router.held("ns", "ms") == 0
+                held = await _held_on_metrics(session, router)
+                assert held == {'{model_service="ms",namespace="ns"}': 0.0}
+        finally:
+            await router.stop()
+            await engine.stop()
+
+    run(scenario)
+
+
+def test_router_answers_503_when_no_engine_comes_within_the_hold_timeout() -> None:
+    async def scenario() -> None:
+        router = Router(hold_timeout_seconds=0.3)
+        await router.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                status, text = await _post(session, f"{router.url}/ns/ms/v1/completions")
+            assert status == 503 and "ns/ms" in text
+            assert router.held("ns", "ms") == 0
+        finally:
+            await router.stop()
+
+    run(scenario)
+
+
+def test_a_client_giving_up_is_no_longer_counted_as_held() -> None:
+    async def scenario() -> None:
+        router = Router(hold_timeout_seconds=30)
+        await router.start()
+        try:
+            async with aiohttp.ClientSession() as session:
+                waiting = asyncio.create_task(_post(session, f"{router.url}/ns/ms/v1/completions"))
+                await _until(lambda: router.held("ns", "ms") == 1)
+                waiting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiting
+            await _until(lambda: router.held("ns", "ms") == 0)
+        finally:
+            await router.stop()
 
     run(scenario)
