@@ -8,6 +8,7 @@ operator with a short decision interval, in a fresh namespace, and asserts on wh
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -488,3 +490,52 @@ def test_operator_killed_mid_scale_restarts_and_converges_without_churn(stack: S
     drops = [b for a, b in itertools.pairwise(seen) if b < a]
     assert not drops, seen
     assert len(stack.events("ScaleDown")) == 0
+
+
+def completion(url: str, model: str, timeout_seconds: float) -> int:
+    """One completion request through the router; its HTTP status."""
+    body = json.dumps({"model": model, "prompt": "hello", "max_tokens": 8}).encode()
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_seconds) as response:
+            response.read()
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def test_traffic_at_zero_replicas_is_held_and_scales_the_service_from_zero(stack: Stack) -> None:
+    pool = f"pool-{stack.namespace}"[:60]
+    stack.cluster.apply(pool_manifest(pool))
+    manifest = model_service_manifest(
+        "chat", pool, minReplicas=0, maxReplicas=2, scaleToZeroIdleSeconds=300
+    )
+    manifest += "  replicas: 0\n"  # at zero from the start: no engine, no vLLM series at all
+    stack.cluster.kubectl("apply", "-n", stack.namespace, "-f", "-", input=manifest)
+
+    def decided() -> dict[str, Any] | None:
+        autoscaler = (stack.get("chat").get("status") or {}).get("autoscaler") or {}
+        found: dict[str, Any] | None = autoscaler.get("lastDecision")
+        return found
+
+    eventually(decided, 60, "the operator deciding on the idle service")
+    time.sleep(6)  # two more decisions: nothing wakes a service at zero without traffic
+    assert stack.replicas("chat") == 0
+    assert stack.pods("Running") == []
+
+    url = f"{stack.router_url}/{stack.namespace}/chat/v1/completions"
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool_of_clients:
+        pending = [pool_of_clients.submit(completion, url, "chat", 150) for _ in range(3)]
+        eventually(lambda: stack.replicas("chat") >= 1 or None, 90, "scale from zero")
+        statuses = [future.result(timeout=150) for future in pending]
+    assert statuses == [200, 200, 200]
+    assert stack.events("ScaleFromZero")
+    held = metric_value(
+        urllib.request.urlopen(f"{stack.router_url}/metrics", timeout=5).read().decode(),
+        "thrifty_router_requests_held",
+        namespace=stack.namespace,
+        model_service="chat",
+    )
+    assert held == 0.0

@@ -148,6 +148,8 @@ def test_settings_reach_the_operator_as_environment() -> None:
             "operator.decisionIntervalSeconds=7",
             "--set",
             "operator.logFormat=json",
+            "--set",
+            "prometheus.heldRequestsMetric=gateway:queued_requests",
         ),
         "Deployment",
     )
@@ -159,6 +161,7 @@ def test_settings_reach_the_operator_as_environment() -> None:
     assert env["THRIFTY_PROMETHEUS_URL"] == "https://prom.example:9091/prefix"
     assert env["THRIFTY_DECISION_INTERVAL_SECONDS"] == "7"
     assert env["THRIFTY_LOG_FORMAT"] == "json"
+    assert env["THRIFTY_HELD_REQUESTS_METRIC"] == "gateway:queued_requests"
 
 
 FORBIDDEN_RESOURCES = {
@@ -229,6 +232,7 @@ def test_namespaced_mode_grants_workload_permissions_only_in_watched_namespaces(
         ("replicaCount=-1", "replicaCount"),
         ("operator.logFormat=xml", "logFormat"),
         ("prometheus.url=not-a-url", "url"),
+        ("prometheus.heldRequestsMetric=queued{job='x'}", "heldRequestsMetric"),
         ("operator.decisionIntervalSeconds=0", "decisionIntervalSeconds"),
         ("operator.watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
         ("replicas=3", "replicas"),

@@ -8,9 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from thrifty import observe
+from thrifty.adapters import prometheus
 from thrifty.api import costbudget, gpupool, modelservice
 from thrifty.observe import ObserveSettings, PodView
 from thrifty.policy import limits, types
+from thrifty.policy.thrifty_policy import ThriftyPolicy
 
 SETTINGS = ObserveSettings(cold_start_seconds=30, staleness_limit_seconds=45)
 
@@ -167,3 +169,33 @@ def test_counts_never_exceed_the_pods(
     counts = observe.replica_counts(d, pods)
     assert counts.ready + counts.starting + counts.draining == sum(1 for p in pods if p.scheduled)
     assert counts.oldest_starting_seconds >= 0
+
+
+def _at_zero(signals: types.Signals | None) -> types.Observation:
+    ms = model_service(
+        replicas=0, scaling={"minReplicas": 0, "maxReplicas": 4, "scaleToZeroIdleSeconds": 60}
+    )
+    return observe.observation(
+        ms,
+        now_seconds=1000.0,
+        pods=[],
+        pool_name="h100-on-demand",
+        pool=pool(),
+        signals=signals,
+        settings=SETTINGS,
+    )
+
+
+def test_requests_held_by_the_router_scale_a_service_from_zero() -> None:
+    key = prometheus.ServiceKey("team-a", "chat")
+    no_engines: dict[str, dict[prometheus.ServiceKey, float]] = {
+        name: {} for name in prometheus.build_queries(key)
+    }
+    held = {"requests_held": {key: 3.0}, "held_sample_age_seconds": {key: 2.0}}
+    reading = prometheus.signals_from_results(key, no_engines | held, staleness_limit_seconds=45)
+    decision = ThriftyPolicy().decide(_at_zero(reading.signals), {})
+    assert decision.replicas >= 1
+    assert decision.reason is types.Reason.SCALE_FROM_ZERO
+    # Nothing held and no engines: no signals, and the policy invents no load.
+    silent = prometheus.signals_from_results(key, no_engines, staleness_limit_seconds=45)
+    assert ThriftyPolicy().decide(_at_zero(silent.signals), {}).replicas == 0

@@ -59,6 +59,8 @@ app.kubernetes.io/part-of: thrifty
   value: {{ join "," .Values.operator.watchNamespaces | quote }}
 - name: THRIFTY_PROMETHEUS_URL
   value: {{ .Values.prometheus.url | quote }}
+- name: THRIFTY_HELD_REQUESTS_METRIC
+  value: {{ .Values.prometheus.heldRequestsMetric | quote }}
 - name: THRIFTY_DECISION_INTERVAL_SECONDS
   value: {{ .Values.operator.decisionIntervalSeconds | quote }}
 - name: THRIFTY_LOG_FORMAT

@@ -13,6 +13,14 @@ those labels; on a real cluster a PodMonitor relabels `__meta_kubernetes_namespa
 `__meta_kubernetes_pod_name` to `pod` and the pod label `thrifty.dev/model-service` to
 `model_service` (see docs/runtime.md). Queries group by `namespace` and `model_service`, so one set
 of queries serves every ModelService in a tick (`read_all`) and a single one (`read`) alike.
+
+Scale from zero: a ModelService without a ready engine has no vLLM series at all, so its only
+demand signal is the requests its router (or gateway) holds for it. The gauge named by
+`held_requests_metric` (default `thrifty_router_requests_held`, exported by thrifty's router,
+runtime/thrifty_runtime/router.py) carries the same two labels. With no engine series, held
+requests become `Signals` with only `requests_waiting` set, so the policy scales from zero; with
+engines, held requests add to `requests_waiting`. Neither engine series nor held requests: no
+signals, as before (hold; never invent load).
 """
 
 from __future__ import annotations
@@ -37,6 +45,9 @@ POD_MODEL_SERVICE_LABEL = "thrifty.dev/model-service"
 """The pod label the PodMonitor (or the fleet mirror) copies into `model_service`."""
 
 GROUP_BY = f"{NAMESPACE_LABEL}, {MODEL_SERVICE_LABEL}"
+
+HELD_REQUESTS_METRIC = "thrifty_router_requests_held"
+"""The router's gauge of requests held for a ModelService without a ready engine."""
 
 
 class MetricsError(Exception):
@@ -122,6 +133,15 @@ def build_queries(key: ServiceKey | None, windows: QueryWindows = QueryWindows()
     }
 
 
+def build_held_queries(key: ServiceKey | None, metric: str) -> dict[str, str]:
+    """The held-requests gauge, summed over router replicas, and the age of its newest sample."""
+    sel = label_matchers(key)
+    return {
+        "requests_held": f"sum by ({GROUP_BY}) ({metric}{sel})",
+        "held_sample_age_seconds": f"time() - max by ({GROUP_BY}) (timestamp({metric}{sel}))",
+    }
+
+
 QueryResult = Sequence[Mapping[str, Any]]
 """The `result` list of an instant vector query: [{"metric": {...}, "value": [ts, "v"]}, ...]."""
 
@@ -145,6 +165,24 @@ def _finite_or(value: float | None, default: float) -> float:
     return value if value is not None and math.isfinite(value) else default
 
 
+def held_requests(
+    key: ServiceKey,
+    results: Mapping[str, Mapping[ServiceKey, float]],
+    *,
+    staleness_limit_seconds: float,
+) -> tuple[float, float]:
+    """(requests held, age of the sample); (0, inf) when absent, unreadable or stale: a router
+    that stopped reporting is not evidence of demand."""
+    held = results.get("requests_held", {}).get(key)
+    age = results.get("held_sample_age_seconds", {}).get(key)
+    if held is None or age is None or not math.isfinite(held) or not math.isfinite(age):
+        return 0.0, math.inf
+    age = max(0.0, age)
+    if age > staleness_limit_seconds:
+        return 0.0, math.inf
+    return max(held, 0.0), age
+
+
 def signals_from_results(
     key: ServiceKey,
     results: Mapping[str, Mapping[ServiceKey, float]],
@@ -152,9 +190,12 @@ def signals_from_results(
     staleness_limit_seconds: float,
 ) -> SignalsReading:
     """The pure decision of what one ModelService's query results mean."""
+    held, held_age = held_requests(key, results, staleness_limit_seconds=staleness_limit_seconds)
     age = results["sample_age_seconds"].get(key)
     has_gauges = key in results["requests_waiting"] and key in results["requests_running"]
     if age is None or not has_gauges or not math.isfinite(age):
+        if held > 0.0:
+            return _held_only(held, held_age)
         return SignalsReading(
             None,
             f"no vLLM series in Prometheus for {MODEL_SERVICE_LABEL}={key.model_service!r} in "
@@ -175,7 +216,8 @@ def signals_from_results(
 
     ttft = results["ttft_p95_seconds"].get(key)
     signals = Signals(
-        requests_waiting=value("requests_waiting"),
+        # Requests the router holds wait too, only in front of the engines' queues.
+        requests_waiting=value("requests_waiting") + held,
         requests_running=value("requests_running"),
         kv_cache_usage=value("kv_cache_usage"),
         prompt_tokens_per_second=value("prompt_tokens_per_second"),
@@ -188,6 +230,25 @@ def signals_from_results(
     return SignalsReading(signals, f"read from Prometheus, newest sample {age:.0f} s old")
 
 
+def _held_only(held: float, age: float) -> SignalsReading:
+    """No engine is serving but requests wait for one: that is all the load there is to see."""
+    signals = Signals(
+        requests_waiting=held,
+        requests_running=0.0,
+        kv_cache_usage=0.0,
+        prompt_tokens_per_second=0.0,
+        generation_tokens_per_second=0.0,
+        requests_per_second=0.0,
+        ttft_p95_seconds=None,
+        sample_age_seconds=age,
+    )
+    return SignalsReading(
+        signals,
+        f"no ready engine; {held:.0f} requests held by the router, read as waiting "
+        f"(sample {age:.0f} s old)",
+    )
+
+
 class PrometheusSignals:
     """The operator's window on Prometheus. Blocking HTTP runs in a worker thread."""
 
@@ -198,8 +259,12 @@ class PrometheusSignals:
         timeout_seconds: float = 5.0,
         staleness_limit_seconds: float = 60.0,
         windows: QueryWindows = QueryWindows(),
+        held_requests_metric: str = HELD_REQUESTS_METRIC,
     ) -> None:
+        """`held_requests_metric`: the gauge of requests a router or gateway holds for a
+        ModelService without a ready engine (labels `namespace`, `model_service`); empty: none."""
         self.url = url.rstrip("/")
+        self._held_requests_metric = held_requests_metric
         self._timeout_seconds = timeout_seconds
         self._staleness_limit_seconds = staleness_limit_seconds
         self._windows = windows
@@ -232,10 +297,10 @@ class PrometheusSignals:
 
     def _query_all(self, key: ServiceKey | None) -> dict[str, dict[ServiceKey, float]]:
         """Runs every query; raises `MetricsError` on the first failure."""
-        return {
-            name: values_by_service(self.query(promql))
-            for name, promql in build_queries(key, self._windows).items()
-        }
+        queries = build_queries(key, self._windows)
+        if self._held_requests_metric:
+            queries |= build_held_queries(key, self._held_requests_metric)
+        return {name: values_by_service(self.query(promql)) for name, promql in queries.items()}
 
     def read_all_blocking(self, keys: Iterable[ServiceKey]) -> dict[ServiceKey, SignalsReading]:
         """One round of queries for many ModelServices (one query per signal, not per service)."""

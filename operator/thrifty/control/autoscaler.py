@@ -22,6 +22,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -34,7 +35,12 @@ import pydantic
 from thrifty import autoscaling, budget, cost, explain, observe
 from thrifty.adapters import kube, operator_metrics
 from thrifty.adapters.lease import LeaseStore
-from thrifty.adapters.prometheus import PrometheusSignals, ServiceKey, SignalsReading
+from thrifty.adapters.prometheus import (
+    HELD_REQUESTS_METRIC,
+    PrometheusSignals,
+    ServiceKey,
+    SignalsReading,
+)
 from thrifty.adapters.scale import ScaleClient
 from thrifty.api import GROUP, VERSION, costbudget, gpupool, modelservice
 from thrifty.control import leadership
@@ -52,6 +58,17 @@ def _env_float(name: str, default: float) -> float:
     return default if raw in (None, "") else float(raw)
 
 
+METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+
+
+def _env_metric_name(name: str, default: str) -> str:
+    """A Prometheus metric name, or empty (the feature it feeds is off)."""
+    value = os.environ.get(name, default).strip()
+    if value and not METRIC_NAME.fullmatch(value):
+        raise ValueError(f"{name} must be a Prometheus metric name (or empty), got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class AutoscalerSettings:
     """The control loop's knobs, from the environment (THRIFTY_*), with the reason for each."""
@@ -59,6 +76,9 @@ class AutoscalerSettings:
     decision_interval_seconds: float = 15.0
     """One decision per scrape interval: deciding faster only re-reads the same samples."""
     prometheus_url: str = "http://127.0.0.1:9090"
+    held_requests_metric: str = HELD_REQUESTS_METRIC
+    """Gauge of requests a router holds for a ModelService without a ready engine (labels
+    `namespace`, `model_service`): the only demand signal at zero replicas. Empty: not read."""
     metrics_port: int = 8080
     """The operator's own /metrics; 0 disables the endpoint."""
     cold_start_seconds: float = 120.0
@@ -83,6 +103,9 @@ class AutoscalerSettings:
                 "THRIFTY_DECISION_INTERVAL_SECONDS", base.decision_interval_seconds
             ),
             prometheus_url=os.environ.get("THRIFTY_PROMETHEUS_URL", base.prometheus_url),
+            held_requests_metric=_env_metric_name(
+                "THRIFTY_HELD_REQUESTS_METRIC", base.held_requests_metric
+            ),
             metrics_port=int(_env_float("THRIFTY_METRICS_PORT", base.metrics_port)),
             cold_start_seconds=_env_float("THRIFTY_COLD_START_SECONDS", base.cold_start_seconds),
             staleness_limit_seconds=_env_float(
@@ -504,7 +527,9 @@ async def start_autoscaler(memo: kopf.Memo, **_: Any) -> None:
         scale=ScaleClient(api),
         kube=kube.Kube(api),
         prometheus=PrometheusSignals(
-            settings.prometheus_url, staleness_limit_seconds=settings.staleness_limit_seconds
+            settings.prometheus_url,
+            staleness_limit_seconds=settings.staleness_limit_seconds,
+            held_requests_metric=settings.held_requests_metric,
         ),
         metrics=metrics,
         settings=settings,

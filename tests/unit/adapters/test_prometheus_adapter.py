@@ -14,6 +14,7 @@ from thrifty.adapters.prometheus import (
     PrometheusUnreachableError,
     QueryWindows,
     ServiceKey,
+    build_held_queries,
     build_queries,
     label_matchers,
     signals_from_results,
@@ -141,6 +142,58 @@ def test_stale_samples_hold() -> None:
     )
     assert reading.signals is None
     assert "95 s old" in reading.reason
+
+
+def test_the_held_requests_query_selects_the_service_by_the_same_labels() -> None:
+    queries = build_held_queries(KEY, "thrifty_router_requests_held")
+    assert queries["requests_held"] == (
+        "sum by (namespace, model_service) "
+        '(thrifty_router_requests_held{namespace="team-a",model_service="llama-8b"})'
+    )
+    assert queries["held_sample_age_seconds"].startswith("time() - max by (namespace, ")
+    assert "gateway_queue" in build_held_queries(None, "gateway_queue")["requests_held"]
+
+
+NO_ENGINES: dict[str, dict[ServiceKey, float]] = {name: {} for name in _results()}
+
+
+def _held(count: float, age: float = 3.0) -> dict[str, dict[ServiceKey, float]]:
+    return {"requests_held": {KEY: count}, "held_sample_age_seconds": {KEY: age}}
+
+
+def test_requests_held_at_zero_engines_are_the_waiting_requests() -> None:
+    reading = signals_from_results(KEY, NO_ENGINES | _held(5), staleness_limit_seconds=60)
+    signals = reading.signals
+    assert signals is not None
+    assert signals.requests_waiting == 5.0
+    assert (signals.requests_running, signals.kv_cache_usage, signals.requests_per_second) == (
+        0.0,
+        0.0,
+        0.0,
+    )
+    assert signals.prompt_tokens_per_second == signals.generation_tokens_per_second == 0.0
+    assert signals.ttft_p95_seconds is None
+    assert signals.sample_age_seconds == 3.0
+    assert "5 requests held by the router" in reading.reason
+
+
+def test_no_engines_and_nothing_held_is_still_no_signals() -> None:
+    for held in ({}, _held(0), _held(7, age=95.0), _held(math.nan)):
+        reading = signals_from_results(KEY, NO_ENGINES | held, staleness_limit_seconds=60)
+        assert reading.signals is None, held
+        assert "no vLLM series" in reading.reason
+
+
+def test_held_requests_add_to_the_engines_queue() -> None:
+    reading = signals_from_results(KEY, _results() | _held(2), staleness_limit_seconds=60)
+    assert reading.signals is not None
+    assert reading.signals.requests_waiting == 9.0
+    assert reading.signals.requests_running == 16.0
+
+
+def test_held_requests_never_revive_stale_engine_samples() -> None:
+    stale = _results(sample_age_seconds={KEY: 95.0}) | _held(4)
+    assert signals_from_results(KEY, stale, staleness_limit_seconds=60).signals is None
 
 
 def _closed_port() -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from thrifty.control import settings
+from thrifty.control.autoscaler import AutoscalerSettings
 
 
 def test_defaults_serve_the_whole_cluster() -> None:
@@ -36,3 +37,16 @@ def test_an_unknown_log_format_is_refused_naming_the_choices() -> None:
         ValueError, match="THRIFTY_LOG_FORMAT must be one of plain, json, got 'xml'"
     ):
         settings.log_format_from_env({"THRIFTY_LOG_FORMAT": "xml"})
+
+
+def test_the_held_requests_metric_defaults_to_the_routers_and_can_be_renamed_or_disabled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert AutoscalerSettings.from_env().held_requests_metric == "thrifty_router_requests_held"
+    monkeypatch.setenv("THRIFTY_HELD_REQUESTS_METRIC", "gateway:queued_requests")
+    assert AutoscalerSettings.from_env().held_requests_metric == "gateway:queued_requests"
+    monkeypatch.setenv("THRIFTY_HELD_REQUESTS_METRIC", "")
+    assert AutoscalerSettings.from_env().held_requests_metric == ""
+    monkeypatch.setenv("THRIFTY_HELD_REQUESTS_METRIC", "queued{job='x'}")
+    with pytest.raises(ValueError, match="THRIFTY_HELD_REQUESTS_METRIC must be a Prometheus"):
+        AutoscalerSettings.from_env()
