@@ -101,6 +101,7 @@ def _spec(args: argparse.Namespace, case: Case, queue_target: float) -> PolicySp
         queue_target_per_replica=queue_target,
         ttft_p95_target_seconds=args.slo_ttft_p95,
         cold_start_seconds=case.cold_start_seconds,
+        max_num_seqs_per_replica=case.profile.max_num_seqs,
     )
 
 

@@ -271,6 +271,7 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
         max_dollars_per_million_tokens=args.max_dollars_per_million_tokens,
         enforcement=Enforcement(args.enforcement),
         cold_start_seconds=args.cold_start,
+        max_num_seqs_per_replica=profile.max_num_seqs,
     )
     return SimulationConfig(
         profile=profile,

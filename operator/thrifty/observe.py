@@ -130,6 +130,7 @@ def policy_spec(
         soft_overrun_fraction=spec.cost_target.soft_overrun_fraction,
         cold_start_seconds=settings.cold_start_seconds,
         staleness_limit_seconds=settings.staleness_limit_seconds,
+        max_num_seqs_per_replica=spec.engine.max_num_seqs,
     )
 
 

@@ -143,3 +143,9 @@ def test_builtin_policies_build_with_their_knobs(tmp_path: Path) -> None:
     assert cli.build_policy("clairvoyant,utilization=0.5", context).name.startswith("clairvoyant")
     with pytest.raises(cli.CommandError, match="bad parameters"):
         cli.build_policy("kpa,no_such_knob=1", context)
+
+
+def test_simulated_spec_carries_the_profile_batch_limit() -> None:
+    args = cli.build_parser().parse_args(["simulate", "--profile", "70b"])
+    config = cli.simulation_config(args)
+    assert config.spec.max_num_seqs_per_replica == profile_by_name("70b").max_num_seqs

@@ -147,6 +147,12 @@ def test_spec_carries_targets_and_a_hard_team_cap_tightens_the_member() -> None:
     assert observe.policy_spec(ms, SETTINGS, soft_team).max_dollars_per_million_tokens == 2.0
 
 
+def test_spec_carries_the_engine_batch_limit_when_set() -> None:
+    assert observe.policy_spec(model_service(), SETTINGS).max_num_seqs_per_replica is None
+    ms = model_service(engine={"maxNumSeqs": 64})
+    assert observe.policy_spec(ms, SETTINGS).max_num_seqs_per_replica == 64
+
+
 def test_policy_state_comes_back_from_status() -> None:
     ms = model_service({"autoscaler": {"policyState": {"capacity": 900.0}}})
     assert observe.policy_state(ms) == {"capacity": 900.0}

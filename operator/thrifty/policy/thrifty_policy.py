@@ -78,8 +78,9 @@ class ThriftyPolicy:
     scale_down_step_seconds: float = 60.0
     """Time between two scale-down steps once the scale-down delay has passed."""
     batch_limit_requests_per_replica: float = 256.0
-    """The engine's running-batch limit (vLLM ``--max-num-seqs``). 256, the smallest common
-    default (1024 on H100-class GPUs), so the scale-down guard errs toward keeping replicas."""
+    """The engine's running-batch limit (vLLM ``--max-num-seqs``) when the spec does not give it
+    (``max_num_seqs_per_replica``). 256, the smallest common default (1024 on H100-class GPUs), so
+    the scale-down guard errs toward keeping replicas."""
     scale_down_load_fraction: float = 0.75
     """A scale-down must leave each remaining replica at most this share of the batch limit and of
     ``saturation_kv_usage``; none at all while requests wait or the fleet is already there."""
@@ -471,7 +472,7 @@ class ThriftyPolicy:
             return replicas.desired, f"{signals.requests_waiting:,.0f} requests waiting"
         if replicas.ready <= 0:
             return 0, "no ready replica"
-        batch = self.batch_limit_requests_per_replica * self.scale_down_load_fraction
+        batch = self.batch_limit(observation.spec) * self.scale_down_load_fraction
         kv = self.saturation_kv_usage * self.scale_down_load_fraction
         running = signals.requests_running
         load = (
@@ -483,6 +484,12 @@ class ThriftyPolicy:
         by_batch = _ceil(running / batch) if batch > 0.0 else replicas.desired
         by_kv = _ceil(signals.kv_cache_usage * replicas.ready / kv) if kv > 0.0 else 0
         return max(by_batch, by_kv), f"{load} would overload fewer replicas"
+
+    def batch_limit(self, spec: types.PolicySpec) -> float:
+        """Running requests one replica can batch: the engine's setting, else the default."""
+        if spec.max_num_seqs_per_replica is not None and spec.max_num_seqs_per_replica > 0:
+            return float(spec.max_num_seqs_per_replica)
+        return self.batch_limit_requests_per_replica
 
     def _smooth(
         self, observation: types.Observation, learned: dict[str, types.JSONValue], wanted: int

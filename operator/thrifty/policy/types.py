@@ -120,6 +120,9 @@ class PolicySpec:
     capacity_tokens_per_second_per_replica: float | None = None
     """Prior for one replica's saturated throughput (prompt + generation tokens/s); None: learn it
     from observed metrics only. A policy may refine it from observations."""
+    max_num_seqs_per_replica: int | None = None
+    """The engine's running-batch limit per replica (vLLM ``--max-num-seqs``); None: not set, the
+    engine's default applies and a policy assumes its own."""
 
 
 @dataclass(frozen=True)

@@ -492,6 +492,22 @@ def test_no_scale_down_while_replicas_are_near_their_limits(sig: types.Signals) 
     assert all(d.replicas == 2 for d in run(POLICY, ticks))
 
 
+@pytest.mark.parametrize(("max_num_seqs", "kept"), [(None, 1), (64, 2), (1024, 1)])
+def test_load_guard_uses_the_engine_batch_limit_from_the_spec(
+    max_num_seqs: int | None, kept: int
+) -> None:
+    # 60 running on 2 replicas: one replica can take them under the default 256-sequence batch
+    # (192 at 75 %) and under 1024, but not under 64 (48 at 75 %).
+    sig = signals(requests_running=60.0, kv_cache_usage=0.2)
+    ticks = [
+        observation(
+            now=1000.0 + 15.0 * i, sig=sig, desired=2, max_num_seqs_per_replica=max_num_seqs
+        )
+        for i in range(40)
+    ]
+    assert min(d.replicas for d in run(POLICY, ticks)) == kept
+
+
 @pytest.mark.parametrize(
     ("sig", "roomy"),
     [
