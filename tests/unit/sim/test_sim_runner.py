@@ -7,6 +7,7 @@ import math
 import pytest
 from sim_policies import FixedPolicy, QueuePolicy, ScheduledPolicy
 
+from thrifty.policy.thrifty_policy import ThriftyPolicy
 from thrifty.policy.types import PolicySpec
 from thrifty.sim import traces
 from thrifty.sim.clairvoyant import ClairvoyantPolicy
@@ -86,3 +87,33 @@ def test_requests_longer_than_the_model_are_cut_to_fit_and_counted() -> None:
     result = simulate(trace, FixedPolicy(1), _config(tail_seconds=60.0))
     assert result.truncated_requests == 1 and result.served == 2
     assert result.tokens == pytest.approx(LLAMA_8B_1xH100.max_model_len + 520)
+
+
+def test_observations_count_draining_replicas() -> None:
+    # 3 -> 1 while long generations run (4,000 tokens: over 20 s each): the two removed replicas
+    # drain, still holding GPUs, and the policy is told so until they are gone.
+    requests = tuple(traces.Request(float(t), 200, 4000) for t in range(0, 300, 2))
+    trace = traces.Trace("long outputs", requests, 300.0, "test")
+    policy = ScheduledPolicy([(0.0, 3), (285.0, 1)])
+    simulate(trace, policy, _config(initial_replicas=3))
+    draining = {o.now_seconds: o.replicas.draining for o in policy.seen}
+    assert draining[285.0] == 0 and draining[300.0] == 2
+    assert draining[max(draining)] == 0
+
+
+def test_thrifty_never_passes_a_hard_hourly_budget_in_simulation() -> None:
+    # A cap of 2 replicas under a spike that wants more: the policy counts draining replicas, so
+    # ordering new ones while old ones still drain never pushes the spend over the cap.
+    spec = PolicySpec(
+        min_replicas=1,
+        max_replicas=12,
+        queue_target_per_replica=16,
+        ttft_p95_target_seconds=2.0,
+        max_dollars_per_hour=5.0,
+        cold_start_seconds=60.0,
+    )
+    config = _config(spec=spec, price_per_gpu_hour=2.5, cold_start_seconds=60.0)
+    for seed in (7, 8):
+        result = simulate(_spiky(seed), ThriftyPolicy(), config)
+        assert max(p.desired + p.draining for p in result.series) <= 2
+        assert result.seconds_over_budget == 0.0
