@@ -30,6 +30,7 @@ BELOW_SINCE = "below_since_seconds"
 RECENT_NEEDS = "recent_needs"
 WAITING = "requests_waiting"
 QUEUE_GROWTH = "queue_growth_requests_per_second"
+RECENT_DEMAND = "recent_demand"
 IDLE_SINCE = "idle_since_seconds"
 LAST_SCALE_UP = "last_scale_up_seconds"
 LAST_SCALE_DOWN = "last_scale_down_seconds"
@@ -87,6 +88,9 @@ class ThriftyPolicy:
     need_memory_seconds: float = 0.0
     """Scale down no lower than the highest need of this window (at least the scale-down delay):
     bursty traffic keeps the replicas its bursts need instead of paying a cold start each time."""
+    demand_window_seconds: float = 60.0
+    """Steady sizing counts a demand level only when an earlier tick of this window (Prometheus'
+    rate window) reached it too: a burst of seconds lifts a 1-minute rate for a whole minute."""
 
     def decide(self, observation: types.Observation, state: types.PolicyState) -> types.Decision:
         signals = common.usable_signals(observation)
@@ -94,8 +98,33 @@ class ThriftyPolicy:
             return self._hold(observation, state)
         demand = self.demand_tokens_per_second(observation, signals, state)
         learned = self._learn(observation, signals, state)
-        need = self._need(observation, signals, learned, demand)
+        level = self.held_demand(observation, state, demand, learned)
+        need = self._need(observation, signals, learned, demand, level)
         return self._constrain(observation, signals, learned, need, demand)
+
+    def held_demand(
+        self,
+        observation: types.Observation,
+        state: types.PolicyState,
+        demand: float,
+        learned: dict[str, types.JSONValue],
+    ) -> float:
+        """The demand level an earlier tick of the rate window also reached (``demand`` if none).
+
+        A burst of a few seconds lifts a 1-minute rate for a whole minute: sized for at once, it
+        ordered replicas that came a cold start later, after the burst. A level seen at two ticks
+        is the one steady sizing plans for; a queue the burst leaves is the backlog's business.
+        """
+        now = observation.now_seconds
+        earlier = [
+            (at, tokens)
+            for at, tokens in common.state_pairs(state, RECENT_DEMAND)
+            if 0.0 <= now - at < self.demand_window_seconds
+        ]
+        learned[RECENT_DEMAND] = common.pairs_json([*earlier, (now, demand)])
+        if not earlier:
+            return demand
+        return min(demand, max(tokens for _, tokens in earlier))
 
     def demand_tokens_per_second(
         self, observation: types.Observation, signals: types.Signals, state: types.PolicyState
@@ -146,6 +175,7 @@ class ThriftyPolicy:
                 IDLE_SINCE: None,
                 WAITING: None,
                 QUEUE_GROWTH: None,
+                RECENT_DEMAND: [],
             },
         )
         signals = observation.signals
@@ -253,6 +283,7 @@ class ThriftyPolicy:
         signals: types.Signals,
         learned: dict[str, types.JSONValue],
         demand: float,
+        level: float,
     ) -> _Need:
         capacity, source = _capacity(learned)
         by_queue = self._need_by_queue(observation, signals)
@@ -265,11 +296,19 @@ class ThriftyPolicy:
         elif source == LOWER_BOUND:
             # Replicas can do at least `capacity`: enough to size a scale-down (no headroom
             # needed, it was done), never a reason to add one. Adding is the queue's business.
-            need = self._need_from_capacity(observation, signals, learned, capacity, demand, 1.0)
+            # What each ready replica serves now is a lower bound too, even with a late TTFT
+            # (not learned then: nobody should plan on a late burst): a lower figure would order
+            # replicas for the very demand the ready ones are serving.
+            if observation.replicas.ready > 0:
+                serving = common.served_tokens_per_second(signals) / observation.replicas.ready
+                capacity = max(capacity, serving)
+            need = self._need_from_capacity(
+                observation, signals, learned, capacity, demand, level, 1.0
+            )
             need = max(need, by_queue, key=lambda n: n.replicas)
         else:
             need = self._need_from_capacity(
-                observation, signals, learned, capacity, demand, self.target_utilization
+                observation, signals, learned, capacity, demand, level, self.target_utilization
             )
         if source != PRIOR and source != SATURATED and self._roomy(observation, signals):
             # Unknown capacity cannot prove fewer replicas suffice; clear headroom lets the
@@ -293,12 +332,14 @@ class ThriftyPolicy:
         learned: dict[str, types.JSONValue],
         capacity: float,
         demand: float,
+        level: float,
         utilization: float,
     ) -> _Need:
-        """Steady demand at the target utilisation, or the backlog left when new replicas arrive."""
+        """Steady demand (the held ``level``) at the target utilisation, or the backlog left when
+        new replicas arrive (at the current ``demand``)."""
         spec = observation.spec
         replicas = observation.replicas
-        steady = _ceil(demand / (capacity * utilization))
+        steady = _ceil(level / (capacity * utilization))
         tokens_per_request = common.state_float(learned, TOKENS_PER_REQUEST) or 0.0
         backlog = signals.requests_waiting * tokens_per_request
         # The backlog as it will be when a replica ordered now starts serving: the ready replicas
@@ -325,7 +366,7 @@ class ThriftyPolicy:
             )
         return _Need(
             steady,
-            f"{demand:,.0f} tok/s at {capacity:,.0f} tok/s per replica "
+            f"{level:,.0f} tok/s at {capacity:,.0f} tok/s per replica "
             f"({utilization:.0%} target utilisation)",
         )
 

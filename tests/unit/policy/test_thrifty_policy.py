@@ -366,6 +366,52 @@ def test_throughput_below_saturation_is_only_a_lower_bound() -> None:
     assert after.state[thrifty_policy.CAPACITY] == pytest.approx(1500.0)
 
 
+def test_a_late_burst_orders_no_replicas_for_what_the_ready_ones_serve() -> None:
+    # azure-code: a lower bound of 1,359 tok/s learned at light load, then one replica served a
+    # burst at 6,853 tok/s with a late TTFT and no queue: 6,853 / 1,359 ordered 5 replicas that
+    # came after the burst. The ready replica serving 6,853 tok/s is a lower bound too.
+    known = {
+        thrifty_policy.CAPACITY: 1359.0,
+        thrifty_policy.CAPACITY_SOURCE: thrifty_policy.LOWER_BOUND,
+    }
+    late = signals(
+        prompt_tokens_per_second=6500.0,
+        generation_tokens_per_second=353.0,
+        ttft_p95_seconds=4.4,
+        kv_cache_usage=0.02,
+        requests_running=1.0,
+    )
+    tick = observation(sig=late, desired=1, capacity_tokens_per_second_per_replica=None)
+    decision = POLICY.decide(tick, known)
+    assert decision.replicas == 1
+    assert decision.state[thrifty_policy.CAPACITY] == pytest.approx(1359.0)  # nothing learned
+
+
+def test_steady_sizing_counts_a_demand_level_only_when_two_ticks_reach_it() -> None:
+    # 2 replicas plan on 6,800 tok/s each (8,000 x 0.85). A burst lifts the 1-minute rate to
+    # 16,000 tok/s at one tick, without a queue: nothing ordered. Seen again at the next tick, it
+    # is a level: 3 replicas.
+    calm = signals(prompt_tokens_per_second=5000.0, generation_tokens_per_second=5000.0)
+    busy = signals(prompt_tokens_per_second=8000.0, generation_tokens_per_second=8000.0)
+    ticks = [
+        observation(now=1000.0, sig=calm, desired=2),
+        observation(now=1015.0, sig=busy, desired=2),
+        observation(now=1030.0, sig=calm, desired=2),
+        observation(now=1045.0, sig=busy, desired=2),
+    ]
+    decisions = run(POLICY, ticks)
+    assert [d.replicas for d in decisions] == [2, 2, 2, 3]
+    assert "16,000 tok/s at 8,000 tok/s per replica" in decisions[-1].message
+    # A tick older than the rate window no longer counts.
+    spaced = [
+        observation(now=985.0, sig=calm, desired=2),
+        observation(now=1000.0, sig=busy, desired=2),
+        observation(now=1075.0, sig=calm, desired=2),
+        observation(now=1090.0, sig=busy, desired=2),
+    ]
+    assert [d.replicas for d in run(POLICY, spaced)] == [2, 2, 2, 2]
+
+
 def test_without_capacity_the_queue_target_drives() -> None:
     queued = signals(requests_waiting=55.0)
     decision = POLICY.decide(
