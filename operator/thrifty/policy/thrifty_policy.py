@@ -88,6 +88,9 @@ class ThriftyPolicy:
     need_memory_seconds: float = 0.0
     """Scale down no lower than the highest need of this window (at least the scale-down delay):
     bursty traffic keeps the replicas its bursts need instead of paying a cold start each time."""
+    probe_min_replicas: int = 3
+    """The headroom probe (unknown capacity) removes one replica only from this many: from 2 to 1
+    it doubles each replica's load, and a lost bet queues requests for a whole cold start."""
     demand_window_seconds: float = 60.0
     """Steady sizing counts a demand level only when an earlier tick of this window (Prometheus'
     rate window) reached it too: a burst of seconds lifts a 1-minute rate for a whole minute."""
@@ -232,7 +235,7 @@ class ThriftyPolicy:
             per_replica = tokens_per_second / ready
             target = observation.spec.ttft_p95_target_seconds
             late = target is not None and (signals.ttft_p95_seconds or 0.0) > target
-            if self._saturated(signals, ready):
+            if self._saturated(signals, ready, observation.spec):
                 # At saturation the throughput is the capacity: follow it, smoothed. Above a
                 # mere lower bound it is also a better lower bound: take it at once.
                 if capacity is None or (source == LOWER_BOUND and per_replica > capacity):
@@ -247,14 +250,19 @@ class ThriftyPolicy:
         learned[CAPACITY], learned[CAPACITY_SOURCE] = capacity, source
         return learned
 
-    def _saturated(self, signals: types.Signals, ready: int) -> bool:
-        """At its limit: requests queue (one per replica at least) or the KV cache is full.
+    def _saturated(self, signals: types.Signals, ready: int, spec: types.PolicySpec) -> bool:
+        """At its limit: requests queue (one per replica at least), the KV cache is full, or the
+        running batches are as near the engine's max-num-seqs as the load guard allows.
 
-        A single waiting request is a scheduler step, not a fleet at its limit.
+        A single waiting request is a scheduler step, not a fleet at its limit. A batch that
+        full is one the guard would not add to by removing a replica: the throughput that
+        fills it is what a replica carries, even before anything queues.
         """
+        batch = self.batch_limit(spec) * self.scale_down_load_fraction
         return (
             signals.requests_waiting >= max(ready, 1)
             or signals.kv_cache_usage >= self.saturation_kv_usage
+            or signals.requests_running >= max(ready, 1) * batch
         )
 
     def _ewma(
@@ -314,8 +322,9 @@ class ThriftyPolicy:
             # Unknown capacity cannot prove fewer replicas suffice; clear headroom lets the
             # policy try one fewer (after the scale-down delay); the queue and TTFT undo it.
             supply = observation.replicas.ready + observation.replicas.starting
-            probe = _Need(supply - 1, "ample headroom (capacity not known): trying one fewer")
-            need = min(need, probe, key=lambda n: n.replicas)
+            if supply >= self.probe_min_replicas:
+                probe = _Need(supply - 1, "ample headroom (capacity not known): trying one fewer")
+                need = min(need, probe, key=lambda n: n.replicas)
         if signals.requests_waiting > 0.0 or signals.requests_running > 0.0:
             need = max(need, _Need(1, "requests in flight"), key=lambda n: n.replicas)
         if signals.requests_waiting > 0.0:
