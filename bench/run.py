@@ -448,7 +448,23 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--servegen-rps", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results.md")
+    parser.add_argument(
+        "--quick",
+        metavar="POLICY",
+        help="only this policy (e.g. thrifty or thrifty,target_utilization=0.7) on each trace, "
+        "same settings, one line per trace; no sweeps, results.md untouched (seconds, not minutes)",
+    )
     return parser.parse_args(argv)
+
+
+def quick(args: argparse.Namespace, case: Case) -> str:
+    """One policy on one case with the benchmark's settings: the line to iterate on a policy."""
+    policy = cli.build_policy(args.quick, _context(args, case))
+    result = simulate(case.trace, policy, _config(args, case, _spec(args, case, 8.0)))
+    return (
+        f"{case.trace.name}: {result.gpu_hours:.2f} GPU-h, SLO {_pct(result.slo_attainment)}, "
+        f"{result.scale_events} scale events, TTFT p95 {result.ttft_p95_seconds:.2f} s"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -465,7 +481,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, profile_name in MATRIX:
             if name in args.traces:
                 profile = profile_by_name(args.profile or profile_name)
-                benches.append(bench_trace(args, make_case(args, name, profile), log))
+                case = make_case(args, name, profile)
+                if args.quick:
+                    print(quick(args, case), flush=True)
+                    continue
+                benches.append(bench_trace(args, case, log))
+        if args.quick:
+            return 0
         speed = measure_speed(args)
     except cli.CommandError as error:
         print(f"bench: error: {error}", file=sys.stderr)

@@ -59,3 +59,14 @@ def test_ceiling_takes_the_cheapest_setting_near_the_best(bench: ModuleType) -> 
     points = _points(bench, [(2.7, 0.823), (7.5, 0.829)])
     ceiling = bench.gpu_hours_at(points, 0.99)
     assert ceiling.ceiling_gpu_hours == 2.7
+
+
+def test_quick_runs_one_policy_per_trace_and_writes_nothing(
+    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "results.md"
+    argv = ["--quick", "static,replicas=1", "--traces", "azure-conv", "--out", str(out)]
+    assert bench.main(argv) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("azure-conv: ") and "GPU-h, SLO" in line and "scale events" in line
+    assert not out.exists()
