@@ -50,6 +50,15 @@ CPU_FLAGS = (
     str(KV_CACHE_BYTES),
 )
 """float32: the CPU build's safe dtype; eager: no compile step (healthy in 20 s, not 30-55)."""
+CPU_ENV = {
+    "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+    "OMP_NUM_THREADS": "1",
+}
+"""One compute thread per server, left to the kernel's scheduler. vLLM's default (`auto`) assumes
+it owns the host: it reserves the last core and pins the model worker to the others, so on 2 cores
+every server's worker is pinned to core 0. A second server then starts on a core its loaded
+neighbour saturates while core 1 idles (13-16 min seen instead of 20 s). In a real cluster each pod
+has its own CPUs; here several servers share one host."""
 
 
 def cache_dir() -> Path:
@@ -161,6 +170,7 @@ class VllmProcess:
             "VLLM_CACHE_ROOT": str(self.work_dir / "vllm-cache"),
             "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1",
+            **CPU_ENV,
             **(extra_env or {}),
         }
         with self.log_path.open("ab") as log:
