@@ -9,17 +9,24 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_fleet_mirror(
-    kubeconfig: Path, namespace: str, file_sd: Path, state_file: Path, log_path: Path
+    kubeconfig: Path,
+    namespace: str,
+    file_sd: Path,
+    state_file: Path,
+    log_path: Path,
+    extra_args: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
-    """Starts the mirror; its output goes to `log_path`, its router address to `state_file`."""
+    """Starts the mirror; its output goes to `log_path`, its router address to `state_file`.
+    `extra_args` are more of the mirror's options (e.g. `--vllm-work-dir DIR`)."""
     command = [sys.executable, "-m", "thrifty_runtime.fleet_mirror", "--namespace", namespace]
-    command += ["--file-sd", str(file_sd), "--state-file", str(state_file)]
+    command += ["--file-sd", str(file_sd), "--state-file", str(state_file), *extra_args]
     with log_path.open("wb") as log:
         return subprocess.Popen(
             command,

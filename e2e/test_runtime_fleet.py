@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+import fleet_process
 from harness import Cluster
 from harness.cluster import wait_until
 from thrifty import render
@@ -31,7 +30,6 @@ from thrifty_runtime.loadgen import ClosedLoop, completions_url
 
 pytestmark = pytest.mark.timeout(900)
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL_SERVICE = "llama-8b"
 SPEC = modelservice.ModelServiceSpec.model_validate(
     {
@@ -106,22 +104,14 @@ def mirror(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Mirror]
         pytest.fail("the fleet mirror needs Prometheus's file_sd directory", pytrace=False)
     state_path = tmp_path / "mirror-state.json"
     log_path = tmp_path / "mirror.log"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO / "runtime")]),
-    }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "thrifty_runtime.fleet_mirror",
-                "--kubeconfig", str(cluster.kubeconfig),
-                "--namespace", namespace,
-                "--file-sd", str(cluster.scrape_sd_dir / f"fleet-{namespace}.json"),
-                "--state-file", str(state_path),
-                "--vllm-work-dir", str(tmp_path / "vllm"),
-            ],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+    process = fleet_process.start_fleet_mirror(
+        cluster.kubeconfig,
+        namespace,
+        cluster.scrape_sd_dir / f"fleet-{namespace}.json",
+        state_path,
+        log_path,
+        extra_args=["--vllm-work-dir", str(tmp_path / "vllm")],
+    )
     started = Mirror(process, state_path, log_path)
     try:
         wait_until(
@@ -129,12 +119,8 @@ def mirror(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Mirror]
         )
         yield started
     finally:
-        process.terminate()
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        # Real engines drain for their --shutdown-timeout (30 s) before the mirror exits.
+        fleet_process.stop(process, timeout_seconds=60)
         if process.returncode not in (0, -15):
             print(log_path.read_text(errors="replace")[-4000:])
 
