@@ -20,11 +20,11 @@ unit: bootstrap
 e2e: bootstrap
 	$(PY) -m pytest e2e
 
-# The real-vLLM scale scenario is its own target: on 2 cores the second engine's start beside a
-# loaded first one takes most of its 7-8 min (measured on a machine busy with other work).
 test: lint
-	$(PY) -m pytest -m "not vllm_scale"
+	$(PY) -m pytest
 
+# The real-vLLM scale scenario alone (part of `make test`): 7-8 min on a busy 2-core machine, most
+# of it the second engine's start beside the loaded first one.
 test-vllm-scale: bootstrap
 	$(PY) -m pytest -m vllm_scale e2e
 
