@@ -152,15 +152,19 @@ def _status(
             "gpus_per_replica": gpus,
             "price_per_gpu_hour": pool.price_per_gpu_hour,
             "dollars_per_hour": cost.dollars_per_hour(
-                deployment.replicas
-                if inputs.replicas_holding_gpus is None
-                else inputs.replicas_holding_gpus,
-                gpus,
-                pool.price_per_gpu_hour,
+                _replicas_paid(inputs, deployment), gpus, pool.price_per_gpu_hour
             ),
             "conditions": merged,
         }
     )
+
+
+def _replicas_paid(inputs: Inputs, deployment: DeploymentState) -> int:
+    """Replicas on GPUs. The pods are listed before the Deployment is read, so a pod bound and
+    ready in between shows in the Deployment's ready count only: a ready replica holds its GPUs."""
+    if inputs.replicas_holding_gpus is None:
+        return deployment.replicas
+    return max(inputs.replicas_holding_gpus, deployment.ready_replicas)
 
 
 def _capacity_condition(

@@ -203,3 +203,11 @@ def test_dollars_per_hour_counts_only_replicas_holding_gpus() -> None:
     ).status
     assert status.replicas == 2
     assert status.dollars_per_hour == 1 * 4 * 2.5
+
+
+def test_dollars_per_hour_counts_a_ready_replica_the_older_pod_listing_missed() -> None:
+    # Pods are listed before the Deployment is read: a pod can be bound and ready in between.
+    one_ready = reconcile.DeploymentState(1, 1, 1, 1, 1)
+    status = reconcile.plan(inputs(SPEC, deployment=one_ready, replicas_holding_gpus=0)).status
+    assert status.ready_replicas == 1
+    assert status.dollars_per_hour == 1 * 4 * 2.5
