@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from polling import until
 
 from thrifty_runtime.engine_server import (
     EngineServer,
@@ -73,15 +74,6 @@ async def _complete(
     body = {"model": "llama", "prompt": list(range(100)), "max_tokens": max_tokens, **extra}
     async with session.post("/v1/completions", json=body) as response:
         return response.status, await response.json()
-
-
-async def _until(condition: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
-    """Polls instead of sleeping a fixed time, so a loaded machine cannot reorder the scenario."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 async def _requests_in_engine(session: aiohttp.ClientSession, running: int, waiting: int) -> bool:
@@ -196,7 +188,7 @@ def test_a_full_batch_queues_the_rest() -> None:
     async def scenario() -> None:
         async with running(_settings(max_num_seqs=2)) as (_, session):
             tasks = [asyncio.create_task(_complete(session, 2000)) for _ in range(6)]
-            await _until(lambda: _requests_in_engine(session, running=2, waiting=4))
+            await until(lambda: _requests_in_engine(session, running=2, waiting=4))
             text = await _scrape(session)
             assert 0 < _value(text, "vllm:kv_cache_usage_perc") <= 1
             for task in tasks:
@@ -255,9 +247,9 @@ def test_drain_finishes_in_flight_requests_and_rejects_new_ones() -> None:
     async def scenario() -> None:
         async with running(_settings(max_num_seqs=2)) as (server, session):
             in_flight = [asyncio.create_task(_complete(session, 300)) for _ in range(5)]
-            await _until(lambda: _requests_in_engine(session, running=2, waiting=3))
+            await until(lambda: _requests_in_engine(session, running=2, waiting=3))
             shutdown = asyncio.create_task(server.shutdown())
-            await _until(lambda: _true(server.draining))
+            await until(lambda: server.draining)
             assert (await _complete(session, 5))[0] == 503
             async with session.get("/health") as response:
                 assert response.status == 200
@@ -290,7 +282,7 @@ def test_sigterm_drains_the_command_line_server() -> None:
             async with aiohttp.ClientSession(base_url=f"http://127.0.0.1:{port}") as session:
                 await _wait_healthy(session)
                 in_flight = [asyncio.create_task(_complete(session, 300)) for _ in range(4)]
-                await _until(lambda: _requests_in_engine(session, running=2, waiting=2))
+                await until(lambda: _requests_in_engine(session, running=2, waiting=2))
                 process.send_signal(signal.SIGTERM)
                 results = await asyncio.gather(*in_flight)
             assert [status for status, _ in results] == [200] * 4
@@ -301,10 +293,6 @@ def test_sigterm_drains_the_command_line_server() -> None:
                 process.wait()
 
     run(scenario)
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def _wait_healthy(session: aiohttp.ClientSession) -> None:

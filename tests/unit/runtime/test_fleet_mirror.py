@@ -10,9 +10,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from polling import until
+from prometheus_client.parser import text_string_to_metric_families
 
 from thrifty_runtime.engine_server import EngineServer, settings_from_args
-from thrifty_runtime.exposition import scrape_shape
 from thrifty_runtime.fleet_mirror import file_sd_groups, pod_engine_spec
 from thrifty_runtime.router import HELD_METRIC, Backend, Router
 
@@ -205,24 +206,17 @@ def test_router_retries_a_draining_engines_refusal_elsewhere() -> None:
     run(scenario)
 
 
-async def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "condition never held"
-        await asyncio.sleep(0.01)
-
-
 async def _held_on_metrics(session: aiohttp.ClientSession, router: Router) -> dict[str, float]:
+    """The held gauge's samples by (namespace, model_service), as Prometheus would parse them."""
     async with session.get(f"{router.url}/metrics") as response:
         assert response.status == 200
         text = await response.text()
-    assert HELD_METRIC in scrape_shape(text)
-    held = {}
-    for line in text.splitlines():
-        if line.startswith(HELD_METRIC + "{"):
-            labels, value = line.rsplit(" ", 1)
-            held[labels.removeprefix(HELD_METRIC)] = float(value)
-    return held
+    return {
+        (sample.labels["namespace"], sample.labels["model_service"]): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == HELD_METRIC
+        for sample in family.samples
+    }
 
 
 def test_router_holds_requests_without_engines_and_releases_them_to_the_first_ready_one() -> None:
@@ -234,10 +228,10 @@ def test_router_holds_requests_without_engines_and_releases_them_to_the_first_re
         try:
             async with aiohttp.ClientSession() as session:
                 waiting = [asyncio.create_task(_post(session, url)) for _ in range(3)]
-                await _until(lambda: router.held("ns", "ms") == 3)
+                await until(lambda: router.held("ns", "ms") == 3)
                 assert not any(task.done() for task in waiting)
                 held = await _held_on_metrics(session, router)
-                assert held == {'{model_service="ms",namespace="ns"}': 3.0}
+                assert held == {("ns", "ms"): 3.0}
                 backend = Backend("ns", "ms", "pod-0", engine.url)
                 router.add(backend)  # the first replica became ready
                 results = await asyncio.wait_for(asyncio.gather(*waiting), 30)
@@ -245,7 +239,7 @@ def test_router_holds_requests_without_engines_and_releases_them_to_the_first_re
                 assert backend.served == 3
                 assert router.held("ns", "ms") == 0
                 held = await _held_on_metrics(session, router)
-                assert held == {'{model_service="ms",namespace="ns"}': 0.0}
+                assert held == {("ns", "ms"): 0.0}
         finally:
             await router.stop()
             await engine.stop()
@@ -275,11 +269,11 @@ def test_a_client_giving_up_is_no_longer_counted_as_held() -> None:
         try:
             async with aiohttp.ClientSession() as session:
                 waiting = asyncio.create_task(_post(session, f"{router.url}/ns/ms/v1/completions"))
-                await _until(lambda: router.held("ns", "ms") == 1)
+                await until(lambda: router.held("ns", "ms") == 1)
                 waiting.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await waiting
-            await _until(lambda: router.held("ns", "ms") == 0)
+            await until(lambda: router.held("ns", "ms") == 0)
         finally:
             await router.stop()
 
