@@ -334,15 +334,7 @@ def test_capacity_is_learned_from_saturated_replicas() -> None:
 def test_capacity_is_learned_without_a_prior() -> None:
     saturated = signals(requests_waiting=5.0, kv_cache_usage=0.95)
     state: types.PolicyState = {}
-    ticks = [
-        observation(
-            now=1000.0 + 15.0 * i,
-            sig=saturated,
-            desired=2,
-            capacity_tokens_per_second_per_replica=None,
-        )
-        for i in range(10)
-    ]
+    ticks = _unknown_capacity_ticks(saturated, desired=2, count=10)
     decisions = run(POLICY, ticks, state)
     # Rates mix old and new replicas for a while after the ready count is first seen: wait.
     assert decisions[7].state[thrifty_policy.CAPACITY] is None  # 105 s
@@ -488,16 +480,26 @@ def test_scale_down_goes_to_the_highest_need_of_the_delay_window() -> None:
     assert decisions[20].replicas == 3
 
 
+def _unknown_capacity_ticks(
+    sig: types.Signals, *, desired: int, count: int
+) -> list[types.Observation]:
+    """`count` ticks 15 s apart of the same signals, without a capacity prior."""
+    return [
+        observation(
+            now=1000.0 + 15.0 * i,
+            sig=sig,
+            desired=desired,
+            capacity_tokens_per_second_per_replica=None,
+        )
+        for i in range(count)
+    ]
+
+
 def test_unknown_capacity_with_ample_headroom_tries_one_fewer_after_the_delay() -> None:
     # Per-replica throughput never saturated: it cannot prove 2 replicas carry the load, but no
     # queue, a KV cache a third full and TTFT at a quarter of the target let it try.
     roomy = signals(kv_cache_usage=0.3, ttft_p95_seconds=0.5)
-    ticks = [
-        observation(
-            now=1000.0 + 15.0 * i, sig=roomy, desired=3, capacity_tokens_per_second_per_replica=None
-        )
-        for i in range(21)
-    ]
+    ticks = _unknown_capacity_ticks(roomy, desired=3, count=21)
     decisions = run(POLICY, ticks)
     assert all(d.replicas == 3 for d in decisions[:20])
     assert decisions[20].replicas == 2
@@ -511,12 +513,7 @@ def test_headroom_probe_never_leaves_too_few_replicas_for_the_running_batches(
     # servegen-mid: the probe went to one replica with 260 requests running. A replica holds at
     # most 192 (75 % of a 256-sequence batch): 450 running need 3 replicas, 60 fit on 2.
     roomy = signals(requests_running=running, kv_cache_usage=0.2, ttft_p95_seconds=0.5)
-    ticks = [
-        observation(
-            now=1000.0 + 15.0 * i, sig=roomy, desired=3, capacity_tokens_per_second_per_replica=None
-        )
-        for i in range(21)
-    ]
+    ticks = _unknown_capacity_ticks(roomy, desired=3, count=21)
     decisions = run(POLICY, ticks)
     assert all(d.replicas == 3 for d in decisions[:20])
     assert decisions[20].replicas == after
@@ -529,12 +526,7 @@ def test_headroom_probe_never_halves_the_fleet() -> None:
     # servegen-small (70B): 2 replicas with roomy signals probed down to 1; its load then doubled,
     # the batch filled and requests queued for a whole 300 s cold start. From 2, no probe.
     roomy = signals(kv_cache_usage=0.05, ttft_p95_seconds=0.5)
-    ticks = [
-        observation(
-            now=1000.0 + 15.0 * i, sig=roomy, desired=2, capacity_tokens_per_second_per_replica=None
-        )
-        for i in range(40)
-    ]
+    ticks = _unknown_capacity_ticks(roomy, desired=2, count=40)
     assert all(d.replicas == 2 for d in run(POLICY, ticks))
 
 
@@ -542,12 +534,7 @@ def test_a_nearly_full_running_batch_counts_as_saturation() -> None:
     # No queue and a KV cache under 90 %, but 200 sequences running per replica: past 75 % of the
     # engine's 256. The throughput that fills those batches is what a replica carries.
     full = signals(requests_running=400.0, kv_cache_usage=0.5)
-    ticks = [
-        observation(
-            now=1000.0 + 15.0 * i, sig=full, desired=2, capacity_tokens_per_second_per_replica=None
-        )
-        for i in range(10)
-    ]
+    ticks = _unknown_capacity_ticks(full, desired=2, count=10)
     state = run(POLICY, ticks)[-1].state
     assert state[thrifty_policy.CAPACITY_SOURCE] == thrifty_policy.SATURATED
     assert state[thrifty_policy.CAPACITY] == pytest.approx(3000.0)
@@ -605,15 +592,7 @@ def test_headroom_needs_every_signal_to_agree(sig: types.Signals, roomy: bool) -
 
 def test_a_single_waiting_request_is_not_saturation() -> None:
     one_waiting = signals(requests_waiting=1.0)
-    ticks = [
-        observation(
-            now=1000.0 + 15.0 * i,
-            sig=one_waiting,
-            desired=4,
-            capacity_tokens_per_second_per_replica=None,
-        )
-        for i in range(10)
-    ]
+    ticks = _unknown_capacity_ticks(one_waiting, desired=4, count=10)
     state = run(POLICY, ticks)[-1].state
     assert state[thrifty_policy.CAPACITY_SOURCE] == thrifty_policy.LOWER_BOUND
 
