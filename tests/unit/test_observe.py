@@ -57,6 +57,25 @@ def test_desired_is_spec_replicas_else_last_deployed_else_min() -> None:
     assert observe.desired_replicas(ms) == 2
 
 
+def _observe(
+    ms: modelservice.ModelService,
+    pods: list[PodView],
+    *,
+    signals: types.Signals | None = None,
+    free: int = 8,
+) -> types.Observation:
+    """The observation of `ms` at t=1000 s on the H100 on-demand pool with `free` GPUs."""
+    return observe.observation(
+        ms,
+        now_seconds=1000.0,
+        pods=pods,
+        pool_name="h100-on-demand",
+        pool=pool(free=free),
+        signals=signals,
+        settings=SETTINGS,
+    )
+
+
 def test_only_scheduled_unready_pods_are_starting() -> None:
     pods = [
         PodView(ready=True, scheduled=True),
@@ -89,15 +108,7 @@ def test_draining_pods_take_their_share_of_a_hard_hourly_cap() -> None:
     pods = [PodView(ready=True, scheduled=True)] + [
         PodView(ready=False, scheduled=True, terminating=True)
     ] * 2
-    obs = observe.observation(
-        ms,
-        now_seconds=1000.0,
-        pods=pods,
-        pool_name="h100-on-demand",
-        pool=pool(free=8),
-        signals=None,
-        settings=SETTINGS,
-    )
+    obs = _observe(ms, pods)
     assert obs.replicas.draining == 2
     assert obs.pool.free_gpus == 8  # draining pods are not unplaced replicas
     assert limits.replicas_within_hourly_cap(obs, 7.5) == 1
@@ -106,15 +117,7 @@ def test_draining_pods_take_their_share_of_a_hard_hourly_cap() -> None:
 def test_free_gpus_exclude_those_our_unplaced_replicas_wait_for() -> None:
     ms = model_service(replicas=4, engine={"tensorParallelSize": 2})
     pods = [PodView(ready=True, scheduled=True), PodView(ready=False, scheduled=False)]
-    obs = observe.observation(
-        ms,
-        now_seconds=1000.0,
-        pods=pods,
-        pool_name="h100-on-demand",
-        pool=pool(free=8),
-        signals=None,
-        settings=SETTINGS,
-    )
+    obs = _observe(ms, pods)
     # 4 desired, 1 placed: 3 replicas x 2 GPUs already claimed from the 8 free.
     assert obs.pool == types.PoolView("h100-on-demand", 2.5, 2, 2)
     assert obs.replicas.desired == 4
@@ -181,15 +184,7 @@ def _at_zero(signals: types.Signals | None) -> types.Observation:
     ms = model_service(
         replicas=0, scaling={"minReplicas": 0, "maxReplicas": 4, "scaleToZeroIdleSeconds": 60}
     )
-    return observe.observation(
-        ms,
-        now_seconds=1000.0,
-        pods=[],
-        pool_name="h100-on-demand",
-        pool=pool(),
-        signals=signals,
-        settings=SETTINGS,
-    )
+    return _observe(ms, [], signals=signals, free=16)
 
 
 def test_requests_held_by_the_router_scale_a_service_from_zero() -> None:
