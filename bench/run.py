@@ -94,7 +94,14 @@ class TraceBench:
         return self.case.trace
 
 
-def _spec(args: argparse.Namespace, case: Case, queue_target: float) -> PolicySpec:
+DEFAULT_QUEUE_TARGET = 8.0
+"""The spec's queue target per replica for every run but the swept baselines' (thrifty uses it
+only while it knows no capacity)."""
+
+
+def _spec(
+    args: argparse.Namespace, case: Case, queue_target: float = DEFAULT_QUEUE_TARGET
+) -> PolicySpec:
     return PolicySpec(
         min_replicas=1,
         max_replicas=args.max_replicas,
@@ -152,7 +159,7 @@ def bench_trace(args: argparse.Namespace, case: Case, log: Callable[[str], None]
     thrifty = simulate(
         case.trace,
         cli.build_policy("thrifty", _context(args, case)),
-        _config(args, case, _spec(args, case, 8.0)),
+        _config(args, case, _spec(args, case)),
     )
     log(f"{name}: thrifty {thrifty.gpu_hours:.2f} GPU-h, SLO {100 * thrifty.slo_attainment:.1f} %")
     curves: dict[str, list[Point]] = {}
@@ -167,7 +174,7 @@ def bench_trace(args: argparse.Namespace, case: Case, log: Callable[[str], None]
     peak = max(p.dollars_per_hour for p in thrifty.series)
     replica_cost = case.profile.gpus_per_replica * args.price_per_gpu_hour
     cap = max(replica_cost, round(peak / 2 / replica_cost) * replica_cost)
-    spec = replace(_spec(args, case, 8.0), max_dollars_per_hour=cap, enforcement=Enforcement.HARD)
+    spec = replace(_spec(args, case), max_dollars_per_hour=cap, enforcement=Enforcement.HARD)
     # The opening fleet must fit under the cap, or the run starts over budget before any decision.
     affordable = int(cap // replica_cost)
     budget_config = replace(
@@ -245,7 +252,7 @@ def measure_speed(args: argparse.Namespace) -> Speed:
     """How long one hour of the Azure code trace through thrifty takes to simulate."""
     case = make_case(args, "azure-code", profile_by_name("llama-8b-1xh100"))
     policy = cli.build_policy("thrifty", _context(args, case))
-    config = _config(args, case, _spec(args, case, 8.0))
+    config = _config(args, case, _spec(args, case))
     wall, cpu = time.perf_counter(), time.process_time()
     simulate(case.trace, policy, config)
     return Speed(
@@ -460,7 +467,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def quick(args: argparse.Namespace, case: Case) -> str:
     """One policy on one case with the benchmark's settings: the line to iterate on a policy."""
     policy = cli.build_policy(args.quick, _context(args, case))
-    result = simulate(case.trace, policy, _config(args, case, _spec(args, case, 8.0)))
+    result = simulate(case.trace, policy, _config(args, case, _spec(args, case)))
     return (
         f"{case.trace.name}: {result.gpu_hours:.2f} GPU-h, SLO {_pct(result.slo_attainment)}, "
         f"{result.scale_events} scale events, TTFT p95 {result.ttft_p95_seconds:.2f} s"
