@@ -167,7 +167,6 @@ class FleetMirror:
             settings.router_port,
             hold_timeout_seconds=settings.hold_timeout_seconds,
         )
-        self._router_up = False
         self._engines: dict[tuple[str, str, str], MirroredEngine] = {}
         self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self._stop = threading.Event()
@@ -181,7 +180,6 @@ class FleetMirror:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.router.start()
-        self._router_up = True
         self._write_targets()
         self._write_state()
         log.info("router on %s", self.router.url)
@@ -201,7 +199,6 @@ class FleetMirror:
         await asyncio.gather(*self._starting.values(), return_exceptions=True)
         await asyncio.gather(*(self._retire(key) for key in list(self._engines)))
         await self.router.stop()
-        self._router_up = False
         self._write_targets()
 
     # -- watching pods (a thread: the client's watch blocks) ------------------------------------
@@ -384,7 +381,7 @@ class FleetMirror:
 
     def _write_targets(self) -> None:
         engines = [(e.spec, e.backend.url.removeprefix("http://")) for e in self._engines.values()]
-        router = self.router.url.removeprefix("http://") if self._router_up else None
+        router = self.router.url.removeprefix("http://") if self.router.listening else None
         groups = file_sd_groups(engines, self.settings.job, router)
         _write_atomically(self.settings.file_sd_path, json.dumps(groups))
 

@@ -140,9 +140,15 @@ class Router:
         if self._port == 0:
             self._port = int(self._runner.addresses[0][1])
 
+    @property
+    def listening(self) -> bool:
+        """Between `start` and `stop`: its address is worth publishing."""
+        return self._runner is not None
+
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+            self._runner = None
         if self._session is not None:
             await self._session.close()
 
