@@ -101,18 +101,15 @@ class ThriftyPolicy:
             return self._hold(observation, state)
         demand = self.demand_tokens_per_second(observation, signals, state)
         learned = self._learn(observation, signals, state)
-        level = self.held_demand(observation, state, demand, learned)
+        level, learned[RECENT_DEMAND] = self.held_demand(observation, state, demand)
         need = self._need(observation, signals, learned, demand, level)
         return self._constrain(observation, signals, learned, need, demand)
 
     def held_demand(
-        self,
-        observation: types.Observation,
-        state: types.PolicyState,
-        demand: float,
-        learned: dict[str, types.JSONValue],
-    ) -> float:
-        """The demand level an earlier tick of the rate window also reached (``demand`` if none).
+        self, observation: types.Observation, state: types.PolicyState, demand: float
+    ) -> tuple[float, list[types.JSONValue]]:
+        """The demand level an earlier tick of the rate window also reached (``demand`` if none),
+        and the window's demands to carry to the next tick.
 
         A burst of a few seconds lifts a 1-minute rate for a whole minute: sized for at once, it
         ordered replicas that came a cold start later, after the burst. A level seen at two ticks
@@ -124,10 +121,10 @@ class ThriftyPolicy:
             for at, tokens in common.state_pairs(state, RECENT_DEMAND)
             if 0.0 <= now - at < self.demand_window_seconds
         ]
-        learned[RECENT_DEMAND] = common.pairs_json([*earlier, (now, demand)])
+        recent = common.pairs_json([*earlier, (now, demand)])
         if not earlier:
-            return demand
-        return min(demand, max(tokens for _, tokens in earlier))
+            return demand, recent
+        return min(demand, max(tokens for _, tokens in earlier)), recent
 
     def demand_tokens_per_second(
         self, observation: types.Observation, signals: types.Signals, state: types.PolicyState
