@@ -21,8 +21,10 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-from thrifty import autoscaling, explain, observe  # noqa: E402
+from thrifty import explain  # noqa: E402
 from thrifty.api import gpupool, modelservice  # noqa: E402
+from thrifty.autoscaler import observe  # noqa: E402
+from thrifty.autoscaler import status as autoscaling  # noqa: E402
 from thrifty.policy import types  # noqa: E402
 from thrifty.policy.thrifty_policy import ThriftyPolicy  # noqa: E402
 

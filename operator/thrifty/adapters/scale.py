@@ -17,10 +17,11 @@ from typing import Any
 
 from kubernetes import client
 
-from thrifty import autoscaling, render
+from thrifty import render
 from thrifty.adapters.kube import NotFound, call_api
 from thrifty.api import GROUP, VERSION
-from thrifty.observe import PodView
+from thrifty.autoscaler import status as autoscaling
+from thrifty.autoscaler.observe import PodView
 
 MERGE = "application/merge-patch+json"
 

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import kopf
 import pydantic
 
-from thrifty import autoscaling, budget, cost, explain, observe
+from thrifty import budget, cost, explain
 from thrifty.adapters import kube, operator_metrics
 from thrifty.adapters.lease import LeaseStore
 from thrifty.adapters.prometheus import (
@@ -43,6 +43,8 @@ from thrifty.adapters.prometheus import (
 )
 from thrifty.adapters.scale import ScaleClient
 from thrifty.api import GROUP, VERSION, costbudget, gpupool, modelservice
+from thrifty.autoscaler import observe
+from thrifty.autoscaler import status as autoscaling
 from thrifty.control import leadership
 from thrifty.policy import types
 from thrifty.policy.thrifty_policy import ThriftyPolicy

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from thrifty.adapters.scale import pod_view
-from thrifty.observe import PodView
+from thrifty.autoscaler.observe import PodView
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -12,10 +12,10 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from thrifty import observe
 from thrifty.adapters.kube import Conflict
 from thrifty.adapters.operator_metrics import OperatorMetrics
 from thrifty.adapters.prometheus import ServiceKey, SignalsReading
+from thrifty.autoscaler import observe
 from thrifty.control.autoscaler import Autoscaler, AutoscalerSettings
 from thrifty.policy import types
 

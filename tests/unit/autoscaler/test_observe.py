@@ -7,10 +7,10 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from thrifty import observe
 from thrifty.adapters import prometheus
 from thrifty.api import costbudget, gpupool, modelservice
-from thrifty.observe import ObserveSettings, PodView
+from thrifty.autoscaler import observe
+from thrifty.autoscaler.observe import ObserveSettings, PodView
 from thrifty.policy import limits, types
 from thrifty.policy.thrifty_policy import ThriftyPolicy
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from thrifty import autoscaling, explain
+from thrifty import explain
 from thrifty.adapters import prometheus
 from thrifty.api import common, modelservice
+from thrifty.autoscaler import status as autoscaling
 from thrifty.control.autoscaler import query_error_kind
 from thrifty.policy import types
 
