@@ -22,10 +22,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from thrifty import cli
-from thrifty.policy.types import Enforcement, PolicySpec
-from thrifty.sim import report
+from thrifty.api.modelservice import ModelService
+from thrifty.policy.types import Enforcement
+from thrifty.sim import report, scenario
 from thrifty.sim.clairvoyant import ClairvoyantPolicy
 from thrifty.sim.profiles import EngineProfile, profile_by_name
 from thrifty.sim.runner import RunResult, SimulationConfig, simulate
@@ -99,26 +101,31 @@ DEFAULT_QUEUE_TARGET = 8.0
 only while it knows no capacity)."""
 
 
-def _spec(
-    args: argparse.Namespace, case: Case, queue_target: float = DEFAULT_QUEUE_TARGET
-) -> PolicySpec:
-    return PolicySpec(
-        min_replicas=1,
-        max_replicas=args.max_replicas,
-        queue_target_per_replica=queue_target,
-        ttft_p95_target_seconds=args.slo_ttft_p95,
-        cold_start_seconds=case.cold_start_seconds,
-        max_num_seqs_per_replica=case.profile.max_num_seqs,
-    )
+def _model_service(
+    args: argparse.Namespace,
+    case: Case,
+    queue_target: float = DEFAULT_QUEUE_TARGET,
+    **overrides: Any,
+) -> ModelService:
+    """The ModelService every run of a case serves (the operator's translation reads it)."""
+    settings: dict[str, Any] = {
+        "min_replicas": 1,
+        "max_replicas": args.max_replicas,
+        "queue_target_per_replica": queue_target,
+        "ttft_p95_target_seconds": args.slo_ttft_p95,
+        "cold_start_seconds": case.cold_start_seconds,
+        **overrides,
+    }
+    return scenario.model_service(case.profile, **settings)
 
 
-def _config(args: argparse.Namespace, case: Case, spec: PolicySpec) -> SimulationConfig:
+def _config(args: argparse.Namespace, case: Case, ms: ModelService) -> SimulationConfig:
     return SimulationConfig(
         profile=case.profile,
-        spec=spec,
+        model_service=ms,
         price_per_gpu_hour=args.price_per_gpu_hour,
         cold_start_seconds=case.cold_start_seconds,
-        initial_replicas=max(case.initial_replicas, spec.min_replicas),
+        initial_replicas=max(case.initial_replicas, ms.spec.scaling.min_replicas),
         slo_ttft_seconds=args.slo_ttft_p95,
     )
 
@@ -130,12 +137,12 @@ def _context(args: argparse.Namespace, case: Case) -> cli.PolicyContext:
 
 
 def _sweep_point(args: argparse.Namespace, case: Case, sweep: Sweep, value: float) -> Point:
-    base = _spec(args, case, queue_target=value)
+    base = _model_service(args, case, queue_target=value)
     if sweep.policy == "static":
         replicas = int(value)
-        spec = replace(base, min_replicas=replicas, max_replicas=replicas)
+        fixed = _model_service(args, case, value, min_replicas=replicas, max_replicas=replicas)
         policy = cli.build_policy(f"static,replicas={replicas}", _context(args, case))
-        config = replace(_config(args, case, spec), initial_replicas=replicas)
+        config = replace(_config(args, case, fixed), initial_replicas=replicas)
     else:
         knob = "utilization" if sweep.policy == "clairvoyant" else "target_per_replica"
         policy = cli.build_policy(f"{sweep.policy},{knob}={value:g}", _context(args, case))
@@ -159,7 +166,7 @@ def bench_trace(args: argparse.Namespace, case: Case, log: Callable[[str], None]
     thrifty = simulate(
         case.trace,
         cli.build_policy("thrifty", _context(args, case)),
-        _config(args, case, _spec(args, case)),
+        _config(args, case, _model_service(args, case)),
     )
     log(f"{name}: thrifty {thrifty.gpu_hours:.2f} GPU-h, SLO {100 * thrifty.slo_attainment:.1f} %")
     curves: dict[str, list[Point]] = {}
@@ -174,11 +181,11 @@ def bench_trace(args: argparse.Namespace, case: Case, log: Callable[[str], None]
     peak = max(p.dollars_per_hour for p in thrifty.series)
     replica_cost = case.profile.gpus_per_replica * args.price_per_gpu_hour
     cap = max(replica_cost, round(peak / 2 / replica_cost) * replica_cost)
-    spec = replace(_spec(args, case), max_dollars_per_hour=cap, enforcement=Enforcement.HARD)
+    capped = _model_service(args, case, max_dollars_per_hour=cap, enforcement=Enforcement.HARD)
     # The opening fleet must fit under the cap, or the run starts over budget before any decision.
     affordable = int(cap // replica_cost)
     budget_config = replace(
-        _config(args, case, spec), initial_replicas=min(case.initial_replicas, affordable)
+        _config(args, case, capped), initial_replicas=min(case.initial_replicas, affordable)
     )
     budget_run = simulate(
         case.trace, cli.build_policy("thrifty", _context(args, case)), budget_config
@@ -252,7 +259,7 @@ def measure_speed(args: argparse.Namespace) -> Speed:
     """How long one hour of the Azure code trace through thrifty takes to simulate."""
     case = make_case(args, "azure-code", profile_by_name("llama-8b-1xh100"))
     policy = cli.build_policy("thrifty", _context(args, case))
-    config = _config(args, case, _spec(args, case))
+    config = _config(args, case, _model_service(args, case))
     wall, cpu = time.perf_counter(), time.process_time()
     simulate(case.trace, policy, config)
     return Speed(
@@ -467,7 +474,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 def quick(args: argparse.Namespace, case: Case) -> str:
     """One policy on one case with the benchmark's settings: the line to iterate on a policy."""
     policy = cli.build_policy(args.quick, _context(args, case))
-    result = simulate(case.trace, policy, _config(args, case, _spec(args, case)))
+    result = simulate(case.trace, policy, _config(args, case, _model_service(args, case)))
     return (
         f"{case.trace.name}: {result.gpu_hours:.2f} GPU-h, SLO {_pct(result.slo_attainment)}, "
         f"{result.scale_events} scale events, TTFT p95 {result.ttft_p95_seconds:.2f} s"

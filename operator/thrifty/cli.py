@@ -19,9 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pydantic
+import yaml
+
+from thrifty.api import gpupool, modelservice
 from thrifty.policy import builtin
-from thrifty.policy.types import Enforcement, PolicySpec, ScalingPolicy
-from thrifty.sim import report, traces
+from thrifty.policy.types import Enforcement, ScalingPolicy
+from thrifty.sim import report, scenario, traces
 from thrifty.sim.clairvoyant import ClairvoyantPolicy
 from thrifty.sim.profiles import EngineProfile, profile_by_name
 from thrifty.sim.runner import RunResult, SimulationConfig, simulate
@@ -247,7 +251,19 @@ def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument("--max-replicas", type=int, default=32)
     parser.add_argument("--initial-replicas", type=int, default=1)
     parser.add_argument("--queue-target", type=float, default=8.0, help="waiting per replica")
-    parser.add_argument("--cold-start", type=float, default=120.0, help="seconds")
+    parser.add_argument(
+        "--cold-start", type=float, help="seconds (default: the profile's, 120 s for 8B, 300 s 70B)"
+    )
+    parser.add_argument(
+        "-f",
+        "--file",
+        action="append",
+        dest="files",
+        type=Path,
+        default=[],
+        help="a ModelService YAML (and optionally a GPUPool YAML) to simulate instead of the "
+        "scaling and cost options: thrifty simulate -f modelservice.yaml -f gpupool.yaml",
+    )
     parser.add_argument("--pool-gpus", type=int, help="GPUs the pool can give (default: no limit)")
     parser.add_argument("--max-dollars-per-hour", type=float)
     parser.add_argument("--max-dollars-per-million-tokens", type=float)
@@ -257,30 +273,61 @@ def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     parser.set_defaults(handler=_simulate)
 
 
+def _load_objects(
+    paths: Sequence[Path],
+) -> tuple[modelservice.ModelService | None, gpupool.GPUPool | None]:
+    """The ModelService and GPUPool in the given YAML files (several documents each allowed)."""
+    found: dict[str, Any] = {}
+    for path in paths:
+        try:
+            documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        except (OSError, yaml.YAMLError) as error:
+            raise CommandError(f"cannot read {path}: {error}") from None
+        for document in documents:
+            kind = document.get("kind") if isinstance(document, dict) else None
+            model = {"ModelService": modelservice.ModelService, "GPUPool": gpupool.GPUPool}.get(
+                str(kind)
+            )
+            if model is None:
+                raise CommandError(f"{path}: expected a ModelService or GPUPool, found {kind}")
+            try:
+                found[str(kind)] = model.model_validate(document)
+            except pydantic.ValidationError as error:
+                raise CommandError(f"{path}: invalid {kind}: {error}") from None
+    return found.get("ModelService"), found.get("GPUPool")
+
+
 def simulation_config(args: argparse.Namespace) -> SimulationConfig:
+    """The run's settings: from a user's ModelService (and GPUPool) with -f, else the options."""
     try:
         profile = profile_by_name(args.profile)
     except KeyError as error:
         raise CommandError(str(error.args[0])) from None
-    spec = PolicySpec(
-        min_replicas=args.min_replicas,
-        max_replicas=args.max_replicas,
-        queue_target_per_replica=args.queue_target,
-        ttft_p95_target_seconds=args.slo_ttft_p95,
-        max_dollars_per_hour=args.max_dollars_per_hour,
-        max_dollars_per_million_tokens=args.max_dollars_per_million_tokens,
-        enforcement=Enforcement(args.enforcement),
-        cold_start_seconds=args.cold_start,
-        max_num_seqs_per_replica=profile.max_num_seqs,
-    )
+    ms, pool = _load_objects(args.files)
+    price = pool.spec.price_per_gpu_hour if pool is not None else args.price_per_gpu_hour
+    if ms is None:
+        ms = scenario.model_service(
+            profile,
+            min_replicas=args.min_replicas,
+            max_replicas=args.max_replicas,
+            queue_target_per_replica=args.queue_target,
+            ttft_p95_target_seconds=args.slo_ttft_p95,
+            max_dollars_per_hour=args.max_dollars_per_hour,
+            max_dollars_per_million_tokens=args.max_dollars_per_million_tokens,
+            enforcement=Enforcement(args.enforcement),
+            cold_start_seconds=args.cold_start,
+        )
+    target = ms.spec.latency_target.time_to_first_token_p95_seconds
+    cold_start = args.cold_start or ms.spec.scaling.cold_start_seconds or profile.cold_start_seconds
     return SimulationConfig(
         profile=profile,
-        spec=spec,
-        price_per_gpu_hour=args.price_per_gpu_hour,
+        model_service=ms,
+        price_per_gpu_hour=price,
+        pool_name=ms.spec.pools[0],
         pool_gpus=args.pool_gpus,
-        cold_start_seconds=args.cold_start,
-        initial_replicas=max(args.initial_replicas, args.min_replicas),
-        slo_ttft_seconds=args.slo_ttft_p95,
+        cold_start_seconds=float(cold_start),
+        initial_replicas=max(args.initial_replicas, ms.spec.scaling.min_replicas),
+        slo_ttft_seconds=target if target is not None else args.slo_ttft_p95,
     )
 
 

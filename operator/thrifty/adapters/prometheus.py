@@ -36,6 +36,7 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
+from thrifty.autoscaler.world import ServiceKey, SignalsReading
 from thrifty.policy.types import Signals
 
 NAMESPACE_LABEL = "namespace"
@@ -63,29 +64,12 @@ class PrometheusQueryError(MetricsError):
 
 
 @dataclass(frozen=True)
-class ServiceKey:
-    namespace: str
-    model_service: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.model_service}"
-
-
-@dataclass(frozen=True)
 class QueryWindows:
     """Range windows of the rate queries. A window must hold at least two scrapes, so keep it
     four or more scrape intervals long (the defaults suit a 15 s scrape)."""
 
     rate_seconds: int = 60
     ttft_seconds: int = 120
-
-
-@dataclass(frozen=True)
-class SignalsReading:
-    """What the policy gets: signals, or None and the reason (for `MetricsAvailable=False`)."""
-
-    signals: Signals | None
-    reason: str
 
 
 def _quote(value: str) -> str:
@@ -227,7 +211,11 @@ def signals_from_results(
         ttft_p95_seconds=ttft if ttft is not None and math.isfinite(ttft) else None,
         sample_age_seconds=age,
     )
-    return SignalsReading(signals, f"read from Prometheus, newest sample {age:.0f} s old")
+    # The condition message stays the same from pass to pass (the age is in the signals): a
+    # number that moves every scrape would cost a status write per pass on a settled service.
+    return SignalsReading(
+        signals, f"read from Prometheus (samples newer than {staleness_limit_seconds:.0f} s)"
+    )
 
 
 def _held_only(held: float, age: float) -> SignalsReading:
@@ -244,8 +232,7 @@ def _held_only(held: float, age: float) -> SignalsReading:
     )
     return SignalsReading(
         signals,
-        f"no ready engine; {held:.0f} requests held by the router, read as waiting "
-        f"(sample {age:.0f} s old)",
+        f"no ready engine; {held:.0f} requests held by the router, read as waiting",
     )
 
 

@@ -283,6 +283,16 @@ class Scaling(common.Model):
         ge=1,
         description="Scale to zero after this long without requests; needs minReplicas 0.",
     )
+    cold_start_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        le=86400,
+        description=(
+            "Expected time from ordering a replica to it serving (scheduling, image, weights, "
+            "compile); the autoscaler orders replicas this far ahead. Absent: the operator's "
+            "default (THRIFTY_COLD_START_SECONDS, 120 s)."
+        ),
+    )
     mode: policy_types.ScalingMode = Field(
         default=policy_types.ScalingMode.AUTO,
         description=(
@@ -329,6 +339,15 @@ class CostTarget(common.Model):
     )
     budget_ref: common.LocalRef | None = Field(
         default=None, description="A CostBudget in the same namespace that this model shares."
+    )
+    budget_priority: int = Field(
+        default=0,
+        ge=-1000,
+        le=1000,
+        description=(
+            "Within a Hard CostBudget, who keeps its money longer when the money runs out: the "
+            "lower priority yields first (then the higher realised $/1M tokens, then the name)."
+        ),
     )
 
 

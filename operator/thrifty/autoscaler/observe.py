@@ -35,8 +35,9 @@ class ObserveSettings:
     """What the API does not carry but the policy needs, with the reason for each default."""
 
     cold_start_seconds: float = 120.0
-    """Order-to-serving time of a replica: 8B weights from a warm cache and CUDA graphs take ~2 min
-    on an H100 (shared reference h100-capacity-and-prices.md); set lower for simulated engines."""
+    """Order-to-serving time of a replica when its spec does not say (scaling.coldStartSeconds):
+    8B weights from a warm cache and CUDA graphs take ~2 min on an H100 (shared reference
+    h100-capacity-and-prices.md)."""
     staleness_limit_seconds: float = 60.0
     """Older metrics mean scrapes are failing: hold rather than act on them (4 scrapes of 15 s)."""
 
@@ -128,8 +129,9 @@ def policy_spec(
         ),
         enforcement=spec.cost_target.enforcement,
         soft_overrun_fraction=spec.cost_target.soft_overrun_fraction,
-        cold_start_seconds=settings.cold_start_seconds,
+        cold_start_seconds=float(scaling.cold_start_seconds or settings.cold_start_seconds),
         staleness_limit_seconds=settings.staleness_limit_seconds,
+        capacity_tokens_per_second_per_replica=None,
         max_num_seqs_per_replica=spec.engine.max_num_seqs,
     )
 

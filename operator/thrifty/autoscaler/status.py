@@ -37,10 +37,14 @@ WITHIN_BUDGET = explain.WITHIN_BUDGET
 BUDGET_BOUND = "BudgetBound"
 ADVISORY_REPLICAS_OWNED = "ReplicasOwnedElsewhere"
 
-STATE_CHECKPOINT_SECONDS = 60.0
-"""A policy's state changes every tick (clock stamps, a window of recent needs). It is written with
-every visible change, and otherwise at most this often: a restart loses at most this much of the
-policy's short-term memory, and an idle fleet does not cost a status write per tick."""
+STATUS_FIELDS = (
+    "queueDepth",
+    "tokensPerSecond",
+    "dollarsPerMillionTokens",
+    "autoscaler",
+    "conditions",
+)
+"""The status fields the autoscaler owns (the reconciler owns the rest)."""
 
 
 @dataclass(frozen=True)
@@ -199,32 +203,47 @@ def _autoscaler_block(
     )
 
 
+def _visible(status: modelservice.ModelServiceStatus) -> dict[str, Any]:
+    wire = status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    block = wire.get("autoscaler") or {}
+    block.pop("policyState", None)
+    wire["autoscaler"] = block
+    return wire
+
+
 def status_changed(
-    before: modelservice.ModelServiceStatus,
-    after: modelservice.ModelServiceStatus,
-    *,
-    include_policy_state: bool = False,
+    before: modelservice.ModelServiceStatus, after: modelservice.ModelServiceStatus
 ) -> bool:
-    """Whether writing `after` tells a reader anything new; the policy's own state counts only
-    when asked (see STATE_CHECKPOINT_SECONDS)."""
-
-    def visible(status: modelservice.ModelServiceStatus) -> dict[str, Any]:
-        wire = status.model_dump(mode="json", by_alias=True, exclude_none=True)
-        if not include_policy_state:
-            block = wire.get("autoscaler") or {}
-            block.pop("policyState", None)
-            wire["autoscaler"] = block
-        return wire
-
-    return visible(before) != visible(after)
+    """Whether writing `after` tells a reader anything new. The policy's own state does not count:
+    it changes every pass (clock stamps, a window of recent demand), lives in memory between passes
+    and is written along with every visible change, so a settled ModelService costs no write."""
+    return _visible(before) != _visible(after)
 
 
-def status_patch(after: modelservice.ModelServiceStatus) -> dict[str, Any]:
-    """The merge patch of the autoscaler's status fields (conditions as a whole list, since JSON
-    merge patch replaces lists; the caller guards it with the resourceVersion it read)."""
-    wire = after.model_dump(mode="json", by_alias=True, exclude_none=True)
-    keep = ("queueDepth", "tokensPerSecond", "dollarsPerMillionTokens", "autoscaler", "conditions")
-    return {key: wire[key] for key in keep if key in wire}
+def status_patch(
+    before: modelservice.ModelServiceStatus, after: modelservice.ModelServiceStatus
+) -> dict[str, Any]:
+    """The merge patch of the autoscaler's status fields. A field that became unknown is written
+    as null, which deletes it: a merge patch that leaves it out would keep the last value (a busy
+    hour's $/1M tokens shown forever once traffic stops). Conditions go as a whole list, since a
+    merge patch replaces lists; the caller guards the write with the resourceVersion it read."""
+    old = before.model_dump(mode="json", by_alias=True, exclude_none=True)
+    new = after.model_dump(mode="json", by_alias=True, exclude_none=True)
+    patch: dict[str, Any] = {key: new[key] for key in STATUS_FIELDS if key in new}
+    patch.update({key: None for key in STATUS_FIELDS if key in old and key not in new})
+    return patch
+
+
+def state_patch(
+    status: modelservice.ModelServiceStatus | None, state: types.PolicyState
+) -> dict[str, Any] | None:
+    """The patch that checkpoints a policy state into status, or None when status holds it."""
+    block = status.autoscaler if status is not None else None
+    held = block.policy_state if block is not None else None
+    if dict(held or {}) == dict(state):
+        return None
+    removed = {key: None for key in held or {} if key not in state}
+    return {"autoscaler": {"policyState": {**removed, **dict(state)}}}
 
 
 def event_for(

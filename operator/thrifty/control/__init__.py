@@ -1,8 +1,11 @@
-"""kopf glue: handlers, timers and settings. ``kopf run -m thrifty.control`` loads every handler.
+"""kopf glue: watch caches, handlers, the leader-only loops and settings.
 
-Nothing here decides anything: handlers read through ``thrifty.adapters``, call the pure core
-(``thrifty.reconcile``, ``thrifty.placement``, ``thrifty.render``) and write back.
+``python -m thrifty.control`` (or ``kopf run -m thrifty.control``) loads every handler. Nothing here
+decides anything: the loops and handlers read through ``thrifty.adapters`` and kopf's caches, call
+the pure core (``thrifty.autoscaler``, ``thrifty.reconcile``, ``thrifty.placement``,
+``thrifty.render``) and write back what it returns.
 """
 
 from thrifty.control import autoscaler as autoscaler
 from thrifty.control import handlers as handlers
+from thrifty.control import lifecycle as lifecycle

@@ -35,9 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         log_format = settings.log_format_from_env()
-    except ValueError as error:
+        config = settings.from_env()
+    except settings.SettingsError as error:
         parser.error(str(error))  # exits 2 naming the variable, before kopf starts
-    config = settings.from_env()
     namespaces = list(args.namespace) or list(config.namespaces)
     configure_logging(log_format, verbose=args.verbose)
     kopf.run(

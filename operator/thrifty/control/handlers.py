@@ -12,8 +12,10 @@ by itself when the pool or Secret appears, and no error loop or crash touches ot
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import dataclasses
+import functools
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -28,8 +30,8 @@ from thrifty.api import GROUP, VERSION, costbudget, gpupool, modelservice
 from thrifty.control import autoscaler
 from thrifty.control import settings as settings_module
 
-SETTINGS = settings_module.from_env()
 FINALIZER = f"{GROUP}/finalizer"
+log = logging.getLogger(__name__)
 
 
 @kopf.on.startup()
@@ -62,13 +64,6 @@ def model_service_event(
 ) -> None:
     if type == "DELETED":
         return
-    _guarded_pass(
-        memo, body.metadata.namespace or "", body.metadata.name or "", lambda: body, logger
-    )
-
-
-@kopf.timer(GROUP, VERSION, "modelservices", interval=SETTINGS.resync_seconds)
-def model_service_resync(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     _guarded_pass(
         memo, body.metadata.namespace or "", body.metadata.name or "", lambda: body, logger
     )
@@ -111,7 +106,7 @@ def _guarded_pass(
         except kube_adapter.Conflict:
             logger.debug("status changed while reconciling; the next event reconciles again")
         except kube_adapter.KubeError as error:
-            raise kopf.TemporaryError(str(error), delay=SETTINGS.retry_seconds) from error
+            raise kopf.TemporaryError(str(error), delay=_retry_seconds(memo)) from error
 
 
 def _pools(bodies: list[dict[str, Any]], logger: kopf.Logger) -> dict[str, gpupool.GPUPoolSpec]:
@@ -225,18 +220,6 @@ def _write_status(
 # --- GPUPool ------------------------------------------------------------------------------------
 
 
-@kopf.timer(GROUP, VERSION, "gpupools", interval=SETTINGS.pool_resync_seconds)
-def gpu_pool_resync(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    if body.metadata.get("deletionTimestamp"):
-        return
-    try:
-        refresh_gpu_pool(memo.kube, copy.deepcopy(dict(body)), logger)
-    except kube_adapter.Conflict:
-        logger.debug("GPUPool changed while refreshing; the next tick refreshes again")
-    except kube_adapter.KubeError as error:
-        raise kopf.TemporaryError(str(error), delay=SETTINGS.retry_seconds) from error
-
-
 def refresh_gpu_pool(
     kube: kube_adapter.Kube, body: Mapping[str, Any], logger: kopf.Logger | logging.Logger
 ) -> None:
@@ -273,18 +256,6 @@ def refresh_gpu_pool(
 # --- CostBudget ---------------------------------------------------------------------------------
 
 
-@kopf.timer(GROUP, VERSION, "costbudgets", interval=SETTINGS.budget_resync_seconds)
-def cost_budget_resync(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    if body.metadata.get("deletionTimestamp"):
-        return
-    try:
-        refresh_cost_budget(memo.kube, copy.deepcopy(dict(body)), logger)
-    except kube_adapter.Conflict:
-        logger.debug("CostBudget changed while refreshing; the next tick refreshes again")
-    except kube_adapter.KubeError as error:
-        raise kopf.TemporaryError(str(error), delay=SETTINGS.retry_seconds) from error
-
-
 def refresh_cost_budget(
     kube: kube_adapter.Kube, body: Mapping[str, Any], logger: kopf.Logger | logging.Logger
 ) -> None:
@@ -307,3 +278,67 @@ def refresh_cost_budget(
     for changed in explain.transitions(old.conditions, new.conditions):
         if changed.status.value == "True":
             kube.event(_involved(body, "CostBudget"), "Warning", changed.reason, changed.message)
+
+
+# --- periodic resync ----------------------------------------------------------------------------
+
+
+def _retry_seconds(memo: kopf.Memo) -> float:
+    config: settings_module.Settings | None = getattr(memo, "thrifty_settings", None)
+    return (config or settings_module.Settings()).retry_seconds
+
+
+def _log_failure(what: str, call: Callable[[], None]) -> None:
+    """One object's failed resync is logged and retried next period; the others go on."""
+    try:
+        call()
+    except kopf.TemporaryError as error:
+        log.warning("%s: %s (next resync retries)", what, error)
+    except kube_adapter.Conflict:
+        log.debug("%s changed while refreshing; the next resync refreshes again", what)
+    except kube_adapter.KubeError as error:
+        log.warning("%s: API server: %s (next resync retries)", what, error)
+
+
+def resync_loops(
+    memo: kopf.Memo, config: settings_module.Settings, acting: Callable[[], bool]
+) -> list[autoscaler.Loop]:
+    """The periodic passes over every object, from the watch caches: ModelServices reconciled
+    (freed capacity, deleted pools, missing Secrets), GPUPool and CostBudget status refreshed.
+    One loop each on the leader instead of a kopf timer per object: timers would put a finalizer
+    on every object, and deleting one would then wait for a running operator."""
+    caches: autoscaler.Caches = memo.thrifty_caches
+
+    async def model_services() -> None:
+        for (namespace, name), bodies in list(caches.model_services.items()):
+            for body in list(bodies):
+                once = functools.partial(
+                    _guarded_pass, memo, namespace, name, functools.partial(dict, body), log
+                )
+                await asyncio.to_thread(_log_failure, f"ModelService {namespace}/{name}", once)
+
+    async def pools() -> None:
+        for name, bodies in list(caches.gpu_pools.items()):
+            for body in list(bodies):
+                with autoscaler.timed_reconcile(memo, "GPUPool"):
+                    await asyncio.to_thread(
+                        _log_failure,
+                        f"GPUPool {name}",
+                        functools.partial(refresh_gpu_pool, memo.kube, body, log),
+                    )
+
+    async def budgets() -> None:
+        for (namespace, name), bodies in list(caches.cost_budgets.items()):
+            for body in list(bodies):
+                with autoscaler.timed_reconcile(memo, "CostBudget"):
+                    await asyncio.to_thread(
+                        _log_failure,
+                        f"CostBudget {namespace}/{name}",
+                        functools.partial(refresh_cost_budget, memo.kube, body, log),
+                    )
+
+    return [
+        autoscaler.Loop("ModelService resync", config.resync_seconds, model_services, acting),
+        autoscaler.Loop("GPUPool status", config.pool_resync_seconds, pools, acting),
+        autoscaler.Loop("CostBudget status", config.budget_resync_seconds, budgets, acting),
+    ]

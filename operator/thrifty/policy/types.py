@@ -100,27 +100,30 @@ class PoolView:
 
 @dataclass(frozen=True)
 class PolicySpec:
-    """The ModelService's scaling, latency and cost settings, in the policy's units."""
+    """The ModelService's scaling, latency and cost settings, in the policy's units.
+
+    No defaults: `thrifty.autoscaler.observe.policy_spec` is the one translation from a
+    ModelService, and a field it forgets fails type checking instead of taking a silent default."""
 
     min_replicas: int
     max_replicas: int
     queue_target_per_replica: float
-    scale_down_delay_seconds: float = 300.0
-    scale_to_zero_idle_seconds: float | None = None
+    scale_down_delay_seconds: float
+    scale_to_zero_idle_seconds: float | None
     """None: never scale to zero (also when min_replicas > 0)."""
-    ttft_p95_target_seconds: float | None = None
-    max_dollars_per_hour: float | None = None
-    max_dollars_per_million_tokens: float | None = None
-    enforcement: Enforcement = Enforcement.HARD
-    soft_overrun_fraction: float = 0.0
+    ttft_p95_target_seconds: float | None
+    max_dollars_per_hour: float | None
+    max_dollars_per_million_tokens: float | None
+    enforcement: Enforcement
+    soft_overrun_fraction: float
     """With Soft enforcement, how far above a cap spend may go (0.2 = 20 %)."""
-    cold_start_seconds: float = 120.0
+    cold_start_seconds: float
     """Expected time from ordering a replica to it serving."""
-    staleness_limit_seconds: float = 60.0
-    capacity_tokens_per_second_per_replica: float | None = None
+    staleness_limit_seconds: float
+    capacity_tokens_per_second_per_replica: float | None
     """Prior for one replica's saturated throughput (prompt + generation tokens/s); None: learn it
     from observed metrics only. A policy may refine it from observations."""
-    max_num_seqs_per_replica: int | None = None
+    max_num_seqs_per_replica: int | None
     """The engine's running-batch limit per replica (vLLM ``--max-num-seqs``); None: not set, the
     engine's default applies and a policy assumes its own."""
 

@@ -1,10 +1,12 @@
 """Replays a trace through one policy on the virtual fleet and measures what it cost and delivered.
 
 The loop is the operator's loop with a virtual clock: Prometheus scrapes the fleet every scrape
-interval, the policy gets an `Observation` built from those scrapes every decision interval (the
-same type the operator builds from real Prometheus), and its decision is applied to the fleet with
-the fleet's delays. Between those ticks the only events are arrivals and replicas becoming ready;
-engines advance lazily, so the cost is a few events per request whatever the token counts.
+interval, and every decision interval the fleet's replicas become the pods of a `World` that goes
+through the operator's own pass (`thrifty.autoscaler.plan.decide`: the same translation of the
+ModelService, the same budget and policy calls, the state carried the same way); its decision is
+applied to the fleet with the fleet's delays. Between those ticks the only events are arrivals and
+replicas becoming ready; engines advance lazily, so the cost is a few events per request whatever
+the token counts.
 """
 
 from __future__ import annotations
@@ -14,18 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from thrifty import cost
-from thrifty.policy.types import (
-    Observation,
-    PolicySpec,
-    PolicyState,
-    PoolView,
-    ReplicaCounts,
-    ScalingPolicy,
-)
+from thrifty.api import modelservice
+from thrifty.autoscaler import observe, plan
+from thrifty.autoscaler.world import ServiceKey, ServiceView, SignalsReading, World
+from thrifty.policy.types import Observation, PolicySpec, PolicyState, ScalingPolicy
 from thrifty.sim.engine import EngineEvent, EventKind
-from thrifty.sim.fleet import Fleet, ReplicaState
+from thrifty.sim.fleet import Fleet, Replica, ReplicaState
 from thrifty.sim.observe import Histogram, Prometheus, Scrape
 from thrifty.sim.profiles import EngineProfile
+from thrifty.sim.scenario import SIM_POOL, gpu_pool
 from thrifty.sim.traces import Request, Trace
 
 ProgressCallback = Callable[[float], None]
@@ -36,10 +35,11 @@ class SimulationConfig:
     """One run's settings. Defaults follow the operator's defaults and the reference notes."""
 
     profile: EngineProfile
-    spec: PolicySpec
+    model_service: modelservice.ModelService
+    """What is simulated, as the object a user applies (`thrifty.sim.scenario`)."""
     price_per_gpu_hour: float = 2.5
     """Neocloud on-demand H100 (about $2.2-3.0 per GPU-hour)."""
-    pool_name: str = "h100-on-demand"
+    pool_name: str = SIM_POOL
     pool_gpus: int | None = None
     """GPUs the pool can give; None: unlimited."""
     cold_start_seconds: float = 120.0
@@ -55,6 +55,13 @@ class SimulationConfig:
     """Time after the last arrival for in-flight requests to finish (not billed)."""
     budget_dollars_per_hour: float | None = None
     """Cap used to count seconds over budget; defaults to the spec's ``max_dollars_per_hour``."""
+    observe_settings: observe.ObserveSettings = field(default_factory=observe.ObserveSettings)
+    """The operator-wide defaults the translation falls back on."""
+
+    @property
+    def spec(self) -> PolicySpec:
+        """The spec as the policy sees it, through the operator's translation."""
+        return observe.policy_spec(self.model_service, self.observe_settings)
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,13 @@ class _Run:
         self.generation_total = 0.0
         self.finished = 0
         self.state: PolicyState = {}
+        self.model_service = config.model_service.model_copy(
+            update={
+                "status": modelservice.ModelServiceStatus(
+                    pool=config.pool_name, price_per_gpu_hour=config.price_per_gpu_hour
+                )
+            }
+        )
         self.scale_events = 0
         self.max_replicas = config.initial_replicas
         self.series: list[TimePoint] = []
@@ -241,39 +255,43 @@ class _Run:
         )
 
     def _decide(self, now: float) -> None:
-        observation = self._observation(now)
-        decision = self.policy.decide(observation, self.state)
-        self.state = decision.state
-        target = max(0, decision.replicas)
+        decided = plan.decide(
+            self._world(now),
+            {_KEY: SignalsReading(self.prometheus.signals(now), "simulated scrape")},
+            {_UID: self.state},
+            now,
+            self.config.observe_settings,
+            self.policy,
+        )
+        one = decided[0]
+        self.state = one.state
+        target = one.observation.replicas.desired if one.decision is None else one.decision.replicas
+        target = max(0, target)
         if target != self.fleet.desired:
             self.scale_events += 1
         self.fleet.scale_to(target, now)
         self.max_replicas = max(self.max_replicas, target)
-        self._sample(now, observation)
+        self._sample(now, one.observation)
 
-    def _observation(self, now: float) -> Observation:
+    def _world(self, now: float) -> World:
+        """The fleet as the operator's caches would show it: the ModelService with its replica
+        target, a pod per replica, the pool with the GPUs not held."""
         config = self.config
         fleet = self.fleet
-        ready = fleet.count(ReplicaState.READY)
-        starting = fleet.count(ReplicaState.STARTING)
-        return Observation(
-            now_seconds=now,
-            signals=self.prometheus.signals(now),
-            replicas=ReplicaCounts(
-                desired=fleet.desired,
-                ready=ready,
-                starting=starting,
-                oldest_starting_seconds=fleet.oldest_starting_seconds(now),
-                draining=fleet.count(ReplicaState.DRAINING),
-            ),
-            pool=PoolView(
-                name=config.pool_name,
-                price_per_gpu_hour=config.price_per_gpu_hour,
-                gpus_per_replica=config.profile.gpus_per_replica,
-                free_gpus=fleet.free_gpus,
-            ),
-            spec=config.spec,
+        if self.model_service.spec.replicas != fleet.desired:
+            spec = self.model_service.spec.model_copy(update={"replicas": fleet.desired})
+            self.model_service = self.model_service.model_copy(update={"spec": spec})
+        free = fleet.free_gpus
+        pool = gpu_pool(config.price_per_gpu_hour, None if free is None else max(free, 0))
+        view = ServiceView(
+            key=_KEY,
+            uid=_UID,
+            model_service=self.model_service,
+            resource_version="",
+            generation=None,
+            pods=[_pod(replica, now) for replica in fleet.replicas],
         )
+        return World(services=[view], pools={config.pool_name: pool})
 
     def _sample(self, now: float, observation: Observation) -> None:
         fleet = self.fleet
@@ -331,6 +349,23 @@ class _Run:
             series=tuple(self.series),
             ttft_seconds=tuple(self.ttft),
         )
+
+
+_KEY = ServiceKey("sim", "sim")
+_UID = "sim"
+
+
+def _pod(replica: Replica, now: float) -> observe.PodView:
+    """A replica as the pod the operator would see: placed once started, ready, or leaving."""
+    state = replica.state
+    placed = state is not ReplicaState.PENDING
+    started = replica.started_at if replica.started_at is not None else replica.ordered_at
+    return observe.PodView(
+        ready=state is ReplicaState.READY,
+        scheduled=placed,
+        starting_seconds=max(now - started, 0.0) if state is ReplicaState.STARTING else 0.0,
+        terminating=state is ReplicaState.DRAINING,
+    )
 
 
 def _percentile(sorted_values: list[float], quantile: float) -> float:

@@ -9,7 +9,7 @@ from thrifty import explain
 from thrifty.adapters import prometheus
 from thrifty.api import common, modelservice
 from thrifty.autoscaler import status as autoscaling
-from thrifty.control.autoscaler import query_error_kind
+from thrifty.control.fleet import query_error_kind
 from thrifty.policy import types
 
 AUTO, ADVISORY, MANUAL = (
@@ -57,13 +57,15 @@ def test_an_imperative_scale_or_our_own_ownership_leaves_auto_alone() -> None:
     assert autoscaling.authority(AUTO, [], [other_field]).mode is AUTO
 
 
-def signals(waiting: float = 12.0) -> types.Signals:
+def signals(
+    waiting: float = 12.0, prompt: float = 1500.0, generation: float = 500.0
+) -> types.Signals:
     return types.Signals(
         requests_waiting=waiting,
         requests_running=20,
         kv_cache_usage=0.5,
-        prompt_tokens_per_second=1500,
-        generation_tokens_per_second=500,
+        prompt_tokens_per_second=prompt,
+        generation_tokens_per_second=generation,
         requests_per_second=4,
         ttft_p95_seconds=0.4,
     )
@@ -143,14 +145,13 @@ def test_the_same_pass_again_is_no_visible_change_though_the_policy_state_moved(
     )
     again = autoscaling.next_status(first, later)
     assert not autoscaling.status_changed(first, again)
-    assert autoscaling.status_changed(first, again, include_policy_state=True)
     busier = autoscaling.next_status(first, result(scaled=False, signals=signals(waiting=40)))
     assert autoscaling.status_changed(first, busier)
 
 
 def test_status_patch_leaves_the_reconcilers_fields_alone() -> None:
     before = modelservice.ModelServiceStatus(pool="h100", ready_replicas=2, dollars_per_hour=5.0)
-    patch = autoscaling.status_patch(autoscaling.next_status(before, result()))
+    patch = autoscaling.status_patch(before, autoscaling.next_status(before, result()))
     assert set(patch) == {
         "queueDepth",
         "tokensPerSecond",
@@ -195,3 +196,26 @@ def test_query_error_kinds_match_the_prometheus_adapters_reasons() -> None:
     reading = adapter.read_all_blocking([key])[key]
     assert reading.signals is None
     assert query_error_kind(reading.reason) == "Unreachable"
+
+
+def test_a_figure_that_became_unknown_is_deleted_not_left_at_its_last_value() -> None:
+    busy = autoscaling.next_status(
+        modelservice.ModelServiceStatus(dollars_per_hour=5.0), result(scaled=False)
+    )
+    assert busy.dollars_per_million_tokens is not None
+    quiet = signals(waiting=0.0, prompt=0.0, generation=0.0)
+    idle = autoscaling.next_status(busy, result(scaled=False, signals=quiet))
+    assert idle.dollars_per_million_tokens is None
+    patch = autoscaling.status_patch(busy, idle)
+    assert "dollarsPerMillionTokens" in patch and patch["dollarsPerMillionTokens"] is None
+
+
+def test_the_state_checkpoint_writes_only_what_status_lacks_and_deletes_dropped_keys() -> None:
+    held = modelservice.ModelServiceStatus(
+        autoscaler=modelservice.AutoscalerStatus(policy_state={"a": 1.0, "b": 2.0})
+    )
+    assert autoscaling.state_patch(held, {"a": 1.0, "b": 2.0}) is None
+    assert autoscaling.state_patch(held, {"a": 3.0}) == {
+        "autoscaler": {"policyState": {"a": 3.0, "b": None}}
+    }
+    assert autoscaling.state_patch(None, {"a": 1.0}) == {"autoscaler": {"policyState": {"a": 1.0}}}

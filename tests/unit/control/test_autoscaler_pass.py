@@ -1,4 +1,4 @@
-"""One autoscaler pass end to end with the real policy, against fakes of the cluster seams.
+"""One fleet pass end to end with the real policy, against fakes of the cluster seams.
 
 The fakes keep what was written and fail loudly on a write the scenario forbids, so "Advisory never
 touches replicas" is a test that can fail. The two-process and Prometheus-backed versions of these
@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from thrifty.adapters.kube import Conflict
 from thrifty.adapters.operator_metrics import OperatorMetrics
-from thrifty.adapters.prometheus import ServiceKey, SignalsReading
-from thrifty.autoscaler import observe
-from thrifty.control.autoscaler import Autoscaler, AutoscalerSettings
+from thrifty.api import costbudget, gpupool, modelservice
+from thrifty.autoscaler.observe import ObserveSettings, PodView
+from thrifty.autoscaler.world import ServiceKey, ServiceView, SignalsReading, World
+from thrifty.control.autoscaler import Loop
+from thrifty.control.fleet import FleetPass
 from thrifty.policy import types
+from thrifty.policy.thrifty_policy import ThriftyPolicy
 
 NS = "team"
 
@@ -35,7 +38,13 @@ def ms_body(name: str, mode: str = "Auto", replicas: int = 1, **extra: Any) -> d
     return {
         "apiVersion": "thrifty.dev/v1alpha1",
         "kind": "ModelService",
-        "metadata": {"namespace": NS, "name": name, "resourceVersion": "10", "generation": 1},
+        "metadata": {
+            "namespace": NS,
+            "name": name,
+            "uid": f"uid-{name}",
+            "resourceVersion": "10",
+            "generation": 1,
+        },
         "spec": spec,
         "status": {"pool": "h100", "pricePerGpuHour": 2.5, "dollarsPerHour": 2.5 * replicas},
     }
@@ -65,28 +74,35 @@ class FakeCluster:
     def read_model_service(self, namespace: str, name: str) -> dict[str, Any]:
         return self.bodies[name]
 
-    def read_pool(self, name: str) -> dict[str, Any] | None:
-        return POOL if name == "h100" else None
-
-    def read_budget(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.budget
-
-    def list_model_services(self, namespace: str) -> list[dict[str, Any]]:
-        return list(self.bodies.values())
-
-    def replica_pods(self, namespace: str, name: str, now: datetime) -> list[observe.PodView]:
-        replicas = int(self.bodies[name]["spec"]["replicas"])
-        return [observe.PodView(ready=True, scheduled=True)] * replicas
-
-    def hpas_targeting(self, namespace: str, name: str) -> list[str]:
-        return self.hpas
-
     def patch_scale(self, namespace: str, name: str, replicas: int) -> str:
         if not self.scaling_allowed:
             raise AssertionError(f"scaled {name} to {replicas} where replicas must not be touched")
         self.scaled.append((name, replicas))
         self.bodies[name]["spec"]["replicas"] = replicas
+        self.bodies[name]["metadata"]["resourceVersion"] = "11"
         return "11"
+
+    def world(self) -> World:
+        """What kopf's caches would hold: every body, its ready pods, the pool, the budget."""
+        services = []
+        for name, body in self.bodies.items():
+            replicas = int(body["spec"]["replicas"])
+            services.append(
+                ServiceView(
+                    key=ServiceKey(NS, name),
+                    uid=body["metadata"]["uid"],
+                    model_service=modelservice.ModelService.model_validate(body),
+                    resource_version=body["metadata"]["resourceVersion"],
+                    generation=1,
+                    pods=[PodView(ready=True, scheduled=True)] * replicas,
+                    hpas=self.hpas,
+                )
+            )
+        budgets = {}
+        if self.budget is not None:
+            budgets[ServiceKey(NS, "team")] = costbudget.CostBudget.model_validate(self.budget)
+        pools = {"h100": gpupool.GPUPool.model_validate(POOL)}
+        return World(services=services, pools=pools, budgets=budgets)
 
     def patch_status(
         self, namespace: str, name: str, status: Mapping[str, Any], resource_version: str
@@ -104,14 +120,16 @@ class FakeEvents:
 
 
 class FakeSignals:
-    def __init__(self, waiting: float) -> None:
+    def __init__(self, waiting: float, kv_cache_usage: float = 0.9, running: float = 30) -> None:
         self.waiting = waiting
+        self.kv_cache_usage = kv_cache_usage
+        self.running = running
 
     async def read_all(self, keys: Iterable[ServiceKey]) -> dict[ServiceKey, SignalsReading]:
         signals = types.Signals(
             requests_waiting=self.waiting,
-            requests_running=30,
-            kv_cache_usage=0.9,
+            requests_running=self.running,
+            kv_cache_usage=self.kv_cache_usage,
             prompt_tokens_per_second=3000,
             generation_tokens_per_second=800,
             requests_per_second=3,
@@ -121,30 +139,32 @@ class FakeSignals:
         return {key: SignalsReading(signals, "read") for key in keys}
 
 
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
 def autoscaler(
-    cluster: FakeCluster, waiting: float = 40, leader: bool = True
-) -> tuple[Autoscaler, FakeEvents]:
+    cluster: FakeCluster, waiting: float = 40, signals: FakeSignals | None = None
+) -> tuple[FleetPass, FakeEvents]:
     events = FakeEvents()
-    scaler = Autoscaler(
-        scale=cluster,
-        kube=events,
-        prometheus=FakeSignals(waiting),
+    scaler = FleetPass(
+        cluster=cluster,
+        events=events,
+        prometheus=signals or FakeSignals(waiting),
         metrics=OperatorMetrics(),
-        settings=AutoscalerSettings(leader_election=False),
+        observe_settings=ObserveSettings(),
+        policy=ThriftyPolicy(),
     )
-    if not leader:
-        scaler.acting = lambda: False  # type: ignore[method-assign]
     return scaler, events
 
 
-def tick(scaler: Autoscaler, name: str = "chat") -> None:
-    asyncio.run(scaler.tick(NS, name))
+def tick(scaler: FleetPass, cluster: FakeCluster, seconds: float = 0.0) -> None:
+    asyncio.run(scaler.run_once(cluster.world(), NOW + timedelta(seconds=seconds)))
 
 
 def test_auto_scales_through_the_scale_subresource_then_writes_status_and_an_event() -> None:
     cluster = FakeCluster([ms_body("chat")])
     scaler, events = autoscaler(cluster)
-    tick(scaler)
+    tick(scaler, cluster)
     assert cluster.scaled and cluster.scaled[0][1] > 1
     _, status, version = cluster.statuses[0]
     assert version == "11", "the status patch is guarded by the version the scale returned"
@@ -156,12 +176,12 @@ def test_auto_scales_through_the_scale_subresource_then_writes_status_and_an_eve
 def test_advisory_reports_and_never_touches_replicas() -> None:
     cluster = FakeCluster([ms_body("chat", mode="Advisory")], scaling_allowed=False)
     scaler, events = autoscaler(cluster)
-    tick(scaler)
+    tick(scaler, cluster)
     decision = cluster.statuses[0][1]["autoscaler"]["lastDecision"]
     assert decision["message"].startswith("Advisory:")
     assert decision["replicas"] > 1
     assert [reason for reason, _ in events.posted] == ["AdvisedScaleUp"]
-    tick(scaler)  # the same advice again: no second Event
+    tick(scaler, cluster, 15)  # the same advice again: no second Event
     assert len(events.posted) == 1
 
 
@@ -169,34 +189,74 @@ def test_an_hpa_on_the_model_service_turns_auto_into_advisory() -> None:
     cluster = FakeCluster([ms_body("chat")], scaling_allowed=False)
     cluster.hpas = ["chat-hpa"]
     scaler, _ = autoscaler(cluster)
-    tick(scaler)
+    tick(scaler, cluster)
     assert "chat-hpa" in cluster.statuses[0][1]["autoscaler"]["lastDecision"]["message"]
 
 
 def test_manual_decides_nothing_but_reports_the_metrics() -> None:
     cluster = FakeCluster([ms_body("chat", mode="Manual")], scaling_allowed=False)
     scaler, events = autoscaler(cluster)
-    tick(scaler)
+    tick(scaler, cluster)
     status = cluster.statuses[0][1]
     assert status["queueDepth"] == 40
     assert "lastDecision" not in status["autoscaler"]
     assert events.posted == []
 
 
-def test_a_follower_does_nothing_at_all() -> None:
-    cluster = FakeCluster([ms_body("chat")], scaling_allowed=False)
-    scaler, events = autoscaler(cluster, leader=False)
-    tick(scaler)
-    assert cluster.statuses == [] and events.posted == []
+def test_a_follower_runs_no_pass_at_all() -> None:
+    asked: list[bool] = []
+    done = asyncio.Event()
+
+    async def work() -> None:
+        raise AssertionError("a follower ran a pass")
+
+    def acting() -> bool:
+        asked.append(False)
+        if len(asked) == 3:
+            done.set()
+        return False
+
+    async def scenario() -> None:
+        ready = asyncio.Event()
+        ready.set()
+        task = asyncio.create_task(Loop("test", 0.01, work, acting).run(ready))
+        await asyncio.wait_for(done.wait(), 5)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert len(asked) >= 3
+
+
+def test_a_failing_pass_does_not_stop_the_loop() -> None:
+    passes: list[int] = []
+    done = asyncio.Event()
+
+    async def work() -> None:
+        passes.append(1)
+        if len(passes) == 2:
+            done.set()
+        raise RuntimeError("boom")
+
+    async def scenario() -> None:
+        ready = asyncio.Event()
+        ready.set()
+        task = asyncio.create_task(Loop("test", 0.01, work, lambda: True).run(ready))
+        await asyncio.wait_for(done.wait(), 5)
+        task.cancel()
+
+    asyncio.run(scenario())
+    assert len(passes) >= 2
 
 
 def test_an_unchanged_world_writes_no_second_status() -> None:
     cluster = FakeCluster([ms_body("chat", replicas=2)])
-    scaler, _ = autoscaler(cluster, waiting=0)
-    tick(scaler)
-    writes = len(cluster.statuses)
-    tick(scaler)
-    assert len(cluster.statuses) == writes
+    scaler, _ = autoscaler(cluster, signals=FakeSignals(0, kv_cache_usage=0.2, running=4))
+    for seconds in range(0, 150, 15):  # first sight, then the capacity learned after 120 s
+        tick(scaler, cluster, seconds)
+    settled = len(cluster.statuses)
+    for seconds in range(150, 900, 15):
+        tick(scaler, cluster, seconds)
+    assert len(cluster.statuses) == settled, "a settled ModelService writes nothing"
 
 
 def test_a_hard_team_budget_caps_the_member_and_reports_budget_limited() -> None:
@@ -205,22 +265,35 @@ def test_a_hard_team_budget_caps_the_member_and_reports_budget_limited() -> None
     cluster = FakeCluster([chat, batch])
     cluster.budget = {"spec": {"maxDollarsPerHour": 7.5, "enforcement": "Hard"}}
     scaler, _ = autoscaler(cluster)
-    tick(scaler, "chat")
+    tick(scaler, cluster)
     # $7.50/h minus batch's $5.00/h leaves chat one $2.50 replica: it may not grow.
     assert cluster.scaled == []
-    conditions = {c["type"]: c for c in cluster.statuses[0][1]["conditions"]}
+    chat_status = next(status for name, status, _ in cluster.statuses if name == "chat")
+    conditions = {c["type"]: c for c in chat_status["conditions"]}
     assert conditions["BudgetLimited"]["status"] == "True"
 
 
-def test_the_policy_state_alone_is_checkpointed_once_a_minute() -> None:
+def test_the_policy_state_stays_in_memory_and_is_checkpointed_on_flush() -> None:
     cluster = FakeCluster([ms_body("chat", replicas=2)])
     scaler, _ = autoscaler(cluster, waiting=0)
-    tick(scaler)
+    for seconds in (0, 15, 30):
+        tick(scaler, cluster, seconds)
     writes = len(cluster.statuses)
-    scaler.state_written_at[f"{NS}/chat"] -= 61  # a minute later, nothing visible changed
-    tick(scaler)
+    assert scaler.states["uid-chat"], "the state is carried in memory between passes"
+    assert asyncio.run(scaler.flush()) == 1
     assert len(cluster.statuses) == writes + 1
-    assert set(cluster.statuses[-1][1]["autoscaler"]["policyState"])
+    assert cluster.statuses[-1][1]["autoscaler"]["policyState"] == dict(scaler.states["uid-chat"])
+    assert asyncio.run(scaler.flush()) == 0, "status already holds it"
+
+
+def test_a_deleted_model_service_is_forgotten() -> None:
+    cluster = FakeCluster([ms_body("chat", replicas=2)])
+    scaler, _ = autoscaler(cluster, waiting=0)
+    tick(scaler, cluster)
+    assert "uid-chat" in scaler.states
+    del cluster.bodies["chat"]
+    tick(scaler, cluster, 15)
+    assert scaler.states == {} and scaler.statuses == {}
 
 
 def test_a_status_write_lost_to_the_reconciler_is_retried_on_the_fresh_object() -> None:
@@ -236,7 +309,7 @@ def test_a_status_write_lost_to_the_reconciler_is_retried_on_the_fresh_object() 
 
     cluster.patch_status = racing  # type: ignore[method-assign,assignment]
     scaler, _ = autoscaler(cluster)
-    tick(scaler)
+    tick(scaler, cluster)
     assert cluster.scaled
     _, status, version = cluster.statuses[0]
     assert version == "12"

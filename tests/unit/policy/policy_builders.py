@@ -32,9 +32,16 @@ def spec(**overrides: Any) -> types.PolicySpec:
         max_replicas=20,
         queue_target_per_replica=10.0,
         scale_down_delay_seconds=300.0,
+        scale_to_zero_idle_seconds=None,
         ttft_p95_target_seconds=2.0,
+        max_dollars_per_hour=None,
+        max_dollars_per_million_tokens=None,
+        enforcement=types.Enforcement.HARD,
+        soft_overrun_fraction=0.0,
         cold_start_seconds=120.0,
+        staleness_limit_seconds=60.0,
         capacity_tokens_per_second_per_replica=CAPACITY,
+        max_num_seqs_per_replica=None,
     )
     return replace(base, **overrides)
 

@@ -57,9 +57,11 @@ def policy_specs(draw: st.DrawFn) -> types.PolicySpec:
         enforcement=draw(st.sampled_from(list(types.Enforcement))),
         soft_overrun_fraction=draw(st.floats(min_value=0.0, max_value=0.5)),
         cold_start_seconds=draw(st.floats(min_value=10.0, max_value=600.0)),
+        staleness_limit_seconds=draw(st.sampled_from([30.0, 60.0, 120.0])),
         capacity_tokens_per_second_per_replica=draw(
             st.one_of(st.none(), st.floats(min_value=100.0, max_value=20_000.0))
         ),
+        max_num_seqs_per_replica=draw(st.one_of(st.none(), st.integers(1, 1024))),
     )
 
 

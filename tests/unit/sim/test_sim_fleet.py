@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sim_policies import ScheduledPolicy
 
-from thrifty.policy.types import PolicySpec
+from thrifty.sim import scenario
 from thrifty.sim.engine import EventKind
 from thrifty.sim.fleet import Fleet, ReplicaState
 from thrifty.sim.profiles import LLAMA_8B_1xH100, LLAMA_70B_4xH100
@@ -89,7 +89,9 @@ def test_simulation_respects_cold_start_and_capacity_end_to_end() -> None:
     policy = ScheduledPolicy([(0.0, 1), (30.0, 6)])
     config = SimulationConfig(
         profile=LLAMA_8B_1xH100,
-        spec=PolicySpec(min_replicas=1, max_replicas=10, queue_target_per_replica=4),
+        model_service=scenario.model_service(
+            LLAMA_8B_1xH100, min_replicas=1, max_replicas=10, queue_target_per_replica=4
+        ),
         cold_start_seconds=90.0,
         pool_gpus=4,
         tail_seconds=60.0,

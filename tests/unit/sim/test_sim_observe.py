@@ -8,7 +8,7 @@ import random
 import pytest
 from sim_policies import ScheduledPolicy
 
-from thrifty.policy.types import PolicySpec
+from thrifty.sim import scenario
 from thrifty.sim.observe import TTFT_BUCKETS_SECONDS, Histogram, histogram_quantile
 from thrifty.sim.profiles import LLAMA_8B_1xH100
 from thrifty.sim.runner import SimulationConfig, simulate
@@ -48,7 +48,9 @@ def test_rates_and_ttft_quantile_match_the_truth_on_a_steady_load() -> None:
     policy = ScheduledPolicy([(0.0, 2)])
     config = SimulationConfig(
         profile=LLAMA_8B_1xH100,
-        spec=PolicySpec(min_replicas=2, max_replicas=2, queue_target_per_replica=4),
+        model_service=scenario.model_service(
+            LLAMA_8B_1xH100, min_replicas=2, max_replicas=2, queue_target_per_replica=4
+        ),
         initial_replicas=2,
         tail_seconds=0.0,
     )
@@ -87,7 +89,9 @@ def test_no_signals_before_two_scrapes() -> None:
     policy = ScheduledPolicy([(0.0, 1)])
     config = SimulationConfig(
         profile=LLAMA_8B_1xH100,
-        spec=PolicySpec(min_replicas=1, max_replicas=1, queue_target_per_replica=4),
+        model_service=scenario.model_service(
+            LLAMA_8B_1xH100, min_replicas=1, max_replicas=1, queue_target_per_replica=4
+        ),
         decision_interval_seconds=5.0,
         scrape_interval_seconds=10.0,
         tail_seconds=0.0,

@@ -8,8 +8,7 @@ import pytest
 from sim_policies import FixedPolicy, QueuePolicy, ScheduledPolicy
 
 from thrifty.policy.thrifty_policy import ThriftyPolicy
-from thrifty.policy.types import PolicySpec
-from thrifty.sim import traces
+from thrifty.sim import scenario, traces
 from thrifty.sim.clairvoyant import ClairvoyantPolicy
 from thrifty.sim.profiles import LLAMA_8B_1xH100
 from thrifty.sim.runner import SimulationConfig, simulate
@@ -23,8 +22,14 @@ LENGTHS = traces.Trace(
 
 
 def _config(**overrides: object) -> SimulationConfig:
-    spec = PolicySpec(min_replicas=1, max_replicas=12, queue_target_per_replica=16)
-    values: dict[str, object] = {"profile": LLAMA_8B_1xH100, "spec": spec, "tail_seconds": 120.0}
+    ms = scenario.model_service(
+        LLAMA_8B_1xH100, min_replicas=1, max_replicas=12, queue_target_per_replica=16
+    )
+    values: dict[str, object] = {
+        "profile": LLAMA_8B_1xH100,
+        "model_service": ms,
+        "tail_seconds": 120.0,
+    }
     values.update(overrides)
     return SimulationConfig(**values)  # type: ignore[arg-type]
 
@@ -104,7 +109,8 @@ def test_observations_count_draining_replicas() -> None:
 def test_thrifty_never_passes_a_hard_hourly_budget_in_simulation() -> None:
     # A cap of 2 replicas under a spike that wants more: the policy counts draining replicas, so
     # ordering new ones while old ones still drain never pushes the spend over the cap.
-    spec = PolicySpec(
+    ms = scenario.model_service(
+        LLAMA_8B_1xH100,
         min_replicas=1,
         max_replicas=12,
         queue_target_per_replica=16,
@@ -112,7 +118,7 @@ def test_thrifty_never_passes_a_hard_hourly_budget_in_simulation() -> None:
         max_dollars_per_hour=5.0,
         cold_start_seconds=60.0,
     )
-    config = _config(spec=spec, price_per_gpu_hour=2.5, cold_start_seconds=60.0)
+    config = _config(model_service=ms, price_per_gpu_hour=2.5, cold_start_seconds=60.0)
     for seed in (7, 8):
         result = simulate(_spiky(seed), ThriftyPolicy(), config)
         assert max(p.desired + p.draining for p in result.series) <= 2

@@ -1,0 +1,122 @@
+"""Operator start and stop: build the seams from the settings, start the leader-only loops.
+
+At startup: settings (already checked by `python -m thrifty.control`), the API connection, the
+operator's /metrics, the leader election, the autoscaler's fleet pass over kopf's watch caches and
+the reconciler's resyncs, each a `thrifty.control.autoscaler.Loop` that acts only while leading and
+only once the caches are filled. At cleanup: loops stopped, policy states checkpointed while still
+leading, then the Lease released so a peer takes over at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from thrifty.adapters import kube, operator_metrics
+from thrifty.adapters.lease import LeaseStore
+from thrifty.adapters.prometheus import PrometheusSignals
+from thrifty.adapters.scale import ScaleClient
+from thrifty.autoscaler import observe
+from thrifty.control import autoscaler, fleet, handlers, leadership
+from thrifty.control import settings as settings_module
+from thrifty.policy.thrifty_policy import ThriftyPolicy
+
+log = logging.getLogger(__name__)
+
+
+def _elector(
+    config: settings_module.Settings, api: Any, metrics: operator_metrics.OperatorMetrics
+) -> leadership.LeaderElector | None:
+    if not config.leader_election:
+        return None
+    store = LeaseStore(api, config.lease_namespace, config.lease_name)
+    return leadership.LeaderElector(
+        store,
+        leadership.default_identity(),
+        config.election,
+        on_change=lambda leading: metrics.leader.set(1 if leading else 0),
+    )
+
+
+def _serve_metrics(metrics: operator_metrics.OperatorMetrics, port: int) -> None:
+    if not port:
+        return
+    try:
+        metrics.serve(port)
+    except OSError as error:
+        # Scaling matters more than its own telemetry: keep running, say it loudly.
+        log.error("operator /metrics not served on port %s: %s", port, error)
+
+
+@kopf.on.startup()
+async def start(memo: kopf.Memo, **indexes: Any) -> None:
+    """kopf passes every index as a keyword named after its function (live views, filled by the
+    watches once the operator runs)."""
+    config = settings_module.from_env()
+    api = kube.connect()
+    metrics = operator_metrics.OperatorMetrics()
+    _serve_metrics(metrics, config.metrics_port)
+    elector = _elector(config, api, metrics)
+    caches = autoscaler.Caches(
+        model_services=indexes["thrifty_model_services"],
+        gpu_pools=indexes["thrifty_gpu_pools"],
+        cost_budgets=indexes["thrifty_cost_budgets"],
+        pods=indexes["thrifty_replica_pods"],
+        hpas=indexes["thrifty_hpas"],
+    )
+    scaler = fleet.FleetPass(
+        cluster=ScaleClient(api),
+        events=kube.Kube(api),
+        prometheus=PrometheusSignals(
+            config.prometheus_url,
+            staleness_limit_seconds=config.staleness_limit_seconds,
+            held_requests_metric=config.held_requests_metric,
+        ),
+        metrics=metrics,
+        observe_settings=observe.ObserveSettings(
+            cold_start_seconds=config.cold_start_seconds,
+            staleness_limit_seconds=config.staleness_limit_seconds,
+        ),
+        policy=ThriftyPolicy(scale_down_step_seconds=config.scale_down_step_seconds),
+    )
+    memo.thrifty_settings = config
+    memo.thrifty_autoscaler = scaler
+    memo.thrifty_metrics = metrics
+    memo.thrifty_caches = caches
+    memo.thrifty_indexed = asyncio.Event()
+
+    def acting() -> bool:
+        return elector is None or elector.is_leader()
+
+    memo.thrifty_leading = acting
+
+    async def autoscale() -> None:
+        now = fleet.now()
+        await scaler.run_once(caches.world(now), now)
+
+    loops = [
+        autoscaler.Loop("autoscaler", config.decision_interval_seconds, autoscale, acting),
+        *handlers.resync_loops(memo, config, acting),
+    ]
+    memo.thrifty_tasks = [asyncio.create_task(loop.run(memo.thrifty_indexed)) for loop in loops]
+    memo.thrifty_election = asyncio.create_task(elector.run()) if elector is not None else None
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    """Stop the loops, checkpoint the policy states while still leading, then let the Lease go."""
+    tasks: list[asyncio.Task[None]] = getattr(memo, "thrifty_tasks", [])
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    scaler: fleet.FleetPass | None = getattr(memo, "thrifty_autoscaler", None)
+    if scaler is not None and getattr(memo, "thrifty_leading", lambda: False)():
+        written = await scaler.flush()
+        log.info("autoscaler: %d policy states checkpointed to status on exit", written)
+    election: asyncio.Task[None] | None = getattr(memo, "thrifty_election", None)
+    if election is not None:
+        election.cancel()  # its finally-block releases the Lease: a peer takes over at once
+        await asyncio.gather(election, return_exceptions=True)
