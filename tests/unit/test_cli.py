@@ -149,3 +149,26 @@ def test_simulated_spec_carries_the_profile_batch_limit() -> None:
     args = cli.build_parser().parse_args(["simulate", "--profile", "70b"])
     config = cli.simulation_config(args)
     assert config.spec.max_num_seqs_per_replica == profile_by_name("70b").max_num_seqs
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_simulate_runs_a_users_model_service_and_pool_from_yaml() -> None:
+    ms, pool = EXAMPLES / "modelservice-llama-8b.yaml", EXAMPLES / "gpupool-h100-spot.yaml"
+    args = cli.build_parser().parse_args(["simulate", "-f", str(ms), "-f", str(pool)])
+    config = cli.simulation_config(args)
+    assert config.model_service.spec.scaling.max_replicas == 4
+    assert config.spec.max_replicas == 4, "the policy sees the file through the translation"
+    assert config.spec.soft_overrun_fraction == 0.2, "the CRD's values, not a second default"
+    assert config.slo_ttft_seconds == 0.5
+    assert config.price_per_gpu_hour != 2.5, "the GPUPool's price, not the option's default"
+
+
+def test_simulate_refuses_a_file_that_is_not_a_thrifty_object(tmp_path: Path) -> None:
+    other = tmp_path / "deploy.yaml"
+    other.write_text("kind: Deployment\n", encoding="utf-8")
+    assert cli.main(["simulate", "-f", str(other), "--out", str(tmp_path)]) == 2
+    invalid = tmp_path / "ms.yaml"
+    invalid.write_text("kind: ModelService\nspec: {pools: []}\n", encoding="utf-8")
+    assert cli.main(["simulate", "-f", str(invalid), "--out", str(tmp_path)]) == 2

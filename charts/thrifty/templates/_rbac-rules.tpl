@@ -22,10 +22,11 @@ these permissions and checks that nothing more is granted.
   resources: ["nodes"]
   verbs: ["list"]
 # Pods, read only, in every namespace: GPUs in use on a pool's nodes count every pod there, not
-# only thrifty's, and a ModelService's replica pods tell ready and starting replicas apart.
+# only thrifty's, and a ModelService's replica pods tell ready and starting replicas apart. Watched
+# for the autoscaler's cache of replica pods (read once per pass from memory, not listed).
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # kopf watches CRDs to notice the thrifty.dev resources appearing or going away; read only.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
@@ -87,10 +88,10 @@ these permissions and checks that nothing more is granted.
   resources: ["poddisruptionbudgets"]
   verbs: ["create", "patch"]
 # HPAs, read only: an HPA targeting a ModelService's scale subresource takes precedence, and the
-# autoscaler then only advises.
+# autoscaler then only advises. Watched into the autoscaler's cache.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # Events on every significant change (scale, pool choice, Degraded), and kopf's own warnings.
 - apiGroups: [""]
   resources: ["events"]

@@ -47,11 +47,16 @@ def pod_view(pod: Mapping[str, Any], now: datetime) -> PodView | None:
         meta.get("creationTimestamp")
     )
     starting = max((now - since).total_seconds(), 0.0) if scheduled and since else 0.0
+    ready_at = _parse_time((conditions.get("Ready") or {}).get("lastTransitionTime"))
+    cold_start = None
+    if ready and since is not None and ready_at is not None and ready_at >= since:
+        cold_start = (ready_at - since).total_seconds()
     return PodView(
         ready=ready,
         scheduled=scheduled,
         starting_seconds=starting,
         terminating=bool(meta.get("deletionTimestamp")),
+        cold_start_seconds=cold_start,
     )
 
 

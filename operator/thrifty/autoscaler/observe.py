@@ -28,6 +28,8 @@ class PodView:
     """Time since it was scheduled (0 when not scheduled)."""
     terminating: bool = False
     """Deleted but not gone (deletionTimestamp set): finishing its requests, still on its GPUs."""
+    cold_start_seconds: float | None = None
+    """For a ready pod: how long it took from scheduled to ready (its measured cold start)."""
 
 
 @dataclass(frozen=True)
@@ -103,13 +105,49 @@ def _tighter(a: float | None, b: float | None) -> float | None:
     return min(a, b)
 
 
+MIN_COLD_START_SECONDS = 1.0
+MAX_COLD_START_SECONDS = 86400.0
+
+
+def measured_cold_start(pods: Sequence[PodView]) -> float | None:
+    """The median scheduled-to-ready time of the ready replicas, or None when none was measured.
+
+    The replicas that serve now started on this model, image, engine arguments and GPU type, so
+    they say what the next one will take better than any setting (the median: one replica that
+    waited on a cold image cache does not set the rule)."""
+    measured = sorted(
+        min(max(pod.cold_start_seconds, MIN_COLD_START_SECONDS), MAX_COLD_START_SECONDS)
+        for pod in pods
+        if pod.ready and not pod.terminating and pod.cold_start_seconds is not None
+    )
+    if not measured:
+        return None
+    middle = len(measured) // 2
+    if len(measured) % 2:
+        return measured[middle]
+    return (measured[middle - 1] + measured[middle]) / 2
+
+
+def cold_start_seconds(
+    ms: modelservice.ModelService, settings: ObserveSettings, pods: Sequence[PodView] = ()
+) -> float:
+    """What a new replica will take to serve: measured on the ready replicas, else the spec's
+    prior (scaling.coldStartSeconds), else the operator's default."""
+    measured = measured_cold_start(pods)
+    if measured is not None:
+        return measured
+    return float(ms.spec.scaling.cold_start_seconds or settings.cold_start_seconds)
+
+
 def policy_spec(
     ms: modelservice.ModelService,
     settings: ObserveSettings,
     budget: costbudget.CostBudget | None = None,
+    pods: Sequence[PodView] = (),
 ) -> types.PolicySpec:
     """The spec in the policy's units. A Hard team budget's $/1M tokens cap binds each member: if
-    every member stays under it, so does the team."""
+    every member stays under it, so does the team. The cold start is measured on `pods` when any
+    ready one says how long it took."""
     spec = ms.spec
     scaling = spec.scaling
     team_cap = None
@@ -129,7 +167,7 @@ def policy_spec(
         ),
         enforcement=spec.cost_target.enforcement,
         soft_overrun_fraction=spec.cost_target.soft_overrun_fraction,
-        cold_start_seconds=float(scaling.cold_start_seconds or settings.cold_start_seconds),
+        cold_start_seconds=cold_start_seconds(ms, settings, pods),
         staleness_limit_seconds=settings.staleness_limit_seconds,
         capacity_tokens_per_second_per_replica=None,
         max_num_seqs_per_replica=spec.engine.max_num_seqs,
@@ -166,6 +204,6 @@ def observation(
         signals=signals,
         replicas=replica_counts(desired, pods),
         pool=pool_view(pool_name, pool, gpus_per_replica, max(desired - placed, 0)),
-        spec=policy_spec(ms, settings, budget),
+        spec=policy_spec(ms, settings, budget, pods),
         budget_dollars_per_hour_available=budget_dollars_per_hour_available,
     )

@@ -360,11 +360,17 @@ def _pod(replica: Replica, now: float) -> observe.PodView:
     state = replica.state
     placed = state is not ReplicaState.PENDING
     started = replica.started_at if replica.started_at is not None else replica.ordered_at
+    ready = state is ReplicaState.READY
+    measured = None
+    if ready and replica.ready_at is not None and replica.started_at is not None:
+        # A replica warm at t=0 started before the trace: it measured nothing.
+        measured = replica.ready_at - replica.started_at or None
     return observe.PodView(
-        ready=state is ReplicaState.READY,
+        ready=ready,
         scheduled=placed,
         starting_seconds=max(now - started, 0.0) if state is ReplicaState.STARTING else 0.0,
         terminating=state is ReplicaState.DRAINING,
+        cold_start_seconds=measured,
     )
 
 

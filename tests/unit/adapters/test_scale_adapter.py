@@ -47,3 +47,12 @@ def test_a_live_pod_is_not_terminating() -> None:
 def test_a_finished_pod_is_not_counted_even_while_being_deleted() -> None:
     assert pod_view(pod(ready=False, phase="Succeeded"), NOW) is None
     assert pod_view(pod(ready=False, deleted=True, phase="Failed"), NOW) is None
+
+
+def test_a_ready_pod_tells_its_cold_start_from_scheduled_to_ready() -> None:
+    body = pod(ready=True)
+    body["status"]["conditions"][1]["lastTransitionTime"] = "2026-01-01T11:59:45Z"
+    view = pod_view(body, NOW)
+    assert view is not None and view.cold_start_seconds == 45.0
+    not_ready = pod_view(pod(ready=False), NOW)
+    assert not_ready is not None and not_ready.cold_start_seconds is None

@@ -200,3 +200,13 @@ def test_requests_held_by_the_router_scale_a_service_from_zero() -> None:
     # Nothing held and no engines: no signals, and the policy invents no load.
     silent = prometheus.signals_from_results(key, no_engines, staleness_limit_seconds=45)
     assert ThriftyPolicy().decide(_at_zero(silent.signals), {}).replicas == 0
+
+
+def test_the_cold_start_is_measured_on_the_ready_replicas_else_the_spec_else_the_default() -> None:
+    ready = [PodView(ready=True, scheduled=True, cold_start_seconds=s) for s in (40, 50, 900)]
+    assert observe.cold_start_seconds(model_service(), SETTINGS, ready) == 50, "the median"
+    starting = [PodView(ready=False, scheduled=True, starting_seconds=10)]
+    assert observe.cold_start_seconds(model_service(), SETTINGS, starting) == 30, "the default"
+    prior = model_service(scaling={"maxReplicas": 8, "coldStartSeconds": 240})
+    assert observe.cold_start_seconds(prior, SETTINGS, starting) == 240
+    assert observe.policy_spec(prior, SETTINGS, pods=ready).cold_start_seconds == 50
