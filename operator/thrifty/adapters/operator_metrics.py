@@ -43,6 +43,13 @@ class OperatorMetrics:
             MS_LABELS,
             registry=r,
         )
+        self.advised_replicas = Gauge(
+            "thrifty_modelservice_advised_replicas",
+            "Replicas the ModelService's advisory policy (spec.scaling.advisoryPolicy) would set.",
+            (*MS_LABELS, "policy"),
+            registry=r,
+        )
+        self.advising: dict[tuple[str, str], str] = {}
         self.current_replicas = Gauge(
             "thrifty_modelservice_current_replicas",
             "Ready replicas of the ModelService's Deployment.",
@@ -121,6 +128,17 @@ class OperatorMetrics:
         for reason in Reason:
             for bound in Bound:
                 _remove(self.decisions, (*labels, reason.value, bound.value))
+        advisor = self.advising.pop(labels, None)
+        if advisor is not None:
+            _remove(self.advised_replicas, (*labels, advisor))
+
+    def observe_advice(self, namespace: str, name: str, policy: str, replicas: int) -> None:
+        """The advisory policy's replicas (one series per ModelService: the policy in force)."""
+        before = self.advising.get((namespace, name))
+        if before is not None and before != policy:
+            _remove(self.advised_replicas, (namespace, name, before))
+        self.advising[(namespace, name)] = policy
+        self.advised_replicas.labels(namespace, name, policy).set(replicas)
 
     def observe_modelservice(
         self,

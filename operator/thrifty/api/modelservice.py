@@ -246,6 +246,32 @@ class ModelCache(common.Model):
     )
 
 
+POLICY_NAME_PATTERN = r"^(thrifty|hpa|kpa|static|[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*)$"
+
+
+class PolicyRef(common.Model):
+    """A scaling policy by name, with the parameters its constructor takes."""
+
+    name: str = Field(
+        default="thrifty",
+        max_length=256,
+        pattern=POLICY_NAME_PATTERN,
+        description=(
+            "thrifty (the default), hpa, kpa or static (the baselines, at their documented "
+            "defaults), or module:ClassName of a policy installed in the operator's image and "
+            "allowed by its THRIFTY_POLICY_MODULES setting."
+        ),
+    )
+    parameters: dict[str, float] = Field(
+        default_factory=dict,
+        max_length=16,
+        description=(
+            "Constructor parameters, e.g. {targetPerReplica: 4} for hpa or {replicas: 2} for "
+            "static (camelCase or snake_case); see docs/policy.md for each policy's knobs."
+        ),
+    )
+
+
 class Scaling(common.Model):
     """Replica bounds and how the autoscaler moves between them."""
 
@@ -291,6 +317,19 @@ class Scaling(common.Model):
             "Expected time from ordering a replica to it serving (scheduling, image, weights, "
             "compile); the autoscaler orders replicas this far ahead. Absent: the operator's "
             "default (THRIFTY_COLD_START_SECONDS, 120 s)."
+        ),
+    )
+    policy: PolicyRef = Field(
+        json_schema_extra={"default": _defaults(PolicyRef)},
+        default_factory=PolicyRef,
+        description="The policy that decides replicas (mode Auto) or advises (mode Advisory).",
+    )
+    advisory_policy: PolicyRef | None = Field(
+        default=None,
+        description=(
+            "A second policy decided every pass beside `policy` and never applied: its decision "
+            "is shown in status.autoscaler.advisory and the operator's metrics, to compare two "
+            "policies live on real traffic before switching."
         ),
     )
     mode: policy_types.ScalingMode = Field(
@@ -446,6 +485,18 @@ class LastDecision(common.Model):
     at: str = Field(description="When (RFC 3339).", json_schema_extra={"format": "date-time"})
 
 
+class AdvisoryDecision(common.Model):
+    """What `scaling.advisoryPolicy` would do now, never applied."""
+
+    policy: str = Field(description="The advisory policy's name.")
+    replicas: int = Field(ge=0, description="The replica count it would set.")
+    reason: str = Field(description="Why, as a CamelCase word.")
+    message: str = Field(default="", description="Why, with the numbers and the cost delta.")
+    projected_dollars_per_hour: float | None = Field(
+        default=None, ge=0, description="What its choice would cost per hour, USD."
+    )
+
+
 class AutoscalerStatus(common.Model):
     """The autoscaler's memory, kept in status so an operator restart forgets nothing."""
 
@@ -459,6 +510,9 @@ class AutoscalerStatus(common.Model):
         default=None,
         description="The scaling policy's state between ticks (free-form JSON).",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    advisory: AdvisoryDecision | None = Field(
+        default=None, description="The advisory policy's decision (scaling.advisoryPolicy)."
     )
 
 

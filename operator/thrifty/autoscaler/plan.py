@@ -18,9 +18,10 @@ inputs give the same decisions in both, which the tests check.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from thrifty import budget, cost
 from thrifty.api import costbudget, modelservice
@@ -30,6 +31,44 @@ from thrifty.autoscaler.world import ServiceKey, ServiceView, SignalsReading, Wo
 from thrifty.policy import types
 
 NO_READING = SignalsReading(None, "no reading for this ModelService in this pass")
+ADVISORY = "/advisory"
+"""Suffix of the uid that keys an advisory policy's state."""
+
+
+class PolicyChooser(Protocol):
+    """Which policy decides for a ModelService (`thrifty.control.policies.Registry` resolves
+    spec.scaling.policy; the simulator always answers with the policy under test)."""
+
+    def policy_for(self, ms: modelservice.ModelService) -> tuple[types.ScalingPolicy, str]:
+        """The policy, and a note for the decision's message ("" when it is the one asked for)."""
+        ...
+
+    def advisory_for(self, ms: modelservice.ModelService) -> types.ScalingPolicy | str | None:
+        """The advisory policy, why it cannot be had, or None when there is none."""
+        ...
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """One policy for every ModelService, no advisory policy: what a simulation runs."""
+
+    policy: types.ScalingPolicy
+
+    def policy_for(self, ms: modelservice.ModelService) -> tuple[types.ScalingPolicy, str]:
+        return self.policy, ""
+
+    def advisory_for(self, ms: modelservice.ModelService) -> types.ScalingPolicy | str | None:
+        return None
+
+
+@dataclass(frozen=True)
+class Advice:
+    """What the advisory policy would do, never applied."""
+
+    policy: str
+    decision: types.Decision | None
+    """None when the policy cannot be had (`problem` says why)."""
+    problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -44,6 +83,7 @@ class ServiceDecision:
     authority: status_rules.Authority
     state: types.PolicyState
     """The policy state to carry to the next pass (the previous one when nothing was decided)."""
+    advice: Advice | None = None
 
     @property
     def scale_to(self) -> int | None:
@@ -152,7 +192,7 @@ def allowances(
     states: Mapping[str, types.PolicyState],
     now_seconds: float,
     settings: observe.ObserveSettings,
-    policy: types.ScalingPolicy,
+    policies: PolicyChooser,
 ) -> dict[str, float]:
     """Each Hard budget member's $/hour allowance, by uid, from every member's demand this pass."""
     groups: dict[ServiceKey, list[ServiceView]] = {}
@@ -171,6 +211,7 @@ def allowances(
             obs = _observation(view, world, reading, now_seconds, settings, None)
             wanted = None
             if obs is not None and view.model_service.spec.scaling.mode is not _MANUAL:
+                policy, _ = policies.policy_for(view.model_service)
                 wanted = policy.decide(obs, _policy_state(view, states))
             members.append(_member(view, wanted, _current_dollars_per_hour(view)))
         by_key = budget.allowances(cap, members)
@@ -187,11 +228,11 @@ def decide(
     states: Mapping[str, types.PolicyState],
     now_seconds: float,
     settings: observe.ObserveSettings,
-    policy: types.ScalingPolicy,
+    policies: PolicyChooser,
 ) -> list[ServiceDecision]:
     """Steps 1-3: every ModelService's decision. ``now_seconds`` is wall-clock epoch time (the
     states it stamps survive restarts and move between operator replicas)."""
-    granted = allowances(world, readings, states, now_seconds, settings, policy)
+    granted = allowances(world, readings, states, now_seconds, settings, policies)
     decided = []
     for view in world.services:
         reading = readings.get(view.key, NO_READING)
@@ -202,7 +243,12 @@ def decide(
         state = _policy_state(view, states)
         ms = view.model_service
         mode = ms.spec.scaling.mode
-        decision = None if mode is _MANUAL else policy.decide(obs, state)
+        decision = None
+        if mode is not _MANUAL:
+            policy, note = policies.policy_for(ms)
+            decision = policy.decide(obs, state)
+            if note:
+                decision = dataclasses.replace(decision, message=f"{note}: {decision.message}")
         authority = status_rules.authority(mode, view.hpas, view.managed_fields)
         decided.append(
             ServiceDecision(
@@ -212,9 +258,25 @@ def decide(
                 decision=decision,
                 authority=authority,
                 state=state if decision is None else decision.state,
+                advice=_advice(ms, obs, states.get(view.uid + ADVISORY, {}), policies),
             )
         )
     return decided
+
+
+def _advice(
+    ms: modelservice.ModelService,
+    obs: types.Observation,
+    state: types.PolicyState,
+    policies: PolicyChooser,
+) -> Advice | None:
+    ref = ms.spec.scaling.advisory_policy
+    advisor = policies.advisory_for(ms)
+    if ref is None or advisor is None:
+        return None
+    if isinstance(advisor, str):
+        return Advice(ref.name, None, advisor)
+    return Advice(ref.name, advisor.decide(obs, state))
 
 
 def report(decided: ServiceDecision, now_text: str) -> ServicePlan:
@@ -227,7 +289,11 @@ def report(decided: ServiceDecision, now_text: str) -> ServicePlan:
         spend = cost.dollars_per_hour(
             obs.replicas.ready, obs.pool.gpus_per_replica, obs.pool.price_per_gpu_hour
         )
+    advice = decided.advice
     result = status_rules.PassResult(
+        advisory=None
+        if advice is None
+        else status_rules.advisory_status(advice.policy, advice.decision, advice.problem),
         decision=decided.decision,
         signals=decided.reading.signals,
         metrics_reason=decided.reading.reason,
@@ -260,8 +326,8 @@ def plan(
     now_seconds: float,
     now_text: str,
     settings: observe.ObserveSettings,
-    policy: types.ScalingPolicy,
+    policies: PolicyChooser,
 ) -> Sequence[ServicePlan]:
     """The whole pass: every ModelService's decision and what to write about it."""
-    decided = decide(world, readings, states, now_seconds, settings, policy)
+    decided = decide(world, readings, states, now_seconds, settings, policies)
     return [report(one, now_text) for one in decided]

@@ -120,6 +120,25 @@ class PassResult:
     """Current spend (what the reconciler reports), for $/1M tokens."""
     now: str
     generation: int | None = None
+    advisory: modelservice.AdvisoryDecision | None = None
+    """What spec.scaling.advisoryPolicy would do (None: none is set)."""
+
+
+def advisory_status(
+    policy: str, decision: types.Decision | None, problem: str
+) -> modelservice.AdvisoryDecision:
+    """The advisory policy's decision as status shows it (or why there is none)."""
+    if decision is None:
+        return modelservice.AdvisoryDecision(
+            policy=policy, replicas=0, reason="Unavailable", message=problem
+        )
+    return modelservice.AdvisoryDecision(
+        policy=policy,
+        replicas=decision.replicas,
+        reason=decision.reason.value,
+        message=decision.message,
+        projected_dollars_per_hour=_round(decision.projected_dollars_per_hour, 2),
+    )
 
 
 def _metrics_condition(result: PassResult) -> common.Condition:
@@ -175,7 +194,7 @@ def _autoscaler_block(
     before = before or modelservice.AutoscalerStatus()
     decision = result.decision
     if decision is None:
-        return before
+        return before.model_copy(update={"advisory": result.advisory})
     message = decision.message
     if result.authority.mode is types.ScalingMode.ADVISORY:
         message = f"Advisory: {message}" + (
@@ -200,6 +219,7 @@ def _autoscaler_block(
         ),
         last_scale_time=result.now if result.scaled else before.last_scale_time,
         policy_state=dict(decision.state),
+        advisory=result.advisory,
     )
 
 

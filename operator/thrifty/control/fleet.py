@@ -79,9 +79,10 @@ class FleetPass:
     prometheus: SignalsSource
     metrics: operator_metrics.OperatorMetrics
     observe_settings: observe.ObserveSettings
-    policy: types.ScalingPolicy
+    policies: plan.PolicyChooser
     states: dict[str, types.PolicyState] = field(default_factory=dict)
-    """Each ModelService's policy state since the last pass, by uid; only live objects are kept."""
+    """Each ModelService's policy state since the last pass, by uid (its advisory policy's by uid
+    + `plan.ADVISORY`); only live objects are kept."""
     statuses: dict[str, tuple[ServiceKey, modelservice.ModelServiceStatus | None]] = field(
         default_factory=dict
     )
@@ -104,7 +105,7 @@ class FleetPass:
             now.timestamp(),
             explain.now_rfc3339(now),
             self.observe_settings,
-            self.policy,
+            self.policies,
         )
         self._forget_all_but(world)
         for one in plans:
@@ -115,8 +116,8 @@ class FleetPass:
     def _forget_all_but(self, world: World) -> None:
         """Memory is bounded by the objects that exist: a deleted ModelService's state goes."""
         live = {view.uid for view in world.services}
-        for uid in [uid for uid in self.states if uid not in live]:
-            del self.states[uid]
+        for key in [key for key in self.states if key.removesuffix(plan.ADVISORY) not in live]:
+            del self.states[key]
         for uid in [uid for uid in self.statuses if uid not in live]:
             del self.statuses[uid]
         keys = {view.key for view in world.services}
@@ -143,6 +144,12 @@ class FleetPass:
             log.warning("autoscaler %s: API server: %s (next pass retries)", key, error)
             return
         self.states[view.uid] = decided.state
+        advice = decided.advice
+        if advice is not None and advice.decision is not None:
+            self.states[view.uid + plan.ADVISORY] = advice.decision.state
+            self.metrics.observe_advice(
+                key.namespace, key.model_service, advice.policy, advice.decision.replicas
+            )
         self.statuses[view.uid] = (key, after)
         self._log_and_report(one, after)
         if one.event is not None:
@@ -222,6 +229,8 @@ class FleetPass:
         """Checkpoints every policy state that status does not hold yet; returns how many."""
         written = 0
         for uid, state in list(self.states.items()):
+            if uid.endswith(plan.ADVISORY):
+                continue  # an advisory policy's memory is not worth a write: it only advises
             key, status = self.statuses.get(uid, (None, None))
             patch = status_rules.state_patch(status, state)
             if key is None or patch is None:

@@ -20,7 +20,7 @@ from thrifty.adapters.lease import LeaseStore
 from thrifty.adapters.prometheus import PrometheusSignals
 from thrifty.adapters.scale import ScaleClient
 from thrifty.autoscaler import observe
-from thrifty.control import autoscaler, fleet, handlers, leadership
+from thrifty.control import autoscaler, fleet, handlers, leadership, policies
 from thrifty.control import settings as settings_module
 from thrifty.policy.thrifty_policy import ThriftyPolicy
 
@@ -80,7 +80,10 @@ async def start(memo: kopf.Memo, **indexes: Any) -> None:
             cold_start_seconds=config.cold_start_seconds,
             staleness_limit_seconds=config.staleness_limit_seconds,
         ),
-        policy=ThriftyPolicy(scale_down_step_seconds=config.scale_down_step_seconds),
+        policies=policies.Registry(
+            allowed_modules=config.policy_modules,
+            default=ThriftyPolicy(scale_down_step_seconds=config.scale_down_step_seconds),
+        ),
     )
     memo.thrifty_settings = config
     memo.thrifty_autoscaler = scaler

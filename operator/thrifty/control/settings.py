@@ -62,6 +62,9 @@ class Settings:
     """Older metrics mean scrapes are failing: hold rather than act on them (4 scrapes of 15 s)."""
     scale_down_step_seconds: float = 60.0
     """Time between two scale-down steps once the scale-down delay has passed."""
+    policy_modules: frozenset[str] = frozenset()
+    """Python modules whose policies a ModelService may name (spec.scaling.policy
+    `module:ClassName`): importing one runs its code in the operator, so none by default."""
     leader_election: bool = True
     lease_namespace: str = "default"
     lease_name: str = "thrifty-operator"
@@ -173,6 +176,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ),
         scale_down_step_seconds=_seconds(
             env, "THRIFTY_SCALE_DOWN_STEP_SECONDS", d.scale_down_step_seconds
+        ),
+        policy_modules=frozenset(
+            m.strip() for m in env.get("THRIFTY_POLICY_MODULES", "").split(",") if m.strip()
         ),
         leader_election=_flag(env, "THRIFTY_LEADER_ELECTION", d.leader_election),
         lease_namespace=env.get("THRIFTY_LEASE_NAMESPACE")

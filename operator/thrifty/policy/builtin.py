@@ -37,6 +37,15 @@ BUILTIN_POLICIES: Mapping[str, Callable[..., types.ScalingPolicy]] = {
 """Name -> factory taking the policy's constructor parameters as keywords."""
 
 
+BUILTIN_CLASSES: Mapping[str, type] = {
+    "thrifty": thrifty_policy.ThriftyPolicy,
+    "hpa": hpa.HpaPolicy,
+    "kpa": kpa.KpaPolicy,
+    "static": static.StaticPolicy,
+}
+"""Name -> class, for callers that look at the constructor's fields (ModelService parameters)."""
+
+
 def builtin_policy(name: str, **params: Any) -> types.ScalingPolicy:
     """A built-in policy by name, e.g. ``builtin_policy("hpa", target_per_replica=5.0)``."""
     try:

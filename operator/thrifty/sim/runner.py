@@ -261,7 +261,7 @@ class _Run:
             {_UID: self.state},
             now,
             self.config.observe_settings,
-            self.policy,
+            plan.Fixed(self.policy),
         )
         one = decided[0]
         self.state = one.state

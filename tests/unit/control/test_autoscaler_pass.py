@@ -8,6 +8,7 @@ scenarios run against a real cluster in e2e/test_autoscale.py.
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,8 +20,8 @@ from thrifty.autoscaler.observe import ObserveSettings, PodView
 from thrifty.autoscaler.world import ServiceKey, ServiceView, SignalsReading, World
 from thrifty.control.autoscaler import Loop
 from thrifty.control.fleet import FleetPass
+from thrifty.control.policies import Registry
 from thrifty.policy import types
-from thrifty.policy.thrifty_policy import ThriftyPolicy
 
 NS = "team"
 
@@ -152,7 +153,7 @@ def autoscaler(
         prometheus=signals or FakeSignals(waiting),
         metrics=OperatorMetrics(),
         observe_settings=ObserveSettings(),
-        policy=ThriftyPolicy(),
+        policies=Registry(),
     )
     return scaler, events
 
@@ -314,3 +315,55 @@ def test_a_status_write_lost_to_the_reconciler_is_retried_on_the_fresh_object() 
     _, status, version = cluster.statuses[0]
     assert version == "12"
     assert status["autoscaler"]["lastScaleTime"]
+
+
+def test_the_spec_chooses_the_policy_and_its_parameters() -> None:
+    static = ms_body("chat", replicas=1)
+    static["spec"]["scaling"]["policy"] = {"name": "static", "parameters": {"replicas": 3}}
+    cluster = FakeCluster([static])
+    scaler, _ = autoscaler(cluster)
+    tick(scaler, cluster)
+    assert cluster.scaled == [("chat", 3)]
+
+
+def test_an_advisory_policy_is_reported_beside_the_decision_and_never_applied() -> None:
+    body = ms_body("chat", replicas=2)
+    body["spec"]["scaling"]["policy"] = {"name": "static", "parameters": {"replicas": 2}}
+    body["spec"]["scaling"]["advisoryPolicy"] = {"name": "thrifty"}
+    cluster = FakeCluster([body])
+    scaler, _ = autoscaler(cluster)
+    tick(scaler, cluster)
+    assert cluster.scaled == [], "static 2 holds; the advice is not applied"
+    advisory = cluster.statuses[0][1]["autoscaler"]["advisory"]
+    assert advisory["policy"] == "thrifty" and advisory["replicas"] > 2
+    assert "uid-chat/advisory" in scaler.states, "the advisory policy carries its own state"
+    sample = scaler.metrics.advised_replicas.labels(NS, "chat", "thrifty")._value.get()
+    assert sample == advisory["replicas"]
+
+
+def test_a_policy_module_must_be_allowed_else_thrifty_decides_and_says_why() -> None:
+    body = ms_body("chat", replicas=1)
+    body["spec"]["scaling"]["policy"] = {
+        "name": "thrifty.policy.static:StaticPolicy",
+        "parameters": {"replicas": 4},
+    }
+    refused = FakeCluster([copy.deepcopy(body)])
+    scaler, _ = autoscaler(refused)
+    tick(scaler, refused)
+    message = refused.statuses[0][1]["autoscaler"]["lastDecision"]["message"]
+    assert "not in THRIFTY_POLICY_MODULES" in message
+    allowed = FakeCluster([copy.deepcopy(body)])
+    scaler, _ = autoscaler(allowed)
+    scaler.policies = Registry(allowed_modules=frozenset({"thrifty.policy.static"}))
+    tick(scaler, allowed)
+    assert allowed.scaled == [("chat", 4)]
+
+
+def test_bad_policy_parameters_fall_back_to_thrifty_with_the_reason() -> None:
+    body = ms_body("chat", replicas=1)
+    body["spec"]["scaling"]["policy"] = {"name": "hpa", "parameters": {"noSuchKnob": 1}}
+    cluster = FakeCluster([body])
+    scaler, _ = autoscaler(cluster)
+    tick(scaler, cluster)
+    message = cluster.statuses[0][1]["autoscaler"]["lastDecision"]["message"]
+    assert message.startswith("policy hpa unavailable (bad parameters")

@@ -20,6 +20,7 @@ from thrifty.autoscaler import plan
 from thrifty.autoscaler.observe import ObserveSettings
 from thrifty.autoscaler.world import ServiceKey, SignalsReading
 from thrifty.control.fleet import FleetPass
+from thrifty.control.policies import Registry
 from thrifty.policy import types
 from thrifty.policy.thrifty_policy import ThriftyPolicy
 
@@ -60,7 +61,7 @@ def fleet_pass(cluster: FakeCluster, source: SeriesSignals) -> FleetPass:
         prometheus=source,
         metrics=OperatorMetrics(),
         observe_settings=ObserveSettings(),
-        policy=ThriftyPolicy(),
+        policies=Registry(),
     )
 
 
@@ -96,7 +97,8 @@ def simulator_decisions() -> Seen:
         now = (START + timedelta(seconds=15 * tick)).timestamp()
         readings = {key: SignalsReading(signals_at(tick), "read")}
         uid = world.services[0].uid
-        one = plan.decide(world, readings, {uid: state}, now, ObserveSettings(), ThriftyPolicy())
+        chooser = plan.Fixed(ThriftyPolicy())
+        one = plan.decide(world, readings, {uid: state}, now, ObserveSettings(), chooser)
         decision = one[0].decision
         assert decision is not None
         state = one[0].state
