@@ -12,6 +12,7 @@ writes its figures to bench/control_loop.md together with the command.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -130,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     cluster_parser = sub.add_parser("cluster", help="on the local cluster (see the docstring)")
     cluster_parser.add_argument("--skip-cpu", action="store_true", help="reaction time only")
     cluster_parser.add_argument("--steps", type=int, default=8, help="load steps to time")
+    cluster_parser.add_argument(
+        "--services", type=int, default=1000, help="settled ModelServices for the CPU figure"
+    )
     args = parser.parse_args(argv)
     if args.command == "core":
         figures: dict[str, Any] = core(args.ticks)
@@ -138,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from control_loop_cluster import run_cluster  # heavy imports (harness) only when needed
 
-    return run_cluster(measure_cpu=not args.skip_cpu, steps=args.steps)
+    os.environ.setdefault("THRIFTY_E2E_SERVICE_CIDR", "10.96.0.0/16")  # a ClusterIP each
+    return run_cluster(measure_cpu=not args.skip_cpu, steps=args.steps, services=args.services)
 
 
 if __name__ == "__main__":

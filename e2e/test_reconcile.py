@@ -449,7 +449,7 @@ def test_resyncs_of_a_settled_service_write_nothing(
     wait_condition(cluster, "quiet", namespace, "Ready")
 
     def resyncs() -> int:
-        return operator.logs().count("Timer 'model_service_resync' succeeded")
+        return operator.logs().count("ModelService resync pass:")
 
     def after_resyncs(count: int) -> None:
         target = resyncs() + count

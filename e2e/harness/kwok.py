@@ -74,6 +74,13 @@ def _write_config(run_dir: Path, ports: KwokPorts) -> Path:
     return path
 
 
+def _service_range() -> list[str]:
+    """THRIFTY_E2E_SERVICE_CIDR widens the Service IP range (kube-apiserver's default /24 holds
+    254 ClusterIPs): the control-loop bench runs 1,000 ModelServices, each with a Service."""
+    cidr = os.environ.get("THRIFTY_E2E_SERVICE_CIDR")
+    return [f"--extra-args=kube-apiserver=service-cluster-ip-range={cidr}"] if cidr else []
+
+
 def create(name: str, run_dir: Path, bin_dir: Path, ports: KwokPorts, kubeconfig: Path) -> None:
     """Create and start the cluster; raise RuntimeError with kwokctl's output on failure."""
     config = _write_config(run_dir, ports)
@@ -96,6 +103,7 @@ def create(name: str, run_dir: Path, bin_dir: Path, ports: KwokPorts, kubeconfig
         f"--kube-scheduler-port={ports.kube_scheduler}",
         "--wait=2m",
         *(f"{flag}={bin_dir / binary}" for flag, binary in BINARY_FLAGS.items()),
+        *_service_range(),
     ]
     log_path = run_dir / "kwokctl-create.log"
     with log_path.open("w") as log:

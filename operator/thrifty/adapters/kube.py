@@ -49,8 +49,19 @@ def connect() -> client.ApiClient:
     return client.ApiClient()
 
 
+REQUEST_HOOKS: list[Callable[[str], None]] = []
+"""Called with the verb of every request thrifty sends (`get`, `list`, `patch`, `create`...):
+the operator's metrics count them (`thrifty_kube_api_requests_total`)."""
+
+
+def _verb(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__name__", "call").split("_", 1)[0]
+
+
 def call_api(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Calls the client; its errors come back as KubeError / NotFound / Conflict."""
+    for hook in REQUEST_HOOKS:
+        hook(_verb(fn))
     try:
         return fn(*args, **kwargs)
     except ApiException as error:

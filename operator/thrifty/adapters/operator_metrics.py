@@ -96,6 +96,15 @@ class OperatorMetrics:
         )
         for kind in QUERY_ERROR_KINDS:
             self.prometheus_query_errors.labels(error=kind)
+        self.api_requests = Counter(
+            "thrifty_kube_api_requests_total",
+            "Requests thrifty's own code sent to the API server, by verb (kopf's watches and "
+            "its bookkeeping patches not included).",
+            ("verb",),
+            registry=r,
+        )
+        for verb in ("get", "list", "patch", "create"):
+            self.api_requests.labels(verb=verb)
         self.leader = Gauge(
             "thrifty_leader",
             "1 while this operator process holds the leader Lease and its timers act.",

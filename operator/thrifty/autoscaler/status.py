@@ -1,6 +1,6 @@
 """What one autoscaler pass means for a ModelService, decided without I/O.
 
-The kopf timer (thrifty.control.autoscaler) reads the cluster and Prometheus, asks the policy, and
+The fleet pass (thrifty.control.fleet) reads the cluster and Prometheus, asks the policy, and
 then needs answers to three questions that deserve tests of their own:
 
 - *May thrifty write replicas at all?* Mode Manual: no. Mode Advisory: no, it only reports. And in
@@ -11,7 +11,8 @@ then needs answers to three questions that deserve tests of their own:
 - *What is the new status?* The autoscaler's fields only (queue, tokens/s, $/1M tokens, the last
   decision, the policy state, MetricsAvailable and BudgetLimited); the reconciler owns the rest.
 - *Did anything change?* A status write per pass only when something a reader could notice changed:
-  numbers are rounded to what status shows; the policy's state is checkpointed every minute.
+  numbers are rounded to what status shows; the policy's state rides along with those writes and
+  is otherwise checkpointed when the operator stops (`state_patch`).
 """
 
 from __future__ import annotations

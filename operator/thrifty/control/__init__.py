@@ -6,6 +6,6 @@ the pure core (``thrifty.autoscaler``, ``thrifty.reconcile``, ``thrifty.placemen
 ``thrifty.render``) and write back what it returns.
 """
 
-from thrifty.control import autoscaler as autoscaler
+from thrifty.control import caches as caches
 from thrifty.control import handlers as handlers
 from thrifty.control import lifecycle as lifecycle

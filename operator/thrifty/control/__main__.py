@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     namespaces = list(args.namespace) or list(config.namespaces)
     configure_logging(log_format, verbose=args.verbose)
     kopf.run(
+        memo=kopf.Memo(thrifty_namespaces=tuple(namespaces)),
         standalone=True,
         namespaces=namespaces,
         clusterwide=not namespaces,

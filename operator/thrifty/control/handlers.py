@@ -13,21 +13,27 @@ by itself when the pool or Secret appears, and no error loop or crash touches ot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import functools
+import hashlib
+import json
 import logging
 import threading
-from collections.abc import Callable, Mapping
-from typing import Any
+import time
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from typing import Any, Protocol
 
 import kopf
 import pydantic
 
-from thrifty import explain, placement, reconcile, render
+from thrifty import explain, placement, reconcile
 from thrifty.adapters import kube as kube_adapter
+from thrifty.adapters import operator_metrics
 from thrifty.api import GROUP, VERSION, costbudget, gpupool, modelservice
-from thrifty.control import autoscaler
+from thrifty.control import caches as caches_module
+from thrifty.control import loops
 from thrifty.control import settings as settings_module
 
 FINALIZER = f"{GROUP}/finalizer"
@@ -44,8 +50,21 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     memo.kube = kube_adapter.Kube(kube_adapter.connect())
+    memo.thrifty_applied = {}
     memo.locks = {}
     memo.locks_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def timed_reconcile(memo: kopf.Memo, kind: str = "ModelService") -> Iterator[None]:
+    """Times a reconcile pass into thrifty_reconcile_duration_seconds."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        metrics: operator_metrics.OperatorMetrics | None = getattr(memo, "thrifty_metrics", None)
+        if metrics is not None:
+            metrics.reconcile_seconds.labels(kind=kind).observe(time.perf_counter() - started)
 
 
 def _lock(memo: kopf.Memo, key: str) -> threading.Lock:
@@ -78,8 +97,11 @@ def deployment_event(
     namespace = body.metadata.namespace
     if type == "DELETED" or not owner or not namespace:
         return
-    kube: kube_adapter.Kube = memo.kube
-    _guarded_pass(memo, namespace, owner, lambda: kube.get_model_service(namespace, owner), logger)
+    caches: caches_module.Caches = memo.thrifty_caches
+    current = caches.model_service(namespace, owner)
+    if current is None:
+        return  # its ModelService is gone: nothing to reconcile, the garbage collector cleans up
+    _guarded_pass(memo, namespace, owner, lambda: current, logger)
 
 
 def _guarded_pass(
@@ -95,12 +117,14 @@ def _guarded_pass(
     start and the resourceVersion at the end of a pass would pair an old status with a new version
     and defeat the write precondition. A deep copy, taken once the lock is held, is consistent.
     """
-    with _lock(memo, f"ms/{namespace}/{name}"), autoscaler.timed_reconcile(memo):
+    with _lock(memo, f"ms/{namespace}/{name}"), timed_reconcile(memo):
         try:
             body = copy.deepcopy(dict(load()))
             if body["metadata"].get("deletionTimestamp"):
                 return  # owner references let the garbage collector remove the workloads
-            reconcile_model_service(memo.kube, body, logger)
+            reconcile_model_service(
+                memo.kube, body, logger, memo.thrifty_caches, memo.thrifty_applied
+            )
         except kube_adapter.NotFound:
             return
         except kube_adapter.Conflict:
@@ -133,47 +157,72 @@ def _deployment_state(deployment: Mapping[str, Any] | None) -> reconcile.Deploym
     )
 
 
+class ClusterView(Protocol):
+    """What a reconcile reads (`thrifty.control.caches.Caches`: kopf's watch caches)."""
+
+    def all_nodes(self) -> list[placement.NodeInfo]: ...
+    def all_gpu_pods(self) -> list[placement.PodInfo]: ...
+    def pool_bodies(self) -> list[dict[str, Any]]: ...
+    def replica_pods(self, namespace: str, name: str) -> list[dict[str, Any]]: ...
+    def deployment(self, namespace: str, name: str, uid: str) -> dict[str, Any] | None: ...
+    def model_services_in(self, namespace: str) -> list[dict[str, Any]]: ...
+
+
+Applied = MutableMapping[str, tuple[str, int]]
+"""Per ModelService uid: the digest of the manifests last applied and the generation the
+Deployment had after that apply."""
+
+
+def digest(manifests: Sequence[Mapping[str, Any]]) -> str:
+    return hashlib.sha256(json.dumps(manifests, sort_keys=True).encode()).hexdigest()
+
+
 def reconcile_model_service(
-    kube: kube_adapter.Kube, body: Mapping[str, Any], logger: kopf.Logger | logging.Logger
+    kube: kube_adapter.Kube,
+    body: Mapping[str, Any],
+    logger: kopf.Logger | logging.Logger,
+    view: ClusterView,
+    applied: Applied,
 ) -> None:
-    """One pass: read, plan, apply the manifests, write status and Events if anything changed."""
+    """One pass: plan from the caches, apply the manifests when they would change something,
+    write status and Events if anything changed. Reads nothing from the API server."""
     meta = body["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
-    raw_pods = kube.active_pods()
-    own = [
-        p
-        for p in raw_pods
-        if p["metadata"].get("namespace") == namespace
-        and (p["metadata"].get("labels") or {}).get(placement.MODEL_SERVICE_LABEL) == name
-    ]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    own = view.replica_pods(namespace, name)
     try:
         current = modelservice.ModelServiceStatus.model_validate(body.get("status") or {})
     except pydantic.ValidationError:
         current = modelservice.ModelServiceStatus()
+    deployment = view.deployment(namespace, name, uid)
     inputs = reconcile.Inputs(
         name=name,
         namespace=namespace,
-        uid=meta["uid"],
+        uid=uid,
         generation=int(meta.get("generation", 0)),
         spec=body.get("spec") or {},
         status=current,
-        pools=_pools(kube.list_gpu_pools(), logger),
-        nodes=kube.nodes(),
-        pods=[kube_adapter.pod_info(p) for p in raw_pods],
-        deployment=_deployment_state(kube.read_deployment(namespace, render.engine_name(name))),
+        pools=_pools(view.pool_bodies(), logger),
+        nodes=view.all_nodes(),
+        pods=view.all_gpu_pods(),
+        deployment=_deployment_state(deployment),
         pod_waiting=[w for p in own for w in kube_adapter.waiting_reasons(p)],
         replicas_holding_gpus=sum(1 for p in own if (p.get("spec") or {}).get("nodeName")),
         now=explain.now_rfc3339(),
     )
     result = reconcile.plan(inputs)
-    if result.manifests is not None:
-        for manifest in result.manifests:
-            applied = kube.apply(manifest)
+    manifests = result.manifests or []
+    wanted = digest(manifests)
+    generation = int((deployment or {}).get("metadata", {}).get("generation", 0))
+    if manifests and (deployment is None or applied.get(uid) != (wanted, generation)):
+        for manifest in manifests:
+            after_apply = kube.apply(manifest)
             if manifest["kind"] == "Deployment":
+                generation = int(after_apply["metadata"].get("generation", 0))
                 # Plan again with what the apply returned: a changed replica count shows at once.
-                after = _deployment_state(applied)
+                after = _deployment_state(after_apply)
                 if after != inputs.deployment:
                     result = reconcile.plan(_replace_deployment(inputs, after))
+        applied[uid] = (wanted, generation)
     _write_status(kube, body, "modelservices", current.to_kube(), result.status.to_kube())
     for event in result.events:
         kube.event(_involved(body, "ModelService"), event.type, event.reason, event.message)
@@ -221,7 +270,10 @@ def _write_status(
 
 
 def refresh_gpu_pool(
-    kube: kube_adapter.Kube, body: Mapping[str, Any], logger: kopf.Logger | logging.Logger
+    kube: kube_adapter.Kube,
+    body: Mapping[str, Any],
+    logger: kopf.Logger | logging.Logger,
+    view: ClusterView,
 ) -> None:
     name = body["metadata"]["name"]
     try:
@@ -230,9 +282,7 @@ def refresh_gpu_pool(
         logger.warning(f"GPUPool {name} is invalid: {error}")
         return
     old = gpupool.GPUPoolStatus.model_validate(body.get("status") or {})
-    computed = placement.pool_status(
-        name, spec, kube.nodes(), [kube_adapter.pod_info(p) for p in kube.active_pods()]
-    )
+    computed = placement.pool_status(name, spec, view.all_nodes(), view.all_gpu_pods())
     generation = int(body["metadata"].get("generation", 0))
     ready = explain.condition(
         explain.READY,
@@ -257,7 +307,10 @@ def refresh_gpu_pool(
 
 
 def refresh_cost_budget(
-    kube: kube_adapter.Kube, body: Mapping[str, Any], logger: kopf.Logger | logging.Logger
+    kube: kube_adapter.Kube,
+    body: Mapping[str, Any],
+    logger: kopf.Logger | logging.Logger,
+    view: ClusterView,
 ) -> None:
     meta = body["metadata"]
     try:
@@ -266,7 +319,7 @@ def refresh_cost_budget(
         logger.warning(f"CostBudget {meta['name']} is invalid: {error}")
         return
     old = costbudget.CostBudgetStatus.model_validate(body.get("status") or {})
-    members = reconcile.budget_members(meta["name"], kube.list_model_services(meta["namespace"]))
+    members = reconcile.budget_members(meta["name"], view.model_services_in(meta["namespace"]))
     new = reconcile.budget_status(
         spec,
         old,
@@ -302,43 +355,53 @@ def _log_failure(what: str, call: Callable[[], None]) -> None:
 
 def resync_loops(
     memo: kopf.Memo, config: settings_module.Settings, acting: Callable[[], bool]
-) -> list[autoscaler.Loop]:
+) -> list[loops.Loop]:
     """The periodic passes over every object, from the watch caches: ModelServices reconciled
     (freed capacity, deleted pools, missing Secrets), GPUPool and CostBudget status refreshed.
     One loop each on the leader instead of a kopf timer per object: timers would put a finalizer
     on every object, and deleting one would then wait for a running operator."""
-    caches: autoscaler.Caches = memo.thrifty_caches
+    caches: caches_module.Caches = memo.thrifty_caches
 
     async def model_services() -> None:
+        live = {
+            str((body.get("metadata") or {}).get("uid"))
+            for bodies in list(caches.model_services.values())
+            for body in list(bodies)
+        }
+        for uid in [uid for uid in memo.thrifty_applied if uid not in live]:
+            del memo.thrifty_applied[uid]  # bounded by the objects that exist
+        before = dict(memo.thrifty_applied)
         for (namespace, name), bodies in list(caches.model_services.items()):
             for body in list(bodies):
                 once = functools.partial(
                     _guarded_pass, memo, namespace, name, functools.partial(dict, body), log
                 )
                 await asyncio.to_thread(_log_failure, f"ModelService {namespace}/{name}", once)
+        applied = sum(1 for uid, done in memo.thrifty_applied.items() if before.get(uid) != done)
+        log.info("ModelService resync pass: %d objects, %d applied", len(live), applied)
 
     async def pools() -> None:
         for name, bodies in list(caches.gpu_pools.items()):
             for body in list(bodies):
-                with autoscaler.timed_reconcile(memo, "GPUPool"):
+                with timed_reconcile(memo, "GPUPool"):
                     await asyncio.to_thread(
                         _log_failure,
                         f"GPUPool {name}",
-                        functools.partial(refresh_gpu_pool, memo.kube, body, log),
+                        functools.partial(refresh_gpu_pool, memo.kube, body, log, caches),
                     )
 
     async def budgets() -> None:
         for (namespace, name), bodies in list(caches.cost_budgets.items()):
             for body in list(bodies):
-                with autoscaler.timed_reconcile(memo, "CostBudget"):
+                with timed_reconcile(memo, "CostBudget"):
                     await asyncio.to_thread(
                         _log_failure,
                         f"CostBudget {namespace}/{name}",
-                        functools.partial(refresh_cost_budget, memo.kube, body, log),
+                        functools.partial(refresh_cost_budget, memo.kube, body, log, caches),
                     )
 
     return [
-        autoscaler.Loop("ModelService resync", config.resync_seconds, model_services, acting),
-        autoscaler.Loop("GPUPool status", config.pool_resync_seconds, pools, acting),
-        autoscaler.Loop("CostBudget status", config.budget_resync_seconds, budgets, acting),
+        loops.Loop("ModelService resync", config.resync_seconds, model_services, acting),
+        loops.Loop("GPUPool status", config.pool_resync_seconds, pools, acting),
+        loops.Loop("CostBudget status", config.budget_resync_seconds, budgets, acting),
     ]

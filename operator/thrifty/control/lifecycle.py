@@ -2,7 +2,7 @@
 
 At startup: settings (already checked by `python -m thrifty.control`), the API connection, the
 operator's /metrics, the leader election, the autoscaler's fleet pass over kopf's watch caches and
-the reconciler's resyncs, each a `thrifty.control.autoscaler.Loop` that acts only while leading and
+the reconciler's resyncs, each a `thrifty.control.loops.Loop` that acts only while leading and
 only once the caches are filled. At cleanup: loops stopped, policy states checkpointed while still
 leading, then the Lease released so a peer takes over at once.
 """
@@ -20,7 +20,8 @@ from thrifty.adapters.lease import LeaseStore
 from thrifty.adapters.prometheus import PrometheusSignals
 from thrifty.adapters.scale import ScaleClient
 from thrifty.autoscaler import observe
-from thrifty.control import autoscaler, fleet, handlers, leadership, policies
+from thrifty.control import caches as caches_module
+from thrifty.control import fleet, handlers, leadership, loops, policies
 from thrifty.control import settings as settings_module
 from thrifty.policy.thrifty_policy import ThriftyPolicy
 
@@ -58,15 +59,10 @@ async def start(memo: kopf.Memo, **indexes: Any) -> None:
     config = settings_module.from_env()
     api = kube.connect()
     metrics = operator_metrics.OperatorMetrics()
+    kube.REQUEST_HOOKS.append(lambda verb: metrics.api_requests.labels(verb=verb).inc())
     _serve_metrics(metrics, config.metrics_port)
     elector = _elector(config, api, metrics)
-    caches = autoscaler.Caches(
-        model_services=indexes["thrifty_model_services"],
-        gpu_pools=indexes["thrifty_gpu_pools"],
-        cost_budgets=indexes["thrifty_cost_budgets"],
-        pods=indexes["thrifty_replica_pods"],
-        hpas=indexes["thrifty_hpas"],
-    )
+    caches = caches_module.Caches.from_kwargs(indexes)
     scaler = fleet.FleetPass(
         cluster=ScaleClient(api),
         events=kube.Kube(api),
@@ -100,11 +96,20 @@ async def start(memo: kopf.Memo, **indexes: Any) -> None:
         now = fleet.now()
         await scaler.run_once(caches.world(now), now)
 
-    loops = [
-        autoscaler.Loop("autoscaler", config.decision_interval_seconds, autoscale, acting),
+    passes = [
+        loops.Loop("autoscaler", config.decision_interval_seconds, autoscale, acting),
         *handlers.resync_loops(memo, config, acting),
     ]
-    memo.thrifty_tasks = [asyncio.create_task(loop.run(memo.thrifty_indexed)) for loop in loops]
+    if getattr(memo, "thrifty_namespaces", None) or config.namespaces:
+        # Watches of some namespaces see only their pods; a pool's free GPUs count everyone's.
+        lister = kube.Kube(api)
+        await asyncio.to_thread(caches.refresh_gpu_pods, lister)
+
+        async def gpu_pods() -> None:
+            await asyncio.to_thread(caches.refresh_gpu_pods, lister)
+
+        passes.append(loops.Loop("GPU pods", config.pool_resync_seconds, gpu_pods, lambda: True))
+    memo.thrifty_tasks = [asyncio.create_task(loop.run(memo.thrifty_indexed)) for loop in passes]
     memo.thrifty_election = asyncio.create_task(elector.run()) if elector is not None else None
 
 

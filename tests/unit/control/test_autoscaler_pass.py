@@ -18,8 +18,8 @@ from thrifty.adapters.operator_metrics import OperatorMetrics
 from thrifty.api import costbudget, gpupool, modelservice
 from thrifty.autoscaler.observe import ObserveSettings, PodView
 from thrifty.autoscaler.world import ServiceKey, ServiceView, SignalsReading, World
-from thrifty.control.autoscaler import Loop
 from thrifty.control.fleet import FleetPass
+from thrifty.control.loops import Loop
 from thrifty.control.policies import Registry
 from thrifty.policy import types
 

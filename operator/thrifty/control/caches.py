@@ -1,11 +1,11 @@
-"""kopf wiring of the autoscaler: watch caches, the leader-only fleet loop, startup and cleanup.
+"""The operator's watch caches: what every pass reads, kept in memory by kopf's watches.
 
-kopf indexes keep what a pass reads in memory, fed by one watch per kind: ModelServices, GPUPools,
-CostBudgets, the replica pods (label `thrifty.dev/model-service`) and the HorizontalPodAutoscalers
-that target a ModelService. One asyncio task per operator process runs `thrifty.control.fleet`
-once per decision interval while this process holds the leader Lease (`thrifty.control.leadership`),
-and the periodic resync of the reconciler with it: no per-object timers, so thrifty needs no
-finalizer on the objects it serves and deleting one never waits for the operator.
+kopf indexes, fed by one watch per kind: ModelServices, GPUPools, CostBudgets, Nodes (allocatable
+GPUs), the pods that hold or wait for GPUs (every namespace: a pool's free GPUs count everyone's),
+thrifty's replica pods, thrifty's Deployments and the HorizontalPodAutoscalers that target a
+ModelService. The autoscaler's fleet pass and the reconciler read them instead of the API server,
+so a pass costs the same number of API requests (none) whatever the number of pods and nodes; only
+writes go to the API server. Each entry is a copy of the fields a pass reads, no more.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import asyncio
 import contextlib
 import copy
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,7 +23,7 @@ import kopf
 import pydantic
 
 from thrifty import placement
-from thrifty.adapters import operator_metrics
+from thrifty.adapters import kube
 from thrifty.adapters.scale import pod_view
 from thrifty.api import GROUP, VERSION, costbudget, gpupool, modelservice
 from thrifty.autoscaler.world import ServiceKey, ServiceView, World
@@ -83,6 +82,41 @@ def thrifty_replica_pods(
         ("spec", "nodeName"),
         ("status", "phase"),
         ("status", "conditions"),
+        ("status", "containerStatuses"),
+    )
+    return {(namespace or "", owner): kept}
+
+
+def _holds_gpus(body: kopf.Body, **_: Any) -> bool:
+    phase = (body.get("status") or {}).get("phase")
+    return phase not in ("Succeeded", "Failed") and kube.pod_gpus(body) > 0
+
+
+@kopf.index("", "v1", "pods", when=_holds_gpus)
+def thrifty_gpu_pods(
+    body: kopf.Body, namespace: str | None, name: str | None, **_: Any
+) -> dict[tuple[str, str], placement.PodInfo]:
+    """Every pod that holds or waits for GPUs, in every namespace: a pool's free GPUs."""
+    return {(namespace or "", name or ""): kube.pod_info(body)}
+
+
+@kopf.index("", "v1", "nodes")
+def thrifty_nodes(body: kopf.Body, name: str | None, **_: Any) -> dict[str, placement.NodeInfo]:
+    return {name or "": kube.node_info(body)}
+
+
+@kopf.index("apps", "v1", "deployments", labels={placement.MODEL_SERVICE_LABEL: kopf.PRESENT})
+def thrifty_deployments(
+    body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    owner = str(labels.get(placement.MODEL_SERVICE_LABEL, ""))
+    kept = _copy(
+        body,
+        ("metadata", "name"),
+        ("metadata", "generation"),
+        ("metadata", "ownerReferences"),
+        ("metadata", "annotations"),
+        ("status",),
     )
     return {(namespace or "", owner): kept}
 
@@ -105,7 +139,7 @@ def _values(index: kopf.Index[Any, Any], key: Any) -> list[Any]:
     return list(index[key]) if key in index else []
 
 
-@dataclass(frozen=True)
+@dataclass
 class Caches:
     """The indexes a pass reads (live views, kept up to date by kopf's watches)."""
 
@@ -114,6 +148,67 @@ class Caches:
     cost_budgets: kopf.Index[tuple[str, str], dict[str, Any]]
     pods: kopf.Index[tuple[str, str], dict[str, Any]]
     hpas: kopf.Index[tuple[str, str], str]
+    gpu_pods: kopf.Index[tuple[str, str], placement.PodInfo]
+    nodes: kopf.Index[str, placement.NodeInfo]
+    deployments: kopf.Index[tuple[str, str], dict[str, Any]]
+    listed_gpu_pods: list[placement.PodInfo] | None = None
+    """Set when the operator serves only some namespaces: its watches then see only their pods,
+    but a pool's free GPUs count every namespace's, so `refresh_gpu_pods` lists them."""
+
+    @classmethod
+    def from_kwargs(cls, indexes: dict[str, Any]) -> Caches:
+        """From the keywords kopf passes handlers (each index under its function's name)."""
+        return cls(
+            model_services=indexes["thrifty_model_services"],
+            gpu_pools=indexes["thrifty_gpu_pools"],
+            cost_budgets=indexes["thrifty_cost_budgets"],
+            pods=indexes["thrifty_replica_pods"],
+            hpas=indexes["thrifty_hpas"],
+            gpu_pods=indexes["thrifty_gpu_pods"],
+            nodes=indexes["thrifty_nodes"],
+            deployments=indexes["thrifty_deployments"],
+        )
+
+    def all_nodes(self) -> list[placement.NodeInfo]:
+        return [node for name in list(self.nodes) for node in _values(self.nodes, name)]
+
+    def all_gpu_pods(self) -> list[placement.PodInfo]:
+        if self.listed_gpu_pods is not None:
+            return self.listed_gpu_pods
+        return [pod for key in list(self.gpu_pods) for pod in _values(self.gpu_pods, key)]
+
+    def refresh_gpu_pods(self, api: kube.Kube) -> None:
+        """One list of every namespace's GPU pods (namespaced operators only; see above)."""
+        pods = (kube.pod_info(pod) for pod in api.active_pods())
+        self.listed_gpu_pods = [pod for pod in pods if pod.gpus > 0]
+
+    def pool_bodies(self) -> list[dict[str, Any]]:
+        return [body for name in list(self.gpu_pools) for body in _values(self.gpu_pools, name)]
+
+    def replica_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        return _values(self.pods, (namespace, name))
+
+    def model_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found = _values(self.model_services, (namespace, name))
+        return found[0] if found else None
+
+    def model_services_in(self, namespace: str) -> list[dict[str, Any]]:
+        return [
+            body
+            for key in list(self.model_services)
+            if key[0] == namespace
+            for body in _values(self.model_services, key)
+        ]
+
+    def deployment(self, namespace: str, name: str, uid: str) -> dict[str, Any] | None:
+        """This ModelService's Deployment (owned by this very object: a namesake that was
+        deleted and created again owns nothing of the old one's)."""
+        for body in _values(self.deployments, (namespace, name)):
+            owners = (body.get("metadata") or {}).get("ownerReferences") or []
+            if any(owner.get("uid") == uid for owner in owners):
+                found: dict[str, Any] = body
+                return found
+        return None
 
     def world(self, now: datetime) -> World:
         """The world of one pass. Objects that fail validation are left out (the reconciler
@@ -161,33 +256,6 @@ class Caches:
         )
 
 
-# --- the loop ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Loop:
-    """Every `interval` seconds, while leading: `work()`; never dies of one failed pass."""
-
-    name: str
-    interval_seconds: float
-    work: Callable[[], Awaitable[None]]
-    acting: Callable[[], bool]
-
-    async def run(self, ready: asyncio.Event) -> None:
-        await ready.wait()
-        next_at = time.monotonic()
-        while True:
-            next_at += self.interval_seconds
-            if self.acting():
-                try:
-                    await self.work()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("%s: pass failed; the next one retries", self.name)
-            await asyncio.sleep(max(next_at - time.monotonic(), 0.0))
-
-
 @kopf.on.event(GROUP, VERSION, "modelservices")
 def indexes_ready(memo: kopf.Memo, **_: Any) -> None:
     """kopf calls resource handlers only once every index has listed its objects: the first
@@ -195,15 +263,3 @@ def indexes_ready(memo: kopf.Memo, **_: Any) -> None:
     ready: asyncio.Event | None = getattr(memo, "thrifty_indexed", None)
     if ready is not None and not ready.is_set():
         ready.set()
-
-
-@contextlib.contextmanager
-def timed_reconcile(memo: kopf.Memo, kind: str = "ModelService") -> Iterator[None]:
-    """Times a reconcile pass into thrifty_reconcile_duration_seconds."""
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        metrics: operator_metrics.OperatorMetrics | None = getattr(memo, "thrifty_metrics", None)
-        if metrics is not None:
-            metrics.reconcile_seconds.labels(kind=kind).observe(time.perf_counter() - started)

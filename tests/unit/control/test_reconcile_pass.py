@@ -1,0 +1,104 @@
+"""One reconcile pass against the watch caches: it reads nothing from the API server and writes
+only what would change something."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from thrifty import placement
+from thrifty.control import handlers
+
+LOG = logging.getLogger("test")
+POOL = {
+    "metadata": {"name": "h100"},
+    "spec": {
+        "accelerator": "NVIDIA-H100-80GB-HBM3",
+        "gpuMemoryGib": 80,
+        "gpusPerNode": 8,
+        "nodeSelector": {"thrifty.dev/pool": "h100"},
+        "pricePerGpuHour": 2.5,
+    },
+}
+BODY: dict[str, Any] = {
+    "apiVersion": "thrifty.dev/v1alpha1",
+    "kind": "ModelService",
+    "metadata": {"namespace": "ns", "name": "llama", "uid": "u1", "generation": 1},
+    "spec": {
+        "model": {"uri": "hf://a/b"},
+        "pools": ["h100"],
+        "replicas": 1,
+        "scaling": {"maxReplicas": 4},
+    },
+}
+
+
+class FakeKube:
+    """Records writes; has no read method at all, so a pass that reads the API fails loudly."""
+
+    def __init__(self) -> None:
+        self.applied: list[str] = []
+        self.generation = 1
+
+    def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        self.applied.append(str(manifest["kind"]))
+        out = dict(manifest)
+        out["metadata"] = {**manifest["metadata"], "generation": self.generation}
+        return out
+
+    def patch_status(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def event(self, *args: Any) -> None:
+        pass
+
+
+class FakeView:
+    def __init__(self) -> None:
+        self.deployment_body: dict[str, Any] | None = None
+
+    def all_nodes(self) -> list[placement.NodeInfo]:
+        return [placement.NodeInfo("n0", {"thrifty.dev/pool": "h100"}, 8)]
+
+    def all_gpu_pods(self) -> list[placement.PodInfo]:
+        return []
+
+    def pool_bodies(self) -> list[dict[str, Any]]:
+        return [POOL]
+
+    def replica_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        return []
+
+    def deployment(self, namespace: str, name: str, uid: str) -> dict[str, Any] | None:
+        return self.deployment_body
+
+    def model_services_in(self, namespace: str) -> list[dict[str, Any]]:
+        return [BODY]
+
+
+def test_an_unchanged_model_service_is_applied_once_then_never_again() -> None:
+    kube, view, applied = FakeKube(), FakeView(), {}
+    handlers.reconcile_model_service(kube, BODY, LOG, view, applied)  # type: ignore[arg-type]
+    assert "Deployment" in kube.applied
+    writes = len(kube.applied)
+    view.deployment_body = {"metadata": {"generation": 1}, "status": {}}
+    for _ in range(5):
+        handlers.reconcile_model_service(kube, BODY, LOG, view, applied)  # type: ignore[arg-type]
+    assert len(kube.applied) == writes, "a settled ModelService costs no apply"
+
+
+def test_a_changed_spec_an_edited_or_a_deleted_deployment_is_applied_again() -> None:
+    kube, view, applied = FakeKube(), FakeView(), {}
+    handlers.reconcile_model_service(kube, BODY, LOG, view, applied)  # type: ignore[arg-type]
+    view.deployment_body = {"metadata": {"generation": 1}, "status": {}}
+    writes = len(kube.applied)
+    scaled = {**BODY, "spec": {**BODY["spec"], "replicas": 2}}
+    handlers.reconcile_model_service(kube, scaled, LOG, view, applied)  # type: ignore[arg-type]
+    assert len(kube.applied) == 2 * writes, "a new replica count is applied"
+    view.deployment_body = {"metadata": {"generation": 7}, "status": {}}  # someone edited it
+    handlers.reconcile_model_service(kube, scaled, LOG, view, applied)  # type: ignore[arg-type]
+    assert len(kube.applied) == 3 * writes
+    view.deployment_body = None  # someone deleted it
+    handlers.reconcile_model_service(kube, scaled, LOG, view, applied)  # type: ignore[arg-type]
+    assert len(kube.applied) == 4 * writes
