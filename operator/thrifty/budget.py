@@ -2,8 +2,8 @@
 
 A team's budget is one number, but each ModelService's policy decides alone. This module turns the
 budget into a per-member allowance (`Observation.budget_dollars_per_hour_available`) so that the
-members' decisions, taken one at a time, never add up to more than the cap, and so that when money
-runs out it is defined who yields:
+members' decisions, taken together in one pass, never add up to more than the cap, and so that
+when money runs out it is defined who yields:
 
 1. the member with the lower ``priority`` yields first (priority is optional, default 0);
 2. among equal priorities, the member with the lower value per dollar yields first, i.e. the higher
@@ -19,7 +19,9 @@ Two rules make the allowances safe when members decide one after the other:
   not currently spend. A member that must yield is cut to its grant at once; the member it yields to
   gets the money on the next tick, after the cut shows in the other's spend. Hence the sum of
   current spends never passes the cap, provided each member applies its allowance before the next
-  member is allocated (the operator serialises members of one budget).
+  member is allocated. The fleet pass (`thrifty.autoscaler.plan`) allocates all members of a budget
+  at once from the same readings, and a member's decision never exceeds its demand, so what is
+  granted together still adds up to at most the cap.
 
 Pure: no I/O, no clock, deterministic.
 """
@@ -90,20 +92,3 @@ def allowances(cap_dollars_per_hour: float, members: Sequence[BudgetMember]) -> 
         ceiling = max(member.current_dollars_per_hour, growth_room)
         available[member.key] = max(min(granted[member.key] + unclaimed, ceiling), 0.0)
     return available
-
-
-def yielding(cap_dollars_per_hour: float, members: Sequence[BudgetMember]) -> dict[str, float]:
-    """Members that get less than they ask for, with the shortfall in $/hour (for messages)."""
-    available = allowances(cap_dollars_per_hour, members)
-    short: dict[str, float] = {}
-    for member in members:
-        wanted = max(member.demand_dollars_per_hour, member.floor_dollars_per_hour)
-        gap = wanted - available[member.key]
-        if gap > 1e-9:
-            short[member.key] = gap
-    return short
-
-
-def effective_cap(max_dollars_per_hour: float, soft: bool, soft_overrun_fraction: float) -> float:
-    """The cap allowances are computed against: a Soft budget may overrun by its declared share."""
-    return max_dollars_per_hour * (1.0 + soft_overrun_fraction) if soft else max_dollars_per_hour

@@ -112,11 +112,6 @@ def find(conditions: Sequence[common.Condition], type_: str) -> common.Condition
     return next((c for c in conditions if c.type == type_), None)
 
 
-def is_true(conditions: Sequence[common.Condition], type_: str) -> bool:
-    found = find(conditions, type_)
-    return found is not None and found.status is common.ConditionStatus.TRUE
-
-
 def ready_from(
     conditions: Sequence[common.Condition], *, now: str, generation: int | None = None
 ) -> common.Condition:

@@ -78,12 +78,6 @@ def test_over_budget_cuts_the_yielding_member_not_the_kept_one() -> None:
     members = [member("t/keep", 6, 6, priority=1), member("t/yield", 6, 6)]
     available = budget.allowances(8, members)
     assert available == {"t/keep": 6, "t/yield": 2}
-    assert budget.yielding(8, members) == {"t/yield": 4}
-
-
-def test_soft_budget_allows_its_declared_overrun() -> None:
-    assert budget.effective_cap(10, soft=True, soft_overrun_fraction=0.2) == 12
-    assert budget.effective_cap(10, soft=False, soft_overrun_fraction=0.2) == 10
 
 
 QUANTUM = 2.5  # $/hour of one replica

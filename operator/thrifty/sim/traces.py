@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 AZURE_ATTRIBUTION = (
@@ -357,11 +357,3 @@ def diurnal(
         for i in range(windows)
     )
     return RateSeries("diurnal", window_seconds, rates, SYNTHETIC_ATTRIBUTION)
-
-
-def arrivals_per_bucket(trace: Trace, bucket_seconds: float = 60.0) -> Sequence[int]:
-    """Arrivals per bucket: the traffic curve of a report."""
-    buckets = [0] * max(1, math.ceil(trace.duration_seconds / bucket_seconds))
-    for request in trace.requests:
-        buckets[min(len(buckets) - 1, int(request.arrival_seconds // bucket_seconds))] += 1
-    return buckets
