@@ -163,6 +163,8 @@ def test_examples_become_ready_vllm_workloads_on_h100_nodes(
         what="CostBudget team-a to sum its members' spend",
     )
     assert sorted(m["name"] for m in budget["status"]["members"]) == ["llama-70b", "llama-8b"]
+    listed = cluster.kubectl("get", "costbudget", "team-a", "-n", namespace, "--no-headers").stdout
+    assert listed.split()[-2] in ("True", "False"), f"the Status column is set: {listed}"
     reasons = _event_reasons(cluster, namespace, "llama-8b")
     assert "Placed" in reasons
 
@@ -483,3 +485,18 @@ def test_resyncs_of_a_settled_service_write_nothing(
             "get", "modelservice", "quiet", "-n", namespace, "-o", "yaml", "--show-managed-fields"
         ).stdout
         raise AssertionError(f"written during resyncs: {versions()} != {settled}\n{written}")
+
+
+def test_the_documented_uninstall_deletes_model_services_without_the_operator(
+    cluster: Cluster, namespace: str, operator_process: StartOperator
+) -> None:
+    wait_for_h100_on_demand(cluster, 1)
+    operator = operator_process(namespaces=[namespace])
+    apply(cluster, namespace, small_model("leaving", pools=["h100-on-demand"]))
+    wait_condition(cluster, "leaving", namespace, "Ready")
+    assert not get(cluster, "modelservice", "leaving", namespace)["metadata"].get("finalizers")
+    operator.stop()  # helm uninstall: the operator is gone, the objects stay
+    deleted = cluster.kubectl(
+        "delete", "modelservice", "leaving", "-n", namespace, "--timeout=60s", check=False
+    )
+    assert deleted.returncode == 0, f"delete hung or failed: {deleted.stderr}"

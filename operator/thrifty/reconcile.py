@@ -347,12 +347,21 @@ def budget_status(
         now=now,
         generation=generation,
     )
+    # Ready (the printer column's Status): the budget is computed and its members are within it.
+    ready = explain.condition(
+        explain.READY,
+        not over,
+        explain.OVER_BUDGET if over else explain.WITHIN_BUDGET,
+        message,
+        now=now,
+        generation=generation,
+    )
     return old.model_copy(
         update={
             "observed_generation": generation,
             "dollars_per_hour": spent,
             "remaining_dollars_per_hour": remaining,
             "members": list(members),
-            "conditions": explain.set_condition(old.conditions, exceeded),
+            "conditions": explain.set_conditions(old.conditions, [exceeded, ready]),
         }
     )

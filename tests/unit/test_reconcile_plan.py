@@ -189,6 +189,17 @@ def test_budget_status_sums_members_and_flags_overspend() -> None:
     assert round(status.remaining_dollars_per_hour, 6) == -0.3
     exceeded = explain.find(status.conditions, reconcile.BUDGET_EXCEEDED)
     assert exceeded is not None and exceeded.status is common.ConditionStatus.TRUE
+    ready = explain.find(status.conditions, explain.READY)  # the Status printer column
+    assert ready is not None and ready.status is common.ConditionStatus.FALSE
+    within = reconcile.budget_status(
+        costbudget.CostBudgetSpec(max_dollars_per_hour=50),
+        status,
+        members,
+        now="2026-01-01T00:01:00Z",
+        generation=1,
+    )
+    ready = explain.find(within.conditions, explain.READY)
+    assert ready is not None and ready.status is common.ConditionStatus.TRUE
 
 
 def test_a_new_object_gets_events_for_placement_and_start_only() -> None:

@@ -17,10 +17,11 @@ these permissions and checks that nothing more is granted.
 - apiGroups: ["thrifty.dev"]
   resources: ["gpupools/status"]
   verbs: ["patch"]
-# Nodes, read only: a pool's allocatable GPUs come from the Nodes its selector matches.
+# Nodes, read only: a pool's allocatable GPUs come from the Nodes its selector matches (watched
+# into the operator's cache).
 - apiGroups: [""]
   resources: ["nodes"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
 # Pods, read only, in every namespace: GPUs in use on a pool's nodes count every pod there, not
 # only thrifty's, and a ModelService's replica pods tell ready and starting replicas apart. Watched
 # for the autoscaler's cache of replica pods (read once per pass from memory, not listed).
@@ -92,10 +93,11 @@ these permissions and checks that nothing more is granted.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["list", "watch"]
-# Events on every significant change (scale, pool choice, Degraded), and kopf's own warnings.
+# Events on every significant change (scale, pool choice, Degraded), and kopf's own warnings;
+# patched to count a repeat of the same Event instead of creating another.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "patch"]
 {{- end }}
 
 {{- define "thrifty.leaderElectionRules" -}}

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -87,6 +89,12 @@ def _json(response: Any) -> dict[str, Any]:
     return data
 
 
+EventKey = tuple[str, str, str, str, str]
+"""(namespace, involved object's uid, type, reason, message)."""
+EVENTS_REMEMBERED = 4096
+"""Events whose name is kept for aggregation: a bounded cache, the oldest forgotten first."""
+
+
 class Kube:
     """One API connection; its methods are the operations thrifty needs, nothing more."""
 
@@ -96,6 +104,9 @@ class Kube:
         self.policy = client.PolicyV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.instance = f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+        self.posted: OrderedDict[EventKey, tuple[str, int]] = OrderedDict()
+        """Events this process posted, by what makes two of them the same, with name and count."""
+        self.posted_lock = threading.Lock()  # handlers post from kopf's and asyncio's threads
 
     # --- workloads -------------------------------------------------------------------------
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -219,10 +230,32 @@ class Kube:
 
     # --- Events ----------------------------------------------------------------------------
     def event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-        """Post a core/v1 Event about ``involved`` (a full object: apiVersion, kind, metadata)."""
+        """Post a core/v1 Event about ``involved`` (a full object: apiVersion, kind, metadata).
+
+        The same Event again (same object, type, reason and message) raises the existing one's
+        `count` and `lastTimestamp`, as client-go's correlator does, instead of a new object per
+        occurrence; a new one is created when the old one expired (the API server's event TTL)."""
         meta = involved["metadata"]
         namespace = meta.get("namespace") or "default"
-        now = datetime.now(UTC)
+        now = datetime.now(UTC).isoformat()
+        key = (namespace, str(meta.get("uid") or meta["name"]), type_, reason, message[:1024])
+        with self.posted_lock:
+            seen = self.posted.get(key)
+        if seen is not None:
+            name, count = seen
+            patch = {"count": count + 1, "lastTimestamp": now}
+            try:
+                call_api(
+                    self.core.patch_namespaced_event,
+                    name,
+                    namespace,
+                    patch,
+                    _preload_content=False,
+                )
+                self._remember(key, name, count + 1)
+                return
+            except NotFound:
+                pass  # expired: post it anew
         body = {
             "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
             "involvedObject": {
@@ -239,11 +272,21 @@ class Kube:
             "source": {"component": FIELD_MANAGER},
             "reportingComponent": f"{GROUP}/operator",
             "reportingInstance": self.instance[:128],
-            "firstTimestamp": now.isoformat(),
-            "lastTimestamp": now.isoformat(),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
             "count": 1,
         }
-        call_api(self.core.create_namespaced_event, namespace, body, _preload_content=False)
+        created = _json(
+            call_api(self.core.create_namespaced_event, namespace, body, _preload_content=False)
+        )
+        self._remember(key, str(created["metadata"]["name"]), 1)
+
+    def _remember(self, key: EventKey, name: str, count: int) -> None:
+        with self.posted_lock:
+            self.posted[key] = (name, count)
+            self.posted.move_to_end(key)
+            while len(self.posted) > EVENTS_REMEMBERED:
+                self.posted.popitem(last=False)
 
 
 def _quantity(value: Any) -> int:

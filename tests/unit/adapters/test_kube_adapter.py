@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from thrifty.adapters import kube
 
 
@@ -53,3 +55,52 @@ def test_waiting_reasons_show_a_missing_secret() -> None:
     assert kube.waiting_reasons(pod) == [
         ("CreateContainerConfigError", 'secret "hf-token" not found')
     ]
+
+
+class FakeEventsApi:
+    """CoreV1Api's two Event calls; the API server's state in a dict."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, dict[str, object]] = {}
+
+    def create_namespaced_event(
+        self, namespace: str, body: dict[str, object], **_: object
+    ) -> object:
+        name = f"e{len(self.events)}"
+        self.events[name] = {**body, "metadata": {"name": name}}
+        return _Response({"metadata": {"name": name}})
+
+    def patch_namespaced_event(
+        self, name: str, namespace: str, patch: dict[str, object], **_: object
+    ) -> object:
+        if name not in self.events:
+            raise kube.ApiException(status=404, reason="Not Found")
+        self.events[name].update(patch)
+        return _Response(self.events[name])
+
+
+class _Response:
+    def __init__(self, body: object) -> None:
+        self.data = json.dumps(body)
+
+
+def test_the_same_event_again_counts_up_instead_of_adding_an_object() -> None:
+    api = FakeEventsApi()
+    adapter = kube.Kube.__new__(kube.Kube)
+    adapter.core = api  # type: ignore[assignment]
+    adapter.instance = "test"
+    adapter.posted = kube.OrderedDict()
+    adapter.posted_lock = kube.threading.Lock()
+    involved = {
+        "apiVersion": "thrifty.dev/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": "chat", "namespace": "ns", "uid": "u1"},
+    }
+    for _ in range(3):
+        adapter.event(involved, "Normal", "ScaleUp", "+1 replica")
+    adapter.event(involved, "Normal", "ScaleDown", "-1 replica")
+    assert len(api.events) == 2
+    assert api.events["e0"]["count"] == 3
+    api.events.clear()  # the API server's TTL removed it: post anew
+    adapter.event(involved, "Normal", "ScaleUp", "+1 replica")
+    assert [e["count"] for e in api.events.values()] == [1]
