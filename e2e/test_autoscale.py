@@ -142,6 +142,28 @@ class Stack:
     operator: OperatorProcess
     start_operator: Callable[[], OperatorProcess]
     loads: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    metrics_ports: dict[int, int] = field(default_factory=dict)
+    """The /metrics port of each operator process started, by pid."""
+
+    def decisions(self, name: str) -> float:
+        """Decisions the current operator made for the ModelService (its decision counter)."""
+        text = scrape(self.metrics_ports[self.operator.process.pid])
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("thrifty_modelservice_decisions_total{") and (
+                f'namespace="{self.namespace}"' in line and f'modelservice="{name}"' in line
+            ):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def after_decisions(self, name: str, count: int) -> None:
+        """Waits until the operator has decided `count` more times for the ModelService."""
+        target = self.decisions(name) + count
+        eventually(
+            lambda: True if self.decisions(name) >= target else None,
+            30 + 10 * count,
+            f"{count} more decisions",
+        )
 
     def load(
         self, model_service: str, *, speedup: float = 5, seconds: float = 60, start: float = 180
@@ -256,9 +278,15 @@ def stack(
         return url
 
     env = {**OPERATOR_ENV, "THRIFTY_PROMETHEUS_URL": prom.url}
+    ports: dict[int, int] = {}
 
     def start() -> OperatorProcess:
-        return operator_process(namespaces=[namespace], env=env)
+        port = free_port()
+        started = operator_process(
+            namespaces=[namespace], env={**env, "THRIFTY_METRICS_PORT": str(port)}
+        )
+        ports[started.process.pid] = port
+        return started
 
     world = Stack(
         cluster=cluster,
@@ -269,6 +297,7 @@ def stack(
         router_url="",
         operator=start(),
         start_operator=start,
+        metrics_ports=ports,
     )
     try:
         world.router_url = eventually(router, 60, "the fleet mirror's router")
@@ -348,7 +377,7 @@ def test_load_ramps_replicas_rise_and_queue_drains_then_fall_to_zero(stack: Stac
         "metrics of the first replica",
     )
     stack.load("chat", speedup=5, seconds=40)
-    peak = eventually(
+    eventually(
         lambda: stack.replicas("chat") if stack.replicas("chat") >= 2 else None,
         45,
         "replicas rising under load",
@@ -360,7 +389,8 @@ def test_load_ramps_replicas_rise_and_queue_drains_then_fall_to_zero(stack: Stac
         60,
         "the queue draining",
     )
-    assert peak <= 4
+    scale_up = (stack.events("ScaleUp") or stack.events("ScaleFromZero"))[0]["message"]
+    assert "$" in scale_up and "/h" in scale_up, f"the decision states its cost: {scale_up}"
     for load in stack.loads:
         load.wait(timeout=120)
     eventually(lambda: stack.replicas("chat") == 0 or None, 120, "scale to zero when idle")
@@ -389,7 +419,7 @@ def test_prometheus_stopped_replicas_held_and_metrics_unavailable(stack: Stack) 
     held = stack.replicas("chat")
     stack.stop_load()  # even with no load at all, nothing moves while thrifty is blind
     for _ in range(8):
-        time.sleep(2)
+        stack.after_decisions("chat", 1)
         assert stack.replicas("chat") == held
     decision = stack.get("chat")["status"]["autoscaler"]["lastDecision"]
     assert decision["reason"] == "MetricsUnavailable"
@@ -424,7 +454,7 @@ spec:
     assert "$" in limited["message"]
     for _ in range(10):  # $7.50/h at $2.50 per GPU-hour: never more than 3 replicas
         assert stack.replicas("chat") <= 3
-        time.sleep(2)
+        stack.after_decisions("chat", 1)
 
 
 def test_gpu_pool_exhausted_capacity_limited_without_pending_pods(stack: Stack) -> None:
@@ -464,17 +494,17 @@ spec:
     for _ in range(10):  # the quota is 2 GPUs: thrifty orders no replica that cannot be placed
         assert stack.replicas("chat") <= 2
         assert len(stack.pods("Pending")) == 0
-        time.sleep(2)
+        stack.after_decisions("chat", 1)
 
 
 def test_operator_killed_mid_scale_restarts_and_converges_without_churn(stack: Stack) -> None:
     pool = f"pool-{stack.namespace}"[:60]
     stack.cluster.apply(pool_manifest(pool))
     manifest = model_service_manifest(
-        "chat", pool, minReplicas=1, maxReplicas=6, scaleDownDelaySeconds=60
+        "chat", pool, minReplicas=1, maxReplicas=6, scaleDownDelaySeconds=20
     )
     stack.cluster.kubectl("apply", "-n", stack.namespace, "-f", "-", input=manifest)
-    stack.load("chat", speedup=5, seconds=100)
+    stack.load("chat", speedup=5, seconds=150)
     eventually(lambda: stack.events("ScaleUp") or None, 60, "the first scale-up")
     stack.operator.process.kill()  # no cleanup, no Lease release, mid-scale
     stack.operator.process.wait()
@@ -483,8 +513,10 @@ def test_operator_killed_mid_scale_restarts_and_converges_without_churn(stack: S
     assert state, "the policy state was persisted in status"
     stack.operator = stack.start_operator()
     seen = [stack.replicas("chat")]
-    for _ in range(15):
-        time.sleep(2)
+    # Twelve decisions (3 s apart: 36 s) outlast the 20 s scale-down delay, so an operator that
+    # forgot the demand it just served could give replicas back within the window.
+    for _ in range(12):
+        stack.after_decisions("chat", 1)
         seen.append(stack.replicas("chat"))
     # While the load lasts, the restarted operator never gives back replicas it just ordered.
     drops = [b for a, b in itertools.pairwise(seen) if b < a]
@@ -521,7 +553,7 @@ def test_traffic_at_zero_replicas_is_held_and_scales_the_service_from_zero(stack
         return found
 
     eventually(decided, 60, "the operator deciding on the idle service")
-    time.sleep(6)  # two more decisions: nothing wakes a service at zero without traffic
+    stack.after_decisions("chat", 2)  # nothing wakes a service at zero without traffic
     assert stack.replicas("chat") == 0
     assert stack.pods("Running") == []
 

@@ -252,6 +252,15 @@ def replicas_owners(body: dict[str, Any]) -> set[str]:
     return owners
 
 
+def applied_spec_by(body: dict[str, Any], manager: str) -> bool:
+    """Whether `manager` owns any spec field: its apply is recorded, so a check that it does not
+    own spec.replicas is about a real entry, not an empty list."""
+    return any(
+        entry.get("manager") == manager and "f:spec" in (entry.get("fieldsV1") or {})
+        for entry in body["metadata"].get("managedFields", [])
+    )
+
+
 def wait_replicas(cluster: Cluster, namespace: str, name: str, replicas: int) -> dict[str, Any]:
     def probe() -> dict[str, Any] | None:
         body = live(cluster, namespace, name)
@@ -342,6 +351,8 @@ def test_gitops_apply_without_replicas_never_fights_the_autoscaler(
     # manager for /scale writes to custom resources, kubernetes/kubernetes#131892; when it does,
     # the owner is the autoscaler. Either way it is never the GitOps tool.)
     body = wait_replicas(cluster, namespace, "chat", 0)
+    assert applied_spec_by(body, ARGOCD), "the GitOps tool's apply is recorded"
+    assert ARGOCD not in replicas_owners(body)
     assert replicas_owners(body) <= {AUTOSCALER}
     generation = body["metadata"]["generation"]
 

@@ -164,7 +164,7 @@ def test_examples_become_ready_vllm_workloads_on_h100_nodes(
     )
     assert sorted(m["name"] for m in budget["status"]["members"]) == ["llama-70b", "llama-8b"]
     listed = cluster.kubectl("get", "costbudget", "team-a", "-n", namespace, "--no-headers").stdout
-    assert listed.split()[-2] in ("True", "False"), f"the Status column is set: {listed}"
+    assert listed.split()[-2] == "WithinBudget", f"the Status column is set: {listed}"
     reasons = _event_reasons(cluster, namespace, "llama-8b")
     assert "Placed" in reasons
 

@@ -21,6 +21,9 @@ CAPACITY_LIMITED = "CapacityLimited"
 BUDGET_LIMITED = "BudgetLimited"
 METRICS_AVAILABLE = "MetricsAvailable"
 
+# Condition types of a CostBudget (besides Ready).
+BUDGET_EXCEEDED = "Exceeded"
+
 RECONCILER_CONDITIONS = (READY, PROGRESSING, DEGRADED, CAPACITY_LIMITED)
 """The conditions the reconciler owns; the autoscaler owns BudgetLimited and MetricsAvailable."""
 
@@ -47,6 +50,10 @@ POOL_HAS_NO_NODES = "NoNodes"
 POOL_READY = "NodesFound"
 WITHIN_BUDGET = "WithinBudget"
 OVER_BUDGET = "OverBudget"
+METRICS_READ = "MetricsRead"
+METRICS_MISSING = "MetricsUnavailable"
+BUDGET_BOUND = "BudgetBound"
+# Decision reasons (ScaleUp, ScaleDown, ...) are the policy contract's: thrifty.policy.types.Reason.
 
 
 def now_rfc3339(now: datetime | None = None) -> str:

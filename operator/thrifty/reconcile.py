@@ -304,7 +304,6 @@ def _events(
 
 # --- CostBudget status --------------------------------------------------------------------------
 
-BUDGET_EXCEEDED = "Exceeded"
 """CostBudget condition: True while the members spend more per hour than the budget allows."""
 
 
@@ -340,7 +339,7 @@ def budget_status(
         "" if cap is None else f" of {cost.format_dollars_per_hour(cap)}"
     )
     exceeded = explain.condition(
-        BUDGET_EXCEEDED,
+        explain.BUDGET_EXCEEDED,
         over,
         explain.OVER_BUDGET if over else explain.WITHIN_BUDGET,
         message,

@@ -187,7 +187,7 @@ def test_budget_status_sums_members_and_flags_overspend() -> None:
     assert status.dollars_per_hour == 30.3
     assert status.remaining_dollars_per_hour is not None
     assert round(status.remaining_dollars_per_hour, 6) == -0.3
-    exceeded = explain.find(status.conditions, reconcile.BUDGET_EXCEEDED)
+    exceeded = explain.find(status.conditions, explain.BUDGET_EXCEEDED)
     assert exceeded is not None and exceeded.status is common.ConditionStatus.TRUE
     ready = explain.find(status.conditions, explain.READY)  # the Status printer column
     assert ready is not None and ready.status is common.ConditionStatus.FALSE

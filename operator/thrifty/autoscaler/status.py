@@ -31,13 +31,6 @@ FIELD_MANAGER = "thrifty-autoscaler"
 
 HPA_CONTROLLER_MANAGER = "kube-controller-manager"
 
-# Reasons of the conditions the autoscaler owns.
-METRICS_READ = "MetricsRead"
-METRICS_MISSING = "MetricsUnavailable"
-WITHIN_BUDGET = explain.WITHIN_BUDGET
-BUDGET_BOUND = "BudgetBound"
-ADVISORY_REPLICAS_OWNED = "ReplicasOwnedElsewhere"
-
 STATUS_FIELDS = (
     "queueDepth",
     "tokensPerSecond",
@@ -147,7 +140,7 @@ def _metrics_condition(result: PassResult) -> common.Condition:
     return explain.condition(
         explain.METRICS_AVAILABLE,
         available,
-        METRICS_READ if available else METRICS_MISSING,
+        explain.METRICS_READ if available else explain.METRICS_MISSING,
         result.metrics_reason,
         now=result.now,
         generation=result.generation,
@@ -161,7 +154,7 @@ def _budget_condition(result: PassResult) -> common.Condition:
     return explain.condition(
         explain.BUDGET_LIMITED,
         bound,
-        BUDGET_BOUND if bound else WITHIN_BUDGET,
+        explain.BUDGET_BOUND if bound else explain.WITHIN_BUDGET,
         message,
         now=result.now,
         generation=result.generation,
