@@ -150,7 +150,7 @@ class Stack:
         text = scrape(self.metrics_ports[self.operator.process.pid])
         total = 0.0
         for line in text.splitlines():
-            if line.startswith("thrifty_modelservice_decisions_total{") and (
+            if line.startswith("thrifty_autoscaler_decisions_total{") and (
                 f'namespace="{self.namespace}"' in line and f'modelservice="{name}"' in line
             ):
                 total += float(line.rsplit(" ", 1)[1])
