@@ -101,20 +101,25 @@ class Toleration(Model):
     )
 
     key: str | None = Field(
-        default=None, description="The taint key; empty with Exists matches all."
+        default=None, max_length=317, description="The taint key; empty with Exists matches all."
     )
     operator: TolerationOperator = Field(
         default=TolerationOperator.EQUAL,
         description="Exists (any value) or Equal (value must match).",
     )
-    value: str | None = Field(default=None, description="The taint value to match with Equal.")
+    value: str | None = Field(
+        default=None, max_length=63, description="The taint value to match with Equal."
+    )
     effect: TaintEffect | None = Field(
         default=None, description="The taint effect to match; empty matches every effect."
     )
     toleration_seconds: int | None = Field(
         default=None,
         ge=0,
-        description="With NoExecute: how long the pod stays after the taint appears.",
+        le=31_536_000,
+        description=(
+            "With NoExecute: how long the pod stays after the taint appears (a year at most)."
+        ),
     )
 
 
@@ -125,7 +130,11 @@ class SecretKeyRef(Model):
         min_length=1, max_length=253, pattern=DNS_LABEL, description="Name of the Secret."
     )
     key: str = Field(
-        default="token", min_length=1, description="The key inside the Secret that holds the value."
+        default="token",
+        min_length=1,
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="The key inside the Secret that holds the value.",
     )
 
 
@@ -152,9 +161,12 @@ class EnvVar(Model):
     )
 
     name: str = Field(
-        min_length=1, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="The variable's name."
+        min_length=1,
+        max_length=256,
+        pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$",
+        description="The variable's name.",
     )
-    value: str | None = Field(default=None, description="A literal value.")
+    value: str | None = Field(default=None, max_length=32768, description="A literal value.")
     secret_key_ref: SecretKeyRef | None = Field(
         default=None, description="Take the value from a key of a Secret in the same namespace."
     )

@@ -27,11 +27,15 @@ class CostBudgetSpec(common.Model):
     )
 
     max_dollars_per_hour: float | None = Field(
-        default=None, ge=0, description="Most USD per hour for all members together."
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="Most USD per hour for all members together.",
     )
     max_dollars_per_million_tokens: float | None = Field(
         default=None,
         ge=0,
+        le=10_000,
         description="Most USD per million tokens (prompt + generated), over all members' tokens.",
     )
     enforcement: policy_types.Enforcement = Field(

@@ -7,10 +7,20 @@ what an hour of one GPU costs, on-demand or spot), and every team's ModelService
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from thrifty.api import common
+
+MAX_PRICE_PER_GPU_HOUR = 1000.0
+"""USD; the dearest GPU-hour on any cloud is a few tens of dollars, so more is a typo."""
+MAX_NAME_LENGTH = 63
+"""A GPUPool's name is a label value on the pods placed in it (thrifty.dev/pool)."""
+
+LabelValue = Annotated[
+    str, Field(max_length=63, pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+]
 
 
 class CapacityType(StrEnum):
@@ -31,7 +41,7 @@ class GPUPoolSpec(common.Model):
         ),
     )
     gpu_memory_gib: float = Field(
-        gt=0, le=1024, description="Memory of one GPU in GiB (80 for an H100 SXM)."
+        ge=1, le=1024, description="Memory of one GPU in GiB (80 for an H100 SXM)."
     )
     gpus_per_node: int = Field(
         ge=1,
@@ -41,19 +51,30 @@ class GPUPoolSpec(common.Model):
             "must fit on one node."
         ),
     )
-    node_selector: dict[str, str] = Field(
+    node_selector: dict[str, LabelValue] = Field(
         min_length=1,
+        max_length=32,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.all(k, size(k) <= 317)",
+                    "message": "nodeSelector keys are label keys: at most 317 characters",
+                }
+            ]
+        },
         description=(
             "Node labels that identify the pool's nodes; copied into every pod placed in the pool."
         ),
     )
     tolerations: list[common.Toleration] = Field(
         default_factory=list,
+        max_length=32,
         description="Tolerations of the taints of the pool's nodes, copied into its pods.",
     )
     price_per_gpu_hour: float = Field(
         ge=0,
-        description="One GPU-hour in USD: the basis of every $/hour thrifty reports.",
+        lt=MAX_PRICE_PER_GPU_HOUR,
+        description="One GPU-hour in USD (below 1000): the basis of every $/hour thrifty reports.",
     )
     capacity_type: CapacityType = Field(
         default=CapacityType.ON_DEMAND,
@@ -62,6 +83,7 @@ class GPUPoolSpec(common.Model):
     max_gpus: int | None = Field(
         default=None,
         ge=0,
+        le=1_000_000,
         description="Quota: the most GPUs thrifty may use in this pool; absent means all it finds.",
     )
 
@@ -98,6 +120,18 @@ class GPUPoolStatus(common.Model):
 
 class GPUPool(common.Model):
     """A GPU pool: nodes, GPU type, price per GPU-hour, capacity type and quota."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+                    "message": f"metadata.name must be at most {MAX_NAME_LENGTH} characters: it "
+                    "is a label value on the pods placed in the pool",
+                }
+            ]
+        }
+    )
 
     spec: GPUPoolSpec = Field(description="The pool's nodes, GPUs and price.")
     status: GPUPoolStatus | None = Field(

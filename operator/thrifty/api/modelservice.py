@@ -13,37 +13,79 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.config import JsonDict
 
-from thrifty.api import common
+from thrifty.api import common, engine_flags
 from thrifty.policy import types as policy_types
 
+_PATH = r"(/[A-Za-z0-9._~@+=,:-]+)*/?"
 MODEL_URI_PATTERN = (
-    r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*"
-    r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^\s]*)?"
-    r"|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?)$"
+    r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
+    r"|pvc://[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+    + _PATH
+    + r"|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]"
+    + _PATH
+    + r")$"
 )
-"""hf://org/name, pvc://claim[/path] or s3://bucket[/prefix]."""
+"""hf://org/name, pvc://claim[/path] or s3://bucket[/prefix]; path segments of safe characters."""
 
 IMAGE_PATTERN = (
     r"^[^\s:@]+(:[0-9]+)?(/[^\s:@]+)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[a-f0-9]{64})$"
 )
 """An image reference with a tag or a digest: a moving default would change the engine under you."""
 
+QUANTITY_CPU_PATTERN = r"^([0-9]{1,4}(\.[0-9]{1,3})?|[0-9]{1,7}m)$"
+"""Cores (up to 9999.999) or millicores (up to 9999999m): more than any node has, never an
+overflow."""
+QUANTITY_MEMORY_PATTERN = r"^([0-9]{1,13}|[0-9]{1,6}(\.[0-9]{1,3})?(Ki|Mi|Gi|Ti|k|M|G|T))$"
+"""Bytes, or a Kubernetes suffix (k, M, G, T, Ki, Mi, Gi, Ti): at most 999999Ti, never an
+overflow; Kubernetes has no ``K`` suffix."""
+
 TENSOR_PARALLEL_SIZES = (1, 2, 4, 8, 16, 32, 64)
 
-OWNED_FLAGS = (
-    "--model",
-    "--served-model-name",
-    "--tensor-parallel-size",
-    "--pipeline-parallel-size",
-    "--port",
-    "--shutdown-timeout",
-    "--disable-log-requests",
-)
-"""Flags the operator sets itself (or that no longer exist); extraArgs may not repeat them."""
+MAX_MODEL_LEN = 16_777_216
+"""2^24 tokens: above the longest context of any open model (10M); vLLM refuses more than the
+model's own limit at start anyway."""
+MAX_NUM_SEQS = 65_536
+MAX_REPLICAS = 1000
+MAX_DELAY_SECONDS = 7 * 24 * 3600
+"""A week: delays are meant in minutes or hours; a longer one is a typo."""
+MAX_DOLLARS_PER_HOUR = 1_000_000.0
+MAX_DOLLARS_PER_MILLION_TOKENS = 10_000.0
 
 
-PoolName = Annotated[str, Field(max_length=253, pattern=common.DNS_LABEL)]
-EngineArg = Annotated[str, Field(max_length=1024)]
+def uri_path_problem(uri: str) -> str | None:
+    """What is wrong with the path of a model URI the pattern admits (``.``/``..`` segments,
+    ``..`` in a Hugging Face name), or None. The CRD's CEL rule says the same."""
+    if any(segment in (".", "..") for segment in uri.split("/")):
+        return "model.uri must not contain '.' or '..' path segments"
+    if uri.startswith("hf://") and ".." in uri:
+        return "model.uri: a Hugging Face repository name cannot contain '..'"
+    return None
+
+
+PoolName = Annotated[
+    str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-.a-z0-9]*[a-z0-9])?$")
+]
+"""A GPUPool name; at most 63 characters because it is a label value on the pods."""
+
+EngineArg = Annotated[
+    str,
+    Field(
+        max_length=1024,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!" + engine_flags.cel_owned("self"),
+                    "messageExpression": (
+                        "'extraArgs entry ' + self + ' would set a flag the operator manages ("
+                        + engine_flags.describe(engine_flags.MANAGED)
+                        + "); use the engine fields instead'"
+                    ),
+                }
+            ]
+        },
+    ),
+]
+"""One vLLM argument; it may not set a flag the operator manages (engine_flags.MANAGED)."""
 
 
 def _defaults(model: type[common.Model]) -> JsonDict:
@@ -60,6 +102,25 @@ def _cel(rule: str, message: str) -> JsonDict:
 class ModelSource(common.Model):
     """Where the weights come from."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!self.uri.split('/').exists(s, s == '.' || s == '..')",
+                    "model.uri must not contain '.' or '..' path segments",
+                ),
+                _cel(
+                    "!self.uri.startsWith('hf://') || !self.uri.contains('..')",
+                    "model.uri: a Hugging Face repository name cannot contain '..'",
+                ),
+                _cel(
+                    "!has(self.revision) || !self.revision.contains('..')",
+                    "model.revision cannot contain '..'",
+                ),
+            ]
+        }
+    )
+
     uri: str = Field(
         max_length=512,
         pattern=MODEL_URI_PATTERN,
@@ -75,6 +136,15 @@ class ModelSource(common.Model):
         description="A Hugging Face branch, tag or commit; pin a commit for reproducible serving.",
     )
 
+    @model_validator(mode="after")
+    def _check_paths(self) -> ModelSource:
+        problem = uri_path_problem(self.uri)
+        if problem is not None:
+            raise ValueError(problem)
+        if self.revision is not None and ".." in self.revision:
+            raise ValueError("model.revision cannot contain '..'")
+        return self
+
 
 class Engine(common.Model):
     """The vLLM OpenAI-compatible server and its settings (flags per the vLLM docs)."""
@@ -86,15 +156,31 @@ class Engine(common.Model):
                     "!self.image.endsWith(':latest')",
                     "image must pin a version: a tag other than latest, or a digest",
                 ),
-                _cel(
-                    "self.extraArgs.all(a, !(a.split('=')[0] in "
-                    + "["
-                    + ", ".join(f"'{f}'" for f in OWNED_FLAGS)
-                    + "]))",
-                    "extraArgs must not set flags the operator owns ("
-                    + ", ".join(OWNED_FLAGS)
-                    + "); use the engine fields instead",
-                ),
+                {
+                    "rule": "self.allowUnsafeArgs || !self.extraArgs.exists(a, "
+                    + engine_flags.cel_unsafe("a")
+                    + ")",
+                    "messageExpression": (
+                        "'extraArgs entry ' + self.extraArgs.filter(a, "
+                        + engine_flags.cel_unsafe("a")
+                        + ")[0] + ' widens what the engine may read or run ("
+                        + engine_flags.describe(engine_flags.UNSAFE)
+                        + "): allowed only with allowUnsafeArgs: true'"
+                    ),
+                    "fieldPath": ".extraArgs",
+                },
+                {
+                    "rule": "!self.env.exists(e, e.name in "
+                    + str(sorted(engine_flags.MANAGED_ENV))
+                    + ")",
+                    "messageExpression": (
+                        "'env ' + self.env.filter(e, e.name in "
+                        + str(sorted(engine_flags.MANAGED_ENV))
+                        + ")[0].name + ' is set by the operator or would break the engine "
+                        "(use hfTokenSecretRef for the Hugging Face token)'"
+                    ),
+                    "fieldPath": ".env",
+                },
             ]
         }
     )
@@ -128,6 +214,7 @@ class Engine(common.Model):
     max_model_len: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_MODEL_LEN,
         description="Context length limit (--max-model-len); absent: the model's.",
     )
     gpu_memory_utilization: float | None = Field(
@@ -139,6 +226,7 @@ class Engine(common.Model):
     max_num_seqs: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_NUM_SEQS,
         description="Most sequences in one batch (--max-num-seqs); absent: vLLM's.",
     )
     quantization: str | None = Field(
@@ -162,7 +250,18 @@ class Engine(common.Model):
     env: list[common.EnvVar] = Field(
         default_factory=list,
         max_length=64,
-        description="More environment variables for the engine container.",
+        description=(
+            "More environment variables for the engine container (not HF_TOKEN, "
+            "HUGGING_FACE_HUB_TOKEN, VLLM_PORT or VLLM_HOST_IP)."
+        ),
+    )
+    allow_unsafe_args: bool = Field(
+        default=False,
+        description=(
+            "Security decision: let extraArgs include flags that widen what the engine may read "
+            "or run (--trust-remote-code, --allowed-local-media-path, plugins and classes "
+            "imported by name). Off: such an entry is refused."
+        ),
     )
     hf_token_secret_ref: common.SecretKeyRef | None = Field(
         default=None,
@@ -193,10 +292,24 @@ class Engine(common.Model):
             raise ValueError("image must pin a version: a tag other than latest, or a digest")
         if self.tensor_parallel_size not in TENSOR_PARALLEL_SIZES:
             raise ValueError("tensorParallelSize must be a power of two (1, 2, 4, 8, 16, 32 or 64)")
-        for arg in self.extra_args:
-            if arg.split("=")[0] in OWNED_FLAGS:
+        for i, arg in enumerate(self.extra_args):
+            owned = engine_flags.owned_flag(arg)
+            if owned is not None:
                 raise ValueError(
-                    f"extraArgs must not set {arg.split('=')[0]}: the operator owns it"
+                    f"extraArgs[{i}] {arg!r} would set {owned.name}, which the operator manages: "
+                    f"{owned.why}"
+                )
+            unsafe = engine_flags.unsafe_flag(arg)
+            if unsafe is not None and not self.allow_unsafe_args:
+                raise ValueError(
+                    f"extraArgs[{i}] {arg!r} would set {unsafe.name} ({unsafe.why}): allowed "
+                    "only with allowUnsafeArgs: true"
+                )
+        for var in self.env:
+            if var.name in engine_flags.MANAGED_ENV:
+                raise ValueError(
+                    f"env {var.name} is managed by the operator: "
+                    f"{engine_flags.MANAGED_ENV[var.name]}"
                 )
         return self
 
@@ -210,17 +323,17 @@ class PodResources(common.Model):
 
     cpu: str = Field(
         default="4",
-        pattern=r"^[0-9]+(\.[0-9]+)?m?$",
+        pattern=QUANTITY_CPU_PATTERN,
         description="CPU request and limit of the engine container, e.g. 8 or 7500m.",
     )
     memory: str = Field(
         default="32Gi",
-        pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$",
+        pattern=QUANTITY_MEMORY_PATTERN,
         description="Memory request and limit of the engine container, e.g. 64Gi.",
     )
     shared_memory: str | None = Field(
         default=None,
-        pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$",
+        pattern=QUANTITY_MEMORY_PATTERN,
         description=(
             "Size of the memory-backed /dev/shm; absent: 2Gi with one GPU per replica, 8Gi "
             "with tensor or pipeline parallelism (NCCL needs it)."
@@ -233,6 +346,7 @@ class ModelCache(common.Model):
 
     claim_name: str | None = Field(
         default=None,
+        max_length=253,
         pattern=common.DNS_LABEL,
         description=(
             "An existing PersistentVolumeClaim to mount at the cache paths (ReadWriteMany when "
@@ -241,7 +355,7 @@ class ModelCache(common.Model):
     )
     size_limit: str = Field(
         default="200Gi",
-        pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?)?$",
+        pattern=QUANTITY_MEMORY_PATTERN,
         description="Size limit of the emptyDir cache (ignored with claimName).",
     )
 
@@ -291,22 +405,25 @@ class Scaling(common.Model):
     )
 
     min_replicas: int = Field(
-        default=1, ge=0, description="Fewest replicas; 0 allows scale to zero."
+        default=1, ge=0, le=MAX_REPLICAS, description="Fewest replicas; 0 allows scale to zero."
     )
-    max_replicas: int = Field(default=1, ge=1, le=1000, description="Most replicas.")
+    max_replicas: int = Field(default=1, ge=1, le=MAX_REPLICAS, description="Most replicas.")
     queue_depth_target_per_replica: float = Field(
         default=8.0,
-        gt=0,
+        ge=0.01,
+        le=10_000,
         description="Waiting requests per replica to aim for (vllm:num_requests_waiting).",
     )
     scale_down_delay_seconds: int = Field(
         default=300,
         ge=0,
+        le=MAX_DELAY_SECONDS,
         description="How long load must stay low before a replica is removed.",
     )
     scale_to_zero_idle_seconds: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_DELAY_SECONDS,
         description="Scale to zero after this long without requests; needs minReplicas 0.",
     )
     cold_start_seconds: int | None = Field(
@@ -353,7 +470,10 @@ class LatencyTarget(common.Model):
     """The latency the model must meet; the autoscaler adds replicas before it is missed."""
 
     time_to_first_token_p95_seconds: float | None = Field(
-        default=None, gt=0, description="95th percentile time to first token, in seconds."
+        default=None,
+        ge=0.01,
+        le=3600,
+        description="95th percentile time to first token, in seconds (10 ms to an hour).",
     )
 
 
@@ -361,10 +481,16 @@ class CostTarget(common.Model):
     """What the model may cost, and what gives when money and latency conflict."""
 
     max_dollars_per_million_tokens: float | None = Field(
-        default=None, ge=0, description="Most USD per million tokens (prompt + generated)."
+        default=None,
+        ge=0,
+        le=MAX_DOLLARS_PER_MILLION_TOKENS,
+        description="Most USD per million tokens (prompt + generated).",
     )
     max_dollars_per_hour: float | None = Field(
-        default=None, ge=0, description="Most USD per hour for all replicas together."
+        default=None,
+        ge=0,
+        le=MAX_DOLLARS_PER_HOUR,
+        description="Most USD per hour for all replicas together.",
     )
     enforcement: policy_types.Enforcement = Field(
         default=policy_types.Enforcement.HARD,
@@ -435,6 +561,11 @@ class ModelServiceSpec(common.Model):
         min_length=1,
         max_length=16,
         description="Acceptable GPUPools in order of preference; the first with room is used.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("self.all(p, self.exists_one(q, q == p))", "pools must not list a pool twice")
+            ]
+        },
     )
     scaling: Scaling = Field(
         json_schema_extra={"default": _defaults(Scaling)},
@@ -454,6 +585,7 @@ class ModelServiceSpec(common.Model):
     replicas: int | None = Field(
         default=None,
         ge=0,
+        le=MAX_REPLICAS,
         description=(
             "Desired replicas. Leave it out in Git: the autoscaler (mode Auto) or kubectl scale "
             "(mode Manual) sets it through the scale subresource."
@@ -468,6 +600,8 @@ class ModelServiceSpec(common.Model):
             raise ValueError("replicas must be within scaling.minReplicas and scaling.maxReplicas")
         if self.model.revision is not None and not self.model.uri.startswith("hf://"):
             raise ValueError("model.revision applies to hf:// models only")
+        if len(set(self.pools)) != len(self.pools):
+            raise ValueError("pools must not list a pool twice")
         return self
 
 
@@ -561,8 +695,24 @@ class ModelServiceStatus(common.Model):
     conditions: common.Conditions
 
 
+MAX_NAME_LENGTH = 63
+"""A ModelService's name is a label value on its pods (thrifty.dev/model-service)."""
+
+
 class ModelService(common.Model):
     """An LLM served by vLLM replicas on GPUs, scaled to its latency target within its cost."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+                    f"metadata.name must be at most {MAX_NAME_LENGTH} characters: it is a label "
+                    "value on the engine pods",
+                )
+            ]
+        }
+    )
 
     spec: ModelServiceSpec = Field(description="What to serve, where, and within which targets.")
     status: ModelServiceStatus | None = Field(

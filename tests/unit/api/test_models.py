@@ -124,3 +124,85 @@ def test_cost_budget_needs_at_least_one_limit() -> None:
 def test_status_ignores_fields_it_does_not_know() -> None:
     status = modelservice.ModelServiceStatus.model_validate({"replicas": 2, "futureField": 1})
     assert status.replicas == 2
+
+
+_MAX_INT64 = 2**63 - 1
+POOL = {
+    "accelerator": "NVIDIA-H100-80GB-HBM3",
+    "gpuMemoryGib": 80,
+    "gpusPerNode": 8,
+    "nodeSelector": {"thrifty.dev/pool": "h100"},
+    "pricePerGpuHour": 2.5,
+}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field_words"),
+    [
+        ({"engine": {"maxModelLen": _MAX_INT64}}, "maxModelLen"),
+        ({"engine": {"maxNumSeqs": _MAX_INT64}}, "maxNumSeqs"),
+        ({"scaling": {"scaleDownDelaySeconds": _MAX_INT64}}, "scaleDownDelaySeconds"),
+        (
+            {"scaling": {"minReplicas": 0, "scaleToZeroIdleSeconds": _MAX_INT64}},
+            "scaleToZeroIdleSeconds",
+        ),
+        ({"scaling": {"queueDepthTargetPerReplica": 1e-320}}, "queueDepthTargetPerReplica"),
+        ({"scaling": {"queueDepthTargetPerReplica": 1e308}}, "queueDepthTargetPerReplica"),
+        ({"latencyTarget": {"timeToFirstTokenP95Seconds": 1e308}}, "timeToFirstTokenP95Seconds"),
+        ({"resources": {"cpu": "99999999999999999999999"}}, "cpu"),
+        ({"resources": {"memory": "99999999999999999999Gi"}}, "memory"),
+        ({"resources": {"memory": "32K"}}, "memory"),
+        ({"costTarget": {"maxDollarsPerHour": 1.7e308}}, "maxDollarsPerHour"),
+        ({"costTarget": {"maxDollarsPerMillionTokens": 1.7e308}}, "maxDollarsPerMillionTokens"),
+        ({"replicas": _MAX_INT64, "scaling": {"maxReplicas": 1000}}, "replicas"),
+        ({"model": {"uri": "pvc://claim/../../etc"}}, "'..'"),
+        ({"model": {"uri": "s3://bucket/a/./b"}}, "'.'"),
+        ({"model": {"uri": "hf://org/a..b"}}, "'..'"),
+        ({"model": {"uri": "pvc://claim/a b"}}, "uri"),
+        ({"model": {"uri": "hf://org/m", "revision": "a/../b"}}, "revision"),
+        ({"pools": ["a", "b", "a"]}, "twice"),
+        ({"engine": {"env": [{"name": "X", "value": "v" * 40000}]}}, "value"),
+    ],
+)
+def test_unbounded_values_are_refused_with_the_field_named(
+    overrides: dict[str, Any], field_words: str
+) -> None:
+    with pytest.raises(ValidationError) as raised:
+        modelservice.ModelServiceSpec.model_validate(spec(**overrides))
+    assert field_words in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field_words"),
+    [
+        ({"pricePerGpuHour": 1.7e308}, "pricePerGpuHour"),
+        ({"pricePerGpuHour": 1000}, "pricePerGpuHour"),
+        ({"gpuMemoryGib": 1e-300}, "gpuMemoryGib"),
+        ({"maxGpus": _MAX_INT64}, "maxGpus"),
+        ({"nodeSelector": {"k": "v" * 64}}, "nodeSelector"),
+    ],
+)
+def test_gpu_pool_bounds(overrides: dict[str, Any], field_words: str) -> None:
+    with pytest.raises(ValidationError, match=field_words):
+        gpupool.GPUPoolSpec.model_validate({**POOL, **overrides})
+    assert gpupool.GPUPoolSpec.model_validate({**POOL, "pricePerGpuHour": 999.99})
+
+
+def test_cost_budget_bounds() -> None:
+    with pytest.raises(ValidationError, match="maxDollarsPerHour"):
+        costbudget.CostBudgetSpec.model_validate({"maxDollarsPerHour": 1.7e308})
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"resources": {"cpu": "7500m", "memory": "64Gi", "sharedMemory": "8Gi"}},
+        {"resources": {"cpu": "0.5", "memory": "34359738368"}},
+        {"scaling": {"scaleDownDelaySeconds": 7 * 24 * 3600}},
+        {"engine": {"maxModelLen": 10_000_000}},
+        {"model": {"uri": "s3://my-bucket/models/llama/"}},
+        {"model": {"uri": "pvc://weights/llama-3.1-8b/v1.0"}},
+    ],
+)
+def test_realistic_values_at_the_edges_are_accepted(overrides: dict[str, Any]) -> None:
+    modelservice.ModelServiceSpec.model_validate(spec(**overrides))

@@ -1,0 +1,168 @@
+"""The vLLM flags and variables the operator owns, and how vLLM's parser would read an argument.
+
+One list, used three ways: ``render`` spells the flags it writes from these constants, the CRD's
+CEL rules are generated from it (admission refuses ``engine.extraArgs`` entries that would set one),
+and the pydantic model applies the same test (so an object admitted before a CRD upgrade becomes
+``Degraded`` naming the entry instead of running an engine that disagrees with its spec).
+
+How vLLM reads ``vllm serve`` arguments (``vllm/utils/argparse_utils.py``, FlexibleArgumentParser):
+a plain ``argparse.ArgumentParser`` with ``allow_abbrev`` left on, so ``--por`` is ``--port`` when
+no other option starts with ``--por``; ``_`` becomes ``-`` in a ``--`` name up to the first ``.``;
+``--name.key value`` is a JSON sub-key of ``--name``; ``--name=value`` carries its value; a single
+dash takes a short alias, its abbreviation (``-t`` for ``-tp``) or an attached value (``-qfp8``);
+a later repetition of a flag wins. The test here is deliberately wider than argparse: any entry
+that *could* resolve to an owned flag (every prefix, any attached value) is refused, because the
+operator cannot see vLLM's full option table at admission. A bare ``--`` (end of options) is
+refused too: what follows would become the positional model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A vLLM option with its short aliases, and why the operator owns or guards it."""
+
+    name: str
+    """The long form, e.g. ``--port``."""
+    why: str
+    """What to use instead (owned flags) or what it opens (unsafe flags)."""
+    short: tuple[str, ...] = ()
+    """Single-dash aliases, e.g. ``-tp``."""
+
+
+# Rendered from the spec by thrifty.render (the constants are the spellings it writes).
+MODEL = "--model"
+REVISION = "--revision"
+LOAD_FORMAT = "--load-format"
+SERVED_MODEL_NAME = "--served-model-name"
+TENSOR_PARALLEL_SIZE = "--tensor-parallel-size"
+PIPELINE_PARALLEL_SIZE = "--pipeline-parallel-size"
+PORT = "--port"
+SHUTDOWN_TIMEOUT = "--shutdown-timeout"
+MAX_MODEL_LEN = "--max-model-len"
+GPU_MEMORY_UTILIZATION = "--gpu-memory-utilization"
+MAX_NUM_SEQS = "--max-num-seqs"
+QUANTIZATION = "--quantization"
+KV_CACHE_DTYPE = "--kv-cache-dtype"
+
+MANAGED: tuple[Flag, ...] = (
+    Flag(MODEL, "set spec.model.uri"),
+    Flag(REVISION, "set spec.model.revision"),
+    Flag(LOAD_FORMAT, "the operator picks it from the model.uri scheme"),
+    Flag(SERVED_MODEL_NAME, "set spec.servedModelName"),
+    Flag(TENSOR_PARALLEL_SIZE, "set spec.engine.tensorParallelSize", ("-tp",)),
+    Flag(PIPELINE_PARALLEL_SIZE, "set spec.engine.pipelineParallelSize", ("-pp",)),
+    Flag(PORT, "the Service, probes and routing use port 8000"),
+    Flag(SHUTDOWN_TIMEOUT, "set spec.engine.shutdownTimeoutSeconds"),
+    Flag(MAX_MODEL_LEN, "set spec.engine.maxModelLen"),
+    Flag(GPU_MEMORY_UTILIZATION, "set spec.engine.gpuMemoryUtilization"),
+    Flag(MAX_NUM_SEQS, "set spec.engine.maxNumSeqs"),
+    Flag(QUANTIZATION, "set spec.engine.quantization", ("-q",)),
+    Flag(KV_CACHE_DTYPE, "set spec.engine.kvCacheDtype"),
+    # Not rendered, but the operator's accounting and wiring assume their defaults.
+    Flag("--host", "the probes and the Service reach the engine on all interfaces"),
+    Flag("--uds", "the probes and the Service need the TCP port"),
+    Flag("--headless", "a replica must serve the API"),
+    Flag(
+        "--data-parallel-size",
+        "GPUs per replica are tensorParallelSize x pipelineParallelSize; add replicas instead",
+        ("-dp",),
+    ),
+    Flag("--data-parallel-size-local", "GPUs per replica are fixed by the spec", ("-dpl",)),
+    Flag("--disable-log-stats", "the autoscaler reads the engine's /metrics"),
+    Flag("--config", "a config file can set any owned flag; use the engine fields"),
+    Flag("--disable-log-requests", "removed from vLLM: the engine would not start"),
+)
+"""Flags ``extraArgs`` may not set, in any spelling vLLM's parser accepts."""
+
+UNSAFE: tuple[Flag, ...] = (
+    Flag("--trust-remote-code", "runs Python code shipped with the model"),
+    Flag("--allowed-local-media-path", "lets requests read files of the container"),
+    Flag("--tool-parser-plugin", "imports a Python file"),
+    Flag("--middleware", "imports Python code into the API server"),
+    Flag("--worker-cls", "imports Python code into the workers"),
+    Flag("--worker-extension-cls", "imports Python code into the workers"),
+    Flag("--logits-processors", "imports Python code into the sampler"),
+)
+"""Flags that widen what the engine may read or run: only with ``engine.allowUnsafeArgs``."""
+
+MANAGED_ENV: dict[str, str] = {
+    "HF_TOKEN": "set spec.engine.hfTokenSecretRef",
+    "HUGGING_FACE_HUB_TOKEN": "set spec.engine.hfTokenSecretRef",
+    "VLLM_PORT": "vLLM's internal port; a wrong value stops the engine from starting",
+    "VLLM_HOST_IP": "vLLM's internal address",
+}
+"""Environment variables ``engine.env`` may not set (exact names: variables are case-sensitive)."""
+
+
+def option_key(arg: str) -> tuple[int, str] | None:
+    """(number of leading dashes, option name as vLLM normalises it) or None for a value.
+
+    ``--Tensor_parallel_size.x=8`` gives (2, ``Tensor-parallel-size``): the name ends at ``=`` or
+    ``.``, underscores count as dashes. A single dash gives (1, name), ``-`` alone (1, "")."""
+    if arg.startswith("--"):
+        return 2, arg[2:].split("=", 1)[0].split(".", 1)[0].replace("_", "-")
+    if arg.startswith("-"):
+        return 1, arg[1:].split("=", 1)[0].split(".", 1)[0]
+    return None
+
+
+def _matches(flag: Flag, key: tuple[int, str]) -> bool:
+    dashes, name = key
+    if dashes == 2:
+        return flag.name[2:].startswith(name)
+    return any(s[1:].startswith(name) or name.startswith(s[1:]) for s in flag.short)
+
+
+def owned_flag(arg: str) -> Flag | None:
+    """The owned flag ``arg`` could set, if any."""
+    key = option_key(arg)
+    if key is None:
+        return None
+    return next((f for f in MANAGED if _matches(f, key)), None)
+
+
+def unsafe_flag(arg: str) -> Flag | None:
+    """The unsafe flag ``arg`` could set, if any."""
+    key = option_key(arg)
+    if key is None:
+        return None
+    return next((f for f in UNSAFE if _matches(f, key)), None)
+
+
+# --- the same test in CEL (Kubernetes CEL with the strings extension) -------------------------
+
+
+def _cel_list(items: list[str]) -> str:
+    return "[" + ", ".join(f"'{i}'" for i in items) + "]"
+
+
+def _cel_matches(flags: tuple[Flag, ...], var: str) -> str:
+    """CEL: ``var`` (a string) could set one of ``flags``; mirrors option_key and _matches."""
+    long_key = f"{var}.substring(2).split('=')[0].split('.')[0].replace('_', '-')"
+    longs = _cel_list([f.name[2:] for f in flags])
+    expr = f"({var}.startsWith('--') && {longs}.exists(f, f.startsWith({long_key})))"
+    shorts = [s[1:] for f in flags for s in f.short]
+    if shorts:
+        short_key = f"{var}.substring(1).split('=')[0].split('.')[0]"
+        expr += (
+            f" || (!{var}.startsWith('--') && {var}.startsWith('-') && "
+            f"{_cel_list(shorts)}.exists(s, s.startsWith({short_key}) "
+            f"|| {short_key}.startsWith(s)))"
+        )
+    return f"({expr})"
+
+
+def cel_owned(var: str) -> str:
+    return _cel_matches(MANAGED, var)
+
+
+def cel_unsafe(var: str) -> str:
+    return _cel_matches(UNSAFE, var)
+
+
+def describe(flags: tuple[Flag, ...]) -> str:
+    return ", ".join(f.name + "".join(f"/{s}" for s in f.short) for f in flags)
