@@ -270,6 +270,16 @@ def _degraded(inputs: Inputs, reason: str, message: str) -> Plan:
     return Plan(None, status, _events(inputs.status, status))
 
 
+def rejected(inputs: Inputs, manifest: render.Manifest, error: str) -> Plan:
+    """The API server refused a rendered manifest (422): Degraded, naming the object and why."""
+    meta = manifest["metadata"]
+    return _degraded(
+        inputs,
+        explain.APPLY_FAILED,
+        f"the API server refused {manifest['kind']} {meta['name']}: {error}",
+    )
+
+
 def _validation_message(error: pydantic.ValidationError) -> str:
     parts = []
     for problem in error.errors():

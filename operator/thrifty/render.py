@@ -8,12 +8,14 @@ are not obvious, because each one was learned from a failure mode.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from thrifty import placement
-from thrifty.api import API_VERSION, gpupool, modelservice
+from thrifty.api import API_VERSION, engine_flags, gpupool, modelservice
 
 Manifest = dict[str, Any]
 
@@ -42,10 +44,32 @@ class Target:
     replicas: int
 
 
+ENGINE_SUFFIX = "-engine"
+MAX_CHILD_NAME_LENGTH = 63
+_DNS_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+_NAME_HASH_LENGTH = 10
+
+
 def engine_name(name: str) -> str:
-    """Deployment, Service and PDB name. Never ``vllm``: a Service of that name makes Kubernetes
-    inject VLLM_PORT=tcp://..., which vLLM refuses to start with."""
-    return f"{name}-engine"
+    """Deployment, Service and PDB name: a DNS-1035 label (what a Service needs) for any
+    ModelService name, stable, and distinct for distinct names of one namespace.
+
+    ``NAME-engine`` when that is a valid label (so existing workloads keep their names);
+    otherwise the name with every character a label cannot hold turned into ``-``, ``ms-`` in
+    front when it does not start with a letter, cut to fit, then ``-engine-`` and 10 hex digits of
+    the name's SHA-256. The two forms cannot meet: the first always ends in ``-engine``, the
+    second in hex digits, and two names that shorten alike differ in their hash. Never ``vllm``:
+    a Service of that name makes Kubernetes inject VLLM_PORT=tcp://..., which vLLM refuses."""
+    plain = name + ENGINE_SUFFIX
+    if len(plain) <= MAX_CHILD_NAME_LENGTH and _DNS_1035_LABEL.fullmatch(plain):
+        return plain
+    digest = hashlib.sha256(name.encode()).hexdigest()[:_NAME_HASH_LENGTH]
+    base = re.sub(r"[^a-z0-9-]", "-", name.lower())
+    if not base[:1].isalpha():
+        base = "ms-" + base
+    tail = f"{ENGINE_SUFFIX}-{digest}"
+    base = base[: MAX_CHILD_NAME_LENGTH - len(tail)].rstrip("-")
+    return base + tail
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -97,37 +121,38 @@ def model_argument(spec: modelservice.ModelServiceSpec) -> list[str]:
     uri = spec.model.uri
     scheme, _, rest = uri.partition("://")
     if scheme == "hf":
-        args = ["--model", rest]
+        args = [engine_flags.MODEL, rest]
         if spec.model.revision:
-            args += ["--revision", spec.model.revision]
+            args += [engine_flags.REVISION, spec.model.revision]
         return args
     if scheme == "pvc":
-        return ["--model", f"{MODEL_MOUNT_ROOT}/{rest}"]
+        return [engine_flags.MODEL, f"{MODEL_MOUNT_ROOT}/{rest}"]
     # s3: streamed by the Run:ai model streamer that vLLM images include.
-    return ["--model", uri, "--load-format", "runai_streamer"]
+    return [engine_flags.MODEL, uri, engine_flags.LOAD_FORMAT, "runai_streamer"]
 
 
 def engine_args(name: str, spec: modelservice.ModelServiceSpec) -> list[str]:
+    """The flags come from engine_flags, whose MANAGED list extraArgs may not repeat."""
     engine = spec.engine
     args = [
         *model_argument(spec),
-        "--served-model-name",
+        engine_flags.SERVED_MODEL_NAME,
         served_model_name(name, spec),
-        "--tensor-parallel-size",
+        engine_flags.TENSOR_PARALLEL_SIZE,
         str(engine.tensor_parallel_size),
-        "--pipeline-parallel-size",
+        engine_flags.PIPELINE_PARALLEL_SIZE,
         str(engine.pipeline_parallel_size),
-        "--port",
+        engine_flags.PORT,
         str(ENGINE_PORT),
-        "--shutdown-timeout",
+        engine_flags.SHUTDOWN_TIMEOUT,
         str(engine.shutdown_timeout_seconds),
     ]
     optional: list[tuple[str, object | None]] = [
-        ("--max-model-len", engine.max_model_len),
-        ("--gpu-memory-utilization", engine.gpu_memory_utilization),
-        ("--max-num-seqs", engine.max_num_seqs),
-        ("--quantization", engine.quantization),
-        ("--kv-cache-dtype", engine.kv_cache_dtype),
+        (engine_flags.MAX_MODEL_LEN, engine.max_model_len),
+        (engine_flags.GPU_MEMORY_UTILIZATION, engine.gpu_memory_utilization),
+        (engine_flags.MAX_NUM_SEQS, engine.max_num_seqs),
+        (engine_flags.QUANTIZATION, engine.quantization),
+        (engine_flags.KV_CACHE_DTYPE, engine.kv_cache_dtype),
     ]
     for flag, value in optional:
         if value is not None:

@@ -222,3 +222,31 @@ def test_dollars_per_hour_counts_a_ready_replica_the_older_pod_listing_missed() 
     status = reconcile.plan(inputs(SPEC, deployment=one_ready, replicas_holding_gpus=0)).status
     assert status.ready_replicas == 1
     assert status.dollars_per_hour == 1 * 4 * 2.5
+
+
+def test_an_owned_flag_that_slipped_past_admission_degrades_naming_the_entry() -> None:
+    """An object stored before the CRD had the rule: Degraded, its workloads left alone."""
+    spec = {**SPEC, "engine": {"tensorParallelSize": 4, "extraArgs": ["--por=9000"]}}
+    plan = reconcile.plan(inputs(spec))
+    assert plan.manifests is None
+    degraded = condition(plan.status, explain.DEGRADED)
+    assert degraded.reason == explain.INVALID_SPEC
+    assert "spec.engine" in degraded.message and "'--por=9000'" in degraded.message
+    assert "--port" in degraded.message
+    assert [e.type for e in plan.events] == ["Warning"]
+
+
+def test_a_workload_the_api_server_refuses_degrades_once_with_its_message() -> None:
+    first = inputs(SPEC)
+    manifest = reconcile.plan(first).manifests[0]  # type: ignore[index]
+    refused = reconcile.rejected(first, manifest, "422 Unprocessable Entity: spec.x: Invalid")
+    degraded = condition(refused.status, explain.DEGRADED)
+    assert refused.manifests is None
+    assert degraded.reason == explain.APPLY_FAILED
+    assert manifest["metadata"]["name"] in degraded.message and "spec.x" in degraded.message
+    assert condition(refused.status, explain.READY).status is common.ConditionStatus.FALSE
+    again = reconcile.rejected(
+        dataclasses.replace(first, status=refused.status), manifest, "422 ..."
+    )
+    assert [e.reason for e in refused.events] == [explain.APPLY_FAILED]
+    assert again.events == []

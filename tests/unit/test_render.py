@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +158,61 @@ def test_rendering_is_deterministic(tp: int, pp: int) -> None:
     first = render.manifests(target(body))
     assert first == render.manifests(target(body))
     assert container(first[2])["resources"]["limits"]["nvidia.com/gpu"] == str(tp * pp)
+
+
+_DNS_1035 = r"[a-z]([-a-z0-9]*[a-z0-9])?"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "llama-3.1-8b",
+        "qwen2.5-7b",
+        "x.y",
+        "7b-chat",
+        "0",
+        "a" * 63,
+        "a.b" + "c" * 60,
+    ],
+)
+def test_child_names_are_service_names_for_any_model_service_name(name: str) -> None:
+    child = render.engine_name(name)
+    assert re.fullmatch(_DNS_1035, child) and len(child) <= 63, child
+    assert render.engine_name(name) == child  # stable
+
+
+def test_a_name_that_is_already_valid_keeps_its_child_names() -> None:
+    assert render.engine_name("llama-8b") == "llama-8b-engine"
+    assert render.engine_name("a" * 56) == "a" * 56 + "-engine"
+
+
+def test_names_that_shorten_alike_get_distinct_children() -> None:
+    long_a, long_b = "a" * 62 + "x", "a" * 62 + "y"
+    assert render.engine_name(long_a) != render.engine_name(long_b)
+    assert render.engine_name("x.y") != render.engine_name("x-y")
+    # The plain form always ends in -engine, the derived one in hex: they never meet.
+    derived = render.engine_name("a.b")
+    assert render.engine_name(derived.removesuffix("-engine")) != derived
+
+
+@given(
+    names=st.lists(
+        st.from_regex(r"[a-z0-9]([-.a-z0-9]{0,61}[a-z0-9])?", fullmatch=True),
+        min_size=2,
+        max_size=2,
+        unique=True,
+    )
+)
+def test_distinct_names_never_share_children(names: list[str]) -> None:
+    first, second = (render.engine_name(n) for n in names)
+    assert first != second
+    for child in (first, second):
+        assert re.fullmatch(_DNS_1035, child) and len(child) <= 63, child
+
+
+def test_children_of_a_dotted_name_are_found_by_its_label() -> None:
+    placed = dataclasses.replace(target(), name="llama-3.1-8b")
+    for manifest in render.manifests(placed):
+        assert manifest["metadata"]["name"] == render.engine_name("llama-3.1-8b")
+        assert manifest["metadata"]["labels"]["thrifty.dev/model-service"] == "llama-3.1-8b"
+    assert render.selector_string("llama-3.1-8b") == "thrifty.dev/model-service=llama-3.1-8b"

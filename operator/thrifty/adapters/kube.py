@@ -42,6 +42,10 @@ class Conflict(KubeError):
     """Someone changed the object since it was read."""
 
 
+class Invalid(KubeError):
+    """The API server refused the object itself (422): retrying the same object cannot help."""
+
+
 def connect() -> client.ApiClient:
     """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG)."""
     try:
@@ -72,6 +76,8 @@ def call_api(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             raise NotFound(message) from error
         if error.status == 409:
             raise Conflict(message) from error
+        if error.status == 422:
+            raise Invalid(message) from error
         raise KubeError(message) from error
     except (urllib3.exceptions.HTTPError, OSError) as error:
         raise KubeError(f"API server unreachable: {error}") from error

@@ -214,15 +214,20 @@ def reconcile_model_service(
     wanted = digest(manifests)
     generation = int((deployment or {}).get("metadata", {}).get("generation", 0))
     if manifests and (deployment is None or applied.get(uid) != (wanted, generation)):
-        for manifest in manifests:
-            after_apply = kube.apply(manifest)
-            if manifest["kind"] == "Deployment":
-                generation = int(after_apply["metadata"].get("generation", 0))
-                # Plan again with what the apply returned: a changed replica count shows at once.
-                after = _deployment_state(after_apply)
-                if after != inputs.deployment:
-                    result = reconcile.plan(_replace_deployment(inputs, after))
-        applied[uid] = (wanted, generation)
+        try:
+            for manifest in manifests:
+                after_apply = kube.apply(manifest)
+                if manifest["kind"] == "Deployment":
+                    generation = int(after_apply["metadata"].get("generation", 0))
+                    # Plan again with what the apply returned: a changed replica count shows now.
+                    after = _deployment_state(after_apply)
+                    if after != inputs.deployment:
+                        result = reconcile.plan(_replace_deployment(inputs, after))
+            applied[uid] = (wanted, generation)
+        except kube_adapter.Invalid as error:
+            # The spec rendered into something the API server refuses: the user's to fix, tried
+            # again at the next resync, not in a retry loop.
+            result = reconcile.rejected(inputs, manifest, str(error))
     _write_status(kube, body, "modelservices", current.to_kube(), result.status.to_kube())
     for event in result.events:
         kube.event(_involved(body, "ModelService"), event.type, event.reason, event.message)
