@@ -18,6 +18,7 @@ refused too: what follows would become the positional model.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -98,70 +99,59 @@ MANAGED_ENV: dict[str, str] = {
 """Environment variables ``engine.env`` may not set (exact names: variables are case-sensitive)."""
 
 
-def option_key(arg: str) -> tuple[int, str] | None:
-    """(number of leading dashes, option name as vLLM normalises it) or None for a value.
-
-    ``--Tensor_parallel_size.x=8`` gives (2, ``Tensor-parallel-size``): the name ends at ``=`` or
-    ``.``, underscores count as dashes. A single dash gives (1, name), ``-`` alone (1, "")."""
-    if arg.startswith("--"):
-        return 2, arg[2:].split("=", 1)[0].split(".", 1)[0].replace("_", "-")
-    if arg.startswith("-"):
-        return 1, arg[1:].split("=", 1)[0].split(".", 1)[0]
-    return None
+def _prefix_pattern(word: str) -> str:
+    """A regex matching every non-empty prefix of ``word``, ``-`` and ``_`` alike:
+    ``port`` -> ``p(o(r(t)?)?)?``."""
+    out = ""
+    for char in reversed(word):
+        atom = "[-_]" if char == "-" else re.escape(char)
+        out = atom + (f"({out})?" if out else "")
+    return out
 
 
-def _matches(flag: Flag, key: tuple[int, str]) -> bool:
-    dashes, name = key
-    if dashes == 2:
-        return flag.name[2:].startswith(name)
-    return any(s[1:].startswith(name) or name.startswith(s[1:]) for s in flag.short)
+def _pattern(flags: tuple[Flag, ...]) -> str:
+    """One RE2-compatible regex (Python's ``re`` reads it the same) for "could set one of flags".
+
+    ``--`` then any prefix of a long name (or nothing: a bare ``--``), ending there or at ``=``
+    or ``.``; or ``-`` then a prefix of a short alias, or a short alias with more attached."""
+    longs = "|".join(_prefix_pattern(f.name[2:]) for f in flags)
+    alternatives = [f"^--({longs})?([=.].*)?$"]
+    shorts = [s[1:] for f in flags for s in f.short]
+    if shorts:
+        prefixes = "|".join(_prefix_pattern(s) for s in shorts)
+        attached = "|".join(re.escape(s) for s in shorts)
+        alternatives += [f"^-({prefixes})?([=.].*)?$", f"^-({attached}).*$"]
+    return "|".join(alternatives)
+
+
+OWNED_PATTERN = _pattern(MANAGED)
+UNSAFE_PATTERN = _pattern(UNSAFE)
+
+
+def _first_match(flags: tuple[Flag, ...], pattern: str, arg: str) -> Flag | None:
+    if not re.search(pattern, arg):
+        return None
+    # Which one, for the message: the first flag whose own pattern matches.
+    return next(f for f in flags if re.search(_pattern((f,)), arg))
 
 
 def owned_flag(arg: str) -> Flag | None:
     """The owned flag ``arg`` could set, if any."""
-    key = option_key(arg)
-    if key is None:
-        return None
-    return next((f for f in MANAGED if _matches(f, key)), None)
+    return _first_match(MANAGED, OWNED_PATTERN, arg)
 
 
 def unsafe_flag(arg: str) -> Flag | None:
     """The unsafe flag ``arg`` could set, if any."""
-    key = option_key(arg)
-    if key is None:
-        return None
-    return next((f for f in UNSAFE if _matches(f, key)), None)
-
-
-# --- the same test in CEL (Kubernetes CEL with the strings extension) -------------------------
-
-
-def _cel_list(items: list[str]) -> str:
-    return "[" + ", ".join(f"'{i}'" for i in items) + "]"
-
-
-def _cel_matches(flags: tuple[Flag, ...], var: str) -> str:
-    """CEL: ``var`` (a string) could set one of ``flags``; mirrors option_key and _matches."""
-    long_key = f"{var}.substring(2).split('=')[0].split('.')[0].replace('_', '-')"
-    longs = _cel_list([f.name[2:] for f in flags])
-    expr = f"({var}.startsWith('--') && {longs}.exists(f, f.startsWith({long_key})))"
-    shorts = [s[1:] for f in flags for s in f.short]
-    if shorts:
-        short_key = f"{var}.substring(1).split('=')[0].split('.')[0]"
-        expr += (
-            f" || (!{var}.startsWith('--') && {var}.startsWith('-') && "
-            f"{_cel_list(shorts)}.exists(s, s.startsWith({short_key}) "
-            f"|| {short_key}.startsWith(s)))"
-        )
-    return f"({expr})"
+    return _first_match(UNSAFE, UNSAFE_PATTERN, arg)
 
 
 def cel_owned(var: str) -> str:
-    return _cel_matches(MANAGED, var)
+    """CEL: the string ``var`` could set an owned flag (the same regex as ``owned_flag``)."""
+    return f"{var}.matches('{OWNED_PATTERN}')"
 
 
 def cel_unsafe(var: str) -> str:
-    return _cel_matches(UNSAFE, var)
+    return f"{var}.matches('{UNSAFE_PATTERN}')"
 
 
 def describe(flags: tuple[Flag, ...]) -> str:

@@ -146,6 +146,28 @@ class ModelSource(common.Model):
         return self
 
 
+class EngineEnvVar(common.EnvVar):
+    """An engine variable: any but those the operator sets (engine_flags.MANAGED_ENV)."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=256,
+        pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$",
+        description="The variable's name.",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"!(self in {sorted(engine_flags.MANAGED_ENV)})",
+                    "messageExpression": (
+                        "'env ' + self + ' is set by the operator or would break the engine "
+                        "(use hfTokenSecretRef for the Hugging Face token)'"
+                    ),
+                }
+            ]
+        },
+    )
+
+
 class Engine(common.Model):
     """The vLLM OpenAI-compatible server and its settings (flags per the vLLM docs)."""
 
@@ -168,18 +190,6 @@ class Engine(common.Model):
                         + "): allowed only with allowUnsafeArgs: true'"
                     ),
                     "fieldPath": ".extraArgs",
-                },
-                {
-                    "rule": "!self.env.exists(e, e.name in "
-                    + str(sorted(engine_flags.MANAGED_ENV))
-                    + ")",
-                    "messageExpression": (
-                        "'env ' + self.env.filter(e, e.name in "
-                        + str(sorted(engine_flags.MANAGED_ENV))
-                        + ")[0].name + ' is set by the operator or would break the engine "
-                        "(use hfTokenSecretRef for the Hugging Face token)'"
-                    ),
-                    "fieldPath": ".env",
                 },
             ]
         }
@@ -247,7 +257,7 @@ class Engine(common.Model):
         max_length=64,
         description="More vLLM flags, appended as given, e.g. --enable-prefix-caching.",
     )
-    env: list[common.EnvVar] = Field(
+    env: list[EngineEnvVar] = Field(
         default_factory=list,
         max_length=64,
         description=(
