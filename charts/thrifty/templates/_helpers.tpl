@@ -85,3 +85,16 @@ app.kubernetes.io/part-of: thrifty
 http
 {{- end }}
 
+
+{{/*
+Kubernetes >= 1.29: the CRDs' CEL validation rules (x-kubernetes-validations) are GA from 1.29.
+Checked only when Helm knows the version: it talks to a cluster (lookup finds kube-system; offline
+rendering returns nothing) or --kube-version moved it off Helm's offline placeholder v1.20.0.
+*/}}
+{{- define "thrifty.requireKubeVersion" -}}
+{{- $version := .Capabilities.KubeVersion.Version -}}
+{{- $live := lookup "v1" "Namespace" "" "kube-system" -}}
+{{- if and (or $live (ne $version "v1.20.0")) (semverCompare "<1.29.0-0" $version) -}}
+{{- fail (printf "thrifty needs Kubernetes >= 1.29 (its CRDs use CEL validation rules); the target is %s" $version) -}}
+{{- end -}}
+{{- end }}
