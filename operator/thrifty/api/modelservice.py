@@ -386,9 +386,14 @@ class PolicyRef(common.Model):
             "allowed by its THRIFTY_POLICY_MODULES setting."
         ),
     )
-    parameters: dict[str, float] = Field(
+    parameters: dict[str, Annotated[float, Field(ge=-1e9, le=1e9)]] = Field(
         default_factory=dict,
         max_length=16,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("self.all(k, size(k) <= 64)", "parameter names are at most 64 characters")
+            ]
+        },
         description=(
             "Constructor parameters, e.g. {targetPerReplica: 4} for hpa or {replicas: 2} for "
             "static (camelCase or snake_case); see docs/policy.md for each policy's knobs."

@@ -206,3 +206,9 @@ def test_cost_budget_bounds() -> None:
 )
 def test_realistic_values_at_the_edges_are_accepted(overrides: dict[str, Any]) -> None:
     modelservice.ModelServiceSpec.model_validate(spec(**overrides))
+
+
+def test_policy_parameters_are_bounded() -> None:
+    too_big = {"scaling": {"policy": {"name": "hpa", "parameters": {"targetPerReplica": 1e308}}}}
+    with pytest.raises(ValidationError, match="parameters"):
+        modelservice.ModelServiceSpec.model_validate(spec(**too_big))
