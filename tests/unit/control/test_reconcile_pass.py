@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from thrifty import placement
+from thrifty.adapters import kube as kube_adapter
 from thrifty.control import handlers
 
 LOG = logging.getLogger("test")
@@ -102,3 +103,27 @@ def test_a_changed_spec_an_edited_or_a_deleted_deployment_is_applied_again() -> 
     view.deployment_body = None  # someone deleted it
     handlers.reconcile_model_service(kube, scaled, LOG, view, applied)  # type: ignore[arg-type]
     assert len(kube.applied) == 4 * writes
+
+
+class RefusingKube(FakeKube):
+    """The API server refuses the Service (422), as it did for "<name>-engine" with a dot."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.status: dict[str, Any] = {}
+
+    def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        if manifest["kind"] == "Service":
+            raise kube_adapter.Invalid('422: Service "x" is invalid: metadata.name: Invalid')
+        return super().apply(manifest)
+
+    def patch_status(self, plural: str, name: str, status: Any, **kwargs: Any) -> None:
+        self.status = dict(status)
+
+
+def test_a_refused_workload_degrades_instead_of_raising() -> None:
+    kube, view = RefusingKube(), FakeView()
+    handlers.reconcile_model_service(kube, BODY, LOG, view, {})  # type: ignore[arg-type]
+    degraded = [c for c in kube.status["conditions"] if c["type"] == "Degraded"]
+    assert degraded[0]["status"] == "True" and degraded[0]["reason"] == "ApplyFailed"
+    assert "metadata.name: Invalid" in degraded[0]["message"]
