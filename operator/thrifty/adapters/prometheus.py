@@ -21,17 +21,31 @@ runtime/thrifty_runtime/router.py) carries the same two labels. With no engine s
 requests become `Signals` with only `requests_waiting` set, so the policy scales from zero; with
 engines, held requests add to `requests_waiting`. Neither engine series nor held requests: no
 signals, as before (hold; never invent load).
+
+Connection: `PrometheusConnection` is everything a real cluster's Prometheus (or any server with its
+query API: Thanos Query, Mimir, VictoriaMetrics) may ask of a client: a path prefix, a bearer token
+file (re-read when it changes, so a projected service-account token keeps working as the kubelet
+rotates it), basic auth from files (a mounted Secret), a CA bundle, a client certificate, extra
+headers, and skipping TLS verification only when asked. A refused credential is not an outage: it
+becomes `signals=None` with the HTTP status in the reason, so the operator holds and says why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import os
+import re
+import threading
+import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 import requests
+import requests.auth
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
@@ -61,6 +75,215 @@ class PrometheusUnreachableError(MetricsError):
 
 class PrometheusQueryError(MetricsError):
     """Prometheus answered with an error status or a body we cannot read."""
+
+
+class PrometheusCredentialsError(MetricsError):
+    """Prometheus refused our credentials (HTTP 401 or 403), or a credential file is unreadable."""
+
+
+DEFAULT_URL = "http://127.0.0.1:9090"
+
+ENV_PREFIX = "THRIFTY_PROMETHEUS_"
+"""Every connection setting is one variable with this prefix (the chart sets them from values)."""
+
+_TRUE = ("1", "true", "yes")
+_FALSE = ("", "0", "false", "no")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CREDENTIAL_HEADERS = ("authorization",)
+
+
+@dataclass(frozen=True)
+class PrometheusConnection:
+    """How to reach Prometheus's query API. Files, not values, for every secret: the chart mounts
+    them from a Secret or a projected token, and a file can be rotated under a running operator."""
+
+    url: str = DEFAULT_URL
+    """Scheme, host and port, optionally with a path (e.g. `https://thanos-query.monitoring:9090`)."""
+    path_prefix: str = ""
+    """Appended to `url` before `/api/v1/...`: Mimir's `/prometheus`, a proxy's route."""
+    bearer_token_file: str = ""
+    """Sent as `Authorization: Bearer <file content>`; re-read when the file changes."""
+    basic_auth_username_file: str = ""
+    basic_auth_password_file: str = ""
+    ca_file: str = ""
+    """PEM bundle that verifies the server; empty: the system's CAs."""
+    cert_file: str = ""
+    """Client certificate (PEM) for mutual TLS, with `key_file`."""
+    key_file: str = ""
+    headers: tuple[tuple[str, str], ...] = ()
+    """Extra request headers, e.g. `X-Scope-OrgID` for a multi-tenant Mimir or Cortex."""
+    insecure_skip_verify: bool = False
+    """Do not verify the server's certificate. Only ever as an explicit setting."""
+
+    @property
+    def base_url(self) -> str:
+        """Where `/api/v1/query` is appended."""
+        return self.url.rstrip("/") + self.path_prefix
+
+    @property
+    def verify(self) -> bool | str:
+        """requests' `verify`: False when told to skip, the CA bundle when given, else True."""
+        if self.insecure_skip_verify:
+            return False
+        return self.ca_file or True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> PrometheusConnection:
+        """The connection from THRIFTY_PROMETHEUS_* variables; `ValueError` names a bad one."""
+
+        def get(name: str) -> str:
+            return env.get(ENV_PREFIX + name, "").strip()
+
+        url = get("URL") or DEFAULT_URL
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(
+                f"{ENV_PREFIX}URL must be an http:// or https:// URL with a host, got {url!r}"
+            )
+        if parsed.query or parsed.fragment:
+            raise ValueError(f"{ENV_PREFIX}URL must not carry a query or fragment, got {url!r}")
+        prefix = get("PATH_PREFIX").strip("/")
+        if prefix and any(c in prefix for c in "?#"):
+            raise ValueError(f"{ENV_PREFIX}PATH_PREFIX must be a URL path, got {prefix!r}")
+        insecure_raw = get("INSECURE_SKIP_VERIFY").lower()
+        if insecure_raw not in _TRUE + _FALSE:
+            raise ValueError(
+                f"{ENV_PREFIX}INSECURE_SKIP_VERIFY must be true or false, got {insecure_raw!r}"
+            )
+        username, password = get("BASIC_AUTH_USERNAME_FILE"), get("BASIC_AUTH_PASSWORD_FILE")
+        if bool(username) != bool(password):
+            raise ValueError(
+                f"{ENV_PREFIX}BASIC_AUTH_USERNAME_FILE and {ENV_PREFIX}BASIC_AUTH_PASSWORD_FILE "
+                "go together: set both or neither"
+            )
+        token = get("BEARER_TOKEN_FILE")
+        if token and username:
+            raise ValueError(
+                f"{ENV_PREFIX}BEARER_TOKEN_FILE and {ENV_PREFIX}BASIC_AUTH_* both set: "
+                "Prometheus takes one Authorization header, choose one"
+            )
+        cert, key = get("CERT_FILE"), get("KEY_FILE")
+        if bool(cert) != bool(key):
+            raise ValueError(
+                f"{ENV_PREFIX}CERT_FILE and {ENV_PREFIX}KEY_FILE go together: set both or neither"
+            )
+        headers = _headers(get("HEADERS"))
+        if (token or username) and any(n.lower() in _CREDENTIAL_HEADERS for n, _ in headers):
+            raise ValueError(
+                f"{ENV_PREFIX}HEADERS sets Authorization as well as a bearer token or basic auth"
+            )
+        return cls(
+            url=url,
+            path_prefix=f"/{prefix}" if prefix else "",
+            bearer_token_file=token,
+            basic_auth_username_file=username,
+            basic_auth_password_file=password,
+            ca_file=get("CA_FILE"),
+            cert_file=cert,
+            key_file=key,
+            headers=headers,
+            insecure_skip_verify=insecure_raw in _TRUE,
+        )
+
+
+def _headers(raw: str) -> tuple[tuple[str, str], ...]:
+    """THRIFTY_PROMETHEUS_HEADERS: a JSON object of header names to string values."""
+    if not raw:
+        return ()
+    name = f"{ENV_PREFIX}HEADERS"
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f'{name} must be a JSON object, e.g. {{"X-Scope-OrgID": "t1"}}: {error}'
+        ) from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{name} must be a JSON object of header names to strings, got {raw!r}")
+    headers = []
+    for key, value in parsed.items():
+        if not _HEADER_NAME.fullmatch(key) or not isinstance(value, str) or "\n" in value:
+            raise ValueError(f"{name}: {key!r}: {value!r} is not an HTTP header name and string")
+        headers.append((key, value))
+    return tuple(sorted(headers))
+
+
+class _CredentialFile:
+    """A file's content, read again whenever its modification time, size or inode changes (the
+    kubelet replaces a projected token or a Secret's files by swapping a symlink)."""
+
+    def __init__(self, path: str, what: str) -> None:
+        self.path = path
+        self._what = what
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int, int] | None = None
+        self._content = ""
+
+    def read(self) -> str:
+        try:
+            stat = os.stat(self.path)
+            stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            with self._lock:
+                if stamp != self._stamp:
+                    with open(self.path, encoding="utf-8") as file:
+                        self._content = file.read().strip()
+                    self._stamp = stamp
+                content = self._content
+        except (OSError, UnicodeDecodeError) as error:
+            raise PrometheusCredentialsError(
+                f"cannot read the Prometheus {self._what} file {self.path}: "
+                f"{getattr(error, 'strerror', None) or type(error).__name__}"
+            ) from error
+        if not content:
+            raise PrometheusCredentialsError(
+                f"the Prometheus {self._what} file {self.path} is empty"
+            )
+        return content
+
+
+class _BearerTokenAuth(requests.auth.AuthBase):
+    def __init__(self, path: str) -> None:
+        self._token = _CredentialFile(path, "bearer token")
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token.read()}"
+        return request
+
+
+class _BasicAuthFromFiles(requests.auth.AuthBase):
+    def __init__(self, username_path: str, password_path: str) -> None:
+        self._username = _CredentialFile(username_path, "basic-auth username")
+        self._password = _CredentialFile(password_path, "basic-auth password")
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        basic = requests.auth.HTTPBasicAuth(self._username.read(), self._password.read())
+        return basic(request)
+
+
+def session_auth(connection: PrometheusConnection) -> requests.auth.AuthBase | None:
+    """The request authentication the connection asks for, reading its files on each request."""
+    if connection.bearer_token_file:
+        return _BearerTokenAuth(connection.bearer_token_file)
+    if connection.basic_auth_username_file:
+        return _BasicAuthFromFiles(
+            connection.basic_auth_username_file, connection.basic_auth_password_file
+        )
+    return None
+
+
+_STATUS = re.compile(r"HTTP Status Code (\d{3})")
+
+
+def http_status(error: PrometheusApiClientException) -> int | None:
+    """The HTTP status prometheus-api-client put in its message, if any."""
+    found = _STATUS.search(str(error))
+    return int(found.group(1)) if found else None
+
+
+def _status_text(status: int) -> str:
+    try:
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"HTTP {status}"
 
 
 @dataclass(frozen=True)
@@ -241,7 +464,7 @@ class PrometheusSignals:
 
     def __init__(
         self,
-        url: str,
+        connection: PrometheusConnection | str,
         *,
         timeout_seconds: float = 5.0,
         staleness_limit_seconds: float = 60.0,
@@ -249,15 +472,29 @@ class PrometheusSignals:
         held_requests_metric: str = HELD_REQUESTS_METRIC,
     ) -> None:
         """`held_requests_metric`: the gauge of requests a router or gateway holds for a
-        ModelService without a ready engine (labels `namespace`, `model_service`); empty: none."""
-        self.url = url.rstrip("/")
+        ModelService without a ready engine (labels `namespace`, `model_service`); empty: none.
+        `connection`: a `PrometheusConnection`, or a plain URL (no auth, default TLS)."""
+        if isinstance(connection, str):
+            connection = PrometheusConnection(url=connection)
+        self.connection = connection
+        self.url = connection.base_url
         self._held_requests_metric = held_requests_metric
         self._timeout_seconds = timeout_seconds
         self._staleness_limit_seconds = staleness_limit_seconds
         self._windows = windows
         # No retries inside a tick: the next tick is the retry, and a dead Prometheus must not
         # stall the control loop for the client's default back-off (seconds per query).
-        self._client = PrometheusConnect(url=self.url, disable_ssl=True, retry=Retry(total=0))
+        session = requests.Session()
+        session.verify = connection.verify
+        if connection.cert_file:
+            session.cert = (connection.cert_file, connection.key_file)
+        self._client = PrometheusConnect(
+            url=self.url,
+            headers=dict(connection.headers) or None,
+            auth=session_auth(connection),
+            retry=Retry(total=0),
+            session=session,
+        )
 
     def close(self) -> None:
         self._client.close()
@@ -266,11 +503,22 @@ class PrometheusSignals:
         """One instant query; raises `MetricsError` subclasses, never library errors."""
         try:
             result = self._client.custom_query(promql, timeout=self._timeout_seconds)
+        except requests.exceptions.SSLError as error:
+            raise PrometheusUnreachableError(
+                f"Prometheus unreachable at {self.url}: TLS failed ({_ssl_reason(error)}); "
+                "check the CA bundle and client certificate"
+            ) from error
         except requests.exceptions.RequestException as error:
             raise PrometheusUnreachableError(
                 f"Prometheus unreachable at {self.url}: {type(error).__name__}"
             ) from error
         except PrometheusApiClientException as error:
+            status = http_status(error)
+            if status in (401, 403):
+                raise PrometheusCredentialsError(
+                    f"Prometheus at {self.url} refused the credentials: {_status_text(status)}; "
+                    "check the bearer token or basic-auth Secret"
+                ) from error
             raise PrometheusQueryError(f"Prometheus at {self.url} refused a query: {error}") from (
                 error
             )
@@ -313,3 +561,11 @@ class PrometheusSignals:
         """The signals of one ModelService, or None and the reason."""
         key = ServiceKey(namespace, model_service)
         return (await self.read_all([key]))[key]
+
+
+def _ssl_reason(error: requests.exceptions.SSLError) -> str:
+    """The innermost reason of a TLS failure, e.g. `CERTIFICATE_VERIFY_FAILED`, without the URL
+    noise urllib3 wraps it in."""
+    text = str(error)
+    found = re.search(r"\[SSL: ([A-Z_]+)\]", text) or re.search(r"SSLError\((.+?)[,)]", text)
+    return found.group(1) if found else type(error).__name__

@@ -67,7 +67,7 @@ async def start(memo: kopf.Memo, **indexes: Any) -> None:
         cluster=ScaleClient(api),
         events=kube.Kube(api),
         prometheus=PrometheusSignals(
-            config.prometheus_url,
+            config.prometheus,
             staleness_limit_seconds=config.staleness_limit_seconds,
             held_requests_metric=config.held_requests_metric,
         ),

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from thrifty.adapters.prometheus import PrometheusConnection
 from thrifty.control import leadership
 
 LogFormat = Literal["plain", "json"]
@@ -48,7 +49,9 @@ class Settings:
     decision_interval_seconds: float = 15.0
     """One autoscaling pass over the fleet per scrape interval: deciding faster only re-reads the
     same samples."""
-    prometheus_url: str = "http://127.0.0.1:9090"
+    prometheus: PrometheusConnection = field(default_factory=PrometheusConnection)
+    """Where and how to query Prometheus (THRIFTY_PROMETHEUS_*: URL, path prefix, bearer token
+    or basic-auth files, CA, client certificate, headers); see `PrometheusConnection`."""
     held_requests_metric: str = HELD_REQUESTS_METRIC
     """Gauge of requests a router holds for a ModelService without a ready engine (labels
     `namespace`, `model_service`): the only demand signal at zero replicas. Empty: not read."""
@@ -112,6 +115,13 @@ def _metric_name(env: Mapping[str, str], key: str, default: str) -> str:
     return value
 
 
+def _prometheus(env: Mapping[str, str]) -> PrometheusConnection:
+    try:
+        return PrometheusConnection.from_env(env)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
+
+
 def _election(env: Mapping[str, str]) -> leadership.ElectionSettings:
     base = leadership.ElectionSettings()
     try:
@@ -165,7 +175,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         decision_interval_seconds=_seconds(
             env, "THRIFTY_DECISION_INTERVAL_SECONDS", d.decision_interval_seconds
         ),
-        prometheus_url=env.get("THRIFTY_PROMETHEUS_URL", "").strip() or d.prometheus_url,
+        prometheus=_prometheus(env),
         held_requests_metric=_metric_name(
             env, "THRIFTY_HELD_REQUESTS_METRIC", d.held_requests_metric
         ),
