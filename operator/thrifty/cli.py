@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import shlex
@@ -22,6 +23,7 @@ from typing import Any
 import pydantic
 import yaml
 
+import thrifty
 from thrifty.api import gpupool, modelservice
 from thrifty.policy import builtin
 from thrifty.policy.types import Enforcement, ScalingPolicy
@@ -216,11 +218,22 @@ def build_policy(option: str, context: PolicyContext) -> ScalingPolicy:
 # -- simulate ----------------------------------------------------------------------------------
 
 
+SIMULATE_EXAMPLE = """\
+example:
+  thrifty simulate --trace azure-code --policy thrifty --policy hpa,target_per_replica=2 \\
+      --profile llama-8b-1xh100 --out out/simulate
+  Prints a table of GPU-hours, $ and SLO attainment per policy and writes out/simulate/report.json
+  (and report.png with the plot extra: pip install 'thrifty[plot]').
+"""
+
+
 def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "simulate",
         help="replay a trace through policies on the fleet simulator",
         description="Replay a trace through one or more scaling policies and compare them.",
+        epilog=SIMULATE_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--trace",
@@ -382,10 +395,18 @@ def _write_outputs(args: argparse.Namespace, trace: traces.Trace, results: list[
     )
     document = report.report_json(results, settings, command)
     (out / "report.json").write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+    if importlib.util.find_spec("matplotlib") is None:
+        print(f"wrote {out / 'report.json'}")
+        print(f"thrifty simulate: {PLOT_MISSING}", file=sys.stderr)
+        return
     title = f"{trace.name} on {results[0].profile}" if results else trace.name
     (out / "report.png").write_bytes(report.plot_png(results, title))
     print(f"wrote {out / 'report.json'} and {out / 'report.png'}")
 
+
+PLOT_MISSING = (
+    "no report.png: matplotlib is not installed; the plot is an extra: pip install 'thrifty[plot]'"
+)
 
 # -- entry point -------------------------------------------------------------------------------
 
@@ -395,7 +416,13 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="thrifty", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="thrifty",
+        description=(thrifty.__doc__ or "thrifty").splitlines()[0],
+        epilog="example:\n  thrifty simulate --trace azure-code   (thrifty simulate --help: more)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"thrifty {thrifty.__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for add in _SUBCOMMANDS:
         add(subparsers)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib.metadata
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -172,3 +176,53 @@ def test_simulate_refuses_a_file_that_is_not_a_thrifty_object(tmp_path: Path) ->
     invalid = tmp_path / "ms.yaml"
     invalid.write_text("kind: ModelService\nspec: {pools: []}\n", encoding="utf-8")
     assert cli.main(["simulate", "-f", str(invalid), "--out", str(tmp_path)]) == 2
+
+
+def test_without_the_plot_extra_simulate_writes_the_report_and_says_why_no_png(
+    tmp_path: Path,
+    user_policy: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_find_spec = cli.importlib.util.find_spec
+    monkeypatch.setattr(
+        cli.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a),
+    )
+    trace = tmp_path / "tiny.csv"
+    trace.write_text(AZURE)
+    out = tmp_path / "out"
+    code = cli.main(["simulate", "--trace", str(trace), "--policy", user_policy, "--out", str(out)])
+    assert code == 0
+    assert (out / "report.json").exists()
+    assert not (out / "report.png").exists()
+    assert "pip install 'thrifty[plot]'" in capsys.readouterr().err
+
+
+def test_version_is_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"thrifty {importlib.metadata.version('thrifty')}"
+
+
+def test_python_dash_m_thrifty_is_the_command() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "thrifty", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.startswith("thrifty ")
+
+
+def test_every_subcommand_help_shows_an_example() -> None:
+    parser = cli.build_parser()
+    (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert subparsers.choices
+    for name, subparser in subparsers.choices.items():
+        text = subparser.format_help()
+        assert "example:" in text and f"thrifty {name} " in text, name
+    assert "example:" in parser.format_help()
