@@ -3,19 +3,39 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: bootstrap test test-vllm-scale lint unit e2e demo
+.PHONY: bootstrap venv test test-vllm-scale lint unit e2e demo generate lock
 
+# Everything: apt packages, the virtual environment, the local cluster's binaries.
 bootstrap:
 	bash scripts/bootstrap.sh
 
-lint: bootstrap
+# The virtual environment alone (from the lock files): enough for lint, unit and generate.
+venv:
+	bash scripts/bootstrap.sh venv
+
+lint: venv
 	$(VENV)/bin/ruff check operator runtime tests e2e bench
 	$(VENV)/bin/ruff format --check operator runtime tests e2e bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
-unit: bootstrap
+unit: venv
 	$(PY) -m pytest tests
+
+# The CRDs from the API models, into crds/ and the chart's copy (the unit tier checks both).
+generate: venv
+	$(PY) -m thrifty.api.crdgen --out crds
+	$(PY) -m thrifty.api.crdgen --out charts/thrifty/crds
+
+# The lock files from pyproject.toml (needs PyPI): requirements/operator.txt is what the image
+# installs, requirements/dev.txt what the virtual environment and CI install (dev and plot extras).
+PIP_COMPILE := $(VENV)/bin/pip-compile -q --generate-hashes --strip-extras --allow-unsafe \
+	--no-emit-index-url --no-emit-find-links
+lock: venv
+	$(VENV)/bin/python -m pip install -q pip-tools
+	PIP_FIND_LINKS= $(PIP_COMPILE) --output-file requirements/build.txt requirements/build.in
+	PIP_FIND_LINKS= $(PIP_COMPILE) --output-file requirements/operator.txt pyproject.toml
+	PIP_FIND_LINKS= $(PIP_COMPILE) --extra dev --extra plot --output-file requirements/dev.txt pyproject.toml
 
 e2e: bootstrap
 	$(PY) -m pytest e2e
@@ -44,6 +64,7 @@ bench: bootstrap
 
 # The operator image (Dockerfile; docs/install.md). Needs a container builder, none runs here:
 # `make image IMAGE=registry.example.com/thrifty-operator:0.1.0 [CONTAINER_BUILDER=podman]`.
+# Releases are built by .github/workflows/release.yml (amd64 and arm64) on a version tag.
 IMAGE ?= thrifty-operator:0.1.0
 CONTAINER_BUILDER ?= docker
 DOCKER_BUILD_ARGS ?=
