@@ -175,6 +175,65 @@ def test_settings_reach_the_operator_as_environment() -> None:
     assert env["THRIFTY_HELD_REQUESTS_METRIC"] == "gateway:queued_requests"
 
 
+def test_prometheus_credentials_are_files_from_secrets_and_a_projected_token() -> None:
+    values = (
+        "--set", "prometheus.url=https://thanos-query.monitoring:10902",
+        "--set", "prometheus.pathPrefix=/api/prom",
+        "--set", "prometheus.headers.X-Scope-OrgID=team-a",
+        "--set", "prometheus.bearerToken.serviceAccountToken.enabled=true",
+        "--set", "prometheus.bearerToken.serviceAccountToken.audience=prometheus",
+        "--set", "prometheus.tls.secretName=prom-tls",
+        "--set", "prometheus.tls.certKey=tls.crt",
+        "--set", "prometheus.tls.keyKey=tls.key",
+    )  # fmt: skip
+    pod = one(render(*values), "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert not any("valueFrom" in e for e in container["env"] if "PROMETHEUS" in e["name"])
+    assert env["THRIFTY_PROMETHEUS_PATH_PREFIX"] == "/api/prom"
+    assert json.loads(env["THRIFTY_PROMETHEUS_HEADERS"]) == {"X-Scope-OrgID": "team-a"}
+    assert env["THRIFTY_PROMETHEUS_BEARER_TOKEN_FILE"] == "/etc/thrifty/prometheus/token"
+    assert env["THRIFTY_PROMETHEUS_CA_FILE"] == "/etc/thrifty/prometheus/ca.crt"
+    assert env["THRIFTY_PROMETHEUS_CERT_FILE"] == "/etc/thrifty/prometheus/tls.crt"
+    assert env["THRIFTY_PROMETHEUS_INSECURE_SKIP_VERIFY"] == "false"
+    assert "THRIFTY_PROMETHEUS_BASIC_AUTH_USERNAME_FILE" not in env
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "prometheus-credentials"]
+    assert mount == {
+        "name": "prometheus-credentials",
+        "mountPath": "/etc/thrifty/prometheus",
+        "readOnly": True,
+    }
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "prometheus-credentials"]
+    token, tls = volume["projected"]["sources"]
+    assert token["serviceAccountToken"] == {
+        "path": "token",
+        "audience": "prometheus",
+        "expirationSeconds": 3600,
+    }
+    assert tls["secret"]["name"] == "prom-tls"
+    assert [i["path"] for i in tls["secret"]["items"]] == ["ca.crt", "tls.crt", "tls.key"]
+    # The defaults: no credentials volume, nothing to mount.
+    default_pod = one(render(), "Deployment")["spec"]["template"]["spec"]
+    assert [v["name"] for v in default_pod["volumes"]] == ["tmp"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            ["prometheus.basicAuth.secretName=a", "prometheus.bearerToken.secretName=b"],
+            "bearerToken and basicAuth both set",
+        ),
+        (["prometheus.tls.secretName=t", "prometheus.tls.certKey=tls.crt"], "go together"),
+    ],
+)
+def test_contradictory_prometheus_auth_is_refused(values: list[str], message: str) -> None:
+    flags = [arg for value in values for arg in ("--set", value)]
+    result = helm("template", "thrifty", str(CHART), *TEMPLATE_FLAGS, *flags, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+
+
 FORBIDDEN_RESOURCES = {
     "secrets",
     "configmaps",
@@ -247,6 +306,9 @@ def test_namespaced_mode_grants_workload_permissions_only_in_watched_namespaces(
         ("operator.decisionIntervalSeconds=0", "decisionIntervalSeconds"),
         ("operator.watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
         ("replicas=3", "replicas"),
+        ("prometheus.pathPrefix=prometheus", "pathPrefix"),
+        ("prometheus.tls.insecureSkipVerify=maybe", "insecureSkipVerify"),
+        ("prometheus.basicAuth.secretName=Not_A_Secret", "secretName"),
     ],
 )
 def test_schema_rejects_bad_values_naming_the_value(setting: str, named: str) -> None:

@@ -61,6 +61,7 @@ app.kubernetes.io/part-of: thrifty
   value: {{ .Values.prometheus.url | quote }}
 - name: THRIFTY_HELD_REQUESTS_METRIC
   value: {{ .Values.prometheus.heldRequestsMetric | quote }}
+{{- include "thrifty.prometheusEnv" . }}
 - name: THRIFTY_DECISION_INTERVAL_SECONDS
   value: {{ .Values.operator.decisionIntervalSeconds | quote }}
 - name: THRIFTY_LOG_FORMAT
@@ -97,4 +98,97 @@ rendering returns nothing) or --kube-version moved it off Helm's offline placeho
 {{- if and (or $live (ne $version "v1.20.0")) (semverCompare "<1.29.0-0" $version) -}}
 {{- fail (printf "thrifty needs Kubernetes >= 1.29 (its CRDs use CEL validation rules); the target is %s" $version) -}}
 {{- end -}}
+
+{{/* Where the Prometheus credentials volume is mounted in the operator container. */}}
+{{- define "thrifty.prometheusCredentialsDir" -}}
+/etc/thrifty/prometheus
+{{- end }}
+
+{{/* The projected volume's sources: a ServiceAccount token and the Secrets' keys, as files. */}}
+{{- define "thrifty.prometheusCredentialSources" -}}
+{{- $p := .Values.prometheus }}
+{{- if $p.bearerToken.serviceAccountToken.enabled }}
+- serviceAccountToken:
+    path: token
+    expirationSeconds: {{ int $p.bearerToken.serviceAccountToken.expirationSeconds }}
+    {{- with $p.bearerToken.serviceAccountToken.audience }}
+    audience: {{ . | quote }}
+    {{- end }}
+{{- end }}
+{{- if $p.bearerToken.secretName }}
+- secret:
+    name: {{ $p.bearerToken.secretName | quote }}
+    items:
+      - key: {{ $p.bearerToken.secretKey | quote }}
+        path: token
+{{- end }}
+{{- if $p.basicAuth.secretName }}
+- secret:
+    name: {{ $p.basicAuth.secretName | quote }}
+    items:
+      - key: {{ $p.basicAuth.usernameKey | quote }}
+        path: username
+      - key: {{ $p.basicAuth.passwordKey | quote }}
+        path: password
+{{- end }}
+{{- if and $p.tls.secretName (or $p.tls.caKey $p.tls.certKey) }}
+- secret:
+    name: {{ $p.tls.secretName | quote }}
+    items:
+      {{- with $p.tls.caKey }}
+      - key: {{ . | quote }}
+        path: ca.crt
+      {{- end }}
+      {{- if $p.tls.certKey }}
+      - key: {{ $p.tls.certKey | quote }}
+        path: tls.crt
+      - key: {{ $p.tls.keyKey | quote }}
+        path: tls.key
+      {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* THRIFTY_PROMETHEUS_* beyond the URL; refuses combinations the operator would refuse. */}}
+{{- define "thrifty.prometheusEnv" -}}
+{{- $p := .Values.prometheus }}
+{{- $dir := include "thrifty.prometheusCredentialsDir" . }}
+{{- if and $p.bearerToken.serviceAccountToken.enabled $p.bearerToken.secretName }}
+{{- fail "prometheus.bearerToken: set serviceAccountToken.enabled or secretName, not both" }}
+{{- end }}
+{{- $bearer := or $p.bearerToken.serviceAccountToken.enabled $p.bearerToken.secretName }}
+{{- if and $bearer $p.basicAuth.secretName }}
+{{- fail "prometheus: bearerToken and basicAuth both set; Prometheus takes one Authorization header" }}
+{{- end }}
+{{- if ne (empty $p.tls.certKey) (empty $p.tls.keyKey) }}
+{{- fail "prometheus.tls.certKey and prometheus.tls.keyKey go together: set both or neither" }}
+{{- end }}
+{{- if and $p.tls.certKey (not $p.tls.secretName) }}
+{{- fail "prometheus.tls.certKey needs prometheus.tls.secretName" }}
+{{- end }}
+- name: THRIFTY_PROMETHEUS_PATH_PREFIX
+  value: {{ $p.pathPrefix | quote }}
+- name: THRIFTY_PROMETHEUS_HEADERS
+  value: {{ if $p.headers }}{{ toJson $p.headers | quote }}{{ else }}""{{ end }}
+- name: THRIFTY_PROMETHEUS_INSECURE_SKIP_VERIFY
+  value: {{ $p.tls.insecureSkipVerify | quote }}
+{{- if $bearer }}
+- name: THRIFTY_PROMETHEUS_BEARER_TOKEN_FILE
+  value: {{ printf "%s/token" $dir | quote }}
+{{- end }}
+{{- if $p.basicAuth.secretName }}
+- name: THRIFTY_PROMETHEUS_BASIC_AUTH_USERNAME_FILE
+  value: {{ printf "%s/username" $dir | quote }}
+- name: THRIFTY_PROMETHEUS_BASIC_AUTH_PASSWORD_FILE
+  value: {{ printf "%s/password" $dir | quote }}
+{{- end }}
+{{- if and $p.tls.secretName $p.tls.caKey }}
+- name: THRIFTY_PROMETHEUS_CA_FILE
+  value: {{ printf "%s/ca.crt" $dir | quote }}
+{{- end }}
+{{- if $p.tls.certKey }}
+- name: THRIFTY_PROMETHEUS_CERT_FILE
+  value: {{ printf "%s/tls.crt" $dir | quote }}
+- name: THRIFTY_PROMETHEUS_KEY_FILE
+  value: {{ printf "%s/tls.key" $dir | quote }}
+{{- end }}
 {{- end }}

@@ -564,8 +564,10 @@ class PrometheusSignals:
 
 
 def _ssl_reason(error: requests.exceptions.SSLError) -> str:
-    """The innermost reason of a TLS failure, e.g. `CERTIFICATE_VERIFY_FAILED`, without the URL
-    noise urllib3 wraps it in."""
+    """The innermost reason of a TLS failure (`CERTIFICATE_VERIFY_FAILED`, `tlsv13 alert
+    certificate required`), without the URL and pool noise urllib3 wraps it in."""
     text = str(error)
-    found = re.search(r"\[SSL: ([A-Z_]+)\]", text) or re.search(r"SSLError\((.+?)[,)]", text)
+    found = re.search(r"\[SSL: ([A-Z0-9_]+)\]", text) or re.search(
+        r"SSLError\(\d+, '(?:\[SSL\] )?([^'(]+?)\s*(?:\(_ssl[^']*)?'", text
+    )
     return found.group(1) if found else type(error).__name__
