@@ -173,6 +173,35 @@ def test_settings_reach_the_operator_as_environment() -> None:
     assert env["THRIFTY_DECISION_INTERVAL_SECONDS"] == "7"
     assert env["THRIFTY_LOG_FORMAT"] == "json"
     assert env["THRIFTY_HELD_REQUESTS_METRIC"] == "gateway:queued_requests"
+    assert env["THRIFTY_METRICS_ADDRESS"] == "0.0.0.0"
+    ipv6 = one(render("--set", "operator.metricsAddress=::"), "Deployment")
+    assert {"name": "THRIFTY_METRICS_ADDRESS", "value": "::"} in (
+        ipv6["spec"]["template"]["spec"]["containers"][0]["env"]
+    )
+
+
+def test_network_policy_admits_only_the_monitoring_namespace_to_the_metrics_port() -> None:
+    assert not of_kind(render(), "NetworkPolicy")  # off by default
+    docs = render("--set", "networkPolicy.enabled=true")
+    policy = one(docs, "NetworkPolicy")["spec"]
+    deployment = one(docs, "Deployment")
+    assert policy["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    assert rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    ports = deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    assert "metrics" in [port["name"] for port in ports]
+    narrowed = render(
+        "--set", "networkPolicy.enabled=true",
+        "--set", "networkPolicy.metricsNamespaceSelector.matchLabels.team=observability",
+        "--set", "networkPolicy.metricsPodSelector.matchLabels.app=prometheus",
+    )  # fmt: skip
+    (peer,) = one(narrowed, "NetworkPolicy")["spec"]["ingress"][0]["from"]
+    assert peer["podSelector"] == {"matchLabels": {"app": "prometheus"}}
+    assert peer["namespaceSelector"]["matchLabels"]["team"] == "observability"
 
 
 def test_prometheus_credentials_are_files_from_secrets_and_a_projected_token() -> None:
@@ -307,6 +336,7 @@ def test_namespaced_mode_grants_workload_permissions_only_in_watched_namespaces(
         ("operator.watchNamespaces={Not_A_Namespace}", "watchNamespaces"),
         ("replicas=3", "replicas"),
         ("prometheus.pathPrefix=prometheus", "pathPrefix"),
+        ("operator.metricsAddress=localhost", "metricsAddress"),
         ("prometheus.tls.insecureSkipVerify=maybe", "insecureSkipVerify"),
         ("prometheus.basicAuth.secretName=Not_A_Secret", "secretName"),
     ],

@@ -68,6 +68,8 @@ app.kubernetes.io/part-of: thrifty
   value: {{ .Values.operator.logFormat | quote }}
 - name: THRIFTY_METRICS_PORT
   value: {{ .Values.operator.metricsPort | quote }}
+- name: THRIFTY_METRICS_ADDRESS
+  value: {{ .Values.operator.metricsAddress | quote }}
 - name: THRIFTY_LIVENESS_ENDPOINT
   value: {{ printf "http://0.0.0.0:%d/healthz" (int .Values.operator.healthPort) | quote }}
 - name: THRIFTY_LEADER_ELECTION

@@ -172,7 +172,8 @@ class OperatorMetrics:
         ).inc()
 
     def serve(self, port: int, address: str = "0.0.0.0") -> None:
-        """Serves /metrics on a background thread (prometheus-client's own HTTP server)."""
+        """Serves /metrics on `address`:`port` on a background thread (prometheus-client's own
+        HTTP server)."""
         prometheus_client.start_http_server(port, addr=address, registry=self.registry)
 
 

@@ -42,11 +42,11 @@ def _elector(
     )
 
 
-def _serve_metrics(metrics: operator_metrics.OperatorMetrics, port: int) -> None:
+def _serve_metrics(metrics: operator_metrics.OperatorMetrics, port: int, address: str) -> None:
     if not port:
         return
     try:
-        metrics.serve(port)
+        metrics.serve(port, address)
     except OSError as error:
         # Scaling matters more than its own telemetry: keep running, say it loudly.
         log.error("operator /metrics not served on port %s: %s", port, error)
@@ -60,7 +60,7 @@ async def start(memo: kopf.Memo, **indexes: Any) -> None:
     api = kube.connect()
     metrics = operator_metrics.OperatorMetrics()
     kube.REQUEST_HOOKS.append(lambda verb: metrics.api_requests.labels(verb=verb).inc())
-    _serve_metrics(metrics, config.metrics_port)
+    _serve_metrics(metrics, config.metrics_port, config.metrics_address)
     elector = _elector(config, api, metrics)
     caches = caches_module.Caches.from_kwargs(indexes)
     scaler = fleet.FleetPass(

@@ -8,6 +8,7 @@ into a usage error (exit 2) before kopf starts, never a traceback.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -57,6 +58,9 @@ class Settings:
     `namespace`, `model_service`): the only demand signal at zero replicas. Empty: not read."""
     metrics_port: int = 8080
     """The operator's own /metrics; 0 disables the endpoint."""
+    metrics_address: str = "0.0.0.0"
+    """The IP address /metrics listens on: every IPv4 interface, as Prometheus scrapes the pod IP;
+    `::` on IPv6 clusters; 127.0.0.1 behind an authenticating sidecar such as kube-rbac-proxy."""
     cold_start_seconds: float = 120.0
     """Order-to-serving time of a replica when its ModelService does not say
     (spec.scaling.coldStartSeconds): 8B weights from a warm cache and CUDA graphs take about
@@ -94,6 +98,19 @@ def _port(env: Mapping[str, str], key: str, default: int) -> int:
     if not raw.isdigit() or int(raw) > 65535:
         raise SettingsError(f"{key} must be a TCP port (0 disables), got {raw!r}")
     return int(raw)
+
+
+def _address(env: Mapping[str, str], key: str, default: str) -> str:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        ipaddress.ip_address(raw)
+    except ValueError:
+        raise SettingsError(
+            f"{key} must be an IP address (0.0.0.0, ::, 127.0.0.1), got {raw!r}"
+        ) from None
+    return raw
 
 
 def _flag(env: Mapping[str, str], key: str, default: bool) -> bool:
@@ -180,6 +197,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             env, "THRIFTY_HELD_REQUESTS_METRIC", d.held_requests_metric
         ),
         metrics_port=_port(env, "THRIFTY_METRICS_PORT", d.metrics_port),
+        metrics_address=_address(env, "THRIFTY_METRICS_ADDRESS", d.metrics_address),
         cold_start_seconds=_seconds(env, "THRIFTY_COLD_START_SECONDS", d.cold_start_seconds),
         staleness_limit_seconds=_seconds(
             env, "THRIFTY_METRICS_STALENESS_SECONDS", d.staleness_limit_seconds

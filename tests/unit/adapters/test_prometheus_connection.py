@@ -95,9 +95,18 @@ def test_a_bad_value_names_its_variable(env: dict[str, str], named: str) -> None
         PrometheusConnection.from_env({f"{PREFIX}{key}": value for key, value in env.items()})
 
 
-def test_the_entry_point_refuses_a_bad_setting_as_a_usage_error() -> None:
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        (f"{PREFIX}INSECURE_SKIP_VERIFY", "sometimes", "must be true or false"),
+        ("THRIFTY_METRICS_ADDRESS", "localhost", "must be an IP address"),
+    ],
+)
+def test_the_entry_point_refuses_a_bad_setting_as_a_usage_error(
+    name: str, value: str, message: str
+) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("THRIFTY_")}
-    env[f"{PREFIX}INSECURE_SKIP_VERIFY"] = "sometimes"
+    env[name] = value
     result = subprocess.run(
         [sys.executable, "-m", "thrifty.control"],
         cwd=REPO_ROOT,
@@ -108,7 +117,7 @@ def test_the_entry_point_refuses_a_bad_setting_as_a_usage_error() -> None:
         check=False,
     )
     assert result.returncode == 2
-    assert f"{PREFIX}INSECURE_SKIP_VERIFY must be true or false" in result.stderr
+    assert f"{name} {message}" in result.stderr
     assert "Traceback" not in result.stderr
 
 

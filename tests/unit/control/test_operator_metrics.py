@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+import socket
+import urllib.request
 
+import pytest
 from prometheus_client import generate_latest
 
 from thrifty.adapters.operator_metrics import OperatorMetrics
+from thrifty.control import settings
 from thrifty.policy.types import Bound, Reason
 
 
@@ -79,3 +83,21 @@ def test_a_deleted_modelservice_leaves_no_series() -> None:
     metrics.forget_modelservice("team", "chat")
     text = generate_latest(metrics.registry).decode()
     assert 'modelservice="chat"' not in text
+
+
+def test_metrics_address_is_a_setting() -> None:
+    assert settings.from_env({}).metrics_address == "0.0.0.0"
+    assert settings.from_env({"THRIFTY_METRICS_ADDRESS": "::"}).metrics_address == "::"
+    with pytest.raises(settings.SettingsError, match="THRIFTY_METRICS_ADDRESS must be an IP"):
+        settings.from_env({"THRIFTY_METRICS_ADDRESS": "localhost"})
+    # 127.0.0.2 is loopback too, but a server bound there is not on 127.0.0.1: the address is used.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.2", 0))
+        port = int(probe.getsockname()[1])
+    OperatorMetrics().serve(
+        port, settings.from_env({"THRIFTY_METRICS_ADDRESS": "127.0.0.2"}).metrics_address
+    )
+    with urllib.request.urlopen(f"http://127.0.0.2:{port}/metrics", timeout=5) as response:
+        assert b"thrifty_leader" in response.read()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
