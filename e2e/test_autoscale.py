@@ -568,6 +568,6 @@ def test_traffic_at_zero_replicas_is_held_and_scales_the_service_from_zero(stack
         urllib.request.urlopen(f"{stack.router_url}/metrics", timeout=5).read().decode(),
         "thrifty_router_requests_held",
         namespace=stack.namespace,
-        model_service="chat",
+        modelservice="chat",
     )
     assert held == 0.0

@@ -2,7 +2,7 @@
 
 A Deployment's pods land on the fake GPU nodes and run nothing; the fleet mirror (a real process,
 watching the real API server) must give each Running pod an engine, register it with the real
-Prometheus under the label contract (`namespace`, `pod`, `model_service`), route requests to the
+Prometheus under the label contract (`namespace`, `pod`, `modelservice`), route requests to the
 engines, and drain an engine whose pod goes away. The operator's Prometheus adapter must then read
 signals that reflect the load.
 """
@@ -137,7 +137,7 @@ def _pod_names(cluster: Cluster, namespace: str) -> set[str]:
 
 
 def _scraped_pods(source: PrometheusSignals, namespace: str) -> set[str]:
-    result = source.query(f'up{{namespace="{namespace}",model_service="{MODEL_SERVICE}"}} == 1')
+    result = source.query(f'up{{namespace="{namespace}",modelservice="{MODEL_SERVICE}"}} == 1')
     return {str(series["metric"]["pod"]) for series in result}
 
 

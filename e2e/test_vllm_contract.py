@@ -234,7 +234,7 @@ def test_every_operator_query_returns_data_from_real_and_simulated_engines(
             {
                 "namespace": key.namespace,
                 "pod": f"{key.model_service}-0",
-                "model_service": key.model_service,
+                "modelservice": key.model_service,
             },
         )
     source = PrometheusSignals(cluster.prometheus_url)

@@ -10,7 +10,7 @@ of a ModelService what its container would have been:
   Simulated (`thrifty_runtime.engine_server`, in this process) by default; the real vLLM CPU build
   for pods annotated `thrifty.dev/engine: vllm` or for all pods with `--engine vllm`;
 - it writes a Prometheus file_sd file listing the engines with the labels `namespace`, `pod` and
-  `model_service`, the same labels a PodMonitor gives real pods (the label contract of
+  `modelservice`, the same labels a PodMonitor gives real pods (the label contract of
   `thrifty.adapters.prometheus`);
 - when a pod is deleted or starts terminating, its engine leaves the router first (as endpoints are
   removed before SIGTERM), waits the pod's preStop sleep, then drains for its `--shutdown-timeout`
@@ -20,7 +20,7 @@ of a ModelService what its container would have been:
   requests in flight through the router), like a Service with least-request balancing. For a
   ModelService with no engine it holds requests until one is ready (`--hold-timeout`), as an
   activator does, and its /metrics (the held requests per ModelService) is a file_sd target too,
-  with job `<job>-router` and no namespace or model_service target labels, so the series keep
+  with job `<job>-router` and no namespace or modelservice target labels, so the series keep
   their own.
 
     python -m thrifty_runtime.fleet_mirror --file-sd /path/sd/thrifty-fleet.json \\
@@ -117,7 +117,7 @@ def file_sd_groups(
     router: str | None = None,
 ) -> list[dict[str, Any]]:
     """Prometheus file_sd target groups: one per engine, labelled as a PodMonitor would, and the
-    router's, labelled by job only: its series carry their own `namespace` and `model_service`,
+    router's, labelled by job only: its series carry their own `namespace` and `modelservice`,
     which target labels of the same name would rename to `exported_*`."""
     routers = [{"targets": [router], "labels": {"job": f"{job}-router"}}] if router else []
     return routers + [
@@ -127,7 +127,7 @@ def file_sd_groups(
                 "job": job,
                 "namespace": spec.namespace,
                 "pod": spec.pod,
-                "model_service": spec.model_service,
+                "modelservice": spec.model_service,
             },
         }
         for spec, address in sorted(engines, key=lambda item: item[0].key)

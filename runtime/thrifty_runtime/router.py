@@ -10,7 +10,7 @@ the request tried on the next one.
 A request for a ModelService with no engine at all (scaled to zero, or its first replica still
 starting) is held, as Knative's activator holds requests for a revision at zero: it goes to the
 first engine that becomes ready, or gets a 503 after `hold_timeout_seconds`. The number held per
-ModelService is the gauge `thrifty_router_requests_held{namespace, model_service}` on
+ModelService is the gauge `thrifty_router_requests_held{namespace, modelservice}` on
 `GET /metrics`: the operator reads it as waiting requests, the only demand signal a ModelService
 without engines has, and scales it from zero (see docs/runtime.md).
 
@@ -77,7 +77,7 @@ class Router:
         self._held = Gauge(
             HELD_METRIC,
             "Requests the router holds because their ModelService has no ready engine.",
-            ("namespace", "model_service"),
+            ("namespace", "modelservice"),
             registry=self.registry,
         )
 
@@ -104,7 +104,7 @@ class Router:
 
     def held(self, namespace: str, model_service: str) -> int:
         """Requests held right now for this ModelService (the gauge's value)."""
-        labels = {"namespace": namespace, "model_service": model_service}
+        labels = {"namespace": namespace, "modelservice": model_service}
         return int(self.registry.get_sample_value(HELD_METRIC, labels) or 0)
 
     def pick(self, namespace: str, model_service: str, exclude: set[int]) -> Backend | None:
@@ -205,7 +205,7 @@ class Router:
         Counted in the held gauge while it waits. A client that gives up cancels the handler,
         which uncounts it: the gauge never counts a request nobody waits for."""
         key = (namespace, model_service)
-        gauge = self._held.labels(namespace=namespace, model_service=model_service)
+        gauge = self._held.labels(namespace=namespace, modelservice=model_service)
         deadline = time.monotonic() + self._hold_timeout_seconds
         gauge.inc()
         try:

@@ -7,11 +7,11 @@ prometheus-api-client off the event loop, and turns transport and query failures
 exceptions and then into a `SignalsReading` with `signals=None` and a reason a human can act on.
 
 Label contract: every vLLM series of a ModelService's pods carries the labels `namespace`, `pod`
-and `model_service` (the value of the pod label `thrifty.dev/model-service`). The fleet mirror
+and `modelservice` (the value of the pod label `thrifty.dev/model-service`). The fleet mirror
 (runtime/thrifty_runtime/fleet_mirror.py) registers its engines as file_sd targets with exactly
 those labels; on a real cluster a PodMonitor relabels `__meta_kubernetes_namespace` to `namespace`,
 `__meta_kubernetes_pod_name` to `pod` and the pod label `thrifty.dev/model-service` to
-`model_service` (see docs/runtime.md). Queries group by `namespace` and `model_service`, so one set
+`modelservice` (see docs/runtime.md). Queries group by `namespace` and `modelservice`, so one set
 of queries serves every ModelService in a tick (`read_all`) and a single one (`read`) alike.
 
 Scale from zero: a ModelService without a ready engine has no vLLM series at all, so its only
@@ -55,9 +55,9 @@ from thrifty.policy.types import Signals
 
 NAMESPACE_LABEL = "namespace"
 POD_LABEL = "pod"
-MODEL_SERVICE_LABEL = "model_service"
+MODEL_SERVICE_LABEL = "modelservice"
 POD_MODEL_SERVICE_LABEL = "thrifty.dev/model-service"
-"""The pod label the PodMonitor (or the fleet mirror) copies into `model_service`."""
+"""The pod label the PodMonitor (or the fleet mirror) copies into `modelservice`."""
 
 GROUP_BY = f"{NAMESPACE_LABEL}, {MODEL_SERVICE_LABEL}"
 
@@ -301,7 +301,7 @@ def _quote(value: str) -> str:
 
 
 def label_matchers(key: ServiceKey | None) -> str:
-    """`{namespace="ns",model_service="ms"}` for one ModelService, `{model_service!=""}` for all."""
+    """`{namespace="ns",modelservice="ms"}` for one ModelService, `{modelservice!=""}` for all."""
     if key is None:
         return f'{{{MODEL_SERVICE_LABEL}!=""}}'
     return (
@@ -312,7 +312,7 @@ def label_matchers(key: ServiceKey | None) -> str:
 
 def build_queries(key: ServiceKey | None, windows: QueryWindows = QueryWindows()) -> dict[str, str]:
     """Every PromQL query the operator runs, by the `Signals` field it feeds. Each result has one
-    series per (namespace, model_service)."""
+    series per (namespace, modelservice)."""
     sel = label_matchers(key)
     rate = f"[{windows.rate_seconds}s]"
     ttft = f"[{windows.ttft_seconds}s]"
@@ -472,7 +472,7 @@ class PrometheusSignals:
         held_requests_metric: str = HELD_REQUESTS_METRIC,
     ) -> None:
         """`held_requests_metric`: the gauge of requests a router or gateway holds for a
-        ModelService without a ready engine (labels `namespace`, `model_service`); empty: none.
+        ModelService without a ready engine (labels `namespace`, `modelservice`); empty: none.
         `connection`: a `PrometheusConnection`, or a plain URL (no auth, default TLS)."""
         if isinstance(connection, str):
             connection = PrometheusConnection(url=connection)

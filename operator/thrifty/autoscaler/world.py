@@ -19,7 +19,7 @@ from thrifty.policy.types import Signals
 @dataclass(frozen=True, order=True)
 class ServiceKey:
     """A ModelService by namespace and name (the Prometheus label pair `namespace`,
-    `model_service`)."""
+    `modelservice`)."""
 
     namespace: str
     model_service: str

@@ -55,7 +55,7 @@ class Settings:
     or basic-auth files, CA, client certificate, headers); see `PrometheusConnection`."""
     held_requests_metric: str = HELD_REQUESTS_METRIC
     """Gauge of requests a router holds for a ModelService without a ready engine (labels
-    `namespace`, `model_service`): the only demand signal at zero replicas. Empty: not read."""
+    `namespace`, `modelservice`): the only demand signal at zero replicas. Empty: not read."""
     metrics_port: int = 8080
     """The operator's own /metrics; 0 disables the endpoint."""
     metrics_address: str = "0.0.0.0"

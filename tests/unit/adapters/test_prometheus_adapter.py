@@ -52,8 +52,8 @@ def test_every_query_selects_the_service_and_uses_only_real_vllm_names() -> None
         names = set(re.findall(r"vllm:[a-z_]+", promql))
         assert names, promql
         assert names <= VLLM_SERIES, promql
-        assert '{namespace="team-a",model_service="llama-8b"}' in promql
-        assert "by (namespace, model_service" in promql
+        assert '{namespace="team-a",modelservice="llama-8b"}' in promql
+        assert "by (namespace, modelservice" in promql
 
 
 def test_windows_reach_the_rate_queries() -> None:
@@ -64,13 +64,13 @@ def test_windows_reach_the_rate_queries() -> None:
 
 
 def test_label_values_are_escaped() -> None:
-    assert label_matchers(ServiceKey('a"b', "c\\d")) == '{namespace="a\\"b",model_service="c\\\\d"}'
-    assert label_matchers(None) == '{model_service!=""}'
+    assert label_matchers(ServiceKey('a"b', "c\\d")) == '{namespace="a\\"b",modelservice="c\\\\d"}'
+    assert label_matchers(None) == '{modelservice!=""}'
 
 
 def _series(key: ServiceKey, value: str) -> dict[str, object]:
     return {
-        "metric": {"namespace": key.namespace, "model_service": key.model_service},
+        "metric": {"namespace": key.namespace, "modelservice": key.model_service},
         "value": [1.7e9, value],
     }
 
@@ -132,7 +132,7 @@ def test_another_services_series_do_not_count() -> None:
     only_other = {name: {OTHER: 1.0} for name in _results()}
     reading = signals_from_results(KEY, only_other, staleness_limit_seconds=60)
     assert reading.signals is None
-    assert "model_service='llama-8b'" in reading.reason
+    assert "modelservice='llama-8b'" in reading.reason
     assert "namespace='team-a'" in reading.reason
 
 
@@ -147,8 +147,8 @@ def test_stale_samples_hold() -> None:
 def test_the_held_requests_query_selects_the_service_by_the_same_labels() -> None:
     queries = build_held_queries(KEY, "thrifty_router_requests_held")
     assert queries["requests_held"] == (
-        "sum by (namespace, model_service) "
-        '(thrifty_router_requests_held{namespace="team-a",model_service="llama-8b"})'
+        "sum by (namespace, modelservice) "
+        '(thrifty_router_requests_held{namespace="team-a",modelservice="llama-8b"})'
     )
     assert queries["held_sample_age_seconds"].startswith("time() - max by (namespace, ")
     assert "gateway_queue" in build_held_queries(None, "gateway_queue")["requests_held"]

@@ -92,7 +92,7 @@ def test_targets_carry_the_label_contract() -> None:
                 "job": "fleet",
                 "namespace": "team-a",
                 "pod": "llama-8b-engine-abc",
-                "model_service": "llama-8b",
+                "modelservice": "llama-8b",
             },
         }
     ]
@@ -207,12 +207,12 @@ def test_router_retries_a_draining_engines_refusal_elsewhere() -> None:
 
 
 async def _held_on_metrics(session: aiohttp.ClientSession, router: Router) -> dict[str, float]:
-    """The held gauge's samples by (namespace, model_service), as Prometheus would parse them."""
+    """The held gauge's samples by (namespace, modelservice), as Prometheus would parse them."""
     async with session.get(f"{router.url}/metrics") as response:
         assert response.status == 200
         text = await response.text()
     return {
-        (sample.labels["namespace"], sample.labels["model_service"]): sample.value
+        (sample.labels["namespace"], sample.labels["modelservice"]): sample.value
         for family in text_string_to_metric_families(text)
         if family.name == HELD_METRIC
         for sample in family.samples
