@@ -33,7 +33,7 @@ from harness.cluster import wait_until
 from operator_process import StartOperator, operator_process
 from test_autoscale import OPERATOR_ENV, crds, free_port, model_service_manifest, pool_manifest
 from test_autoscale import stop_prometheus as stop
-from test_helm import CHART, TEMPLATE_FLAGS, helm
+from test_helm import CHART, helm
 
 __all__ = ["crds", "operator_process"]  # fixtures, re-exported for pytest
 
@@ -117,7 +117,7 @@ def chart_prometheus_env(
 ) -> dict[str, str]:
     """The THRIFTY_PROMETHEUS_* environment the chart gives the operator with `values`, and the
     files its projected volume would mount, read from the Secrets in the cluster."""
-    out = helm("template", "thrifty", str(CHART), *TEMPLATE_FLAGS, "-n", namespace, *values)
+    out = helm("template", "thrifty", str(CHART), "-n", namespace, *values)
     docs = [doc for doc in yaml.safe_load_all(out.stdout) if doc]
     (deployment,) = [doc for doc in docs if doc["kind"] == "Deployment"]
     pod = deployment["spec"]["template"]["spec"]
