@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from thrifty import cli
+from thrifty import cli, tracefiles
 from thrifty.api.modelservice import ModelService
 from thrifty.policy.types import Enforcement
 from thrifty.sim import report, scenario
@@ -151,8 +151,8 @@ def _sweep_point(args: argparse.Namespace, case: Case, sweep: Sweep, value: floa
 
 
 def make_case(args: argparse.Namespace, name: str, profile: EngineProfile) -> Case:
-    options = cli.TraceOptions(target_rps=args.servegen_rps, seed=args.seed)
-    trace = cli.load_trace(name, options)
+    options = tracefiles.TraceOptions(target_rps=args.servegen_rps, seed=args.seed)
+    trace = tracefiles.load_trace(name, options)
     cold_start = args.cold_start or profile.cold_start_seconds
     # Every policy starts from the fleet the first minutes need, so none pays for an unfair
     # cold open (Mooncake starts at full rate with 40k-token prompts).

@@ -24,8 +24,8 @@ from harness import Cluster
 from harness.cluster import wait_until
 from operator_process import OperatorProcess, StartOperator, operator_process
 from test_reconcile import apply, condition, crds_and_pools, example
-from thrifty import render
 from thrifty.api import costbudget, gpupool, modelservice
+from thrifty.reconciler import render
 
 __all__ = ["crds_and_pools", "operator_process"]  # fixtures, re-exported for pytest
 

@@ -23,9 +23,9 @@ import yaml
 import fleet_process
 from harness import Cluster
 from harness.cluster import wait_until
-from thrifty import render
 from thrifty.adapters.prometheus import PrometheusSignals
 from thrifty.api import modelservice
+from thrifty.reconciler import render
 from thrifty_runtime.loadgen import ClosedLoop, completions_url
 
 pytestmark = pytest.mark.timeout(900)

@@ -34,9 +34,9 @@ import pytest
 
 from harness import Cluster
 from harness.cluster import wait_until
-from thrifty import render
 from thrifty.adapters.prometheus import PrometheusSignals, ServiceKey, build_queries
 from thrifty.api import modelservice
+from thrifty.reconciler import render
 from thrifty_runtime import vllm_process
 from thrifty_runtime.exposition import scrape_shape, shape_differences
 

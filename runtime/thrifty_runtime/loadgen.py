@@ -1,8 +1,8 @@
 """Replays a trace (or a slice of one) against a ModelService through the fleet's router.
 
 The scaling loop must be proven under real traffic, not a constant rate: this sends the requests of
-a public trace (Azure, Mooncake, ServeGen-derived; loaded by `thrifty.cli.load_trace`, the same
-loader the simulator uses) at their arrival times, optionally sped up, to
+a public trace (Azure, Mooncake, ServeGen-derived; loaded by `thrifty.tracefiles.load_trace`, the
+same loader the simulator uses) at their arrival times, optionally sped up, to
 `<router>/<namespace>/<model-service>/v1/completions`. Each request carries its trace's prompt as
 token ids (so both the simulator and real vLLM see exactly that many prompt tokens) and asks for
 its trace's output length with `ignore_eos`. Runs are bounded by a request count and a duration,
@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from thrifty.cli import TraceOptions, load_trace
+    from thrifty.tracefiles import TraceOptions, load_trace
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     trace = load_trace(

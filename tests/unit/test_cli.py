@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from thrifty import cli
+from thrifty import cli, tracefiles
 from thrifty.sim.profiles import profile_by_name
 
 AZURE = """TIMESTAMP,ContextTokens,GeneratedTokens
@@ -100,15 +100,17 @@ def test_named_trace_and_synthetic_shape_resolve(
     conv.parent.mkdir()
     conv.write_text(AZURE)
     monkeypatch.setenv("THRIFTY_TRACES_DIR", str(tmp_path))
-    assert cli.traces_dir() == tmp_path
-    named = cli.load_trace("azure-conv", cli.TraceOptions())
+    assert tracefiles.traces_dir() == tmp_path
+    named = tracefiles.load_trace("azure-conv", tracefiles.TraceOptions())
     assert len(named.requests) == 4
-    spike = cli.load_trace("spike", cli.TraceOptions(duration_seconds=600.0, target_rps=2.0))
+    spike = tracefiles.load_trace(
+        "spike", tracefiles.TraceOptions(duration_seconds=600.0, target_rps=2.0)
+    )
     assert spike.duration_seconds == 600.0 and 600 < len(spike.requests) < 2400
     assert "synthetic" in spike.attribution and "Splitwise" in spike.attribution
 
 
-@pytest.mark.skipif(not cli.traces_dir().is_dir(), reason="shared traces not present")
+@pytest.mark.skipif(not tracefiles.traces_dir().is_dir(), reason="shared traces not present")
 def test_simulate_a_slice_of_the_azure_code_trace(
     tmp_path: Path, user_policy: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -138,7 +140,7 @@ def test_policy_options_take_parameters() -> None:
 def test_builtin_policies_build_with_their_knobs(tmp_path: Path) -> None:
     trace = tmp_path / "tiny.csv"
     trace.write_text(AZURE)
-    loaded = cli.load_trace(str(trace), cli.TraceOptions())
+    loaded = tracefiles.load_trace(str(trace), tracefiles.TraceOptions())
     context = cli.PolicyContext(loaded, profile_by_name("8b"), 120.0, 2.0, 15.0)
     hpa = cli.build_policy("hpa,target_per_replica=3", context)
     assert hpa.name == "hpa,target_per_replica=3"

@@ -1,9 +1,9 @@
 """The Kubernetes API as thrifty uses it: server-side apply, status patches, Events, Nodes and Pods.
 
 The only module (with ``lease``) that calls the Kubernetes client. It returns plain dicts and the
-small value types of ``thrifty.placement``, and turns the client's exceptions into the three
-errors the control layer distinguishes: the object is gone, someone else wrote first, or the API
-server could not be reached (retry later). Blocking calls: kopf runs sync handlers in threads.
+small value types of ``thrifty.reconciler.placement``, and turns the client's exceptions into the
+three errors the control layer distinguishes: the object is gone, someone else wrote first, or the
+API server could not be reached (retry later). Blocking calls: kopf runs sync handlers in threads.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from thrifty import placement
 from thrifty.api import GROUP, VERSION
+from thrifty.reconciler import placement
 
 FIELD_MANAGER = "thrifty"
 APPLY = "application/apply-patch+yaml"

@@ -17,11 +17,11 @@ from typing import Any
 
 from kubernetes import client
 
-from thrifty import render
 from thrifty.adapters.kube import NotFound, call_api
 from thrifty.api import GROUP, VERSION
 from thrifty.autoscaler import status as autoscaling
 from thrifty.autoscaler.observe import PodView
+from thrifty.reconciler import render
 
 MERGE = "application/merge-patch+json"
 

@@ -34,7 +34,7 @@ class Flag:
     """Single-dash aliases, e.g. ``-tp``."""
 
 
-# Rendered from the spec by thrifty.render (the constants are the spellings it writes).
+# Rendered from the spec by thrifty.reconciler.render (the constants are the spellings it writes).
 MODEL = "--model"
 REVISION = "--revision"
 LOAD_FORMAT = "--load-format"

@@ -5,9 +5,9 @@
 1. Each ModelService is translated into the policy's `Observation` (`observe`): its pods, its
    pool's free GPUs, its spec in the policy's units, its signals.
 2. Members of a Hard CostBudget with a $/hour cap are planned together: each member's
-   unconstrained demand (its policy's choice without the budget) goes into `thrifty.budget`, which
-   gives every member an allowance so that the members' totals never pass the cap, whatever order
-   the writes land in.
+   unconstrained demand (its policy's choice without the budget) goes into
+   `thrifty.autoscaler.budget`, which gives every member an allowance so that the members' totals
+   never pass the cap, whatever order the writes land in.
 3. The policy decides each ModelService with the state it returned last pass (kept in memory by
    the caller, keyed by uid; status holds it for restarts).
 4. Whether thrifty may write replicas (`status.authority`), the new status and the Event follow.
@@ -23,9 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from thrifty import budget, cost
+from thrifty import cost
 from thrifty.api import costbudget, modelservice
-from thrifty.autoscaler import observe
+from thrifty.autoscaler import budget, observe
 from thrifty.autoscaler import status as status_rules
 from thrifty.autoscaler.world import ServiceKey, ServiceView, SignalsReading, World
 from thrifty.policy import types

@@ -2,8 +2,7 @@
 
 ``python -m thrifty.control`` (or ``kopf run -m thrifty.control``) loads every handler. Nothing here
 decides anything: the loops and handlers read through ``thrifty.adapters`` and kopf's caches, call
-the pure core (``thrifty.autoscaler``, ``thrifty.reconcile``, ``thrifty.placement``,
-``thrifty.render``) and write back what it returns.
+the pure core (``thrifty.autoscaler``, ``thrifty.reconciler``) and write back what it returns.
 """
 
 from thrifty.control import caches as caches

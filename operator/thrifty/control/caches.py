@@ -22,11 +22,11 @@ from typing import Any
 import kopf
 import pydantic
 
-from thrifty import placement
 from thrifty.adapters import kube
 from thrifty.adapters.scale import pod_view
 from thrifty.api import GROUP, VERSION, costbudget, gpupool, modelservice
 from thrifty.autoscaler.world import ServiceKey, ServiceView, World
+from thrifty.reconciler import placement
 
 log = logging.getLogger(__name__)
 

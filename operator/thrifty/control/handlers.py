@@ -28,13 +28,14 @@ from typing import Any, Protocol
 import kopf
 import pydantic
 
-from thrifty import explain, placement, reconcile
+from thrifty import explain
 from thrifty.adapters import kube as kube_adapter
 from thrifty.adapters import operator_metrics
 from thrifty.api import GROUP, VERSION, costbudget, gpupool, modelservice
 from thrifty.control import caches as caches_module
 from thrifty.control import loops
 from thrifty.control import settings as settings_module
+from thrifty.reconciler import placement, reconcile
 
 FINALIZER = f"{GROUP}/finalizer"
 log = logging.getLogger(__name__)

@@ -36,8 +36,8 @@ def scaled_cap(spec: types.PolicySpec, cap: float | None) -> float | None:
 def dollars_per_hour_cap(observation: types.Observation) -> float | None:
     """The tighter of the spec's $/hour cap (Soft overrun included) and the CostBudget allowance.
 
-    The allowance comes from `thrifty.budget`, which already stretches a Soft budget: it is
-    enforced as it is.
+    The allowance comes from `thrifty.autoscaler.budget`, which already stretches a Soft budget:
+    it is enforced as it is.
     """
     caps = [
         cap

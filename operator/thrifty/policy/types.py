@@ -140,7 +140,8 @@ class Observation:
     spec: PolicySpec
     budget_dollars_per_hour_available: float | None = None
     """What a shared CostBudget allows this ModelService to spend per hour in total (its current
-    spend included, see `thrifty.budget.allowances`), if any. Enforced like a Hard cap."""
+    spend included, see `thrifty.autoscaler.budget.allowances`), if any. Enforced like a Hard
+    cap."""
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from thrifty import render
 from thrifty.api import engine_flags, gpupool, modelservice
+from thrifty.reconciler import render
 
 # From the adversarial run, plus the spellings argparse and vLLM's parser also accept.
 OWNED_SPELLINGS = [

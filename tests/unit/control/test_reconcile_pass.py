@@ -7,9 +7,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from thrifty import placement
 from thrifty.adapters import kube as kube_adapter
 from thrifty.control import handlers
+from thrifty.reconciler import placement
 
 LOG = logging.getLogger("test")
 POOL = {

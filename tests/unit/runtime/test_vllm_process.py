@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from thrifty import render
 from thrifty.api import modelservice
+from thrifty.reconciler import render
 from thrifty_runtime.vllm_process import CPU_FLAGS, cpu_engine_args
 
 MODEL = Path("/cache/models/tiny-llama")

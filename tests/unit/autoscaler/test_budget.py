@@ -7,8 +7,8 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from thrifty import budget
-from thrifty.budget import BudgetMember
+from thrifty.autoscaler import budget
+from thrifty.autoscaler.budget import BudgetMember
 
 
 def member(

@@ -14,9 +14,10 @@ from typing import Any
 
 import pydantic
 
-from thrifty import cost, explain, placement, render
+from thrifty import cost, explain
 from thrifty.api import common, costbudget, gpupool, modelservice
 from thrifty.policy import types as policy_types
+from thrifty.reconciler import placement, render
 
 
 @dataclass(frozen=True)

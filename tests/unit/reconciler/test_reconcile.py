@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from thrifty import explain, placement, reconcile
+from thrifty import explain
 from thrifty.api import common, costbudget, gpupool, modelservice
+from thrifty.reconciler import placement, reconcile
 
 POOL = gpupool.GPUPoolSpec(
     accelerator="NVIDIA-H100-80GB-HBM3",

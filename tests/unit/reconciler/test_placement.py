@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from thrifty import placement
 from thrifty.api import gpupool
+from thrifty.reconciler import placement
 
 
 def pool(name: str, gpus_per_node: int = 8, max_gpus: int | None = None) -> gpupool.GPUPoolSpec:

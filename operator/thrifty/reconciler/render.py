@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from thrifty import placement
 from thrifty.api import API_VERSION, engine_flags, gpupool, modelservice
+from thrifty.reconciler import placement
 
 Manifest = dict[str, Any]
 
