@@ -31,6 +31,7 @@ from thrifty.autoscaler.world import ServiceKey, ServiceView, SignalsReading, Wo
 from thrifty.policy import types
 
 NO_READING = SignalsReading(None, "no reading for this ModelService in this pass")
+_MANUAL = types.ScalingMode.MANUAL
 ADVISORY = "/advisory"
 """Suffix of the uid that keys an advisory policy's state."""
 
@@ -217,9 +218,6 @@ def allowances(
         by_key = budget.allowances(cap, members)
         result.update({view.uid: by_key[str(view.key)] for view in views})
     return result
-
-
-_MANUAL = types.ScalingMode.MANUAL
 
 
 def decide(
