@@ -571,3 +571,27 @@ def test_traffic_at_zero_replicas_is_held_and_scales_the_service_from_zero(stack
         modelservice="chat",
     )
     assert held == 0.0
+
+
+def test_a_settled_service_with_real_metrics_writes_no_status(stack: Stack) -> None:
+    """Idle at minReplicas 1, read through the real Prometheus adapter: once settled, passes go
+    by without a single write to the ModelService (its resourceVersion does not move)."""
+    pool = f"pool-{stack.namespace}"[:60]
+    stack.cluster.apply(pool_manifest(pool))
+    manifest = model_service_manifest("idle", pool, minReplicas=1, maxReplicas=2)
+    stack.cluster.kubectl("apply", "-n", stack.namespace, "-f", "-", input=manifest)
+    eventually(
+        lambda: stack.condition("idle", "MetricsAvailable").get("status") == "True" or None,
+        90,
+        "metrics of the idle replica",
+    )
+    version = stack.get("idle")["metadata"]["resourceVersion"]
+    for _ in range(20):  # settling: first readings, the first rates, a learned nothing
+        stack.after_decisions("idle", 1)
+        now = stack.get("idle")["metadata"]["resourceVersion"]
+        if now == version:
+            break
+        version = now
+    stack.after_decisions("idle", 10)
+    after = stack.get("idle")
+    assert after["metadata"]["resourceVersion"] == version, after.get("status")
