@@ -100,6 +100,7 @@ rendering returns nothing) or --kube-version moved it off Helm's offline placeho
 {{- if and (or $live (ne $version "v1.20.0")) (semverCompare "<1.29.0-0" $version) -}}
 {{- fail (printf "thrifty needs Kubernetes >= 1.29 (its CRDs use CEL validation rules); the target is %s" $version) -}}
 {{- end -}}
+{{- end }}
 
 {{/* Where the Prometheus credentials volume is mounted in the operator container. */}}
 {{- define "thrifty.prometheusCredentialsDir" -}}
