@@ -212,12 +212,17 @@ class Caches:
 
     def world(self, now: datetime) -> World:
         """The world of one pass. Objects that fail validation are left out (the reconciler
-        reports them), so are objects being deleted: no pass acts on them."""
+        reports them), so are objects being deleted: no pass acts on them. A pool's free GPUs are
+        counted now, from the cached nodes and pods, not read from its status (refreshed only
+        every pool resync): a scale decided on a stale count would order pods that stay Pending."""
         pools = {}
+        nodes, pods = self.all_nodes(), self.all_gpu_pods()
         for name in self.gpu_pools:
             for body in self.gpu_pools[name]:
                 with contextlib.suppress(pydantic.ValidationError):
-                    pools[name] = gpupool.GPUPool.model_validate(body)
+                    spec = gpupool.GPUPoolSpec.model_validate(body.get("spec") or {})
+                    live = placement.pool_status(name, spec, nodes, pods)
+                    pools[name] = gpupool.GPUPool(spec=spec, status=live)
         budgets = {}
         for namespace, name in self.cost_budgets:
             for body in self.cost_budgets[namespace, name]:

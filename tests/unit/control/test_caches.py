@@ -1,0 +1,54 @@
+"""What a pass reads from the watch caches (plain dicts stand in for kopf's indexes)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from thrifty.control.caches import Caches
+from thrifty.reconciler import placement
+
+POOL = {
+    "metadata": {"name": "h100"},
+    "spec": {
+        "accelerator": "NVIDIA-H100-80GB-HBM3",
+        "gpuMemoryGib": 80,
+        "gpusPerNode": 8,
+        "nodeSelector": {"thrifty.dev/pool": "h100"},
+        "pricePerGpuHour": 2.5,
+        "maxGpus": 2,
+    },
+    "status": {"gpusAllocatable": 2, "gpusUsed": 0, "gpusFree": 2},  # written before the pods
+}
+
+
+def caches(**indexes: dict[Any, list[Any]]) -> Caches:
+    empty: dict[Any, list[Any]] = {}
+    return Caches(
+        model_services=indexes.get("model_services", empty),  # type: ignore[arg-type]
+        gpu_pools={"h100": [POOL]},  # type: ignore[arg-type]
+        cost_budgets=empty,  # type: ignore[arg-type]
+        pods=empty,  # type: ignore[arg-type]
+        hpas=empty,  # type: ignore[arg-type]
+        gpu_pods=indexes.get("gpu_pods", empty),  # type: ignore[arg-type]
+        nodes={"n0": [placement.NodeInfo("n0", {"thrifty.dev/pool": "h100"}, 8)]},  # type: ignore[arg-type]
+        deployments=empty,  # type: ignore[arg-type]
+    )
+
+
+def test_a_pools_free_gpus_are_counted_from_the_cached_pods_not_its_stale_status() -> None:
+    held = {
+        ("ns", f"chat-{i}"): [placement.PodInfo("ns", f"chat-{i}", "n0", 1, {})] for i in range(2)
+    }
+    world = caches(gpu_pods=held).world(datetime(2026, 1, 1, tzinfo=UTC))
+    status = world.pools["h100"].status
+    assert status is not None and status.gpus_free == 0, "two bound pods hold the quota"
+
+
+def test_a_model_service_being_deleted_is_not_planned() -> None:
+    body = {
+        "metadata": {"namespace": "ns", "name": "gone", "uid": "u", "deletionTimestamp": "x"},
+        "spec": {"model": {"uri": "hf://a/b"}, "pools": ["h100"]},
+    }
+    world = caches(model_services={("ns", "gone"): [body]}).world(datetime.now(UTC))
+    assert world.services == []
