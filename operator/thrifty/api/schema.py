@@ -55,6 +55,7 @@ def _convert(node: Mapping[str, Any], defs: Mapping[str, Any]) -> JsonSchema:
     if out.get("default", 0) is None:
         del out["default"]
     _fix_exclusive_bounds(out)
+    _fractional_bounds_in_cel(out)
     if out.get("x-kubernetes-preserve-unknown-fields"):
         out.pop("additionalProperties", None)
         out["type"] = "object"
@@ -85,6 +86,27 @@ def _fix_exclusive_bounds(out: JsonSchema) -> None:
         if isinstance(value, int | float) and not isinstance(value, bool):
             out[bound] = value
             out[exclusive] = True
+
+
+def _fractional_bounds_in_cel(out: JsonSchema) -> None:
+    """A number's fractional bound is also a CEL rule: the API server checks a whole-number value
+    (0, 1e9) against ``minimum``/``maximum`` truncated to an integer, so ``minimum: 0.01`` alone
+    lets 0 through. CEL compares doubles."""
+    if out.get("type") != "number":
+        return
+    rules = []
+    for bound, exclusive, strict, loose in (
+        ("minimum", "exclusiveMinimum", ">", ">="),
+        ("maximum", "exclusiveMaximum", "<", "<="),
+    ):
+        value = out.get(bound)
+        if isinstance(value, float) and not value.is_integer():
+            operator = strict if out.get(exclusive) else loose
+            rules.append(
+                {"rule": f"self {operator} {value!r}", "message": f"must be {operator} {value!r}"}
+            )
+    if rules:
+        out.setdefault("x-kubernetes-validations", []).extend(rules)
 
 
 def walk(node: Mapping[str, Any], path: str = "") -> list[tuple[str, Mapping[str, Any]]]:
