@@ -1,0 +1,402 @@
+"""The gateway's HTTP front: OpenAI routes in, one ModelService's endpoint out.
+
+`POST /v1/chat/completions` and `POST /v1/completions` (streaming or not) are routed on the body's
+`model`; `GET /v1/models` lists every ModelService served; `GET /metrics` is Prometheus;
+`/healthz` answers while the process lives, `/readyz` once the watches have synced and until a
+drain starts; `GET /debug/endpoints` lists endpoints and their in-flight counts.
+
+A request is proxied to the endpoint the balancer picks. A connection that fails before any
+answer, or an engine that answers 503 because it is draining, is retried on another endpoint of
+the same ModelService (never the same one twice); with none left, the client gets a clean 503 with
+`Retry-After`. Once the engine's status line is passed on, the response is the engine's: a
+stream cut by a dying engine ends with an error event, as nothing else can be said mid-stream.
+
+Bounded: bodies above `max_body_bytes` get 413 before they are read whole; at most
+`max_concurrent_requests` are served (beyond: 503); held requests are bounded by `holding`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+
+from thrifty_runtime.gateway import balancer, errors
+from thrifty_runtime.gateway.catalog import Catalog, Endpoint, ServiceKey
+from thrifty_runtime.gateway.errors import GatewayError, Outcome
+from thrifty_runtime.gateway.holding import (
+    HoldCancelledError,
+    Holding,
+    HoldRejectedError,
+    HoldSettings,
+    HoldTimeoutError,
+)
+
+log = logging.getLogger("thrifty_runtime.gateway")
+
+HELD_METRIC = "thrifty_router_requests_held"
+"""The name the operator reads (thrifty.adapters.prometheus.HELD_REQUESTS_METRIC)."""
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "host",
+    }
+)
+ROUTED_PATHS = ("/v1/chat/completions", "/v1/completions")
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 4 * 1024 * 1024
+    """OpenAI accepts prompts of a few hundred thousand tokens: ~1-2 MiB of text."""
+    max_concurrent_requests: int = 20_000
+    """In flight and held together; each costs a socket and a little memory."""
+    connect_timeout_seconds: float = 3.0
+    """A pod listed ready but not answering is skipped after this long."""
+    hold: HoldSettings = field(default_factory=HoldSettings)
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings, *, seed: int | None = None) -> None:
+        self.settings = settings
+        self.registry = CollectorRegistry()
+        self._held = Gauge(
+            HELD_METRIC,
+            "Requests the gateway holds because their ModelService has no ready endpoint "
+            "(or others wait before them).",
+            ("namespace", "model_service"),
+            registry=self.registry,
+        )
+        self._requests = Counter(
+            "thrifty_gateway_requests",
+            "Requests by how they ended (outcome: a fixed set; see docs/gateway.md).",
+            ("namespace", "model_service", "outcome"),
+            registry=self.registry,
+        )
+        self._retries = Counter(
+            "thrifty_gateway_retries",
+            "Attempts moved to another endpoint after a refused connection or a draining engine.",
+            ("namespace", "model_service"),
+            registry=self.registry,
+        )
+        self._ready_endpoints = Gauge(
+            "thrifty_gateway_ready_endpoints",
+            "Ready endpoints per ModelService, from its EndpointSlices.",
+            ("namespace", "model_service"),
+            registry=self.registry,
+        )
+        self.catalog = Catalog(on_change=self._catalog_changed)
+        self.holding = Holding(
+            settings.hold,
+            ready=lambda key: len(self.catalog.endpoints(key)),
+            on_held=lambda key, n: self._held.labels(*key).set(n),
+        )
+        self.synced = False
+        """Set by the watches once both listings are in (or by a test that fills the catalog)."""
+        self.draining = False
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._rng = random.Random(seed)
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._labelled: set[ServiceKey] = set()
+        self.port = settings.port
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.port}"
+
+    async def start(self) -> None:
+        # No total timeout: a long stream is normal. Connection failures fail fast and retry.
+        timeout = aiohttp.ClientTimeout(total=None, connect=self.settings.connect_timeout_seconds)
+        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30)
+        self._session = aiohttp.ClientSession(
+            timeout=timeout, connector=connector, auto_decompress=False
+        )
+        app = web.Application(client_max_size=self.settings.max_body_bytes)
+        app.add_routes(
+            [
+                *(web.post(path, self._route) for path in ROUTED_PATHS),
+                web.get("/v1/models", self._models),
+                web.get("/metrics", self._metrics),
+                web.get("/healthz", self._healthz),
+                web.get("/readyz", self._readyz),
+                web.get("/debug/endpoints", self._debug_endpoints),
+            ]
+        )
+        app.middlewares.append(self._not_found_as_openai)
+        # A client that hangs up cancels its handler: a held request leaves the queue, a proxied
+        # one stops its upstream request (the engine aborts it, as vLLM does).
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, handler_cancellation=True
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port, backlog=4096)
+        await site.start()
+        if self.port == 0:
+            self.port = int(self._runner.addresses[0][1])
+        log.info("gateway listening on %s", self.url)
+
+    async def drain(self, timeout_seconds: float) -> bool:
+        """Refuses new requests (503) and held ones, waits for those in flight; True if all
+        finished in time."""
+        self.draining = True
+        self.holding.cancel_all()
+        if self._active:
+            self._idle.clear()
+            try:
+                async with asyncio.timeout(timeout_seconds):
+                    await self._idle.wait()
+            except TimeoutError:
+                return False
+        return True
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _catalog_changed(self, key: ServiceKey) -> None:
+        if key in self.catalog.services() or key in self._labelled:
+            count = len(self.catalog.endpoints(key))
+            self._ready_endpoints.labels(*key).set(count)
+            self._held.labels(*key).set(self.holding.held(key))
+            self._labelled.add(key)
+        self.holding.release(key)
+
+    # -- routes --------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _not_found_as_openai(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            return GatewayError(
+                404,
+                f"Unknown path {request.path}.",
+                Outcome.BAD_REQUEST,
+                kind="invalid_request_error",
+                code="unknown_url",
+            ).response()
+        except web.HTTPMethodNotAllowed:
+            return GatewayError(
+                405,
+                f"{request.method} is not allowed on {request.path}.",
+                Outcome.BAD_REQUEST,
+                kind="invalid_request_error",
+                code="method_not_allowed",
+            ).response()
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        if self.draining or not self.synced:
+            return web.Response(status=503, text="draining" if self.draining else "syncing")
+        return web.Response(text="ok")
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(self.registry))
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return response
+
+    async def _models(self, _: web.Request) -> web.Response:
+        data = [
+            {
+                "id": model,
+                "object": "model",
+                "created": 0,
+                "owned_by": f"{namespace}/{name}",
+                "ready_replicas": len(self.catalog.endpoints((namespace, name))),
+            }
+            for model, (namespace, name) in self.catalog.models()
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _debug_endpoints(self, _: web.Request) -> web.Response:
+        listing = [
+            {
+                "namespace": e.key[0],
+                "model_service": e.key[1],
+                "pod": e.pod,
+                "url": e.url,
+                "in_flight": e.in_flight,
+                "peak_in_flight": e.peak_in_flight,
+                "served": e.served,
+            }
+            for key in self.catalog.services()
+            for e in self.catalog.endpoints(key)
+        ]
+        return web.json_response(listing)
+
+    async def _route(self, request: web.Request) -> web.StreamResponse:
+        key: ServiceKey = ("", "")
+        self._active += 1
+        try:
+            if self.draining:
+                raise errors.draining()
+            if self._active > self.settings.max_concurrent_requests:
+                raise errors.overloaded(self.settings.max_concurrent_requests)
+            body, model = await self._read(request)
+            found = self.catalog.resolve(model)
+            if found is None:
+                raise errors.model_not_found(model)
+            key = found
+            response, outcome = await self._serve(request, key, model, body)
+            self._count(key, outcome)
+            return response
+        except GatewayError as error:
+            self._count(key, error.outcome)
+            return error.response()
+        except (asyncio.CancelledError, ConnectionResetError):
+            self._count(key, Outcome.CLIENT_CLOSED)
+            raise
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
+
+    def _count(self, key: ServiceKey, outcome: Outcome) -> None:
+        self._requests.labels(key[0], key[1], outcome.value).inc()
+
+    async def _read(self, request: web.Request) -> tuple[bytes, str]:
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise errors.body_too_large(limit)
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise errors.body_too_large(limit) from None
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise errors.bad_request("The request body is not valid JSON.") from None
+        if not isinstance(body, dict):
+            raise errors.bad_request("The request body must be a JSON object.")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise errors.bad_request("`model` is required and must be a string.", "model")
+        return raw, model
+
+    async def _serve(
+        self, request: web.Request, key: ServiceKey, model: str, body: bytes
+    ) -> tuple[web.StreamResponse, Outcome]:
+        held = self.holding.must_wait(key)
+        if held:
+            await self._hold(key, model)
+        try:
+            return await self._proxy(request, key, model, body)
+        finally:
+            if held:
+                self.holding.finished(key)
+
+    async def _hold(self, key: ServiceKey, model: str) -> None:
+        hold = self.settings.hold
+        started = time.monotonic()
+        try:
+            await self.holding.wait(key)
+        except HoldRejectedError as error:
+            what = f"`{model}`" if error.scope == "model" else "this gateway"
+            raise errors.hold_full(what, hold.retry_after_seconds) from None
+        except HoldTimeoutError:
+            waited = time.monotonic() - started
+            raise errors.hold_timeout(model, waited, hold.retry_after_seconds) from None
+        except HoldCancelledError:
+            raise errors.draining() from None
+
+    async def _proxy(
+        self, request: web.Request, key: ServiceKey, model: str, body: bytes
+    ) -> tuple[web.StreamResponse, Outcome]:
+        assert self._session is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        tried: set[Endpoint] = set()
+        reason = "no ready endpoint"
+        while True:
+            endpoint = balancer.pick(self.catalog.endpoints(key), tried, self._rng)
+            if endpoint is None:
+                raise errors.upstream_unavailable(model, reason)
+            if tried:
+                self._retries.labels(*key).inc()
+            tried.add(endpoint)
+            endpoint.begin()
+            try:
+                try:
+                    upstream = await self._session.post(
+                        endpoint.url + request.path, data=body, headers=headers
+                    )
+                except (aiohttp.ClientConnectionError, TimeoutError) as error:
+                    reason = f"{endpoint.pod or endpoint.url} unreachable"
+                    log.info("%s: %s; trying another endpoint", reason, error)
+                    continue
+                async with upstream:
+                    if upstream.status == 503:
+                        reason = f"{endpoint.pod or endpoint.url} is draining"
+                        await upstream.read()
+                        continue
+                    return await self._relay(request, upstream, endpoint, model)
+            finally:
+                endpoint.end()
+
+    async def _relay(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        endpoint: Endpoint,
+        model: str,
+    ) -> tuple[web.StreamResponse, Outcome]:
+        out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+        streaming = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
+        if not streaming:
+            try:
+                payload = await upstream.read()
+            except aiohttp.ClientError:
+                raise errors.upstream_closed(model) from None
+            endpoint.served += 1
+            return web.Response(
+                status=upstream.status, body=payload, headers=out_headers
+            ), Outcome.OK
+        response = web.StreamResponse(status=upstream.status, headers=out_headers)
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+        except aiohttp.ClientError:
+            # The engine died mid-stream: the status is long gone, so the error is an event.
+            log.info("%s closed a stream of %s mid-way", endpoint.pod or endpoint.url, model)
+            await response.write(errors.upstream_closed(model).sse_event())
+            await response.write_eof()
+            return response, Outcome.UPSTREAM_CLOSED
+        await response.write_eof()
+        endpoint.served += 1
+        return response, Outcome.OK
