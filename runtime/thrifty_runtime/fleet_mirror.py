@@ -5,7 +5,8 @@ and the scale subresource are real, but no container starts. This process gives 
 of a ModelService what its container would have been:
 
 - it watches pods with the label `thrifty.dev/model-service` (Kubernetes watch, relisting when the
-  watch expires) and starts an engine per Running pod on a free 127.0.0.1 port, parsing the vLLM
+  watch expires) and starts an engine per Running pod on a free 127.0.0.1 port (or, with
+  `--loopback-pod-network`, on the loopback twin of the pod's IP: see podnet), parsing the vLLM
   arguments the operator rendered into the pod (served name, --max-num-seqs, --shutdown-timeout...).
   Simulated (`thrifty_runtime.engine_server`, in this process) by default; the real vLLM CPU build
   for pods annotated `thrifty.dev/engine: vllm` or for all pods with `--engine vllm`;
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -45,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from thrifty_runtime import podnet
 from thrifty_runtime.engine_server import EngineServer, settings_from_args
 from thrifty_runtime.router import DEFAULT_HOLD_TIMEOUT_SECONDS, Backend, Router
 
@@ -73,6 +76,16 @@ class PodEngineSpec:
     """Running and not terminating: it should have an engine that takes requests."""
     pre_stop_seconds: float = 0.0
     """The container's `lifecycle.preStop.sleep`: time between leaving the router and SIGTERM."""
+    pod_ip: str | None = None
+    """`status.podIP`: with a loopback pod network (`thrifty_runtime.podnet`), the engine
+    listens on its loopback twin at the container's own port, so the pod's EndpointSlice
+    address leads to it as in a cluster."""
+
+    def engine_host(self, pod_network: ipaddress.IPv4Network | None) -> str | None:
+        """The loopback twin of the pod's IP, or None (then a free port on 127.0.0.1)."""
+        if not self.pod_ip or pod_network is None:
+            return None
+        return podnet.loopback_twin(self.pod_ip, pod_network)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -96,7 +109,8 @@ def pod_engine_spec(pod: Mapping[str, Any], default_engine: str = "sim") -> PodE
         args = [str(a) for a in (first.get("command") or []) + (first.get("args") or [])]
         pre_stop = ((first.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}
         pre_stop_seconds = float(pre_stop.get("seconds") or 0)
-    phase = (pod.get("status") or {}).get("phase")
+    status = pod.get("status") or {}
+    phase = status.get("phase")
     terminating = metadata.get("deletionTimestamp") is not None
     return PodEngineSpec(
         namespace=str(metadata.get("namespace", "default")),
@@ -108,6 +122,7 @@ def pod_engine_spec(pod: Mapping[str, Any], default_engine: str = "sim") -> PodE
         profile=annotations.get(PROFILE_ANNOTATION),
         serving=phase == "Running" and not terminating,
         pre_stop_seconds=pre_stop_seconds,
+        pod_ip=status.get("podIP") or None,
     )
 
 
@@ -156,6 +171,8 @@ class MirrorSettings:
     state_path: Path | None = None
     vllm_work_dir: Path = Path("/tmp/thrifty-fleet-vllm")
     hold_timeout_seconds: float = DEFAULT_HOLD_TIMEOUT_SECONDS
+    loopback_pod_network: ipaddress.IPv4Network | None = None
+    """Pods' IPs in this network get engines on their loopback twins (see podnet)."""
 
 
 class FleetMirror:
@@ -314,7 +331,12 @@ class FleetMirror:
         )
 
     async def _start_sim(self, spec: PodEngineSpec) -> MirroredEngine:
-        args = [*_without_vllm_serve(spec.args), "--port", "0", "--host", "127.0.0.1"]
+        rendered = _without_vllm_serve(spec.args)
+        host = spec.engine_host(self.settings.loopback_pod_network)
+        if host:  # the pod's own address, at the port its container declares
+            args = [*rendered, "--host", host]
+        else:
+            args = [*rendered, "--port", "0", "--host", "127.0.0.1"]
         args += ["--profile", spec.profile or self.settings.default_profile]
         settings, _ = settings_from_args(args)
         server = EngineServer(settings, process_metrics=False)
@@ -450,6 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_HOLD_TIMEOUT_SECONDS,
         help="seconds the router holds a request for a ModelService without engines, then 503",
     )
+    parser.add_argument(
+        "--loopback-pod-network",
+        type=podnet.parse_network,
+        help="pods' IPs in this network (e.g. 10.0.0.0/8) get engines on their 127/8 twins",
+    )
     return parser
 
 
@@ -470,6 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         state_path=args.state_file,
         vllm_work_dir=args.vllm_work_dir,
         hold_timeout_seconds=args.hold_timeout,
+        loopback_pod_network=args.loopback_pod_network,
     )
 
     async def run() -> None:

@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from thrifty_runtime import podnet
 from thrifty_runtime.gateway.holding import HoldSettings
 from thrifty_runtime.gateway.kube import Watches
 from thrifty_runtime.gateway.server import Gateway, GatewaySettings
@@ -43,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--release-per-endpoint", type=int, default=hold.release_per_endpoint)
     parser.add_argument("--retry-after", type=int, default=hold.retry_after_seconds)
     parser.add_argument("--drain-timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--loopback-pod-network",
+        type=podnet.parse_network,
+        help="local cluster only: connect to the 127/8 twins of pod IPs in this network",
+    )
     parser.add_argument("--log-level", default="info")
     return parser
 
@@ -53,6 +59,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         port=args.port,
         max_body_bytes=args.max_body_bytes,
         max_concurrent_requests=args.max_concurrent_requests,
+        loopback_pod_network=args.loopback_pod_network,
         hold=HoldSettings(
             per_service_cap=args.hold_per_model,
             total_cap=args.hold_total,

@@ -66,8 +66,11 @@ def service_key(obj: Mapping[str, Any], label: str | None = None) -> ServiceKey 
     return (namespace, str(name)) if name else None
 
 
-def ready_addresses(endpoint_slice: Mapping[str, Any]) -> list[SliceAddress]:
-    """The ready endpoints of one EndpointSlice, as URLs of its `http` port."""
+def ready_addresses(
+    endpoint_slice: Mapping[str, Any], address_map: Callable[[str], str | None] = lambda a: a
+) -> list[SliceAddress]:
+    """The ready endpoints of one EndpointSlice, as URLs of its `http` port. `address_map` turns
+    an address into the one to connect to (None: skip it); see thrifty_runtime.podnet."""
     ports = endpoint_slice.get("ports") or []
     port = next((p.get("port") for p in ports if p.get("name") == ENDPOINT_PORT_NAME), None)
     if port is None and ports:
@@ -81,7 +84,10 @@ def ready_addresses(endpoint_slice: Mapping[str, Any]) -> list[SliceAddress]:
         if conditions.get("ready") is False:  # absent means ready (the API's documented default)
             continue
         pod = str((endpoint.get("targetRef") or {}).get("name") or "")
-        for address in (endpoint.get("addresses") or [])[:1]:  # one address per endpoint
+        for listed in (endpoint.get("addresses") or [])[:1]:  # one address per endpoint
+            address = address_map(str(listed))
+            if address is None:
+                continue
             host = f"[{address}]" if family == "IPv6" else address
             addresses.append(SliceAddress(f"http://{host}:{port}", pod))
     return addresses
@@ -93,6 +99,7 @@ class Catalog:
     existence changed (the gateway releases held requests from it)."""
 
     on_change: Callable[[ServiceKey], None] = field(default=lambda _: None)
+    address_map: Callable[[str], str | None] = field(default=lambda address: address)
     _served: dict[ServiceKey, str] = field(default_factory=dict)
     _models: dict[str, ServiceKey] = field(default_factory=dict)
     _slices: dict[tuple[str, str], tuple[ServiceKey, list[SliceAddress]]] = field(
@@ -189,7 +196,7 @@ class Catalog:
         key = service_key(obj, MODEL_SERVICE_LABEL)
         if slice_id is None or key is None:
             return None
-        return slice_id, (key, ready_addresses(obj))
+        return slice_id, (key, ready_addresses(obj, self.address_map))
 
     def _rebuild_endpoints(self, key: ServiceKey) -> None:
         existing = {e.url: e for e in self._endpoints.get(key, [])}

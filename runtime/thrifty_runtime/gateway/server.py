@@ -7,7 +7,8 @@ drain starts; `GET /debug/endpoints` lists endpoints and their in-flight counts.
 
 A request is proxied to the endpoint the balancer picks. A connection that fails before any
 answer, or an engine that answers 503 because it is draining, is retried on another endpoint of
-the same ModelService (never the same one twice); with none left, the client gets a clean 503 with
+the same ModelService; when all refused the connection, they are tried again after a short
+backoff (`CONNECT_BACKOFF_SECONDS`); with none left, the client gets a clean 503 with
 `Retry-After`. Once the engine's status line is passed on, the response is the engine's: a
 stream cut by a dying engine ends with an error event, as nothing else can be said mid-stream.
 
@@ -18,6 +19,7 @@ Bounded: bodies above `max_body_bytes` get 413 before they are read whole; at mo
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import random
@@ -35,6 +37,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from thrifty_runtime import podnet
 from thrifty_runtime.gateway import balancer, errors
 from thrifty_runtime.gateway.catalog import Catalog, Endpoint, ServiceKey
 from thrifty_runtime.gateway.errors import GatewayError, Outcome
@@ -65,6 +68,9 @@ HOP_BY_HOP = frozenset(
     }
 )
 ROUTED_PATHS = ("/v1/chat/completions", "/v1/completions")
+CONNECT_BACKOFF_SECONDS = (0.1, 0.3, 0.9)
+"""Pauses before trying endpoints that all refused the connection again: 1.3 s in all, about
+what an EndpointSlice update takes to remove a dead pod."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,9 @@ class GatewaySettings:
     connect_timeout_seconds: float = 3.0
     """A pod listed ready but not answering is skipped after this long."""
     hold: HoldSettings = field(default_factory=HoldSettings)
+    loopback_pod_network: ipaddress.IPv4Network | None = None
+    """Local cluster only: connect to each pod IP's loopback twin (thrifty_runtime.podnet);
+    addresses outside this network are ignored, so nothing outside 127.0.0.0/8 is contacted."""
 
 
 class Gateway:
@@ -109,7 +118,15 @@ class Gateway:
             ("namespace", "model_service"),
             registry=self.registry,
         )
-        self.catalog = Catalog(on_change=self._catalog_changed)
+        network = settings.loopback_pod_network
+        self.catalog = Catalog(
+            on_change=self._catalog_changed,
+            address_map=(
+                (lambda address: podnet.loopback_twin(address, network))
+                if network is not None
+                else (lambda address: address)
+            ),
+        )
         self.holding = Holding(
             settings.hold,
             ready=lambda key: len(self.catalog.endpoints(key)),
@@ -342,12 +359,26 @@ class Gateway:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         tried: set[Endpoint] = set()
         reason = "no ready endpoint"
+        refused_rounds = 0
+        attempts = 0
         while True:
             endpoint = balancer.pick(self.catalog.endpoints(key), tried, self._rng)
+            if (
+                endpoint is None
+                and reason.endswith("unreachable")
+                and refused_rounds < len(CONNECT_BACKOFF_SECONDS)
+            ):
+                # Every endpoint refused: a pod listed ready an instant before its server
+                # listens, or one that just died and is not yet out of its EndpointSlice.
+                await asyncio.sleep(CONNECT_BACKOFF_SECONDS[refused_rounds])
+                refused_rounds += 1
+                tried.clear()
+                continue
             if endpoint is None:
                 raise errors.upstream_unavailable(model, reason)
-            if tried:
+            if attempts:
                 self._retries.labels(*key).inc()
+            attempts += 1
             tried.add(endpoint)
             endpoint.begin()
             try:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,8 +14,14 @@ import pytest
 from polling import until
 from prometheus_client.parser import text_string_to_metric_families
 
+from thrifty_runtime import podnet
 from thrifty_runtime.engine_server import EngineServer, settings_from_args
-from thrifty_runtime.fleet_mirror import file_sd_groups, pod_engine_spec
+from thrifty_runtime.fleet_mirror import (
+    FleetMirror,
+    MirrorSettings,
+    file_sd_groups,
+    pod_engine_spec,
+)
 from thrifty_runtime.router import HELD_METRIC, Backend, Router
 
 pytestmark = pytest.mark.timeout(120)
@@ -53,6 +60,45 @@ def test_a_running_model_service_pod_is_served_with_its_rendered_args() -> None:
     assert spec.args == ("--model", "m", "--max-num-seqs", "4")
     assert spec.serving and spec.engine == "sim" and spec.profile is None
     assert spec.pre_stop_seconds == 0.0
+
+
+def test_an_engine_listens_on_its_pods_loopback_twin_at_the_containers_port() -> None:
+    """KWOK pods with IPs in the loopback pod network: the EndpointSlice address leads to it."""
+
+    async def scenario() -> None:
+        network = podnet.parse_network("10.0.0.0/8")
+        pod = _pod(status__podIP="10.83.0.7")
+        pod["spec"]["containers"][0]["args"] += ["--port", str(_closed_port())]
+        spec = pod_engine_spec(pod)
+        assert spec is not None and spec.engine_host(network) == "127.83.0.7"
+        settings = MirrorSettings(file_sd_path=Path("/nonexistent"), loopback_pod_network=network)
+        engine = await FleetMirror(settings, core_api=None)._start_sim(spec)
+        try:
+            port = spec.args[spec.args.index("--port") + 1]
+            assert engine.backend.url == f"http://127.83.0.7:{port}"
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{engine.backend.url}/health") as response,
+            ):
+                assert response.status == 200
+        finally:
+            assert engine.sim is not None
+            await engine.sim.stop()
+        assert spec.engine_host(None) is None
+        outside = pod_engine_spec(_pod(status__podIP="192.0.2.5"))
+        assert outside is not None and outside.engine_host(network) is None
+
+    run(scenario)
+
+
+def test_loopback_twins_keep_the_host_bits_and_only_exist_inside_the_network() -> None:
+    network = podnet.parse_network("10.0.0.0/8")
+    assert podnet.loopback_twin("10.122.3.200", network) == "127.122.3.200"
+    assert podnet.loopback_twin("11.0.0.1", network) is None
+    assert podnet.loopback_twin("not-an-ip", network) is None
+    assert podnet.loopback_twin("10.0.0.9", podnet.parse_network("10.0.0.0/24")) == "127.0.0.9"
+    with pytest.raises(ValueError, match="/8 or longer"):
+        podnet.parse_network("10.0.0.0/7")
 
 
 def test_the_pre_stop_sleep_is_read_from_the_container() -> None:

@@ -360,3 +360,33 @@ def test_an_engine_dying_mid_stream_ends_the_stream_with_an_error_event() -> Non
             await runner.cleanup()
 
     run(scenario)
+
+
+def test_an_endpoint_listed_before_its_server_listens_is_reached_once_it_does() -> None:
+    async def scenario() -> None:
+        async with gateway() as (gw, session):
+            async with engine() as early:
+                url = early.url
+            route(gw, "chat", url)  # listed ready; nothing listens there yet
+            waiting = asyncio.ensure_future(complete(session))
+            await until(
+                lambda: (
+                    sample(
+                        gw, "thrifty_gateway_retries_total", namespace="team", model_service="chat"
+                    )
+                    >= 1
+                )
+            )  # refused at least twice: waiting for the next try
+            assert not waiting.done()
+            settings, _ = settings_from_args(
+                ["--served-model-name", "llama", "--port", str(urlsplit(url).port)]
+            )
+            late = EngineServer(settings, process_metrics=False)
+            await late.start()
+            try:
+                status, _, _ = await waiting
+                assert status == 200
+            finally:
+                await late.stop()
+
+    run(scenario)

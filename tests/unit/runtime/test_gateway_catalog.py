@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from thrifty_runtime import podnet
 from thrifty_runtime.gateway import balancer
 from thrifty_runtime.gateway.catalog import Catalog, Endpoint, ready_addresses
 
@@ -49,6 +50,13 @@ def test_only_ready_endpoints_route_and_a_missing_condition_means_ready() -> Non
     )
     assert [a.url for a in addresses] == ["http://127.0.1.1:8000", "http://127.0.1.3:8000"]
     assert addresses[0].pod == "pod-127.0.1.1"
+
+
+def test_a_loopback_pod_network_maps_slice_addresses_to_their_twins_and_drops_the_rest() -> None:
+    network = podnet.parse_network("10.0.0.0/8")
+    catalog = Catalog(address_map=lambda address: podnet.loopback_twin(address, network))
+    catalog.put_slice(endpoint_slice("s", "chat", [("10.7.0.3", True), ("192.0.2.1", True)]))
+    assert [e.url for e in catalog.endpoints(("team", "chat"))] == ["http://127.7.0.3:8000"]
 
 
 def test_models_resolve_by_served_name_and_the_first_of_two_claims_wins() -> None:
