@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from harness import kwok, procs, prometheus
 from harness.cluster import Cluster, wait_until
@@ -225,10 +228,50 @@ def _preserve_logs(run_dir: Path, name: str) -> None:
         shutil.copytree(logs, run_dir / "failed-start-logs", dirs_exist_ok=True)
 
 
+LOOPBACK_POD_NETWORK = "10.0.0.0/8"
+"""The fake nodes' pod CIDRs are inside it; the fleet mirror and the gateway are told it, and
+use each pod IP's loopback twin (thrifty_runtime.podnet): the API server refuses loopback
+addresses in EndpointSlices, so the pod CIDRs themselves cannot be in 127.0.0.0/8."""
+
+
+def pod_cidrs(names: list[str], existing: dict[str, str], second_octet: int) -> dict[str, str]:
+    """A /24 per node: KWOK gives pods IPs from their node's podCIDR, and the fleet mirror serves
+    each pod's engine on its IP's loopback twin, so a pod's EndpointSlice address leads to it as
+    in a real cluster. A node that has one keeps it (podCIDR is immutable); new nodes take
+    10.<second_octet>.<n>.0/24, the octet drawn per cluster so that two clusters on one machine
+    give their pods different twins."""
+    cidrs = dict(existing)
+    taken = set(existing.values())
+    index = 0
+    for name in names:
+        if name in cidrs:
+            continue
+        while f"10.{second_octet}.{index}.0/24" in taken:
+            index += 1
+        cidrs[name] = f"10.{second_octet}.{index}.0/24"
+        taken.add(cidrs[name])
+    return cidrs
+
+
 def apply_fake_nodes(cluster: Cluster) -> None:
-    """Create the KWOK GPU nodes of e2e/nodes/ and wait until KWOK reports them Ready."""
-    cluster.kubectl("apply", "-f", str(NODES_DIR))
-    names = [path.stem for path in sorted(NODES_DIR.glob("*.yaml"))]
+    """Create the KWOK GPU nodes of e2e/nodes/ with their pod CIDRs (`pod_cidrs`) and wait
+    until KWOK reports them Ready."""
+    paths = sorted(NODES_DIR.glob("*.yaml"))
+    names = [path.stem for path in paths]
+    listed = cluster.kubectl_json("get", "nodes")
+    existing = {
+        node["metadata"]["name"]: node["spec"]["podCIDR"]
+        for node in listed.get("items", [])
+        if node.get("spec", {}).get("podCIDR")
+    }
+    cidrs = pod_cidrs(names, existing, random.SystemRandom().randint(2, 254))
+    documents = []
+    for path in paths:
+        node = yaml.safe_load(path.read_text())
+        node["spec"]["podCIDR"] = cidrs[path.stem]
+        node["spec"]["podCIDRs"] = [cidrs[path.stem]]
+        documents.append(node)
+    cluster.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": documents}))
     cluster.kubectl(
         "wait",
         "--for=condition=Ready",

@@ -1,0 +1,190 @@
+"""thrifty-gateway on the local cluster: real EndpointSlices, real scale from zero.
+
+The gateway runs as a process with a kubeconfig, exactly as in a pod: it watches ModelServices
+and the EndpointSlices the real EndpointSlice controller writes for the operator's Services. KWOK
+gives pods IPs from their nodes' pod CIDRs (10.<n>.<m>.0/24, see harness.session.pod_cidrs); the
+fleet mirror serves each pod's engine on its IP's loopback twin and the gateway connects to the
+twin of each slice address (thrifty_runtime.podnet), so nothing leaves 127.0.0.0/8. Prometheus
+scrapes the gateway's held-requests gauge, which is all the operator needs to scale from zero.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fleet_process
+from harness import Cluster
+from harness import prometheus as prometheus_process
+from harness.session import LOOPBACK_POD_NETWORK
+from operator_process import OperatorProcess, StartOperator, operator_process
+from test_autoscale import (
+    OPERATOR_ENV,
+    crds,
+    eventually,
+    free_port,
+    metric_value,
+    model_service_manifest,
+    pool_manifest,
+    stop_prometheus,
+)
+
+__all__ = ["crds", "operator_process"]  # fixtures, re-exported for pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class GatewayStack:
+    cluster: Cluster
+    namespace: str
+    gateway_url: str
+    operator: OperatorProcess
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.gateway_url}{path}", timeout=5) as response:
+            return json.loads(response.read())
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"{self.gateway_url}/metrics", timeout=5) as response:
+            text: str = response.read().decode()
+            return text
+
+    def held(self, model_service: str) -> float | None:
+        return metric_value(
+            self.metrics(),
+            "thrifty_router_requests_held",
+            namespace=self.namespace,
+            model_service=model_service,
+        )
+
+    def replicas(self, name: str) -> int:
+        found = self.cluster.kubectl_json("get", "ms", name, "-n", self.namespace)
+        return int(found["spec"].get("replicas", -1))
+
+
+def _ready(url: str) -> bool | None:
+    try:
+        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+            return response.status == 200 or None
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
+@pytest.fixture
+def gateway_stack(
+    cluster: Cluster,
+    crds: None,
+    namespace: str,
+    operator_process: StartOperator,
+    tmp_path: Path,
+) -> Iterator[GatewayStack]:
+    prom = prometheus_process.start(tmp_path, free_port())
+    mirror = fleet_process.start_fleet_mirror(
+        cluster.kubeconfig,
+        namespace,
+        prom.sd_dir / "fleet.json",
+        tmp_path / "fleet.json",
+        tmp_path / "mirror.log",
+        extra_args=["--loopback-pod-network", LOOPBACK_POD_NETWORK],
+    )
+    port = free_port()
+    gateway_log = (tmp_path / "gateway.log").open("wb")
+    gateway = subprocess.Popen(
+        [
+            sys.executable, "-m", "thrifty_runtime.gateway",
+            "--kubeconfig", str(cluster.kubeconfig),
+            "--namespace", namespace,
+            "--host", "127.0.0.1", "--port", str(port),
+            "--loopback-pod-network", LOOPBACK_POD_NETWORK,
+            "--hold-timeout", "150",
+        ],
+        cwd=REPO_ROOT, stdout=gateway_log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    (prom.sd_dir / "gateway.json").write_text(
+        json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": {"job": "thrifty-gateway"}}])
+    )
+    env = {**OPERATOR_ENV, "THRIFTY_PROMETHEUS_URL": prom.url}
+    try:
+        url = f"http://127.0.0.1:{port}"
+        eventually(lambda: _ready(url), 60, "the gateway's watches to sync")
+        yield GatewayStack(
+            cluster, namespace, url, operator_process(namespaces=[namespace], env=env)
+        )
+    finally:
+        for process in (gateway, mirror):
+            fleet_process.stop(process)
+        gateway_log.close()
+        stop_prometheus(prom)
+
+
+def completion(url: str, model: str, timeout_seconds: float) -> int:
+    body = json.dumps({"model": model, "prompt": "hello", "max_tokens": 8}).encode()
+    request = urllib.request.Request(
+        f"{url}/v1/completions",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_seconds) as response:
+            response.read()
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def test_scale_from_zero_through_the_gateway_on_real_endpoint_slices(
+    gateway_stack: GatewayStack,
+) -> None:
+    stack = gateway_stack
+    pool = f"pool-{stack.namespace}"[:60]
+    stack.cluster.apply(pool_manifest(pool))
+    manifest = model_service_manifest(
+        "chat", pool, minReplicas=0, maxReplicas=2, scaleToZeroIdleSeconds=300
+    )
+    manifest += "  replicas: 0\n"
+    stack.cluster.kubectl("apply", "-n", stack.namespace, "-f", "-", input=manifest)
+
+    def listed() -> list[str] | None:
+        models = [m["id"] for m in stack.get("/v1/models")["data"]]
+        return models or None
+
+    assert eventually(listed, 60, "the gateway listing the ModelService") == ["chat"]
+    assert stack.held("chat") == 0.0  # the series is there, at zero, before any traffic
+    assert stack.replicas("chat") == 0
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as clients:
+        pending = [clients.submit(completion, stack.gateway_url, "chat", 150) for _ in range(3)]
+        eventually(lambda: stack.held("chat") == 3.0 or None, 30, "three requests held")
+        eventually(lambda: stack.replicas("chat") >= 1 or None, 90, "scale from zero")
+        statuses = [future.result(timeout=150) for future in pending]
+    assert statuses == [200, 200, 200]
+    assert stack.held("chat") == 0.0
+
+    # The requests went to the pod's address as its EndpointSlice lists it (its loopback twin).
+    slices = stack.cluster.kubectl_json(
+        "get", "endpointslices", "-n", stack.namespace, "-l", "thrifty.dev/model-service=chat"
+    )
+    addresses = {
+        address
+        for item in slices["items"]
+        for endpoint in item.get("endpoints") or []
+        if (endpoint.get("conditions") or {}).get("ready") is not False
+        for address in endpoint["addresses"]
+    }
+    endpoints = stack.get("/debug/endpoints")
+    assert sum(e["served"] for e in endpoints) == 3
+    twins = {e["url"].removeprefix("http://").rsplit(":", 1)[0] for e in endpoints}
+    assert twins == {"127." + a.split(".", 1)[1] for a in addresses}
+    assert all(a.startswith("10.") for a in addresses)
