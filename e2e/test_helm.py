@@ -78,6 +78,17 @@ def one(docs: list[Manifest], kind: str) -> Manifest:
     return found[0]
 
 
+def component(docs: list[Manifest], kind: str, name: str) -> Manifest:
+    """The one `kind` of a component (operator or gateway), by its component label."""
+    found = [
+        doc
+        for doc in of_kind(docs, kind)
+        if doc["metadata"]["labels"].get("app.kubernetes.io/component") == name
+    ]
+    assert len(found) == 1, f"expected one {name} {kind}, got {len(found)}"
+    return found[0]
+
+
 def rbac_rules(docs: list[Manifest]) -> list[tuple[str, dict[str, Any]]]:
     """(where, rule) for every rule of every Role and ClusterRole rendered."""
     rules = []
@@ -126,7 +137,7 @@ def test_chart_crds_are_identical_to_the_generated_crds() -> None:
 
 
 def test_default_render_runs_two_replicas_under_the_restricted_pod_security_standard() -> None:
-    deployment = one(render(), "Deployment")
+    deployment = component(render(), "Deployment", "operator")
     spec = deployment["spec"]
     assert spec["replicas"] == 2
     pod = spec["template"]["spec"]
@@ -149,7 +160,7 @@ def test_default_render_runs_two_replicas_under_the_restricted_pod_security_stan
 
 
 def test_settings_reach_the_operator_as_environment() -> None:
-    deployment = one(
+    deployment = component(
         render(
             "--set",
             "operator.watchNamespaces={team-a,team-b}",
@@ -163,6 +174,7 @@ def test_settings_reach_the_operator_as_environment() -> None:
             "prometheus.heldRequestsMetric=gateway:queued_requests",
         ),
         "Deployment",
+        "operator",
     )
     env = {
         e["name"]: e.get("value")
@@ -339,6 +351,10 @@ def test_namespaced_mode_grants_workload_permissions_only_in_watched_namespaces(
         ("operator.metricsAddress=localhost", "metricsAddress"),
         ("prometheus.tls.insecureSkipVerify=maybe", "insecureSkipVerify"),
         ("prometheus.basicAuth.secretName=Not_A_Secret", "secretName"),
+        ("gateway.hold.timeoutSeconds=0", "timeoutSeconds"),
+        ("gateway.hold.perModelService=0", "perModelService"),
+        ("gateway.service.type=Ingress", "type"),
+        ("gateway.holdTimeout=5", "holdTimeout"),
     ],
 )
 def test_schema_rejects_bad_values_naming_the_value(setting: str, named: str) -> None:
@@ -354,13 +370,70 @@ def test_monitoring_objects_only_when_the_prometheus_operator_api_exists() -> No
         assert not of_kind(without, kind), f"{kind} rendered without {MONITORING_API}"
     with_api = render("--api-versions", MONITORING_API)
     for kind in ("ServiceMonitor", "PodMonitor", "PrometheusRule"):
-        one(with_api, kind)
+        assert of_kind(with_api, kind), f"no {kind} with {MONITORING_API}"
+
+
+def test_the_gateway_runs_restricted_with_its_settings_as_flags() -> None:
+    docs = render(
+        "--set", "gateway.hold.timeoutSeconds=120",
+        "--set", "gateway.hold.releasePerReplica=8",
+        "--set", "gateway.drainTimeoutSeconds=20",
+        "--set", "operator.watchNamespaces={team-a,team-b}",
+    )  # fmt: skip
+    deployment = component(docs, "Deployment", "gateway")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["thrifty-gateway"]
+    args = container["args"]
+    for flag in (
+        "--hold-timeout=120",
+        "--release-per-endpoint=8",
+        "--drain-timeout=20",
+        "--namespace=team-a",
+        "--namespace=team-b",
+        "--max-body-bytes=4194304",
+    ):
+        assert flag in args, args
+    assert pod["terminationGracePeriodSeconds"] > 20  # the drain fits in the grace period
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert pod["serviceAccountName"] == "thrifty-gateway"
+    service = component(docs, "Service", "gateway")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    operator = component(docs, "Deployment", "operator")
+    selector = operator["spec"]["selector"]["matchLabels"]
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert not selector.items() <= pod_labels.items(), "operator selector matches gateway pods"
+    assert pod_labels["app.kubernetes.io/component"] == "gateway"
+    # The gateway's permissions: read ModelServices and EndpointSlices, only where it serves.
+    roles = [r for r in of_kind(docs, "Role") if r["metadata"]["name"] == "thrifty-gateway"]
+    assert {r["metadata"]["namespace"] for r in roles} == {"team-a", "team-b"}
+    for role in roles:
+        assert {(tuple(r["resources"]), tuple(r["verbs"])) for r in role["rules"]} == {
+            (("modelservices",), ("list", "watch")),
+            (("endpointslices",), ("list", "watch")),
+        }
+    assert not [r for r in of_kind(docs, "ClusterRole") if "gateway" in r["metadata"]["name"]]
+
+
+def test_the_gateway_is_optional_and_scraped_with_its_own_labels() -> None:
+    assert not [
+        d for d in render("--set", "gateway.enabled=false") if "gateway" in d["metadata"]["name"]
+    ]
+    docs = render("--api-versions", MONITORING_API)
+    monitor = component(docs, "PodMonitor", "gateway")
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["honorLabels"] is True  # keeps the held gauge's namespace/model_service
+    assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
+    rules = [r for r in of_kind(docs, "ClusterRole") if r["metadata"]["name"] == "thrifty-gateway"]
+    assert len(rules) == 1
 
 
 def test_pod_monitor_gives_vllm_series_the_operator_query_labels() -> None:
     from thrifty.adapters import prometheus
 
-    pod_monitor = one(render("--api-versions", MONITORING_API), "PodMonitor")
+    pod_monitor = component(render("--api-versions", MONITORING_API), "PodMonitor", "operator")
     spec = pod_monitor["spec"]
     expressions = spec["selector"]["matchExpressions"]
     assert {"key": prometheus.POD_MODEL_SERVICE_LABEL, "operator": "Exists"} in expressions
@@ -450,7 +523,9 @@ def test_dockerfile_agrees_with_the_chart_and_the_package() -> None:
         "${PYTHON_BASE}",
     ]
     (user,) = re.findall(r"^USER (\d+):(\d+)$", dockerfile, flags=re.MULTILINE)
-    pod = one(render(), "Deployment")["spec"]["template"]["spec"]["securityContext"]
+    pod = component(render(), "Deployment", "operator")["spec"]["template"]["spec"][
+        "securityContext"
+    ]
     assert (int(user[0]), int(user[1])) == (pod["runAsUser"], pod["runAsGroup"])
     (entrypoint,) = re.findall(r"^ENTRYPOINT (.+)$", dockerfile, flags=re.MULTILINE)
     assert json.loads(entrypoint) == ["python", "-m", "thrifty.control"]

@@ -195,3 +195,23 @@ rendering returns nothing) or --kube-version moved it off Helm's offline placeho
   value: {{ printf "%s/tls.key" $dir | quote }}
 {{- end }}
 {{- end }}
+
+{{/* The gateway's objects: same instance, component gateway (never matched by the operator's
+selectors, whose component is operator). */}}
+{{- define "thrifty.gatewayName" -}}
+{{- include "thrifty.fullname" . | trunc 55 | trimSuffix "-" }}-gateway
+{{- end }}
+
+{{- define "thrifty.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: {{ include "thrifty.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{- define "thrifty.gatewayLabels" -}}
+helm.sh/chart: {{ include "thrifty.chart" . }}
+{{ include "thrifty.gatewaySelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: thrifty
+{{- end }}

@@ -111,3 +111,18 @@ these permissions and checks that nothing more is granted.
   resourceNames: [{{ include "thrifty.leaseName" . | quote }}]
   verbs: ["get", "update"]
 {{- end }}
+
+{{/*
+The gateway's permissions (thrifty_runtime.gateway.kube): read only, in the served namespaces.
+*/}}
+{{- define "thrifty.gatewayRules" -}}
+# ModelServices, read only: the model names clients send (spec.servedModelName) and which
+# ModelServices exist, so /v1/models lists them and requests for one at zero replicas are held.
+- apiGroups: ["thrifty.dev"]
+  resources: ["modelservices"]
+  verbs: ["list", "watch"]
+# EndpointSlices, read only: the ready addresses of each ModelService's Service, where requests go.
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["list", "watch"]
+{{- end }}

@@ -31,7 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="OpenAI-compatible gateway in front of thrifty's ModelServices.",
     )
     parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
-    parser.add_argument("--namespace", help="serve only this namespace (default: all)")
+    parser.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        help="serve this namespace (repeatable; default: all namespaces)",
+    )
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=gateway.port)
     parser.add_argument("--max-body-bytes", type=int, default=gateway.max_body_bytes)
@@ -95,7 +100,7 @@ async def serve(args: argparse.Namespace) -> None:
         _api_client(args.kubeconfig),
         gateway.catalog,
         loop,
-        namespace=args.namespace,
+        namespaces=args.namespace,
         on_synced=synced,
     )
     await gateway.start()

@@ -123,10 +123,17 @@ class Catalog:
 
     # -- ModelServices -------------------------------------------------------------------------
 
-    def replace_model_services(self, objects: Iterable[Mapping[str, Any]]) -> None:
-        """A full listing (after a relist): ModelServices absent from it are gone."""
+    def replace_model_services(
+        self, objects: Iterable[Mapping[str, Any]], namespace: str | None = None
+    ) -> None:
+        """A full listing (after a relist) of `namespace` (None: all): ModelServices of that
+        scope absent from it are gone."""
         before = set(self._served)
-        self._served = {}
+        self._served = {
+            key: name
+            for key, name in self._served.items()
+            if namespace is not None and key[0] != namespace
+        }
         for obj in objects:
             key = service_key(obj)
             if key is not None:
@@ -160,9 +167,16 @@ class Catalog:
 
     # -- EndpointSlices ------------------------------------------------------------------------
 
-    def replace_slices(self, objects: Iterable[Mapping[str, Any]]) -> None:
+    def replace_slices(
+        self, objects: Iterable[Mapping[str, Any]], namespace: str | None = None
+    ) -> None:
+        """A full listing of `namespace`'s slices (None: all namespaces)."""
         touched = {key for key, _ in self._slices.values()}
-        self._slices = {}
+        self._slices = {
+            slice_id: entry
+            for slice_id, entry in self._slices.items()
+            if namespace is not None and slice_id[0] != namespace
+        }
         for obj in objects:
             entry = self._slice_entry(obj)
             if entry is not None:

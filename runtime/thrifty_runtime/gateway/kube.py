@@ -11,10 +11,11 @@ thrifty's own.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,9 +49,10 @@ class Watches:
         catalog: Catalog,
         loop: asyncio.AbstractEventLoop,
         *,
-        namespace: str | None = None,
+        namespaces: Sequence[str] = (),
         on_synced: Callable[[], None] = lambda: None,
     ) -> None:
+        """`namespaces`: watch these (two watches each); empty: the whole cluster."""
         from kubernetes import client
 
         self._api_client = api_client
@@ -60,37 +62,40 @@ class Watches:
         self._on_synced = on_synced
         custom = client.CustomObjectsApi(api_client)
         discovery = client.DiscoveryV1Api(api_client)
-        scope: dict[str, Any] = {"namespace": namespace} if namespace else {}
-        if namespace:
-            ms_call: Callable[..., Any] = custom.list_namespaced_custom_object
-            slice_call: Callable[..., Any] = discovery.list_namespaced_endpoint_slice
-        else:
-            ms_call = custom.list_cluster_custom_object
-            slice_call = discovery.list_endpoint_slice_for_all_namespaces
-        self._sources = [
-            _Source(
-                "modelservices",
-                ms_call,
-                {"group": GROUP, "version": VERSION, "plural": PLURAL, **scope},
-                catalog.replace_model_services,
-                catalog.put_model_service,
-                catalog.delete_model_service,
-            ),
-            _Source(
-                "endpointslices",
-                slice_call,
-                {"label_selector": MODEL_SERVICE_LABEL, **scope},
-                catalog.replace_slices,
-                catalog.put_slice,
-                catalog.delete_slice,
-            ),
-        ]
+        self._sources: list[_Source] = []
+        scopes: list[str | None] = [*namespaces] if namespaces else [None]
+        for namespace in scopes:
+            scope: dict[str, Any] = {"namespace": namespace} if namespace else {}
+            if namespace:
+                ms_call: Callable[..., Any] = custom.list_namespaced_custom_object
+                slice_call: Callable[..., Any] = discovery.list_namespaced_endpoint_slice
+            else:
+                ms_call = custom.list_cluster_custom_object
+                slice_call = discovery.list_endpoint_slice_for_all_namespaces
+            self._sources += [
+                _Source(
+                    f"modelservices in {namespace or 'all namespaces'}",
+                    ms_call,
+                    {"group": GROUP, "version": VERSION, "plural": PLURAL, **scope},
+                    functools.partial(catalog.replace_model_services, namespace=namespace),
+                    catalog.put_model_service,
+                    catalog.delete_model_service,
+                ),
+                _Source(
+                    f"endpointslices in {namespace or 'all namespaces'}",
+                    slice_call,
+                    {"label_selector": MODEL_SERVICE_LABEL, **scope},
+                    functools.partial(catalog.replace_slices, namespace=namespace),
+                    catalog.put_slice,
+                    catalog.delete_slice,
+                ),
+            ]
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         for source in self._sources:
             thread = threading.Thread(
-                target=self._run, args=(source,), name=f"watch-{source.what}", daemon=True
+                target=self._run, args=(source,), name=f"watch {source.what}", daemon=True
             )
             thread.start()
             self._threads.append(thread)

@@ -52,6 +52,21 @@ def test_only_ready_endpoints_route_and_a_missing_condition_means_ready() -> Non
     assert addresses[0].pod == "pod-127.0.1.1"
 
 
+def test_a_listing_of_one_namespace_replaces_only_that_namespace() -> None:
+    catalog = Catalog()
+    catalog.replace_model_services([model_service("chat", "a")], namespace="a")
+    catalog.replace_model_services([model_service("code", "b")], namespace="b")
+    catalog.replace_slices([endpoint_slice("s", "chat", [("127.0.1.1", True)], namespace="a")], "a")
+    catalog.replace_slices([endpoint_slice("s", "code", [("127.0.1.2", True)], namespace="b")], "b")
+    assert [m for m, _ in catalog.models()] == ["chat", "code"]
+    catalog.replace_model_services([], namespace="a")
+    catalog.replace_slices([], namespace="a")
+    assert [m for m, _ in catalog.models()] == ["code"]
+    assert catalog.endpoints(("a", "chat")) == [] and len(catalog.endpoints(("b", "code"))) == 1
+    catalog.replace_model_services([])
+    assert catalog.models() == []
+
+
 def test_a_loopback_pod_network_maps_slice_addresses_to_their_twins_and_drops_the_rest() -> None:
     network = podnet.parse_network("10.0.0.0/8")
     catalog = Catalog(address_map=lambda address: podnet.loopback_twin(address, network))
