@@ -108,6 +108,8 @@ def gateway_stack(
             "--host", "127.0.0.1", "--port", str(port),
             "--loopback-pod-network", LOOPBACK_POD_NETWORK,
             "--hold-timeout", "150",
+            "--allow-anonymous",
+            "--api-key-namespace", namespace,
         ],
         cwd=REPO_ROOT, stdout=gateway_log, stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -128,20 +130,25 @@ def gateway_stack(
         stop_prometheus(prom)
 
 
-def completion(url: str, model: str, timeout_seconds: float) -> int:
+def completion(url: str, model: str, timeout_seconds: float, api_key: str | None = None) -> int:
+    return answer(url, model, timeout_seconds, api_key)[0]
+
+
+def answer(
+    url: str, model: str, timeout_seconds: float, api_key: str | None = None
+) -> tuple[int, dict[str, Any]]:
     body = json.dumps({"model": model, "prompt": "hello", "max_tokens": 8}).encode()
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     request = urllib.request.Request(
-        f"{url}/v1/completions",
-        data=body,
-        headers={"Content-Type": "application/json"},
-        method="POST",
+        f"{url}/v1/completions", data=body, headers=headers, method="POST"
     )
     try:
         with urllib.request.urlopen(request, timeout=timeout_seconds) as response:
-            response.read()
-            return int(response.status)
+            return int(response.status), json.loads(response.read())
     except urllib.error.HTTPError as error:
-        return int(error.code)
+        return int(error.code), json.loads(error.read() or b"{}")
 
 
 def test_scale_from_zero_through_the_gateway_on_real_endpoint_slices(
@@ -188,3 +195,44 @@ def test_scale_from_zero_through_the_gateway_on_real_endpoint_slices(
     twins = {e["url"].removeprefix("http://").rsplit(":", 1)[0] for e in endpoints}
     assert twins == {"127." + a.split(".", 1)[1] for a in addresses}
     assert all(a.startswith("10.") for a in addresses)
+
+
+def test_tenant_keys_limits_and_metering_through_the_gateway(gateway_stack: GatewayStack) -> None:
+    stack = gateway_stack
+    pool = f"pool-{stack.namespace}"[:60]
+    stack.cluster.apply(pool_manifest(pool))
+    manifest = model_service_manifest("chat", pool, minReplicas=1, maxReplicas=1)
+    stack.cluster.kubectl("apply", "-n", stack.namespace, "-f", "-", input=manifest)
+    api_key = "sk-e2e-gamma-key"
+    stack.cluster.kubectl(
+        "create", "secret", "generic", "gamma-key", "-n", stack.namespace,
+        f"--from-literal=api-key={api_key}",
+    )  # fmt: skip
+    stack.cluster.kubectl(
+        "label", "secret", "gamma-key", "-n", stack.namespace, "thrifty.dev/tenant=gamma"
+    )
+    stack.cluster.kubectl(
+        "annotate", "secret", "gamma-key", "-n", stack.namespace,
+        "thrifty.dev/requests-per-minute=3",
+    )  # fmt: skip
+
+    def served() -> int | None:
+        status = completion(stack.gateway_url, "chat", 30, api_key)
+        return status if status == 200 else None
+
+    eventually(served, 120, "the tenant's key accepted and a replica serving")
+    statuses = [completion(stack.gateway_url, "chat", 30, api_key) for _ in range(3)]
+    assert statuses == [200, 200, 429]  # 3 per minute: the first call above took one
+    status, body = answer(stack.gateway_url, "chat", 30, "sk-not-a-key")
+    assert status == 401 and body["error"]["code"] == "invalid_api_key"
+    text = stack.metrics()
+    completion_tokens = metric_value(
+        text, "thrifty_gateway_tokens_total", tenant="gamma", kind="completion"
+    )
+    assert completion_tokens == 3 * 8
+    stack.cluster.kubectl("delete", "secret", "gamma-key", "-n", stack.namespace)
+    eventually(
+        lambda: completion(stack.gateway_url, "chat", 30, api_key) == 401 or None,
+        30,
+        "the revoked key refused",
+    )

@@ -299,7 +299,14 @@ FORBIDDEN_RESOURCES = {
 def test_rbac_has_no_wildcards_no_secrets_and_no_escalation(values: list[str]) -> None:
     rules = rbac_rules(render(*values))
     assert rules
+    # One exception, checked on its own below: the gateway reads its API-key Secrets.
+    key_role = "Role thrifty-system/thrifty-gateway-api-keys"
+    assert [rule for where, rule in rules if where == key_role] == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["list", "watch"]}
+    ]
     for where, rule in rules:
+        if where == key_role:
+            continue
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule.get(field, []), f"{where}: wildcard in {field}: {rule}"
         assert not rule.get("nonResourceURLs"), f"{where}: {rule}"
@@ -384,6 +391,7 @@ def test_the_gateway_runs_restricted_with_its_settings_as_flags() -> None:
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["command"] == ["thrifty-gateway"]
+    assert "--allow-anonymous" not in container["args"]  # keys required unless allowed
     args = container["args"]
     for flag in (
         "--hold-timeout=120",
@@ -392,6 +400,7 @@ def test_the_gateway_runs_restricted_with_its_settings_as_flags() -> None:
         "--namespace=team-a",
         "--namespace=team-b",
         "--max-body-bytes=4194304",
+        "--api-key-namespace=thrifty-system",
     ):
         assert flag in args, args
     assert pod["terminationGracePeriodSeconds"] > 20  # the drain fits in the grace period
@@ -408,6 +417,8 @@ def test_the_gateway_runs_restricted_with_its_settings_as_flags() -> None:
     assert pod_labels["app.kubernetes.io/component"] == "gateway"
     # The gateway's permissions: read ModelServices and EndpointSlices, only where it serves.
     roles = [r for r in of_kind(docs, "Role") if r["metadata"]["name"] == "thrifty-gateway"]
+    keys = [r for r in of_kind(docs, "Role") if r["metadata"]["name"] == "thrifty-gateway-api-keys"]
+    assert [r["metadata"]["namespace"] for r in keys] == ["thrifty-system"]
     assert {r["metadata"]["namespace"] for r in roles} == {"team-a", "team-b"}
     for role in roles:
         assert {(tuple(r["resources"]), tuple(r["verbs"])) for r in role["rules"]} == {

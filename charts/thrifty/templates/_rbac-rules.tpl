@@ -126,3 +126,11 @@ The gateway's permissions (thrifty_runtime.gateway.kube): read only, in the serv
   resources: ["endpointslices"]
   verbs: ["list", "watch"]
 {{- end }}
+
+{{- define "thrifty.gatewayKeyRules" -}}
+# Secrets, read only, in the release namespace only: the API keys of tenants (label
+# thrifty.dev/tenant; the gateway asks for that label and keeps only each key's SHA-256).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["list", "watch"]
+{{- end }}

@@ -50,6 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--retry-after", type=int, default=hold.retry_after_seconds)
     parser.add_argument("--drain-timeout", type=float, default=30.0)
     parser.add_argument(
+        "--api-key-namespace",
+        default=os.environ.get("POD_NAMESPACE"),
+        help="namespace of the API-key Secrets (label thrifty.dev/tenant); default $POD_NAMESPACE",
+    )
+    parser.add_argument(
+        "--allow-anonymous",
+        action="store_true",
+        help="serve requests without an API key as the tenant `anonymous`",
+    )
+    parser.add_argument(
         "--loopback-pod-network",
         type=podnet.parse_network,
         help="local cluster only: connect to the 127/8 twins of pod IPs in this network",
@@ -64,6 +74,7 @@ def settings_from_args(args: argparse.Namespace) -> GatewaySettings:
         port=args.port,
         max_body_bytes=args.max_body_bytes,
         max_concurrent_requests=args.max_concurrent_requests,
+        allow_anonymous=args.allow_anonymous,
         loopback_pod_network=args.loopback_pod_network,
         hold=HoldSettings(
             per_service_cap=args.hold_per_model,
@@ -101,6 +112,8 @@ async def serve(args: argparse.Namespace) -> None:
         gateway.catalog,
         loop,
         namespaces=args.namespace,
+        tenants=gateway.tenants,
+        key_namespace=args.api_key_namespace,
         on_synced=synced,
     )
     await gateway.start()

@@ -28,6 +28,8 @@ class Outcome(enum.StrEnum):
     UPSTREAM_UNAVAILABLE = "upstream_unavailable"
     UPSTREAM_CLOSED = "upstream_closed"
     CLIENT_CLOSED = "client_closed"
+    UNAUTHORIZED = "unauthorized"
+    RATE_LIMITED = "rate_limited"
 
 
 class GatewayError(Exception):
@@ -173,4 +175,25 @@ def upstream_closed(model: str) -> GatewayError:
         Outcome.UPSTREAM_CLOSED,
         kind="server_error",
         code="upstream_closed",
+    )
+
+
+def unauthorized() -> GatewayError:
+    return GatewayError(
+        401,
+        "Incorrect or revoked API key provided. Send it as `Authorization: Bearer <key>`.",
+        Outcome.UNAUTHORIZED,
+        kind="invalid_request_error",
+        code="invalid_api_key",
+    )
+
+
+def rate_limited(limit: str, message: str, retry_after_seconds: int) -> GatewayError:
+    return GatewayError(
+        429,
+        message,
+        Outcome.RATE_LIMITED,
+        kind="requests" if limit != "tokens" else "tokens",
+        code="rate_limit_exceeded",
+        retry_after_seconds=retry_after_seconds,
     )

@@ -4,8 +4,9 @@ Each runs in a thread (the Kubernetes client's watch blocks): list, hand the ful
 event loop, watch from the listing's resourceVersion, hand over each event; relist when the watch
 expires (410 Gone) and back off when the API server is away, never letting the thread die. The
 catalog is only touched on the event loop (`call_soon_threadsafe`), so it needs no lock.
-EndpointSlices are selected by the `thrifty.dev/model-service` label: the API server sends only
-thrifty's own.
+EndpointSlices are selected by the `thrifty.dev/model-service` label, API-key Secrets by
+`thrifty.dev/tenant`: the API server sends only thrifty's own. A Secret's key is hashed the
+moment it arrives (see tenants) and is never logged: warnings name the watch, not objects.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from thrifty_runtime.gateway.catalog import MODEL_SERVICE_LABEL, Catalog
+from thrifty_runtime.gateway.tenants import TENANT_LABEL, Tenants
 
 log = logging.getLogger("thrifty_runtime.gateway.kube")
 
@@ -50,9 +52,12 @@ class Watches:
         loop: asyncio.AbstractEventLoop,
         *,
         namespaces: Sequence[str] = (),
+        tenants: Tenants | None = None,
+        key_namespace: str | None = None,
         on_synced: Callable[[], None] = lambda: None,
     ) -> None:
-        """`namespaces`: watch these (two watches each); empty: the whole cluster."""
+        """`namespaces`: watch these (two watches each); empty: the whole cluster. With
+        `key_namespace`, a third watch reads the API-key Secrets there into `tenants`."""
         from kubernetes import client
 
         self._api_client = api_client
@@ -90,6 +95,18 @@ class Watches:
                     catalog.delete_slice,
                 ),
             ]
+        if tenants is not None and key_namespace:
+            core = client.CoreV1Api(api_client)
+            self._sources.append(
+                _Source(
+                    f"api-key secrets in {key_namespace}",
+                    core.list_namespaced_secret,
+                    {"namespace": key_namespace, "label_selector": TENANT_LABEL},
+                    tenants.replace_secrets,
+                    tenants.put_secret,
+                    tenants.delete_secret,
+                )
+            )
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:

@@ -22,9 +22,10 @@ import asyncio
 import ipaddress
 import json
 import logging
+import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -38,7 +39,7 @@ from prometheus_client import (
 )
 
 from thrifty_runtime import podnet
-from thrifty_runtime.gateway import balancer, errors
+from thrifty_runtime.gateway import balancer, errors, metering
 from thrifty_runtime.gateway.catalog import Catalog, Endpoint, ServiceKey
 from thrifty_runtime.gateway.errors import GatewayError, Outcome
 from thrifty_runtime.gateway.holding import (
@@ -48,6 +49,7 @@ from thrifty_runtime.gateway.holding import (
     HoldSettings,
     HoldTimeoutError,
 )
+from thrifty_runtime.gateway.tenants import Tenants, TenantState, duration_text
 
 log = logging.getLogger("thrifty_runtime.gateway")
 
@@ -84,6 +86,8 @@ class GatewaySettings:
     connect_timeout_seconds: float = 3.0
     """A pod listed ready but not answering is skipped after this long."""
     hold: HoldSettings = field(default_factory=HoldSettings)
+    allow_anonymous: bool = False
+    """Requests without `Authorization` are served as the tenant `anonymous`."""
     loopback_pod_network: ipaddress.IPv4Network | None = None
     """Local cluster only: connect to each pod IP's loopback twin (thrifty_runtime.podnet);
     addresses outside this network are ignored, so nothing outside 127.0.0.0/8 is contacted."""
@@ -119,6 +123,20 @@ class Gateway:
             registry=self.registry,
         )
         network = settings.loopback_pod_network
+        self._tokens = Counter(
+            "thrifty_gateway_tokens",
+            "Tokens metered per tenant from the answers' usage (kind: prompt or completion).",
+            ("tenant", "namespace", "model_service", "kind"),
+            registry=self.registry,
+        )
+        self._tenant_requests = Counter(
+            "thrifty_gateway_tenant_requests",
+            "Requests per tenant by outcome (rate_limited included).",
+            ("tenant", "outcome"),
+            registry=self.registry,
+        )
+        self.tenants = Tenants(anonymous_allowed=settings.allow_anonymous)
+        self.tenants.replace_secrets([])
         self.catalog = Catalog(
             on_change=self._catalog_changed,
             address_map=(
@@ -279,35 +297,83 @@ class Gateway:
 
     async def _route(self, request: web.Request) -> web.StreamResponse:
         key: ServiceKey = ("", "")
+        tenant: TenantState | None = None
         self._active += 1
         try:
             if self.draining:
                 raise errors.draining()
             if self._active > self.settings.max_concurrent_requests:
                 raise errors.overloaded(self.settings.max_concurrent_requests)
-            body, model = await self._read(request)
+            tenant = self._admit(request)
+            headers = self._quota_headers(tenant)
+            body, model, hide_usage = await self._read(request)
             found = self.catalog.resolve(model)
             if found is None:
                 raise errors.model_not_found(model)
             key = found
-            response, outcome = await self._serve(request, key, model, body)
-            self._count(key, outcome)
+            response, outcome, usage = await self._serve(
+                request, key, model, body, headers, hide_usage
+            )
+            self._count(key, outcome, tenant)
+            if usage is not None:
+                self._meter(tenant, key, usage)
             return response
         except GatewayError as error:
-            self._count(key, error.outcome)
-            return error.response()
+            self._count(key, error.outcome, tenant)
+            extra = self._quota_headers(tenant) if tenant is not None else {}
+            return error.response(extra)
         except (asyncio.CancelledError, ConnectionResetError):
-            self._count(key, Outcome.CLIENT_CLOSED)
+            self._count(key, Outcome.CLIENT_CLOSED, tenant)
             raise
         finally:
+            if tenant is not None:
+                self.tenants.release(tenant)
             self._active -= 1
             if not self._active:
                 self._idle.set()
 
-    def _count(self, key: ServiceKey, outcome: Outcome) -> None:
-        self._requests.labels(key[0], key[1], outcome.value).inc()
+    def _admit(self, request: web.Request) -> TenantState:
+        """The request's tenant, holding one of its request slots; or a 401/429."""
+        tenant = self.tenants.authenticate(request.headers.get("Authorization"))
+        if tenant is None:
+            raise errors.unauthorized()
+        refusal = self.tenants.admit(tenant, time.monotonic())
+        if refusal is not None:
+            self._tenant_requests.labels(tenant.name, Outcome.RATE_LIMITED.value).inc()
+            retry = max(1, math.ceil(refusal.retry_after_seconds))
+            error = errors.rate_limited(refusal.limit, refusal.message, retry)
+            raise _Refused(error, self._quota_headers(tenant))
+        return tenant
 
-    async def _read(self, request: web.Request) -> tuple[bytes, str]:
+    def _quota_headers(self, tenant: TenantState) -> dict[str, str]:
+        """OpenAI's rate-limit headers, for the limits the tenant has."""
+        quota = self.tenants.quota(tenant, time.monotonic())
+        headers: dict[str, str] = {}
+        for kind, limit, remaining, reset in (
+            ("requests", quota.requests_limit, quota.requests_remaining,
+             quota.requests_reset_seconds),
+            ("tokens", quota.tokens_limit, quota.tokens_remaining, quota.tokens_reset_seconds),
+        ):  # fmt: skip
+            if limit is None or remaining is None or reset is None:
+                continue
+            headers[f"x-ratelimit-limit-{kind}"] = str(int(limit))
+            headers[f"x-ratelimit-remaining-{kind}"] = str(int(remaining))
+            headers[f"x-ratelimit-reset-{kind}"] = duration_text(reset)
+        return headers
+
+    def _count(self, key: ServiceKey, outcome: Outcome, tenant: TenantState | None) -> None:
+        self._requests.labels(key[0], key[1], outcome.value).inc()
+        if tenant is not None:
+            self._tenant_requests.labels(tenant.name, outcome.value).inc()
+
+    def _meter(self, tenant: TenantState, key: ServiceKey, usage: metering.Usage) -> None:
+        self._tokens.labels(tenant.name, key[0], key[1], "prompt").inc(usage.prompt_tokens)
+        self._tokens.labels(tenant.name, key[0], key[1], "completion").inc(usage.completion_tokens)
+        total = usage.prompt_tokens + usage.completion_tokens
+        self.tenants.charge(tenant, total, time.monotonic())
+
+    async def _read(self, request: web.Request) -> tuple[bytes, str, bool]:
+        """The body to send on, its model, and whether the gateway asked for the usage chunk."""
         limit = self.settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
             raise errors.body_too_large(limit)
@@ -324,16 +390,25 @@ class Gateway:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise errors.bad_request("`model` is required and must be a string.", "model")
-        return raw, model
+        hide_usage = metering.ask_for_usage(body)
+        if hide_usage:
+            raw = json.dumps(body).encode()
+        return raw, model, hide_usage
 
     async def _serve(
-        self, request: web.Request, key: ServiceKey, model: str, body: bytes
-    ) -> tuple[web.StreamResponse, Outcome]:
+        self,
+        request: web.Request,
+        key: ServiceKey,
+        model: str,
+        body: bytes,
+        headers: dict[str, str],
+        hide_usage: bool,
+    ) -> tuple[web.StreamResponse, Outcome, metering.Usage | None]:
         held = self.holding.must_wait(key)
         if held:
             await self._hold(key, model)
         try:
-            return await self._proxy(request, key, model, body)
+            return await self._proxy(request, key, model, body, headers, hide_usage)
         finally:
             if held:
                 self.holding.finished(key)
@@ -353,10 +428,20 @@ class Gateway:
             raise errors.draining() from None
 
     async def _proxy(
-        self, request: web.Request, key: ServiceKey, model: str, body: bytes
-    ) -> tuple[web.StreamResponse, Outcome]:
+        self,
+        request: web.Request,
+        key: ServiceKey,
+        model: str,
+        body: bytes,
+        extra_headers: dict[str, str],
+        hide_usage: bool,
+    ) -> tuple[web.StreamResponse, Outcome, metering.Usage | None]:
         assert self._session is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in HOP_BY_HOP and k.lower() != "authorization"
+        }
         tried: set[Endpoint] = set()
         reason = "no ready endpoint"
         refused_rounds = 0
@@ -395,7 +480,9 @@ class Gateway:
                         reason = f"{endpoint.pod or endpoint.url} is draining"
                         await upstream.read()
                         continue
-                    return await self._relay(request, upstream, endpoint, model)
+                    return await self._relay(
+                        request, upstream, endpoint, model, extra_headers, hide_usage
+                    )
             finally:
                 endpoint.end()
 
@@ -405,8 +492,11 @@ class Gateway:
         upstream: aiohttp.ClientResponse,
         endpoint: Endpoint,
         model: str,
-    ) -> tuple[web.StreamResponse, Outcome]:
+        extra_headers: dict[str, str],
+        hide_usage: bool,
+    ) -> tuple[web.StreamResponse, Outcome, metering.Usage | None]:
         out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+        out_headers.update(extra_headers)
         streaming = upstream.headers.get("Content-Type", "").startswith("text/event-stream")
         if not streaming:
             try:
@@ -414,20 +504,44 @@ class Gateway:
             except aiohttp.ClientError:
                 raise errors.upstream_closed(model) from None
             endpoint.served += 1
-            return web.Response(
-                status=upstream.status, body=payload, headers=out_headers
-            ), Outcome.OK
+            usage = metering.json_usage(payload) if upstream.status == 200 else None
+            answer = web.Response(status=upstream.status, body=payload, headers=out_headers)
+            return answer, Outcome.OK, usage
         response = web.StreamResponse(status=upstream.status, headers=out_headers)
         await response.prepare(request)
+        events = metering.SseUsage(hide_usage_chunk=hide_usage)
         try:
             async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
+                passed = events.feed(chunk)
+                if passed:
+                    await response.write(passed)
         except aiohttp.ClientError:
             # The engine died mid-stream: the status is long gone, so the error is an event.
             log.info("%s closed a stream of %s mid-way", endpoint.pod or endpoint.url, model)
-            await response.write(errors.upstream_closed(model).sse_event())
+            await response.write(events.flush() + errors.upstream_closed(model).sse_event())
             await response.write_eof()
-            return response, Outcome.UPSTREAM_CLOSED
+            return response, Outcome.UPSTREAM_CLOSED, events.usage
+        rest = events.flush()
+        if rest:
+            await response.write(rest)
         await response.write_eof()
         endpoint.served += 1
-        return response, Outcome.OK
+        return response, Outcome.OK, events.usage
+
+
+class _Refused(GatewayError):
+    """A 429 that carries the tenant's rate-limit headers."""
+
+    def __init__(self, error: GatewayError, headers: dict[str, str]) -> None:
+        super().__init__(
+            error.status,
+            error.message,
+            error.outcome,
+            kind=error.kind,
+            code=error.code,
+            retry_after_seconds=error.retry_after_seconds,
+        )
+        self.headers = headers
+
+    def response(self, headers: Mapping[str, str] | None = None) -> web.Response:
+        return super().response({**self.headers, **(headers or {})})

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 from polling import until
 from test_gateway_catalog import endpoint_slice, model_service
+from test_gateway_tenants import key_secret
 
 from thrifty_runtime.engine_server import EngineServer, settings_from_args
 from thrifty_runtime.gateway.holding import HoldSettings
@@ -44,8 +45,12 @@ async def engine(name: str = "llama", max_num_seqs: int = 64) -> AsyncIterator[E
 
 
 @asynccontextmanager
-async def gateway(**hold: Any) -> AsyncIterator[tuple[Gateway, aiohttp.ClientSession]]:
-    settings = GatewaySettings(port=0, max_body_bytes=64 * 1024, hold=HoldSettings(**hold))
+async def gateway(
+    anonymous: bool = True, **hold: Any
+) -> AsyncIterator[tuple[Gateway, aiohttp.ClientSession]]:
+    settings = GatewaySettings(
+        port=0, max_body_bytes=64 * 1024, allow_anonymous=anonymous, hold=HoldSettings(**hold)
+    )
     gw = Gateway(settings, seed=1)
     gw.catalog.replace_model_services(
         [model_service("chat", NAMESPACE, served="llama"), model_service("code", NAMESPACE)]
@@ -388,5 +393,100 @@ def test_an_endpoint_listed_before_its_server_listens_is_reached_once_it_does() 
                 assert status == 200
             finally:
                 await late.stop()
+
+    run(scenario)
+
+
+def tokens(gw: Gateway, tenant: str, kind: str) -> float:
+    return sample(
+        gw,
+        "thrifty_gateway_tokens_total",
+        tenant=tenant,
+        namespace=NAMESPACE,
+        model_service="chat",
+        kind=kind,
+    )
+
+
+def test_tenants_authenticate_by_key_and_wrong_or_revoked_keys_get_401(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("DEBUG")
+    secret = "sk-alpha-not-to-be-logged"
+
+    async def scenario() -> None:
+        async with engine() as llama, gateway(anonymous=False) as (gw, session):
+            route(gw, "chat", llama.url)
+            gw.tenants.replace_secrets([key_secret("alpha-key", "alpha", secret)])
+            status, body, _ = await complete(session)
+            assert status == 401 and body["error"]["code"] == "invalid_api_key"
+            auth = {"Authorization": f"Bearer {secret}"}
+            body = {"model": "llama", "prompt": "hi there", "max_tokens": 5}
+            async with session.post("/v1/completions", json=body, headers=auth) as response:
+                assert response.status == 200
+                usage = (await response.json())["usage"]
+            assert tokens(gw, "alpha", "prompt") == usage["prompt_tokens"]
+            assert tokens(gw, "alpha", "completion") == usage["completion_tokens"] == 5
+            wrong = {"Authorization": "Bearer sk-wrong"}
+            async with session.post("/v1/completions", json=body, headers=wrong) as response:
+                assert response.status == 401
+            gw.tenants.delete_secret(key_secret("alpha-key", "alpha", secret))
+            async with session.post("/v1/completions", json=body, headers=auth) as response:
+                assert response.status == 401
+            assert outcomes(gw, "unauthorized", "") == 3
+
+    run(scenario)
+    assert secret not in caplog.text
+
+
+def test_streams_are_metered_with_the_usage_the_gateway_asked_for_and_hid() -> None:
+    async def scenario() -> None:
+        async with engine() as llama, gateway() as (gw, session):
+            route(gw, "chat", llama.url)
+            for include_usage in (False, True):
+                body: dict[str, Any] = {
+                    "model": "llama",
+                    "messages": [{"role": "user", "content": "one two three"}],
+                    "max_tokens": 9,
+                    "stream": True,
+                }
+                if include_usage:
+                    body["stream_options"] = {"include_usage": True}
+                async with session.post("/v1/chat/completions", json=body) as response:
+                    text = (await response.read()).decode()
+                assert ('"usage"' in text) is include_usage, text
+                assert text.endswith("data: [DONE]\n\n")
+            assert tokens(gw, "anonymous", "completion") == 18
+            assert tokens(gw, "anonymous", "prompt") == 2 * (4 + 3)
+
+    run(scenario)
+
+
+def test_tenant_limits_give_openai_429s_with_rate_limit_headers() -> None:
+    async def scenario() -> None:
+        async with engine() as llama, gateway(anonymous=False) as (gw, session):
+            route(gw, "chat", llama.url)
+            gw.tenants.replace_secrets(
+                [key_secret("k", "beta", "sk-beta", requests_per_minute="2")]
+            )
+            auth = {"Authorization": "Bearer sk-beta"}
+            body = {"model": "llama", "prompt": "hi", "max_tokens": 2}
+            statuses, headers = [], []
+            for _ in range(3):
+                async with session.post("/v1/completions", json=body, headers=auth) as r:
+                    statuses.append(r.status)
+                    headers.append(dict(r.headers))
+                    last = await r.json()
+            assert statuses == [200, 200, 429]
+            assert headers[0]["x-ratelimit-limit-requests"] == "2"
+            assert headers[0]["x-ratelimit-remaining-requests"] == "1"
+            assert headers[2]["x-ratelimit-remaining-requests"] == "0"
+            assert int(headers[2]["Retry-After"]) >= 29
+            assert last["error"]["code"] == "rate_limit_exceeded"
+            assert last["error"]["type"] == "requests"
+            limited = sample(
+                gw, "thrifty_gateway_tenant_requests_total", tenant="beta", outcome="rate_limited"
+            )
+            assert limited == 1
 
     run(scenario)
