@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import shutil
@@ -119,6 +120,7 @@ def gateway_process(port: int, upstream: str, hold_total: int) -> None:
             )
         gateway.synced = True
         await gateway.start()
+        gc.freeze()  # as thrifty-gateway's main does
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         await stop.wait()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -117,6 +118,9 @@ async def serve(args: argparse.Namespace) -> None:
         on_synced=synced,
     )
     await gateway.start()
+    # What exists now (modules, the app) lives as long as the process: out of the collector's
+    # sight, so a full collection scans only per-request garbage (shorter pauses at p99).
+    gc.freeze()
     watches.start()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
