@@ -475,7 +475,8 @@ def monitoring_queries() -> dict[str, str]:
     queries = {}
     for group in one(docs, "PrometheusRule")["spec"]["groups"]:
         for rule in group["rules"]:
-            queries[f"alert {rule['alert']}"] = rule["expr"]
+            name = f"alert {rule['alert']}" if "alert" in rule else f"record {rule['record']}"
+            queries[name] = rule["expr"]
     dashboard = json.loads(one(docs, "ConfigMap")["data"]["thrifty.json"])
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
@@ -486,13 +487,22 @@ def monitoring_queries() -> dict[str, str]:
 
 
 def exported_metric_names() -> set[str]:
-    """Sample names the operator exports (labelled series created as the operator does) and the
-    metric names of a real vLLM scrape (../shared/reference)."""
+    """Sample names the operator and the gateway export (labelled series created as they do),
+    the chart's recording rules, and the metric names of a real vLLM scrape
+    (../shared/reference)."""
     from thrifty.adapters.operator_metrics import OperatorMetrics
+    from thrifty_runtime.gateway.server import Gateway, GatewaySettings
 
     metrics = OperatorMetrics()
     metrics.init_modelservice("ns", "ms")
     names = {sample.name for family in metrics.registry.collect() for sample in family.samples}
+    gateway = Gateway(GatewaySettings())
+    names |= {
+        family.name + ("_total" if family.type == "counter" else "")
+        for family in gateway.registry.collect()
+    }
+    for group in one(render("--api-versions", MONITORING_API), "PrometheusRule")["spec"]["groups"]:
+        names |= {rule["record"] for rule in group["rules"] if "record" in rule}
     scrape = REPO.parent / "shared" / "reference" / "vllm-cpu" / "metrics-sample-under-load.txt"
     for line in scrape.read_text().splitlines():
         if line and not line.startswith("#"):

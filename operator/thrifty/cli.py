@@ -9,9 +9,11 @@ in `_SUBCOMMANDS`.
 from __future__ import annotations
 
 import argparse
+import datetime
 import importlib
 import importlib.util
 import json
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -315,10 +317,76 @@ PLOT_MISSING = (
     "no report.png: matplotlib is not installed; the plot is an extra: pip install 'thrifty[plot]'"
 )
 
+
+# -- report ------------------------------------------------------------------------------------
+
+
+REPORT_EXAMPLE = """\
+example:
+  thrifty report --prometheus-url http://127.0.0.1:9090 --start 2026-12-01 --end 2026-12-08 \\
+      --format csv
+  One line per day, tenant and ModelService: tokens, $ (realised) and $ at the reference price.
+"""
+
+
+def _add_report(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="chargeback: $ per tenant per model per day, from Prometheus",
+        description="Each tenant's share of each ModelService's cost (its $/hour integrated over "
+        "the period, idle time included, shared by tokens metered at the gateway) and the same "
+        "tokens at the ModelService's reference price. Money is exact to $0.000001.",
+        epilog=REPORT_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--prometheus-url", default=os.environ.get("THRIFTY_PROMETHEUS_URL"))
+    parser.add_argument("--start", required=True, help="ISO date or time (UTC if no zone)")
+    parser.add_argument("--end", required=True, help="ISO date or time (UTC if no zone)")
+    parser.add_argument("--period", choices=["day", "hour"], default="day")
+    parser.add_argument("--format", choices=["csv", "json", "markdown"], default="markdown")
+    parser.set_defaults(handler=_report)
+
+
+def _when(text: str) -> datetime.datetime:
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError as error:
+        raise CommandError(f"{text!r} is not an ISO date or time (e.g. 2026-12-01)") from error
+    return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from thrifty import chargeback
+    from thrifty.adapters import chargeback as chargeback_queries
+    from thrifty.adapters.prometheus import MetricsError
+
+    if not args.prometheus_url:
+        raise CommandError("--prometheus-url (or THRIFTY_PROMETHEUS_URL) is required")
+    start, end = _when(args.start), _when(args.end)
+    if end <= start:
+        raise CommandError("--end must be after --start")
+    step = datetime.timedelta(days=1) if args.period == "day" else datetime.timedelta(hours=1)
+    try:
+        usage, costs = chargeback_queries.read(
+            chargeback_queries.prometheus_query(args.prometheus_url), start, end, step
+        )
+    except MetricsError as error:
+        raise CommandError(str(error)) from error
+    lines = chargeback.allocate(usage, costs)
+    formats = {
+        "csv": chargeback.to_csv,
+        "json": chargeback.to_json,
+        "markdown": chargeback.to_markdown,
+    }
+    sys.stdout.write(formats[args.format](lines))
+    return 0
+
+
 # -- entry point -------------------------------------------------------------------------------
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_simulate,
+    _add_report,
 ]
 
 

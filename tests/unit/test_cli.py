@@ -228,3 +228,14 @@ def test_every_subcommand_help_shows_an_example() -> None:
         text = subparser.format_help()
         assert "example:" in text and f"thrifty {name} " in text, name
     assert "example:" in parser.format_help()
+
+
+def test_report_without_prometheus_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("THRIFTY_PROMETHEUS_URL", raising=False)
+    assert cli.main(["report", "--start", "2026-12-01", "--end", "2026-12-02"]) == 2
+    assert "--prometheus-url" in capsys.readouterr().err
+    url = ["--prometheus-url", "http://127.0.0.1:9"]
+    assert cli.main(["report", *url, "--start", "2026-12-02", "--end", "2026-12-01"]) == 2
+    assert cli.main(["report", *url, "--start", "yesterday", "--end", "2026-12-01"]) == 2

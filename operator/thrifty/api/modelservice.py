@@ -492,6 +492,14 @@ class LatencyTarget(common.Model):
     )
 
 
+class ReferencePrice(common.Model):
+    """What buying the tokens elsewhere would cost (a hosted API's list price): the buy side of
+    buy-or-build, shown beside the realised price."""
+
+    input: float = Field(ge=0, description="USD per million prompt (input) tokens.")
+    output: float = Field(ge=0, description="USD per million generated (output) tokens.")
+
+
 class CostTarget(common.Model):
     """What the model may cost, and what gives when money and latency conflict."""
 
@@ -506,6 +514,11 @@ class CostTarget(common.Model):
         ge=0,
         le=MAX_DOLLARS_PER_HOUR,
         description="Most USD per hour for all replicas together.",
+    )
+    reference_dollars_per_million_tokens: ReferencePrice | None = Field(
+        default=None,
+        description="A reference price to compare the realised one with (e.g. a hosted API's); "
+        "informational, never enforced.",
     )
     enforcement: policy_types.Enforcement = Field(
         default=policy_types.Enforcement.HARD,

@@ -58,6 +58,16 @@ def served_model_name(model_service: Mapping[str, Any]) -> str:
     return str(name or "")
 
 
+def reference_price(model_service: Mapping[str, Any]) -> tuple[float, float] | None:
+    """`spec.costTarget.referenceDollarsPerMillionTokens` as (input, output) USD per million."""
+    spec = model_service.get("spec") or {}
+    price = (spec.get("costTarget") or {}).get("referenceDollarsPerMillionTokens") or {}
+    try:
+        return float(price["input"]), float(price["output"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def service_key(obj: Mapping[str, Any], label: str | None = None) -> ServiceKey | None:
     """The ModelService an object belongs to: its own name, or the value of `label`."""
     metadata = obj.get("metadata") or {}
@@ -101,6 +111,7 @@ class Catalog:
     on_change: Callable[[ServiceKey], None] = field(default=lambda _: None)
     address_map: Callable[[str], str | None] = field(default=lambda address: address)
     _served: dict[ServiceKey, str] = field(default_factory=dict)
+    _reference: dict[ServiceKey, tuple[float, float]] = field(default_factory=dict)
     _models: dict[str, ServiceKey] = field(default_factory=dict)
     _slices: dict[tuple[str, str], tuple[ServiceKey, list[SliceAddress]]] = field(
         default_factory=dict
@@ -114,6 +125,9 @@ class Catalog:
 
     def endpoints(self, key: ServiceKey) -> list[Endpoint]:
         return self._endpoints.get(key, [])
+
+    def reference_price(self, key: ServiceKey) -> tuple[float, float] | None:
+        return self._reference.get(key)
 
     def models(self) -> list[tuple[str, ServiceKey]]:
         return sorted(self._models.items())
@@ -138,6 +152,8 @@ class Catalog:
             key = service_key(obj)
             if key is not None:
                 self._served[key] = served_model_name(obj)
+                self._set_reference(key, obj)
+        self._reference = {k: v for k, v in self._reference.items() if k in self._served}
         self._rebuild_models()
         for key in before | set(self._served):
             self.on_change(key)
@@ -147,6 +163,7 @@ class Catalog:
         if key is None:
             return
         self._served[key] = served_model_name(obj)
+        self._set_reference(key, obj)
         self._rebuild_models()
         self.on_change(key)
 
@@ -154,8 +171,16 @@ class Catalog:
         key = service_key(obj)
         if key is None or self._served.pop(key, None) is None:
             return
+        self._reference.pop(key, None)
         self._rebuild_models()
         self.on_change(key)
+
+    def _set_reference(self, key: ServiceKey, obj: Mapping[str, Any]) -> None:
+        price = reference_price(obj)
+        if price is None:
+            self._reference.pop(key, None)
+        else:
+            self._reference[key] = price
 
     def _rebuild_models(self) -> None:
         # Two ModelServices serving one name: the first by namespace and name wins, so every

@@ -19,6 +19,7 @@ Bounded: bodies above `max_body_bytes` get 413 before they are read whole; at mo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -135,6 +136,13 @@ class Gateway:
             ("tenant", "outcome"),
             registry=self.registry,
         )
+        self._reference = Gauge(
+            "thrifty_gateway_reference_dollars_per_million_tokens",
+            "A ModelService's reference price (spec.costTarget.referenceDollarsPerMillionTokens): "
+            "kind prompt = input tokens, completion = output tokens.",
+            ("namespace", "model_service", "kind"),
+            registry=self.registry,
+        )
         self.tenants = Tenants(anonymous_allowed=settings.allow_anonymous)
         self.tenants.replace_secrets([])
         self.catalog = Catalog(
@@ -226,6 +234,13 @@ class Gateway:
             self._ready_endpoints.labels(*key).set(count)
             self._held.labels(*key).set(self.holding.held(key))
             self._labelled.add(key)
+        price = self.catalog.reference_price(key)
+        for kind, value in zip(("prompt", "completion"), price or (None, None), strict=True):
+            if value is not None:
+                self._reference.labels(key[0], key[1], kind).set(value)
+            else:
+                with contextlib.suppress(KeyError):
+                    self._reference.remove(key[0], key[1], kind)
         self.holding.release(key)
 
     # -- routes --------------------------------------------------------------------------------

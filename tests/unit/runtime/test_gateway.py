@@ -490,3 +490,21 @@ def test_tenant_limits_give_openai_429s_with_rate_limit_headers() -> None:
             assert limited == 1
 
     run(scenario)
+
+
+def test_reference_prices_are_exported_beside_the_tokens() -> None:
+    async def scenario() -> None:
+        async with gateway() as (gw, _):
+            priced = model_service("chat", NAMESPACE, served="llama")
+            priced["spec"]["costTarget"] = {
+                "referenceDollarsPerMillionTokens": {"input": 0.5, "output": 1.5}
+            }
+            gw.catalog.put_model_service(priced)
+            labels = {"namespace": NAMESPACE, "model_service": "chat"}
+            name = "thrifty_gateway_reference_dollars_per_million_tokens"
+            assert sample(gw, name, **labels, kind="prompt") == 0.5
+            assert sample(gw, name, **labels, kind="completion") == 1.5
+            gw.catalog.put_model_service(model_service("chat", NAMESPACE, served="llama"))
+            assert gw.registry.get_sample_value(name, {**labels, "kind": "prompt"}) is None
+
+    run(scenario)

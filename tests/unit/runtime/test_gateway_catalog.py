@@ -52,6 +52,17 @@ def test_only_ready_endpoints_route_and_a_missing_condition_means_ready() -> Non
     assert addresses[0].pod == "pod-127.0.1.1"
 
 
+def test_reference_prices_come_from_the_cost_target() -> None:
+    priced = model_service("chat")
+    priced["spec"]["costTarget"] = {"referenceDollarsPerMillionTokens": {"input": 3, "output": 15}}
+    catalog = Catalog()
+    catalog.replace_model_services([priced, model_service("code")])
+    assert catalog.reference_price(("team", "chat")) == (3.0, 15.0)
+    assert catalog.reference_price(("team", "code")) is None
+    catalog.delete_model_service(priced)
+    assert catalog.reference_price(("team", "chat")) is None
+
+
 def test_a_listing_of_one_namespace_replaces_only_that_namespace() -> None:
     catalog = Catalog()
     catalog.replace_model_services([model_service("chat", "a")], namespace="a")
