@@ -1,11 +1,13 @@
 """`make demo`: thrifty scaling real traffic on a local cluster, live in a terminal, in ~5 minutes.
 
 One command on a fresh machine (after `make bootstrap`): start the local cluster (KWOK fake H100
-nodes, a real Prometheus; the e2e harness), install the CRDs and the examples, start the operator
-and the fleet mirror (one simulated vLLM engine per Running pod, scraped by Prometheus), replay a
-time-compressed burst of the Azure LLM code trace against the model, print a table of the
-ModelServices every few seconds (replicas, queue, $/hour, $/1M tokens, the last decision), write
-out/demo.png, and tear everything down, also on Ctrl-C.
+nodes, a real Prometheus; the e2e harness), install the CRDs and the examples, start the operator,
+the fleet mirror (one simulated vLLM engine per Running pod, scraped by Prometheus) and
+thrifty-gateway, give three tenants API keys, replay a time-compressed burst of the Azure LLM code
+trace through the gateway as those three tenants (a third of the trace each), print a table of the
+ModelServices every few seconds (replicas, queue, $/hour, $/1M tokens, the last decision), then
+each tenant's tokens, refusals and cost (`thrifty report`), write out/demo.png, and tear
+everything down, also on Ctrl-C.
 
     .venv/bin/python scripts/demo.py [--trace-minutes 20] [--speedup 5] [--keep]
 """
@@ -15,10 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,6 +35,7 @@ sys.path.insert(0, str(REPO_ROOT / "e2e"))
 
 from harness import Cluster, Session, start_local  # noqa: E402
 from harness.cluster import wait_until  # noqa: E402
+from harness.session import LOOPBACK_POD_NETWORK  # noqa: E402
 
 TRACES = Path(os.environ.get("THRIFTY_TRACES_DIR", REPO_ROOT.parent / "shared" / "traces"))
 CODE_TRACE = TRACES / "azure2023" / "AzureLLMInferenceTrace_code.csv"
@@ -45,6 +51,14 @@ OPERATOR_ENV = {
     "THRIFTY_POOL_RESYNC_SECONDS": "3",
     "THRIFTY_BUDGET_RESYNC_SECONDS": "5",
     "THRIFTY_LEADER_ELECTION": "false",
+}
+SERVED_MODEL = "llama-3.1-8b"
+"""examples/modelservice-llama-8b.yaml's servedModelName: what clients send as `model`."""
+TENANTS = {
+    # tenant: limits as Secret annotations (docs/gateway.md); gamma's show 429s under the burst.
+    "alpha": {},
+    "beta": {"thrifty.dev/requests-per-minute": "600"},
+    "gamma": {"thrifty.dev/tokens-per-minute": "150000"},
 }
 # The example's delays suit production; a 5-minute demo needs them shorter to show scale-down.
 DEMO_SCALING = {"maxReplicas": 8, "scaleDownDelaySeconds": 30, "queueDepthTargetPerReplica": 4}
@@ -199,7 +213,7 @@ def plot(demo: Demo, path: Path) -> None:
     say(f"plot written to {path.relative_to(REPO_ROOT)}")
 
 
-def watch(demo: Demo, load: subprocess.Popen[bytes], cooldown_seconds: float) -> None:
+def watch(demo: Demo, loads: list[subprocess.Popen[bytes]], cooldown_seconds: float) -> None:
     """Prints the table every 5 s until the load ends and the cool-down (scale-down) has passed."""
     ended_at: float | None = None
     while True:
@@ -207,7 +221,7 @@ def watch(demo: Demo, load: subprocess.Popen[bytes], cooldown_seconds: float) ->
         record(demo, items)
         elapsed = time.monotonic() - demo.started
         print(table(items, elapsed) + "\n", flush=True)
-        if ended_at is None and load.poll() is not None:
+        if ended_at is None and all(load.poll() is not None for load in loads):
             ended_at = time.monotonic()
             say(f"traffic replay finished; watching the scale-down for {cooldown_seconds:.0f} s")
         if ended_at is not None and time.monotonic() - ended_at > cooldown_seconds:
@@ -235,13 +249,19 @@ def run(args: argparse.Namespace) -> int:
         demo = Demo(session.cluster)
         try:
             install(demo.cluster)
-            router = start_fleet(demo, session)
-            start_operator(demo)
+            start_fleet(demo, session)
+            gateway = start_gateway(demo, session)
+            keys = create_tenants(demo.cluster)
+            operator_port = start_operator(demo, session)
             wait_ready(demo)
             say(f"replaying {args.trace_minutes:g} min of the code trace {args.speedup:g}x faster")
+            say(f"through the gateway as {len(keys)} tenants: {', '.join(keys)}")
             say(ATTRIBUTION)
-            load = start_load(demo, router, args.trace_minutes, args.speedup)
-            watch(demo, load, cooldown_seconds=args.cooldown_seconds)
+            began = time.time()
+            loads = start_loads(demo, gateway, keys, args.trace_minutes, args.speedup)
+            watch(demo, loads, cooldown_seconds=args.cooldown_seconds)
+            print(tenant_table(gateway), flush=True)
+            print(chargeback(demo, began, operator_port), flush=True)
             plot(demo, REPO_ROOT / "out" / "demo.png")
         except KeyboardInterrupt:
             say("interrupted")
@@ -252,25 +272,44 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def start_operator(demo: Demo) -> None:
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def scrape(session: Session, job: str, port: int) -> None:
+    """Registers 127.0.0.1:`port` with the harness's Prometheus (file_sd), labelled by job only."""
+    sd_dir = session.cluster.scrape_sd_dir
+    if sd_dir is None:
+        raise RuntimeError("the demo needs the harness's own Prometheus (file_sd directory)")
+    target = [{"targets": [f"127.0.0.1:{port}"], "labels": {"job": job}}]
+    (sd_dir / f"{job}.json").write_text(json.dumps(target))
+
+
+def start_operator(demo: Demo, session: Session) -> int:
+    """The operator, its /metrics scraped (the cost series `thrifty report` integrates)."""
     say("starting the operator")
+    port = free_port()
     env = {
         **OPERATOR_ENV,
         "THRIFTY_PROMETHEUS_URL": demo.cluster.prometheus_url,
-        "THRIFTY_METRICS_PORT": "0",
+        "THRIFTY_METRICS_PORT": str(port),
         "THRIFTY_NAMESPACES": NAMESPACE,
     }
     demo.spawn("operator", [sys.executable, "-m", "thrifty.control"], env)
+    scrape(session, "thrifty-operator", port)
+    return port
 
 
-def start_fleet(demo: Demo, session: Session) -> str:
-    """The fleet mirror: one simulated vLLM engine per Running pod, registered with Prometheus."""
+def start_fleet(demo: Demo, session: Session) -> None:
+    """The fleet mirror: one simulated vLLM engine per Running pod, registered with Prometheus,
+    each on its pod IP's loopback twin, so the gateway reaches it through the EndpointSlice."""
     say("starting the fleet mirror (simulated vLLM engines for the KWOK pods)")
     sd_dir = session.cluster.scrape_sd_dir
     if sd_dir is None:
         raise RuntimeError("the demo needs the harness's own Prometheus (file_sd directory)")
-    state = demo.log_dir / "fleet.json"
-    state.unlink(missing_ok=True)
     argv = [
         sys.executable,
         "-m",
@@ -280,46 +319,123 @@ def start_fleet(demo: Demo, session: Session) -> str:
         "--file-sd",
         str(sd_dir / "thrifty-fleet.json"),
         "--state-file",
-        str(state),
+        str(demo.log_dir / "fleet.json"),
+        "--loopback-pod-network",
+        LOOPBACK_POD_NETWORK,
     ]
     demo.spawn("fleet-mirror", argv, {})
 
-    def router() -> str | None:
-        if not state.exists():
-            return None
-        url: str | None = json.loads(state.read_text()).get("router_url")
-        return url
 
-    return str(wait_until(router, timeout_seconds=60, what="the fleet mirror's router"))
-
-
-def start_load(
-    demo: Demo, router: str, trace_minutes: float, speedup: float
-) -> subprocess.Popen[bytes]:
-    """Replays the first `trace_minutes` of the code trace, `speedup` times faster."""
-    seconds = trace_minutes * 60 / speedup
+def start_gateway(demo: Demo, session: Session) -> str:
+    """thrifty-gateway as in a pod: watches ModelServices, EndpointSlices and key Secrets."""
+    say("starting thrifty-gateway")
+    port = free_port()
     argv = [
-        sys.executable,
-        "-m",
-        "thrifty_runtime.loadgen",
-        "--router",
-        router,
-        "--namespace",
-        NAMESPACE,
-        "--model-service",
-        "llama-8b",
-        "--trace",
-        str(CODE_TRACE),
-        "--speedup",
-        str(speedup),
-        "--duration",
-        str(seconds),
-        "--max-seconds",
-        str(seconds),
-        "--max-requests",
-        "1000000",
-    ]
-    return demo.spawn("loadgen", argv, {})
+        sys.executable, "-m", "thrifty_runtime.gateway",
+        "--namespace", NAMESPACE, "--api-key-namespace", NAMESPACE,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--loopback-pod-network", LOOPBACK_POD_NETWORK,
+    ]  # fmt: skip
+    demo.spawn("gateway", argv, {})
+    scrape(session, "thrifty-gateway", port)
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool | None:
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                return response.status == 200 or None
+        except OSError:
+            return None
+
+    wait_until(ready, timeout_seconds=60, what="the gateway ready")
+    return url
+
+
+def create_tenants(cluster: Cluster) -> dict[str, str]:
+    """One API-key Secret per tenant (keys made here, never printed): tenant -> key."""
+    keys = {}
+    for tenant, limits in TENANTS.items():
+        key = f"sk-demo-{secrets.token_urlsafe(24)}"
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": f"{tenant}-api-key",
+                "namespace": NAMESPACE,
+                "labels": {"thrifty.dev/tenant": tenant},
+                "annotations": limits,
+            },
+            "stringData": {"api-key": key},
+        }
+        cluster.apply(json.dumps(secret))
+        keys[tenant] = key
+    return keys
+
+
+def start_loads(
+    demo: Demo, gateway: str, keys: dict[str, str], trace_minutes: float, speedup: float
+) -> list[subprocess.Popen[bytes]]:
+    """The first `trace_minutes` of the code trace, `speedup` times faster, through the gateway:
+    each tenant replays its own consecutive third at a third of the speed, so together they send
+    the trace's rate and finish together."""
+    share = trace_minutes * 60 / len(keys)
+    loads = []
+    for index, (tenant, key) in enumerate(keys.items()):
+        argv = [
+            sys.executable, "-m", "thrifty_runtime.loadgen",
+            "--gateway", gateway, "--model", SERVED_MODEL, "--api-key-env", "THRIFTY_DEMO_KEY",
+            "--trace", str(CODE_TRACE),
+            "--start", str(index * share),
+            "--duration", str(share),
+            "--speedup", str(speedup / len(keys)),
+            "--max-seconds", str(share * len(keys) / speedup),
+            "--max-requests", "1000000",
+            "--seed", str(index),
+        ]  # fmt: skip
+        loads.append(demo.spawn(f"load-{tenant}", argv, {"THRIFTY_DEMO_KEY": key}))
+    return loads
+
+
+def tenant_table(gateway: str) -> str:
+    """Tokens and outcomes per tenant, from the gateway's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{gateway}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    rows: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            tenant = sample.labels.get("tenant")
+            if not tenant:
+                continue
+            row = rows.setdefault(tenant, {})
+            if sample.name == "thrifty_gateway_tokens_total":
+                row[sample.labels["kind"]] = row.get(sample.labels["kind"], 0) + sample.value
+            elif sample.name == "thrifty_gateway_tenant_requests_total":
+                outcome = sample.labels["outcome"]
+                row[outcome] = row.get(outcome, 0) + sample.value
+    lines = [f"{'tenant':8} {'ok':>6} {'429':>6} {'prompt tokens':>14} {'output tokens':>14}"]
+    for tenant in sorted(rows):
+        row = rows[tenant]
+        lines.append(
+            f"{tenant:8} {row.get('ok', 0):6.0f} {row.get('rate_limited', 0):6.0f} "
+            f"{row.get('prompt', 0):14.0f} {row.get('completion', 0):14.0f}"
+        )
+    return "\n".join(lines)
+
+
+def chargeback(demo: Demo, began: float, operator_port: int) -> str:
+    """`thrifty report` over the demo: each tenant's share of the cost, from Prometheus."""
+    del operator_port  # scraped through file_sd; named for the reader of `run`
+    time.sleep(5)  # one more scrape of the last counters (every 2 s) before the report's query
+    start = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(began))
+    end = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
+    argv = [sys.executable, "-m", "thrifty.cli", "report", "--prometheus-url"]
+    argv += [demo.cluster.prometheus_url, "--start", start, "--end", end, "--period", "hour"]
+    result = subprocess.run(argv, capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+    if result.returncode != 0:
+        return f"thrifty report failed: {result.stderr.strip()}"
+    return "Chargeback over the demo (thrifty report):\n" + result.stdout
 
 
 def wait_ready(demo: Demo) -> None:

@@ -11,6 +11,9 @@ and only ever talk to the router URL given (127.0.0.1 in every setup of this pro
     python -m thrifty_runtime.loadgen --router http://127.0.0.1:8080 --namespace demo \\
         --model-service llama-8b --trace azure-conv --start 600 --duration 300 --speedup 10 \\
         --max-requests 2000 --max-seconds 120
+
+Through thrifty-gateway instead, as a tenant: `--gateway URL --model NAME --api-key-env VAR` (the
+request goes to `<gateway>/v1/completions` and is routed on `model`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import threading
 import time
@@ -145,6 +149,7 @@ async def replay(
     model: str | None = None,
     max_seconds: float = 120.0,
     request_timeout_seconds: float = 300.0,
+    headers: dict[str, str] | None = None,
 ) -> Report:
     """Sends `requests` to the completions `url` at their times; stops sending at `max_seconds`
     and waits for the answers of what was sent (each bounded by `request_timeout_seconds`)."""
@@ -152,7 +157,9 @@ async def replay(
     timeout = aiohttp.ClientTimeout(total=request_timeout_seconds)
     connector = aiohttp.TCPConnector(limit=0)
     started = time.monotonic()
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+    async with aiohttp.ClientSession(
+        timeout=timeout, connector=connector, headers=headers
+    ) as session:
 
         async def one(index: int, planned: PlannedRequest) -> None:
             await send_one(session, url, planned, index, model, report)
@@ -225,10 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m thrifty_runtime.loadgen",
         description="Replay a trace against a ModelService through the fleet mirror's router.",
     )
-    parser.add_argument("--router", required=True, help="the fleet mirror's router URL")
-    parser.add_argument("--namespace", required=True)
-    parser.add_argument("--model-service", required=True)
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--router", help="the fleet mirror's router URL")
+    target.add_argument(
+        "--gateway", help="thrifty-gateway's URL (routes on --model; needs no namespace)"
+    )
+    parser.add_argument("--namespace", help="with --router")
+    parser.add_argument("--model-service", help="with --router")
     parser.add_argument("--model", help="served model name (default: the engine's first)")
+    parser.add_argument(
+        "--api-key-env",
+        help="name of an environment variable holding the API key (sent as a Bearer token)",
+    )
     parser.add_argument(
         "--trace", default="azure-conv", help="named trace, synthetic shape or trace file path"
     )
@@ -265,8 +280,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_output_tokens=args.max_output_tokens,
     )
     requests = plan(trace, limits)
-    url = completions_url(args.router, args.namespace, args.model_service)
-    report = asyncio.run(replay(url, requests, model=args.model, max_seconds=args.max_seconds))
+    if args.gateway:
+        if not args.model:
+            raise SystemExit("--gateway needs --model (the gateway routes on it)")
+        url = f"{args.gateway.rstrip('/')}/v1/completions"
+    else:
+        if not (args.namespace and args.model_service):
+            raise SystemExit("--router needs --namespace and --model-service")
+        url = completions_url(args.router, args.namespace, args.model_service)
+    headers = None
+    if args.api_key_env:  # from the environment: a key on a command line shows in `ps`
+        headers = {"Authorization": f"Bearer {os.environ[args.api_key_env]}"}
+    report = asyncio.run(
+        replay(url, requests, model=args.model, max_seconds=args.max_seconds, headers=headers)
+    )
     print(json.dumps({"trace": trace.name, "attribution": trace.attribution, **report.summary()}))
     return 0 if report.sent and not report.errors else 1
 

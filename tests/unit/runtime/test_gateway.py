@@ -508,3 +508,24 @@ def test_reference_prices_are_exported_beside_the_tokens() -> None:
             assert gw.registry.get_sample_value(name, {**labels, "kind": "prompt"}) is None
 
     run(scenario)
+
+
+def test_the_load_generator_replays_through_the_gateway_as_a_tenant() -> None:
+    from thrifty_runtime import loadgen
+
+    async def scenario() -> None:
+        async with engine() as llama, gateway(anonymous=False) as (gw, _):
+            route(gw, "chat", llama.url)
+            gw.tenants.replace_secrets([key_secret("k", "delta", "sk-delta")])
+            planned = [loadgen.PlannedRequest(0.01 * i, 10, 3) for i in range(5)]
+            report = await loadgen.replay(
+                f"{gw.url}/v1/completions",
+                planned,
+                model="llama",
+                headers={"Authorization": "Bearer sk-delta"},
+            )
+            assert report.statuses == {200: 5}
+            assert tokens(gw, "delta", "prompt") == 50
+            assert tokens(gw, "delta", "completion") == 15
+
+    run(scenario)
