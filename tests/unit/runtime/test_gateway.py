@@ -529,3 +529,22 @@ def test_the_load_generator_replays_through_the_gateway_as_a_tenant() -> None:
             assert tokens(gw, "delta", "completion") == 15
 
     run(scenario)
+
+
+def test_a_client_leaving_mid_stream_is_counted_and_frees_the_engine() -> None:
+    async def scenario() -> None:
+        async with engine() as llama, gateway() as (gw, session):
+            route(gw, "chat", llama.url)
+            endpoint = gw.catalog.endpoints(("team", "chat"))[0]
+            body = {"model": "llama", "prompt": "hi", "max_tokens": 400, "stream": True}
+            response = await session.post("/v1/completions", json=body)
+            assert response.status == 200
+            await response.content.readline()  # the stream has started
+            assert endpoint.in_flight == 1
+            response.close()  # the client hangs up mid-stream
+            await until(lambda: outcomes(gw, "client_closed") == 1 and endpoint.in_flight == 0)
+            driver = llama.driver
+            assert driver is not None
+            await until(lambda: driver.in_flight == 0)  # the engine aborted it too
+
+    run(scenario)
