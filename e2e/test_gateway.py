@@ -14,7 +14,9 @@ import concurrent.futures
 import json
 import subprocess
 import sys
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,6 +52,14 @@ class GatewayStack:
     namespace: str
     gateway_url: str
     operator: OperatorProcess
+    prometheus_url: str
+
+    def promql(self, query: str) -> list[dict[str, Any]]:
+        body = urllib.parse.urlencode({"query": query}).encode()
+        request = urllib.request.Request(f"{self.prometheus_url}/api/v1/query", data=body)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            result: list[dict[str, Any]] = json.loads(response.read())["data"]["result"]
+            return result
 
     def get(self, path: str) -> Any:
         with urllib.request.urlopen(f"{self.gateway_url}{path}", timeout=5) as response:
@@ -116,13 +126,22 @@ def gateway_stack(
     (prom.sd_dir / "gateway.json").write_text(
         json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": {"job": "thrifty-gateway"}}])
     )
-    env = {**OPERATOR_ENV, "THRIFTY_PROMETHEUS_URL": prom.url}
+    operator_port = free_port()  # scraped: `thrifty report` integrates its cost series
+    (prom.sd_dir / "operator.json").write_text(
+        json.dumps(
+            [{"targets": [f"127.0.0.1:{operator_port}"], "labels": {"job": "thrifty-operator"}}]
+        )
+    )
+    env = {
+        **OPERATOR_ENV,
+        "THRIFTY_PROMETHEUS_URL": prom.url,
+        "THRIFTY_METRICS_PORT": str(operator_port),
+    }
     try:
         url = f"http://127.0.0.1:{port}"
         eventually(lambda: _ready(url), 60, "the gateway's watches to sync")
-        yield GatewayStack(
-            cluster, namespace, url, operator_process(namespaces=[namespace], env=env)
-        )
+        operator = operator_process(namespaces=[namespace], env=env)
+        yield GatewayStack(cluster, namespace, url, operator, prom.url)
     finally:
         for process in (gateway, mirror):
             fleet_process.stop(process)
@@ -236,3 +255,66 @@ def test_tenant_keys_limits_and_metering_through_the_gateway(gateway_stack: Gate
         30,
         "the revoked key refused",
     )
+
+
+def _tenant_key(stack: GatewayStack, tenant: str) -> str:
+    api_key = f"sk-e2e-{tenant}"
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": f"{tenant}-key", "labels": {"thrifty.dev/tenant": tenant}},
+        "stringData": {"api-key": api_key},
+    }
+    stack.cluster.kubectl("apply", "-n", stack.namespace, "-f", "-", input=json.dumps(secret))
+    return api_key
+
+
+def test_a_tenant_report_adds_up_to_the_operators_cost_over_the_period(
+    gateway_stack: GatewayStack,
+) -> None:
+    stack = gateway_stack
+    pool = f"pool-{stack.namespace}"[:60]
+    stack.cluster.apply(pool_manifest(pool, price=2.5))
+    manifest = model_service_manifest("chat", pool, minReplicas=1, maxReplicas=1)
+    stack.cluster.kubectl("apply", "-n", stack.namespace, "-f", "-", input=manifest)
+    keys = {tenant: _tenant_key(stack, tenant) for tenant in ("east", "west")}
+    for key in keys.values():
+        eventually(
+            lambda key=key: completion(stack.gateway_url, "chat", 30, key) == 200 or None,
+            120,
+            "a tenant served",
+        )
+    cost = f'thrifty_modelservice_cost_dollars_per_hour{{namespace="{stack.namespace}"}}'
+    eventually(lambda: stack.promql(f"{cost} > 0") or None, 60, "the operator's cost scraped")
+
+    period_seconds = 120
+    start = float(int(time.time()) + 1)
+    end = start + period_seconds
+    sent = 0
+    while time.time() < end and sent < 5000:  # east sends twice what west does
+        for tenant in ("east", "east", "west"):
+            assert completion(stack.gateway_url, "chat", 30, keys[tenant]) == 200
+            sent += 1
+    eventually(
+        lambda: stack.promql(f"timestamp({cost}) > {end + 4}") or None, 30, "scrapes past the end"
+    )
+    iso = [time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(t)) for t in (start, end)]
+    report = subprocess.run(
+        [
+            sys.executable, "-m", "thrifty.cli", "report",
+            "--prometheus-url", stack.prometheus_url,
+            "--start", iso[0], "--end", iso[1],
+            "--period", "hour", "--format", "json", "--resolution-seconds", "2",
+        ],
+        capture_output=True, text=True, check=True, cwd=REPO_ROOT, timeout=60,
+    )  # fmt: skip
+    found = json.loads(report.stdout)
+    lines = {line["tenant"]: line for line in found["lines"]}
+    assert set(lines) == {"east", "west"}, found
+    total = float(found["total_dollars"])
+    # The operator's $/hour (1 replica x 1 GPU x $2.50) integrated over the period.
+    expected = 2.5 * period_seconds / 3600
+    assert abs(total - expected) / expected < 0.05, (total, expected)
+    assert sum(float(line["dollars"]) for line in lines.values()) == pytest.approx(total)
+    east, west = (float(lines[t]["dollars"]) for t in ("east", "west"))
+    assert 1.6 < east / west < 2.4  # by their tokens: east sent twice what west did

@@ -344,6 +344,12 @@ def _add_report(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument("--end", required=True, help="ISO date or time (UTC if no zone)")
     parser.add_argument("--period", choices=["day", "hour"], default="day")
     parser.add_argument("--format", choices=["csv", "json", "markdown"], default="markdown")
+    parser.add_argument(
+        "--resolution-seconds",
+        type=int,
+        default=60,
+        help="step of the cost integral; at least Prometheus's scrape interval",
+    )
     parser.set_defaults(handler=_report)
 
 
@@ -368,7 +374,11 @@ def _report(args: argparse.Namespace) -> int:
     step = datetime.timedelta(days=1) if args.period == "day" else datetime.timedelta(hours=1)
     try:
         usage, costs = chargeback_queries.read(
-            chargeback_queries.prometheus_query(args.prometheus_url), start, end, step
+            chargeback_queries.prometheus_query(args.prometheus_url),
+            start,
+            end,
+            step,
+            max(1, args.resolution_seconds),
         )
     except MetricsError as error:
         raise CommandError(str(error)) from error

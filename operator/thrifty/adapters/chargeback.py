@@ -36,8 +36,10 @@ Query = Callable[[str, float], list[dict[str, Any]]]
 """(promql, unix time) -> the instant vector."""
 
 
-def build_queries(window_seconds: int) -> dict[str, str]:
-    w, r = window_seconds, RESOLUTION_SECONDS
+def build_queries(
+    window_seconds: int, resolution_seconds: int = RESOLUTION_SECONDS
+) -> dict[str, str]:
+    w, r = window_seconds, resolution_seconds
     return {
         "tokens": (
             f"sum by (tenant, namespace, model_service, kind) (increase({TOKENS_METRIC}[{w}s]))"
@@ -71,14 +73,19 @@ def _value(sample: dict[str, Any]) -> float:
 
 
 def read(
-    query: Query, start: dt.datetime, end: dt.datetime, step: dt.timedelta
+    query: Query,
+    start: dt.datetime,
+    end: dt.datetime,
+    step: dt.timedelta,
+    resolution_seconds: int = RESOLUTION_SECONDS,
 ) -> tuple[list[chargeback.TenantUsage], list[chargeback.ServiceCost]]:
+    """`resolution_seconds`: the step of the cost integral (at least the scrape interval)."""
     usage: list[chargeback.TenantUsage] = []
     costs: list[chargeback.ServiceCost] = []
     for label, until, seconds in periods(start, end, step):
-        if seconds < RESOLUTION_SECONDS:
+        if seconds < resolution_seconds:
             continue
-        queries = build_queries(seconds)
+        queries = build_queries(seconds, resolution_seconds)
         at = until.timestamp()
         tokens: dict[tuple[str, str, str], dict[str, int]] = {}
         for sample in query(queries["tokens"], at):
