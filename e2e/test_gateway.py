@@ -75,7 +75,7 @@ class GatewayStack:
             self.metrics(),
             "thrifty_router_requests_held",
             namespace=self.namespace,
-            model_service=model_service,
+            modelservice=model_service,
         )
 
     def replicas(self, name: str) -> int:

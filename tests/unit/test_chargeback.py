@@ -55,14 +55,14 @@ def test_the_adapter_reads_tokens_cost_and_reference_price_per_period() -> None:
         asked.append((promql, at))
         if "thrifty_gateway_tokens_total" in promql:
             return [
-                {"metric": {"tenant": "alpha", "namespace": "team", "model_service": "chat",
+                {"metric": {"tenant": "alpha", "namespace": "team", "modelservice": "chat",
                             "kind": kind}, "value": [at, value]}
                 for kind, value in (("prompt", "99.6"), ("completion", "10"))
             ]  # fmt: skip
         if "cost_dollars_per_hour" in promql:
             return [{"metric": {"namespace": "team", "modelservice": "chat"}, "value": [at, "48"]}]
         return [
-            {"metric": {"namespace": "team", "model_service": "chat", "kind": "prompt"},
+            {"metric": {"namespace": "team", "modelservice": "chat", "kind": "prompt"},
              "value": [at, "3"]},
         ]  # fmt: skip
 

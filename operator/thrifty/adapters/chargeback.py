@@ -4,8 +4,8 @@ Three instant queries at the end of each period, over the period's length:
 
 - tokens per tenant, ModelService and kind: `increase` of the gateway's
   `thrifty_gateway_tokens_total`;
-- each ModelService's cost: the operator's `thrifty_modelservice_cost_dollars_per_hour` (labels
-  `namespace`, `modelservice`) integrated over the period (a 1-minute subquery: sum of samples x
+- each ModelService's cost: the operator's `thrifty_modelservice_cost_dollars_per_hour`
+  integrated over the period (a 1-minute subquery: sum of samples x
   1/60 h);
 - each ModelService's reference price, as the gateway exports it.
 
@@ -42,14 +42,14 @@ def build_queries(
     w, r = window_seconds, resolution_seconds
     return {
         "tokens": (
-            f"sum by (tenant, namespace, model_service, kind) (increase({TOKENS_METRIC}[{w}s]))"
+            f"sum by (tenant, namespace, modelservice, kind) (increase({TOKENS_METRIC}[{w}s]))"
         ),
         "dollars": (
             f"sum by (namespace, modelservice) "
             f"(sum_over_time({COST_METRIC}[{w}s:{r}s])) * {r} / 3600"
         ),
         "reference": (
-            f"max by (namespace, model_service, kind) (last_over_time({REFERENCE_METRIC}[{w}s]))"
+            f"max by (namespace, modelservice, kind) (last_over_time({REFERENCE_METRIC}[{w}s]))"
         ),
     }
 
@@ -90,7 +90,7 @@ def read(
         tokens: dict[tuple[str, str, str], dict[str, int]] = {}
         for sample in query(queries["tokens"], at):
             metric = sample["metric"]
-            key = (metric.get("tenant", ""), metric.get("namespace", ""), metric["model_service"])
+            key = (metric.get("tenant", ""), metric.get("namespace", ""), metric["modelservice"])
             tokens.setdefault(key, {})[metric.get("kind", "")] = round(_value(sample))
         for (tenant, namespace, model_service), kinds in sorted(tokens.items()):
             usage.append(
@@ -106,10 +106,10 @@ def read(
         reference: dict[tuple[str, str], dict[str, Decimal]] = {}
         for sample in query(queries["reference"], at):
             metric = sample["metric"]
-            key2 = (metric.get("namespace", ""), metric.get("model_service", ""))
+            key2 = (metric.get("namespace", ""), metric.get("modelservice", ""))
             reference.setdefault(key2, {})[metric.get("kind", "")] = Decimal(str(_value(sample)))
         for sample in query(queries["dollars"], at):
-            metric = sample["metric"]  # the operator's label is `modelservice`
+            metric = sample["metric"]
             key2 = (metric.get("namespace", ""), metric.get("modelservice", ""))
             price = reference.get(key2, {})
             costs.append(

@@ -102,32 +102,32 @@ class Gateway:
             HELD_METRIC,
             "Requests the gateway holds because their ModelService has no ready endpoint "
             "(or others wait before them).",
-            ("namespace", "model_service"),
+            ("namespace", "modelservice"),
             registry=self.registry,
         )
         self._requests = Counter(
             "thrifty_gateway_requests",
             "Requests by how they ended (outcome: a fixed set; see docs/gateway.md).",
-            ("namespace", "model_service", "outcome"),
+            ("namespace", "modelservice", "outcome"),
             registry=self.registry,
         )
         self._retries = Counter(
             "thrifty_gateway_retries",
             "Attempts moved to another endpoint after a refused connection or a draining engine.",
-            ("namespace", "model_service"),
+            ("namespace", "modelservice"),
             registry=self.registry,
         )
         self._ready_endpoints = Gauge(
             "thrifty_gateway_ready_endpoints",
             "Ready endpoints per ModelService, from its EndpointSlices.",
-            ("namespace", "model_service"),
+            ("namespace", "modelservice"),
             registry=self.registry,
         )
         network = settings.loopback_pod_network
         self._tokens = Counter(
             "thrifty_gateway_tokens",
             "Tokens metered per tenant from the answers' usage (kind: prompt or completion).",
-            ("tenant", "namespace", "model_service", "kind"),
+            ("tenant", "namespace", "modelservice", "kind"),
             registry=self.registry,
         )
         self._tenant_requests = Counter(
@@ -140,7 +140,7 @@ class Gateway:
             "thrifty_gateway_reference_dollars_per_million_tokens",
             "A ModelService's reference price (spec.costTarget.referenceDollarsPerMillionTokens): "
             "kind prompt = input tokens, completion = output tokens.",
-            ("namespace", "model_service", "kind"),
+            ("namespace", "modelservice", "kind"),
             registry=self.registry,
         )
         self.tenants = Tenants(anonymous_allowed=settings.allow_anonymous)

@@ -99,14 +99,14 @@ def outcomes(gw: Gateway, outcome: str, model_service: str = "chat") -> float:
         gw,
         "thrifty_gateway_requests_total",
         namespace=namespace,
-        model_service=model_service,
+        modelservice=model_service,
         outcome=outcome,
     )
 
 
 def held(gw: Gateway, model_service: str = "chat") -> float:
     return sample(
-        gw, "thrifty_router_requests_held", namespace=NAMESPACE, model_service=model_service
+        gw, "thrifty_router_requests_held", namespace=NAMESPACE, modelservice=model_service
     )
 
 
@@ -217,7 +217,7 @@ def test_a_refused_connection_is_retried_on_another_endpoint() -> None:
             results = await asyncio.gather(*(complete(session) for _ in range(8)))
             assert [status for status, _, _ in results] == [200] * 8
             retries = sample(
-                gw, "thrifty_gateway_retries_total", namespace="team", model_service="chat"
+                gw, "thrifty_gateway_retries_total", namespace="team", modelservice="chat"
             )
             assert retries >= 1
             route(gw, "chat", dead_url)
@@ -253,7 +253,7 @@ def test_held_at_zero_until_an_endpoint_is_ready_and_counted_in_the_gauge() -> N
             waiting = asyncio.gather(*(complete(session) for _ in range(3)))
             await until(lambda: held(gw) == 3)
             text = await (await session.get("/metrics")).text()
-            assert 'thrifty_router_requests_held{model_service="chat",namespace="team"} 3.0' in text
+            assert 'thrifty_router_requests_held{modelservice="chat",namespace="team"} 3.0' in text
             route(gw, "chat", llama.url)
             results = await waiting
             assert [status for status, _, _ in results] == [200] * 3
@@ -377,7 +377,7 @@ def test_an_endpoint_listed_before_its_server_listens_is_reached_once_it_does() 
             await until(
                 lambda: (
                     sample(
-                        gw, "thrifty_gateway_retries_total", namespace="team", model_service="chat"
+                        gw, "thrifty_gateway_retries_total", namespace="team", modelservice="chat"
                     )
                     >= 1
                 )
@@ -403,7 +403,7 @@ def tokens(gw: Gateway, tenant: str, kind: str) -> float:
         "thrifty_gateway_tokens_total",
         tenant=tenant,
         namespace=NAMESPACE,
-        model_service="chat",
+        modelservice="chat",
         kind=kind,
     )
 
@@ -500,7 +500,7 @@ def test_reference_prices_are_exported_beside_the_tokens() -> None:
                 "referenceDollarsPerMillionTokens": {"input": 0.5, "output": 1.5}
             }
             gw.catalog.put_model_service(priced)
-            labels = {"namespace": NAMESPACE, "model_service": "chat"}
+            labels = {"namespace": NAMESPACE, "modelservice": "chat"}
             name = "thrifty_gateway_reference_dollars_per_million_tokens"
             assert sample(gw, name, **labels, kind="prompt") == 0.5
             assert sample(gw, name, **labels, kind="completion") == 1.5
