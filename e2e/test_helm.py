@@ -186,7 +186,7 @@ def test_settings_reach_the_operator_as_environment() -> None:
     assert env["THRIFTY_LOG_FORMAT"] == "json"
     assert env["THRIFTY_HELD_REQUESTS_METRIC"] == "gateway:queued_requests"
     assert env["THRIFTY_METRICS_ADDRESS"] == "0.0.0.0"
-    ipv6 = one(render("--set", "operator.metricsAddress=::"), "Deployment")
+    ipv6 = component(render("--set", "operator.metricsAddress=::"), "Deployment", "operator")
     assert {"name": "THRIFTY_METRICS_ADDRESS", "value": "::"} in (
         ipv6["spec"]["template"]["spec"]["containers"][0]["env"]
     )
@@ -196,7 +196,7 @@ def test_network_policy_admits_only_the_monitoring_namespace_to_the_metrics_port
     assert not of_kind(render(), "NetworkPolicy")  # off by default
     docs = render("--set", "networkPolicy.enabled=true")
     policy = one(docs, "NetworkPolicy")["spec"]
-    deployment = one(docs, "Deployment")
+    deployment = component(docs, "Deployment", "operator")
     assert policy["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     assert policy["policyTypes"] == ["Ingress"]
     (rule,) = policy["ingress"]
@@ -227,7 +227,7 @@ def test_prometheus_credentials_are_files_from_secrets_and_a_projected_token() -
         "--set", "prometheus.tls.certKey=tls.crt",
         "--set", "prometheus.tls.keyKey=tls.key",
     )  # fmt: skip
-    pod = one(render(*values), "Deployment")["spec"]["template"]["spec"]
+    pod = component(render(*values), "Deployment", "operator")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert not any("valueFrom" in e for e in container["env"] if "PROMETHEUS" in e["name"])
@@ -254,7 +254,7 @@ def test_prometheus_credentials_are_files_from_secrets_and_a_projected_token() -
     assert tls["secret"]["name"] == "prom-tls"
     assert [i["path"] for i in tls["secret"]["items"]] == ["ca.crt", "tls.crt", "tls.key"]
     # The defaults: no credentials volume, nothing to mount.
-    default_pod = one(render(), "Deployment")["spec"]["template"]["spec"]
+    default_pod = component(render(), "Deployment", "operator")["spec"]["template"]["spec"]
     assert [v["name"] for v in default_pod["volumes"]] == ["tmp"]
 
 

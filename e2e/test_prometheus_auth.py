@@ -119,7 +119,12 @@ def chart_prometheus_env(
     files its projected volume would mount, read from the Secrets in the cluster."""
     out = helm("template", "thrifty", str(CHART), "-n", namespace, *values)
     docs = [doc for doc in yaml.safe_load_all(out.stdout) if doc]
-    (deployment,) = [doc for doc in docs if doc["kind"] == "Deployment"]
+    (deployment,) = [
+        doc
+        for doc in docs
+        if doc["kind"] == "Deployment"
+        and doc["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"
+    ]  # the operator's, not the gateway's
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     (mount,) = [m for m in container["volumeMounts"] if m["name"] == "prometheus-credentials"]
