@@ -261,10 +261,13 @@ class Caches:
         )
 
 
-@kopf.on.event(GROUP, VERSION, "modelservices")
+@kopf.on.event(GROUP, VERSION, "modelservices", id="indexes_ready")
+@kopf.on.event(GROUP, VERSION, "gpupools", id="indexes_ready_pools")
+@kopf.on.event(GROUP, VERSION, "costbudgets", id="indexes_ready_budgets")
 def indexes_ready(memo: kopf.Memo, **_: Any) -> None:
     """kopf calls resource handlers only once every index has listed its objects: the first
-    call proves a pass would see the whole world, not a half-filled cache."""
+    call proves a pass would see the whole world, not a half-filled cache. Any of thrifty's
+    kinds will do: pools get their status before the first ModelService exists."""
     ready: asyncio.Event | None = getattr(memo, "thrifty_indexed", None)
     if ready is not None and not ready.is_set():
         ready.set()
