@@ -18,20 +18,28 @@ def sample(metrics: OperatorMetrics, name: str, **labels: str) -> float | None:
     return metrics.registry.get_sample_value(name, labels)
 
 
-def test_a_new_modelservice_has_every_decision_series_at_zero() -> None:
+def test_forgetting_a_modelservice_drops_every_series_it_had() -> None:
+    metrics = OperatorMetrics()
+    metrics.init_modelservice("team", "chat")
+    metrics.count_decision("team", "chat", Reason.SCALE_UP, Bound.BUDGET)
+    metrics.forget_modelservice("team", "chat")
+    text = generate_latest(metrics.registry).decode()
+    assert 'modelservice="chat"' not in text, "forgetting drops every series it created"
+
+
+def test_a_new_modelservice_has_a_zero_decision_series_per_reason() -> None:
     metrics = OperatorMetrics()
     metrics.init_modelservice("team", "chat")
     for reason in Reason:
-        for bound in Bound:
-            value = sample(
-                metrics,
-                "thrifty_autoscaler_decisions_total",
-                namespace="team",
-                modelservice="chat",
-                reason=reason.value,
-                bound=bound.value,
-            )
-            assert value == 0.0
+        value = sample(
+            metrics,
+            "thrifty_autoscaler_decisions_total",
+            namespace="team",
+            modelservice="chat",
+            reason=reason.value,
+            bound=Bound.NONE.value,
+        )
+        assert value == 0.0
     cost = sample(
         metrics,
         "thrifty_modelservice_cost_dollars_per_million_tokens",
