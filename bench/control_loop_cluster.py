@@ -103,6 +103,7 @@ def operator_env(prometheus_url: str) -> dict[str, str]:
         "THRIFTY_RESYNC_SECONDS": "30",
         "THRIFTY_POOL_RESYNC_SECONDS": "30",
         "THRIFTY_BUDGET_RESYNC_SECONDS": "30",
+        "MALLOC_ARENA_MAX": "2",  # as the operator image sets it (Dockerfile)
     }
 
 

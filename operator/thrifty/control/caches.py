@@ -25,6 +25,7 @@ import pydantic
 from thrifty.adapters import kube
 from thrifty.adapters.scale import pod_view
 from thrifty.api import GROUP, VERSION, costbudget, gpupool, modelservice
+from thrifty.autoscaler import status as status_rules
 from thrifty.autoscaler.world import ServiceKey, ServiceView, World
 from thrifty.reconciler import placement
 
@@ -54,7 +55,27 @@ def _copy(body: Mapping[str, Any], *paths: tuple[str, ...]) -> dict[str, Any]:
 def thrifty_model_services(
     body: kopf.Body, namespace: str | None, name: str | None, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(namespace or "", name or ""): copy.deepcopy(dict(body))}
+    kept = _copy(
+        body,
+        ("apiVersion",),
+        ("kind",),
+        ("metadata", "name"),
+        ("metadata", "namespace"),
+        ("metadata", "uid"),
+        ("metadata", "resourceVersion"),
+        ("metadata", "generation"),
+        ("metadata", "deletionTimestamp"),
+        ("spec",),
+        ("status",),
+    )
+    # Of managedFields, only who owns spec.replicas matters (thrifty steps back to Advisory).
+    owners = [
+        {**entry, "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+        for entry in (body.get("metadata") or {}).get("managedFields") or []
+        if status_rules.owns_replicas(entry.get("fieldsV1") or {})
+    ]
+    kept["metadata"]["managedFields"] = copy.deepcopy(owners)
+    return {(namespace or "", name or ""): kept}
 
 
 @kopf.index(GROUP, VERSION, "gpupools")

@@ -52,3 +52,34 @@ def test_a_model_service_being_deleted_is_not_planned() -> None:
     }
     world = caches(model_services={("ns", "gone"): [body]}).world(datetime.now(UTC))
     assert world.services == []
+
+
+def test_a_cached_model_service_keeps_only_who_owns_replicas_of_its_managed_fields() -> None:
+    from thrifty.control.caches import thrifty_model_services
+
+    body = {
+        "metadata": {
+            "namespace": "ns",
+            "name": "chat",
+            "uid": "u",
+            "resourceVersion": "7",
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "x" * 5000},
+            "managedFields": [
+                {
+                    "manager": "argocd",
+                    "operation": "Apply",
+                    "fieldsV1": {"f:spec": {"f:replicas": {}, "f:model": {}}},
+                },
+                {
+                    "manager": "kubectl",
+                    "operation": "Update",
+                    "fieldsV1": {"f:spec": {"f:pools": {}}},
+                },
+            ],
+        },
+        "spec": {"model": {"uri": "hf://a/b"}, "pools": ["h100"], "replicas": 1},
+    }
+    entry = thrifty_model_services(body=body, namespace="ns", name="chat")[("ns", "chat")]  # type: ignore[arg-type]
+    assert "annotations" not in entry["metadata"]
+    assert [m["manager"] for m in entry["metadata"]["managedFields"]] == ["argocd"]
+    assert entry["spec"] == body["spec"] and entry["metadata"]["resourceVersion"] == "7"
