@@ -1,8 +1,8 @@
-"""Benchmarks of thrifty's control loop: reaction to a load step, CPU for 100 ModelServices.
+"""Benchmarks of thrifty's control loop: reaction to a load step, the operator over 1,000 services.
 
-    .venv/bin/python bench/control_loop.py core     # CPU of the pure decision path, 100 services
-    .venv/bin/python bench/control_loop.py cluster  # local cluster: operator CPU for 100 services,
-                                                    # and load step -> scale patch
+    .venv/bin/python bench/control_loop.py core     # CPU of the pure fleet plan, 1,000 services
+    .venv/bin/python bench/control_loop.py cluster  # local cluster: the operator over 1,000
+                                                    # settled services, and load step -> scale
 
 `core` needs nothing but the package. `cluster` starts the local cluster of the e2e harness (or uses
 THRIFTY_E2E_KUBECONFIG), the operator as a process, the fleet mirror and the load replayer, and
@@ -24,12 +24,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 from thrifty import explain  # noqa: E402
 from thrifty.api import gpupool, modelservice  # noqa: E402
-from thrifty.autoscaler import observe  # noqa: E402
-from thrifty.autoscaler import status as autoscaling  # noqa: E402
+from thrifty.autoscaler import observe, plan  # noqa: E402
+from thrifty.autoscaler.world import ServiceKey, ServiceView, SignalsReading, World  # noqa: E402
 from thrifty.policy import types  # noqa: E402
 from thrifty.policy.thrifty_policy import ThriftyPolicy  # noqa: E402
 
-SERVICES = 100
+SERVICES = 1000
 INTERVAL_SECONDS = 15.0
 
 
@@ -77,44 +77,27 @@ def _signals(rng: random.Random) -> types.Signals:
 
 
 def core(ticks: int) -> dict[str, float]:
-    """CPU seconds of one pass over 100 services: observation, policy, status, change check."""
+    """CPU seconds of one fleet plan over 1,000 services with full signals: translation, policy,
+    status and change check, as `thrifty.control.fleet` runs it."""
     rng = random.Random(7)
-    policy = ThriftyPolicy()
-    services = [_service(i) for i in range(SERVICES)]
-    statuses = [modelservice.ModelServiceStatus() for _ in services]
-    states: list[types.PolicyState] = [{} for _ in services]
+    chooser = plan.Fixed(ThriftyPolicy())
     pods = [observe.PodView(ready=True, scheduled=True)] * 2
-    settings = observe.ObserveSettings()
+    views = [
+        ServiceView(ServiceKey("bench", f"ms-{i}"), f"uid-{i}", _service(i), "1", 1, pods)
+        for i in range(SERVICES)
+    ]
+    states: dict[str, types.PolicyState] = {}
     per_pass: list[float] = []
     for tick in range(ticks):
+        readings = {view.key: SignalsReading(_signals(rng), "read") for view in views}
+        world = World(views, {"h100": POOL})
+        now = 1_700_000_000 + tick * INTERVAL_SECONDS
         began = time.process_time()
-        for i, ms in enumerate(services):
-            signals = _signals(rng)
-            obs = observe.observation(
-                ms,
-                now_seconds=1_700_000_000 + tick * INTERVAL_SECONDS,
-                pods=pods,
-                pool_name="h100",
-                pool=POOL,
-                signals=signals,
-                settings=settings,
-            )
-            decision = policy.decide(obs, states[i])
-            states[i] = decision.state
-            result = autoscaling.PassResult(
-                decision=decision,
-                signals=signals,
-                metrics_reason="read",
-                authority=autoscaling.Authority(types.ScalingMode.AUTO),
-                scaled=decision.replicas != obs.replicas.desired,
-                dollars_per_hour=9.96,
-                now=explain.now_rfc3339(),
-            )
-            after = autoscaling.next_status(statuses[i], result)
-            if autoscaling.status_changed(statuses[i], after):
-                autoscaling.status_patch(after)
-            statuses[i] = after
+        plans = plan.plan(
+            world, readings, states, now, explain.now_rfc3339(), observe.ObserveSettings(), chooser
+        )
         per_pass.append(time.process_time() - began)
+        states = {one.decided.view.uid: one.decided.state for one in plans}
     mean = statistics.fmean(per_pass)
     return {
         "cpu_seconds_per_pass_mean": mean,
