@@ -511,6 +511,7 @@ def test_operator_killed_mid_scale_restarts_and_converges_without_churn(stack: S
     before = stack.get("chat")
     state = before["status"]["autoscaler"]["policyState"]
     assert state, "the policy state was persisted in status"
+    restarted_at = time.time()
     stack.operator = stack.start_operator()
     seen = [stack.replicas("chat")]
     # The restarted process decides again (twelve decisions, not a fixed sleep) and gives nothing
@@ -523,6 +524,13 @@ def test_operator_killed_mid_scale_restarts_and_converges_without_churn(stack: S
     drops = [b for a, b in itertools.pairwise(seen) if b < a]
     assert not drops, seen
     assert len(stack.events("ScaleDown")) == 0
+    # It resumed from the checkpoint: on SIGTERM it writes the state it carries, whose demand
+    # window (60 s) still holds what the killed process saw; a process that started afresh would
+    # carry only what it saw itself.
+    stack.operator.stop()
+    carried = stack.get("chat")["status"]["autoscaler"]["policyState"]
+    seen_before = [at for at, _ in carried.get("recent_demand", []) if at < restarted_at]
+    assert seen_before, carried
 
 
 def completion(url: str, model: str, timeout_seconds: float) -> int:
