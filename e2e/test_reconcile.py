@@ -472,6 +472,16 @@ def test_resyncs_of_a_settled_service_write_nothing(
             )
         }
 
+    # The autoscaler's first pass writes its status once (a pass every 15 s, not every resync).
+    wait_until(
+        lambda: (
+            (get(cluster, "modelservice", "quiet", namespace).get("status") or {})
+            .get("autoscaler", {})
+            .get("lastDecision")
+        ),
+        timeout_seconds=WAIT_SECONDS,
+        what="the autoscaler's first decision",
+    )
     # Let the writes that follow readiness land (slow on a busy machine): quiet for 3 passes.
     settled = versions()
     for _ in range(10):
