@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 # --- watch caches ------------------------------------------------------------------------------
 
 
+def _owner(namespace: str | None, labels: kopf.Labels) -> tuple[str, str]:
+    """The ModelService a labelled child (pod, Deployment) belongs to: the key of its entry."""
+    return (namespace or "", str(labels.get(placement.MODEL_SERVICE_LABEL, "")))
+
+
 def _copy(body: Mapping[str, Any], *paths: tuple[str, ...]) -> dict[str, Any]:
     """A deep copy of the given paths only: a cache entry holds what a pass reads, no more."""
     out: dict[str, Any] = {}
@@ -94,7 +99,6 @@ def thrifty_cost_budgets(
 def thrifty_replica_pods(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    owner = str(labels.get(placement.MODEL_SERVICE_LABEL, ""))
     kept = _copy(
         body,
         ("metadata", "name"),
@@ -105,7 +109,7 @@ def thrifty_replica_pods(
         ("status", "conditions"),
         ("status", "containerStatuses"),
     )
-    return {(namespace or "", owner): kept}
+    return {_owner(namespace, labels): kept}
 
 
 def _holds_gpus(body: kopf.Body, **_: Any) -> bool:
@@ -130,7 +134,6 @@ def thrifty_nodes(body: kopf.Body, name: str | None, **_: Any) -> dict[str, plac
 def thrifty_deployments(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
 ) -> dict[tuple[str, str], dict[str, Any]]:
-    owner = str(labels.get(placement.MODEL_SERVICE_LABEL, ""))
     kept = _copy(
         body,
         ("metadata", "name"),
@@ -139,7 +142,7 @@ def thrifty_deployments(
         ("metadata", "annotations"),
         ("status",),
     )
-    return {(namespace or "", owner): kept}
+    return {_owner(namespace, labels): kept}
 
 
 def _targets_model_service(spec: kopf.Spec, **_: Any) -> bool:

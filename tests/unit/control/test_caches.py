@@ -5,19 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from test_reconcile_pass import POOL as POOL_WITHOUT_QUOTA
+
 from thrifty.control.caches import Caches
 from thrifty.reconciler import placement
 
 POOL = {
-    "metadata": {"name": "h100"},
-    "spec": {
-        "accelerator": "NVIDIA-H100-80GB-HBM3",
-        "gpuMemoryGib": 80,
-        "gpusPerNode": 8,
-        "nodeSelector": {"thrifty.dev/pool": "h100"},
-        "pricePerGpuHour": 2.5,
-        "maxGpus": 2,
-    },
+    **POOL_WITHOUT_QUOTA,
+    "spec": {**POOL_WITHOUT_QUOTA["spec"], "maxGpus": 2},
     "status": {"gpusAllocatable": 2, "gpusUsed": 0, "gpusFree": 2},  # written before the pods
 }
 
