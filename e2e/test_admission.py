@@ -203,11 +203,14 @@ def test_model_services_named_like_models_become_ready(
     for body in bodies:
         assert (condition(body, "Ready") or {}).get("status") == "True", body["status"]
     for name in NAMES[:4]:
-        child = render.engine_name(name)
         for kind in ("deployment", "service", "pdb"):
             found = cluster.kubectl_json(
                 "get", kind, "-n", namespace, "-l", f"thrifty.dev/model-service={name}"
             )["items"]
+            pools = [o["metadata"]["labels"].get("thrifty.dev/pool") for o in found]
+            child = render.engine_name(name)
+            if kind == "deployment":
+                child = render.deployment_name(name, str(pools[0]))
             assert [o["metadata"]["name"] for o in found] == [child], (kind, name)
     no_traceback(operator)
 

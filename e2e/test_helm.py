@@ -27,6 +27,7 @@ import yaml
 from harness import Cluster
 from harness.cluster import wait_until
 from harness.session import default_bin_dir
+from thrifty.reconciler import render as rendering
 
 if TYPE_CHECKING:
     from operator_process import StartOperator
@@ -811,10 +812,11 @@ def test_operator_with_only_the_charts_permissions_reconciles_to_ready(
     for example in ("costbudget-team-a.yaml", "modelservice-llama-8b.yaml"):
         cluster.kubectl("apply", "-n", namespace, "-f", str(REPO / "examples" / example))
 
+    child = rendering.deployment_name("llama-8b", "h100-on-demand")
     deployment = wait_until(
-        lambda: get_json(cluster, "deployment", "llama-8b-engine", "-n", namespace),
+        lambda: get_json(cluster, "deployment", child, "-n", namespace),
         timeout_seconds=WAIT_SECONDS,
-        what="the operator (as the chart's ServiceAccount) to create Deployment llama-8b-engine",
+        what=f"the operator (as the chart's ServiceAccount) to create Deployment {child}",
     )
     limits = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert limits["nvidia.com/gpu"] == "1"

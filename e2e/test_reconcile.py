@@ -18,6 +18,7 @@ import yaml
 from harness import Cluster
 from harness.cluster import wait_until
 from operator_process import StartOperator, operator_process
+from thrifty.reconciler import render
 
 __all__ = ["operator_process"]  # the fixture, re-exported for pytest
 
@@ -130,9 +131,11 @@ def test_examples_become_ready_vllm_workloads_on_h100_nodes(
     expected = {"llama-8b": (1, 2.49), "llama-70b": (4, 9.96)}
     for name, (gpus, dollars_per_hour) in expected.items():
         deployment = wait_until(
-            lambda n=name: _deployment_or_none(cluster, f"{n}-engine", namespace),
+            lambda n=name: _deployment_or_none(
+                cluster, render.deployment_name(n, "h100-on-demand"), namespace
+            ),
             timeout_seconds=WAIT_SECONDS,
-            what=f"Deployment {name}-engine",
+            what=f"the h100-on-demand Deployment of {name}",
         )
         engine = deployment["spec"]["template"]["spec"]["containers"][0]
         assert engine["resources"]["limits"]["nvidia.com/gpu"] == str(gpus)
@@ -167,6 +170,14 @@ def test_examples_become_ready_vllm_workloads_on_h100_nodes(
     assert listed.split()[-2] == "WithinBudget", f"the Status column is set: {listed}"
     reasons = _event_reasons(cluster, namespace, "llama-8b")
     assert "Placed" in reasons
+
+
+def _deployments(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    """The Deployments of ModelService ``name``, found by label as the operator finds them."""
+    items: list[dict[str, Any]] = cluster.kubectl_json(
+        "get", "deployments", "-n", namespace, "-l", f"thrifty.dev/model-service={name}"
+    )["items"]
+    return items
 
 
 def _deployment_or_none(cluster: Cluster, name: str, namespace: str) -> dict[str, Any] | None:
@@ -250,7 +261,7 @@ def test_user_mistakes_the_schema_cannot_see_become_degraded_without_stopping_ot
     assert "16 GPUs on one node" in too_wide["message"]
     wait_condition(cluster, "fine", namespace, "Ready")
     assert "UnknownPool" in _event_reasons(cluster, namespace, "no-pool")
-    assert _deployment_or_none(cluster, "no-pool-engine", namespace) is None
+    assert _deployments(cluster, namespace, "no-pool") == []
 
 
 @pytest.mark.parametrize(
@@ -373,7 +384,7 @@ def test_only_the_served_namespaces_are_reconciled(
         # By now the operator has listed and handled every object it serves; the other is untouched.
         ignored = get(cluster, "modelservice", "ignored", other)
         assert "status" not in ignored
-        assert _deployment_or_none(cluster, "ignored-engine", other) is None
+        assert _deployments(cluster, other, "ignored") == []
     finally:
         cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
 
@@ -385,10 +396,15 @@ def _applied(cluster: Cluster, namespace: str, name: str) -> dict[str, tuple[int
     server-side apply is not persisted, so the Apply time moves only when thrifty changed something.
     """
     found = {}
-    for kind in ("deployment", "service", "pdb"):
-        meta = cluster.kubectl_json(
-            "get", kind, f"{name}-engine", "-n", namespace, "--show-managed-fields"
-        )["metadata"]
+    children = {
+        "deployment": render.deployment_name(name, "h100-on-demand"),
+        "service": f"{name}-engine",
+        "pdb": f"{name}-engine",
+    }
+    for kind, child in children.items():
+        meta = cluster.kubectl_json("get", kind, child, "-n", namespace, "--show-managed-fields")[
+            "metadata"
+        ]
         times = [
             m["time"]
             for m in meta["managedFields"]
@@ -413,7 +429,8 @@ def test_an_operator_restart_duplicates_and_churns_nothing(
     )
     before = wait_condition(cluster, "steady", namespace, "Ready")
     applied = _applied(cluster, namespace, "steady")
-    deployment = get(cluster, "deployment", "steady-engine", namespace)
+    steady = render.deployment_name("steady", "h100-on-demand")
+    deployment = get(cluster, "deployment", steady, namespace)
     first.stop()
 
     operator_process(namespaces=[namespace])
@@ -429,7 +446,7 @@ def test_an_operator_restart_duplicates_and_churns_nothing(
     now = _applied(cluster, namespace, "steady")
     assert now["service"] == applied["service"]
     assert now["pdb"] == applied["pdb"]
-    scaled = get(cluster, "deployment", "steady-engine", namespace)
+    scaled = get(cluster, "deployment", steady, namespace)
     assert scaled["metadata"]["generation"] == deployment["metadata"]["generation"] + 1
     assert scaled["spec"]["template"] == deployment["spec"]["template"]
     listing = cluster.kubectl_json(
@@ -466,7 +483,7 @@ def test_resyncs_of_a_settled_service_write_nothing(
             kind: get(cluster, kind, name, namespace)["metadata"]["resourceVersion"]
             for kind, name in (
                 ("modelservice", "quiet"),
-                ("deployment", "quiet-engine"),
+                ("deployment", render.deployment_name("quiet", "h100-on-demand")),
                 ("service", "quiet-engine"),
                 ("pdb", "quiet-engine"),
             )

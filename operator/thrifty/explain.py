@@ -35,6 +35,15 @@ ROLLED_OUT = "RolledOut"
 AS_EXPECTED = "AsExpected"
 PLACED = "Placed"
 POOL_CHANGED = "PoolChanged"
+CAPACITY_RECLAIMED = "CapacityReclaimed"
+"""Replicas lost to reclaimed nodes (spot interruption) or a shrunk pool: replaced elsewhere."""
+SPILLED = "Spilled"
+"""The preferred pool is full: new replicas went to the next pool."""
+RETURNING = "Returning"
+"""Cheaper capacity is free again: a replacement starts there before the old replica drains."""
+RETURNED = "Returned"
+"""The replacement is ready: the dearer replica drains."""
+POOL_TOO_SMALL = "PoolGPUsTooSmall"
 ENOUGH_CAPACITY = "EnoughCapacity"
 INSUFFICIENT_GPUS = "InsufficientGPUs"
 UNKNOWN_POOL = "UnknownPool"
@@ -60,6 +69,13 @@ def now_rfc3339(now: datetime | None = None) -> str:
     """Kubernetes' timestamp format: UTC, seconds precision, ``Z``."""
     moment = now or datetime.now(UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> float | None:
+    """Epoch seconds of an RFC 3339 timestamp as `now_rfc3339` writes it; None when absent."""
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def condition(

@@ -72,13 +72,14 @@ these permissions and checks that nothing more is granted.
 - apiGroups: ["thrifty.dev"]
   resources: ["costbudgets/status"]
   verbs: ["patch"]
-# The vLLM Deployment of each ModelService: server-side apply (a patch, authorised as create too
-# when the object does not exist yet), read back for ready replicas, watched so a change to it
-# triggers a reconcile at once. No delete: owner references let the garbage collector remove it
-# with its ModelService.
+# The vLLM Deployments of each ModelService, one per GPUPool: server-side apply (a patch,
+# authorised as create too when the object does not exist yet), read back for ready replicas,
+# watched so a change to it triggers a reconcile at once. Delete: a pool removed from the
+# ModelService's list loses its Deployment (the garbage collector removes the rest with the
+# ModelService through owner references).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # The Service in front of each ModelService's pods, by server-side apply (create, then patch).
 - apiGroups: [""]
   resources: ["services"]

@@ -137,6 +137,13 @@ class Kube:
         )
         return _json(response)
 
+    def delete_deployment(self, namespace: str, name: str) -> None:
+        """Deletes a Deployment (a pool the ModelService no longer uses); gone already is fine."""
+        try:
+            call_api(self.apps.delete_namespaced_deployment, name, namespace)
+        except NotFound:
+            return
+
     def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             return _json(
@@ -313,6 +320,7 @@ def node_info(node: Mapping[str, Any]) -> placement.NodeInfo:
         labels=dict(meta.get("labels") or {}),
         allocatable_gpus=_quantity((status.get("allocatable") or {}).get(GPU_RESOURCE)),
         schedulable=ready and not spec.get("unschedulable", False),
+        reclaiming=placement.reclaiming(t.get("key", "") for t in spec.get("taints") or []),
     )
 
 

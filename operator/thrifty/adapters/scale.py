@@ -21,7 +21,7 @@ from thrifty.adapters.kube import NotFound, call_api
 from thrifty.api import GROUP, VERSION
 from thrifty.autoscaler import status as autoscaling
 from thrifty.autoscaler.observe import PodView
-from thrifty.reconciler import render
+from thrifty.reconciler import placement, render
 
 MERGE = "application/merge-patch+json"
 
@@ -57,6 +57,7 @@ def pod_view(pod: Mapping[str, Any], now: datetime) -> PodView | None:
         starting_seconds=starting,
         terminating=bool(meta.get("deletionTimestamp")),
         cold_start_seconds=cold_start,
+        pool=((meta.get("labels") or {}).get(placement.POOL_LABEL)),
     )
 
 

@@ -43,7 +43,7 @@ MODEL_SERVICE = Kind(
     short_names=("ms", "msvc"),
     namespaced=True,
     printer_columns=(
-        _column("Pool", ".status.pool"),
+        _column("Pools", ".status.placement"),
         _column("Ready", ".status.readyReplicas", "integer"),
         _column("Desired", ".status.desiredReplicas", "integer"),
         _column("Queue", ".status.queueDepth", "number"),
@@ -73,6 +73,7 @@ GPU_POOL = Kind(
         _column("Accelerator", ".spec.accelerator"),
         _column("Capacity", ".spec.capacityType"),
         _column("$/GPU-Hour", ".spec.pricePerGpuHour", "number"),
+        _column("Speed", ".spec.relativeThroughput", "number", priority=1),
         _column("Nodes", ".status.nodes", "integer"),
         _column("Allocatable", ".status.gpusAllocatable", "integer"),
         _column("Used", ".status.gpusUsed", "integer"),

@@ -32,6 +32,27 @@ class CapacityType(StrEnum):
 class GPUPoolSpec(common.Model):
     """Which nodes form the pool, what their GPUs are, and what they cost."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.reservedGpus) || !has(self.maxGpus) "
+                    "|| self.reservedGpus <= self.maxGpus",
+                    "message": "reservedGpus must not exceed maxGpus: a reservation larger than "
+                    "the pool is paid for GPUs that cannot be used",
+                },
+                {
+                    "rule": "!has(self.reservedGpus) || self.capacityType == 'Reserved'",
+                    "message": "reservedGpus applies to capacityType Reserved only",
+                },
+                {
+                    "rule": "!has(self.interruptionRate) || self.capacityType == 'Spot'",
+                    "message": "interruptionRate applies to capacityType Spot only",
+                },
+            ]
+        }
+    )
+
     accelerator: str = Field(
         min_length=1,
         max_length=128,
@@ -86,6 +107,43 @@ class GPUPoolSpec(common.Model):
         le=1_000_000,
         description="Quota: the most GPUs thrifty may use in this pool; absent means all it finds.",
     )
+    relative_throughput: float = Field(
+        default=1.0,
+        ge=0.01,
+        le=100,
+        description=(
+            "Tokens per second one replica serves here, relative to a reference replica (an "
+            "H100 = 1.0; an L4 serving an 8B model is about 0.3). Sizing counts a replica here as "
+            "this many reference replicas, and the $/token of the pool is its price over it."
+        ),
+    )
+    interruption_rate: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description=(
+            "Spot only: the fraction of the pool's nodes reclaimed per month, as the cloud "
+            "publishes it (AWS Spot Instance Advisor: H100 0.10-0.20, A100 0.05-0.10, L4 < "
+            "0.05). Spot replicas are over-provisioned by it so that a reclaim keeps the SLO."
+        ),
+    )
+    reserved_gpus: int | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description=(
+            "Reserved only: GPUs paid for whether used or not. Up to this many, a replica here "
+            "costs nothing more, so thrifty fills them first; absent: the whole pool is reserved."
+        ),
+    )
+
+    def replica_units(self) -> float:
+        """THE conversion between GPU types: how many reference replicas (relativeThroughput 1)
+        one replica here counts as when sizing. Its relative throughput, times (1 -
+        interruptionRate) on Spot: spot replicas are over-provisioned by what a reclaim is
+        expected to take (at most half: a pool that loses more is no capacity to plan on)."""
+        rate = self.interruption_rate if self.capacity_type is CapacityType.SPOT else None
+        return self.relative_throughput * (1.0 - min(rate or 0.0, 0.5))
 
 
 class PoolUsage(common.Model):

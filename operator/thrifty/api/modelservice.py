@@ -8,6 +8,7 @@ the operator own it (see docs/api.md, "GitOps").
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, model_validator
@@ -134,6 +135,16 @@ class ModelSource(common.Model):
         max_length=128,
         pattern=r"^[A-Za-z0-9._/-]+$",
         description="A Hugging Face branch, tag or commit; pin a commit for reproducible serving.",
+    )
+    weights_gib: float | None = Field(
+        default=None,
+        gt=0,
+        le=100_000,
+        description=(
+            "Size of the weights in GiB (about 2 x billions of parameters at 16 bits). With it, "
+            "a pool whose GPUs cannot hold a replica's share (weights / (tensor x pipeline "
+            "parallel) plus room for the KV cache) is not used and Degraded names it."
+        ),
     )
 
     @model_validator(mode="after")
@@ -544,6 +555,13 @@ class CostTarget(common.Model):
     )
 
 
+class PlacementPolicy(StrEnum):
+    ORDERED = "Ordered"
+    """Fill the pools in the order listed, spilling to the next when one is full."""
+    CHEAPEST = "Cheapest"
+    """Reserved capacity first, then the lowest $/token (price over relative throughput)."""
+
+
 class ModelServiceSpec(common.Model):
     """A model, its engine, where it may run, its bounds and its targets."""
 
@@ -588,12 +606,31 @@ class ModelServiceSpec(common.Model):
     pools: list[PoolName] = Field(
         min_length=1,
         max_length=16,
-        description="Acceptable GPUPools in order of preference; the first with room is used.",
+        description=(
+            "Acceptable GPUPools, in order of preference; replicas spread over them as "
+            "spec.placement says, spilling to the next when one is full."
+        ),
         json_schema_extra={
             "x-kubernetes-validations": [
                 _cel("self.all(p, self.exists_one(q, q == p))", "pools must not list a pool twice")
             ]
         },
+    )
+    placement: PlacementPolicy = Field(
+        default=PlacementPolicy.ORDERED,
+        description=(
+            "How replicas are spread over the pools: Ordered (the list's order, spilling to the "
+            "next pool when one is full) or Cheapest (reserved first, then the lowest $/token)."
+        ),
+    )
+    min_on_demand_replicas: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_REPLICAS,
+        description=(
+            "Replicas kept on pools that are not Spot, so that no reclaim takes the service "
+            "below them."
+        ),
     )
     scaling: Scaling = Field(
         json_schema_extra={"default": _defaults(Scaling)},
@@ -678,6 +715,29 @@ class AutoscalerStatus(common.Model):
     )
 
 
+class PoolReplicas(common.Model):
+    """A ModelService's share of one GPUPool."""
+
+    pool: str = Field(max_length=63, description="The GPUPool.")
+    capacity_type: str = Field(max_length=16, description="OnDemand, Spot or Reserved.")
+    replicas: int = Field(ge=0, description="Replicas the operator asked for in this pool.")
+    ready_replicas: int = Field(default=0, ge=0, description="Of those, passing readiness.")
+    dollars_per_hour: float = Field(ge=0, description="Their spend, USD per hour.")
+    effective_dollars_per_hour: float = Field(
+        ge=0,
+        description=(
+            "The pool's effective price: what a reference replica's throughput costs per hour "
+            "here (a replica's $/hour over the pool's relativeThroughput)."
+        ),
+    )
+    last_reclaim_time: str | None = Field(
+        default=None,
+        description="When the pool last lost replicas (reclaimed nodes, quota): no return "
+        "to it until the operator's return delay has passed (RFC 3339).",
+        json_schema_extra={"format": "date-time"},
+    )
+
+
 class ModelServiceStatus(common.Model):
     """What is running, where, at what cost, and why."""
 
@@ -694,7 +754,19 @@ class ModelServiceStatus(common.Model):
     selector: str = Field(
         default="", description="Label selector of the replica pods (for the scale subresource)."
     )
-    pool: str | None = Field(default=None, description="The GPUPool the replicas are placed on.")
+    pool: str | None = Field(
+        default=None, description="The GPUPool holding the most replicas (the first on a tie)."
+    )
+    pools: list[PoolReplicas] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Replicas and spend in each GPUPool the service is spread over.",
+    )
+    placement: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Replicas per pool in one line, e.g. 'h100-reserved=2 h100-spot=3' (column).",
+    )
     gpus_per_replica: int | None = Field(
         default=None, ge=0, description="nvidia.com/gpu per replica: tensor x pipeline parallel."
     )

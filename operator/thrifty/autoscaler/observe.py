@@ -30,6 +30,9 @@ class PodView:
     """Deleted but not gone (deletionTimestamp set): finishing its requests, still on its GPUs."""
     cold_start_seconds: float | None = None
     """For a ready pod: how long it took from scheduled to ready (its measured cold start)."""
+    pool: str | None = None
+    """The GPUPool it was placed on (`thrifty.autoscaler.capacity` counts it in that pool's
+    units); None: unknown, it counts as one reference replica."""
 
 
 @dataclass(frozen=True)

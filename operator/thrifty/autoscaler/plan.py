@@ -3,7 +3,9 @@
     plan(world, readings, states, now) -> per ModelService: decision, scale target, status, Event
 
 1. Each ModelService is translated into the policy's `Observation` (`observe`): its pods, its
-   pool's free GPUs, its spec in the policy's units, its signals.
+   pools' free GPUs, its spec in the policy's units, its signals, with replicas in reference
+   replicas over every acceptable pool (`capacity`). What one decision orders is claimed from
+   the pools before the next ModelService is decided, so one pass never hands out a GPU twice.
 2. Members of a Hard CostBudget with a $/hour cap are planned together: each member's
    unconstrained demand (its policy's choice without the budget) goes into
    `thrifty.autoscaler.budget`, which gives every member an allowance so that the members' totals
@@ -25,7 +27,7 @@ from typing import Any, Protocol
 
 from thrifty import cost
 from thrifty.api import costbudget, modelservice
-from thrifty.autoscaler import budget, observe
+from thrifty.autoscaler import budget, capacity, observe
 from thrifty.autoscaler import status as status_rules
 from thrifty.autoscaler.world import ServiceKey, ServiceView, SignalsReading, World
 from thrifty.policy import types
@@ -126,13 +128,18 @@ def _observation(
     now_seconds: float,
     settings: observe.ObserveSettings,
     allowance: float | None,
+    claimed: capacity.Claimed | None = None,
 ) -> types.Observation | None:
+    """The policy's view, in reference replicas over every acceptable pool (`capacity`)."""
     ms = view.model_service
     pool_name = observe.placed_pool_name(ms)
     pool = world.pools.get(pool_name)
     if pool is None:
-        return None  # the reconciler reports UnknownPool; nothing to size against
-    return observe.observation(
+        known = [name for name in ms.spec.pools if name in world.pools]
+        if not known:
+            return None  # the reconciler reports UnknownPool; nothing to size against
+        pool_name, pool = known[0], world.pools[known[0]]
+    obs = observe.observation(
         ms,
         now_seconds=now_seconds,
         pods=view.pods,
@@ -143,6 +150,10 @@ def _observation(
         budget=_budget_of(view, world),
         budget_dollars_per_hour_available=allowance,
     )
+    counts = capacity.replica_counts(obs.replicas, view.pods, world.pools)
+    placed = capacity.placed_units(view.pods, world.pools)
+    spread_pool = capacity.pool_view(ms, world.pools, counts, placed, claimed or {})
+    return dataclasses.replace(obs, replicas=counts, pool=spread_pool)
 
 
 def _budget_of(view: ServiceView, world: World) -> costbudget.CostBudget | None:
@@ -232,10 +243,11 @@ def decide(
     states it stamps survive restarts and move between operator replicas)."""
     granted = allowances(world, readings, states, now_seconds, settings, policies)
     decided = []
+    claimed: capacity.Claimed = {}
     for view in world.services:
         reading = readings.get(view.key, NO_READING)
         allowance = granted.get(view.uid)
-        obs = _observation(view, world, reading, now_seconds, settings, allowance)
+        obs = _observation(view, world, reading, now_seconds, settings, allowance, claimed)
         if obs is None:
             continue
         state = _policy_state(view, states)
@@ -248,6 +260,10 @@ def decide(
             if note:
                 decision = dataclasses.replace(decision, message=f"{note}: {decision.message}")
         authority = status_rules.authority(mode, view.hpas, view.managed_fields)
+        if decision is not None and authority.mode is types.ScalingMode.AUTO:
+            more = decision.replicas - obs.replicas.desired
+            if more > 0:
+                capacity.claim(ms, world.pools, more, claimed)
         decided.append(
             ServiceDecision(
                 view=view,

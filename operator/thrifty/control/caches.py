@@ -104,6 +104,7 @@ def thrifty_replica_pods(
         ("metadata", "name"),
         ("metadata", "creationTimestamp"),
         ("metadata", "deletionTimestamp"),
+        ("metadata", "labels", placement.POOL_LABEL),
         ("spec", "nodeName"),
         ("status", "phase"),
         ("status", "conditions"),
@@ -140,6 +141,8 @@ def thrifty_deployments(
         ("metadata", "generation"),
         ("metadata", "ownerReferences"),
         ("metadata", "annotations"),
+        ("metadata", "labels", placement.POOL_LABEL),
+        ("spec", "replicas"),
         ("status",),
     )
     return {_owner(namespace, labels): kept}
@@ -224,15 +227,15 @@ class Caches:
             for body in _values(self.model_services, key)
         ]
 
-    def deployment(self, namespace: str, name: str, uid: str) -> dict[str, Any] | None:
-        """This ModelService's Deployment (owned by this very object: a namesake that was
-        deleted and created again owns nothing of the old one's)."""
+    def owned_deployments(self, namespace: str, name: str, uid: str) -> list[dict[str, Any]]:
+        """This ModelService's Deployments, one per pool, found by label (and owned by this very
+        object: a namesake that was deleted and created again owns nothing of the old one's)."""
+        found = []
         for body in _values(self.deployments, (namespace, name)):
             owners = (body.get("metadata") or {}).get("ownerReferences") or []
             if any(owner.get("uid") == uid for owner in owners):
-                found: dict[str, Any] = body
-                return found
-        return None
+                found.append(body)
+        return found
 
     def world(self, now: datetime) -> World:
         """The world of one pass. Objects that fail validation are left out (the reconciler

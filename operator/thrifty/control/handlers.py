@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import kopf
@@ -52,6 +53,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     memo.kube = kube_adapter.Kube(kube_adapter.connect())
     memo.thrifty_applied = {}
+    memo.thrifty_claims = ClaimLedger()
     memo.locks = {}
     memo.locks_guard = threading.Lock()
 
@@ -105,6 +107,25 @@ def deployment_event(
     _guarded_pass(memo, namespace, owner, lambda: current, logger)
 
 
+@kopf.on.event("", "v1", "nodes")
+def node_event(
+    type: str | None, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    """A node deleted or tainted for reclaim (spot interruption): the ModelServices with replicas
+    on it are placed again now, so their replacements are ordered on the next pool at once
+    instead of at the next resync."""
+    info = kube_adapter.node_info(body)
+    if type != "DELETED" and not info.reclaiming:
+        return
+    caches: caches_module.Caches = memo.thrifty_caches
+    owners = {pod.model_service for pod in caches.all_gpu_pods() if pod.node_name == info.name}
+    for owner in sorted(o for o in owners if o is not None):
+        current = caches.model_service(*owner)
+        if current is not None:
+            logger.info(f"node {info.name} is going away: placing {owner[0]}/{owner[1]} again")
+            _guarded_pass(memo, owner[0], owner[1], functools.partial(dict, current), logger)
+
+
 def _guarded_pass(
     memo: kopf.Memo,
     namespace: str,
@@ -124,7 +145,13 @@ def _guarded_pass(
             if body["metadata"].get("deletionTimestamp"):
                 return  # owner references let the garbage collector remove the workloads
             reconcile_model_service(
-                memo.kube, body, logger, memo.thrifty_caches, memo.thrifty_applied
+                memo.kube,
+                body,
+                logger,
+                memo.thrifty_caches,
+                memo.thrifty_applied,
+                memo.thrifty_claims,
+                getattr(memo, "thrifty_settings", None) or settings_module.Settings(),
             )
         except kube_adapter.NotFound:
             return
@@ -145,17 +172,41 @@ def _pools(bodies: list[dict[str, Any]], logger: kopf.Logger) -> dict[str, gpupo
     return pools
 
 
-def _deployment_state(deployment: Mapping[str, Any] | None) -> reconcile.DeploymentState | None:
-    if deployment is None:
-        return None
+def _deployment_state(deployment: Mapping[str, Any]) -> reconcile.DeploymentState:
     status = deployment.get("status") or {}
+    desired = (deployment.get("spec") or {}).get("replicas")
     return reconcile.DeploymentState(
         generation=int(deployment["metadata"].get("generation", 0)),
         observed_generation=int(status.get("observedGeneration", 0)),
         replicas=int(status.get("replicas", 0)),
         ready_replicas=int(status.get("readyReplicas", 0)),
         updated_replicas=int(status.get("updatedReplicas", 0)),
+        desired=None if desired is None else int(desired),
     )
+
+
+def _pool_of(deployment: Mapping[str, Any]) -> str | None:
+    labels = (deployment.get("metadata") or {}).get("labels") or {}
+    pool = labels.get(placement.POOL_LABEL)
+    return str(pool) if pool else None
+
+
+@dataclasses.dataclass
+class ClaimLedger:
+    """GPUs each ModelService's last placement in this process claimed, per pool.
+
+    Reconciles of different ModelServices run at the same time, and the pods a placement orders
+    show in the caches only later. A placement reads the others' claims and records its own under
+    one lock, so two simultaneous placements never count the same free GPUs (`placement.room`
+    subtracts what a claim holds beyond its pods)."""
+
+    claims: dict[tuple[str, str], dict[str, int]] = dataclasses.field(default_factory=dict)
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def forget_all_but(self, live: set[tuple[str, str]]) -> None:
+        with self.lock:
+            for key in [key for key in self.claims if key not in live]:
+                del self.claims[key]
 
 
 class ClusterView(Protocol):
@@ -165,13 +216,13 @@ class ClusterView(Protocol):
     def all_gpu_pods(self) -> list[placement.PodInfo]: ...
     def pool_bodies(self) -> list[dict[str, Any]]: ...
     def replica_pods(self, namespace: str, name: str) -> list[dict[str, Any]]: ...
-    def deployment(self, namespace: str, name: str, uid: str) -> dict[str, Any] | None: ...
+    def owned_deployments(self, namespace: str, name: str, uid: str) -> list[dict[str, Any]]: ...
     def model_services_in(self, namespace: str) -> list[dict[str, Any]]: ...
 
 
-Applied = MutableMapping[str, tuple[str, int]]
-"""Per ModelService uid: the digest of the manifests last applied and the generation the
-Deployment had after that apply."""
+Applied = MutableMapping[str, tuple[str, tuple[int, ...]]]
+"""Per ModelService uid: the digest of the manifests last applied and the generations its
+Deployments had after that apply (someone else's edit raises one)."""
 
 
 def digest(manifests: Sequence[Mapping[str, Any]]) -> str:
@@ -184,9 +235,13 @@ def reconcile_model_service(
     logger: kopf.Logger | logging.Logger,
     view: ClusterView,
     applied: Applied,
+    ledger: ClaimLedger | None = None,
+    config: settings_module.Settings | None = None,
 ) -> None:
     """One pass: plan from the caches, apply the manifests when they would change something,
     write status and Events if anything changed. Reads nothing from the API server."""
+    ledger = ledger or ClaimLedger()
+    config = config or settings_module.Settings()
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     own = view.replica_pods(namespace, name)
@@ -194,51 +249,72 @@ def reconcile_model_service(
         current = modelservice.ModelServiceStatus.model_validate(body.get("status") or {})
     except pydantic.ValidationError:
         current = modelservice.ModelServiceStatus()
-    deployment = view.deployment(namespace, name, uid)
-    inputs = reconcile.Inputs(
-        name=name,
-        namespace=namespace,
-        uid=uid,
-        generation=int(meta.get("generation", 0)),
-        spec=body.get("spec") or {},
-        status=current,
-        pools=_pools(view.pool_bodies(), logger),
-        nodes=view.all_nodes(),
-        pods=view.all_gpu_pods(),
-        deployment=_deployment_state(deployment),
-        pod_waiting=[w for p in own for w in kube_adapter.waiting_reasons(p)],
-        replicas_holding_gpus=sum(1 for p in own if (p.get("spec") or {}).get("nodeName")),
-        now=explain.now_rfc3339(),
-    )
-    result = reconcile.plan(inputs)
+    owned = view.owned_deployments(namespace, name, uid)
+    by_pool = {pool: _deployment_state(d) for d in owned if (pool := _pool_of(d)) is not None}
+    holding: dict[str, int] = {}
+    for pod in own:
+        pool = ((pod.get("metadata") or {}).get("labels") or {}).get(placement.POOL_LABEL)
+        if (pod.get("spec") or {}).get("nodeName") and pool:
+            holding[pool] = holding.get(pool, 0) + 1
+    moment = datetime.now(UTC)
+    with ledger.lock:
+        inputs = reconcile.Inputs(
+            name=name,
+            namespace=namespace,
+            uid=uid,
+            generation=int(meta.get("generation", 0)),
+            spec=body.get("spec") or {},
+            status=current,
+            pools=_pools(view.pool_bodies(), logger),
+            nodes=view.all_nodes(),
+            pods=view.all_gpu_pods(),
+            deployments=by_pool,
+            orphans={},
+            pod_waiting=[w for p in own for w in kube_adapter.waiting_reasons(p)],
+            replicas_holding_gpus=holding,
+            claims={key: dict(value) for key, value in ledger.claims.items()},
+            now=explain.now_rfc3339(moment),
+            now_seconds=moment.timestamp(),
+            return_delay_seconds=config.return_delay_seconds,
+            cold_start_seconds=config.cold_start_seconds,
+        )
+        result = reconcile.plan(inputs)
+        rendered = {
+            m["metadata"]["name"] for m in result.manifests or [] if m["kind"] == "Deployment"
+        }
+        orphans = {
+            str(d["metadata"]["name"]): _deployment_state(d)
+            for d in owned
+            if d["metadata"]["name"] not in rendered
+        }
+        if result.manifests is not None and orphans:
+            inputs = dataclasses.replace(inputs, orphans=orphans)
+            result = reconcile.plan(inputs)
+        if result.manifests is not None:
+            ledger.claims[(namespace, name)] = dict(result.claims)
     manifests = result.manifests or []
     wanted = digest(manifests)
-    generation = int((deployment or {}).get("metadata", {}).get("generation", 0))
-    if manifests and (deployment is None or applied.get(uid) != (wanted, generation)):
+    generations = tuple(sorted(int(d["metadata"].get("generation", 0)) for d in owned))
+    missing = rendered - {str(d["metadata"]["name"]) for d in owned}
+    if manifests and (missing or applied.get(uid) != (wanted, generations)):
         try:
+            after: list[int] = []
             for manifest in manifests:
                 after_apply = kube.apply(manifest)
                 if manifest["kind"] == "Deployment":
-                    generation = int(after_apply["metadata"].get("generation", 0))
-                    # Plan again with what the apply returned: a changed replica count shows now.
-                    after = _deployment_state(after_apply)
-                    if after != inputs.deployment:
-                        result = reconcile.plan(_replace_deployment(inputs, after))
-            applied[uid] = (wanted, generation)
+                    after.append(int(after_apply["metadata"].get("generation", 0)))
+            applied[uid] = (wanted, tuple(sorted(after)))
         except kube_adapter.Invalid as error:
             # The spec rendered into something the API server refuses: the user's to fix, tried
             # again at the next resync, not in a retry loop.
             result = reconcile.rejected(inputs, manifest, str(error))
+    for gone in result.prune:
+        kube.delete_deployment(namespace, gone)
+        logger.info(f"deleted Deployment {gone}: no pool of the ModelService uses it")
     _write_status(kube, body, "modelservices", current.to_kube(), result.status.to_kube())
     for event in result.events:
         kube.event(_involved(body, "ModelService"), event.type, event.reason, event.message)
         logger.info(f"{event.reason}: {event.message}")
-
-
-def _replace_deployment(
-    inputs: reconcile.Inputs, deployment: reconcile.DeploymentState | None
-) -> reconcile.Inputs:
-    return dataclasses.replace(inputs, deployment=deployment)
 
 
 def _involved(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
@@ -376,6 +452,7 @@ def resync_loops(
         }
         for uid in [uid for uid in memo.thrifty_applied if uid not in live]:
             del memo.thrifty_applied[uid]  # bounded by the objects that exist
+        memo.thrifty_claims.forget_all_but(set(caches.model_services))
         before = dict(memo.thrifty_applied)
         for (namespace, name), bodies in list(caches.model_services.items()):
             for body in list(bodies):

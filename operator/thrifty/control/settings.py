@@ -67,6 +67,10 @@ class Settings:
     2 minutes on an H100."""
     staleness_limit_seconds: float = 60.0
     """Older metrics mean scrapes are failing: hold rather than act on them (4 scrapes of 15 s)."""
+    return_delay_seconds: float = 600.0
+    """After a pool lost replicas (reclaimed spot nodes, quota), replicas do not move back to it
+    for this long: spot capacity that comes back often goes again within minutes, and each move
+    costs a cold start."""
     scale_down_step_seconds: float = 60.0
     """Time between two scale-down steps once the scale-down delay has passed."""
     policy_modules: frozenset[str] = frozenset()
@@ -205,6 +209,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         scale_down_step_seconds=_seconds(
             env, "THRIFTY_SCALE_DOWN_STEP_SECONDS", d.scale_down_step_seconds
         ),
+        return_delay_seconds=_seconds(env, "THRIFTY_RETURN_DELAY_SECONDS", d.return_delay_seconds),
         policy_modules=frozenset(
             m.strip() for m in env.get("THRIFTY_POLICY_MODULES", "").split(",") if m.strip()
         ),

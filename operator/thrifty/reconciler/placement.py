@@ -1,15 +1,15 @@
-"""Where replicas go and what each GPUPool holds: pure functions of Nodes and Pods.
+"""What each GPUPool holds and how many more replicas it can take: pure functions of Nodes and Pods.
 
 A pool is a label selector over nodes; its capacity is counted per node because a replica's GPUs
-must all sit on one node (tensor parallelism talks over NVLink). Pool choice is sticky: a running
-service stays on its pool while that pool can hold the desired replicas, because moving means a
-rollout of every replica with a cold start each; otherwise the first acceptable pool that can hold
-them all is chosen, and when none can, the message says how many replicas each pool has room for.
+must all sit on one node (tensor parallelism talks over NVLink). A node being reclaimed (a spot
+interruption, a scale-down) no longer counts. `room` is what `thrifty.reconciler.spread` splits a
+ModelService's replicas with; it counts every pod on the pool's nodes, thrifty's pods still
+waiting for the pool, and what other placements claimed that no pod shows yet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from thrifty.api import gpupool
@@ -18,6 +18,26 @@ POOL_LABEL = "thrifty.dev/pool"
 """On thrifty's pods: the pool they were placed on, so pending pods count against their pool."""
 MODEL_SERVICE_LABEL = "thrifty.dev/model-service"
 """On thrifty's pods: the ModelService they serve."""
+
+RECLAIM_TAINTS = frozenset(
+    {
+        "karpenter.sh/disrupted",  # Karpenter v1: the node is being disrupted (spot interruption)
+        "karpenter.sh/disruption",  # Karpenter before v1 (value "disrupting")
+        "ToBeDeletedByClusterAutoscaler",  # the cluster autoscaler is removing the node
+        "node.kubernetes.io/out-of-service",  # the node is shut down (non-graceful shutdown)
+        "cloud.google.com/impending-node-termination",  # GKE: spot/preemptible termination
+    }
+)
+"""Taint keys that say a node is going away: its GPUs are gone for placement as of now."""
+RECLAIM_TAINT_PREFIXES = ("aws-node-termination-handler/",)
+"""aws-node-termination-handler taints a node before it drains it (spot-itn, rebalance, ...)."""
+
+
+def reclaiming(taint_keys: Iterable[str]) -> bool:
+    """Whether a node with these taints is being reclaimed (see RECLAIM_TAINTS)."""
+    return any(
+        key in RECLAIM_TAINTS or key.startswith(RECLAIM_TAINT_PREFIXES) for key in taint_keys
+    )
 
 
 @dataclass(frozen=True)
@@ -29,6 +49,8 @@ class NodeInfo:
     allocatable_gpus: int
     schedulable: bool = True
     """Ready and not cordoned."""
+    reclaiming: bool = False
+    """Tainted by a node autoscaler or termination handler: going away (spot interruption)."""
 
 
 @dataclass(frozen=True)
@@ -55,17 +77,8 @@ class PoolRoom:
     replicas: int
     free_gpus: int
     nodes: int
-
-
-@dataclass(frozen=True)
-class Placement:
-    """The outcome of pool choice. ``pool`` None: nothing can be placed (see ``problem``)."""
-
-    pool: str | None
-    capacity_limited: bool
-    message: str
-    problem: str | None = None
-    """A reason from thrifty.explain when the spec cannot be satisfied by any pool."""
+    thrifty_gpus: int = 0
+    """GPUs other ModelServices hold or claimed in the pool (a reservation's used part)."""
 
 
 def matches(node: NodeInfo, selector: Mapping[str, str]) -> bool:
@@ -73,7 +86,9 @@ def matches(node: NodeInfo, selector: Mapping[str, str]) -> bool:
 
 
 def pool_nodes(spec: gpupool.GPUPoolSpec, nodes: Iterable[NodeInfo]) -> list[NodeInfo]:
-    return [n for n in nodes if n.schedulable and matches(n, spec.node_selector)]
+    return [
+        n for n in nodes if n.schedulable and not n.reclaiming and matches(n, spec.node_selector)
+    ]
 
 
 def _pods_in_pool(
@@ -85,6 +100,27 @@ def _pods_in_pool(
     return bound, pending
 
 
+Claims = Mapping[tuple[str, str], Mapping[str, int]]
+"""GPUs each ModelService was given per pool by placements not yet seen as pods: a placement
+counts them, so simultaneous placements never hand out the same GPUs."""
+
+
+def unseen_claims(
+    pool: str, claims: Claims, pods: Iterable[PodInfo], exclude: tuple[str, str] | None
+) -> int:
+    """GPUs other ModelServices claimed in ``pool`` beyond what their pods there already hold."""
+    held: dict[tuple[str, str], int] = {}
+    for pod in pods:
+        owner = pod.model_service
+        if owner is not None and pod.labels.get(POOL_LABEL) == pool:
+            held[owner] = held.get(owner, 0) + pod.gpus
+    return sum(
+        max(by_pool.get(pool, 0) - held.get(owner, 0), 0)
+        for owner, by_pool in claims.items()
+        if owner != exclude
+    )
+
+
 def room(
     pool: str,
     spec: gpupool.GPUPoolSpec,
@@ -92,9 +128,12 @@ def room(
     pods: Iterable[PodInfo],
     gpus_per_replica: int,
     exclude: tuple[str, str] | None,
+    claims: Claims | None = None,
 ) -> PoolRoom:
-    """Replicas of ``gpus_per_replica`` that fit, not counting the pods of ``exclude``."""
+    """Replicas of ``gpus_per_replica`` that fit, not counting the pods of ``exclude`` (nor its
+    claims), and counting the GPUs other ModelServices claimed that no pod holds yet."""
     members = pool_nodes(spec, nodes)
+    pods = list(pods)
     others = [p for p in pods if p.model_service != exclude or exclude is None]
     bound, pending = _pods_in_pool(pool, {n.name for n in members}, others)
     used_by_node: dict[str, int] = {}
@@ -102,82 +141,30 @@ def room(
         used_by_node[pod.node_name or ""] = used_by_node.get(pod.node_name or "", 0) + pod.gpus
     free_by_node = [max(n.allocatable_gpus - used_by_node.get(n.name, 0), 0) for n in members]
     pending_gpus = sum(p.gpus for p in pending)
+    claimed_gpus = unseen_claims(pool, claims or {}, pods, exclude)
+    pending_gpus += claimed_gpus
     fit = sum(free // gpus_per_replica for free in free_by_node) - _ceil_div(
         pending_gpus, gpus_per_replica
     )
     free_gpus = max(sum(free_by_node) - pending_gpus, 0)
+    thrifty_gpus = claimed_gpus + sum(
+        p.gpus for p in bound + pending if p.model_service is not None
+    )
     if spec.max_gpus is not None:
-        thrifty_gpus = sum(p.gpus for p in bound + pending if p.model_service is not None)
         quota_left = max(spec.max_gpus - thrifty_gpus, 0)
         fit = min(fit, quota_left // gpus_per_replica)
         free_gpus = min(free_gpus, quota_left)
-    return PoolRoom(pool=pool, replicas=max(fit, 0), free_gpus=free_gpus, nodes=len(members))
+    return PoolRoom(
+        pool=pool,
+        replicas=max(fit, 0),
+        free_gpus=free_gpus,
+        nodes=len(members),
+        thrifty_gpus=thrifty_gpus,
+    )
 
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
-
-
-def choose_pool(
-    *,
-    service: tuple[str, str],
-    acceptable: Sequence[str],
-    pools: Mapping[str, gpupool.GPUPoolSpec],
-    nodes: Sequence[NodeInfo],
-    pods: Sequence[PodInfo],
-    gpus_per_replica: int,
-    replicas: int,
-    current_pool: str | None,
-) -> Placement:
-    """The pool for ``replicas`` replicas of ``gpus_per_replica`` GPUs (see the module doc)."""
-    known = [name for name in acceptable if name in pools]
-    if not known:
-        return Placement(
-            None,
-            False,
-            f"none of the acceptable GPUPools exists: {', '.join(acceptable)}",
-            problem="UnknownPool",
-        )
-    suitable = [name for name in known if pools[name].gpus_per_node >= gpus_per_replica]
-    if not suitable:
-        largest = max(pools[name].gpus_per_node for name in known)
-        return Placement(
-            None,
-            False,
-            f"a replica needs {gpus_per_replica} GPUs on one node, but the largest nodes of "
-            f"GPUPools {', '.join(known)} have {largest}: lower tensorParallelSize x "
-            "pipelineParallelSize or add a pool with bigger nodes",
-            problem="GPUsPerReplicaTooLarge",
-        )
-    rooms = {
-        name: room(name, pools[name], nodes, pods, gpus_per_replica, exclude=service)
-        for name in suitable
-    }
-    ordered = ([current_pool] if current_pool in rooms else []) + suitable
-    for name in ordered:
-        if rooms[name].replicas >= replicas:
-            return Placement(name, False, _fits_message(name, replicas, gpus_per_replica))
-    chosen = current_pool if current_pool in rooms else suitable[0]
-    return Placement(chosen, True, _short_message(replicas, gpus_per_replica, rooms, suitable))
-
-
-def _fits_message(pool: str, replicas: int, gpus_per_replica: int) -> str:
-    return f"{replicas} x {gpus_per_replica} GPUs fit on GPUPool {pool}"
-
-
-def _short_message(
-    replicas: int, gpus_per_replica: int, rooms: Mapping[str, PoolRoom], order: Sequence[str]
-) -> str:
-    wanted = replicas * gpus_per_replica
-    parts = [
-        f"{name}: room for {rooms[name].replicas} "
-        f"({rooms[name].free_gpus} GPUs free on {rooms[name].nodes} nodes)"
-        for name in order
-    ]
-    return (
-        f"wants {replicas} replicas x {gpus_per_replica} GPUs = {wanted} nvidia.com/gpu, "
-        f"but no acceptable GPUPool has room for all: {'; '.join(parts)}"
-    )
 
 
 def pool_status(

@@ -17,7 +17,7 @@ import pydantic
 from thrifty import cost, explain
 from thrifty.api import common, costbudget, gpupool, modelservice
 from thrifty.policy import types as policy_types
-from thrifty.reconciler import placement, render
+from thrifty.reconciler import placement, render, spread
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,12 @@ class DeploymentState:
     replicas: int = 0
     ready_replicas: int = 0
     updated_replicas: int = 0
+    desired: int | None = None
+    """spec.replicas: what was asked for (None: unknown, status.replicas stands in)."""
+
+    @property
+    def asked(self) -> int:
+        return self.replicas if self.desired is None else self.desired
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,11 @@ class Plan:
     manifests: list[render.Manifest] | None
     status: modelservice.ModelServiceStatus
     events: list[Event] = field(default_factory=list)
+    prune: list[str] = field(default_factory=list)
+    """Deployments of this ModelService to delete: their pool is no longer offered, or they are
+    the single Deployment of before pools were spread over (once the new ones serve)."""
+    claims: dict[str, int] = field(default_factory=dict)
+    """GPUs this plan claims per pool (see `placement.Claims`)."""
 
 
 @dataclass(frozen=True)
@@ -61,13 +72,22 @@ class Inputs:
     pools: Mapping[str, gpupool.GPUPoolSpec]
     nodes: Sequence[placement.NodeInfo]
     pods: Sequence[placement.PodInfo]
-    deployment: DeploymentState | None
+    deployments: Mapping[str, DeploymentState]
+    """This ModelService's Deployments by pool."""
+    orphans: Mapping[str, DeploymentState] = field(default_factory=dict)
+    """Its other Deployments by name: a pool no longer offered, or the pre-spread single one."""
     pod_waiting: Sequence[tuple[str, str]] = ()
     """(reason, message) of this ModelService's waiting containers, e.g. a missing Secret."""
-    replicas_holding_gpus: int | None = None
-    """This ModelService's pods bound to a node (a pending pod costs nothing); None: unknown,
-    the Deployment's replica count is used."""
+    replicas_holding_gpus: Mapping[str, int] | None = None
+    """Per pool, this ModelService's pods bound to a node (a pending pod costs nothing); None:
+    unknown, the Deployments' replica counts are used."""
+    claims: placement.Claims = field(default_factory=dict)
+    """GPUs other ModelServices were given by placements not yet seen as pods."""
     now: str = ""
+    now_seconds: float = 0.0
+    return_delay_seconds: float = 600.0
+    """How long a pool that lost replicas is not returned to (see `spread`)."""
+    cold_start_seconds: float = 120.0
 
 
 def desired_replicas(spec: modelservice.ModelServiceSpec) -> int:
@@ -89,43 +109,152 @@ def plan(inputs: Inputs) -> Plan:
         return _degraded(inputs, explain.INVALID_SPEC, _validation_message(error))
     replicas = desired_replicas(spec)
     gpus = spec.engine.gpus_per_replica
-    where = placement.choose_pool(
-        service=(inputs.namespace, inputs.name),
-        acceptable=spec.pools,
-        pools=inputs.pools,
-        nodes=inputs.nodes,
-        pods=inputs.pods,
-        gpus_per_replica=gpus,
-        replicas=replicas,
-        current_pool=inputs.status.pool,
+    known = [name for name in spec.pools if name in inputs.pools]
+    if not known:
+        return _degraded(
+            inputs,
+            explain.UNKNOWN_POOL,
+            f"spec.pools: none of the acceptable GPUPools exists: {', '.join(spec.pools)}",
+        )
+    suitable = [name for name in known if inputs.pools[name].gpus_per_node >= gpus]
+    if not suitable:
+        largest = max(inputs.pools[name].gpus_per_node for name in known)
+        return _degraded(
+            inputs,
+            explain.GPUS_PER_REPLICA_TOO_LARGE,
+            f"a replica needs {gpus} GPUs on one node, but the largest nodes of GPUPools "
+            f"{', '.join(known)} have {largest}: lower tensorParallelSize x "
+            "pipelineParallelSize or add a pool with bigger nodes",
+        )
+    usable = [name for name in suitable if model_fits(spec, inputs.pools[name])]
+    if not usable:
+        return _degraded(inputs, explain.POOL_TOO_SMALL, _too_small(spec, suitable, inputs.pools))
+    offers = _offers(inputs, spec, usable)
+    previous = inputs.status.desired_replicas if inputs.status.observed_generation else None
+    spread_ = spread.spread(
+        offers,
+        float(replicas),
+        cheapest=spec.placement is modelservice.PlacementPolicy.CHEAPEST,
+        min_on_demand=spec.min_on_demand_replicas,
+        cold_start_seconds=float(spec.scaling.cold_start_seconds or inputs.cold_start_seconds),
+        previous_target=None if previous is None else float(previous),
     )
-    if where.pool is None:
-        return _degraded(inputs, where.problem or explain.INVALID_SPEC, where.message)
-    pool = inputs.pools[where.pool]
-    target = render.Target(
-        name=inputs.name,
-        namespace=inputs.namespace,
-        uid=inputs.uid,
-        spec=spec,
-        pool_name=where.pool,
-        pool=pool,
-        replicas=replicas,
+    targets = [
+        render.Target(
+            name=inputs.name,
+            namespace=inputs.namespace,
+            uid=inputs.uid,
+            spec=spec,
+            pool_name=offer.name,
+            pool=inputs.pools[offer.name],
+            replicas=spread_.replicas[offer.name],
+        )
+        for offer in offers
+    ]
+    status = _status(inputs, spec, offers, spread_, replicas)
+    events = _events(inputs.status, status) + [
+        Event("Normal", move.reason, move.message) for move in spread_.moves
+    ]
+    return Plan(
+        render.manifests(targets),
+        status,
+        events,
+        prune=_prune(inputs, spread_, offers),
+        claims={name: count * gpus for name, count in spread_.replicas.items() if count},
     )
-    status = _status(inputs, spec, where, pool, replicas)
-    return Plan(render.manifests(target), status, _events(inputs.status, status))
+
+
+MEMORY_HEADROOM = 1.2
+"""A replica's share of the weights must fit in its GPUs' memory 1.2 times over: the rest is
+activations, CUDA graphs and at least some KV cache (vLLM refuses to start without it)."""
+
+
+def model_fits(spec: modelservice.ModelServiceSpec, pool: gpupool.GPUPoolSpec) -> bool:
+    """Whether a replica's share of the weights (spec.model.weightsGib over tensor x pipeline
+    parallel) fits in one GPU of ``pool`` at the engine's memory utilisation. Unknown size: yes."""
+    weights = spec.model.weights_gib
+    if weights is None:
+        return True
+    usable = pool.gpu_memory_gib * (spec.engine.gpu_memory_utilization or 0.9)
+    return weights / spec.engine.gpus_per_replica * MEMORY_HEADROOM <= usable
+
+
+def _too_small(
+    spec: modelservice.ModelServiceSpec,
+    names: Sequence[str],
+    pools: Mapping[str, gpupool.GPUPoolSpec],
+) -> str:
+    share = (spec.model.weights_gib or 0.0) / spec.engine.gpus_per_replica
+    sizes = ", ".join(f"{name} has {pools[name].gpu_memory_gib:g} GiB" for name in names)
+    return (
+        f"spec.model.weightsGib {spec.model.weights_gib:g} over {spec.engine.gpus_per_replica} "
+        f"GPUs is {share:g} GiB per GPU (x{MEMORY_HEADROOM:g} with the KV cache), more than "
+        f"the GPUs of GPUPools {', '.join(names)} hold (gpuMemoryGib: {sizes})"
+    )
+
+
+def _offers(
+    inputs: Inputs, spec: modelservice.ModelServiceSpec, names: Sequence[str]
+) -> list[spread.Offer]:
+    gpus = spec.engine.gpus_per_replica
+    service = (inputs.namespace, inputs.name)
+    before = {entry.pool: entry for entry in inputs.status.pools}
+    offers = []
+    for name in names:
+        pool = inputs.pools[name]
+        where = placement.room(
+            name, pool, inputs.nodes, inputs.pods, gpus, exclude=service, claims=inputs.claims
+        )
+        reserved = None
+        if pool.capacity_type is gpupool.CapacityType.RESERVED:
+            if pool.reserved_gpus is None:
+                reserved = where.replicas
+            else:
+                reserved = max(pool.reserved_gpus - where.thrifty_gpus, 0) // gpus
+        deployment = inputs.deployments.get(name)
+        last = before.get(name)
+        reclaimed_at = explain.parse_time(last.last_reclaim_time) if last else None
+        offers.append(
+            spread.Offer(
+                name=name,
+                capacity_type=pool.capacity_type,
+                price_per_gpu_hour=pool.price_per_gpu_hour,
+                gpus_per_replica=gpus,
+                unit=spread.unit(pool),
+                room=where.replicas,
+                reserved=reserved,
+                current=0 if deployment is None else deployment.asked,
+                ready=0 if deployment is None else deployment.ready_replicas,
+                returnable=reclaimed_at is None
+                or inputs.now_seconds - reclaimed_at >= inputs.return_delay_seconds,
+            )
+        )
+    return offers
+
+
+def _prune(inputs: Inputs, spread_: spread.Spread, offers: Sequence[spread.Offer]) -> list[str]:
+    """Deployments no offered pool accounts for go once the offered pools' replicas serve (a
+    ModelService of before the spread keeps serving until its per-pool Deployments are ready)."""
+    if not inputs.orphans:
+        return []
+    ready = sum(o.unit * min(o.ready, spread_.replicas[o.name]) for o in offers)
+    target = sum(o.unit * spread_.replicas[o.name] for o in offers)
+    if ready + spread.EPSILON >= target:
+        return sorted(inputs.orphans)
+    return []
 
 
 def _status(
     inputs: Inputs,
     spec: modelservice.ModelServiceSpec,
-    where: placement.Placement,
-    pool: gpupool.GPUPoolSpec,
+    offers: Sequence[spread.Offer],
+    spread_: spread.Spread,
     replicas: int,
 ) -> modelservice.ModelServiceStatus:
-    deployment = inputs.deployment or DeploymentState()
     gpus = spec.engine.gpus_per_replica
     now, generation = inputs.now, inputs.generation
-    degraded = _problems(inputs, spec, pool, gpus)
+    states = [*inputs.deployments.values(), *inputs.orphans.values()]
+    degraded = _problems(inputs, spec, offers, gpus)
     conditions = [
         explain.condition(
             explain.DEGRADED,
@@ -135,48 +264,92 @@ def _status(
             now=now,
             generation=generation,
         ),
-        _capacity_condition(inputs.status, where, now=now, generation=generation),
-        _progressing(deployment, replicas, now=now, generation=generation),
+        _capacity_condition(inputs.status, spread_, now=now, generation=generation),
+        _progressing(states, inputs.deployments, spread_.replicas, now=now, generation=generation),
     ]
     merged = explain.set_conditions(inputs.status.conditions, conditions)
     merged = explain.set_condition(
         merged, explain.ready_from(merged, now=now, generation=generation)
     )
+    entries = _pool_entries(inputs, offers, spread_)
+    used = [o for o in offers if spread_.replicas[o.name]]
+    main = max(used, key=lambda o: spread_.replicas[o.name]) if used else offers[0]
     return inputs.status.model_copy(
         update={
             "observed_generation": generation,
-            "replicas": deployment.replicas,
+            "replicas": sum(state.replicas for state in states),
             "desired_replicas": replicas,
-            "ready_replicas": deployment.ready_replicas,
+            "ready_replicas": sum(state.ready_replicas for state in states),
             "selector": render.selector_string(inputs.name),
-            "pool": where.pool,
+            "pool": main.name,
+            "pools": entries,
+            "placement": " ".join(f"{e.pool}={e.replicas}" for e in entries if e.replicas)
+            or "none",
             "gpus_per_replica": gpus,
-            "price_per_gpu_hour": pool.price_per_gpu_hour,
-            "dollars_per_hour": cost.dollars_per_hour(
-                _replicas_paid(inputs, deployment), gpus, pool.price_per_gpu_hour
-            ),
+            "price_per_gpu_hour": planning_price(offers, spread_),
+            "dollars_per_hour": cost.sum_dollars_per_hour(e.dollars_per_hour for e in entries),
             "conditions": merged,
         }
     )
 
 
-def _replicas_paid(inputs: Inputs, deployment: DeploymentState) -> int:
+def planning_price(offers: Sequence[spread.Offer], spread_: spread.Spread) -> float:
+    """The $/GPU-hour of a reference replica the autoscaler plans with: the dearest pool that
+    holds replicas or takes the next one, over its unit, so a Hard $/hour cap computed from it
+    holds wherever the replicas land."""
+    used = [o for o in offers if spread_.replicas[o.name]]
+    next_one = [o for o in offers if spread_.replicas[o.name] < o.room][:1]
+    candidates = used + next_one or list(offers)
+    return max(o.price_per_gpu_hour / o.unit for o in candidates)
+
+
+def _pool_entries(
+    inputs: Inputs, offers: Sequence[spread.Offer], spread_: spread.Spread
+) -> list[modelservice.PoolReplicas]:
+    before = {entry.pool: entry for entry in inputs.status.pools}
+    entries = []
+    for offer in offers:
+        state = inputs.deployments.get(offer.name) or DeploymentState()
+        last = before.get(offer.name)
+        reclaimed = last.last_reclaim_time if last else None
+        if spread_.lost.get(offer.name):
+            reclaimed = inputs.now or reclaimed
+        entries.append(
+            modelservice.PoolReplicas(
+                pool=offer.name,
+                capacity_type=offer.capacity_type.value,
+                replicas=spread_.replicas[offer.name],
+                ready_replicas=state.ready_replicas,
+                dollars_per_hour=cost.dollars_per_hour(
+                    _replicas_paid(inputs, offer.name, state),
+                    offer.gpus_per_replica,
+                    offer.price_per_gpu_hour,
+                ),
+                effective_dollars_per_hour=offer.effective(),
+                last_reclaim_time=reclaimed,
+            )
+        )
+    return entries
+
+
+def _replicas_paid(inputs: Inputs, pool: str, deployment: DeploymentState) -> int:
     """Replicas on GPUs. The pods are listed before the Deployment is read, so a pod bound and
     ready in between shows in the Deployment's ready count only: a ready replica holds its GPUs."""
     if inputs.replicas_holding_gpus is None:
         return deployment.replicas
-    return max(inputs.replicas_holding_gpus, deployment.ready_replicas)
+    return max(inputs.replicas_holding_gpus.get(pool, 0), deployment.ready_replicas)
 
 
 def _capacity_condition(
     status: modelservice.ModelServiceStatus,
-    where: placement.Placement,
+    where: spread.Spread,
     *,
     now: str,
     generation: int,
 ) -> common.Condition:
-    """CapacityLimited: the replicas asked for do not fit, or the autoscaler wanted more than the
-    pool can give and ordered only what fits (no pod waits; its decision says what is missing)."""
+    """CapacityLimited: the replicas asked for do not fit in all the acceptable pools together,
+    or the autoscaler wanted more than they can give and ordered only what fits (no pod waits;
+    its decision says what is missing)."""
     decision = status.autoscaler.last_decision if status.autoscaler else None
     autoscaler_bound = decision is not None and decision.bound == policy_types.Bound.CAPACITY.value
     limited = where.capacity_limited or autoscaler_bound
@@ -194,22 +367,27 @@ def _capacity_condition(
 
 
 def _progressing(
-    deployment: DeploymentState, replicas: int, *, now: str, generation: int
+    states: Sequence[DeploymentState],
+    by_pool: Mapping[str, DeploymentState],
+    wanted: Mapping[str, int],
+    *,
+    now: str,
+    generation: int,
 ) -> common.Condition:
-    observed = deployment.observed_generation >= deployment.generation
-    done = (
-        observed
-        and deployment.updated_replicas >= replicas
-        and deployment.ready_replicas >= replicas
-        and deployment.replicas == replicas
+    """Rolled out when every pool's Deployment has exactly its replicas updated and ready, and
+    no other Deployment of the service is left."""
+    replicas = sum(wanted.values())
+    ready = sum(state.ready_replicas for state in states)
+    done = len(states) == len(by_pool) and all(
+        _rolled_out(by_pool.get(pool) or DeploymentState(), count) for pool, count in wanted.items()
     )
     if done:
         reason = explain.SCALED_TO_ZERO if replicas == 0 else explain.ROLLED_OUT
-        message = f"{deployment.ready_replicas} of {replicas} replicas ready"
+        message = f"{ready} of {replicas} replicas ready"
         return explain.condition(
             explain.PROGRESSING, False, reason, message, now=now, generation=generation
         )
-    message = f"{deployment.ready_replicas} of {replicas} replicas ready"
+    message = f"{ready} of {replicas} replicas ready"
     return explain.condition(
         explain.PROGRESSING,
         True,
@@ -220,8 +398,22 @@ def _progressing(
     )
 
 
+def _rolled_out(deployment: DeploymentState, replicas: int) -> bool:
+    if replicas == 0 and deployment == DeploymentState():
+        return True
+    return (
+        deployment.observed_generation >= deployment.generation
+        and deployment.updated_replicas >= replicas
+        and deployment.ready_replicas >= replicas
+        and deployment.replicas == replicas
+    )
+
+
 def _problems(
-    inputs: Inputs, spec: modelservice.ModelServiceSpec, pool: gpupool.GPUPoolSpec, gpus: int
+    inputs: Inputs,
+    spec: modelservice.ModelServiceSpec,
+    offers: Sequence[spread.Offer],
+    gpus: int,
 ) -> tuple[str, str] | None:
     """A user's mistake that still lets the workload be rendered: (reason, message) or None."""
     missing = secret_not_found(inputs.pod_waiting)
@@ -230,14 +422,32 @@ def _problems(
             f"{missing}: create it in namespace {inputs.namespace} or fix "
             "spec.engine.hfTokenSecretRef / spec.engine.env"
         )
+    unknown = [name for name in spec.pools if name not in inputs.pools]
+    if unknown:
+        return explain.UNKNOWN_POOL, (
+            f"spec.pools names GPUPools that do not exist: {', '.join(unknown)} (the others "
+            "are used): create them or remove them from the list"
+        )
+    offered = {offer.name for offer in offers}
+    too_small = [
+        name
+        for name in spec.pools
+        if name in inputs.pools and inputs.pools[name].gpus_per_node >= gpus and name not in offered
+    ]
+    if too_small:
+        return explain.POOL_TOO_SMALL, _too_small(spec, too_small, inputs.pools) + (
+            " (the others are used)"
+        )
     target = spec.cost_target
     cap = target.max_dollars_per_hour
+    cheapest = min(offers, key=lambda o: o.price_per_gpu_hour / o.unit)
+    price = cheapest.price_per_gpu_hour / cheapest.unit
     if cap is not None and target.enforcement is policy_types.Enforcement.HARD:
-        floor = cost.dollars_per_hour(spec.scaling.min_replicas, gpus, pool.price_per_gpu_hour)
+        floor = cost.dollars_per_hour(spec.scaling.min_replicas, gpus, price)
         if floor > cap:
             return explain.COST_CAP_BELOW_MINIMUM, (
                 f"scaling.minReplicas {spec.scaling.min_replicas} x {gpus} GPUs x "
-                f"${pool.price_per_gpu_hour:.2f} = {cost.format_dollars_per_hour(floor)} exceeds "
+                f"${price:.2f} = {cost.format_dollars_per_hour(floor)} exceeds "
                 f"costTarget.maxDollarsPerHour {cost.format_dollars_per_hour(cap)} (Hard): "
                 "lower minReplicas, raise the cap or use enforcement Soft"
             )
@@ -295,11 +505,11 @@ _WARNING_WHEN_TRUE = {explain.DEGRADED, explain.CAPACITY_LIMITED}
 def _events(
     before: modelservice.ModelServiceStatus, after: modelservice.ModelServiceStatus
 ) -> list[Event]:
-    """An Event per condition whose status or reason changed, and one when the pool changes."""
+    """An Event per condition whose status or reason changed, and one on first placement (pool
+    changes after it are moves, with Events of their own)."""
     events = []
-    if after.pool is not None and after.pool != before.pool:
-        reason = explain.PLACED if before.pool is None else explain.POOL_CHANGED
-        events.append(Event("Normal", reason, f"placed on GPUPool {after.pool}"))
+    if after.pool is not None and before.pool is None:
+        events.append(Event("Normal", explain.PLACED, f"placed: {after.placement}"))
     for changed in explain.transitions(before.conditions, after.conditions):
         if changed.type == explain.READY and changed.status is common.ConditionStatus.FALSE:
             continue  # its cause already has an Event of its own

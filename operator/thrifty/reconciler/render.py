@@ -73,8 +73,26 @@ def engine_name(name: str) -> str:
 
 
 def selector_labels(name: str) -> dict[str, str]:
-    """Immutable Deployment selector: never the pool, which may change."""
+    """The Service's, the PDB's and the scale subresource's selector: every pool's replicas."""
     return {placement.MODEL_SERVICE_LABEL: name}
+
+
+def pool_selector_labels(name: str, pool: str) -> dict[str, str]:
+    """A per-pool Deployment's immutable selector: its pool's replicas only, so the Deployments of
+    one ModelService never fight over each other's pods."""
+    return {**selector_labels(name), placement.POOL_LABEL: pool}
+
+
+def deployment_name(name: str, pool: str) -> str:
+    """The Deployment of one (ModelService, pool): the two names as far as they fit, and 8 hex
+    digits of their SHA-256, so that distinct pairs never share a name (``a`` on pool ``b-c``
+    and ``a-b`` on pool ``c`` differ in their hash)."""
+    digest = hashlib.sha256(f"{name}/{pool}".encode()).hexdigest()[:8]
+    base = re.sub(r"[^a-z0-9-]", "-", f"{name}-{pool}".lower())
+    if not base[:1].isalpha():
+        base = "ms-" + base
+    base = base[: MAX_CHILD_NAME_LENGTH - len(digest) - 1].rstrip("-")
+    return f"{base}-{digest}"
 
 
 def selector_string(name: str) -> str:
@@ -285,15 +303,21 @@ def _tolerations(pool: gpupool.GPUPoolSpec) -> list[dict[str, Any]]:
 
 
 def deployment(target: Target) -> Manifest:
+    """The replicas of one pool: one Deployment per (ModelService, pool), found by its labels."""
     volumes, _ = _volumes(target.spec)
     pod_labels = {**labels(target.name), placement.POOL_LABEL: target.pool_name}
+    metadata = {
+        **_metadata(target),
+        "name": deployment_name(target.name, target.pool_name),
+        "labels": pod_labels,
+    }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(target),
+        "metadata": metadata,
         "spec": {
             "replicas": target.replicas,
-            "selector": {"matchLabels": selector_labels(target.name)},
+            "selector": {"matchLabels": pool_selector_labels(target.name, target.pool_name)},
             # Surge instead of unavailability: a rollout never drops serving capacity, at the price
             # of one replica's GPUs held twice for the duration of a cold start.
             "strategy": {
@@ -348,6 +372,11 @@ def pod_disruption_budget(target: Target) -> Manifest:
     }
 
 
-def manifests(target: Target) -> list[Manifest]:
-    """Everything a ModelService owns, in apply order."""
-    return [service(target), pod_disruption_budget(target), deployment(target)]
+def manifests(targets: list[Target]) -> list[Manifest]:
+    """Everything a ModelService owns, in apply order: one Service and one PDB across its pools,
+    then a Deployment per pool (the first target's pool is its main one)."""
+    return [
+        service(targets[0]),
+        pod_disruption_budget(targets[0]),
+        *(deployment(target) for target in targets),
+    ]

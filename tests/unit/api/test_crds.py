@@ -51,7 +51,7 @@ def test_model_service_has_the_scale_subresource_and_documented_columns() -> Non
     assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.replicas"
     assert version["subresources"]["scale"]["labelSelectorPath"] == ".status.selector"
     columns = {c["name"] for c in version["additionalPrinterColumns"]}
-    assert {"Pool", "Ready", "Desired", "Queue", "$/Hour", "$/1M Tokens", "Age"} <= columns
+    assert {"Pools", "Ready", "Desired", "Queue", "$/Hour", "$/1M Tokens", "Age"} <= columns
     props = version["schema"]["openAPIV3Schema"]["properties"]
     assert "replicas" not in props["spec"].get("required", [])
     policy_state = props["status"]["properties"]["autoscaler"]["properties"]["policyState"]

@@ -9,7 +9,7 @@ from typing import Any
 
 from thrifty.adapters import kube as kube_adapter
 from thrifty.control import handlers
-from thrifty.reconciler import placement
+from thrifty.reconciler import placement, render
 
 LOG = logging.getLogger("test")
 POOL = {
@@ -33,6 +33,18 @@ BODY: dict[str, Any] = {
         "scaling": {"maxReplicas": 4},
     },
 }
+
+
+def deployment(generation: int) -> dict[str, Any]:
+    """The cached per-pool Deployment of BODY."""
+    return {
+        "metadata": {
+            "name": render.deployment_name("llama", "h100"),
+            "generation": generation,
+            "labels": {placement.POOL_LABEL: "h100"},
+        },
+        "status": {},
+    }
 
 
 class FakeKube:
@@ -71,8 +83,8 @@ class FakeView:
     def replica_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
         return []
 
-    def deployment(self, namespace: str, name: str, uid: str) -> dict[str, Any] | None:
-        return self.deployment_body
+    def owned_deployments(self, namespace: str, name: str, uid: str) -> list[dict[str, Any]]:
+        return [] if self.deployment_body is None else [self.deployment_body]
 
     def model_services_in(self, namespace: str) -> list[dict[str, Any]]:
         return [BODY]
@@ -83,7 +95,7 @@ def test_an_unchanged_model_service_is_applied_once_then_never_again() -> None:
     handlers.reconcile_model_service(kube, BODY, LOG, view, applied)  # type: ignore[arg-type]
     assert "Deployment" in kube.applied
     writes = len(kube.applied)
-    view.deployment_body = {"metadata": {"generation": 1}, "status": {}}
+    view.deployment_body = deployment(1)
     for _ in range(5):
         handlers.reconcile_model_service(kube, BODY, LOG, view, applied)  # type: ignore[arg-type]
     assert len(kube.applied) == writes, "a settled ModelService costs no apply"
@@ -92,12 +104,12 @@ def test_an_unchanged_model_service_is_applied_once_then_never_again() -> None:
 def test_a_changed_spec_an_edited_or_a_deleted_deployment_is_applied_again() -> None:
     kube, view, applied = FakeKube(), FakeView(), {}
     handlers.reconcile_model_service(kube, BODY, LOG, view, applied)  # type: ignore[arg-type]
-    view.deployment_body = {"metadata": {"generation": 1}, "status": {}}
+    view.deployment_body = deployment(1)
     writes = len(kube.applied)
     scaled = {**BODY, "spec": {**BODY["spec"], "replicas": 2}}
     handlers.reconcile_model_service(kube, scaled, LOG, view, applied)  # type: ignore[arg-type]
     assert len(kube.applied) == 2 * writes, "a new replica count is applied"
-    view.deployment_body = {"metadata": {"generation": 7}, "status": {}}  # someone edited it
+    view.deployment_body = deployment(7)  # someone edited it
     handlers.reconcile_model_service(kube, scaled, LOG, view, applied)  # type: ignore[arg-type]
     assert len(kube.applied) == 3 * writes
     view.deployment_body = None  # someone deleted it

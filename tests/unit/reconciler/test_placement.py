@@ -1,4 +1,4 @@
-"""Pool choice and pool status from nodes and pods."""
+"""Pool room and pool status from nodes, pods and claims."""
 
 from __future__ import annotations
 
@@ -39,89 +39,71 @@ POOLS = {"od": pool("od"), "spot": pool("spot")}
 NODES = [node("od-0", "od"), node("od-1", "od"), node("spot-0", "spot")]
 
 
-def choose(
-    replicas: int, gpus: int, pods: list[placement.PodInfo], current: str | None = None
-) -> placement.Placement:
-    return placement.choose_pool(
-        service=("ns", "me"),
-        acceptable=["spot", "od"],
-        pools=POOLS,
-        nodes=NODES,
-        pods=pods,
-        gpus_per_replica=gpus,
-        replicas=replicas,
-        current_pool=current,
+def room(
+    gpus: int,
+    pods: list[placement.PodInfo],
+    name: str = "od",
+    nodes: list[placement.NodeInfo] | None = None,
+    pools: dict[str, gpupool.GPUPoolSpec] | None = None,
+    claims: placement.Claims | None = None,
+) -> placement.PoolRoom:
+    return placement.room(
+        name,
+        (pools or POOLS)[name],
+        NODES if nodes is None else nodes,
+        pods,
+        gpus,
+        exclude=("ns", "me"),
+        claims=claims,
     )
-
-
-def test_first_acceptable_pool_with_room_wins() -> None:
-    assert choose(2, 4, []).pool == "spot"
-    full_spot = [pod("other", "spot-0", 8)]
-    chosen = choose(2, 4, full_spot)
-    assert chosen.pool == "od" and not chosen.capacity_limited
 
 
 def test_own_pods_do_not_count_against_the_service() -> None:
     mine = [pod("me", "spot-0", 4), pod("me", "spot-0", 4)]
-    assert choose(2, 4, mine, current="spot").pool == "spot"
-
-
-def test_sticky_while_the_current_pool_has_room() -> None:
-    assert choose(1, 4, [], current="od").pool == "od"
+    assert room(4, mine, "spot").replicas == 2
+    assert room(4, [pod("other", "spot-0", 4)], "spot").replicas == 1
 
 
 def test_replicas_must_fit_on_single_nodes() -> None:
-    # 6 free GPUs on each od node: 12 in total, but only one 8-GPU replica per node fits nowhere.
-    pods = [pod("x", "od-0", 2), pod("x", "od-1", 2), pod("x", "spot-0", 8)]
-    chosen = choose(1, 8, pods)
-    assert chosen.capacity_limited
-    assert "room for 0" in chosen.message
-
-
-def test_capacity_limited_message_says_what_is_missing() -> None:
-    chosen = choose(5, 8, [])
-    assert chosen.capacity_limited and chosen.pool == "spot"
-    assert "wants 5 replicas x 8 GPUs = 40 nvidia.com/gpu" in chosen.message
-    assert "od: room for 2 (16 GPUs free on 2 nodes)" in chosen.message
-    assert "spot: room for 1 (8 GPUs free on 1 nodes)" in chosen.message
+    # 6 free GPUs on each od node: 12 in total, but an 8-GPU replica fits on neither.
+    pods = [pod("x", "od-0", 2), pod("x", "od-1", 2)]
+    where = room(8, pods)
+    assert (where.replicas, where.free_gpus, where.nodes) == (0, 12, 2)
 
 
 def test_pending_pods_of_others_hold_their_pool() -> None:
-    pending = [pod("other", None, 8, pool_name="spot")]
-    assert choose(1, 8, pending).pool == "od"
+    assert room(8, [pod("other", None, 8, pool_name="spot")], "spot").replicas == 0
 
 
 def test_quota_caps_thrifty_usage() -> None:
     pools = {"od": pool("od", max_gpus=8)}
-    chosen = placement.choose_pool(
-        service=("ns", "me"),
-        acceptable=["od"],
-        pools=pools,
-        nodes=NODES,
-        pods=[pod("other", "od-0", 4)],
-        gpus_per_replica=4,
-        replicas=2,
-        current_pool=None,
-    )
-    assert chosen.capacity_limited
+    assert room(4, [pod("other", "od-0", 4)], pools=pools).replicas == 1
 
 
-def test_unknown_pools_and_oversized_replicas_are_problems() -> None:
-    unknown = placement.choose_pool(
-        service=("ns", "me"),
-        acceptable=["nope"],
-        pools=POOLS,
-        nodes=NODES,
-        pods=[],
-        gpus_per_replica=1,
-        replicas=1,
-        current_pool=None,
-    )
-    assert unknown.pool is None and unknown.problem == "UnknownPool"
-    assert "nope" in unknown.message
-    too_big = choose(1, 16, [])
-    assert too_big.pool is None and too_big.problem == "GPUsPerReplicaTooLarge"
-    assert "16 GPUs on one node" in too_big.message
+def test_a_reclaimed_node_no_longer_counts() -> None:
+    """A node tainted by Karpenter, the cluster autoscaler or a termination handler is going
+    away: its GPUs are gone for placement as of the taint, not when the node is deleted."""
+    for key in [
+        "karpenter.sh/disrupted",
+        "ToBeDeletedByClusterAutoscaler",
+        "node.kubernetes.io/out-of-service",
+        "aws-node-termination-handler/spot-itn",
+    ]:
+        assert placement.reclaiming(["kwok.x-k8s.io/node", key])
+    assert not placement.reclaiming(["kwok.x-k8s.io/node", "nvidia.com/gpu"])
+    going = placement.NodeInfo("spot-0", {"thrifty.dev/pool": "spot"}, 8, True, reclaiming=True)
+    assert room(1, [], "spot", nodes=[going]).replicas == 0
+
+
+def test_claims_of_others_count_until_their_pods_show() -> None:
+    """What another placement claimed holds the pool until its pods exist, and not twice after."""
+    claims = {("ns", "other"): {"spot": 8}}
+    assert room(4, [], "spot", claims=claims).replicas == 0
+    shown = [pod("other", None, 4, pool_name="spot")]
+    assert room(4, shown, "spot", claims=claims).replicas == 0  # 4 pending + 4 claimed, unseen
+    placed = [pod("other", "spot-0", 4, "spot"), pod("other", "spot-0", 4, "spot")]
+    assert room(4, placed, "spot", claims=claims).replicas == 0
+    assert room(4, [], "spot", claims={("ns", "me"): {"spot": 8}}).replicas == 2  # own claim
 
 
 def test_pool_status_counts_nodes_gpus_and_usage() -> None:
@@ -140,15 +122,10 @@ def test_pool_status_counts_nodes_gpus_and_usage() -> None:
 @given(
     used=st.lists(st.integers(min_value=0, max_value=8), min_size=3, max_size=3),
     gpus=st.sampled_from([1, 2, 4, 8]),
-    replicas=st.integers(min_value=1, max_value=6),
 )
-def test_a_chosen_pool_without_limit_really_has_the_room(
-    used: list[int], gpus: int, replicas: int
-) -> None:
+def test_room_never_exceeds_the_free_gpus_of_single_nodes(used: list[int], gpus: int) -> None:
     pods = [pod("other", n.name, u) for n, u in zip(NODES, used, strict=True)]
-    chosen = choose(replicas, gpus, pods)
-    assert chosen.pool is not None
-    if not chosen.capacity_limited:
-        members = [n for n in NODES if n.labels["thrifty.dev/pool"] == chosen.pool]
+    for name in POOLS:
+        members = [n for n in NODES if n.labels["thrifty.dev/pool"] == name]
         free = {n.name: 8 - u for n, u in zip(NODES, used, strict=True)}
-        assert sum(free[n.name] // gpus for n in members) >= replicas
+        assert room(gpus, pods, name).replicas == sum(free[n.name] // gpus for n in members)

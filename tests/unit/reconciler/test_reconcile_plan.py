@@ -20,6 +20,12 @@ NODES = [placement.NodeInfo(f"n{i}", {"thrifty.dev/pool": "h100"}, 8) for i in r
 
 
 def inputs(spec: dict[str, Any], **changes: Any) -> reconcile.Inputs:
+    """One pass's inputs; ``deployment``, ``replicas_holding_gpus`` (an int): the h100 pool's."""
+    if "deployment" in changes:
+        found = changes.pop("deployment")
+        changes["deployments"] = {} if found is None else {"h100": found}
+    if isinstance(changes.get("replicas_holding_gpus"), int):
+        changes["replicas_holding_gpus"] = {"h100": changes["replicas_holding_gpus"]}
     base = reconcile.Inputs(
         name="llama",
         namespace="ns",
@@ -30,7 +36,7 @@ def inputs(spec: dict[str, Any], **changes: Any) -> reconcile.Inputs:
         pools={"h100": POOL},
         nodes=NODES,
         pods=[],
-        deployment=None,
+        deployments={},
         now="2026-01-01T00:00:00Z",
     )
     return dataclasses.replace(base, **changes)
@@ -251,3 +257,100 @@ def test_a_workload_the_api_server_refuses_degrades_once_with_its_message() -> N
     )
     assert [e.reason for e in refused.events] == [explain.APPLY_FAILED]
     assert again.events == []
+
+
+# --- spread over pools -------------------------------------------------------------------------
+
+SPOT = POOL.model_copy(
+    update={
+        "node_selector": {"thrifty.dev/pool": "spot"},
+        "price_per_gpu_hour": 1.0,
+        "capacity_type": gpupool.CapacityType.SPOT,
+    }
+)
+L4 = POOL.model_copy(
+    update={
+        "node_selector": {"thrifty.dev/pool": "l4"},
+        "gpu_memory_gib": 24,
+        "gpus_per_node": 4,
+        "price_per_gpu_hour": 0.8,
+        "relative_throughput": 0.3,
+    }
+)
+SPREAD_NODES = [
+    *NODES,
+    placement.NodeInfo("s0", {"thrifty.dev/pool": "spot"}, 8),
+    placement.NodeInfo("l0", {"thrifty.dev/pool": "l4"}, 4),
+]
+SPREAD_SPEC: dict[str, Any] = {
+    "model": {"uri": "hf://a/b"},
+    "pools": ["h100", "spot", "l4"],
+    "placement": "Cheapest",
+    "engine": {"tensorParallelSize": 4},
+    "replicas": 3,
+    "scaling": {"maxReplicas": 8},
+}
+
+
+def spread_inputs(spec: dict[str, Any] = SPREAD_SPEC, **changes: Any) -> reconcile.Inputs:
+    return inputs(spec, pools={"h100": POOL, "spot": SPOT, "l4": L4}, nodes=SPREAD_NODES, **changes)
+
+
+def test_a_spread_service_has_a_deployment_status_and_cost_per_pool() -> None:
+    plan = reconcile.plan(spread_inputs())
+    assert plan.manifests is not None
+    deployments = {
+        m["metadata"]["labels"]["thrifty.dev/pool"]: m["spec"]["replicas"]
+        for m in plan.manifests
+        if m["kind"] == "Deployment"
+    }
+    # Spot holds 2 replicas of 4 GPUs; then an H100 replica ($10/h) beats 4 L4 GPUs at 0.3 of
+    # its speed ($3.20 / 0.3 = $10.67/h per reference replica). Every pool has its Deployment.
+    assert deployments == {"h100": 1, "spot": 2, "l4": 0}
+    status = plan.status
+    assert status.placement == "h100=1 spot=2"
+    assert status.dollars_per_hour == 0.0  # nothing holds GPUs yet
+    by_pool = {p.pool: p for p in status.pools}
+    assert by_pool["spot"].capacity_type == "Spot" and by_pool["spot"].replicas == 2
+    assert by_pool["spot"].effective_dollars_per_hour == 4.0
+    assert condition(status, explain.CAPACITY_LIMITED).status is common.ConditionStatus.FALSE
+
+
+def test_an_unknown_pool_degrades_naming_it_and_the_others_serve() -> None:
+    spec = {**SPREAD_SPEC, "pools": ["nope", "spot"]}
+    plan = reconcile.plan(spread_inputs(spec))
+    assert plan.manifests is not None
+    degraded = condition(plan.status, explain.DEGRADED)
+    assert degraded.reason == explain.UNKNOWN_POOL and "nope" in degraded.message
+
+
+def test_a_pool_with_gpus_too_small_for_the_model_is_not_used_and_named() -> None:
+    spec = {**SPREAD_SPEC, "model": {"uri": "hf://a/b", "weightsGib": 140}}
+    plan = reconcile.plan(spread_inputs(spec))
+    assert plan.manifests is not None
+    pools = {m["metadata"]["labels"]["thrifty.dev/pool"] for m in plan.manifests[2:]}
+    assert pools == {"h100", "spot"}  # 140 / 4 = 35 GiB per GPU: not on a 24 GiB L4
+    degraded = condition(plan.status, explain.DEGRADED)
+    assert degraded.reason == explain.POOL_TOO_SMALL
+    assert "l4" in degraded.message and "weightsGib" in degraded.message
+
+
+def test_the_single_deployment_of_before_goes_once_the_pools_serve() -> None:
+    legacy = {"llama-engine": rolled_out(3)}
+    waiting = reconcile.plan(spread_inputs(orphans=legacy))
+    assert waiting.prune == []
+    serving = {"h100": rolled_out(1), "spot": rolled_out(2), "l4": rolled_out(0)}
+    done = reconcile.plan(spread_inputs(orphans=legacy, deployments=serving))
+    assert done.prune == ["llama-engine"]
+
+
+def test_spend_counts_every_pool() -> None:
+    """What a Hard cap and a CostBudget see: the sum of every pool's replicas on GPUs."""
+    serving = {"h100": rolled_out(1), "spot": rolled_out(2)}
+    status = reconcile.plan(spread_inputs(deployments=serving)).status
+    assert status.dollars_per_hour == 1 * 4 * 2.5 + 2 * 4 * 1.0
+    assert {p.pool: p.dollars_per_hour for p in status.pools} == {
+        "h100": 10.0,
+        "spot": 8.0,
+        "l4": 0.0,
+    }

@@ -82,7 +82,13 @@ def test_pods_land_on_the_pool_with_its_tolerations_and_labels() -> None:
     assert labels["thrifty.dev/pool"] == "h100-on-demand"
     assert labels["app.kubernetes.io/managed-by"] == "thrifty"
     assert set(deployment["spec"]["selector"]["matchLabels"].items()) <= set(labels.items())
-    assert "thrifty.dev/pool" not in deployment["spec"]["selector"]["matchLabels"]
+    # One Deployment per (ModelService, pool): its selector names both, so the Deployments of
+    # one ModelService never claim each other's pods.
+    assert deployment["spec"]["selector"]["matchLabels"] == {
+        "thrifty.dev/model-service": "llama",
+        "thrifty.dev/pool": "h100-on-demand",
+    }
+    assert deployment["metadata"]["labels"]["thrifty.dev/pool"] == "h100-on-demand"
     assert deployment["spec"]["replicas"] == 2
 
 
@@ -139,10 +145,13 @@ def test_shared_memory_default_grows_with_parallelism() -> None:
 
 
 def test_service_pdb_and_owner_references() -> None:
-    manifests = render.manifests(target())
+    manifests = render.manifests([target()])
     assert [m["kind"] for m in manifests] == ["Service", "PodDisruptionBudget", "Deployment"]
     for manifest in manifests:
-        assert manifest["metadata"]["name"] == "llama-engine"
+        expected = "llama-engine"
+        if manifest["kind"] == "Deployment":
+            expected = render.deployment_name("llama", "h100-on-demand")
+        assert manifest["metadata"]["name"] == expected
         assert manifest["metadata"]["name"] != "vllm"
         owner = manifest["metadata"]["ownerReferences"][0]
         assert owner["kind"] == "ModelService" and owner["uid"] == "1234" and owner["controller"]
@@ -155,8 +164,8 @@ def test_service_pdb_and_owner_references() -> None:
 def test_rendering_is_deterministic(tp: int, pp: int) -> None:
     body = {"model": {"uri": "hf://a/b"}, "pools": ["p"], "engine": {"tensorParallelSize": tp}}
     body["engine"]["pipelineParallelSize"] = pp  # type: ignore[index]
-    first = render.manifests(target(body))
-    assert first == render.manifests(target(body))
+    first = render.manifests([target(body)])
+    assert first == render.manifests([target(body)])
     assert container(first[2])["resources"]["limits"]["nvidia.com/gpu"] == str(tp * pp)
 
 
@@ -210,9 +219,33 @@ def test_distinct_names_never_share_children(names: list[str]) -> None:
         assert re.fullmatch(_DNS_1035, child) and len(child) <= 63, child
 
 
+@given(
+    st.lists(
+        st.tuples(
+            st.from_regex(r"[a-z0-9]([-.a-z0-9]{0,61}[a-z0-9])?", fullmatch=True),
+            st.from_regex(r"[a-z0-9]([-.a-z0-9]{0,20}[a-z0-9])?", fullmatch=True),
+        ),
+        min_size=2,
+        max_size=2,
+        unique=True,
+    )
+)
+def test_distinct_service_and_pool_pairs_never_share_a_deployment(
+    pairs: list[tuple[str, str]],
+) -> None:
+    first, second = (render.deployment_name(name, pool) for name, pool in pairs)
+    assert first != second
+    for child in (first, second):
+        assert re.fullmatch(_DNS_1035, child) and len(child) <= 63, child
+    assert render.deployment_name("a", "b-c") != render.deployment_name("a-b", "c")
+
+
 def test_children_of_a_dotted_name_are_found_by_its_label() -> None:
     placed = dataclasses.replace(target(), name="llama-3.1-8b")
-    for manifest in render.manifests(placed):
-        assert manifest["metadata"]["name"] == render.engine_name("llama-3.1-8b")
+    for manifest in render.manifests([placed]):
+        expected = render.engine_name("llama-3.1-8b")
+        if manifest["kind"] == "Deployment":
+            expected = render.deployment_name("llama-3.1-8b", placed.pool_name)
+        assert manifest["metadata"]["name"] == expected
         assert manifest["metadata"]["labels"]["thrifty.dev/model-service"] == "llama-3.1-8b"
     assert render.selector_string("llama-3.1-8b") == "thrifty.dev/model-service=llama-3.1-8b"

@@ -1,0 +1,115 @@
+"""The policy sizes in reference replicas: one replica on a pool counts as that pool's units.
+
+A ModelService may run on GPUs of different speeds (an H100 pool and an L4 pool) and on spot
+capacity that is over-provisioned by its interruption rate. The policy is a black box that
+returns a replica count; it decides in *reference replicas* (`relativeThroughput` 1), and the
+replicas it reads are counted in the same unit: a ready L4 replica at 0.3 counts 0.3. The
+signals it divides by that count (queue, tokens/s) are then per reference replica. The unit of a
+pool is `GPUPoolSpec.replica_units`; the reconciler's spread over pools uses the same one.
+
+A service on a single pool of `relativeThroughput` 1 sees exactly what it saw before pools
+could be spread over.
+
+`Claimed` is what this pass already handed out: when many ModelServices scale up in one pass,
+each one sees the pools' free GPUs minus what the ones decided before it took, so the pass never
+orders more than the pools hold.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, MutableMapping, Sequence
+
+from thrifty.api import gpupool, modelservice
+from thrifty.autoscaler.observe import PodView
+from thrifty.policy import types
+
+EPSILON = 1e-9
+
+Claimed = MutableMapping[str, int]
+"""GPUs per pool this pass's decisions already ordered."""
+
+
+def _unit(pools: Mapping[str, gpupool.GPUPool], name: str | None) -> float:
+    pool = pools.get(name or "")
+    return 1.0 if pool is None else pool.spec.replica_units()
+
+
+def replica_counts(
+    counts: types.ReplicaCounts,
+    pods: Sequence[PodView],
+    pools: Mapping[str, gpupool.GPUPool],
+) -> types.ReplicaCounts:
+    """``counts`` (from `observe.replica_counts`) with ready, starting and draining replicas in
+    reference replicas: ready ones rounded down (never count serving capacity not there)."""
+    live = [pod for pod in pods if not pod.terminating]
+    ready = sum(_unit(pools, pod.pool) for pod in live if pod.ready)
+    starting = sum(_unit(pools, pod.pool) for pod in live if pod.scheduled and not pod.ready)
+    draining = sum(_unit(pools, pod.pool) for pod in pods if pod.terminating and pod.scheduled)
+    return types.ReplicaCounts(
+        desired=counts.desired,
+        ready=math.floor(ready + EPSILON),
+        starting=round(starting),
+        oldest_starting_seconds=counts.oldest_starting_seconds,
+        draining=round(draining),
+    )
+
+
+def pool_view(
+    ms: modelservice.ModelService,
+    pools: Mapping[str, gpupool.GPUPool],
+    counts: types.ReplicaCounts,
+    placed_units: float,
+    claimed: Mapping[str, int],
+) -> types.PoolView:
+    """Every acceptable pool as one, in reference replicas: the free GPUs of all (minus what
+    this pass claimed and what our own unplaced replicas wait for), and the $/GPU-hour of a
+    reference replica that the reconciler's spread plans with (status.pricePerGpuHour)."""
+    gpus = ms.spec.engine.gpus_per_replica
+    known = [name for name in ms.spec.pools if name in pools]
+    status = ms.status or modelservice.ModelServiceStatus()
+    main = status.pool if status.pool is not None and status.pool in pools else known[0]
+    first = pools[main]
+    price = status.price_per_gpu_hour
+    if price is None or not status.pools:
+        price = first.spec.price_per_gpu_hour / first.spec.replica_units()
+    free: int | None = None
+    if all(pools[name].status is not None for name in known):
+        units = 0.0
+        for name in known:
+            pool = pools[name]
+            left = max((pool.status.gpus_free if pool.status else 0) - claimed.get(name, 0), 0)
+            units += (left // gpus) * pool.spec.replica_units()
+        unplaced = max(counts.desired - placed_units, 0.0)
+        free = max(math.floor(units - unplaced + EPSILON), 0) * gpus
+    return types.PoolView(
+        name=main,
+        price_per_gpu_hour=price,
+        gpus_per_replica=gpus,
+        free_gpus=free,
+    )
+
+
+def placed_units(pods: Sequence[PodView], pools: Mapping[str, gpupool.GPUPool]) -> float:
+    return sum(_unit(pools, pod.pool) for pod in pods if pod.scheduled and not pod.terminating)
+
+
+def claim(
+    ms: modelservice.ModelService,
+    pools: Mapping[str, gpupool.GPUPool],
+    more: int,
+    claimed: Claimed,
+) -> None:
+    """Records that ``more`` reference replicas were ordered for ``ms``: their GPUs, taken from
+    its pools in its order of preference, are no longer free for the rest of this pass."""
+    gpus = ms.spec.engine.gpus_per_replica
+    left = float(more)
+    for name in ms.spec.pools:
+        pool = pools.get(name)
+        if pool is None or pool.status is None or left <= EPSILON:
+            continue
+        unit = pool.spec.replica_units()
+        free = max(pool.status.gpus_free - claimed.get(name, 0), 0) // gpus
+        take = min(free, math.ceil(left / unit - EPSILON))
+        claimed[name] = claimed.get(name, 0) + take * gpus
+        left -= take * unit

@@ -1,0 +1,297 @@
+"""How many replicas of one ModelService go to each of its pools: spill, replace, return.
+
+The autoscaler decides how much serving capacity a ModelService needs, in *reference replicas*
+(replicas of a GPUPool with `relativeThroughput` 1). This module turns that into replicas per
+pool, where a replica on pool p counts as `unit(p)` reference replicas
+(`GPUPoolSpec.replica_units`, the one conversion, which the autoscaler's count of ready
+replicas uses too): its relative throughput, times (1 - interruptionRate) on Spot, so that spot
+replicas are over-provisioned by what a reclaim is expected to take.
+
+Each pass starts from what is asked for now (the per-pool Deployments) and changes as little as
+it can, in this order:
+
+1. *Fit*: a pool keeps no more replicas than it can hold now (a reclaimed or full pool loses the
+   excess at once, so no pod waits Pending for GPUs that are gone).
+2. *Grow*: while the replicas count for less than the target, one more goes to the best pool with
+   room: `minOnDemandReplicas` first on pools that are not Spot, then by rank. The rank is the
+   list's order (`Ordered`) or the marginal effective price (`Cheapest`): a replica's $/hour (zero
+   inside a reservation) over its unit. A full pool spills to the next at once.
+3. *Shrink*: while a replica can go and the rest still count for the target, the dearest goes,
+   but a ready one only when the ready replicas left still count for the target: a move never
+   drops serving capacity (the new replica is ready before the old one drains).
+4. *Return*: when nothing else changed and every replica is ready, the dearest replica is
+   replaced by enough replicas on a pool cheaper by at least the hysteresis margin, one replica
+   at a time (step 3 drains the old one once the new ones are ready). A pool that lost replicas
+   recently is not returned to until its return delay has passed, so a flapping spot pool causes
+   no churn.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from thrifty import cost, explain
+from thrifty.api import gpupool
+
+EPSILON = 1e-9
+RETURN_MARGIN = 0.10
+"""A return needs the new pool's effective price at least 10 % below the old one: a smaller gap
+does not pay for the cold start the move costs (and prices that differ by noise cause no churn)."""
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One acceptable pool, as this ModelService sees it this pass."""
+
+    name: str
+    capacity_type: gpupool.CapacityType
+    price_per_gpu_hour: float
+    gpus_per_replica: int
+    unit: float
+    """Reference replicas one replica here counts as (see the module doc)."""
+    room: int
+    """Replicas of this service the pool can hold now, its own current ones included."""
+    reserved: int | None = None
+    """Of those, how many fit inside the reservation (Reserved pools; None: not reserved)."""
+    current: int = 0
+    """Replicas asked for now (the pool's Deployment)."""
+    ready: int = 0
+    returnable: bool = True
+    """False while the pool is inside its return delay after losing replicas."""
+
+    @property
+    def spot(self) -> bool:
+        return self.capacity_type is gpupool.CapacityType.SPOT
+
+    def replica_dollars_per_hour(self) -> float:
+        return cost.replica_dollars_per_hour(self.gpus_per_replica, self.price_per_gpu_hour)
+
+    def marginal(self, count: int) -> float:
+        """Effective $/hour of the replica number ``count + 1`` here, per reference replica."""
+        inside = self.reserved is not None and count < self.reserved
+        return (0.0 if inside else self.replica_dollars_per_hour()) / self.unit
+
+    def effective(self) -> float:
+        """$/hour of a reference replica's throughput here at list price."""
+        return self.replica_dollars_per_hour() / self.unit
+
+
+def unit(pool: gpupool.GPUPoolSpec) -> float:
+    """Reference replicas one replica of ``pool`` counts as (`GPUPoolSpec.replica_units`)."""
+    return pool.replica_units()
+
+
+@dataclass(frozen=True)
+class Move:
+    """A change of pools that is a decision of its own (Event reason, message with the cost)."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Spread:
+    replicas: dict[str, int]
+    """Replicas per offered pool, 0 included."""
+    capacity_limited: bool
+    message: str
+    moves: list[Move] = field(default_factory=list)
+    lost: dict[str, int] = field(default_factory=dict)
+    """Replicas a pool could no longer hold (reclaimed nodes, quota), per pool."""
+
+
+def units(offers: Sequence[Offer], counts: Mapping[str, int]) -> float:
+    return sum(o.unit * counts.get(o.name, 0) for o in offers)
+
+
+def dollars_per_hour(offers: Sequence[Offer], counts: Mapping[str, int]) -> float:
+    return cost.sum_dollars_per_hour(
+        o.replica_dollars_per_hour() * counts.get(o.name, 0) for o in offers
+    )
+
+
+def _rank(offer: Offer, index: int, count: int, cheapest: bool) -> tuple[float, int]:
+    return (offer.marginal(count), index) if cheapest else (0.0, index)
+
+
+def _describe(offers: Sequence[Offer], counts: Mapping[str, int]) -> str:
+    used = [f"{o.name}={counts.get(o.name, 0)}" for o in offers if counts.get(o.name, 0)]
+    return " ".join(used) or "none"
+
+
+def spread(
+    offers: Sequence[Offer],
+    target: float,
+    *,
+    cheapest: bool,
+    min_on_demand: int,
+    cold_start_seconds: float,
+    previous_target: float | None = None,
+) -> Spread:
+    """Replicas per pool for ``target`` reference replicas (see the module doc for the steps)."""
+    keep = {o.name: min(o.current, o.room) for o in offers}
+    lost = {o.name: o.current - keep[o.name] for o in offers if o.current > keep[o.name]}
+    before = {o.name: o.current for o in offers}
+    added = _grow(offers, keep, target, cheapest, min_on_demand)
+    removed = _shrink(offers, keep, target, cheapest, min_on_demand)
+    returning: tuple[Offer, Offer, int] | None = None
+    if not added and not removed and not lost:
+        returning = _return(offers, keep, cheapest, min_on_demand)
+    short = units(offers, keep) + EPSILON < target
+    drained = bool(removed) and not added and previous_target == target
+    moves = _moves(offers, before, keep, lost, added, returning, drained, cold_start_seconds)
+    message = f"{_describe(offers, keep)} for {target:g} reference replicas"
+    if short:
+        rooms = "; ".join(f"{o.name}: room for {o.room} (x{o.unit:g})" for o in offers)
+        gpus = offers[0].gpus_per_replica if offers else 0
+        message = (
+            f"wants {target:g} reference replicas x {gpus} GPUs = {target * gpus:g} "
+            f"nvidia.com/gpu, but all acceptable pools together hold {units(offers, keep):g}: "
+            f"{rooms}"
+        )
+    return Spread(dict(keep), short, message, moves, lost)
+
+
+def _grow(
+    offers: Sequence[Offer],
+    keep: dict[str, int],
+    target: float,
+    cheapest: bool,
+    min_on_demand: int,
+) -> dict[str, int]:
+    added: dict[str, int] = {}
+    while True:
+        on_demand = sum(keep[o.name] for o in offers if not o.spot)
+        need_base = on_demand < min_on_demand
+        if units(offers, keep) + EPSILON >= target and not need_base:
+            return added
+        candidates = [
+            (_rank(o, i, keep[o.name], cheapest), o)
+            for i, o in enumerate(offers)
+            if keep[o.name] < o.room and not (need_base and o.spot)
+        ]
+        if not candidates:
+            return added
+        _, best = min(candidates, key=lambda c: c[0])
+        keep[best.name] += 1
+        added[best.name] = added.get(best.name, 0) + 1
+
+
+def _shrink(
+    offers: Sequence[Offer],
+    keep: dict[str, int],
+    target: float,
+    cheapest: bool,
+    min_on_demand: int,
+) -> dict[str, int]:
+    removed: dict[str, int] = {}
+    while True:
+        total = units(offers, keep)
+        ready = sum(o.unit * min(o.ready, keep[o.name]) for o in offers)
+        on_demand = sum(keep[o.name] for o in offers if not o.spot)
+        dearest = sorted(
+            (
+                (_rank(o, i, keep[o.name] - 1, cheapest), o)
+                for i, o in enumerate(offers)
+                if keep[o.name] > 0
+            ),
+            key=lambda c: c[0],
+            reverse=True,
+        )
+        chosen = None
+        for _, o in dearest:
+            if total - o.unit + EPSILON < target:
+                continue
+            if not o.spot and on_demand - 1 < min_on_demand:
+                continue
+            ready_gone = o.unit if min(o.ready, keep[o.name]) >= keep[o.name] else 0.0
+            if ready_gone and ready - ready_gone + EPSILON < min(target, ready):
+                break  # the replacement is not ready yet: wait, drain nothing cheaper either
+            chosen = o
+            break
+        if chosen is None:
+            return removed
+        keep[chosen.name] -= 1
+        removed[chosen.name] = removed.get(chosen.name, 0) + 1
+
+
+def _return(
+    offers: Sequence[Offer], keep: dict[str, int], cheapest: bool, min_on_demand: int
+) -> tuple[Offer, Offer, int] | None:
+    if any(min(o.ready, keep[o.name]) < keep[o.name] for o in offers):
+        return None  # something is starting: one move at a time
+    used = [(i, o) for i, o in enumerate(offers) if keep[o.name] > 0]
+    if not used:
+        return None
+    on_demand = sum(keep[o.name] for o in offers if not o.spot)
+    index, dearest = max(used, key=lambda c: _rank(c[1], c[0], keep[c[1].name] - 1, cheapest))
+    if not dearest.spot and on_demand - 1 < min_on_demand:
+        return None
+    old_price = dearest.marginal(keep[dearest.name] - 1)
+    for i, o in sorted(
+        enumerate(offers), key=lambda c: _rank(c[1], c[0], keep[c[1].name], cheapest)
+    ):
+        if o is dearest or not o.returnable:
+            continue
+        better = (
+            o.marginal(keep[o.name]) <= (1 - RETURN_MARGIN) * old_price if cheapest else i < index
+        )
+        if not better:
+            continue
+        count = math.ceil(dearest.unit / o.unit - EPSILON)
+        if o.room - keep[o.name] >= count:
+            keep[o.name] += count
+            return dearest, o, count
+    return None
+
+
+def _moves(
+    offers: Sequence[Offer],
+    before: Mapping[str, int],
+    after: Mapping[str, int],
+    lost: Mapping[str, int],
+    added: Mapping[str, int],
+    returning: tuple[Offer, Offer, int] | None,
+    drained: bool,
+    cold_start_seconds: float,
+) -> list[Move]:
+    """The pass's change of pools as one decision: reason, replicas before and after, $/hour."""
+    delta = cost.format_dollars_per_hour_delta(
+        dollars_per_hour(offers, after) - dollars_per_hour(offers, before)
+    )
+    where = f"{_describe(offers, before)} -> {_describe(offers, after)}, {delta}"
+    if lost:
+        gone = ", ".join(f"{name} lost {count}" for name, count in lost.items())
+        new = ", ".join(f"{k} on {n}" for n, k in added.items()) or "none (no pool has room)"
+        return [
+            Move(
+                explain.CAPACITY_RECLAIMED,
+                f"{gone}: replacements ordered at once: {new}, serving in about "
+                f"{cold_start_seconds:.0f} s (cold start); {where}",
+            )
+        ]
+    if returning is not None:
+        old, new_pool, count = returning
+        return [
+            Move(
+                explain.RETURNING,
+                f"{count} replica(s) on {new_pool.name} (${new_pool.effective():.2f}/h per "
+                f"reference replica) to replace one on {old.name} (${old.effective():.2f}/h), "
+                f"which drains once they are ready; {where}",
+            )
+        ]
+    if drained:
+        return [Move(explain.RETURNED, f"the replacement is ready, the old one drains; {where}")]
+    full = [o.name for o in offers if o.room <= after.get(o.name, 0)]
+    spilled = [n for n in added if full and n not in full]
+    if spilled and full:
+        return [
+            Move(
+                explain.SPILLED,
+                f"{', '.join(full)} full: {', '.join(f'{added[n]} on {n}' for n in spilled)}; "
+                f"{where}",
+            )
+        ]
+    return []

@@ -1,0 +1,104 @@
+"""The policy sizes in reference replicas over every acceptable pool, and one pass never hands
+out the same free GPUs to two ModelServices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from thrifty.api import gpupool, modelservice
+from thrifty.autoscaler import capacity, plan
+from thrifty.autoscaler.observe import ObserveSettings, PodView
+from thrifty.autoscaler.world import ServiceKey, ServiceView, SignalsReading, World
+from thrifty.policy import types
+from thrifty.policy.thrifty_policy import ThriftyPolicy
+
+
+def pool(name: str, price: float, free: int, **spec: Any) -> gpupool.GPUPool:
+    return gpupool.GPUPool.model_validate(
+        {
+            "spec": {
+                "accelerator": "GPU",
+                "gpuMemoryGib": 80,
+                "gpusPerNode": 8,
+                "nodeSelector": {"p": name},
+                "pricePerGpuHour": price,
+                **spec,
+            },
+            "status": {"nodes": 1, "gpusAllocatable": free, "gpusFree": free},
+        }
+    )
+
+
+POOLS = {
+    "h100": pool("h100", 4.0, 2),
+    "l4": pool("l4", 0.8, 8, relativeThroughput=0.25),
+}
+
+
+def service(name: str = "svc", replicas: int = 2, pools: list[str] | None = None) -> Any:
+    return modelservice.ModelService.model_validate(
+        {
+            "spec": {
+                "model": {"uri": "hf://a/b"},
+                "pools": pools or ["h100", "l4"],
+                "replicas": replicas,
+                "scaling": {"minReplicas": 1, "maxReplicas": 40, "queueDepthTargetPerReplica": 2},
+            },
+            "status": {"pool": "h100"},
+        }
+    )
+
+
+def test_replicas_of_a_slower_pool_count_in_its_units() -> None:
+    pods = [
+        PodView(ready=True, scheduled=True, pool="h100"),
+        *[PodView(ready=True, scheduled=True, pool="l4")] * 4,
+        PodView(ready=False, scheduled=True, starting_seconds=5, pool="l4"),
+        PodView(ready=False, scheduled=True, starting_seconds=5, pool="l4"),
+    ]
+    counts = capacity.replica_counts(types.ReplicaCounts(3, 5, 2), pods, POOLS)
+    assert (counts.desired, counts.ready, counts.starting) == (3, 2, 0)  # 1 + 4 x 0.25; 0.5
+
+
+def test_free_gpus_are_those_of_every_acceptable_pool_in_reference_replicas() -> None:
+    ms = service(replicas=1)
+    counts = types.ReplicaCounts(1, 1, 0)
+    view = capacity.pool_view(ms, POOLS, counts, 1.0, {})
+    assert view.free_gpus == 4  # 2 H100 + 8 L4 x 0.25
+    assert view.price_per_gpu_hour == 4.0  # status says nothing yet: the main pool's, over 1
+    only_h100 = capacity.pool_view(service(pools=["h100"]), POOLS, counts, 1.0, {})
+    assert only_h100.free_gpus == 2
+
+
+def test_one_pass_never_orders_more_than_the_pools_hold() -> None:
+    """Five services want many more replicas in the same pass; 2 H100 GPUs are free: the
+    decisions together order at most 2 (the first one decided takes them)."""
+    pools = {"h100": pool("h100", 4.0, 2)}
+    names = [f"s{i}" for i in range(5)]
+    views = [
+        ServiceView(
+            key=ServiceKey("ns", name),
+            uid=name,
+            model_service=service(name, replicas=1, pools=["h100"]),
+            resource_version="1",
+            generation=1,
+            pods=[PodView(ready=True, scheduled=True, pool="h100")],
+        )
+        for name in names
+    ]
+    flood = types.Signals(
+        requests_waiting=400,
+        requests_running=200,
+        kv_cache_usage=0.99,
+        prompt_tokens_per_second=20000,
+        generation_tokens_per_second=3000,
+        requests_per_second=40,
+        ttft_p95_seconds=9,
+        sample_age_seconds=1,
+    )
+    readings = {view.key: SignalsReading(flood, "read") for view in views}
+    decided = plan.decide(
+        World(views, pools), readings, {}, 0.0, ObserveSettings(), plan.Fixed(ThriftyPolicy())
+    )
+    more = sum((d.decision.replicas if d.decision else 1) - 1 for d in decided)
+    assert more == 2, [d.decision.replicas if d.decision else None for d in decided]
