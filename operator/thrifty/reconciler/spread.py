@@ -134,22 +134,23 @@ def spread(
     keep = {o.name: min(o.current, o.room) for o in offers}
     lost = {o.name: o.current - keep[o.name] for o in offers if o.current > keep[o.name]}
     before = {o.name: o.current for o in offers}
-    added = _grow(offers, keep, target, cheapest, min_on_demand)
+    full: set[str] = set()
+    added = _grow(offers, keep, target, cheapest, min_on_demand, full)
     removed = _shrink(offers, keep, target, cheapest, min_on_demand)
     returning: tuple[Offer, Offer, int] | None = None
     if not added and not removed and not lost:
         returning = _return(offers, keep, cheapest, min_on_demand)
     short = units(offers, keep) + EPSILON < target
     drained = bool(removed) and not added and previous_target == target
-    moves = _moves(offers, before, keep, lost, added, returning, drained, cold_start_seconds)
+    moves = _moves(offers, before, keep, lost, added, full, returning, drained, cold_start_seconds)
     message = f"{_describe(offers, keep)} for {target:g} reference replicas"
     if short:
         rooms = "; ".join(f"{o.name}: room for {o.room} (x{o.unit:g})" for o in offers)
         gpus = offers[0].gpus_per_replica if offers else 0
         message = (
-            f"wants {target:g} reference replicas x {gpus} GPUs = {target * gpus:g} "
-            f"nvidia.com/gpu, but all acceptable pools together hold {units(offers, keep):g}: "
-            f"{rooms}"
+            f"wants {target:g} replicas x {gpus} GPUs = {target * gpus:g} nvidia.com/gpu "
+            f"(reference replicas), but all acceptable pools together hold "
+            f"{units(offers, keep):g}: {rooms}"
         )
     return Spread(dict(keep), short, message, moves, lost)
 
@@ -160,21 +161,26 @@ def _grow(
     target: float,
     cheapest: bool,
     min_on_demand: int,
+    full: set[str],
 ) -> dict[str, int]:
+    """Adds replicas to the best pools with room; ``full`` gets the better-ranked pools that
+    had no room when a replica went elsewhere (the pools spilled from)."""
     added: dict[str, int] = {}
     while True:
         on_demand = sum(keep[o.name] for o in offers if not o.spot)
         need_base = on_demand < min_on_demand
         if units(offers, keep) + EPSILON >= target and not need_base:
             return added
-        candidates = [
+        eligible = [
             (_rank(o, i, keep[o.name], cheapest), o)
             for i, o in enumerate(offers)
-            if keep[o.name] < o.room and not (need_base and o.spot)
+            if not (need_base and o.spot)
         ]
+        candidates = [(rank, o) for rank, o in eligible if keep[o.name] < o.room]
         if not candidates:
             return added
-        _, best = min(candidates, key=lambda c: c[0])
+        best_rank, best = min(candidates, key=lambda c: c[0])
+        full.update(o.name for rank, o in eligible if rank < best_rank)
         keep[best.name] += 1
         added[best.name] = added.get(best.name, 0) + 1
 
@@ -253,6 +259,7 @@ def _moves(
     after: Mapping[str, int],
     lost: Mapping[str, int],
     added: Mapping[str, int],
+    full: set[str],
     returning: tuple[Offer, Offer, int] | None,
     drained: bool,
     cold_start_seconds: float,
@@ -284,14 +291,8 @@ def _moves(
         ]
     if drained:
         return [Move(explain.RETURNED, f"the replacement is ready, the old one drains; {where}")]
-    full = [o.name for o in offers if o.room <= after.get(o.name, 0)]
-    spilled = [n for n in added if full and n not in full]
-    if spilled and full:
-        return [
-            Move(
-                explain.SPILLED,
-                f"{', '.join(full)} full: {', '.join(f'{added[n]} on {n}' for n in spilled)}; "
-                f"{where}",
-            )
-        ]
+    if full:
+        names = [o.name for o in offers if o.name in full]
+        new = ", ".join(f"{count} on {name}" for name, count in added.items())
+        return [Move(explain.SPILLED, f"{', '.join(names)} full: {new}; {where}")]
     return []

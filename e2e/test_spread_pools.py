@@ -1,0 +1,213 @@
+"""A ModelService spread over reserved, spot, L4 and on-demand H100 pools on the local cluster.
+
+Reserved GPUs fill first, then the cheapest $/token; a full pool spills at once without
+CapacityLimited; the spot node deleted -> its replicas are replaced on the next pools at once
+(from the node's watch event, not the 30 s resync), no pod waits Pending; the node back -> the
+replicas return to spot one at a time, the new one ready before the old one drains.
+
+The pools are this test's own GPUPools over the shared KWOK nodes (a hostname selector carves a
+"reserved" pool out of an on-demand node), so other tests' pools are left as they are; the spot
+node is re-created at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from harness import Cluster
+from harness.cluster import wait_until
+from harness.session import apply_fake_nodes
+from operator_process import StartOperator, operator_process
+from test_reconcile import (
+    _event_reasons,
+    apply,
+    condition,
+    crds_and_pools,
+    engine_pods,
+    get,
+    wait_for_h100_on_demand,
+)
+
+__all__ = ["crds_and_pools", "operator_process"]  # fixtures, re-exported for pytest
+
+SPOT_NODE = "kwok-h100-spot-0"
+KWOK = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
+SPOT = {"key": "thrifty.dev/capacity-type", "operator": "Exists", "effect": "NoSchedule"}
+RESYNC_SECONDS = 30.0
+"""The production resync period, so that the resync does not do the node event's work."""
+REPLACED_WITHIN_SECONDS = 5.0
+"""From the node's delete event: without it, the replicas' pods going and the Deployment's
+status changing trigger the same pass about 10 s later (measured)."""
+
+
+def gpu_pool(name: str, selector: dict[str, str], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "thrifty.dev/v1alpha1",
+        "kind": "GPUPool",
+        "metadata": {"name": name},
+        "spec": {
+            "accelerator": "NVIDIA-H100-80GB-HBM3",
+            "gpuMemoryGib": 80,
+            "gpusPerNode": 8,
+            "nodeSelector": selector,
+            "tolerations": [KWOK],
+            **spec,
+        },
+    }
+
+
+POOLS = [
+    # $2.50 paid anyway for 2 GPUs: free up to the reservation.
+    gpu_pool(
+        "sp-reserved",
+        {"kubernetes.io/hostname": "kwok-h100-od-1"},
+        pricePerGpuHour=2.5,
+        capacityType="Reserved",
+        maxGpus=2,
+        reservedGpus=2,
+    ),
+    # $1.00 per reference replica.
+    gpu_pool(
+        "sp-spot",
+        {"thrifty.dev/pool": "h100-spot"},
+        tolerations=[KWOK, SPOT],
+        pricePerGpuHour=1.0,
+        capacityType="Spot",
+        maxGpus=3,
+    ),
+    # $0.80 / 0.3 = $2.67 per reference replica.
+    gpu_pool(
+        "sp-l4",
+        {"thrifty.dev/pool": "l4-on-demand"},
+        accelerator="NVIDIA-L4",
+        gpuMemoryGib=24,
+        gpusPerNode=4,
+        pricePerGpuHour=0.8,
+        relativeThroughput=0.3,
+        maxGpus=4,
+    ),
+    # $4.00 per reference replica: the last resort.
+    gpu_pool(
+        "sp-on-demand",
+        {"kubernetes.io/hostname": "kwok-h100-od-0"},
+        pricePerGpuHour=4.0,
+        maxGpus=4,
+    ),
+]
+
+
+@pytest.fixture
+def spread_pools(cluster: Cluster, crds_and_pools: None) -> Iterator[None]:
+    apply(cluster, None, *POOLS)
+    try:
+        yield
+    finally:
+        for pool in POOLS:
+            cluster.kubectl("delete", "gpupool", pool["metadata"]["name"], "--wait=false")
+        apply_fake_nodes(cluster)  # the spot node, if the test deleted it
+
+
+def placement(cluster: Cluster, namespace: str) -> dict[str, int]:
+    status = get(cluster, "modelservice", "spread", namespace).get("status") or {}
+    return {p["pool"]: p["replicas"] for p in status.get("pools", []) if p["replicas"]}
+
+
+def wait_placement(
+    cluster: Cluster, namespace: str, wanted: dict[str, int], what: str, seconds: float = 60
+) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        body = get(cluster, "modelservice", "spread", namespace)
+        status = body.get("status") or {}
+        found = {p["pool"]: p["replicas"] for p in status.get("pools", []) if p["replicas"]}
+        ready = {p["pool"]: p["readyReplicas"] for p in status.get("pools", []) if p["replicas"]}
+        return body if found == wanted and ready == wanted else None
+
+    return wait_until(probe, timeout_seconds=seconds, what=what, interval_seconds=0.5)
+
+
+def unscheduled(cluster: Cluster, namespace: str) -> list[str]:
+    return [
+        p["metadata"]["name"]
+        for p in engine_pods(cluster, namespace=namespace, name="spread")
+        if not p["spec"].get("nodeName") and not p["metadata"].get("deletionTimestamp")
+    ]
+
+
+def test_spread_spill_reclaim_and_return(
+    cluster: Cluster, namespace: str, operator_process: StartOperator, spread_pools: None
+) -> None:
+    wait_for_h100_on_demand(cluster, 16)
+    operator_process(
+        namespaces=[namespace],
+        env={"THRIFTY_RESYNC_SECONDS": str(RESYNC_SECONDS), "THRIFTY_RETURN_DELAY_SECONDS": "5"},
+    )
+    service = {
+        "apiVersion": "thrifty.dev/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": "spread"},
+        "spec": {
+            "model": {"uri": "hf://Qwen/Qwen3-0.6B"},
+            "pools": ["sp-on-demand", "sp-l4", "sp-spot", "sp-reserved"],
+            "placement": "Cheapest",
+            "replicas": 5,
+            "scaling": {"maxReplicas": 8, "mode": "Manual"},
+        },
+    }
+    apply(cluster, namespace, service)
+
+    # Reserved first (free up to 2 GPUs), then the cheapest per reference replica: spot.
+    body = wait_placement(cluster, namespace, {"sp-reserved": 2, "sp-spot": 3}, "5 placed")
+    status = body["status"]
+    assert status["placement"] == "sp-spot=3 sp-reserved=2"
+    assert status["dollarsPerHour"] == pytest.approx(2 * 2.5 + 3 * 1.0)
+    assert condition(body, "CapacityLimited")["status"] == "False"  # type: ignore[index]
+
+    # Spot is full (quota 3): the sixth reference replica spills at once to the next cheapest,
+    # L4, as 4 replicas of 0.3; never CapacityLimited on the way.
+    cluster.kubectl("scale", "-n", namespace, "modelservice/spread", "--replicas=6")
+    body = wait_placement(
+        cluster, namespace, {"sp-reserved": 2, "sp-spot": 3, "sp-l4": 4}, "the spill to L4"
+    )
+    assert condition(body, "CapacityLimited")["status"] == "False"  # type: ignore[index]
+    assert "Spilled" in _event_reasons(cluster, namespace, "spread")
+    cluster.kubectl("scale", "-n", namespace, "modelservice/spread", "--replicas=5")
+    wait_placement(cluster, namespace, {"sp-reserved": 2, "sp-spot": 3}, "L4 drained")
+
+    # The spot node is reclaimed: replacements within one interval, on L4 (1.2) then the
+    # on-demand H100 (2), counting 5.2 >= 5; nothing waits Pending for the gone GPUs.
+    deleted_at = time.monotonic()
+    cluster.kubectl("delete", "node", SPOT_NODE, "--wait=false")
+    replaced = {"sp-reserved": 2, "sp-l4": 4, "sp-on-demand": 2}
+
+    def ordered() -> bool | None:
+        return True if placement(cluster, namespace) == replaced else None
+
+    wait_until(ordered, timeout_seconds=RESYNC_SECONDS, what="replacements", interval_seconds=0.2)
+    ordered_after = time.monotonic() - deleted_at
+    print(f"replacements ordered {ordered_after:.1f} s after the spot node was deleted")
+    assert ordered_after < REPLACED_WITHIN_SECONDS, "from the node's event"
+    body = wait_placement(cluster, namespace, replaced, "replacements ready")
+    assert unscheduled(cluster, namespace) == []
+    assert condition(body, "CapacityLimited")["status"] == "False"  # type: ignore[index]
+    assert "CapacityReclaimed" in _event_reasons(cluster, namespace, "spread")
+
+    # The spot node is back: the replicas return to spot one at a time. Every status seen on the
+    # way asks for at most one spot replica more than the ready ones (never a second move before
+    # the first one's replica is ready).
+    apply_fake_nodes(cluster)
+    seen: list[tuple[int, int]] = []
+
+    def returned() -> bool | None:
+        status = get(cluster, "modelservice", "spread", namespace).get("status") or {}
+        spot = [p for p in status.get("pools", []) if p["pool"] == "sp-spot"]
+        if spot:
+            seen.append((spot[0]["replicas"], spot[0]["readyReplicas"]))
+        return True if placement(cluster, namespace) == {"sp-reserved": 2, "sp-spot": 3} else None
+
+    wait_until(returned, timeout_seconds=90, what="the return to spot", interval_seconds=0.2)
+    assert all(asked - ready <= 1 for asked, ready in seen), seen
+    assert {"Returning", "Returned"} <= _event_reasons(cluster, namespace, "spread")
