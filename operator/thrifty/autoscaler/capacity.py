@@ -41,7 +41,10 @@ def replica_counts(
     pools: Mapping[str, gpupool.GPUPool],
 ) -> types.ReplicaCounts:
     """``counts`` (from `observe.replica_counts`) with ready, starting and draining replicas in
-    reference replicas: ready ones rounded down (never count serving capacity not there)."""
+    reference replicas. Ready ones are rounded down: the spread meets a target of N with units
+    in [N, N + one replica's units), so a fleet that holds its target reads exactly N ready (the
+    over-provisioning of spot replicas is not capacity the policy asked for); starting and
+    draining ones are rounded to the nearest."""
     live = [pod for pod in pods if not pod.terminating]
     ready = sum(_unit(pools, pod.pool) for pod in live if pod.ready)
     starting = sum(_unit(pools, pod.pool) for pod in live if pod.scheduled and not pod.ready)
@@ -49,10 +52,15 @@ def replica_counts(
     return types.ReplicaCounts(
         desired=counts.desired,
         ready=math.floor(ready + EPSILON),
-        starting=round(starting),
+        starting=_nearest(starting),
         oldest_starting_seconds=counts.oldest_starting_seconds,
-        draining=round(draining),
+        draining=_nearest(draining),
     )
+
+
+def _nearest(units: float) -> int:
+    """Half up: 0.5 of a replica is one, 0.3 is none (Python's round() would round 2.5 to 2)."""
+    return math.floor(units + 0.5 + EPSILON)
 
 
 def pool_view(

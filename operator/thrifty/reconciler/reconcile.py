@@ -199,6 +199,12 @@ def _offers(
     gpus = spec.engine.gpus_per_replica
     service = (inputs.namespace, inputs.name)
     before = {entry.pool: entry for entry in inputs.status.pools}
+    going = {node.name for node in inputs.nodes if node.reclaiming}
+    doomed: dict[str, int] = {}
+    for pod in inputs.pods:
+        if pod.model_service == service and pod.node_name in going:
+            pool_name = pod.labels.get(placement.POOL_LABEL, "")
+            doomed[pool_name] = doomed.get(pool_name, 0) + 1
     offers = []
     for name in names:
         pool = inputs.pools[name]
@@ -212,6 +218,7 @@ def _offers(
             else:
                 reserved = max(pool.reserved_gpus - where.thrifty_gpus, 0) // gpus
         deployment = inputs.deployments.get(name)
+        current = 0 if deployment is None else deployment.asked
         last = before.get(name)
         reclaimed_at = explain.parse_time(last.last_reclaim_time) if last else None
         offers.append(
@@ -223,8 +230,9 @@ def _offers(
                 unit=spread.unit(pool),
                 room=where.replicas,
                 reserved=reserved,
-                current=0 if deployment is None else deployment.asked,
+                current=current,
                 ready=0 if deployment is None else deployment.ready_replicas,
+                doomed=min(doomed.get(name, 0), current),
                 returnable=reclaimed_at is None
                 or inputs.now_seconds - reclaimed_at >= inputs.return_delay_seconds,
             )

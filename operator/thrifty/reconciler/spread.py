@@ -10,8 +10,10 @@ replicas are over-provisioned by what a reclaim is expected to take.
 Each pass starts from what is asked for now (the per-pool Deployments) and changes as little as
 it can, in this order:
 
-1. *Fit*: a pool keeps no more replicas than it can hold now (a reclaimed or full pool loses the
-   excess at once, so no pod waits Pending for GPUs that are gone).
+1. *Fit*: a pool keeps no more replicas than it can hold now (a full pool or one whose nodes are
+   gone loses the excess at once, so no pod waits Pending for GPUs that are gone). Replicas on a
+   node that is being reclaimed (tainted, still there) keep serving until it goes but count for
+   nothing: their replacements are ordered at once.
 2. *Grow*: while the replicas count for less than the target, one more goes to the best pool with
    room: `minOnDemandReplicas` first on pools that are not Spot, then by rank. The rank is the
    list's order (`Ordered`) or the marginal effective price (`Cheapest`): a replica's $/hour (zero
@@ -60,6 +62,9 @@ class Offer:
     ready: int = 0
     returnable: bool = True
     """False while the pool is inside its return delay after losing replicas."""
+    doomed: int = 0
+    """Of ``current``, replicas on nodes being reclaimed: they serve until their node goes, but
+    count for nothing (their replacements are ordered now) and are never moved or drained."""
 
     @property
     def spot(self) -> bool:
@@ -131,7 +136,7 @@ def spread(
     previous_target: float | None = None,
 ) -> Spread:
     """Replicas per pool for ``target`` reference replicas (see the module doc for the steps)."""
-    keep = {o.name: min(o.current, o.room) for o in offers}
+    keep = {o.name: min(o.current - o.doomed, o.room) for o in offers}
     lost = {o.name: o.current - keep[o.name] for o in offers if o.current > keep[o.name]}
     before = {o.name: o.current for o in offers}
     full: set[str] = set()
@@ -152,7 +157,8 @@ def spread(
             f"(reference replicas), but all acceptable pools together hold "
             f"{units(offers, keep):g}: {rooms}"
         )
-    return Spread(dict(keep), short, message, moves, lost)
+    asked = {o.name: keep[o.name] + o.doomed for o in offers}
+    return Spread(asked, short, message, moves, lost)
 
 
 def _grow(

@@ -57,7 +57,7 @@ def test_replicas_of_a_slower_pool_count_in_its_units() -> None:
         PodView(ready=False, scheduled=True, starting_seconds=5, pool="l4"),
     ]
     counts = capacity.replica_counts(types.ReplicaCounts(3, 5, 2), pods, POOLS)
-    assert (counts.desired, counts.ready, counts.starting) == (3, 2, 0)  # 1 + 4 x 0.25; 0.5
+    assert (counts.desired, counts.ready, counts.starting) == (3, 2, 1)  # 1 + 4 x 0.25; 0.5
 
 
 def test_free_gpus_are_those_of_every_acceptable_pool_in_reference_replicas() -> None:

@@ -177,3 +177,16 @@ def test_never_more_than_a_pool_holds_and_enough_whenever_the_pools_can(
     can = spread.units(offers, {o.name: o.room for o in offers})
     assert total + 1e-9 >= min(target, can)
     assert placed.capacity_limited == (total + 1e-9 < target)
+
+
+def test_replicas_on_a_tainted_node_serve_until_it_goes_while_replacements_start() -> None:
+    """Reclaim notice: the node is tainted but still there. Its replicas keep serving (asked for
+    as before) and count for nothing: the replacements are ordered at once."""
+    before = now([SPOT, ON_DEMAND], {"h100-spot": 4, "h100-on-demand": 0})
+    tainted = [dataclasses.replace(before[0], room=0, doomed=4), before[1]]
+    placed = place(tainted, 3.4, previous_target=3.4)
+    assert placed.replicas == {"h100-spot": 4, "h100-on-demand": 4}
+    assert [m.reason for m in placed.moves] == [explain.CAPACITY_RECLAIMED]
+    gone = [dataclasses.replace(before[0], current=4, ready=4, room=0), before[1]]
+    after = place([gone[0], dataclasses.replace(gone[1], current=4, ready=4)], 3.4)
+    assert after.replicas == {"h100-spot": 0, "h100-on-demand": 4}
