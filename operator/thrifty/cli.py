@@ -9,6 +9,7 @@ in `_SUBCOMMANDS`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import importlib
 import importlib.util
@@ -30,6 +31,7 @@ from thrifty.policy import builtin
 from thrifty.policy.types import Enforcement, ScalingPolicy
 from thrifty.sim import report, scenario, traces
 from thrifty.sim.clairvoyant import ClairvoyantPolicy
+from thrifty.sim.pools import SimPool, interruptions
 from thrifty.sim.profiles import EngineProfile, profile_by_name
 from thrifty.sim.runner import RunResult, SimulationConfig, simulate
 from thrifty.tracefiles import (
@@ -183,8 +185,17 @@ def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         dest="files",
         type=Path,
         default=[],
-        help="a ModelService YAML (and optionally a GPUPool YAML) to simulate instead of the "
-        "scaling and cost options: thrifty simulate -f modelservice.yaml -f gpupool.yaml",
+        help="a ModelService YAML (and optionally GPUPool YAML) to simulate instead of the "
+        "scaling and cost options: thrifty simulate -f modelservice.yaml -f gpupool.yaml; with "
+        "several GPUPools named in its spec.pools, replicas spread over them as the operator "
+        "spreads them",
+    )
+    parser.add_argument(
+        "--reclaims-per-hour",
+        type=float,
+        default=0.0,
+        help="spot interruptions per hour and Spot pool (seeded by --seed; 30-120 s notice, "
+        "10-30 min outage); default none",
     )
     parser.add_argument("--pool-gpus", type=int, help="GPUs the pool can give (default: no limit)")
     parser.add_argument("--max-dollars-per-hour", type=float)
@@ -197,9 +208,11 @@ def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
 
 def _load_objects(
     paths: Sequence[Path],
-) -> tuple[modelservice.ModelService | None, gpupool.GPUPool | None]:
-    """The ModelService and GPUPool in the given YAML files (several documents each allowed)."""
-    found: dict[str, Any] = {}
+) -> tuple[modelservice.ModelService | None, dict[str, gpupool.GPUPool]]:
+    """The ModelService and the GPUPools (by name) in the given YAML files (several documents
+    each allowed)."""
+    service: modelservice.ModelService | None = None
+    pools: dict[str, gpupool.GPUPool] = {}
     for path in paths:
         try:
             documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
@@ -207,16 +220,37 @@ def _load_objects(
             raise CommandError(f"cannot read {path}: {error}") from None
         for document in documents:
             kind = document.get("kind") if isinstance(document, dict) else None
-            model = {"ModelService": modelservice.ModelService, "GPUPool": gpupool.GPUPool}.get(
-                str(kind)
-            )
-            if model is None:
+            if kind not in ("ModelService", "GPUPool"):
                 raise CommandError(f"{path}: expected a ModelService or GPUPool, found {kind}")
             try:
-                found[str(kind)] = model.model_validate(document)
+                if kind == "ModelService":
+                    service = modelservice.ModelService.model_validate(document)
+                else:
+                    name = str((document.get("metadata") or {}).get("name") or f"pool-{len(pools)}")
+                    pools[name] = gpupool.GPUPool.model_validate(document)
             except pydantic.ValidationError as error:
                 raise CommandError(f"{path}: invalid {kind}: {error}") from None
-    return found.get("ModelService"), found.get("GPUPool")
+    return service, pools
+
+
+def _sim_pools(
+    ms: modelservice.ModelService, pools: dict[str, gpupool.GPUPool], pool_gpus: int | None
+) -> tuple[SimPool, ...]:
+    """Several GPUPools: the ones the ModelService lists, in its order (--pool-gpus caps each)."""
+    missing = [name for name in ms.spec.pools if name not in pools]
+    if missing:
+        raise CommandError(
+            f"spec.pools names GPUPools no -f file holds: {', '.join(missing)} "
+            f"(given: {', '.join(pools)})"
+        )
+    return tuple(
+        SimPool(
+            name,
+            pools[name].spec,
+            pool_gpus if pools[name].spec.max_gpus is None else pools[name].spec.max_gpus,
+        )
+        for name in ms.spec.pools
+    )
 
 
 def simulation_config(args: argparse.Namespace) -> SimulationConfig:
@@ -225,7 +259,8 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
         profile = profile_by_name(args.profile)
     except KeyError as error:
         raise CommandError(str(error.args[0])) from None
-    ms, pool = _load_objects(args.files)
+    ms, pools = _load_objects(args.files)
+    pool = next(iter(pools.values())) if len(pools) == 1 else None
     price = pool.spec.price_per_gpu_hour if pool is not None else args.price_per_gpu_hour
     if ms is None:
         ms = scenario.model_service(
@@ -241,6 +276,7 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
         )
     target = ms.spec.latency_target.time_to_first_token_p95_seconds
     cold_start = args.cold_start or ms.spec.scaling.cold_start_seconds or profile.cold_start_seconds
+    several = _sim_pools(ms, pools, args.pool_gpus) if len(pools) > 1 else ()
     return SimulationConfig(
         profile=profile,
         model_service=ms,
@@ -250,6 +286,7 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
         cold_start_seconds=float(cold_start),
         initial_replicas=max(args.initial_replicas, ms.spec.scaling.min_replicas),
         slo_ttft_seconds=target if target is not None else args.slo_ttft_p95,
+        pools=several,
     )
 
 
@@ -274,6 +311,11 @@ def _simulate(args: argparse.Namespace) -> int:
     config = simulation_config(args)
     options = TraceOptions(args.start, args.duration, args.speedup, args.target_rps, args.seed)
     trace = load_trace(args.trace, options)
+    if config.pools:
+        reclaims = interruptions(
+            config.pools, trace.duration_seconds, args.reclaims_per_hour, args.seed
+        )
+        config = dataclasses.replace(config, reclaims=reclaims)
     context = PolicyContext(
         trace, config.profile, config.cold_start_seconds, config.slo_ttft_seconds,
         config.decision_interval_seconds,

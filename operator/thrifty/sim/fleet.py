@@ -35,6 +35,8 @@ class Replica:
     started_at: float | None = None
     ready_at: float | None = None
     engine: Engine | None = None
+    pool: str = ""
+    """The GPUPool it runs on ("" in a one-pool simulation)."""
 
 
 _SERVING = (ReplicaState.READY, ReplicaState.DRAINING)
@@ -49,20 +51,26 @@ class Fleet:
         cold_start_seconds: float,
         pool_gpus: int | None,
         initial_replicas: int,
+        pools: dict[str, int | None] | None = None,
     ) -> None:
         self.profile = profile
         self.cold_start_seconds = cold_start_seconds
         self.pool_gpus = pool_gpus
+        self.limits: dict[str, int | None] = dict(pools) if pools else {"": pool_gpus}
+        """GPUs each pool can give now (None: as many as asked for); a reclaim sets 0."""
+        self.held: dict[str, int] = dict.fromkeys(self.limits, 0)
+        self.lost_requests = 0
+        """Requests that were on a replica when its node was reclaimed."""
         self._ids = itertools.count()
         self.replicas: list[Replica] = []
         self.router_queue: deque[tuple[int, Request]] = deque()
-        self.gpus_held = 0
         self._next_ready: float | None = None
         # Counters of replicas that are gone: Prometheus' sum of rates keeps their past.
         self.retired_prompt_tokens = 0.0
         self.retired_generation_tokens = 0.0
+        first = next(iter(self.limits))
         for _ in range(initial_replicas):
-            self._order(0.0, warm=True)
+            self._order(0.0, warm=True, pool=first)
 
     # -- views ---------------------------------------------------------------------------------
 
@@ -75,8 +83,19 @@ class Fleet:
         return sum(1 for r in self.replicas if r.state is not ReplicaState.DRAINING)
 
     @property
+    def gpus_held(self) -> int:
+        return sum(self.held.values())
+
+    @property
     def free_gpus(self) -> int | None:
-        return None if self.pool_gpus is None else self.pool_gpus - self.gpus_held
+        return self.pool_free(next(iter(self.limits)))
+
+    def pool_free(self, pool: str) -> int | None:
+        limit = self.limits[pool]
+        return None if limit is None else limit - self.held[pool]
+
+    def in_pool(self, pool: str, *states: ReplicaState) -> int:
+        return sum(1 for r in self.replicas if r.pool == pool and (not states or r.state in states))
 
     def oldest_starting_seconds(self, now: float) -> float:
         ages = [now - r.ordered_at for r in self.replicas if r.state is ReplicaState.STARTING]
@@ -179,10 +198,45 @@ class Fleet:
         self._place_pending(now)
         self._update_next_ready()
 
-    def _order(self, now: float, warm: bool) -> None:
-        replica = Replica(next(self._ids), ReplicaState.PENDING, ordered_at=now)
+    def scale_pool(self, pool: str, replicas: int, now: float) -> None:
+        """Orders or removes replicas of one pool (the Deployment of that pool)."""
+        while self.in_pool(pool) - self.in_pool(pool, ReplicaState.DRAINING) < replicas:
+            self._order(now, warm=False, pool=pool)
+        while self.in_pool(pool) - self.in_pool(pool, ReplicaState.DRAINING) > replicas:
+            self._remove_one(now, pool)
+        self._retire_drained()
+        self._place_pending(now)
+        self._update_next_ready()
+
+    def add_warm(self, pool: str, now: float) -> None:
+        """A replica serving from ``now`` (the opening fleet)."""
+        self._order(now, warm=True, pool=pool)
+        self._update_next_ready()
+
+    def reclaim(self, pool: str, now: float) -> None:
+        """The pool's nodes are gone: its replicas stop at once (what they held is lost) and it
+        gives no GPU until `restore`."""
+        for replica in [r for r in self.replicas if r.pool == pool]:
+            self.replicas.remove(replica)
+            if replica.state is not ReplicaState.PENDING:
+                self.held[pool] -= self.profile.gpus_per_replica
+            if replica.engine is not None:
+                self.lost_requests += replica.engine.num_requests
+                self.retired_prompt_tokens += replica.engine.prompt_tokens_total
+                self.retired_generation_tokens += replica.engine.generation_tokens_total
+        self.limits[pool] = 0
+        self._update_next_ready()
+
+    def restore(self, pool: str, gpus: int | None, now: float) -> None:
+        self.limits[pool] = gpus
+        self._place_pending(now)
+        self._update_next_ready()
+
+    def _order(self, now: float, warm: bool, pool: str | None = None) -> None:
+        where = next(iter(self.limits)) if pool is None else pool
+        replica = Replica(next(self._ids), ReplicaState.PENDING, ordered_at=now, pool=where)
         self.replicas.append(replica)
-        if self._gpus_available():
+        if self._gpus_available(where):
             self._start(replica, now, warm)
 
     def _start(self, replica: Replica, now: float, warm: bool = False) -> None:
@@ -190,23 +244,24 @@ class Fleet:
         replica.ready_at = now if warm else now + self.cold_start_seconds
         replica.state = ReplicaState.READY if warm else ReplicaState.STARTING
         replica.engine = Engine(self.profile, now=replica.ready_at)
-        self.gpus_held += self.profile.gpus_per_replica
+        self.held[replica.pool] += self.profile.gpus_per_replica
 
-    def _gpus_available(self) -> bool:
-        free = self.free_gpus
+    def _gpus_available(self, pool: str) -> bool:
+        free = self.pool_free(pool)
         return free is None or free >= self.profile.gpus_per_replica
 
-    def _remove_one(self, now: float) -> None:
+    def _remove_one(self, now: float, pool: str | None = None) -> None:
         # Kubernetes removes unscheduled pods first, then not-ready ones, then ready ones.
+        mine = [r for r in self.replicas if pool is None or r.pool == pool]
         for state in (ReplicaState.PENDING, ReplicaState.STARTING):
-            candidates = [r for r in self.replicas if r.state is state]
+            candidates = [r for r in mine if r.state is state]
             if candidates:
                 victim = max(candidates, key=lambda r: r.ordered_at)
                 self.replicas.remove(victim)
                 if state is ReplicaState.STARTING:
-                    self.gpus_held -= self.profile.gpus_per_replica
+                    self.held[victim.pool] -= self.profile.gpus_per_replica
                 return
-        ready = [r for r in self.replicas if r.state is ReplicaState.READY]
+        ready = [r for r in mine if r.state is ReplicaState.READY]
         victim = min(ready, key=lambda r: (r.engine.num_requests if r.engine else 0, -r.replica_id))
         victim.state = ReplicaState.DRAINING
         if victim.engine is not None:
@@ -218,12 +273,12 @@ class Fleet:
                 replica.engine is None or replica.engine.idle
             ):
                 self.replicas.remove(replica)
-                self.gpus_held -= self.profile.gpus_per_replica
+                self.held[replica.pool] -= self.profile.gpus_per_replica
                 if replica.engine is not None:
                     self.retired_prompt_tokens += replica.engine.prompt_tokens_total
                     self.retired_generation_tokens += replica.engine.generation_tokens_total
 
     def _place_pending(self, now: float) -> None:
         for replica in self.replicas:
-            if replica.state is ReplicaState.PENDING and self._gpus_available():
+            if replica.state is ReplicaState.PENDING and self._gpus_available(replica.pool):
                 self._start(replica, now)

@@ -16,13 +16,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from thrifty import cost
-from thrifty.api import modelservice
+from thrifty.api import gpupool, modelservice
 from thrifty.autoscaler import observe, plan
 from thrifty.autoscaler.world import ServiceKey, ServiceView, SignalsReading, World
 from thrifty.policy.types import Observation, PolicySpec, PolicyState, ScalingPolicy
+from thrifty.reconciler import spread
 from thrifty.sim.engine import EngineEvent, EventKind
 from thrifty.sim.fleet import Fleet, Replica, ReplicaState
 from thrifty.sim.observe import Histogram, Prometheus, Scrape
+from thrifty.sim.pools import Reclaim, SimPool
 from thrifty.sim.profiles import EngineProfile
 from thrifty.sim.scenario import SIM_POOL, gpu_pool
 from thrifty.sim.traces import Request, Trace
@@ -57,6 +59,13 @@ class SimulationConfig:
     """Cap used to count seconds over budget; defaults to the spec's ``max_dollars_per_hour``."""
     observe_settings: observe.ObserveSettings = field(default_factory=observe.ObserveSettings)
     """The operator-wide defaults the translation falls back on."""
+    pools: tuple[SimPool, ...] = ()
+    """Several pools, in the ModelService's spec.pools order: each decision is spread over them
+    as the operator spreads it (`thrifty.reconciler.spread`). Empty: the one pool above."""
+    reclaims: tuple[Reclaim, ...] = ()
+    """Spot interruptions (`thrifty.sim.pools.interruptions`)."""
+    return_delay_seconds: float = 600.0
+    """The operator's THRIFTY_RETURN_DELAY_SECONDS."""
 
     @property
     def spec(self) -> PolicySpec:
@@ -106,6 +115,9 @@ class RunResult:
     series: tuple[TimePoint, ...] = field(repr=False)
     ttft_seconds: tuple[float, ...] = field(repr=False, default=())
     """Every request's TTFT in arrival order (inf: never served)."""
+    lost_requests: int = 0
+    """Requests on a replica whose spot node was reclaimed (unserved: they miss the SLO)."""
+    reclaims: int = 0
 
 
 class _Accounting:
@@ -116,20 +128,28 @@ class _Accounting:
         self.billed_until = billed_until
         self.last = 0.0
         self.gpu_seconds = 0.0
+        self.dollar_seconds = 0.0
         self.seconds_over_budget = 0.0
 
-    def integrate(self, now: float, gpus_held: int) -> None:
+    def integrate(self, now: float, gpus_held: int, dollars_per_hour: float | None = None) -> None:
+        """``dollars_per_hour``: the spend over several pools (None: one pool at its price)."""
         end = min(now, self.billed_until)
         if end > self.last:
             span = end - self.last
             self.gpu_seconds += gpus_held * span
+            spend = dollars_per_hour
+            if spend is None:
+                spend = gpus_held * self.config.price_per_gpu_hour
+            self.dollar_seconds += spend * span
             cap = self.config.budget_dollars_per_hour
-            if cap is not None and gpus_held * self.config.price_per_gpu_hour > cap + 1e-9:
+            if cap is not None and spend > cap + 1e-9:
                 self.seconds_over_budget += span
             self.last = end
 
     @property
     def cost_dollars(self) -> float:
+        if self.config.pools:
+            return self.dollar_seconds / cost.SECONDS_PER_HOUR
         return self.gpu_seconds / cost.SECONDS_PER_HOUR * self.config.price_per_gpu_hour
 
 
@@ -146,8 +166,22 @@ class _Run:
         self.config = config
         self.progress = progress
         self.fleet = Fleet(
-            config.profile, config.cold_start_seconds, config.pool_gpus, config.initial_replicas
+            config.profile,
+            config.cold_start_seconds,
+            config.pool_gpus,
+            0 if config.pools else config.initial_replicas,
+            pools={pool.name: pool.gpus for pool in config.pools} or None,
         )
+        self.prices = {pool.name: pool.spec.price_per_gpu_hour for pool in config.pools}
+        self.reclaim_events = sorted(
+            [(r.notice_at, "notice", r) for r in config.reclaims]
+            + [(r.gone_at, "gone", r) for r in config.reclaims]
+            + [(r.back_at, "back", r) for r in config.reclaims],
+            key=lambda e: e[0],
+        )
+        self.tainted: set[str] = set()
+        self.last_loss: dict[str, float] = {}
+        self.previous_target: float | None = None
         self.prometheus = Prometheus(config.rate_window_seconds, config.ttft_window_seconds)
         self.histogram = Histogram()
         self.accounting = _Accounting(config, billed_until=trace.duration_seconds)
@@ -156,14 +190,22 @@ class _Run:
         self.generation_total = 0.0
         self.finished = 0
         self.state: PolicyState = {}
+        self.target = config.initial_replicas
+        first = config.pools[0] if config.pools else None
         self.model_service = config.model_service.model_copy(
             update={
                 "status": modelservice.ModelServiceStatus(
-                    pool=config.pool_name, price_per_gpu_hour=config.price_per_gpu_hour
+                    pool=config.pool_name if first is None else first.name,
+                    price_per_gpu_hour=config.price_per_gpu_hour
+                    if first is None
+                    else first.spec.price_per_gpu_hour / first.spec.replica_units(),
                 )
             }
         )
+        if config.pools:
+            self._place(0.0, warm=True)
         self.scale_events = 0
+        self.reclaims = 0
         self.max_replicas = config.initial_replicas
         self.series: list[TimePoint] = []
         self.arrivals_since_tick = 0
@@ -184,6 +226,8 @@ class _Run:
             ready = self.fleet.next_ready_time()
             if ready is not None:
                 candidates.append(ready)
+            if self.reclaim_events:
+                candidates.append(self.reclaim_events[0][0])
             now = min(candidates)
             if now > end:
                 break
@@ -193,6 +237,8 @@ class _Run:
             while next_index < len(requests) and requests[next_index].arrival_seconds <= now:
                 self._arrive(next_index, now)
                 next_index += 1
+            while self.reclaim_events and self.reclaim_events[0][0] <= now:
+                self._interrupt(now, *self.reclaim_events.pop(0)[1:])
             if next_scrape <= now:
                 self._scrape(now)
                 next_scrape += config.scrape_interval_seconds
@@ -205,8 +251,30 @@ class _Run:
         self._advance(end)
         return self._result()
 
+    def _interrupt(self, now: float, kind: str, reclaim: Reclaim) -> None:
+        """A notice taints the pool (its replicas drain, replacements go elsewhere at once, as
+        the operator does on the taint); then the replicas are gone; then the capacity is back."""
+        pool = reclaim.pool
+        if kind == "notice":
+            self.tainted.add(pool)
+            self.last_loss[pool] = now
+            self.reclaims += 1
+            if self.config.pools:
+                self._place(now)
+        elif kind == "gone":
+            self.fleet.reclaim(pool, now)
+        else:
+            self.tainted.discard(pool)
+            gpus = next(p.gpus for p in self.config.pools if p.name == pool)
+            self.fleet.restore(pool, gpus, now)
+
+    def _spend(self) -> float | None:
+        if not self.config.pools:
+            return None
+        return sum(self.fleet.held[name] * price for name, price in self.prices.items())
+
     def _advance(self, now: float, only_due: bool = False) -> None:
-        self.accounting.integrate(now, self.fleet.gpus_held)
+        self.accounting.integrate(now, self.fleet.gpus_held, self._spend())
         for event in self.fleet.advance(now, only_due):
             self._record(event)
 
@@ -267,11 +335,63 @@ class _Run:
         self.state = one.state
         target = one.observation.replicas.desired if one.decision is None else one.decision.replicas
         target = max(0, target)
-        if target != self.fleet.desired:
-            self.scale_events += 1
-        self.fleet.scale_to(target, now)
-        self.max_replicas = max(self.max_replicas, target)
+        if not self.config.pools:
+            if target != self.fleet.desired:
+                self.scale_events += 1
+            self.fleet.scale_to(target, now)
+        else:
+            if target != self.target:
+                self.scale_events += 1
+            self.target = target
+            self._place(now)
+        self.max_replicas = max(self.max_replicas, self.fleet.desired)
         self._sample(now, one.observation)
+
+    def _place(self, now: float, warm: bool = False) -> None:
+        """The reconciler's pass: the target spread over the pools, each pool scaled to its
+        share (a tainted pool holds nothing). ``warm``: the opening fleet, serving at t=0."""
+        spec = self.model_service.spec
+        offers = []
+        for pool in self.config.pools:
+            fleet = self.fleet
+            limit = fleet.limits[pool.name]
+            room = 10_000 if limit is None else limit // self.config.profile.gpus_per_replica
+            if pool.name in self.tainted:
+                room = 0
+            lost_at = self.last_loss.get(pool.name)
+            current = fleet.in_pool(pool.name) - fleet.in_pool(pool.name, ReplicaState.DRAINING)
+            offers.append(
+                spread.Offer(
+                    name=pool.name,
+                    capacity_type=pool.spec.capacity_type,
+                    price_per_gpu_hour=pool.spec.price_per_gpu_hour,
+                    gpus_per_replica=self.config.profile.gpus_per_replica,
+                    unit=pool.spec.replica_units(),
+                    room=room,
+                    reserved=room
+                    if pool.spec.capacity_type is gpupool.CapacityType.RESERVED
+                    else None,
+                    current=current,
+                    ready=fleet.in_pool(pool.name, ReplicaState.READY),
+                    returnable=lost_at is None or now - lost_at >= self.config.return_delay_seconds,
+                    doomed=current if pool.name in self.tainted else 0,
+                )
+            )
+        placed = spread.spread(
+            offers,
+            float(self.target),
+            cheapest=spec.placement is modelservice.PlacementPolicy.CHEAPEST,
+            min_on_demand=spec.min_on_demand_replicas,
+            cold_start_seconds=self.config.cold_start_seconds,
+            previous_target=self.previous_target,
+        )
+        self.previous_target = float(self.target)
+        for name, replicas in placed.replicas.items():
+            if warm:
+                for _ in range(replicas):
+                    self.fleet.add_warm(name, now)
+            else:
+                self.fleet.scale_pool(name, replicas, now)
 
     def _world(self, now: float) -> World:
         """The fleet as the operator's caches would show it: the ModelService with its replica
@@ -281,8 +401,9 @@ class _Run:
         if self.model_service.spec.replicas != fleet.desired:
             spec = self.model_service.spec.model_copy(update={"replicas": fleet.desired})
             self.model_service = self.model_service.model_copy(update={"spec": spec})
-        free = fleet.free_gpus
-        pool = gpu_pool(config.price_per_gpu_hour, None if free is None else max(free, 0))
+        if config.pools and self.model_service.spec.replicas != self.target:
+            spec = self.model_service.spec.model_copy(update={"replicas": self.target})
+            self.model_service = self.model_service.model_copy(update={"spec": spec})
         view = ServiceView(
             key=_KEY,
             uid=_UID,
@@ -291,6 +412,18 @@ class _Run:
             generation=None,
             pods=[_pod(replica, now) for replica in fleet.replicas],
         )
+        if config.pools:
+            pools = {}
+            for one in config.pools:
+                free = fleet.pool_free(one.name)
+                free = 10_000 if free is None else max(free, 0)
+                if one.name in self.tainted:
+                    free = 0
+                status = gpupool.GPUPoolStatus(gpus_allocatable=free, gpus_free=free)
+                pools[one.name] = gpupool.GPUPool(spec=one.spec, status=status)
+            return World(services=[view], pools=pools)
+        free = fleet.free_gpus
+        pool = gpu_pool(config.price_per_gpu_hour, None if free is None else max(free, 0))
         return World(services=[view], pools={config.pool_name: pool})
 
     def _sample(self, now: float, observation: Observation) -> None:
@@ -309,7 +442,7 @@ class _Run:
                 waiting=signals.requests_waiting if signals else float(len(fleet.router_queue)),
                 running=signals.requests_running if signals else 0.0,
                 ttft_p95_seconds=signals.ttft_p95_seconds if signals else None,
-                dollars_per_hour=fleet.gpus_held * self.config.price_per_gpu_hour,
+                dollars_per_hour=self._spend() or fleet.gpus_held * self.config.price_per_gpu_hour,
                 cost_dollars=self.accounting.cost_dollars,
             )
         )
@@ -348,6 +481,8 @@ class _Run:
             truncated_requests=self.truncated,
             series=tuple(self.series),
             ttft_seconds=tuple(self.ttft),
+            lost_requests=self.fleet.lost_requests,
+            reclaims=self.reclaims,
         )
 
 
@@ -371,6 +506,7 @@ def _pod(replica: Replica, now: float) -> observe.PodView:
         starting_seconds=max(now - started, 0.0) if state is ReplicaState.STARTING else 0.0,
         terminating=state is ReplicaState.DRAINING,
         cold_start_seconds=measured,
+        pool=replica.pool or None,
     )
 
 

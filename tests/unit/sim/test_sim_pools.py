@@ -1,0 +1,93 @@
+"""Several pools in the simulator: the operator's spread, per-pool prices, seeded reclaims."""
+
+from __future__ import annotations
+
+import pytest
+from sim_policies import FixedPolicy
+
+from thrifty.api import gpupool, modelservice
+from thrifty.sim import scenario, traces
+from thrifty.sim.pools import NOTICE_SECONDS, Reclaim, SimPool, interruptions
+from thrifty.sim.profiles import LLAMA_8B_1xH100
+from thrifty.sim.runner import SimulationConfig, simulate
+
+LENGTHS = traces.Trace(
+    "lengths", tuple(traces.Request(0.0, p, o) for p, o in [(400, 80), (800, 200)]), 1.0, "test"
+)
+
+
+def pool(name: str, kind: gpupool.CapacityType, price: float, gpus: int | None) -> SimPool:
+    spec = gpupool.GPUPoolSpec(
+        accelerator="H100",
+        gpu_memory_gib=80,
+        gpus_per_node=8,
+        node_selector={"p": name},
+        price_per_gpu_hour=price,
+        capacity_type=kind,
+    )
+    return SimPool(name, spec, gpus)
+
+
+SPOT = pool("spot", gpupool.CapacityType.SPOT, 1.0, 3)
+ON_DEMAND = pool("on-demand", gpupool.CapacityType.ON_DEMAND, 2.5, None)
+
+
+def config(**overrides: object) -> SimulationConfig:
+    ms = scenario.model_service(LLAMA_8B_1xH100, min_replicas=1, max_replicas=12)
+    spec = ms.spec.model_copy(
+        update={"pools": ["spot", "on-demand"], "placement": modelservice.PlacementPolicy.CHEAPEST}
+    )
+    values: dict[str, object] = {
+        "profile": LLAMA_8B_1xH100,
+        "model_service": ms.model_copy(update={"spec": spec}),
+        "tail_seconds": 60.0,
+        "pools": (SPOT, ON_DEMAND),
+        "initial_replicas": 4,
+    }
+    values.update(overrides)
+    return SimulationConfig(**values)  # type: ignore[arg-type]
+
+
+def steady() -> traces.Trace:
+    return traces.synthesize(traces.spike(1.0, 1.0, 1200.0, 600.0, 60.0), LENGTHS, seed=1)
+
+
+def test_interruptions_are_seeded_spot_only_with_a_notice() -> None:
+    pools = (SPOT, ON_DEMAND)
+    first = interruptions(pools, 36_000.0, 2.0, seed=7)
+    assert first == interruptions(pools, 36_000.0, 2.0, seed=7)
+    assert first != interruptions(pools, 36_000.0, 2.0, seed=8)
+    assert first and {r.pool for r in first} == {"spot"}
+    for reclaim in first:
+        assert NOTICE_SECONDS[0] <= reclaim.gone_at - reclaim.notice_at <= NOTICE_SECONDS[1]
+        assert reclaim.back_at > reclaim.gone_at
+    assert interruptions((ON_DEMAND,), 36_000.0, 2.0, seed=7) == ()
+
+
+def test_replicas_spread_over_pools_and_each_is_billed_at_its_price() -> None:
+    result = simulate(steady(), FixedPolicy(4), config())
+    # 3 on spot (its quota), the fourth on on-demand, for the whole 1200 s billed.
+    assert result.cost_dollars == pytest.approx((3 * 1.0 + 2.5) * 1200 / 3600, rel=0.01)
+    assert result.gpu_hours == pytest.approx(4 * 1200 / 3600, rel=0.01)
+
+
+def test_a_reclaim_is_replaced_at_the_notice_and_spot_is_used_again_after() -> None:
+    reclaim = Reclaim("spot", notice_at=300.0, gone_at=390.0, back_at=600.0)
+    result = simulate(
+        steady(), FixedPolicy(4), config(reclaims=(reclaim,), return_delay_seconds=60.0)
+    )
+    assert result.reclaims == 1
+    # While spot is away, on-demand holds all 4: more than without the reclaim, less than 4
+    # on-demand replicas all along.
+    calm = simulate(steady(), FixedPolicy(4), config()).cost_dollars
+    assert calm < result.cost_dollars < 4 * 2.5 * 1200 / 3600
+    # Never a replica left waiting for GPUs the reclaimed pool no longer has.
+    assert all(point.pending == 0 for point in result.series)
+
+
+def test_the_replacement_starts_at_the_notice_while_the_old_replicas_still_serve() -> None:
+    reclaim = Reclaim("spot", notice_at=300.0, gone_at=420.0, back_at=1200.0)
+    result = simulate(steady(), FixedPolicy(4), config(reclaims=(reclaim,)))
+    during = [p for p in result.series if 300.0 < p.time < 420.0]
+    assert during and all(p.ready >= 4 for p in during)  # 3 spot + 1 on-demand still serve
+    assert any(p.starting == 3 for p in during)  # the replacements, ordered at the notice
