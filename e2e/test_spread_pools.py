@@ -1,9 +1,10 @@
 """A ModelService spread over reserved, spot, L4 and on-demand H100 pools on the local cluster.
 
 Reserved GPUs fill first, then the cheapest $/token; a full pool spills at once without
-CapacityLimited; the spot node deleted -> its replicas are replaced on the next pools at once
-(from the node's watch event, not the 30 s resync), no pod waits Pending; the node back -> the
-replicas return to spot one at a time, the new one ready before the old one drains.
+CapacityLimited; the spot node tainted for reclaim -> its replicas are replaced on the next pools
+at once (from the node's watch event, not the 30 s resync) while they keep serving; the node
+deleted -> they go, no pod waits Pending; the node back -> the replicas return to spot one at a
+time, the new one ready before the old one drains.
 
 The pools are this test's own GPUPools over the shared KWOK nodes (a hostname selector carves a
 "reserved" pool out of an on-demand node), so other tests' pools are left as they are; the spot
@@ -12,6 +13,7 @@ node is re-created at the end.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -40,8 +42,9 @@ SPOT = {"key": "thrifty.dev/capacity-type", "operator": "Exists", "effect": "NoS
 RESYNC_SECONDS = 30.0
 """The production resync period, so that the resync does not do the node event's work."""
 REPLACED_WITHIN_SECONDS = 5.0
-"""From the node's delete event: without it, the replicas' pods going and the Deployment's
-status changing trigger the same pass about 10 s later (measured)."""
+"""From the node's event (measured: about 1 s). Without it the taint changes nothing the
+operator watches until the 30 s resync; a deleted node's pods going trigger a pass about 10 s
+later."""
 
 
 def gpu_pool(name: str, selector: dict[str, str], **spec: Any) -> dict[str, Any]:
@@ -177,23 +180,28 @@ def test_spread_spill_reclaim_and_return(
     cluster.kubectl("scale", "-n", namespace, "modelservice/spread", "--replicas=5")
     wait_placement(cluster, namespace, {"sp-reserved": 2, "sp-spot": 3}, "L4 drained")
 
-    # The spot node is reclaimed: replacements within one interval, on L4 (1.2) then the
-    # on-demand H100 (2), counting 5.2 >= 5; nothing waits Pending for the gone GPUs.
-    deleted_at = time.monotonic()
-    cluster.kubectl("delete", "node", SPOT_NODE, "--wait=false")
+    # Reclaim notice: Karpenter taints the spot node. The replacements are ordered within one
+    # interval, on L4 (1.2) then the on-demand H100 (2), counting 5.2 >= 5, while the spot
+    # replicas keep serving until the node goes.
+    tainted_at = time.monotonic()
+    cluster.kubectl("taint", "node", SPOT_NODE, "karpenter.sh/disrupted=:NoSchedule")
     replaced = {"sp-reserved": 2, "sp-l4": 4, "sp-on-demand": 2}
 
     def ordered() -> bool | None:
-        return True if placement(cluster, namespace) == replaced else None
+        return True if placement(cluster, namespace) == {**replaced, "sp-spot": 3} else None
 
     wait_until(ordered, timeout_seconds=RESYNC_SECONDS, what="replacements", interval_seconds=0.2)
-    ordered_after = time.monotonic() - deleted_at
-    print(f"replacements ordered {ordered_after:.1f} s after the spot node was deleted")
+    ordered_after = time.monotonic() - tainted_at
+    print(f"replacements ordered {ordered_after:.1f} s after the spot node was tainted")
     assert ordered_after < REPLACED_WITHIN_SECONDS, "from the node's event"
-    body = wait_placement(cluster, namespace, replaced, "replacements ready")
+    assert "CapacityReclaimed" in _event_reasons(cluster, namespace, "spread")
+    wait_placement(cluster, namespace, {**replaced, "sp-spot": 3}, "replacements ready")
+
+    # The node goes: its replicas are no longer asked for, and nothing waits Pending.
+    cluster.kubectl("delete", "node", SPOT_NODE, "--wait=false")
+    body = wait_placement(cluster, namespace, replaced, "the spot replicas gone")
     assert unscheduled(cluster, namespace) == []
     assert condition(body, "CapacityLimited")["status"] == "False"  # type: ignore[index]
-    assert "CapacityReclaimed" in _event_reasons(cluster, namespace, "spread")
 
     # The spot node is back: the replicas return to spot one at a time. Every status seen on the
     # way asks for at most one spot replica more than the ready ones (never a second move before
@@ -211,3 +219,22 @@ def test_spread_spill_reclaim_and_return(
     wait_until(returned, timeout_seconds=90, what="the return to spot", interval_seconds=0.2)
     assert all(asked - ready <= 1 for asked, ready in seen), seen
     assert {"Returning", "Returned"} <= _event_reasons(cluster, namespace, "spread")
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"capacityType": "Spot", "interruptionRate": 1.5}, "interruptionRate"),
+        ({"capacityType": "OnDemand", "interruptionRate": 0.1}, "interruptionRate applies"),
+        ({"capacityType": "Reserved", "maxGpus": 4, "reservedGpus": 8}, "reservedGpus must not"),
+        ({"capacityType": "Spot", "reservedGpus": 2}, "reservedGpus applies"),
+        ({"relativeThroughput": 0}, "relativeThroughput"),
+    ],
+)
+def test_bad_pool_fields_are_refused_at_admission_naming_the_field(
+    cluster: Cluster, crds_and_pools: None, changes: dict[str, Any], field: str
+) -> None:
+    body = gpu_pool("sp-bad", {"thrifty.dev/pool": "nowhere"}, pricePerGpuHour=1.0, **changes)
+    refused = cluster.kubectl("apply", "-f", "-", input=json.dumps(body), check=False)
+    assert refused.returncode != 0
+    assert field in refused.stderr, refused.stderr
