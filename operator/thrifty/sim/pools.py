@@ -14,6 +14,8 @@ import random
 from dataclasses import dataclass
 
 from thrifty.api import gpupool
+from thrifty.reconciler import spread
+from thrifty.sim.fleet import Fleet, ReplicaState
 
 NOTICE_SECONDS = (30.0, 120.0)
 """Google Cloud gives 30 s, AWS 120 s."""
@@ -65,3 +67,33 @@ def interruptions(
             found.append(Reclaim(pool.name, t, t + notice, t + notice + outage))
             t += notice + outage
     return tuple(sorted(found, key=lambda r: r.notice_at))
+
+
+UNLIMITED_ROOM = 10_000
+"""Replicas a pool without a GPU limit can take: more than any ModelService's maxReplicas."""
+
+
+def offer(
+    pool: SimPool, fleet: Fleet, gpus_per_replica: int, *, tainted: bool, returnable: bool
+) -> spread.Offer:
+    """One pool of the virtual fleet as the operator's spread sees it: a tainted pool (reclaim
+    notice) has no room, and its replicas serve on but count for nothing."""
+    limit = fleet.limits[pool.name]
+    room = UNLIMITED_ROOM if limit is None else limit // gpus_per_replica
+    if tainted:
+        room = 0
+    current = fleet.in_pool(pool.name) - fleet.in_pool(pool.name, ReplicaState.DRAINING)
+    reserved = pool.spec.capacity_type is gpupool.CapacityType.RESERVED
+    return spread.Offer(
+        name=pool.name,
+        capacity_type=pool.spec.capacity_type,
+        price_per_gpu_hour=pool.spec.price_per_gpu_hour,
+        gpus_per_replica=gpus_per_replica,
+        unit=pool.spec.replica_units(),
+        room=room,
+        reserved=room if reserved else None,
+        current=current,
+        ready=fleet.in_pool(pool.name, ReplicaState.READY),
+        returnable=returnable,
+        doomed=current if tainted else 0,
+    )

@@ -21,6 +21,7 @@ from thrifty.autoscaler import observe, plan
 from thrifty.autoscaler.world import ServiceKey, ServiceView, SignalsReading, World
 from thrifty.policy.types import Observation, PolicySpec, PolicyState, ScalingPolicy
 from thrifty.reconciler import spread
+from thrifty.sim import pools as pools_module
 from thrifty.sim.engine import EngineEvent, EventKind
 from thrifty.sim.fleet import Fleet, Replica, ReplicaState
 from thrifty.sim.observe import Histogram, Prometheus, Scrape
@@ -351,32 +352,17 @@ class _Run:
         """The reconciler's pass: the target spread over the pools, each pool scaled to its
         share (a tainted pool holds nothing). ``warm``: the opening fleet, serving at t=0."""
         spec = self.model_service.spec
-        offers = []
-        for pool in self.config.pools:
-            fleet = self.fleet
-            limit = fleet.limits[pool.name]
-            room = 10_000 if limit is None else limit // self.config.profile.gpus_per_replica
-            if pool.name in self.tainted:
-                room = 0
-            lost_at = self.last_loss.get(pool.name)
-            current = fleet.in_pool(pool.name) - fleet.in_pool(pool.name, ReplicaState.DRAINING)
-            offers.append(
-                spread.Offer(
-                    name=pool.name,
-                    capacity_type=pool.spec.capacity_type,
-                    price_per_gpu_hour=pool.spec.price_per_gpu_hour,
-                    gpus_per_replica=self.config.profile.gpus_per_replica,
-                    unit=pool.spec.replica_units(),
-                    room=room,
-                    reserved=room
-                    if pool.spec.capacity_type is gpupool.CapacityType.RESERVED
-                    else None,
-                    current=current,
-                    ready=fleet.in_pool(pool.name, ReplicaState.READY),
-                    returnable=lost_at is None or now - lost_at >= self.config.return_delay_seconds,
-                    doomed=current if pool.name in self.tainted else 0,
-                )
+        offers = [
+            pools_module.offer(
+                pool,
+                self.fleet,
+                self.config.profile.gpus_per_replica,
+                tainted=pool.name in self.tainted,
+                returnable=now - self.last_loss.get(pool.name, -math.inf)
+                >= self.config.return_delay_seconds,
             )
+            for pool in self.config.pools
+        ]
         placed = spread.spread(
             offers,
             float(self.target),
@@ -398,11 +384,9 @@ class _Run:
         target, a pod per replica, the pool with the GPUs not held."""
         config = self.config
         fleet = self.fleet
-        if self.model_service.spec.replicas != fleet.desired:
-            spec = self.model_service.spec.model_copy(update={"replicas": fleet.desired})
-            self.model_service = self.model_service.model_copy(update={"spec": spec})
-        if config.pools and self.model_service.spec.replicas != self.target:
-            spec = self.model_service.spec.model_copy(update={"replicas": self.target})
+        target = self.target if config.pools else fleet.desired
+        if self.model_service.spec.replicas != target:
+            spec = self.model_service.spec.model_copy(update={"replicas": target})
             self.model_service = self.model_service.model_copy(update={"spec": spec})
         view = ServiceView(
             key=_KEY,
@@ -416,7 +400,7 @@ class _Run:
             pools = {}
             for one in config.pools:
                 free = fleet.pool_free(one.name)
-                free = 10_000 if free is None else max(free, 0)
+                free = pools_module.UNLIMITED_ROOM if free is None else max(free, 0)
                 if one.name in self.tainted:
                     free = 0
                 status = gpupool.GPUPoolStatus(gpus_allocatable=free, gpus_free=free)
