@@ -139,9 +139,7 @@ def _status(
         _progressing(deployment, replicas, now=now, generation=generation),
     ]
     merged = explain.set_conditions(inputs.status.conditions, conditions)
-    merged = explain.set_condition(
-        merged, explain.ready_from(merged, now=now, generation=generation)
-    )
+    merged = explain.with_rollups(merged, now=now, generation=generation)
     return inputs.status.model_copy(
         update={
             "observed_generation": generation,
@@ -262,9 +260,7 @@ def _degraded(inputs: Inputs, reason: str, message: str) -> Plan:
         inputs.status.conditions,
         explain.condition(explain.DEGRADED, True, reason, message, now=now, generation=generation),
     )
-    conditions = explain.set_condition(
-        conditions, explain.ready_from(conditions, now=now, generation=generation)
-    )
+    conditions = explain.with_rollups(conditions, now=now, generation=generation)
     status = inputs.status.model_copy(
         update={"observed_generation": generation, "conditions": conditions}
     )
@@ -303,6 +299,8 @@ def _events(
     for changed in explain.transitions(before.conditions, after.conditions):
         if changed.type == explain.READY and changed.status is common.ConditionStatus.FALSE:
             continue  # its cause already has an Event of its own
+        if changed.type == explain.STALLED:
+            continue  # Degraded's Event names the same reason and message
         true = changed.status is common.ConditionStatus.TRUE
         warning = true and changed.type in _WARNING_WHEN_TRUE
         first_seen = explain.find(before.conditions, changed.type) is None

@@ -251,3 +251,33 @@ def test_a_workload_the_api_server_refuses_degrades_once_with_its_message() -> N
     )
     assert [e.reason for e in refused.events] == [explain.APPLY_FAILED]
     assert again.events == []
+
+
+def test_a_terminal_failure_is_stalled_and_a_fixed_spec_clears_it() -> None:
+    """kstatus reads Stalled=True as Failed (Flux fails fast); waiting cannot heal these."""
+    broken = reconcile.plan(inputs({**SPEC, "engine": {"tensorParallelSize": 16}}))
+    stalled = condition(broken.status, explain.STALLED)
+    assert stalled.status is common.ConditionStatus.TRUE
+    assert stalled.reason == explain.GPUS_PER_REPLICA_TOO_LARGE
+    assert [e.reason for e in broken.events] == [explain.GPUS_PER_REPLICA_TOO_LARGE]
+    fixed = reconcile.plan(inputs(SPEC, status=broken.status, deployment=rolled_out(2)))
+    cleared = condition(fixed.status, explain.STALLED)
+    assert cleared.status is common.ConditionStatus.FALSE
+    assert condition(fixed.status, explain.READY).status is common.ConditionStatus.TRUE
+
+
+def test_a_failure_that_heals_by_itself_is_not_stalled() -> None:
+    """An unknown pool (it may be created in the same sync) or a missing Secret: Ready=False
+    (kstatus: InProgress), no Stalled condition at all; nor on a healthy object."""
+    unknown = reconcile.plan(inputs({**SPEC, "pools": ["nope"]})).status
+    assert condition(unknown, explain.DEGRADED).reason == explain.UNKNOWN_POOL
+    assert explain.find(unknown.conditions, explain.STALLED) is None
+    healthy = reconcile.plan(inputs(SPEC, deployment=rolled_out(2))).status
+    assert explain.find(healthy.conditions, explain.STALLED) is None
+
+
+def test_every_refusal_by_the_api_server_is_stalled() -> None:
+    first = inputs(SPEC)
+    manifest = reconcile.plan(first).manifests[0]  # type: ignore[index]
+    refused = reconcile.rejected(first, manifest, "422 Unprocessable Entity: spec.x: Invalid")
+    assert condition(refused.status, explain.STALLED).reason == explain.APPLY_FAILED
