@@ -83,6 +83,11 @@ def call_api(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise KubeError(f"API server unreachable: {error}") from error
 
 
+def _cluster_ip_fixed(message: str) -> bool:
+    """The API server's refusal to change an allocated ClusterIP (e.g. to None)."""
+    return "spec.clusterIP" in message and "may not change once set" in message
+
+
 def _api_message(error: ApiException) -> str:
     try:
         return str(json.loads(error.body or "{}").get("message", error.body))
@@ -125,17 +130,28 @@ class Kube:
             "Service": self.core.patch_namespaced_service,
             "PodDisruptionBudget": self.policy.patch_namespaced_pod_disruption_budget,
         }
-        response = call_api(
-            patchers[kind],
-            name,
-            namespace,
-            dict(manifest),
-            field_manager=FIELD_MANAGER,
-            force=True,
-            _content_type=APPLY,
-            _preload_content=False,
-        )
-        return _json(response)
+
+        def send(body: Mapping[str, Any]) -> Any:
+            return call_api(
+                patchers[kind],
+                name,
+                namespace,
+                dict(body),
+                field_manager=FIELD_MANAGER,
+                force=True,
+                _content_type=APPLY,
+                _preload_content=False,
+            )
+
+        try:
+            return _json(send(manifest))
+        except Invalid as error:
+            if kind != "Service" or not _cluster_ip_fixed(str(error)):
+                raise
+        # A Service an earlier thrifty created with a ClusterIP: the address cannot change, so it
+        # keeps it (deleting the Service lets the next pass create it headless).
+        spec = {k: v for k, v in manifest["spec"].items() if k != "clusterIP"}
+        return _json(send({**manifest, "spec": spec}))
 
     def read_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

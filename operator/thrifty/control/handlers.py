@@ -215,20 +215,27 @@ def reconcile_model_service(
     wanted = digest(manifests)
     generation = int((deployment or {}).get("metadata", {}).get("generation", 0))
     if manifests and (deployment is None or applied.get(uid) != (wanted, generation)):
-        try:
-            for manifest in manifests:
+        failures: list[tuple[dict[str, Any], str, bool]] = []
+        for manifest in manifests:
+            try:
                 after_apply = kube.apply(manifest)
-                if manifest["kind"] == "Deployment":
-                    generation = int(after_apply["metadata"].get("generation", 0))
-                    # Plan again with what the apply returned: a changed replica count shows now.
-                    after = _deployment_state(after_apply)
-                    if after != inputs.deployment:
-                        result = reconcile.plan(_replace_deployment(inputs, after))
+            except kube_adapter.Conflict:
+                raise
+            except kube_adapter.KubeError as error:
+                # Reported in Degraded and an Event, applied again at the next resync; the other
+                # objects still go (a Service refused by a quota keeps no replica from starting).
+                failures.append((manifest, str(error), isinstance(error, kube_adapter.Invalid)))
+                continue
+            if manifest["kind"] == "Deployment":
+                generation = int(after_apply["metadata"].get("generation", 0))
+                # Plan again with what the apply returned: a changed replica count shows now.
+                after = _deployment_state(after_apply)
+                if after != inputs.deployment:
+                    result = reconcile.plan(_replace_deployment(inputs, after))
+        if failures:
+            result = reconcile.apply_failed(inputs, result, failures)
+        else:
             applied[uid] = (wanted, generation)
-        except kube_adapter.Invalid as error:
-            # The spec rendered into something the API server refuses: the user's to fix, tried
-            # again at the next resync, not in a retry loop.
-            result = reconcile.rejected(inputs, manifest, str(error))
     _write_status(kube, body, "modelservices", current.to_kube(), result.status.to_kube())
     for event in result.events:
         kube.event(_involved(body, "ModelService"), event.type, event.reason, event.message)

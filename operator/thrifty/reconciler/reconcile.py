@@ -267,14 +267,30 @@ def _degraded(inputs: Inputs, reason: str, message: str) -> Plan:
     return Plan(None, status, _events(inputs.status, status))
 
 
-def rejected(inputs: Inputs, manifest: render.Manifest, error: str) -> Plan:
-    """The API server refused a rendered manifest (422): Degraded, naming the object and why."""
-    meta = manifest["metadata"]
-    return _degraded(
-        inputs,
-        explain.APPLY_FAILED,
-        f"the API server refused {manifest['kind']} {meta['name']}: {error}",
+def apply_failed(
+    inputs: Inputs, planned: Plan, failures: Sequence[tuple[render.Manifest, str, bool]]
+) -> Plan:
+    """Some rendered objects were not applied; the others were, and the planned status stands.
+
+    Each failure is (manifest, error, refused): refused (422) means the object itself is wrong,
+    the spec's to fix (`ApplyFailed`, Stalled); anything else (a quota, a full IP range, a webhook
+    or the API server failing) is `ApplyError`, tried again at the next resync. Either way
+    `Degraded` and its Event name every object and the server's message: never a silent retry."""
+    refused = any(refusal for _, _, refusal in failures)
+    reason = explain.APPLY_FAILED if refused else explain.APPLY_ERROR
+    message = "; ".join(
+        f"{'the API server refused' if refusal else 'could not apply'} "
+        f"{manifest['kind']} {manifest['metadata']['name']}: {error}"
+        for manifest, error, refusal in failures
     )
+    now, generation = inputs.now, inputs.generation
+    conditions = explain.set_condition(
+        planned.status.conditions,
+        explain.condition(explain.DEGRADED, True, reason, message, now=now, generation=generation),
+    )
+    conditions = explain.with_rollups(conditions, now=now, generation=generation)
+    status = planned.status.model_copy(update={"conditions": conditions})
+    return Plan(planned.manifests, status, _events(inputs.status, status))
 
 
 def _validation_message(error: pydantic.ValidationError) -> str:

@@ -324,12 +324,16 @@ def deployment(target: Target) -> Manifest:
 
 
 def service(target: Target) -> Manifest:
+    """Headless: no ClusterIP taken from the cluster's finite Service range per ModelService.
+    Traffic reaches replicas by the EndpointSlices it gets (thrifty-gateway, Prometheus's pod
+    discovery) or by DNS (one A record per ready replica), never through a virtual IP."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(target),
         "spec": {
             "type": "ClusterIP",
+            "clusterIP": "None",
             "selector": selector_labels(target.name),
             "ports": [
                 {"name": "http", "port": ENGINE_PORT, "targetPort": "http", "protocol": "TCP"}
@@ -349,5 +353,6 @@ def pod_disruption_budget(target: Target) -> Manifest:
 
 
 def manifests(target: Target) -> list[Manifest]:
-    """Everything a ModelService owns, in apply order."""
-    return [service(target), pod_disruption_budget(target), deployment(target)]
+    """Everything a ModelService owns, in apply order: the workload first, so that nothing the
+    Service or PDB could fail on (a quota, an admission webhook) keeps replicas from starting."""
+    return [deployment(target), pod_disruption_budget(target), service(target)]

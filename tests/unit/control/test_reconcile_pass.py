@@ -127,3 +127,40 @@ def test_a_refused_workload_degrades_instead_of_raising() -> None:
     degraded = [c for c in kube.status["conditions"] if c["type"] == "Degraded"]
     assert degraded[0]["status"] == "True" and degraded[0]["reason"] == "ApplyFailed"
     assert "metadata.name: Invalid" in degraded[0]["message"]
+
+
+class QuotaKube(RefusingKube):
+    """A ResourceQuota of 0 Services in the namespace: the Service is forbidden (403)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[str, str, str]] = []
+        self.quota = True
+
+    def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        if self.quota and manifest["kind"] == "Service":
+            raise kube_adapter.KubeError(
+                '403 Forbidden: services "llama-engine" is forbidden: exceeded quota: none'
+            )
+        return FakeKube.apply(self, manifest)
+
+    def event(self, involved: Any, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+
+def test_a_service_the_cluster_refuses_is_reported_and_the_deployment_still_applied() -> None:
+    kube, view, applied = QuotaKube(), FakeView(), {}
+    handlers.reconcile_model_service(kube, BODY, LOG, view, applied)  # type: ignore[arg-type]
+    assert kube.applied == ["Deployment", "PodDisruptionBudget"]
+    degraded = next(c for c in kube.status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "ApplyError")
+    assert "Service llama-engine" in degraded["message"] and "exceeded quota" in degraded["message"]
+    assert ("Warning", "ApplyError", degraded["message"]) in kube.events
+    # Not recorded as applied: the next pass tries again, and heals once the quota allows it.
+    kube.quota = False
+    view.deployment_body = {"metadata": {"generation": 1}, "status": {}}
+    body = {**BODY, "status": kube.status}
+    handlers.reconcile_model_service(kube, body, LOG, view, applied)  # type: ignore[arg-type]
+    assert kube.applied[-1] == "Service"
+    degraded = next(c for c in kube.status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("False", "AsExpected")

@@ -239,18 +239,35 @@ def test_an_owned_flag_that_slipped_past_admission_degrades_naming_the_entry() -
 
 def test_a_workload_the_api_server_refuses_degrades_once_with_its_message() -> None:
     first = inputs(SPEC)
-    manifest = reconcile.plan(first).manifests[0]  # type: ignore[index]
-    refused = reconcile.rejected(first, manifest, "422 Unprocessable Entity: spec.x: Invalid")
+    planned = reconcile.plan(first)
+    manifest = planned.manifests[0]  # type: ignore[index]
+    failure = [(manifest, "422 Unprocessable Entity: spec.x: Invalid", True)]
+    refused = reconcile.apply_failed(first, planned, failure)
     degraded = condition(refused.status, explain.DEGRADED)
-    assert refused.manifests is None
     assert degraded.reason == explain.APPLY_FAILED
     assert manifest["metadata"]["name"] in degraded.message and "spec.x" in degraded.message
     assert condition(refused.status, explain.READY).status is common.ConditionStatus.FALSE
-    again = reconcile.rejected(
-        dataclasses.replace(first, status=refused.status), manifest, "422 ..."
+    again = reconcile.apply_failed(
+        dataclasses.replace(first, status=refused.status), planned, failure
     )
-    assert [e.reason for e in refused.events] == [explain.APPLY_FAILED]
+    assert [e.reason for e in refused.events if e.type == "Warning"] == [explain.APPLY_FAILED]
     assert again.events == []
+
+
+def test_an_object_that_could_not_be_applied_is_named_and_the_rest_of_the_status_stands() -> None:
+    """A quota or a full IP range refusing the Service: Degraded ApplyError (retried, not
+    Stalled) naming the Service and the error; the Deployment's status is still reported."""
+    first = inputs(SPEC, deployment=rolled_out(2))
+    planned = reconcile.plan(first)
+    service = next(m for m in planned.manifests or [] if m["kind"] == "Service")
+    error = '403 Forbidden: services "llama-engine" is forbidden: exceeded quota: q'
+    failed = reconcile.apply_failed(first, planned, [(service, error, False)])
+    degraded = condition(failed.status, explain.DEGRADED)
+    assert degraded.reason == explain.APPLY_ERROR
+    assert "Service llama-engine" in degraded.message and "exceeded quota" in degraded.message
+    assert explain.find(failed.status.conditions, explain.STALLED) is None
+    assert (failed.status.ready_replicas, failed.status.pool) == (2, "h100")
+    assert [e.reason for e in failed.events if e.type == "Warning"] == [explain.APPLY_ERROR]
 
 
 def test_a_terminal_failure_is_stalled_and_a_fixed_spec_clears_it() -> None:
@@ -278,6 +295,7 @@ def test_a_failure_that_heals_by_itself_is_not_stalled() -> None:
 
 def test_every_refusal_by_the_api_server_is_stalled() -> None:
     first = inputs(SPEC)
-    manifest = reconcile.plan(first).manifests[0]  # type: ignore[index]
-    refused = reconcile.rejected(first, manifest, "422 Unprocessable Entity: spec.x: Invalid")
+    planned = reconcile.plan(first)
+    manifest = planned.manifests[0]  # type: ignore[index]
+    refused = reconcile.apply_failed(first, planned, [(manifest, "422 Unprocessable Entity", True)])
     assert condition(refused.status, explain.STALLED).reason == explain.APPLY_FAILED

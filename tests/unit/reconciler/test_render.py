@@ -140,14 +140,16 @@ def test_shared_memory_default_grows_with_parallelism() -> None:
 
 def test_service_pdb_and_owner_references() -> None:
     manifests = render.manifests(target())
-    assert [m["kind"] for m in manifests] == ["Service", "PodDisruptionBudget", "Deployment"]
+    assert [m["kind"] for m in manifests] == ["Deployment", "PodDisruptionBudget", "Service"]
     for manifest in manifests:
         assert manifest["metadata"]["name"] == "llama-engine"
         assert manifest["metadata"]["name"] != "vllm"
         owner = manifest["metadata"]["ownerReferences"][0]
         assert owner["kind"] == "ModelService" and owner["uid"] == "1234" and owner["controller"]
-    service = manifests[0]
+    service = manifests[2]
     assert service["spec"]["ports"][0]["port"] == 8000
+    # Headless: a ModelService takes no ClusterIP from the cluster's finite Service range.
+    assert service["spec"]["clusterIP"] == "None"
     assert manifests[1]["spec"]["maxUnavailable"] == 1
 
 
@@ -157,7 +159,7 @@ def test_rendering_is_deterministic(tp: int, pp: int) -> None:
     body["engine"]["pipelineParallelSize"] = pp  # type: ignore[index]
     first = render.manifests(target(body))
     assert first == render.manifests(target(body))
-    assert container(first[2])["resources"]["limits"]["nvidia.com/gpu"] == str(tp * pp)
+    assert container(first[0])["resources"]["limits"]["nvidia.com/gpu"] == str(tp * pp)
 
 
 _DNS_1035 = r"[a-z]([-a-z0-9]*[a-z0-9])?"
