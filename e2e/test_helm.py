@@ -425,7 +425,12 @@ def test_the_gateway_runs_restricted_with_its_settings_as_flags() -> None:
             (("modelservices",), ("list", "watch")),
             (("endpointslices",), ("list", "watch")),
         }
-    assert not [r for r in of_kind(docs, "ClusterRole") if "gateway" in r["metadata"]["name"]]
+    # Cluster-wide only what is cluster-scoped: which Nodes are Ready (endpoints on lost ones).
+    cluster_roles = [r for r in of_kind(docs, "ClusterRole") if "gateway" in r["metadata"]["name"]]
+    assert [r["metadata"]["name"] for r in cluster_roles] == ["thrifty-gateway-nodes"]
+    assert {(tuple(r["resources"]), tuple(r["verbs"])) for r in cluster_roles[0]["rules"]} == {
+        (("nodes",), ("list", "watch"))
+    }
 
 
 def test_the_gateway_is_optional_and_scraped_with_its_own_labels() -> None:

@@ -20,6 +20,7 @@ DEGRADED = "Degraded"
 CAPACITY_LIMITED = "CapacityLimited"
 BUDGET_LIMITED = "BudgetLimited"
 METRICS_AVAILABLE = "MetricsAvailable"
+REPLICAS_LOST = "ReplicasLost"
 STALLED = "Stalled"
 """kstatus's "abnormal-true" condition: True when the operator cannot make progress until someone
 changes something (sigs.k8s.io/cli-utils reports the object Failed, so Flux fails fast)."""
@@ -27,7 +28,7 @@ changes something (sigs.k8s.io/cli-utils reports the object Failed, so Flux fail
 # Condition types of a CostBudget (besides Ready).
 BUDGET_EXCEEDED = "Exceeded"
 
-RECONCILER_CONDITIONS = (READY, PROGRESSING, DEGRADED, CAPACITY_LIMITED, STALLED)
+RECONCILER_CONDITIONS = (READY, PROGRESSING, DEGRADED, CAPACITY_LIMITED, REPLICAS_LOST, STALLED)
 """The conditions the reconciler owns; the autoscaler owns BudgetLimited and MetricsAvailable."""
 
 # Reasons (condition reasons and Event reasons).
@@ -47,6 +48,8 @@ INVALID_SPEC = "InvalidSpec"
 COST_CAP_BELOW_MINIMUM = "CostCapBelowMinimum"
 APPLY_FAILED = "ApplyFailed"
 APPLY_ERROR = "ApplyError"
+NODE_LOST = "NodeLost"
+NO_REPLICA_LOST = "NoReplicaLost"
 WORKLOAD_APPLIED = "WorkloadApplied"
 DEGRADED_REASON = "Degraded"
 RECOVERED = "Recovered"

@@ -66,6 +66,8 @@ app.kubernetes.io/part-of: thrifty
   value: {{ .Values.operator.decisionIntervalSeconds | quote }}
 - name: THRIFTY_LOG_FORMAT
   value: {{ .Values.operator.logFormat | quote }}
+- name: THRIFTY_NODE_LOSS_TOLERATION_SECONDS
+  value: {{ .Values.operator.nodeLossTolerationSeconds | quote }}
 - name: THRIFTY_METRICS_PORT
   value: {{ .Values.operator.metricsPort | quote }}
 - name: THRIFTY_METRICS_ADDRESS

@@ -134,3 +134,11 @@ The gateway's permissions (thrifty_runtime.gateway.kube): read only, in the serv
   resources: ["secrets"]
   verbs: ["list", "watch"]
 {{- end }}
+
+{{- define "thrifty.gatewayNodeRules" -}}
+# Nodes, read only (cluster-scoped): an endpoint whose node was deleted or is not Ready gets no
+# request, though its EndpointSlice still says ready until the pod is evicted or collected.
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["list", "watch"]
+{{- end }}

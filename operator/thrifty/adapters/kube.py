@@ -319,11 +319,15 @@ def _quantity(value: Any) -> int:
         return 0
 
 
+def node_ready(node: Mapping[str, Any]) -> bool:
+    """The node's Ready condition is True (False and Unknown are not)."""
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
 def node_info(node: Mapping[str, Any]) -> placement.NodeInfo:
     meta, spec, status = node.get("metadata", {}), node.get("spec", {}), node.get("status", {})
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", [])
-    )
+    ready = node_ready(node)
     return placement.NodeInfo(
         name=meta["name"],
         labels=dict(meta.get("labels") or {}),

@@ -105,6 +105,24 @@ def deployment_event(
     _guarded_pass(memo, namespace, owner, lambda: current, logger)
 
 
+@kopf.on.event("", "v1", "nodes")
+def node_event(
+    type: str | None, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    """A node deleted or not Ready: reconcile the ModelServices with replicas on it now, so their
+    lost replicas are reported and replaced in seconds, not at the next resync."""
+    caches: caches_module.Caches | None = getattr(memo, "thrifty_caches", None)
+    name = body.metadata.name
+    if caches is None or not name:
+        return
+    if type != "DELETED" and kube_adapter.node_ready(body):
+        return
+    for namespace, owner in caches.services_on(name):
+        current = caches.model_service(namespace, owner)
+        if current is not None:
+            _guarded_pass(memo, namespace, owner, functools.partial(dict, current), logger)
+
+
 def _guarded_pass(
     memo: kopf.Memo,
     namespace: str,
@@ -123,8 +141,14 @@ def _guarded_pass(
             body = copy.deepcopy(dict(load()))
             if body["metadata"].get("deletionTimestamp"):
                 return  # owner references let the garbage collector remove the workloads
+            config: settings_module.Settings | None = getattr(memo, "thrifty_settings", None)
             reconcile_model_service(
-                memo.kube, body, logger, memo.thrifty_caches, memo.thrifty_applied
+                memo.kube,
+                body,
+                logger,
+                memo.thrifty_caches,
+                memo.thrifty_applied,
+                (config or settings_module.Settings()).node_loss_toleration_seconds,
             )
         except kube_adapter.NotFound:
             return
@@ -167,6 +191,7 @@ class ClusterView(Protocol):
     def replica_pods(self, namespace: str, name: str) -> list[dict[str, Any]]: ...
     def deployment(self, namespace: str, name: str, uid: str) -> dict[str, Any] | None: ...
     def model_services_in(self, namespace: str) -> list[dict[str, Any]]: ...
+    def node_readiness(self) -> dict[str, bool]: ...
 
 
 Applied = MutableMapping[str, tuple[str, int]]
@@ -184,6 +209,7 @@ def reconcile_model_service(
     logger: kopf.Logger | logging.Logger,
     view: ClusterView,
     applied: Applied,
+    node_loss_toleration_seconds: int = settings_module.Settings.node_loss_toleration_seconds,
 ) -> None:
     """One pass: plan from the caches, apply the manifests when they would change something,
     write status and Events if anything changed. Reads nothing from the API server."""
@@ -209,6 +235,8 @@ def reconcile_model_service(
         pod_waiting=[w for p in own for w in kube_adapter.waiting_reasons(p)],
         replicas_holding_gpus=sum(1 for p in own if (p.get("spec") or {}).get("nodeName")),
         now=explain.now_rfc3339(),
+        lost=reconcile.lost_replicas(own, view.node_readiness()),
+        node_loss_toleration_seconds=node_loss_toleration_seconds,
     )
     result = reconcile.plan(inputs)
     manifests = result.manifests or []

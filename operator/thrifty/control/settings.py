@@ -69,6 +69,11 @@ class Settings:
     """Older metrics mean scrapes are failing: hold rather than act on them (4 scrapes of 15 s)."""
     scale_down_step_seconds: float = 60.0
     """Time between two scale-down steps once the scale-down delay has passed."""
+    node_loss_toleration_seconds: int = 30
+    """How long an engine pod stays bound to a node that is NotReady or unreachable before
+    Kubernetes evicts it (its not-ready/unreachable NoExecute tolerations). Kubernetes' default is
+    300 s: five minutes of GPUs paid for a replica that serves nobody. thrifty orders a
+    replacement at once anyway; a short time frees the lost pod's place in its ReplicaSet."""
     policy_modules: frozenset[str] = frozenset()
     """Python modules whose policies a ModelService may name (spec.scaling.policy
     `module:ClassName`): importing one runs its code in the operator, so none by default."""
@@ -204,6 +209,9 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         ),
         scale_down_step_seconds=_seconds(
             env, "THRIFTY_SCALE_DOWN_STEP_SECONDS", d.scale_down_step_seconds
+        ),
+        node_loss_toleration_seconds=int(
+            _seconds(env, "THRIFTY_NODE_LOSS_TOLERATION_SECONDS", d.node_loss_toleration_seconds)
         ),
         policy_modules=frozenset(
             m.strip() for m in env.get("THRIFTY_POLICY_MODULES", "").split(",") if m.strip()

@@ -8,6 +8,7 @@ that a pass over an unchanged world returns the status it was given, so nothing 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,44 @@ class DeploymentState:
     replicas: int = 0
     ready_replicas: int = 0
     updated_replicas: int = 0
+
+
+@dataclass(frozen=True)
+class LostReplica:
+    """A replica pod bound to a node that is gone or not Ready: it serves nobody, whatever its own
+    status says (on a dead node nobody is left to update it)."""
+
+    pod: str
+    node: str
+    node_state: str
+    """`deleted` or `NotReady`."""
+    ready: bool
+    """The pod itself still says Ready, so the Deployment still counts it ready."""
+
+
+def lost_replicas(
+    pods: Sequence[Mapping[str, Any]], node_ready: Mapping[str, bool]
+) -> list[LostReplica]:
+    """This ModelService's pods on nodes that are absent from `node_ready` (deleted) or not Ready.
+
+    Pods already being deleted are left out: their ReplicaSet no longer counts them and has
+    replaced them (an eviction after the node-loss toleration, the pod garbage collector)."""
+    lost = []
+    for pod in pods:
+        meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+        status = pod.get("status") or {}
+        node = spec.get("nodeName")
+        if not node or meta.get("deletionTimestamp"):
+            continue
+        if status.get("phase") in ("Succeeded", "Failed") or node_ready.get(node) is True:
+            continue
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+        state = "NotReady" if node in node_ready else "deleted"
+        lost.append(LostReplica(str(meta.get("name", "")), str(node), state, ready))
+    return sorted(lost, key=lambda one: one.pod)
 
 
 @dataclass(frozen=True)
@@ -68,6 +107,9 @@ class Inputs:
     """This ModelService's pods bound to a node (a pending pod costs nothing); None: unknown,
     the Deployment's replica count is used."""
     now: str = ""
+    lost: Sequence[LostReplica] = ()
+    """Its replicas on nodes that are gone or not Ready (`lost_replicas`)."""
+    node_loss_toleration_seconds: int = render.NODE_LOSS_TOLERATION_SECONDS
 
 
 def desired_replicas(spec: modelservice.ModelServiceSpec) -> int:
@@ -109,7 +151,10 @@ def plan(inputs: Inputs) -> Plan:
         spec=spec,
         pool_name=where.pool,
         pool=pool,
-        replicas=replicas,
+        # A replacement for each lost replica, at once: its ReplicaSet still counts the lost pod
+        # until it is evicted (the node-loss toleration) or garbage-collected (node deleted).
+        replicas=replicas + len(inputs.lost),
+        node_loss_toleration_seconds=inputs.node_loss_toleration_seconds,
     )
     status = _status(inputs, spec, where, pool, replicas)
     return Plan(render.manifests(target), status, _events(inputs.status, status))
@@ -122,7 +167,7 @@ def _status(
     pool: gpupool.GPUPoolSpec,
     replicas: int,
 ) -> modelservice.ModelServiceStatus:
-    deployment = inputs.deployment or DeploymentState()
+    deployment = serving(inputs.deployment or DeploymentState(), inputs.lost)
     gpus = spec.engine.gpus_per_replica
     now, generation = inputs.now, inputs.generation
     degraded = _problems(inputs, spec, pool, gpus)
@@ -136,6 +181,7 @@ def _status(
             generation=generation,
         ),
         _capacity_condition(inputs.status, where, now=now, generation=generation),
+        _lost_condition(inputs.lost, now=now, generation=generation),
         _progressing(deployment, replicas, now=now, generation=generation),
     ]
     merged = explain.set_conditions(inputs.status.conditions, conditions)
@@ -155,6 +201,43 @@ def _status(
             ),
             "conditions": merged,
         }
+    )
+
+
+def serving(deployment: DeploymentState, lost: Sequence[LostReplica]) -> DeploymentState:
+    """The Deployment's counts without its lost replicas (and the replacements ordered for them):
+    ready replicas are those on existing, Ready nodes."""
+    if not lost:
+        return deployment
+    gone = len(lost)
+    return dataclasses.replace(
+        deployment,
+        replicas=max(deployment.replicas - gone, 0),
+        ready_replicas=max(deployment.ready_replicas - sum(1 for one in lost if one.ready), 0),
+        updated_replicas=max(deployment.updated_replicas - gone, 0),
+    )
+
+
+def _lost_condition(lost: Sequence[LostReplica], *, now: str, generation: int) -> common.Condition:
+    if not lost:
+        return explain.condition(
+            explain.REPLICAS_LOST,
+            False,
+            explain.NO_REPLICA_LOST,
+            "every replica is on an existing, Ready node",
+            now=now,
+            generation=generation,
+        )
+    where = ", ".join(f"{one.pod} on node {one.node} ({one.node_state})" for one in lost)
+    count = len(lost)
+    return explain.condition(
+        explain.REPLICAS_LOST,
+        True,
+        explain.NODE_LOST,
+        f"{count} {'replica' if count == 1 else 'replicas'} lost, "
+        f"{count} {'replacement' if count == 1 else 'replacements'} ordered: {where}",
+        now=now,
+        generation=generation,
     )
 
 
@@ -301,7 +384,7 @@ def _validation_message(error: pydantic.ValidationError) -> str:
     return "; ".join(parts)
 
 
-_WARNING_WHEN_TRUE = {explain.DEGRADED, explain.CAPACITY_LIMITED}
+_WARNING_WHEN_TRUE = {explain.DEGRADED, explain.CAPACITY_LIMITED, explain.REPLICAS_LOST}
 
 
 def _events(
@@ -324,6 +407,17 @@ def _events(
             continue  # "no problem" on a new object is not news
         message = changed.message or f"{changed.type} is {changed.status.value}"
         events.append(Event("Warning" if warning else "Normal", changed.reason, message))
+    # More replicas lost while some already were: the condition stays True, the news is new.
+    lost_before = explain.find(before.conditions, explain.REPLICAS_LOST)
+    lost_after = explain.find(after.conditions, explain.REPLICAS_LOST)
+    if (
+        lost_before is not None
+        and lost_after is not None
+        and lost_before.status is common.ConditionStatus.TRUE
+        and lost_after.status is common.ConditionStatus.TRUE
+        and lost_before.message != lost_after.message
+    ):
+        events.append(Event("Warning", lost_after.reason, lost_after.message))
     return events
 
 

@@ -29,6 +29,10 @@ STARTUP_PERIOD_SECONDS = 10
 CACHE_PATH = "/root/.cache"
 """Both caches of the vLLM image live below it: huggingface/ (weights) and vllm/ (compiled)."""
 MODEL_MOUNT_ROOT = "/models"
+NODE_LOSS_TOLERATION_SECONDS = 30
+"""How long a pod stays on a NotReady or unreachable node before eviction (Kubernetes: 300 s);
+the operator's setting THRIFTY_NODE_LOSS_TOLERATION_SECONDS."""
+NODE_LOSS_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class Target:
     pool_name: str
     pool: gpupool.GPUPoolSpec
     replicas: int
+    node_loss_toleration_seconds: int = NODE_LOSS_TOLERATION_SECONDS
 
 
 ENGINE_SUFFIX = "-engine"
@@ -280,8 +285,23 @@ def _container(target: Target) -> dict[str, Any]:
     }
 
 
-def _tolerations(pool: gpupool.GPUPoolSpec) -> list[dict[str, Any]]:
-    return [t.to_kube() for t in pool.tolerations]
+def _tolerations(target: Target) -> list[dict[str, Any]]:
+    """The pool's, and a short stay on a lost node: without one, the admission plugin
+    DefaultTolerationSeconds gives 300 s, five minutes of a replica that serves nobody before its
+    ReplicaSet may replace it. A pool that sets its own for these taints keeps them."""
+    tolerations = [t.to_kube() for t in target.pool.tolerations]
+    own = {t.get("key") for t in tolerations if t.get("effect") in (None, "NoExecute")}
+    for key in NODE_LOSS_TAINTS:
+        if key not in own:
+            tolerations.append(
+                {
+                    "key": key,
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": target.node_loss_toleration_seconds,
+                }
+            )
+    return tolerations
 
 
 def deployment(target: Target) -> Manifest:
@@ -313,7 +333,7 @@ def deployment(target: Target) -> Manifest:
                     # No *_PORT variables from other Services in the namespace: vLLM reads VLLM_*.
                     "enableServiceLinks": False,
                     "nodeSelector": dict(target.pool.node_selector),
-                    "tolerations": _tolerations(target.pool),
+                    "tolerations": _tolerations(target),
                     "terminationGracePeriodSeconds": termination_grace_seconds(target.spec),
                     "containers": [_container(target)],
                     "volumes": volumes,

@@ -23,11 +23,12 @@ def caches(**indexes: dict[Any, list[Any]]) -> Caches:
         model_services=indexes.get("model_services", empty),  # type: ignore[arg-type]
         gpu_pools={"h100": [POOL]},  # type: ignore[arg-type]
         cost_budgets=empty,  # type: ignore[arg-type]
-        pods=empty,  # type: ignore[arg-type]
+        pods=indexes.get("pods", empty),  # type: ignore[arg-type]
         hpas=empty,  # type: ignore[arg-type]
         gpu_pods=indexes.get("gpu_pods", empty),  # type: ignore[arg-type]
         nodes={"n0": [placement.NodeInfo("n0", {"thrifty.dev/pool": "h100"}, 8)]},  # type: ignore[arg-type]
         deployments=empty,  # type: ignore[arg-type]
+        node_ready=indexes.get("node_ready", {"n0": [True]}),  # type: ignore[arg-type]
     )
 
 
@@ -78,3 +79,45 @@ def test_a_cached_model_service_keeps_only_who_owns_replicas_of_its_managed_fiel
     assert "annotations" not in entry["metadata"]
     assert [m["manager"] for m in entry["metadata"]["managedFields"]] == ["argocd"]
     assert entry["spec"] == body["spec"] and entry["metadata"]["resourceVersion"] == "7"
+
+
+def _replica(name: str, node: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"nodeName": node},
+        "status": {
+            "phase": "Running",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Ready", "status": "True"},
+            ],
+        },
+    }
+
+
+def test_replicas_on_a_deleted_or_not_ready_node_are_not_ready_to_the_policy() -> None:
+    """The pods still say Ready (no kubelet is left to say otherwise): the policy must not count
+    them, or it plans with capacity that is gone and orders nothing."""
+    from thrifty.autoscaler import observe
+
+    body = {
+        "apiVersion": "thrifty.dev/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"namespace": "ns", "name": "chat", "uid": "u"},
+        "spec": {
+            "model": {"uri": "hf://a/b"},
+            "pools": ["h100"],
+            "replicas": 4,
+            "scaling": {"maxReplicas": 4},
+        },
+    }
+    pods = [_replica("a", "n0"), _replica("b", "n0"), _replica("c", "dead"), _replica("d", "sick")]
+    view = caches(
+        model_services={("ns", "chat"): [body]},
+        pods={("ns", "chat"): pods},
+        node_ready={"n0": [True], "sick": [False]},
+    )
+    world = view.world(datetime(2026, 1, 1, 0, 5, tzinfo=UTC))
+    counts = observe.replica_counts(4, world.services[0].pods)
+    assert (counts.desired, counts.ready, counts.starting) == (4, 2, 0)
+    assert view.services_on("sick") == [("ns", "chat")] and view.services_on("n1") == []

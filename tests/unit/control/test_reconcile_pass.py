@@ -77,6 +77,9 @@ class FakeView:
     def model_services_in(self, namespace: str) -> list[dict[str, Any]]:
         return [BODY]
 
+    def node_readiness(self) -> dict[str, bool]:
+        return {"n0": True}
+
 
 def test_an_unchanged_model_service_is_applied_once_then_never_again() -> None:
     kube, view, applied = FakeKube(), FakeView(), {}

@@ -299,3 +299,65 @@ def test_every_refusal_by_the_api_server_is_stalled() -> None:
     manifest = planned.manifests[0]  # type: ignore[index]
     refused = reconcile.apply_failed(first, planned, [(manifest, "422 Unprocessable Entity", True)])
     assert condition(refused.status, explain.STALLED).reason == explain.APPLY_FAILED
+
+
+def _pod(name: str, node: str | None, *, ready: bool = True, deleting: bool = False) -> Any:
+    meta: dict[str, Any] = {"name": name}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    ready_condition = {"type": "Ready", "status": "True" if ready else "False"}
+    return {
+        "metadata": meta,
+        "spec": {"nodeName": node} if node else {},
+        "status": {"phase": "Running", "conditions": [ready_condition]},
+    }
+
+
+def test_lost_replicas_are_those_on_deleted_or_not_ready_nodes_not_yet_being_deleted() -> None:
+    pods = [
+        _pod("fine", "n0"),
+        _pod("on-deleted", "gone"),
+        _pod("on-sick", "sick", ready=False),
+        _pod("evicted", "sick", deleting=True),
+        _pod("pending", None),
+    ]
+    lost = reconcile.lost_replicas(pods, {"n0": True, "sick": False})
+    assert lost == [
+        reconcile.LostReplica("on-deleted", "gone", "deleted", True),
+        reconcile.LostReplica("on-sick", "sick", "NotReady", False),
+    ]
+
+
+def test_lost_replicas_are_reported_replaced_at_once_and_not_counted_ready() -> None:
+    lost = [
+        reconcile.LostReplica("p1", "n1", "deleted", True),
+        reconcile.LostReplica("p2", "n1", "deleted", True),
+    ]
+    settled = reconcile.plan(inputs(SPEC, deployment=rolled_out(2)))
+    plan = reconcile.plan(inputs(SPEC, deployment=rolled_out(2), status=settled.status, lost=lost))
+    replicas = plan.manifests[0]["spec"]["replicas"]  # type: ignore[index]
+    assert replicas == 2 + 2, "a replacement per lost replica, ordered now"
+    assert plan.status.ready_replicas == 0 and plan.status.desired_replicas == 2
+    condition_ = condition(plan.status, explain.REPLICAS_LOST)
+    assert condition_.status is common.ConditionStatus.TRUE
+    assert condition_.reason == explain.NODE_LOST
+    assert "p1 on node n1 (deleted)" in condition_.message
+    assert condition(plan.status, explain.READY).status is common.ConditionStatus.FALSE
+    warnings = [e for e in plan.events if e.type == "Warning"]
+    assert [e.reason for e in warnings] == [explain.NODE_LOST]
+    # One more node lost while the first lost pod is still there: a new Event names it.
+    more = [*lost, reconcile.LostReplica("p3", "n2", "NotReady", True)]
+    worse = reconcile.plan(inputs(SPEC, deployment=rolled_out(2), status=plan.status, lost=more))
+    assert [(e.type, e.reason) for e in worse.events] == [("Warning", explain.NODE_LOST)]
+    assert "p3 on node n2 (NotReady)" in worse.events[0].message
+    # The lost pods are gone and the replacements ready: back to the spec's count, an Event.
+    healed = reconcile.plan(inputs(SPEC, deployment=rolled_out(2), status=plan.status))
+    assert healed.manifests[0]["spec"]["replicas"] == 2  # type: ignore[index]
+    assert condition(healed.status, explain.REPLICAS_LOST).status is common.ConditionStatus.FALSE
+    assert explain.NO_REPLICA_LOST in [e.reason for e in healed.events]
+    assert condition(healed.status, explain.READY).status is common.ConditionStatus.TRUE
+
+
+def test_a_healthy_new_object_has_no_replicas_lost_event() -> None:
+    plan = reconcile.plan(inputs(SPEC))
+    assert explain.NO_REPLICA_LOST not in [e.reason for e in plan.events]

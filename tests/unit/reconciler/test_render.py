@@ -86,6 +86,36 @@ def test_pods_land_on_the_pool_with_its_tolerations_and_labels() -> None:
     assert deployment["spec"]["replicas"] == 2
 
 
+def test_pods_leave_a_lost_node_after_the_short_toleration_unless_the_pool_says_otherwise() -> None:
+    """Kubernetes' 300 s default keeps a replica that serves nobody on a dead node."""
+    short = dataclasses.replace(target(), node_loss_toleration_seconds=20)
+    tolerations = render.deployment(short)["spec"]["template"]["spec"]["tolerations"]
+    for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
+        assert {
+            "key": key,
+            "operator": "Exists",
+            "effect": "NoExecute",
+            "tolerationSeconds": 20,
+        } in tolerations
+    pool = gpupool.GPUPoolSpec.model_validate(
+        {
+            **example("gpupool-h100-on-demand.yaml")["spec"],
+            "tolerations": [
+                {
+                    "key": "node.kubernetes.io/unreachable",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                }
+            ],
+        }
+    )
+    own = render.deployment(dataclasses.replace(short, pool=pool))["spec"]["template"]["spec"]
+    unreachable = [t for t in own["tolerations"] if t["key"] == "node.kubernetes.io/unreachable"]
+    assert unreachable == [
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"}
+    ]
+
+
 def test_drain_outlasts_shutdown_timeout_and_probes_cover_a_cold_start() -> None:
     deployment = render.deployment(target())
     pod = deployment["spec"]["template"]["spec"]
