@@ -50,10 +50,18 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Events are thrifty's own (explain reasons); kopf only posts its warnings and errors.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    watch_only_thrifty_deployments(settings)
     memo.kube = kube_adapter.Kube(kube_adapter.connect())
     memo.thrifty_applied = {}
     memo.locks = {}
     memo.locks_guard = threading.Lock()
+
+
+def watch_only_thrifty_deployments(settings: kopf.OperatorSettings) -> None:
+    """Ask the API server for thrifty's Deployments only (a label selector on the list and the
+    watch, kopf's `settings.watching.label_selectors`): a handler's `labels=` filter is applied
+    by kopf after every Deployment of the cluster has been listed and streamed to it."""
+    settings.watching.label_selectors["apps", "deployments"] = placement.MODEL_SERVICE_LABEL
 
 
 @contextlib.contextmanager

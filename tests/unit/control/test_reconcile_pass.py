@@ -167,3 +167,16 @@ def test_a_service_the_cluster_refuses_is_reported_and_the_deployment_still_appl
     assert kube.applied[-1] == "Service"
     degraded = next(c for c in kube.status["conditions"] if c["type"] == "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("False", "AsExpected")
+
+
+def test_the_deployment_watch_asks_the_api_server_for_thriftys_deployments_only() -> None:
+    import kopf
+    from kopf._cogs.structs import references
+
+    settings = kopf.OperatorSettings()
+    handlers.watch_only_thrifty_deployments(settings)
+    deployments = references.Resource("apps", "v1", "deployments", namespaced=True)
+    pods = references.Resource("", "v1", "pods", namespaced=True)
+    selectors = settings.watching.label_selectors
+    assert list(selectors.collect(deployments)) == ["thrifty.dev/model-service"]
+    assert list(selectors.collect(pods)) == [], "a pool's free GPUs count every pod"
