@@ -241,6 +241,17 @@ def test_lost_nodes_are_reported_replaced_and_routed_around_under_load(
     )
     assert get(cluster, "modelservice", "lost", namespace)["status"]["readyReplicas"] == 2
 
+    # The documented wrinkle, bounded: when a lost pod is removed, its ReplicaSet may create one
+    # pod that thrifty's lower replica count deletes again; never more than one per lost replica.
+    deleted = [
+        e
+        for e in cluster.kubectl_json("get", "events", "-n", namespace)["items"]
+        if e["reason"] == "SuccessfulDelete" and e["involvedObject"]["kind"] == "ReplicaSet"
+    ]
+    surplus = sum(int(e.get("count") or 1) for e in deleted)
+    print(f"pods the ReplicaSet deleted again: {surplus}")
+    assert surplus <= 2, [e["message"] for e in deleted]
+
     load.stop.set()
     failed = [s for s in load.statuses if s != 200]
     print(f"node-loss timings (s): { {k: round(v, 1) for k, v in timings.items()} }")

@@ -280,15 +280,20 @@ class Caches:
                         body
                     )
         services = []
+        ready_nodes = self.node_readiness()
         for key in self.model_services:
             for body in self.model_services[key]:
-                view = self._service(key, body, now)
+                view = self._service(key, body, now, ready_nodes)
                 if view is not None:
                     services.append(view)
         return World(services=services, pools=pools, budgets=budgets)
 
     def _service(
-        self, key: tuple[str, str], body: Mapping[str, Any], now: datetime
+        self,
+        key: tuple[str, str],
+        body: Mapping[str, Any],
+        now: datetime,
+        ready_nodes: Mapping[str, bool],
     ) -> ServiceView | None:
         meta = body.get("metadata") or {}
         if meta.get("deletionTimestamp"):
@@ -298,7 +303,7 @@ class Caches:
         except pydantic.ValidationError:
             return None
         replica_pods = _values(self.pods, key)
-        lost = {one.pod for one in reconcile.lost_replicas(replica_pods, self.node_readiness())}
+        lost = {one.pod for one in reconcile.lost_replicas(replica_pods, ready_nodes)}
         # A lost replica serves nobody and its cold start says nothing: to the policy it is one
         # ordered but not placed, whose replacement the reconciler has ordered.
         pods = (

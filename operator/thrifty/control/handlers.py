@@ -117,13 +117,13 @@ def deployment_event(
 def node_event(
     type: str | None, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
-    """A node deleted or not Ready: reconcile the ModelServices with replicas on it now, so their
-    lost replicas are reported and replaced in seconds, not at the next resync."""
+    """A node deleted, gone NotReady or Ready again: reconcile the ModelServices with replicas on
+    it now, so lost replicas are reported and replaced in seconds, not at the next resync (and the
+    replacements dropped as soon as the node is back). A pass over an unchanged world writes
+    nothing, so a node's routine status updates cost no API request."""
     caches: caches_module.Caches | None = getattr(memo, "thrifty_caches", None)
     name = body.metadata.name
     if caches is None or not name:
-        return
-    if type != "DELETED" and kube_adapter.node_ready(body):
         return
     for namespace, owner in caches.services_on(name):
         current = caches.model_service(namespace, owner)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -121,3 +122,46 @@ def test_replicas_on_a_deleted_or_not_ready_node_are_not_ready_to_the_policy() -
     counts = observe.replica_counts(4, world.services[0].pods)
     assert (counts.desired, counts.ready, counts.starting) == (4, 2, 0)
     assert view.services_on("sick") == [("ns", "chat")] and view.services_on("n1") == []
+
+
+def test_a_lost_node_reconciles_the_model_services_on_it_at_once() -> None:
+    """The Node event, not the next resync, reports the lost replica and orders its replacement."""
+    import threading
+
+    import kopf
+    from test_reconcile_pass import BODY, FakeKube
+
+    from thrifty.control import handlers
+
+    class RecordingKube(FakeKube):
+        def __init__(self) -> None:
+            super().__init__()
+            self.status: dict[str, Any] = {}
+            self.replicas: list[int] = []
+
+        def apply(self, manifest: Any) -> dict[str, Any]:
+            if manifest["kind"] == "Deployment":
+                self.replicas.append(manifest["spec"]["replicas"])
+            return super().apply(manifest)
+
+        def patch_status(self, plural: str, name: str, status: Any, **kwargs: Any) -> None:
+            self.status = dict(status)
+
+    body = {**BODY, "spec": {**BODY["spec"], "replicas": 2}}
+    view = caches(
+        model_services={("ns", "llama"): [body]},
+        pods={("ns", "llama"): [_replica("a", "n0"), _replica("b", "n1")]},
+        node_ready={"n0": [True]},  # n1 was just deleted
+    )
+    memo = kopf.Memo()
+    memo.kube, memo.thrifty_caches, memo.thrifty_applied = RecordingKube(), view, {}
+    memo.locks, memo.locks_guard = {}, threading.Lock()
+    gone = kopf.Body({"metadata": {"name": "n1"}})
+    handlers.node_event(type="DELETED", body=gone, memo=memo, logger=logging.getLogger("t"))
+    lost = next(c for c in memo.kube.status["conditions"] if c["type"] == "ReplicasLost")
+    assert lost["status"] == "True" and "b on node n1 (deleted)" in lost["message"]
+    assert memo.kube.replicas == [3], "one replacement ordered with the lost replica's event"
+    other = kopf.Body({"metadata": {"name": "n7"}, "status": {}})
+    before = len(memo.kube.applied)
+    handlers.node_event(type="DELETED", body=other, memo=memo, logger=logging.getLogger("t"))
+    assert len(memo.kube.applied) == before, "a node without replicas reconciles nothing"
