@@ -129,6 +129,20 @@ def node_event(
         current = caches.model_service(namespace, owner)
         if current is not None:
             _guarded_pass(memo, namespace, owner, functools.partial(dict, current), logger)
+    leading: Callable[[], bool] = getattr(memo, "thrifty_leading", lambda: True)
+    if not leading():
+        return
+    # The pools on that node say so now too, not at their next resync (they disagreed for 40 s);
+    # a refresh that changes nothing writes nothing.
+    labels = dict(body.metadata.labels)
+    for pool in caches.pool_bodies():
+        selector = (pool.get("spec") or {}).get("nodeSelector") or {}
+        if selector and all(labels.get(k) == v for k, v in selector.items()):
+            with timed_reconcile(memo, "GPUPool"):
+                _log_failure(
+                    f"GPUPool {pool['metadata']['name']}",
+                    functools.partial(refresh_gpu_pool, memo.kube, pool, logger, caches),
+                )
 
 
 def _guarded_pass(

@@ -145,7 +145,10 @@ def test_a_lost_node_reconciles_the_model_services_on_it_at_once() -> None:
             return super().apply(manifest)
 
         def patch_status(self, plural: str, name: str, status: Any, **kwargs: Any) -> None:
-            self.status = dict(status)
+            if plural == "gpupools":
+                self.pool_status = dict(status)
+            else:
+                self.status = dict(status)
 
     body = {**BODY, "spec": {**BODY["spec"], "replicas": 2}}
     view = caches(
@@ -156,11 +159,14 @@ def test_a_lost_node_reconciles_the_model_services_on_it_at_once() -> None:
     memo = kopf.Memo()
     memo.kube, memo.thrifty_caches, memo.thrifty_applied = RecordingKube(), view, {}
     memo.locks, memo.locks_guard = {}, threading.Lock()
-    gone = kopf.Body({"metadata": {"name": "n1"}})
+    gone = kopf.Body({"metadata": {"name": "n1", "labels": {"thrifty.dev/pool": "h100"}}})
     handlers.node_event(type="DELETED", body=gone, memo=memo, logger=logging.getLogger("t"))
     lost = next(c for c in memo.kube.status["conditions"] if c["type"] == "ReplicasLost")
     assert lost["status"] == "True" and "b on node n1 (deleted)" in lost["message"]
     assert memo.kube.replicas == [3], "one replacement ordered with the lost replica's event"
+    # Its pool is refreshed in the same call, from the nodes left (n0), not at its next resync.
+    (ready,) = [c for c in memo.kube.pool_status["conditions"] if c["type"] == "Ready"]
+    assert ready["message"].startswith("1 nodes"), ready
     other = kopf.Body({"metadata": {"name": "n7"}, "status": {}})
     before = len(memo.kube.applied)
     handlers.node_event(type="DELETED", body=other, memo=memo, logger=logging.getLogger("t"))
