@@ -10,6 +10,8 @@ for), and how a team's CostBudget tightens a member's cost target.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -160,7 +162,8 @@ def policy_spec(
         queue_target_per_replica=scaling.queue_depth_target_per_replica,
         scale_down_delay_seconds=float(scaling.scale_down_delay_seconds),
         scale_to_zero_idle_seconds=None if idle is None else float(idle),
-        ttft_p95_target_seconds=spec.latency_target.time_to_first_token_p95_seconds,
+        ttft_target_seconds=spec.latency_target.seconds,
+        ttft_target_quantile=spec.latency_target.quantile,
         max_dollars_per_hour=spec.cost_target.max_dollars_per_hour,
         max_dollars_per_million_tokens=_tighter(
             spec.cost_target.max_dollars_per_million_tokens, team_cap
@@ -171,7 +174,20 @@ def policy_spec(
         staleness_limit_seconds=settings.staleness_limit_seconds,
         capacity_tokens_per_second_per_replica=None,
         max_num_seqs_per_replica=spec.engine.max_num_seqs,
+        replica_shape=replica_shape(ms),
     )
+
+
+def replica_shape(ms: modelservice.ModelService) -> str:
+    """What one replica's speed depends on: its pool (GPU type), the model and engine arguments.
+
+    What the policy learned about a replica (capacity, base latency) is reset when this changes."""
+    engine = json.dumps(
+        [ms.spec.model.model_dump(mode="json"), ms.spec.engine.model_dump(mode="json")],
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(engine.encode()).hexdigest()[:12]
+    return f"{placed_pool_name(ms)}/{digest}"
 
 
 def policy_state(ms: modelservice.ModelService) -> types.PolicyState:

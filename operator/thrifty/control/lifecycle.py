@@ -23,7 +23,7 @@ from thrifty.autoscaler import observe
 from thrifty.control import caches as caches_module
 from thrifty.control import fleet, handlers, leadership, loops, policies
 from thrifty.control import settings as settings_module
-from thrifty.policy.thrifty_policy import ThriftyPolicy
+from thrifty.policy.planner import ThriftyPolicy
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ the token counts.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -28,6 +29,23 @@ from thrifty.sim.scenario import SIM_POOL, gpu_pool
 from thrifty.sim.traces import Request, Trace
 
 ProgressCallback = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class ScrapeNoise:
+    """What real scrapes of real vLLM add to the simulator's exact ones, seeded.
+
+    vLLM's ``num_requests_waiting`` is the scheduler's queue after a step: a burst of long prompts
+    that exceeds one step's token budget shows as waiting requests for a step or two, spare
+    replicas or not. Prometheus scrapes late by up to ``jitter_seconds`` and misses the odd one."""
+
+    seed: int = 0
+    jitter_seconds: float = 2.0
+    missed_share: float = 0.05
+    held_share: float = 0.3
+    """Share of scrapes at which a serving replica shows requests held back by the step budget."""
+    held_mean: float = 2.0
+    """How many it shows then, on average (Poisson)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +75,8 @@ class SimulationConfig:
     """Cap used to count seconds over budget; defaults to the spec's ``max_dollars_per_hour``."""
     observe_settings: observe.ObserveSettings = field(default_factory=observe.ObserveSettings)
     """The operator-wide defaults the translation falls back on."""
+    noise: ScrapeNoise | None = None
+    """Scrapes as a real cluster gives them (jitter, misses, vLLM's step-level waiting gauge)."""
 
     @property
     def spec(self) -> PolicySpec:
@@ -168,6 +188,7 @@ class _Run:
         self.series: list[TimePoint] = []
         self.arrivals_since_tick = 0
         self.truncated = 0
+        self.random = random.Random(config.noise.seed if config.noise is not None else 0)
 
     def run(self) -> RunResult:
         config = self.config
@@ -195,7 +216,7 @@ class _Run:
                 next_index += 1
             if next_scrape <= now:
                 self._scrape(now)
-                next_scrape += config.scrape_interval_seconds
+                next_scrape = now + self._scrape_interval()
             if next_decision <= now:
                 self._decide(now)
                 next_decision += config.decision_interval_seconds
@@ -232,7 +253,29 @@ class _Run:
         self.fleet.route(index, request, now)
         self.arrivals_since_tick += 1
 
+    def _scrape_interval(self) -> float:
+        noise = self.config.noise
+        interval = self.config.scrape_interval_seconds
+        if noise is None:
+            return interval
+        return interval + self.random.uniform(-noise.jitter_seconds, noise.jitter_seconds)
+
+    def _held_by_steps(self, busy: int) -> float:
+        """Waiting requests vLLM shows for prompts its step budget holds back (noise only): on
+        replicas that are serving, since an idle one holds nothing back."""
+        noise = self.config.noise
+        if noise is None:
+            return 0.0
+        held = 0
+        for _ in range(busy):
+            if self.random.random() < noise.held_share:
+                held += _poisson(self.random, noise.held_mean)
+        return float(held)
+
     def _scrape(self, now: float) -> None:
+        noise = self.config.noise
+        if noise is not None and self.random.random() < noise.missed_share:
+            return
         engines = self.fleet.engines()
         live_prompt = sum(e.prompt_tokens_total for e in engines)
         live_generation = sum(e.generation_tokens_total for e in engines)
@@ -241,7 +284,8 @@ class _Run:
                 time=now,
                 requests_waiting=float(
                     sum(e.num_waiting for e in engines) + len(self.fleet.router_queue)
-                ),
+                )
+                + self._held_by_steps(sum(1 for e in engines if e.num_running)),
                 requests_running=float(sum(e.num_running for e in engines)),
                 kv_cache_usage=(
                     sum(e.kv_cache_usage for e in engines) / len(engines) if engines else 0.0
@@ -372,6 +416,15 @@ def _pod(replica: Replica, now: float) -> observe.PodView:
         terminating=state is ReplicaState.DRAINING,
         cold_start_seconds=measured,
     )
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    """Knuth's method: fine for the small means of held requests."""
+    limit, count, product = math.exp(-mean), 0, rng.random()
+    while product > limit:
+        count += 1
+        product *= rng.random()
+    return count
 
 
 def _percentile(sorted_values: list[float], quantile: float) -> float:
