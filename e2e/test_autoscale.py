@@ -529,7 +529,7 @@ def test_operator_killed_mid_scale_restarts_and_converges_without_churn(stack: S
     # carry only what it saw itself.
     stack.operator.stop()
     carried = stack.get("chat")["status"]["autoscaler"]["policyState"]
-    seen_before = [at for at, _ in carried.get("recent_demand", []) if at < restarted_at]
+    seen_before = [at for at, _ in carried.get("demand", []) if at < restarted_at]
     assert seen_before, carried
 
 
