@@ -74,6 +74,8 @@ app.kubernetes.io/part-of: thrifty
   value: {{ .Values.operator.metricsAddress | quote }}
 - name: THRIFTY_LIVENESS_ENDPOINT
   value: {{ printf "http://0.0.0.0:%d/healthz" (int .Values.operator.healthPort) | quote }}
+- name: THRIFTY_DO_NOT_DISRUPT
+  value: {{ .Values.operator.doNotDisrupt | quote }}
 - name: THRIFTY_LEADER_ELECTION
   value: "true"
 - name: THRIFTY_LEASE_NAME

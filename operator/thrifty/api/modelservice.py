@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.config import JsonDict
 
-from thrifty.api import common, engine_flags
+from thrifty.api import common, engine_flags, podtemplate
 from thrifty.policy import types as policy_types
 
 _PATH = r"(/[A-Za-z0-9._~@+=,:-]+)*/?"
@@ -625,6 +625,12 @@ class ModelServiceSpec(common.Model):
                     "!has(self.model.revision) || self.model.uri.startsWith('hf://')",
                     "model.revision applies to hf:// models only",
                 ),
+                {
+                    "rule": "!has(self.podTemplate) || !self.podTemplate.spec.env.exists(e, "
+                    "self.engine.env.exists(f, f.name == e.name))",
+                    "message": "podTemplate.spec.env must not repeat a name of engine.env",
+                    "fieldPath": ".podTemplate.spec.env",
+                },
             ]
         }
     )
@@ -676,6 +682,14 @@ class ModelServiceSpec(common.Model):
         default_factory=CostTarget,
         description="The cost not to exceed.",
     )
+    pod_template: podtemplate.PodTemplate | None = Field(
+        default=None,
+        description=(
+            "Labels, annotations, service account, priority class, affinity, topology spread, "
+            "pull secrets, security contexts, variables and volumes merged onto the engine pods; "
+            "what thrifty manages (GPUs, port, probes, arguments, the pool's placement) is refused."
+        ),
+    )
     replicas: int | None = Field(
         default=None,
         ge=0,
@@ -696,6 +710,13 @@ class ModelServiceSpec(common.Model):
             raise ValueError("model.revision applies to hf:// models only")
         if len(set(self.pools)) != len(self.pools):
             raise ValueError("pools must not list a pool twice")
+        if self.pod_template is not None:
+            engine_env = {var.name for var in self.engine.env}
+            for var in self.pod_template.spec.env:
+                if var.name in engine_env:
+                    raise ValueError(
+                        f"podTemplate.spec.env {var.name} is also in engine.env: set it once"
+                    )
         return self
 
 

@@ -171,6 +171,7 @@ def _guarded_pass(
                 memo.thrifty_caches,
                 memo.thrifty_applied,
                 (config or settings_module.Settings()).node_loss_toleration_seconds,
+                do_not_disrupt=_settings(memo).do_not_disrupt,
             )
         except kube_adapter.NotFound:
             return
@@ -232,6 +233,8 @@ def reconcile_model_service(
     view: ClusterView,
     applied: Applied,
     node_loss_toleration_seconds: int = settings_module.Settings.node_loss_toleration_seconds,
+    *,
+    do_not_disrupt: bool = True,
 ) -> None:
     """One pass: plan from the caches, apply the manifests when they would change something,
     write status and Events if anything changed. Reads nothing from the API server."""
@@ -259,6 +262,7 @@ def reconcile_model_service(
         now=explain.now_rfc3339(),
         lost=reconcile.lost_replicas(own, view.node_readiness()),
         node_loss_toleration_seconds=node_loss_toleration_seconds,
+        do_not_disrupt=do_not_disrupt,
     )
     result = reconcile.plan(inputs)
     manifests = result.manifests or []
@@ -399,9 +403,13 @@ def refresh_cost_budget(
 # --- periodic resync ----------------------------------------------------------------------------
 
 
-def _retry_seconds(memo: kopf.Memo) -> float:
+def _settings(memo: kopf.Memo) -> settings_module.Settings:
     config: settings_module.Settings | None = getattr(memo, "thrifty_settings", None)
-    return (config or settings_module.Settings()).retry_seconds
+    return config or settings_module.Settings()
+
+
+def _retry_seconds(memo: kopf.Memo) -> float:
+    return _settings(memo).retry_seconds
 
 
 def _log_failure(what: str, call: Callable[[], None]) -> None:

@@ -110,6 +110,8 @@ class Inputs:
     lost: Sequence[LostReplica] = ()
     """Its replicas on nodes that are gone or not Ready (`lost_replicas`)."""
     node_loss_toleration_seconds: int = render.NODE_LOSS_TOLERATION_SECONDS
+    do_not_disrupt: bool = True
+    """Whether the engine pods carry the node autoscalers' do-not-disrupt annotations."""
 
 
 def desired_replicas(spec: modelservice.ModelServiceSpec) -> int:
@@ -155,6 +157,7 @@ def plan(inputs: Inputs) -> Plan:
         # until it is evicted (the node-loss toleration) or garbage-collected (node deleted).
         replicas=replicas + len(inputs.lost),
         node_loss_toleration_seconds=inputs.node_loss_toleration_seconds,
+        do_not_disrupt=inputs.do_not_disrupt,
     )
     status = _status(inputs, spec, where, pool, replicas)
     return Plan(render.manifests(target), status, _events(inputs.status, status))

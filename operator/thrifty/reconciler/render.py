@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from thrifty.api import API_VERSION, engine_flags, gpupool, modelservice
-from thrifty.reconciler import placement
+from thrifty.reconciler import placement, pod_template
 
 Manifest = dict[str, Any]
 
@@ -47,6 +47,8 @@ class Target:
     pool: gpupool.GPUPoolSpec
     replicas: int
     node_loss_toleration_seconds: int = NODE_LOSS_TOLERATION_SECONDS
+    do_not_disrupt: bool = True
+    """Annotate the pods so node autoscalers do not evict a serving replica (a setting)."""
 
 
 ENGINE_SUFFIX = "-engine"
@@ -307,7 +309,7 @@ def _tolerations(target: Target) -> list[dict[str, Any]]:
 def deployment(target: Target) -> Manifest:
     volumes, _ = _volumes(target.spec)
     pod_labels = {**labels(target.name), placement.POOL_LABEL: target.pool_name}
-    return {
+    manifest: Manifest = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(target),
@@ -341,6 +343,13 @@ def deployment(target: Target) -> Manifest:
             },
         },
     }
+    manifest["spec"]["template"] = pod_template.merge(
+        manifest["spec"]["template"],
+        target.spec.pod_template,
+        container=CONTAINER_NAME,
+        defaults=pod_template.disruption_annotations(target.do_not_disrupt),
+    )
+    return manifest
 
 
 def service(target: Target) -> Manifest:
