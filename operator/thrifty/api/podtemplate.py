@@ -440,7 +440,9 @@ class PodTemplateSpec(common.Model):
     def _check(self) -> PodTemplateSpec:
         for name, why in REFUSED_POD_FIELDS:
             attribute = _snake(name)
-            if getattr(self, attribute):  # None or empty: not set
+            value = getattr(self, attribute)
+            # As the CEL rules: an object is set when present, a list or string when not empty.
+            if (value is not None) if name in _REFUSED_OBJECTS else value:
                 raise ValueError(f"podTemplate.spec.{name} cannot be set: {why}")
         volumes = [v.name for v in self.volumes]
         if len(set(volumes)) != len(volumes):

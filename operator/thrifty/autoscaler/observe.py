@@ -10,6 +10,7 @@ for), and how a team's CostBudget tightens a member's cost target.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -89,8 +90,9 @@ def pool_view(
 ) -> types.PoolView:
     """The pool as the policy needs it. Free GPUs exclude those our unplaced replicas wait for."""
     free: int | None = None
-    if pool.status is not None:
-        free = max(pool.status.gpus_free - unplaced_replicas * gpus_per_replica, 0)
+    if pool.status is not None:  # what the nodes have, and what a node autoscaler may add
+        room = pool.status.gpus_free + pool.status.gpus_provisionable
+        free = max(room - unplaced_replicas * gpus_per_replica, 0)
     return types.PoolView(
         name=name,
         price_per_gpu_hour=pool.spec.price_per_gpu_hour,
@@ -215,11 +217,16 @@ def observation(
     desired = desired_replicas(ms)
     gpus_per_replica = ms.spec.engine.gpus_per_replica
     placed = sum(1 for pod in pods if pod.scheduled and not pod.terminating)
+    spec = policy_spec(ms, settings, budget, pods)
+    on_nodes = pool.status.gpus_free if pool.status is not None else 0
+    node_wait = pool.spec.node_wait_seconds(on_nodes, gpus_per_replica)
+    if node_wait:  # the next replica waits for a new node first: part of its cold start
+        spec = dataclasses.replace(spec, cold_start_seconds=spec.cold_start_seconds + node_wait)
     return types.Observation(
         now_seconds=now_seconds,
         signals=signals,
         replicas=replica_counts(desired, pods),
         pool=pool_view(pool_name, pool, gpus_per_replica, max(desired - placed, 0)),
-        spec=policy_spec(ms, settings, budget, pods),
+        spec=spec,
         budget_dollars_per_hour_available=budget_dollars_per_hour_available,
     )

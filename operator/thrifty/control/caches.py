@@ -28,7 +28,7 @@ from thrifty.api import GROUP, VERSION, costbudget, gpupool, modelservice
 from thrifty.autoscaler import status as status_rules
 from thrifty.autoscaler.observe import PodView
 from thrifty.autoscaler.world import ServiceKey, ServiceView, World
-from thrifty.reconciler import placement, reconcile
+from thrifty.reconciler import placement, pool_capacity, reconcile
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +167,13 @@ def thrifty_hpas(
     return {(namespace or "", str(spec["scaleTargetRef"]["name"])): name or ""}
 
 
+def _pool_status(body: Mapping[str, Any]) -> gpupool.GPUPoolStatus | None:
+    try:
+        return gpupool.GPUPoolStatus.model_validate(body.get("status") or {})
+    except pydantic.ValidationError:
+        return None
+
+
 def _values(index: kopf.Index[Any, Any], key: Any) -> list[Any]:
     return list(index[key]) if key in index else []
 
@@ -270,7 +277,8 @@ class Caches:
             for body in self.gpu_pools[name]:
                 with contextlib.suppress(pydantic.ValidationError):
                     spec = gpupool.GPUPoolSpec.model_validate(body.get("spec") or {})
-                    live = placement.pool_status(name, spec, nodes, pods)
+                    short = pool_capacity.short_now(_pool_status(body), now.timestamp())
+                    live = placement.pool_status(name, spec, nodes, pods, short is not None)
                     pools[name] = gpupool.GPUPool(spec=spec, status=live)
         budgets = {}
         for namespace, name in self.cost_budgets:

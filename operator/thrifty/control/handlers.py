@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import kopf
@@ -30,12 +31,12 @@ import pydantic
 
 from thrifty import explain
 from thrifty.adapters import kube as kube_adapter
-from thrifty.adapters import operator_metrics
+from thrifty.adapters import node_autoscaler, operator_metrics
 from thrifty.api import GROUP, VERSION, costbudget, gpupool, modelservice
 from thrifty.control import caches as caches_module
 from thrifty.control import loops
 from thrifty.control import settings as settings_module
-from thrifty.reconciler import placement, reconcile
+from thrifty.reconciler import placement, pool_capacity, reconcile
 
 FINALIZER = f"{GROUP}/finalizer"
 log = logging.getLogger(__name__)
@@ -192,6 +193,20 @@ def _pools(bodies: list[dict[str, Any]], logger: kopf.Logger) -> dict[str, gpupo
     return pools
 
 
+def _shortages(bodies: list[dict[str, Any]], now_seconds: float) -> dict[str, str]:
+    """Pools whose node autoscaler is failing (GPUPool CapacityLimited in force), with why."""
+    short = {}
+    for body in bodies:
+        try:
+            status = gpupool.GPUPoolStatus.model_validate(body.get("status") or {})
+        except pydantic.ValidationError:
+            continue
+        found = pool_capacity.short_now(status, now_seconds)
+        if found is not None:
+            short[body["metadata"]["name"]] = f"{found.reason}: {found.message}"
+    return short
+
+
 def _deployment_state(deployment: Mapping[str, Any] | None) -> reconcile.DeploymentState | None:
     if deployment is None:
         return None
@@ -263,6 +278,7 @@ def reconcile_model_service(
         lost=reconcile.lost_replicas(own, view.node_readiness()),
         node_loss_toleration_seconds=node_loss_toleration_seconds,
         do_not_disrupt=do_not_disrupt,
+        pool_shortages=_shortages(view.pool_bodies(), time.time()),
     )
     result = reconcile.plan(inputs)
     manifests = result.manifests or []
@@ -341,6 +357,7 @@ def refresh_gpu_pool(
     body: Mapping[str, Any],
     logger: kopf.Logger | logging.Logger,
     view: ClusterView,
+    now_seconds: float | None = None,
 ) -> None:
     name = body["metadata"]["name"]
     try:
@@ -349,25 +366,103 @@ def refresh_gpu_pool(
         logger.warning(f"GPUPool {name} is invalid: {error}")
         return
     old = gpupool.GPUPoolStatus.model_validate(body.get("status") or {})
-    computed = placement.pool_status(name, spec, view.all_nodes(), view.all_gpu_pods())
+    now_seconds = time.time() if now_seconds is None else now_seconds
+    now = explain.now_rfc3339(datetime.fromtimestamp(now_seconds, UTC))
+    short = _pool_shortage(kube, name, spec, old, view, now_seconds)
+    pods = view.all_gpu_pods()
+    computed = placement.pool_status(name, spec, view.all_nodes(), pods, short is not None)
     generation = int(body["metadata"].get("generation", 0))
-    ready = explain.condition(
+    conditions = explain.set_condition(
+        old.conditions, _pool_ready(spec, computed, now=now, generation=generation)
+    )
+    if pool_capacity.autoscaled(spec) or explain.find(conditions, explain.CAPACITY_LIMITED):
+        limited = pool_capacity.condition(spec, short, now=now, generation=generation)
+        conditions = explain.set_condition(conditions, limited)
+    new = computed.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": conditions,
+            "capacity_limited_until": pool_capacity.until_text(short),
+        }
+    )
+    _write_status(kube, body, "gpupools", old.to_kube(), new.to_kube())
+    for changed in explain.transitions(old.conditions, new.conditions):
+        if changed.type == explain.CAPACITY_LIMITED and changed.status.value == "True":
+            kube.event(_involved(body, "GPUPool"), "Warning", changed.reason, changed.message)
+
+
+def _pool_ready(
+    spec: gpupool.GPUPoolSpec, computed: gpupool.GPUPoolStatus, *, now: str, generation: int
+) -> Any:
+    if pool_capacity.autoscaled(spec):
+        return explain.condition(
+            explain.READY,
+            True,
+            explain.POOL_AUTOSCALED,
+            f"{computed.nodes} nodes, up to {spec.provisioning.max_nodes} from the node "
+            f"autoscaler ({computed.gpus_provisionable} GPUs more)",
+            now=now,
+            generation=generation,
+        )
+    return explain.condition(
         explain.READY,
         computed.nodes > 0,
         explain.POOL_READY if computed.nodes else explain.POOL_HAS_NO_NODES,
         f"{computed.nodes} nodes, {computed.gpus_allocatable} GPUs allocatable"
         if computed.nodes
         else f"no Ready, schedulable node matches nodeSelector {dict(spec.node_selector)}",
-        now=explain.now_rfc3339(),
+        now=now,
         generation=generation,
     )
-    new = computed.model_copy(
-        update={
-            "observed_generation": generation,
-            "conditions": explain.set_condition(old.conditions, ready),
-        }
-    )
-    _write_status(kube, body, "gpupools", old.to_kube(), new.to_kube())
+
+
+def pending_pods(
+    pool: str, view: ClusterView, now_seconds: float
+) -> list[pool_capacity.PendingPod]:
+    """thrifty's pods placed on ``pool`` and not bound to a node, with how long they waited."""
+    pending = []
+    for pod in view.all_gpu_pods():
+        if pod.node_name is not None or pod.labels.get(placement.POOL_LABEL) != pool:
+            continue
+        owner = pod.model_service
+        if owner is None:
+            continue
+        created = next(
+            (
+                (body.get("metadata") or {}).get("creationTimestamp")
+                for body in view.replica_pods(*owner)
+                if (body.get("metadata") or {}).get("name") == pod.name
+            ),
+            None,
+        )
+        since = _epoch(created) if created else now_seconds
+        pending.append(pool_capacity.PendingPod(pod.namespace, pod.name, now_seconds - since))
+    return pending
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _pool_shortage(
+    kube: kube_adapter.Kube,
+    name: str,
+    spec: gpupool.GPUPoolSpec,
+    old: gpupool.GPUPoolStatus,
+    view: ClusterView,
+    now_seconds: float,
+) -> pool_capacity.Shortage | None:
+    """Whether an Autoscaled pool's node autoscaler is failing: read its signs only while pods
+    wait for a node (a few list calls), else carry the backoff in force."""
+    if not pool_capacity.autoscaled(spec):
+        return None
+    pending = pending_pods(name, view, now_seconds)
+    failures: list[pool_capacity.NodeFailure] = []
+    if pending:
+        node_pool = pool_capacity.karpenter_node_pool(spec)
+        failures = node_autoscaler.failures(kube, node_pool, pending, now_seconds)
+    previous = pool_capacity.shortage_from_status(old)
+    return pool_capacity.shortage(spec, pending, failures, previous, now_seconds)
 
 
 # --- CostBudget ---------------------------------------------------------------------------------

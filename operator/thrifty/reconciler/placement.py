@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from thrifty.api import gpupool
+from thrifty.reconciler import pool_capacity
 
 POOL_LABEL = "thrifty.dev/pool"
 """On thrifty's pods: the pool they were placed on, so pending pods count against their pool."""
@@ -92,8 +93,10 @@ def room(
     pods: Iterable[PodInfo],
     gpus_per_replica: int,
     exclude: tuple[str, str] | None,
+    short: bool = False,
 ) -> PoolRoom:
-    """Replicas of ``gpus_per_replica`` that fit, not counting the pods of ``exclude``."""
+    """Replicas of ``gpus_per_replica`` that fit, not counting the pods of ``exclude``; with a
+    node autoscaler (and not ``short``), on the nodes it may still add too (`pool_capacity`)."""
     members = pool_nodes(spec, nodes)
     others = [p for p in pods if p.model_service != exclude or exclude is None]
     bound, pending = _pods_in_pool(pool, {n.name for n in members}, others)
@@ -106,6 +109,8 @@ def room(
         pending_gpus, gpus_per_replica
     )
     free_gpus = max(sum(free_by_node) - pending_gpus, 0)
+    fit += pool_capacity.new_node_replicas(spec, len(members), gpus_per_replica, short)
+    free_gpus += pool_capacity.provisionable_gpus(spec, len(members), 0, short)
     if spec.max_gpus is not None:
         thrifty_gpus = sum(p.gpus for p in bound + pending if p.model_service is not None)
         quota_left = max(spec.max_gpus - thrifty_gpus, 0)
@@ -128,6 +133,7 @@ def choose_pool(
     gpus_per_replica: int,
     replicas: int,
     current_pool: str | None,
+    short_pools: Mapping[str, str] | None = None,
 ) -> Placement:
     """The pool for ``replicas`` replicas of ``gpus_per_replica`` GPUs (see the module doc)."""
     known = [name for name in acceptable if name in pools]
@@ -149,8 +155,9 @@ def choose_pool(
             "pipelineParallelSize or add a pool with bigger nodes",
             problem="GPUsPerReplicaTooLarge",
         )
+    short = short_pools or {}
     rooms = {
-        name: room(name, pools[name], nodes, pods, gpus_per_replica, exclude=service)
+        name: room(name, pools[name], nodes, pods, gpus_per_replica, service, name in short)
         for name in suitable
     }
     ordered = ([current_pool] if current_pool in rooms else []) + suitable
@@ -158,7 +165,9 @@ def choose_pool(
         if rooms[name].replicas >= replicas:
             return Placement(name, False, _fits_message(name, replicas, gpus_per_replica))
     chosen = current_pool if current_pool in rooms else suitable[0]
-    return Placement(chosen, True, _short_message(replicas, gpus_per_replica, rooms, suitable))
+    message = _short_message(replicas, gpus_per_replica, rooms, suitable)
+    notes = [f"GPUPool {name} is short: {short[name]}" for name in suitable if name in short]
+    return Placement(chosen, True, "; ".join([message, *notes]))
 
 
 def _fits_message(pool: str, replicas: int, gpus_per_replica: int) -> str:
@@ -181,9 +190,14 @@ def _short_message(
 
 
 def pool_status(
-    pool: str, spec: gpupool.GPUPoolSpec, nodes: Iterable[NodeInfo], pods: Iterable[PodInfo]
+    pool: str,
+    spec: gpupool.GPUPoolSpec,
+    nodes: Iterable[NodeInfo],
+    pods: Iterable[PodInfo],
+    short: bool = False,
 ) -> gpupool.GPUPoolStatus:
-    """Nodes, allocatable, used and free GPUs, and the GPUs each ModelService holds in the pool."""
+    """Nodes, allocatable, used, free and provisionable GPUs, and the GPUs each ModelService
+    holds in the pool."""
     members = pool_nodes(spec, nodes)
     bound, pending = _pods_in_pool(pool, {n.name for n in members}, list(pods))
     allocatable = sum(n.allocatable_gpus for n in members)
@@ -200,6 +214,9 @@ def pool_status(
         gpus_allocatable=allocatable,
         gpus_used=used,
         gpus_free=max(allocatable - used, 0),
+        gpus_provisionable=pool_capacity.provisionable_gpus(
+            spec, len(members), max(allocatable, sum(usage.values())), short
+        ),
         usage=[
             gpupool.PoolUsage(namespace=ns, name=name, gpus=gpus)
             for (ns, name), gpus in sorted(usage.items())

@@ -112,6 +112,9 @@ class Inputs:
     node_loss_toleration_seconds: int = render.NODE_LOSS_TOLERATION_SECONDS
     do_not_disrupt: bool = True
     """Whether the engine pods carry the node autoscalers' do-not-disrupt annotations."""
+    pool_shortages: Mapping[str, str] = field(default_factory=dict)
+    """Pools whose node autoscaler is failing (`pool_capacity`), with the reason: they count
+    only their existing nodes."""
 
 
 def desired_replicas(spec: modelservice.ModelServiceSpec) -> int:
@@ -142,6 +145,7 @@ def plan(inputs: Inputs) -> Plan:
         gpus_per_replica=gpus,
         replicas=replicas,
         current_pool=inputs.status.pool,
+        short_pools=inputs.pool_shortages,
     )
     if where.pool is None:
         return _degraded(inputs, where.problem or explain.INVALID_SPEC, where.message)

@@ -164,7 +164,7 @@ REFUSED: list[tuple[dict[str, Any], str]] = [
     ({"spec": {"resources": {"limits": {"nvidia.com/gpu": 8}}}}, "resources"),
     ({"spec": {"ports": [{"containerPort": 9000}]}}, "ports"),
     ({"spec": {"nodeSelector": {"zone": "a"}}}, "nodeSelector"),
-    ({"spec": {"tolerations": []}}, "tolerations"),
+    ({"spec": {"tolerations": [{"operator": "Exists"}]}}, "tolerations"),
     ({"spec": {"startupProbe": {}}}, "startupProbe"),
     ({"spec": {"args": ["--port", "1"]}}, "args"),
     ({"metadata": {"labels": {"thrifty.dev/pool": "x"}}}, "thrifty.dev/pool"),
