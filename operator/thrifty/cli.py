@@ -271,6 +271,7 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
         initial_replicas=max(args.initial_replicas, ms.spec.scaling.min_replicas),
         slo_ttft_seconds=target if target is not None else args.slo_ttft,
         noise=ScrapeNoise(seed=args.seed) if args.noise else None,
+        pool=pool,
     )
 
 

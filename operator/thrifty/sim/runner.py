@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from thrifty import cost
-from thrifty.api import modelservice
+from thrifty.api import gpupool, modelservice
 from thrifty.autoscaler import observe, plan
 from thrifty.autoscaler.world import ServiceKey, ServiceView, SignalsReading, World
 from thrifty.policy.types import Observation, PolicySpec, PolicyState, ScalingPolicy
 from thrifty.sim.engine import EngineEvent, EventKind
-from thrifty.sim.fleet import Fleet, Replica, ReplicaState
+from thrifty.sim.fleet import Fleet, NodeAutoscaler, Replica, ReplicaState
 from thrifty.sim.observe import Histogram, Prometheus, Scrape
 from thrifty.sim.profiles import EngineProfile
 from thrifty.sim.scenario import SIM_POOL, gpu_pool
@@ -77,6 +77,20 @@ class SimulationConfig:
     """The operator-wide defaults the translation falls back on."""
     noise: ScrapeNoise | None = None
     """Scrapes as a real cluster gives them (jitter, misses, vLLM's step-level waiting gauge)."""
+    pool: gpupool.GPUPool | None = None
+    """The user's GPUPool (`-f gpupool.yaml`): an Autoscaled one has its nodes come from a node
+    autoscaler, each taking `nodeStartSeconds` before replicas can start on it."""
+
+    @property
+    def node_autoscaler(self) -> NodeAutoscaler | None:
+        pool = self.pool
+        if pool is None or pool.spec.provisioning.mode is not gpupool.ProvisioningMode.AUTOSCALED:
+            return None
+        return NodeAutoscaler(
+            gpus_per_node=pool.spec.gpus_per_node,
+            max_nodes=pool.spec.provisioning.max_nodes or 0,
+            start_seconds=float(pool.spec.provisioning.node_start_seconds),
+        )
 
     @property
     def spec(self) -> PolicySpec:
@@ -166,7 +180,11 @@ class _Run:
         self.config = config
         self.progress = progress
         self.fleet = Fleet(
-            config.profile, config.cold_start_seconds, config.pool_gpus, config.initial_replicas
+            config.profile,
+            config.cold_start_seconds,
+            config.pool_gpus,
+            config.initial_replicas,
+            config.node_autoscaler,
         )
         self.prometheus = Prometheus(config.rate_window_seconds, config.ttft_window_seconds)
         self.histogram = Histogram()
@@ -327,6 +345,15 @@ class _Run:
             self.model_service = self.model_service.model_copy(update={"spec": spec})
         free = fleet.free_gpus
         pool = gpu_pool(config.price_per_gpu_hour, None if free is None else max(free, 0))
+        nodes = fleet.nodes
+        if nodes is not None and config.pool is not None:  # what the operator's caches would show
+            ready = fleet.ready_nodes(now)
+            status = pool.status or gpupool.GPUPoolStatus()
+            more = max(nodes.max_nodes - ready, 0) * nodes.gpus_per_node
+            pool = gpupool.GPUPool(
+                spec=config.pool.spec,
+                status=status.model_copy(update={"nodes": ready, "gpus_provisionable": more}),
+            )
         view = ServiceView(
             key=_KEY,
             uid=_UID,
