@@ -186,6 +186,7 @@ def test_settings_reach_the_operator_as_environment() -> None:
     assert env["THRIFTY_LOG_FORMAT"] == "json"
     assert env["THRIFTY_HELD_REQUESTS_METRIC"] == "gateway:queued_requests"
     assert env["THRIFTY_METRICS_ADDRESS"] == "0.0.0.0"
+    assert env["THRIFTY_DO_NOT_DISRUPT"] == "true"
     ipv6 = component(render("--set", "operator.metricsAddress=::"), "Deployment", "operator")
     assert {"name": "THRIFTY_METRICS_ADDRESS", "value": "::"} in (
         ipv6["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -743,6 +744,7 @@ def test_cluster_wide_rbac_is_minimal(cluster: Cluster, release: Release) -> Non
         ("create", "events", "-n", ns),
         ("list", "pods", "--all-namespaces"),
         ("list", "nodes"),
+        ("list", "events", "-n", ns),
         ("patch", "gpupools.thrifty.dev", "--subresource=status"),
         ("create", "leases.coordination.k8s.io", "-n", other),
         ("update", f"leases.coordination.k8s.io/{release.lease}", "-n", other),
