@@ -176,7 +176,7 @@ def test_a_node_autoscaler_that_never_delivers_makes_the_pool_capacity_limited_i
         return found if found.get("status") == "True" else None
 
     service = wait_until(service_limited, timeout_seconds=30, what="ModelService CapacityLimited")
-    assert "NodesNotDelivered" in service["message"], service
+    assert service["reason"] == "PoolShort" and "NodesNotDelivered" in service["message"], service
     events = cluster.kubectl_json(
         "get", "events", "-A", "--field-selector", "reason=NodesNotDelivered"
     )

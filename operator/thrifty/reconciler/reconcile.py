@@ -187,7 +187,13 @@ def _status(
             now=now,
             generation=generation,
         ),
-        _capacity_condition(inputs.status, where, now=now, generation=generation),
+        _capacity_condition(
+            inputs.status,
+            where,
+            short=any(name in inputs.pool_shortages for name in spec.pools),
+            now=now,
+            generation=generation,
+        ),
         _lost_condition(inputs.lost, now=now, generation=generation),
         _progressing(deployment, replicas, now=now, generation=generation),
     ]
@@ -260,11 +266,14 @@ def _capacity_condition(
     status: modelservice.ModelServiceStatus,
     where: placement.Placement,
     *,
+    short: bool = False,
     now: str,
     generation: int,
 ) -> common.Condition:
     """CapacityLimited: the replicas asked for do not fit, or the autoscaler wanted more than the
-    pool can give and ordered only what fits (no pod waits; its decision says what is missing)."""
+    pool can give and ordered only what fits (no pod waits; its decision says what is missing).
+    Reason PoolShort when an acceptable pool's node autoscaler is failing (the message says
+    which and why), else InsufficientGPUs."""
     decision = status.autoscaler.last_decision if status.autoscaler else None
     autoscaler_bound = decision is not None and decision.bound == policy_types.Bound.CAPACITY.value
     limited = where.capacity_limited or autoscaler_bound
@@ -274,7 +283,9 @@ def _capacity_condition(
     return explain.condition(
         explain.CAPACITY_LIMITED,
         limited,
-        explain.INSUFFICIENT_GPUS if limited else explain.ENOUGH_CAPACITY,
+        (explain.POOL_SHORT if short else explain.INSUFFICIENT_GPUS)
+        if limited
+        else explain.ENOUGH_CAPACITY,
         message,
         now=now,
         generation=generation,

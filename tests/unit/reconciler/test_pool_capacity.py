@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from thrifty import explain
 from thrifty.api import gpupool, modelservice
@@ -12,6 +14,7 @@ from thrifty.autoscaler import observe
 from thrifty.reconciler import placement, pool_capacity
 
 NOW = 1_800_000_000.0
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 
 def spec(**provisioning: Any) -> gpupool.GPUPoolSpec:
@@ -166,3 +169,12 @@ def test_the_policy_sees_the_nodes_to_come_and_their_start_time() -> None:
         settings=settings,
     )
     assert warm.spec.cold_start_seconds == 30  # a Ready node has room: no node to wait for
+
+
+def test_the_karpenter_example_is_an_autoscaled_pool_with_room_and_no_nodes() -> None:
+    example = gpupool.GPUPool.model_validate(
+        yaml.safe_load((EXAMPLES / "gpupool-h100-karpenter.yaml").read_text())
+    )
+    assert pool_capacity.autoscaled(example.spec)
+    assert pool_capacity.karpenter_node_pool(example.spec) == "h100"
+    assert placement.room("h100-karpenter", example.spec, [], [], 8, exclude=None).replicas == 2

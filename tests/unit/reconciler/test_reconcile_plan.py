@@ -361,3 +361,22 @@ def test_lost_replicas_are_reported_replaced_at_once_and_not_counted_ready() -> 
 def test_a_healthy_new_object_has_no_replicas_lost_event() -> None:
     plan = reconcile.plan(inputs(SPEC))
     assert explain.NO_REPLICA_LOST not in [e.reason for e in plan.events]
+def test_a_short_autoscaled_pool_limits_capacity_with_its_reason() -> None:
+    autoscaled = gpupool.GPUPoolSpec.model_validate(
+        {**POOL.to_kube(), "provisioning": {"mode": "Autoscaled", "maxNodes": 4}}
+    )
+    ok = reconcile.plan(inputs(SPEC, pools={"h100": autoscaled}, nodes=[]))
+    assert condition(ok.status, explain.CAPACITY_LIMITED).status is common.ConditionStatus.FALSE
+    short = reconcile.plan(
+        inputs(
+            SPEC,
+            pools={"h100": autoscaled},
+            nodes=[],
+            pool_shortages={"h100": "NodesNotDelivered: pod ns/x has waited 400 s"},
+        )
+    )
+    limited = condition(short.status, explain.CAPACITY_LIMITED)
+    assert limited.status is common.ConditionStatus.TRUE
+    assert limited.reason == explain.POOL_SHORT
+    assert "GPUPool h100 is short: NodesNotDelivered" in limited.message
+    assert short.manifests is not None  # the pods stay and wait: the autoscaler may still deliver
