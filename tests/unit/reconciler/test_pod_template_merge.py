@@ -202,3 +202,11 @@ def test_a_variable_in_both_engine_env_and_the_template_is_refused() -> None:
             engine={"env": [{"name": "A", "value": "1"}]},
             podTemplate={"spec": {"env": [{"name": "A", "value": "2"}]}},
         )
+
+
+def test_the_paths_and_volumes_refused_are_the_ones_render_uses() -> None:
+    rendered = pod(spec(model={"uri": "pvc://weights/llama"}))
+    for volume in rendered["spec"]["volumes"]:
+        assert volume["name"] in podtemplate.MANAGED_VOLUMES
+    for mount in engine(rendered)["volumeMounts"]:
+        assert podtemplate.mount_path_problem(mount["mountPath"]) is not None, mount
