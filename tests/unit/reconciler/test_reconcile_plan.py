@@ -361,6 +361,8 @@ def test_lost_replicas_are_reported_replaced_at_once_and_not_counted_ready() -> 
 def test_a_healthy_new_object_has_no_replicas_lost_event() -> None:
     plan = reconcile.plan(inputs(SPEC))
     assert explain.NO_REPLICA_LOST not in [e.reason for e in plan.events]
+
+
 def test_a_short_autoscaled_pool_limits_capacity_with_its_reason() -> None:
     autoscaled = gpupool.GPUPoolSpec.model_validate(
         {**POOL.to_kube(), "provisioning": {"mode": "Autoscaled", "maxNodes": 4}}
