@@ -36,4 +36,8 @@ class Loop:
                     raise
                 except Exception:
                     log.exception("%s: pass failed; the next one retries", self.name)
-            await asyncio.sleep(max(next_at - time.monotonic(), 0.0))
+            now = time.monotonic()
+            # A pass longer than the interval (a flood of objects) skips the ticks it missed
+            # instead of running them back to back.
+            next_at = max(next_at, now)
+            await asyncio.sleep(next_at - now)
