@@ -180,6 +180,16 @@ class Kube:
         )
         return found
 
+    def model_service_exists(self, namespace: str, name: str, uid: str) -> bool:
+        """Whether the ModelService with this uid exists now and is not being deleted (asked of
+        the API server, not a cache: a watch event can be older than a delete that returned)."""
+        try:
+            found = self.get_model_service(namespace, name)
+        except NotFound:
+            return False
+        meta = found.get("metadata") or {}
+        return meta.get("uid") == uid and not meta.get("deletionTimestamp")
+
     def list_model_services(self, namespace: str | None = None) -> list[dict[str, Any]]:
         if namespace is None:
             found = call_api(

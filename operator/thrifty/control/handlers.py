@@ -7,7 +7,13 @@ manifests is a no-op for the API server, and status is patched only where it dif
 
 A user's mistake (unknown pool, too many GPUs per replica, missing Secret) is written to the
 ``Degraded`` condition with an Event and is not raised: the timer re-checks it, so the object heals
-by itself when the pool or Secret appears, and no error loop or crash touches other objects.
+by itself when the pool or Secret appears, and no error loop or crash touches other objects. A
+pass that fails (the API server refused or failed) puts the object in exponential backoff for the
+periodic resyncs (`thrifty.control.backoff`); its next change still reaches it at once.
+
+Only the leader acts, and only on an object that exists now: a pass whose object was deleted (its
+uid gone from the watch cache, or from the API server when workloads are about to be applied) does
+nothing, so a create-and-delete never leaves a Deployment behind.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from thrifty import explain
 from thrifty.adapters import kube as kube_adapter
 from thrifty.adapters import node_autoscaler, operator_metrics
 from thrifty.api import GROUP, VERSION, costbudget, gpupool, modelservice
+from thrifty.control import backoff as backoff_module
 from thrifty.control import caches as caches_module
 from thrifty.control import loops
 from thrifty.control import settings as settings_module
@@ -54,6 +61,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     watch_only_thrifty_deployments(settings)
     memo.kube = kube_adapter.Kube(kube_adapter.connect())
     memo.thrifty_applied = {}
+    memo.thrifty_backoff = backoff_module.Backoff(_retry_seconds(memo))
     memo.locks = {}
     memo.locks_guard = threading.Lock()
 
@@ -84,6 +92,20 @@ def _lock(memo: kopf.Memo, key: str) -> threading.Lock:
         return lock
 
 
+def _forget_locks(memo: kopf.Memo, live: set[str]) -> None:
+    """Drops the locks of objects that no longer exist (bounded by the objects, not by time)."""
+    with memo.locks_guard:
+        for key in [key for key, lock in memo.locks.items() if key not in live]:
+            if not memo.locks[key].locked():
+                del memo.locks[key]
+
+
+def _leading(memo: kopf.Memo) -> bool:
+    """Whether this process may act now (it holds the Lease, or election is off)."""
+    leading: Callable[[], bool] = getattr(memo, "thrifty_leading", lambda: True)
+    return leading()
+
+
 # --- ModelService -------------------------------------------------------------------------------
 
 
@@ -91,8 +113,8 @@ def _lock(memo: kopf.Memo, key: str) -> threading.Lock:
 def model_service_event(
     type: str | None, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
-    if type == "DELETED":
-        return
+    if type == "DELETED" or not _leading(memo):
+        return  # a follower acts on nothing: the leader's resyncs cover what it did not see
     _guarded_pass(
         memo, body.metadata.namespace or "", body.metadata.name or "", lambda: body, logger
     )
@@ -105,7 +127,7 @@ def deployment_event(
     """A replica became ready or went away: refresh its ModelService's status now."""
     owner = body.metadata.labels.get(placement.MODEL_SERVICE_LABEL)
     namespace = body.metadata.namespace
-    if type == "DELETED" or not owner or not namespace:
+    if type == "DELETED" or not owner or not namespace or not _leading(memo):
         return
     caches: caches_module.Caches = memo.thrifty_caches
     current = caches.model_service(namespace, owner)
@@ -151,35 +173,58 @@ def _guarded_pass(
     namespace: str,
     name: str,
     load: Callable[[], Mapping[str, Any]],
-    logger: kopf.Logger,
-) -> None:
-    """One pass at a time per object, on a snapshot taken inside the lock.
+    logger: kopf.Logger | logging.Logger,
+) -> str:
+    """One pass at a time per object, on a snapshot taken inside the lock; returns its outcome
+    (see `reconcile_model_service`), "gone" for an object deleted meanwhile.
 
     kopf updates a timer's ``body`` in place as watch events arrive; reading the status at the
     start and the resourceVersion at the end of a pass would pair an old status with a new version
     and defeat the write precondition. A deep copy, taken once the lock is held, is consistent.
+    A failure (the API server failed or refused) backs the object off for the periodic resyncs.
     """
+    backoff: backoff_module.Backoff = memo.thrifty_backoff
     with _lock(memo, f"ms/{namespace}/{name}"), timed_reconcile(memo):
+        body = copy.deepcopy(dict(load()))
+        uid = str(body["metadata"].get("uid", ""))
+        if body["metadata"].get("deletionTimestamp") or not _cached(memo, namespace, name, uid):
+            return GONE  # owner references let the garbage collector remove the workloads
         try:
-            body = copy.deepcopy(dict(load()))
-            if body["metadata"].get("deletionTimestamp"):
-                return  # owner references let the garbage collector remove the workloads
-            config: settings_module.Settings | None = getattr(memo, "thrifty_settings", None)
-            reconcile_model_service(
+            config = _settings(memo)
+            outcome = reconcile_model_service(
                 memo.kube,
                 body,
                 logger,
                 memo.thrifty_caches,
                 memo.thrifty_applied,
-                (config or settings_module.Settings()).node_loss_toleration_seconds,
-                do_not_disrupt=_settings(memo).do_not_disrupt,
+                config.node_loss_toleration_seconds,
+                do_not_disrupt=config.do_not_disrupt,
             )
         except kube_adapter.NotFound:
-            return
+            return GONE
         except kube_adapter.Conflict:
             logger.debug("status changed while reconciling; the next event reconciles again")
+            return SETTLED
         except kube_adapter.KubeError as error:
-            raise kopf.TemporaryError(str(error), delay=_retry_seconds(memo)) from error
+            delay = backoff.failed(uid, time.monotonic())
+            raise kopf.TemporaryError(
+                f"{error} (periodic retries back off: next in {delay:.0f} s)",
+                delay=_retry_seconds(memo),
+            ) from error
+        if outcome == REFUSED:
+            backoff.failed(uid, time.monotonic())
+        else:
+            backoff.succeeded(uid)
+        return outcome
+
+
+def _cached(memo: kopf.Memo, namespace: str, name: str, uid: str) -> bool:
+    """Whether the watch cache still holds this very object (not deleted, not a namesake)."""
+    caches: caches_module.Caches | None = getattr(memo, "thrifty_caches", None)
+    if caches is None:
+        return True
+    current = caches.model_service(namespace, name)
+    return current is not None and str((current.get("metadata") or {}).get("uid")) == uid
 
 
 def _pools(bodies: list[dict[str, Any]], logger: kopf.Logger) -> dict[str, gpupool.GPUPoolSpec]:
@@ -232,6 +277,10 @@ class ClusterView(Protocol):
     def node_readiness(self) -> dict[str, bool]: ...
 
 
+SETTLED, APPLIED, REFUSED, GONE = "settled", "applied", "refused", "gone"
+"""Outcomes of a pass: nothing to apply; workloads applied; the API server refused a workload
+(the user's to fix: `Degraded/ApplyFailed`); the object is deleted or being deleted."""
+
 Applied = MutableMapping[str, tuple[str, int]]
 """Per ModelService uid: the digest of the manifests last applied and the generation the
 Deployment had after that apply."""
@@ -250,9 +299,13 @@ def reconcile_model_service(
     node_loss_toleration_seconds: int = settings_module.Settings.node_loss_toleration_seconds,
     *,
     do_not_disrupt: bool = True,
-) -> None:
+) -> str:
     """One pass: plan from the caches, apply the manifests when they would change something,
-    write status and Events if anything changed. Reads nothing from the API server."""
+    write status and Events if anything changed; returns the outcome (SETTLED, APPLIED, REFUSED
+    or GONE). Reads nothing from the API server, except, right before applying a Deployment,
+    whether this very ModelService still exists: the watch event that started the pass may be
+    older than a delete that already returned, and a Deployment applied for a deleted owner would
+    start GPU pods until the garbage collector caught up."""
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     own = view.replica_pods(namespace, name)
@@ -284,9 +337,16 @@ def reconcile_model_service(
     manifests = result.manifests or []
     wanted = digest(manifests)
     generation = int((deployment or {}).get("metadata", {}).get("generation", 0))
+    outcome = SETTLED
     if manifests and (deployment is None or applied.get(uid) != (wanted, generation)):
+        outcome = APPLIED
         failures: list[tuple[dict[str, Any], str, bool]] = []
         for manifest in manifests:
+            if manifest["kind"] == "Deployment" and not kube.model_service_exists(
+                namespace, name, uid
+            ):
+                logger.info(f"ModelService {namespace}/{name} ({uid}) is gone: not applied")
+                return GONE
             try:
                 after_apply = kube.apply(manifest)
             except kube_adapter.Conflict:
@@ -304,12 +364,15 @@ def reconcile_model_service(
                     result = reconcile.plan(_replace_deployment(inputs, after))
         if failures:
             result = reconcile.apply_failed(inputs, result, failures)
+            if any(refused for _, _, refused in failures):
+                outcome = REFUSED
         else:
             applied[uid] = (wanted, generation)
     _write_status(kube, body, "modelservices", current.to_kube(), result.status.to_kube())
     for event in result.events:
         kube.event(_involved(body, "ModelService"), event.type, event.reason, event.message)
         logger.info(f"{event.reason}: {event.message}")
+    return outcome
 
 
 def _replace_deployment(
@@ -507,12 +570,12 @@ def _retry_seconds(memo: kopf.Memo) -> float:
     return _settings(memo).retry_seconds
 
 
-def _log_failure(what: str, call: Callable[[], None]) -> None:
+def _log_failure(what: str, call: Callable[[], object]) -> None:
     """One object's failed resync is logged and retried next period; the others go on."""
     try:
         call()
     except kopf.TemporaryError as error:
-        log.warning("%s: %s (next resync retries)", what, error)
+        log.warning("%s: %s", what, error)
     except kube_adapter.Conflict:
         log.debug("%s changed while refreshing; the next resync refreshes again", what)
     except kube_adapter.KubeError as error:
@@ -525,8 +588,10 @@ def resync_loops(
     """The periodic passes over every object, from the watch caches: ModelServices reconciled
     (freed capacity, deleted pools, missing Secrets), GPUPool and CostBudget status refreshed.
     One loop each on the leader instead of a kopf timer per object: timers would put a finalizer
-    on every object, and deleting one would then wait for a running operator."""
+    on every object, and deleting one would then wait for a running operator. An object whose
+    passes fail sits out resyncs in exponential backoff (`thrifty.control.backoff`)."""
     caches: caches_module.Caches = memo.thrifty_caches
+    backoff: backoff_module.Backoff = memo.thrifty_backoff
 
     async def model_services() -> None:
         live = {
@@ -536,15 +601,27 @@ def resync_loops(
         }
         for uid in [uid for uid in memo.thrifty_applied if uid not in live]:
             del memo.thrifty_applied[uid]  # bounded by the objects that exist
+        backoff.keep_only(live)
+        _forget_locks(memo, {f"ms/{namespace}/{name}" for namespace, name in caches.model_services})
         before = dict(memo.thrifty_applied)
+        skipped = 0
         for (namespace, name), bodies in list(caches.model_services.items()):
             for body in list(bodies):
+                uid = str((body.get("metadata") or {}).get("uid"))
+                if not backoff.due(uid, time.monotonic()):
+                    skipped += 1
+                    continue
                 once = functools.partial(
                     _guarded_pass, memo, namespace, name, functools.partial(dict, body), log
                 )
                 await asyncio.to_thread(_log_failure, f"ModelService {namespace}/{name}", once)
         applied = sum(1 for uid, done in memo.thrifty_applied.items() if before.get(uid) != done)
-        log.info("ModelService resync pass: %d objects, %d applied", len(live), applied)
+        log.info(
+            "ModelService resync pass: %d objects, %d applied, %d backing off",
+            len(live),
+            applied,
+            skipped,
+        )
 
     async def pools() -> None:
         for name, bodies in list(caches.gpu_pools.items()):

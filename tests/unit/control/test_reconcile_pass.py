@@ -36,11 +36,18 @@ BODY: dict[str, Any] = {
 
 
 class FakeKube:
-    """Records writes; has no read method at all, so a pass that reads the API fails loudly."""
+    """Records writes; its only read is the existence check before a Deployment is applied,
+    counted, so a pass that reads anything else from the API fails loudly."""
 
     def __init__(self) -> None:
         self.applied: list[str] = []
         self.generation = 1
+        self.existing: set[str] = {"u1"}
+        self.existence_checks = 0
+
+    def model_service_exists(self, namespace: str, name: str, uid: str) -> bool:
+        self.existence_checks += 1
+        return uid in self.existing
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         self.applied.append(str(manifest["kind"]))
@@ -87,9 +94,21 @@ def test_an_unchanged_model_service_is_applied_once_then_never_again() -> None:
     assert "Deployment" in kube.applied
     writes = len(kube.applied)
     view.deployment_body = {"metadata": {"generation": 1}, "status": {}}
+    checks = kube.existence_checks
     for _ in range(5):
         handlers.reconcile_model_service(kube, BODY, LOG, view, applied)  # type: ignore[arg-type]
     assert len(kube.applied) == writes, "a settled ModelService costs no apply"
+    assert kube.existence_checks == checks, "nor any read"
+
+
+def test_a_deleted_model_service_gets_no_deployment() -> None:
+    """The watch event is older than the delete: the pass asks the API server before the
+    Deployment (the only workload that starts pods) and applies nothing more."""
+    kube, view = FakeKube(), FakeView()
+    kube.existing = set()
+    outcome = handlers.reconcile_model_service(kube, BODY, LOG, view, {})  # type: ignore[arg-type]
+    assert outcome == handlers.GONE
+    assert "Deployment" not in kube.applied
 
 
 def test_a_changed_spec_an_edited_or_a_deleted_deployment_is_applied_again() -> None:
