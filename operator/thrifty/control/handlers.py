@@ -61,7 +61,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     watch_only_thrifty_deployments(settings)
     memo.kube = kube_adapter.Kube(kube_adapter.connect())
     memo.thrifty_applied = {}
-    memo.thrifty_backoff = backoff_module.Backoff(_retry_seconds(memo))
+    memo.thrifty_backoff = backoff_module.Backoff(settings_module.from_env().retry_seconds)
     memo.locks = {}
     memo.locks_guard = threading.Lock()
 
