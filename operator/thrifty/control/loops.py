@@ -12,6 +12,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from thrifty.adapters import kube
+
 log = logging.getLogger(__name__)
 
 
@@ -34,6 +36,9 @@ class Loop:
                     await self.work()
                 except asyncio.CancelledError:
                     raise
+                except kube.KubeError as error:
+                    # An outage, not a bug: one line, no traceback (the API server restarts).
+                    log.warning("%s: pass failed: %s; the next one retries", self.name, error)
                 except Exception:
                     log.exception("%s: pass failed; the next one retries", self.name)
             now = time.monotonic()
