@@ -278,8 +278,9 @@ class ClusterView(Protocol):
 
 
 SETTLED, APPLIED, REFUSED, GONE = "settled", "applied", "refused", "gone"
-"""Outcomes of a pass: nothing to apply; workloads applied; the API server refused a workload
-(the user's to fix: `Degraded/ApplyFailed`); the object is deleted or being deleted."""
+"""Outcomes of a pass: nothing to apply; workloads applied; the API server refused or failed a
+workload (`Degraded`, `ApplyFailed` or `ApplyError`: the periodic resyncs back off); the object
+is deleted or being deleted."""
 
 Applied = MutableMapping[str, tuple[str, int]]
 """Per ModelService uid: the digest of the manifests last applied and the generation the
@@ -364,8 +365,7 @@ def reconcile_model_service(
                     result = reconcile.plan(_replace_deployment(inputs, after))
         if failures:
             result = reconcile.apply_failed(inputs, result, failures)
-            if any(refused for _, _, refused in failures):
-                outcome = REFUSED
+            outcome = REFUSED
         else:
             applied[uid] = (wanted, generation)
     _write_status(kube, body, "modelservices", current.to_kube(), result.status.to_kube())

@@ -131,7 +131,7 @@ def test_a_lost_node_reconciles_the_model_services_on_it_at_once() -> None:
     import kopf
     from test_reconcile_pass import BODY, FakeKube
 
-    from thrifty.control import handlers
+    from thrifty.control import backoff, handlers
 
     class RecordingKube(FakeKube):
         def __init__(self) -> None:
@@ -159,6 +159,7 @@ def test_a_lost_node_reconciles_the_model_services_on_it_at_once() -> None:
     memo = kopf.Memo()
     memo.kube, memo.thrifty_caches, memo.thrifty_applied = RecordingKube(), view, {}
     memo.locks, memo.locks_guard = {}, threading.Lock()
+    memo.thrifty_backoff = backoff.Backoff(10.0)
     gone = kopf.Body({"metadata": {"name": "n1", "labels": {"thrifty.dev/pool": "h100"}}})
     handlers.node_event(type="DELETED", body=gone, memo=memo, logger=logging.getLogger("t"))
     lost = next(c for c in memo.kube.status["conditions"] if c["type"] == "ReplicasLost")
