@@ -146,15 +146,12 @@ def node_event(
     nothing, so a node's routine status updates cost no API request."""
     caches: caches_module.Caches | None = getattr(memo, "thrifty_caches", None)
     name = body.metadata.name
-    if caches is None or not name:
-        return
+    if caches is None or not name or not _leading(memo):
+        return  # a follower acts on nothing, as for every other watch event
     for namespace, owner in caches.services_on(name):
         current = caches.model_service(namespace, owner)
         if current is not None:
             _guarded_pass(memo, namespace, owner, functools.partial(dict, current), logger)
-    leading: Callable[[], bool] = getattr(memo, "thrifty_leading", lambda: True)
-    if not leading():
-        return
     # The pools on that node say so now too, not at their next resync (they disagreed for 40 s);
     # a refresh that changes nothing writes nothing.
     labels = dict(body.metadata.labels)

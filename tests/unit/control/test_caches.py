@@ -172,3 +172,8 @@ def test_a_lost_node_reconciles_the_model_services_on_it_at_once() -> None:
     before = len(memo.kube.applied)
     handlers.node_event(type="DELETED", body=other, memo=memo, logger=logging.getLogger("t"))
     assert len(memo.kube.applied) == before, "a node without replicas reconciles nothing"
+    # A follower acts on no node event: only the lease holder writes (two operators at once).
+    memo.thrifty_leading = lambda: False
+    memo.kube.status = {}
+    handlers.node_event(type="DELETED", body=gone, memo=memo, logger=logging.getLogger("t"))
+    assert len(memo.kube.applied) == before and memo.kube.status == {}
