@@ -27,7 +27,7 @@ from thrifty.api import gpupool, modelservice  # noqa: E402
 from thrifty.autoscaler import observe, plan  # noqa: E402
 from thrifty.autoscaler.world import ServiceKey, ServiceView, SignalsReading, World  # noqa: E402
 from thrifty.policy import types  # noqa: E402
-from thrifty.policy.thrifty_policy import ThriftyPolicy  # noqa: E402
+from thrifty.policy.planner import ThriftyPolicy  # noqa: E402
 
 SERVICES = 1000
 INTERVAL_SECONDS = 15.0

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from thrifty import cli, tracefiles
-from thrifty.api.modelservice import ModelService
+from thrifty.api.modelservice import PERCENTILES, ModelService
 from thrifty.policy.types import Enforcement
 from thrifty.sim import report, scenario
 from thrifty.sim.clairvoyant import ClairvoyantPolicy
 from thrifty.sim.profiles import EngineProfile, profile_by_name
-from thrifty.sim.runner import RunResult, SimulationConfig, simulate
+from thrifty.sim.runner import RunResult, ScrapeNoise, SimulationConfig, TimePoint, simulate
 from thrifty.sim.traces import Trace
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -43,8 +43,14 @@ MATRIX = (
     ("servegen-small", "llama-70b-4xh100"),
     ("servegen-mid", "llama-70b-4xh100"),
 )
-SAVINGS_TARGET = 0.30
-CLAIRVOYANT_TARGET = 0.15
+HPA_RATIO_TARGET = 0.70
+"""thrifty's GPU-hours at most this share of the HPA + KEDA curve's at equal attainment."""
+BEST_RATIO_TARGET = 1.10
+"""...and at most this multiple of the best of the static, KPA and clairvoyant curves."""
+NOISE_TARGET = 0.10
+"""With real scrapes' noise on, GPU-hours within this share of the clean run's."""
+LATENCY_SWEEP = (0.5, 1.0, 2.0, 4.0)
+"""Multiples of the TTFT target thrifty is also run at: cost must fall as the target loosens."""
 SPEED_TARGET_SECONDS = 10.0
 
 
@@ -90,6 +96,11 @@ class TraceBench:
     budget_run: RunResult
     budget_dollars_per_hour: float
     curves: dict[str, list[Point]]
+    noisy: RunResult
+    """thrifty with `ScrapeNoise` on."""
+    latency: list[tuple[float, RunResult]]
+    """(TTFT target in seconds, thrifty's run at it) for the latency sweep."""
+    scale_down_delay_seconds: float
 
     @property
     def trace(self) -> Trace:
@@ -112,28 +123,31 @@ def _model_service(
         "min_replicas": 1,
         "max_replicas": args.max_replicas,
         "queue_target_per_replica": queue_target,
-        "ttft_p95_target_seconds": args.slo_ttft_p95,
+        "ttft_target_seconds": args.slo_ttft,
+        "ttft_percentile": args.slo_percentile,
         "cold_start_seconds": case.cold_start_seconds,
         **overrides,
     }
     return scenario.model_service(case.profile, **settings)
 
 
-def _config(args: argparse.Namespace, case: Case, ms: ModelService) -> SimulationConfig:
+def _config(
+    args: argparse.Namespace, case: Case, ms: ModelService, noisy: bool | None = None
+) -> SimulationConfig:
+    target = ms.spec.latency_target.seconds
     return SimulationConfig(
         profile=case.profile,
         model_service=ms,
         price_per_gpu_hour=args.price_per_gpu_hour,
         cold_start_seconds=case.cold_start_seconds,
         initial_replicas=max(case.initial_replicas, ms.spec.scaling.min_replicas),
-        slo_ttft_seconds=args.slo_ttft_p95,
+        slo_ttft_seconds=target if target is not None else args.slo_ttft,
+        noise=ScrapeNoise(seed=args.seed) if (args.noise if noisy is None else noisy) else None,
     )
 
 
 def _context(args: argparse.Namespace, case: Case) -> cli.PolicyContext:
-    return cli.PolicyContext(
-        case.trace, case.profile, case.cold_start_seconds, args.slo_ttft_p95, 15.0
-    )
+    return cli.PolicyContext(case.trace, case.profile, case.cold_start_seconds, args.slo_ttft, 15.0)
 
 
 def _sweep_point(args: argparse.Namespace, case: Case, sweep: Sweep, value: float) -> Point:
@@ -156,7 +170,7 @@ def make_case(args: argparse.Namespace, name: str, profile: EngineProfile) -> Ca
     cold_start = args.cold_start or profile.cold_start_seconds
     # Every policy starts from the fleet the first minutes need, so none pays for an unfair
     # cold open (Mooncake starts at full rate with 40k-token prompts).
-    opening = ClairvoyantPolicy(trace, profile, cold_start, args.slo_ttft_p95)
+    opening = ClairvoyantPolicy(trace, profile, cold_start, args.slo_ttft)
     initial = max(1, opening.replicas_needed(0.0, cold_start))
     return Case(trace, profile, cold_start, initial)
 
@@ -190,7 +204,23 @@ def bench_trace(args: argparse.Namespace, case: Case, log: Callable[[str], None]
     budget_run = simulate(
         case.trace, cli.build_policy("thrifty", _context(args, case)), budget_config
     )
-    return TraceBench(case, thrifty, budget_run, cap, curves)
+    noisy = simulate(
+        case.trace,
+        cli.build_policy("thrifty", _context(args, case)),
+        _config(args, case, _model_service(args, case), noisy=True),
+    )
+    log(f"{name}: thrifty with noisy scrapes {noisy.gpu_hours:.2f} GPU-h")
+    latency = []
+    for multiple in LATENCY_SWEEP:
+        target = multiple * args.slo_ttft
+        ms = _model_service(args, case, ttft_target_seconds=target)
+        run = simulate(
+            case.trace, cli.build_policy("thrifty", _context(args, case)), _config(args, case, ms)
+        )
+        latency.append((target, run))
+    log(f"{name}: latency targets swept")
+    delay = float(_model_service(args, case).spec.scaling.scale_down_delay_seconds)
+    return TraceBench(case, thrifty, budget_run, cap, curves, noisy, latency, delay)
 
 
 # -- comparison at equal SLO attainment --------------------------------------------------------
@@ -314,43 +344,94 @@ def _trace_section(bench: TraceBench) -> list[str]:
     return lines
 
 
+def cheapest_static(points: Sequence[Point], attainment: float) -> Point | None:
+    """The fewest static replicas whose run reaches ``attainment``: what a team could simply buy."""
+    reaching = [p for p in points if p.result.slo_attainment >= attainment]
+    return min(reaching, key=lambda p: p.result.gpu_hours) if reaching else None
+
+
+def flaps(series: Sequence[TimePoint], window_seconds: float) -> int:
+    """Up-down-up within one scale-down delay: replicas ordered, removed and ordered again."""
+    moves = [
+        (point.time, 1 if point.desired > before.desired else -1)
+        for before, point in itertools.pairwise(series)
+        if point.desired != before.desired
+    ]
+    count = 0
+    for (t0, a), (_, b), (t2, c) in zip(moves, moves[1:], moves[2:], strict=False):
+        if (a, b, c) == (1, -1, 1) and t2 - t0 < window_seconds:
+            count += 1
+    return count
+
+
 @dataclass(frozen=True)
 class Verdict:
     trace: str
     thrifty_gpu_hours: float
     attainment: float
+    declared: float
     hpa: AtEqualSlo
-    clairvoyant: AtEqualSlo
+    best_name: str
+    best: AtEqualSlo
+    static: Point | None
+    noisy: RunResult
     budget_seconds_over: float
     thrifty_scale_events: int
     hpa_scale_events: int | None
+    flaps: int
+    latency: list[tuple[float, RunResult]]
 
     @property
-    def savings_vs_hpa(self) -> float | None:
-        """1 - thrifty / HPA GPU-hours at equal SLO; against HPA's ceiling when it tops out."""
+    def hpa_ratio(self) -> float | None:
+        """thrifty / HPA GPU-hours at equal SLO; against HPA's ceiling when it tops out."""
         hpa = self.hpa.gpu_hours if self.hpa.gpu_hours is not None else self.hpa.ceiling_gpu_hours
-        return 1.0 - self.thrifty_gpu_hours / hpa if hpa > 0 else None
+        return self.thrifty_gpu_hours / hpa if hpa > 0 else None
 
     @property
-    def over_clairvoyant(self) -> float | None:
-        if self.clairvoyant.gpu_hours is None or self.clairvoyant.gpu_hours <= 0:
+    def best_ratio(self) -> float | None:
+        if self.best.gpu_hours is None or self.best.gpu_hours <= 0:
             return None
-        return self.thrifty_gpu_hours / self.clairvoyant.gpu_hours - 1.0
+        return self.thrifty_gpu_hours / self.best.gpu_hours
+
+    @property
+    def noise_change(self) -> float:
+        return self.noisy.gpu_hours / self.thrifty_gpu_hours - 1.0
+
+    @property
+    def latency_monotone(self) -> bool:
+        """Looser targets never cost more, and each run's attainment is measured at its own."""
+        costs = [run.gpu_hours for _, run in sorted(self.latency)]
+        return all(b <= a * 1.02 for a, b in itertools.pairwise(costs))
 
 
-def verdict(bench: TraceBench) -> Verdict:
+def verdict(bench: TraceBench, declared: float) -> Verdict:
     attainment = bench.thrifty.slo_attainment
     hpa_points = bench.curves.get("hpa", [])
     hpa_near = nearest(hpa_points, attainment)
+    others = {
+        name: gpu_hours_at(bench.curves.get(name, []), attainment)
+        for name in ("static", "kpa", "clairvoyant")
+    }
+    reached = {name: at for name, at in others.items() if at.gpu_hours is not None}
+    best_name, best = min(
+        reached.items() or others.items(),
+        key=lambda item: item[1].gpu_hours if item[1].gpu_hours is not None else float("inf"),
+    )
     return Verdict(
         trace=bench.trace.name,
         thrifty_gpu_hours=bench.thrifty.gpu_hours,
         attainment=attainment,
+        declared=declared,
         hpa=gpu_hours_at(hpa_points, attainment),
-        clairvoyant=gpu_hours_at(bench.curves.get("clairvoyant", []), attainment),
+        best_name=best_name,
+        best=best,
+        static=cheapest_static(bench.curves.get("static", []), attainment),
+        noisy=bench.noisy,
         budget_seconds_over=bench.budget_run.seconds_over_budget,
         thrifty_scale_events=bench.thrifty.scale_events,
         hpa_scale_events=hpa_near.result.scale_events if hpa_near else None,
+        flaps=flaps(bench.thrifty.series, bench.scale_down_delay_seconds),
+        latency=bench.latency,
     )
 
 
@@ -358,43 +439,58 @@ def _mark(ok: bool | None) -> str:
     return "n/a" if ok is None else ("yes" if ok else "**no**")
 
 
+def _ratio_cell(ratio: float | None, target: float, ceiling: bool = False) -> str:
+    if ratio is None:
+        return "n/a"
+    if ceiling and ratio > target:
+        return f"{ratio:.2f} vs its ceiling: n/a (it cannot reach thrifty's attainment)"
+    return f"{ratio:.2f} {_mark(ratio <= target)}" + (" (vs its ceiling)" if ceiling else "")
+
+
 def _summary(verdicts: Sequence[Verdict]) -> list[str]:
     lines = [
-        "| trace | thrifty GPU-h | SLO attainment | HPA GPU-h at equal SLO | fewer than HPA "
-        "(target >= 30 %) | clairvoyant GPU-h at equal SLO | above clairvoyant (target <= 15 %) "
-        "| s over Hard budget (target 0) | scale events thrifty / HPA (target fewer) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| trace | thrifty GPU-h | SLO attainment (target >= declared) | cheapest static fleet at "
+        "that attainment | best of static, KPA, clairvoyant at equal SLO | thrifty / best "
+        f"(target <= {BEST_RATIO_TARGET:.2f}) | HPA+KEDA GPU-h at equal SLO | thrifty / HPA "
+        f"(target <= {HPA_RATIO_TARGET:.2f}) | with noisy scrapes (target within "
+        f"{NOISE_TARGET:.0%}) | s over Hard budget (target 0) | scale events thrifty / HPA "
+        "(target fewer) | up-down-up within the delay (target 0) | cost falls as the target "
+        "loosens |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in verdicts:
-        savings, over = v.savings_vs_hpa, v.over_clairvoyant
         hpa = f"{v.hpa.gpu_hours:.2f}" if v.hpa.gpu_hours is not None else v.hpa.note
-        clair = (
-            f"{v.clairvoyant.gpu_hours:.2f}"
-            if v.clairvoyant.gpu_hours is not None
-            else v.clairvoyant.note
+        best = (
+            f"{v.best.gpu_hours:.2f} ({v.best_name})"
+            if v.best.gpu_hours is not None
+            else f"none reaches it ({v.best_name}: {v.best.note})"
         )
-        if savings is None:
-            savings_cell = "n/a"
-        elif v.hpa.gpu_hours is not None:
-            savings_cell = f"{_pct(savings)} {_mark(savings >= SAVINGS_TARGET)}"
-        else:
-            # HPA cannot reach thrifty's attainment at any setting: compare with its ceiling.
-            verdict_text = "yes" if savings >= SAVINGS_TARGET else "n/a (HPA cannot reach it)"
-            savings_cell = f"{_pct(savings)} vs HPA's ceiling: {verdict_text}"
-        over_cell = (
-            f"{_pct(over)} {_mark(over <= CLAIRVOYANT_TARGET)}" if over is not None else "n/a"
+        static = (
+            f"{v.static.knob:g} replicas, {v.static.result.gpu_hours:.2f} GPU-h "
+            f"({_pct(v.static.result.slo_attainment)})"
+            if v.static is not None and v.static.knob is not None
+            else "none reaches it"
         )
         events_ok = (
             None
             if v.hpa_scale_events is None or v.hpa_scale_events == v.thrifty_scale_events == 0
             else v.thrifty_scale_events < v.hpa_scale_events
         )
+        noise = (
+            f"{v.noisy.gpu_hours:.2f} GPU-h, {_pct(v.noisy.slo_attainment)}: "
+            f"{v.noise_change:+.1%} {_mark(abs(v.noise_change) <= NOISE_TARGET)}"
+        )
+        sweep = ", ".join(f"{target:g} s: {run.gpu_hours:.2f}" for target, run in sorted(v.latency))
         lines.append(
-            f"| {v.trace} | {v.thrifty_gpu_hours:.2f} | {_pct(v.attainment)} | {hpa} | "
-            f"{savings_cell} | {clair} | {over_cell} | {v.budget_seconds_over:.0f} "
-            f"{_mark(v.budget_seconds_over == 0)} | {v.thrifty_scale_events} / "
+            f"| {v.trace} | {v.thrifty_gpu_hours:.2f} | {_pct(v.attainment)} "
+            f"{_mark(v.attainment >= v.declared)} | {static} | {best} | "
+            f"{_ratio_cell(v.best_ratio, BEST_RATIO_TARGET)} | {hpa} | "
+            f"{_ratio_cell(v.hpa_ratio, HPA_RATIO_TARGET, ceiling=v.hpa.gpu_hours is None)} | "
+            f"{noise} | {v.budget_seconds_over:.0f} {_mark(v.budget_seconds_over == 0)} | "
+            f"{v.thrifty_scale_events} / "
             f"{v.hpa_scale_events if v.hpa_scale_events is not None else '-'} "
-            f"{_mark(events_ok)} |"
+            f"{_mark(events_ok)} | {v.flaps} {_mark(v.flaps == 0)} | {sweep} "
+            f"{_mark(v.latency_monotone)} |"
         )
     return lines
 
@@ -407,7 +503,8 @@ def write_results(
     speed: Speed,
     wall_seconds: float,
 ) -> None:
-    verdicts = [verdict(b) for b in benches]
+    declared = PERCENTILES[args.slo_percentile]
+    verdicts = [verdict(b, declared) for b in benches]
     lines = [
         "# Benchmark: thrifty against HPA, KPA, static provisioning and the clairvoyant bound",
         "",
@@ -418,7 +515,8 @@ def write_results(
         "```",
         "",
         f"${args.price_per_gpu_hour:.2f} per GPU-hour, TTFT target "
-        f"{args.slo_ttft_p95:g} s (SLO attainment = share of requests with TTFT at or under it), "
+        f"{args.slo_ttft:g} s at {args.slo_percentile} (SLO attainment = share of requests with "
+        "TTFT at or under it; kept when at least the declared percentile), "
         "cold start of the profile (120 s for 8B, 300 s for 70B), 15 s decisions, 10 s scrapes, "
         f"seed {args.seed}; "
         f"ServeGen: first day compressed into one hour at {args.servegen_rps:g} req/s mean. "
@@ -456,7 +554,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--traces", nargs="+", default=names, choices=names)
     parser.add_argument("--profile", help="one engine profile for every trace (default: per trace)")
     parser.add_argument("--price-per-gpu-hour", type=float, default=2.5)
-    parser.add_argument("--slo-ttft-p95", type=float, default=2.0)
+    parser.add_argument("--slo-ttft", "--slo-ttft-p95", dest="slo_ttft", type=float, default=2.0)
+    parser.add_argument("--slo-percentile", choices=sorted(PERCENTILES), default="p95")
+    parser.add_argument(
+        "--noise",
+        action="store_true",
+        help="every run with real scrapes' noise (jitter, misses, vLLM's step-level waiting gauge)",
+    )
     parser.add_argument("--cold-start", type=float, help="seconds (default: the profile's)")
     parser.add_argument("--max-replicas", type=int, default=32)
     parser.add_argument("--servegen-rps", type=float, default=10.0)
@@ -465,7 +569,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         metavar="POLICY",
-        help="only this policy (e.g. thrifty or thrifty,target_utilization=0.7) on each trace, "
+        help="only this policy (e.g. thrifty or thrifty,scale_down_margin=0.2) on each trace, "
         "same settings, one line per trace; no sweeps, results.md untouched (seconds, not minutes)",
     )
     return parser.parse_args(argv)

@@ -111,8 +111,19 @@ go_install() { # go_install NAME VERSION MODULE/PATH [EXTRA_LDFLAGS]
   publish "$n" "$v" "$work/$n"
 }
 
+build_kstatus() { # e2e/kstatus: sigs.k8s.io/cli-utils' kstatus (what Flux uses), pinned by its go.sum
+  local v
+  v=$(cat "$here/kstatus/go.mod" "$here/kstatus/go.sum" "$here/kstatus/main.go" | sha256sum | cut -c1-12)
+  if have kstatus "$v"; then ln -sfn "kstatus-$v" "$bin/kstatus"; return; fi
+  step "kstatus probe $v (sigs.k8s.io/cli-utils)"
+  rm -rf "$work"; work=$(mktemp -d "$cache/tmp/kstatus.XXXXXX")
+  cp "$here/kstatus/go.mod" "$here/kstatus/go.sum" "$here/kstatus/main.go" "$work/"
+  (cd "$work" && go build -mod=readonly -ldflags "-s -w" -o "$work/kstatus" .) || fail "go build kstatus"
+  publish kstatus "$v" "$work/kstatus"
+}
 build_kubernetes
 build_etcd
+build_kstatus
 kwok_ld="-X sigs.k8s.io/kwok/pkg/consts.Version=${KWOK_VERSION#v}"
 go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok "$kwok_ld"
 go_install kwokctl "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwokctl "$kwok_ld"

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import pytest
 
 import fleet_process
-from harness import Cluster
+from harness import Cluster, chaos
 from harness import prometheus as prometheus_process
 from harness.cluster import wait_until
 from operator_process import OperatorProcess, StartOperator, operator_process
@@ -340,11 +340,24 @@ def test_two_operators_only_the_lease_holder_acts_and_a_successor_takes_over(
         leading = [i for i, flag in enumerate(flags) if flag == 1.0]
         return leading if len(leading) == 1 else None
 
+    def writes(port: int) -> float:
+        text = scrape(port)
+        return sum(
+            metric_value(text, "thrifty_kube_api_requests_total", verb=verb) or 0.0
+            for verb in ("patch", "create", "replace", "delete")
+        )
+
     leader = eventually(leaders, 60, "exactly one leader")[0]
     follower = 1 - leader
     eventually(lambda: decisions(ports[leader]) >= 3 or None, 60, "the leader deciding")
+    # A spec change: both processes see its watch event; only the leader may write for it.
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=model_service_manifest("ms", pool, maxReplicas=5)
+    )
+    eventually(lambda: writes(ports[leader]) > 0 or None, 60, "the leader's writes")
     for _ in range(5):
         assert decisions(ports[follower]) == 0.0, "the follower decided"
+        assert writes(ports[follower]) == 0.0, "the follower wrote to the API server"
         assert leaders() == [leader]
         time.sleep(1)
     lease = cluster.kubectl_json("get", "lease", "thrifty-operator", "-n", namespace)
@@ -362,6 +375,10 @@ def test_two_operators_only_the_lease_holder_acts_and_a_successor_takes_over(
     after = cluster.kubectl_json("get", "lease", "thrifty-operator", "-n", namespace)
     assert after["spec"]["holderIdentity"] != lease["spec"]["holderIdentity"]
     assert after["spec"]["leaseTransitions"] >= 1
+    owned = cluster.kubectl_json(
+        "get", "deployments,services,pdb", "-n", namespace, "-l", "thrifty.dev/model-service=ms"
+    )["items"]
+    assert sorted(i["kind"] for i in owned) == ["Deployment", "PodDisruptionBudget", "Service"]
 
 
 def test_load_ramps_replicas_rise_and_queue_drains_then_fall_to_zero(stack: Stack) -> None:
@@ -398,14 +415,14 @@ def test_load_ramps_replicas_rise_and_queue_drains_then_fall_to_zero(stack: Stac
     assert stack.condition("chat", "MetricsAvailable")  # the condition is kept up to date
 
 
-def test_prometheus_stopped_replicas_held_and_metrics_unavailable(stack: Stack) -> None:
+def test_prometheus_killed_replicas_held_and_decisions_again_after_restart(stack: Stack) -> None:
     pool = f"pool-{stack.namespace}"[:60]
     stack.cluster.apply(pool_manifest(pool))
     manifest = model_service_manifest("chat", pool, minReplicas=1, maxReplicas=6)
     stack.cluster.kubectl("apply", "-n", stack.namespace, "-f", "-", input=manifest)
     stack.load("chat", speedup=5, seconds=90)
     eventually(lambda: stack.replicas("chat") >= 2 or None, 60, "scale-up under load")
-    stop_prometheus(stack.prometheus)
+    chaos.kill_prometheus(stack.prometheus)  # SIGKILL: no goodbye, as a crashed pod
     unavailable = eventually(
         lambda: (
             stack.condition("chat", "MetricsAvailable")
@@ -423,6 +440,19 @@ def test_prometheus_stopped_replicas_held_and_metrics_unavailable(stack: Stack) 
         assert stack.replicas("chat") == held
     decision = stack.get("chat")["status"]["autoscaler"]["lastDecision"]
     assert decision["reason"] == "MetricsUnavailable"
+    # Back on the same port and data: thrifty decides on metrics again, by itself.
+    stack.prometheus = chaos.restart_prometheus(stack.prometheus, stack.workdir)
+    restarted = time.monotonic()
+
+    def on_metrics() -> dict[str, Any] | None:
+        decision = stack.get("chat")["status"]["autoscaler"]["lastDecision"]
+        return decision if decision["reason"] != "MetricsUnavailable" else None
+
+    # Rates need two scrapes after the restart: a few decisions may still hold.
+    again = eventually(on_metrics, 60, "a decision on metrics after the restart")
+    print(f"deciding on metrics again {time.monotonic() - restarted:.1f} s after the restart")
+    assert stack.condition("chat", "MetricsAvailable").get("status") == "True"
+    assert "$" in again["message"]
 
 
 def test_budget_cap_reached_budget_limited_and_replicas_capped(stack: Stack) -> None:
@@ -497,6 +527,11 @@ spec:
         stack.after_decisions("chat", 1)
 
 
+def pod_uids(stack: Stack) -> set[str]:
+    listed = stack.cluster.kubectl_json("get", "pods", "-n", stack.namespace)["items"]
+    return {p["metadata"]["uid"] for p in listed if not p["metadata"].get("deletionTimestamp")}
+
+
 def test_operator_killed_mid_scale_restarts_and_converges_without_churn(stack: Stack) -> None:
     pool = f"pool-{stack.namespace}"[:60]
     stack.cluster.apply(pool_manifest(pool))
@@ -508,6 +543,8 @@ def test_operator_killed_mid_scale_restarts_and_converges_without_churn(stack: S
     eventually(lambda: stack.events("ScaleUp") or None, 60, "the first scale-up")
     stack.operator.process.kill()  # no cleanup, no Lease release, mid-scale
     stack.operator.process.wait()
+    pods_before = pod_uids(stack)
+    assert pods_before, "replicas were running when the operator was killed"
     before = stack.get("chat")
     state = before["status"]["autoscaler"]["policyState"]
     assert state, "the policy state was persisted in status"
@@ -524,12 +561,18 @@ def test_operator_killed_mid_scale_restarts_and_converges_without_churn(stack: S
     drops = [b for a, b in itertools.pairwise(seen) if b < a]
     assert not drops, seen
     assert len(stack.events("ScaleDown")) == 0
+    gone = pods_before - pod_uids(stack)
+    assert not gone, f"pods deleted after the restart: {gone}"
+    owned = stack.cluster.kubectl_json(
+        "get", "deployments,services,pdb", "-n", stack.namespace, "-l", "thrifty.dev/model-service"
+    )["items"]
+    assert sorted(i["kind"] for i in owned) == ["Deployment", "PodDisruptionBudget", "Service"]
     # It resumed from the checkpoint: on SIGTERM it writes the state it carries, whose demand
     # window (60 s) still holds what the killed process saw; a process that started afresh would
     # carry only what it saw itself.
     stack.operator.stop()
     carried = stack.get("chat")["status"]["autoscaler"]["policyState"]
-    seen_before = [at for at, _ in carried.get("recent_demand", []) if at < restarted_at]
+    seen_before = [at for at, _ in carried.get("demand", []) if at < restarted_at]
     assert seen_before, carried
 
 

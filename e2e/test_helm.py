@@ -187,6 +187,7 @@ def test_settings_reach_the_operator_as_environment() -> None:
     assert env["THRIFTY_LOG_FORMAT"] == "json"
     assert env["THRIFTY_HELD_REQUESTS_METRIC"] == "gateway:queued_requests"
     assert env["THRIFTY_METRICS_ADDRESS"] == "0.0.0.0"
+    assert env["THRIFTY_DO_NOT_DISRUPT"] == "true"
     ipv6 = component(render("--set", "operator.metricsAddress=::"), "Deployment", "operator")
     assert {"name": "THRIFTY_METRICS_ADDRESS", "value": "::"} in (
         ipv6["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -426,7 +427,12 @@ def test_the_gateway_runs_restricted_with_its_settings_as_flags() -> None:
             (("modelservices",), ("list", "watch")),
             (("endpointslices",), ("list", "watch")),
         }
-    assert not [r for r in of_kind(docs, "ClusterRole") if "gateway" in r["metadata"]["name"]]
+    # Cluster-wide only what is cluster-scoped: which Nodes are Ready (endpoints on lost ones).
+    cluster_roles = [r for r in of_kind(docs, "ClusterRole") if "gateway" in r["metadata"]["name"]]
+    assert [r["metadata"]["name"] for r in cluster_roles] == ["thrifty-gateway-nodes"]
+    assert {(tuple(r["resources"]), tuple(r["verbs"])) for r in cluster_roles[0]["rules"]} == {
+        (("nodes",), ("list", "watch"))
+    }
 
 
 def test_the_gateway_is_optional_and_scraped_with_its_own_labels() -> None:
@@ -740,6 +746,7 @@ def test_cluster_wide_rbac_is_minimal(cluster: Cluster, release: Release) -> Non
         ("create", "events", "-n", ns),
         ("list", "pods", "--all-namespaces"),
         ("list", "nodes"),
+        ("list", "events", "-n", ns),
         ("patch", "gpupools.thrifty.dev", "--subresource=status"),
         ("create", "leases.coordination.k8s.io", "-n", other),
         ("update", f"leases.coordination.k8s.io/{release.lease}", "-n", other),

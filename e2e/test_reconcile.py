@@ -226,7 +226,12 @@ def test_more_gpus_than_the_pool_has_is_capacity_limited_with_a_clear_message(
     assert "wants 2 replicas x 8 GPUs = 16 nvidia.com/gpu" in message
     assert "h100-spot: room for" in message
     assert condition(body, "Degraded")["status"] == "False"  # type: ignore[index]
-    assert "InsufficientGPUs" in _event_reasons(cluster, namespace, "big")
+    # The Event is posted right after the status write that the wait above saw: wait for it too.
+    wait_until(
+        lambda: True if "InsufficientGPUs" in _event_reasons(cluster, namespace, "big") else None,
+        timeout_seconds=30,
+        what="the InsufficientGPUs Event",
+    )
     # Only the replica that got its GPUs is charged: 1 x 8 x $2.10, not the pending one.
     wait_until(
         lambda: (

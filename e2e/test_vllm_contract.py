@@ -34,7 +34,12 @@ import pytest
 
 from harness import Cluster
 from harness.cluster import wait_until
-from thrifty.adapters.prometheus import PrometheusSignals, ServiceKey, build_queries
+from thrifty.adapters.prometheus import (
+    PrometheusSignals,
+    ServiceKey,
+    build_bucket_query,
+    build_queries,
+)
 from thrifty.api import modelservice
 from thrifty.reconciler import render
 from thrifty_runtime import vllm_process
@@ -209,7 +214,7 @@ def test_simulator_metrics_have_the_shape_of_real_vllm(
     real_vllm_families = {name for name in real if name.startswith("vllm:")}
     used_by_queries = {
         token
-        for promql in build_queries(None).values()
+        for promql in [*build_queries(None).values(), build_bucket_query(None)]
         for token in promql.replace("(", " ").replace("{", " ").split()
         if token.startswith("vllm:")
     }
@@ -248,6 +253,8 @@ def test_every_operator_query_returns_data_from_real_and_simulated_engines(
                         if not result:
                             return None
                         assert len(result) == 1, (name, result)
+                    if not source.query(build_bucket_query(key)):
+                        return None
                 return True
 
             wait_until(
@@ -269,6 +276,11 @@ def test_every_operator_query_returns_data_from_real_and_simulated_engines(
         assert reading.signals.prompt_tokens_per_second > 0, key
         assert reading.signals.requests_per_second > 0, key
         assert reading.signals.ttft_p95_seconds is not None, key
+        assert reading.signals.requests_waiting_mean is not None, key
+        # The histogram the planner reads its percentile from: cumulative, +Inf last, non-empty.
+        buckets = reading.signals.ttft_buckets
+        assert buckets and buckets[-1][0] == float("inf") and buckets[-1][1] > 0, (key, buckets)
+        assert [count for _, count in buckets] == sorted(count for _, count in buckets), key
         assert 0 <= reading.signals.kv_cache_usage <= 1, key
     # 12 clients against --max-num-seqs 4: real vLLM queued some.
     assert waiting_seen > 0

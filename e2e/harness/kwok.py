@@ -81,6 +81,21 @@ def _service_range() -> list[str]:
     return [f"--extra-args=kube-apiserver=service-cluster-ip-range={cidr}"] if cidr else []
 
 
+MANAGED_ANNOTATION = "kwok.x-k8s.io/node"
+"""KWOK keeps a node Ready (heartbeats, its pods' status) only while it carries this annotation
+(= "fake"): a test removes it to make a node stop reporting, as a real node that lost power."""
+
+
+def _managed_nodes() -> list[str]:
+    """kwokctl starts the KWOK controller with --manage-all-nodes=true; these come later on its
+    command line and win, so a node without the annotation is left alone (kwok docs: "Manage
+    Nodes and Pods")."""
+    return [
+        "--extra-args=kwok-controller=manage-all-nodes=false",
+        f"--extra-args=kwok-controller=manage-nodes-with-annotation-selector={MANAGED_ANNOTATION}=fake",
+    ]
+
+
 def create(name: str, run_dir: Path, bin_dir: Path, ports: KwokPorts, kubeconfig: Path) -> None:
     """Create and start the cluster; raise RuntimeError with kwokctl's output on failure."""
     config = _write_config(run_dir, ports)
@@ -104,6 +119,7 @@ def create(name: str, run_dir: Path, bin_dir: Path, ports: KwokPorts, kubeconfig
         "--wait=2m",
         *(f"{flag}={bin_dir / binary}" for flag, binary in BINARY_FLAGS.items()),
         *_service_range(),
+        *_managed_nodes(),
     ]
     log_path = run_dir / "kwokctl-create.log"
     with log_path.open("w") as log:

@@ -33,7 +33,7 @@ from thrifty.sim import report, scenario, traces
 from thrifty.sim.clairvoyant import ClairvoyantPolicy
 from thrifty.sim.pools import SimPool, interruptions
 from thrifty.sim.profiles import EngineProfile, profile_by_name
-from thrifty.sim.runner import RunResult, SimulationConfig, simulate
+from thrifty.sim.runner import RunResult, ScrapeNoise, SimulationConfig, simulate
 from thrifty.tracefiles import (
     NAMED_TRACES,
     SYNTHETIC_SHAPES,
@@ -160,7 +160,26 @@ def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     )
     parser.add_argument("--profile", default="llama-8b-1xh100", help="engine profile (8b, 70b)")
     parser.add_argument("--price-per-gpu-hour", type=float, default=2.5)
-    parser.add_argument("--slo-ttft-p95", type=float, default=2.0, help="TTFT target, seconds")
+    parser.add_argument(
+        "--slo-ttft",
+        "--slo-ttft-p95",
+        dest="slo_ttft",
+        type=float,
+        default=2.0,
+        help="TTFT target, seconds",
+    )
+    parser.add_argument(
+        "--slo-percentile",
+        choices=sorted(modelservice.PERCENTILES),
+        default="p95",
+        help="share of requests that must meet the TTFT target",
+    )
+    parser.add_argument(
+        "--noise",
+        action="store_true",
+        help="scrapes as a real cluster gives them: jitter, missed scrapes, and vLLM's "
+        "step-level waiting gauge (seeded by --seed)",
+    )
     parser.add_argument("--duration", type=float, help="seconds of traffic to replay")
     parser.add_argument(
         "--start",
@@ -268,13 +287,14 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
             min_replicas=args.min_replicas,
             max_replicas=args.max_replicas,
             queue_target_per_replica=args.queue_target,
-            ttft_p95_target_seconds=args.slo_ttft_p95,
+            ttft_target_seconds=args.slo_ttft,
+            ttft_percentile=args.slo_percentile,
             max_dollars_per_hour=args.max_dollars_per_hour,
             max_dollars_per_million_tokens=args.max_dollars_per_million_tokens,
             enforcement=Enforcement(args.enforcement),
             cold_start_seconds=args.cold_start,
         )
-    target = ms.spec.latency_target.time_to_first_token_p95_seconds
+    target = ms.spec.latency_target.seconds
     cold_start = args.cold_start or ms.spec.scaling.cold_start_seconds or profile.cold_start_seconds
     several = _sim_pools(ms, pools, args.pool_gpus) if len(pools) > 1 else ()
     return SimulationConfig(
@@ -285,8 +305,10 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
         pool_gpus=args.pool_gpus,
         cold_start_seconds=float(cold_start),
         initial_replicas=max(args.initial_replicas, ms.spec.scaling.min_replicas),
-        slo_ttft_seconds=target if target is not None else args.slo_ttft_p95,
+        slo_ttft_seconds=target if target is not None else args.slo_ttft,
         pools=several,
+        noise=ScrapeNoise(seed=args.seed) if args.noise else None,
+        pool=pool,
     )
 
 

@@ -20,11 +20,15 @@ DEGRADED = "Degraded"
 CAPACITY_LIMITED = "CapacityLimited"
 BUDGET_LIMITED = "BudgetLimited"
 METRICS_AVAILABLE = "MetricsAvailable"
+REPLICAS_LOST = "ReplicasLost"
+STALLED = "Stalled"
+"""kstatus's "abnormal-true" condition: True when the operator cannot make progress until someone
+changes something (sigs.k8s.io/cli-utils reports the object Failed, so Flux fails fast)."""
 
 # Condition types of a CostBudget (besides Ready).
 BUDGET_EXCEEDED = "Exceeded"
 
-RECONCILER_CONDITIONS = (READY, PROGRESSING, DEGRADED, CAPACITY_LIMITED)
+RECONCILER_CONDITIONS = (READY, PROGRESSING, DEGRADED, CAPACITY_LIMITED, REPLICAS_LOST, STALLED)
 """The conditions the reconciler owns; the autoscaler owns BudgetLimited and MetricsAvailable."""
 
 # Reasons (condition reasons and Event reasons).
@@ -51,16 +55,37 @@ SECRET_NOT_FOUND = "SecretNotFound"
 INVALID_SPEC = "InvalidSpec"
 COST_CAP_BELOW_MINIMUM = "CostCapBelowMinimum"
 APPLY_FAILED = "ApplyFailed"
+APPLY_ERROR = "ApplyError"
+NODE_LOST = "NodeLost"
+NO_REPLICA_LOST = "NoReplicaLost"
 WORKLOAD_APPLIED = "WorkloadApplied"
 DEGRADED_REASON = "Degraded"
 RECOVERED = "Recovered"
 POOL_HAS_NO_NODES = "NoNodes"
 POOL_READY = "NodesFound"
+POOL_AUTOSCALED = "Autoscaled"
+"""GPUPool Ready: its nodes come from a node autoscaler, none need exist."""
+NODES_NOT_DELIVERED = "NodesNotDelivered"
+"""GPUPool CapacityLimited: a pod waited longer than nodeStartSeconds plus a margin for a node."""
+NODE_LAUNCH_FAILED = "NodeLaunchFailed"
+"""GPUPool CapacityLimited: Karpenter could not launch a NodeClaim (e.g. InsufficientCapacity)."""
+SCALE_UP_NOT_TRIGGERED = "ScaleUpNotTriggered"
+"""GPUPool CapacityLimited: the cluster autoscaler said a pending pod would not get a node."""
+POOL_SHORT = "PoolShort"
+"""ModelService CapacityLimited: its pool's node autoscaler is failing (the pool's reason says
+why)."""
 WITHIN_BUDGET = "WithinBudget"
 OVER_BUDGET = "OverBudget"
 METRICS_READ = "MetricsRead"
 METRICS_MISSING = "MetricsUnavailable"
 BUDGET_BOUND = "BudgetBound"
+
+TERMINAL_REASONS = frozenset(
+    {INVALID_SPEC, GPUS_PER_REPLICA_TOO_LARGE, COST_CAP_BELOW_MINIMUM, APPLY_FAILED}
+)
+"""Degraded reasons that waiting cannot heal: only a change of the ModelService (or of the pool's
+GPUs per node) can. The others (UnknownPool, SecretNotFound) heal by themselves when the pool or
+Secret appears, often in the same GitOps sync, so they are not reported as Stalled."""
 # Decision reasons (ScaleUp, ScaleDown, ...) are the policy contract's: thrifty.policy.types.Reason.
 
 
@@ -155,6 +180,44 @@ def ready_from(
     return condition(
         READY, True, AVAILABLE, "all desired replicas are ready", now=now, generation=generation
     )
+
+
+def stalled_from(
+    conditions: Sequence[common.Condition], *, now: str, generation: int | None = None
+) -> common.Condition | None:
+    """Stalled (kstatus), from Degraded: True with its reason and message when that reason is
+    terminal; False once it is not, if it was ever written; None (not written) otherwise, so a
+    healthy object carries no Stalled condition at all, as kstatus recommends."""
+    degraded = find(conditions, DEGRADED)
+    if (
+        degraded is not None
+        and degraded.status is common.ConditionStatus.TRUE
+        and degraded.reason in TERMINAL_REASONS
+    ):
+        return condition(
+            STALLED, True, degraded.reason, degraded.message, now=now, generation=generation
+        )
+    if find(conditions, STALLED) is None:
+        return None
+    return condition(
+        STALLED,
+        False,
+        AS_EXPECTED,
+        "no failure that needs a change of the spec",
+        now=now,
+        generation=generation,
+    )
+
+
+def with_rollups(
+    conditions: Sequence[common.Condition], *, now: str, generation: int | None = None
+) -> list[common.Condition]:
+    """Ready and Stalled, rolled up from the others and set."""
+    out = list(conditions)
+    stalled = stalled_from(out, now=now, generation=generation)
+    if stalled is not None:
+        out = set_condition(out, stalled)
+    return set_condition(out, ready_from(out, now=now, generation=generation))
 
 
 def transitions(

@@ -66,12 +66,16 @@ app.kubernetes.io/part-of: thrifty
   value: {{ .Values.operator.decisionIntervalSeconds | quote }}
 - name: THRIFTY_LOG_FORMAT
   value: {{ .Values.operator.logFormat | quote }}
+- name: THRIFTY_NODE_LOSS_TOLERATION_SECONDS
+  value: {{ .Values.operator.nodeLossTolerationSeconds | quote }}
 - name: THRIFTY_METRICS_PORT
   value: {{ .Values.operator.metricsPort | quote }}
 - name: THRIFTY_METRICS_ADDRESS
   value: {{ .Values.operator.metricsAddress | quote }}
 - name: THRIFTY_LIVENESS_ENDPOINT
   value: {{ printf "http://0.0.0.0:%d/healthz" (int .Values.operator.healthPort) | quote }}
+- name: THRIFTY_DO_NOT_DISRUPT
+  value: {{ .Values.operator.doNotDisrupt | quote }}
 - name: THRIFTY_LEADER_ELECTION
   value: "true"
 - name: THRIFTY_LEASE_NAME

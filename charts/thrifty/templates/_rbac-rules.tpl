@@ -28,6 +28,11 @@ these permissions and checks that nothing more is granted.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
+# Autoscaled GPUPools, only while a pod waits for a node: Karpenter's NodeClaims of the pool's
+# NodePool (a launch that failed marks the pool short, see docs/node-autoscalers.md). Read only.
+- apiGroups: ["karpenter.sh"]
+  resources: ["nodeclaims"]
+  verbs: ["list"]
 # kopf watches CRDs to notice the thrifty.dev resources appearing or going away; read only.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
@@ -95,10 +100,12 @@ these permissions and checks that nothing more is granted.
   resources: ["horizontalpodautoscalers"]
   verbs: ["list", "watch"]
 # Events on every significant change (scale, pool choice, Degraded), and kopf's own warnings;
-# patched to count a repeat of the same Event instead of creating another.
+# patched to count a repeat of the same Event instead of creating another. Listed (only while a
+# pod of an Autoscaled GPUPool waits for a node) for the cluster autoscaler's NotTriggerScaleUp on
+# that pod and Karpenter's InsufficientCapacityError on a NodeClaim (in namespace default).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create", "patch", "list"]
 {{- end }}
 
 {{- define "thrifty.leaderElectionRules" -}}
@@ -133,5 +140,13 @@ The gateway's permissions (thrifty_runtime.gateway.kube): read only, in the serv
 # thrifty.dev/tenant; the gateway asks for that label and keeps only each key's SHA-256).
 - apiGroups: [""]
   resources: ["secrets"]
+  verbs: ["list", "watch"]
+{{- end }}
+
+{{- define "thrifty.gatewayNodeRules" -}}
+# Nodes, read only (cluster-scoped): an endpoint whose node was deleted or is not Ready gets no
+# request, though its EndpointSlice still says ready until the pod is evicted or collected.
+- apiGroups: [""]
+  resources: ["nodes"]
   verbs: ["list", "watch"]
 {{- end }}

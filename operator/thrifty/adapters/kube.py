@@ -83,6 +83,11 @@ def call_api(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise KubeError(f"API server unreachable: {error}") from error
 
 
+def _cluster_ip_fixed(message: str) -> bool:
+    """The API server's refusal to change an allocated ClusterIP (e.g. to None)."""
+    return "spec.clusterIP" in message and "may not change once set" in message
+
+
 def _api_message(error: ApiException) -> str:
     try:
         return str(json.loads(error.body or "{}").get("message", error.body))
@@ -125,17 +130,28 @@ class Kube:
             "Service": self.core.patch_namespaced_service,
             "PodDisruptionBudget": self.policy.patch_namespaced_pod_disruption_budget,
         }
-        response = call_api(
-            patchers[kind],
-            name,
-            namespace,
-            dict(manifest),
-            field_manager=FIELD_MANAGER,
-            force=True,
-            _content_type=APPLY,
-            _preload_content=False,
-        )
-        return _json(response)
+
+        def send(body: Mapping[str, Any]) -> Any:
+            return call_api(
+                patchers[kind],
+                name,
+                namespace,
+                dict(body),
+                field_manager=FIELD_MANAGER,
+                force=True,
+                _content_type=APPLY,
+                _preload_content=False,
+            )
+
+        try:
+            return _json(send(manifest))
+        except Invalid as error:
+            if kind != "Service" or not _cluster_ip_fixed(str(error)):
+                raise
+        # A Service an earlier thrifty created with a ClusterIP: the address cannot change, so it
+        # keeps it (deleting the Service lets the next pass create it headless).
+        spec = {k: v for k, v in manifest["spec"].items() if k != "clusterIP"}
+        return _json(send({**manifest, "spec": spec}))
 
     def delete_deployment(self, namespace: str, name: str) -> None:
         """Deletes a Deployment (a pool the ModelService no longer uses); gone already is fine."""
@@ -170,6 +186,16 @@ class Kube:
             name,
         )
         return found
+
+    def model_service_exists(self, namespace: str, name: str, uid: str) -> bool:
+        """Whether the ModelService with this uid exists now and is not being deleted (asked of
+        the API server, not a cache: a watch event can be older than a delete that returned)."""
+        try:
+            found = self.get_model_service(namespace, name)
+        except NotFound:
+            return False
+        meta = found.get("metadata") or {}
+        return meta.get("uid") == uid and not meta.get("deletionTimestamp")
 
     def list_model_services(self, namespace: str | None = None) -> list[dict[str, Any]]:
         if namespace is None:
@@ -310,11 +336,15 @@ def _quantity(value: Any) -> int:
         return 0
 
 
+def node_ready(node: Mapping[str, Any]) -> bool:
+    """The node's Ready condition is True (False and Unknown are not)."""
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
 def node_info(node: Mapping[str, Any]) -> placement.NodeInfo:
     meta, spec, status = node.get("metadata", {}), node.get("spec", {}), node.get("status", {})
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", [])
-    )
+    ready = node_ready(node)
     return placement.NodeInfo(
         name=meta["name"],
         labels=dict(meta.get("labels") or {}),

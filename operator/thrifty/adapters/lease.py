@@ -64,17 +64,28 @@ def _body(name: str, record: LeaseRecord) -> client.V1Lease:
 class LeaseStore:
     """One named Lease in one namespace."""
 
-    def __init__(self, api_client: client.ApiClient, namespace: str, name: str) -> None:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        namespace: str,
+        name: str,
+        *,
+        timeout_seconds: float | None = None,
+    ) -> None:
         self._api = client.CoordinationV1Api(api_client)
         self.namespace = namespace
         self.name = name
+        self._timeout = timeout_seconds
+        """A hung request must not outlast the renew deadline: the next round retries."""
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.name}"
 
     def read_blocking(self) -> LeaseRecord | None:
         try:
-            lease = self._api.read_namespaced_lease(self.name, self.namespace)
+            lease = self._api.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=self._timeout
+            )
         except ApiException as error:
             if error.status == HTTP_NOT_FOUND:
                 return None
@@ -90,9 +101,13 @@ class LeaseStore:
         body = _body(self.name, record)
         try:
             if record.resource_version is None:
-                self._api.create_namespaced_lease(self.namespace, body)
+                self._api.create_namespaced_lease(
+                    self.namespace, body, _request_timeout=self._timeout
+                )
             else:
-                self._api.replace_namespaced_lease(self.name, self.namespace, body)
+                self._api.replace_namespaced_lease(
+                    self.name, self.namespace, body, _request_timeout=self._timeout
+                )
         except ApiException as error:
             if error.status == HTTP_CONFLICT:  # AlreadyExists on create, stale version on replace
                 return False

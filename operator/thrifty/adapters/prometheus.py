@@ -318,6 +318,10 @@ def build_queries(key: ServiceKey | None, windows: QueryWindows = QueryWindows()
     ttft = f"[{windows.ttft_seconds}s]"
     return {
         "requests_waiting": f"sum by ({GROUP_BY}) (vllm:num_requests_waiting{sel})",
+        # One scrape of the gauge shows a scheduler step; its average over the window, a queue.
+        "requests_waiting_mean": (
+            f"sum by ({GROUP_BY}) (avg_over_time(vllm:num_requests_waiting{sel}{rate}))"
+        ),
         "requests_running": f"sum by ({GROUP_BY}) (vllm:num_requests_running{sel})",
         "kv_cache_usage": f"avg by ({GROUP_BY}) (vllm:kv_cache_usage_perc{sel})",
         "prompt_tokens_per_second": (
@@ -337,6 +341,42 @@ def build_queries(key: ServiceKey | None, windows: QueryWindows = QueryWindows()
         "sample_age_seconds": (
             f"time() - max by ({GROUP_BY}) (timestamp(vllm:num_requests_running{sel}))"
         ),
+    }
+
+
+def build_bucket_query(key: ServiceKey | None, windows: QueryWindows = QueryWindows()) -> str:
+    """The TTFT histogram over its window, one series per (namespace, modelservice, le): any
+    percentile and the share within a target are read from it (`Signals.ttft_buckets`)."""
+    sel = label_matchers(key)
+    return (
+        f"sum by ({GROUP_BY}, le) "
+        f"(increase(vllm:time_to_first_token_seconds_bucket{sel}[{windows.ttft_seconds}s]))"
+    )
+
+
+Buckets = tuple[tuple[float, float], ...]
+
+
+def buckets_by_service(result: QueryResult) -> dict[ServiceKey, Buckets]:
+    """Cumulative (upper bound, count) per ModelService, ascending; unreadable series are left
+    out, and so is a service whose histogram lacks its +Inf bucket (it cannot be read)."""
+    found: dict[ServiceKey, list[tuple[float, float]]] = {}
+    for series in result:
+        labels = series.get("metric", {})
+        key = ServiceKey(
+            str(labels.get(NAMESPACE_LABEL, "")), str(labels.get(MODEL_SERVICE_LABEL, ""))
+        )
+        try:
+            bound = float(labels["le"])
+            count = float(series["value"][1])
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue
+        if math.isfinite(count) and count >= 0.0 and not math.isnan(bound):
+            found.setdefault(key, []).append((bound, count))
+    return {
+        key: tuple(sorted(pairs))
+        for key, pairs in found.items()
+        if any(math.isinf(bound) for bound, _ in pairs)
     }
 
 
@@ -395,6 +435,7 @@ def signals_from_results(
     results: Mapping[str, Mapping[ServiceKey, float]],
     *,
     staleness_limit_seconds: float,
+    buckets: Mapping[ServiceKey, Buckets] | None = None,
 ) -> SignalsReading:
     """The pure decision of what one ModelService's query results mean."""
     held, held_age = held_requests(key, results, staleness_limit_seconds=staleness_limit_seconds)
@@ -433,12 +474,23 @@ def signals_from_results(
         # NaN when no first token landed in the window: unknown, not zero.
         ttft_p95_seconds=ttft if ttft is not None and math.isfinite(ttft) else None,
         sample_age_seconds=age,
+        requests_waiting_mean=_mean_waiting(key, results, held),
+        ttft_buckets=(buckets or {}).get(key, ()),
     )
     # The condition message stays the same from pass to pass (the age is in the signals): a
     # number that moves every scrape would cost a status write per pass on a settled service.
     return SignalsReading(
         signals, f"read from Prometheus (samples newer than {staleness_limit_seconds:.0f} s)"
     )
+
+
+def _mean_waiting(
+    key: ServiceKey, results: Mapping[str, Mapping[ServiceKey, float]], held: float
+) -> float | None:
+    mean = results.get("requests_waiting_mean", {}).get(key)
+    if mean is None or not math.isfinite(mean):
+        return None
+    return max(mean, 0.0) + held
 
 
 def _held_only(held: float, age: float) -> SignalsReading:
@@ -530,19 +582,22 @@ class PrometheusSignals:
             raise PrometheusQueryError(f"Prometheus at {self.url} sent a non-vector result")
         return result
 
-    def _query_all(self, key: ServiceKey | None) -> dict[str, dict[ServiceKey, float]]:
+    def _query_all(
+        self, key: ServiceKey | None
+    ) -> tuple[dict[str, dict[ServiceKey, float]], dict[ServiceKey, Buckets]]:
         """Runs every query; raises `MetricsError` on the first failure."""
         queries = build_queries(key, self._windows)
         if self._held_requests_metric:
             queries |= build_held_queries(key, self._held_requests_metric)
-        return {name: values_by_service(self.query(promql)) for name, promql in queries.items()}
+        values = {name: values_by_service(self.query(promql)) for name, promql in queries.items()}
+        return values, buckets_by_service(self.query(build_bucket_query(key, self._windows)))
 
     def read_all_blocking(self, keys: Iterable[ServiceKey]) -> dict[ServiceKey, SignalsReading]:
         """One round of queries for many ModelServices (one query per signal, not per service)."""
         wanted = list(keys)
         selector = wanted[0] if len(wanted) == 1 else None
         try:
-            results = self._query_all(selector)
+            results, buckets = self._query_all(selector)
         except MetricsError as error:
             return {key: SignalsReading(None, str(error)) for key in wanted}
         return {
@@ -550,6 +605,7 @@ class PrometheusSignals:
                 key,
                 results,
                 staleness_limit_seconds=self._staleness_limit_seconds,
+                buckets=buckets,
             )
             for key in wanted
         }

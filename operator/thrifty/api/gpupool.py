@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from thrifty.api import common
 
@@ -27,6 +27,77 @@ class CapacityType(StrEnum):
     ON_DEMAND = "OnDemand"
     SPOT = "Spot"
     RESERVED = "Reserved"
+
+
+class ProvisioningMode(StrEnum):
+    EXISTING = "Existing"
+    AUTOSCALED = "Autoscaled"
+
+
+class Provisioning(common.Model):
+    """How the pool's nodes come: only those that exist, or from a node autoscaler (a Karpenter
+    NodePool, a cluster-autoscaler node group) that creates one when a pod waits for it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "self.mode != 'Autoscaled' || has(self.maxNodes)",
+                    "message": "provisioning.maxNodes is required with mode Autoscaled: the most "
+                    "nodes the node autoscaler may create for the pool",
+                    "fieldPath": ".maxNodes",
+                }
+            ]
+        }
+    )
+
+    mode: ProvisioningMode = Field(
+        default=ProvisioningMode.EXISTING,
+        description=(
+            "Existing: capacity is the nodes that exist. Autoscaled: a node autoscaler adds nodes "
+            "for Pending pods up to maxNodes (and maxGpus), so thrifty creates pods that wait "
+            "for a node, counting nodeStartSeconds in the cold start."
+        ),
+    )
+    max_nodes: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="The most nodes the pool may have (its NodePool or node group limit).",
+    )
+    node_start_seconds: int = Field(
+        default=300,
+        ge=1,
+        le=7200,
+        description=(
+            "Expected time from a Pending pod to its node Ready (launch, boot, GPU driver): "
+            "added to the cold start; a pod Pending longer (plus a margin) marks the pool short."
+        ),
+    )
+    backoff_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=86400,
+        description=(
+            "How long the pool counts only its existing nodes after the node autoscaler failed "
+            "(CapacityLimited), before new nodes are counted on again."
+        ),
+    )
+    karpenter_node_pool: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=common.DNS_LABEL,
+        description=(
+            "The Karpenter NodePool behind the pool, whose NodeClaims' launch failures mark the "
+            "pool short; absent: the nodeSelector's karpenter.sh/nodepool value, if any."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Provisioning:
+        if self.mode is ProvisioningMode.AUTOSCALED and self.max_nodes is None:
+            raise ValueError("provisioning.maxNodes is required with mode Autoscaled")
+        return self
 
 
 class GPUPoolSpec(common.Model):
@@ -145,6 +216,22 @@ class GPUPoolSpec(common.Model):
         rate = self.interruption_rate if self.capacity_type is CapacityType.SPOT else None
         return self.relative_throughput * (1.0 - min(rate or 0.0, 0.5))
 
+    provisioning: Provisioning = Field(
+        default_factory=Provisioning,
+        json_schema_extra={
+            "default": {"mode": "Existing", "nodeStartSeconds": 300, "backoffSeconds": 300}
+        },
+        description="How the nodes come: existing only, or from a node autoscaler.",
+    )
+
+    def node_wait_seconds(self, free_gpus_on_nodes: int, gpus_per_replica: int) -> float:
+        """How long a new replica waits for a node before its own cold start: nodeStartSeconds
+        when it cannot fit on a Ready node of an Autoscaled pool, else 0."""
+        autoscaled = self.provisioning.mode is ProvisioningMode.AUTOSCALED
+        if autoscaled and free_gpus_on_nodes < gpus_per_replica:
+            return float(self.provisioning.node_start_seconds)
+        return 0.0
+
 
 class PoolUsage(common.Model):
     """The GPUs one ModelService holds in a pool."""
@@ -170,6 +257,22 @@ class GPUPoolStatus(common.Model):
         default=0, ge=0, description="GPUs requested by any pod bound to the pool's nodes."
     )
     gpus_free: int = Field(default=0, ge=0, description="gpusAllocatable minus gpusUsed.")
+    gpus_provisionable: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "GPUs the node autoscaler may still add (Autoscaled pools, up to maxNodes and "
+            "maxGpus); 0 while the pool is CapacityLimited."
+        ),
+    )
+    capacity_limited_until: str | None = Field(
+        default=None,
+        description=(
+            "While CapacityLimited: until when only the existing nodes count (the last sign of "
+            "the node autoscaler failing plus provisioning.backoffSeconds), RFC 3339."
+        ),
+        json_schema_extra={"format": "date-time"},
+    )
     usage: list[PoolUsage] = Field(
         default_factory=list, description="GPUs held in this pool by each thrifty ModelService."
     )

@@ -9,12 +9,12 @@ the operator own it (see docs/api.md, "GitOps").
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 from pydantic.config import JsonDict
 
-from thrifty.api import common, engine_flags
+from thrifty.api import common, engine_flags, podtemplate
 from thrifty.policy import types as policy_types
 
 _PATH = r"(/[A-Za-z0-9._~@+=,:-]+)*/?"
@@ -492,15 +492,81 @@ class Scaling(common.Model):
         return self
 
 
-class LatencyTarget(common.Model):
-    """The latency the model must meet; the autoscaler adds replicas before it is missed."""
+PERCENTILES: dict[str, float] = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
 
+
+class LatencyTarget(common.Model):
+    """The latency the model must meet: this share of requests gets its first token this soon.
+
+    The autoscaler plans the fewest replicas its latency model predicts meet it, and corrects the
+    plan by the percentile it measures (docs/policy.md)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!has(self.timeToFirstTokenSeconds) || !has(self.timeToFirstTokenP95Seconds)",
+                    "set timeToFirstTokenSeconds (with percentile) or the older "
+                    "timeToFirstTokenP95Seconds, not both",
+                ),
+                _cel(
+                    "!has(self.timeToFirstTokenP95Seconds) || self.percentile == 'p95'",
+                    "timeToFirstTokenP95Seconds is a p95 target: use timeToFirstTokenSeconds "
+                    "for another percentile",
+                ),
+            ]
+        }
+    )
+
+    time_to_first_token_seconds: float | None = Field(
+        default=None,
+        ge=0.01,
+        le=3600,
+        description="Time to first token to meet at `percentile`, in seconds (10 ms to an hour).",
+    )
+    percentile: Literal["p50", "p90", "p95", "p99"] = Field(
+        default="p95",
+        description="Share of requests that must meet timeToFirstTokenSeconds: p50, p90, p95, p99.",
+    )
     time_to_first_token_p95_seconds: float | None = Field(
         default=None,
         ge=0.01,
         le=3600,
-        description="95th percentile time to first token, in seconds (10 ms to an hour).",
+        description=(
+            "Deprecated: timeToFirstTokenSeconds with percentile p95. Still honoured, for "
+            "objects written before percentiles."
+        ),
     )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> LatencyTarget:
+        if self.time_to_first_token_seconds is not None and (
+            self.time_to_first_token_p95_seconds is not None
+        ):
+            raise ValueError(
+                "set timeToFirstTokenSeconds (with percentile) or the older "
+                "timeToFirstTokenP95Seconds, not both"
+            )
+        if self.time_to_first_token_p95_seconds is not None and self.percentile != "p95":
+            raise ValueError(
+                "timeToFirstTokenP95Seconds is a p95 target: use timeToFirstTokenSeconds "
+                "for another percentile"
+            )
+        return self
+
+    @property
+    def seconds(self) -> float | None:
+        """The target in seconds, whichever form set it."""
+        if self.time_to_first_token_seconds is not None:
+            return self.time_to_first_token_seconds
+        return self.time_to_first_token_p95_seconds
+
+    @property
+    def quantile(self) -> float:
+        """The target's share of requests (0.95 for p95); the older field is always p95."""
+        if self.time_to_first_token_p95_seconds is not None:
+            return PERCENTILES["p95"]
+        return PERCENTILES[self.percentile]
 
 
 class ReferencePrice(common.Model):
@@ -577,6 +643,12 @@ class ModelServiceSpec(common.Model):
                     "!has(self.model.revision) || self.model.uri.startsWith('hf://')",
                     "model.revision applies to hf:// models only",
                 ),
+                {
+                    "rule": "!has(self.podTemplate) || !self.podTemplate.spec.env.exists(e, "
+                    "self.engine.env.exists(f, f.name == e.name))",
+                    "message": "podTemplate.spec.env must not repeat a name of engine.env",
+                    "fieldPath": ".podTemplate.spec.env",
+                },
             ]
         }
     )
@@ -647,6 +719,14 @@ class ModelServiceSpec(common.Model):
         default_factory=CostTarget,
         description="The cost not to exceed.",
     )
+    pod_template: podtemplate.PodTemplate | None = Field(
+        default=None,
+        description=(
+            "Labels, annotations, service account, priority class, affinity, topology spread, "
+            "pull secrets, security contexts, variables and volumes merged onto the engine pods; "
+            "what thrifty manages (GPUs, port, probes, arguments, the pool's placement) is refused."
+        ),
+    )
     replicas: int | None = Field(
         default=None,
         ge=0,
@@ -667,6 +747,13 @@ class ModelServiceSpec(common.Model):
             raise ValueError("model.revision applies to hf:// models only")
         if len(set(self.pools)) != len(self.pools):
             raise ValueError("pools must not list a pool twice")
+        if self.pod_template is not None:
+            engine_env = {var.name for var in self.engine.env}
+            for var in self.pod_template.spec.env:
+                if var.name in engine_env:
+                    raise ValueError(
+                        f"podTemplate.spec.env {var.name} is also in engine.env: set it once"
+                    )
         return self
 
 

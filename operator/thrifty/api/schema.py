@@ -59,6 +59,8 @@ def _convert(node: Mapping[str, Any], defs: Mapping[str, Any]) -> JsonSchema:
     if out.get("x-kubernetes-preserve-unknown-fields"):
         out.pop("additionalProperties", None)
         out["type"] = "object"
+        if "properties" in out:  # known fields of an object that keeps the rest as written
+            out["properties"] = {k: _convert(v, defs) for k, v in out["properties"].items()}
         return out
     if "properties" in out:
         out.pop("additionalProperties", None)

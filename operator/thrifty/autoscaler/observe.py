@@ -10,6 +10,9 @@ for), and how a team's CostBudget tightens a member's cost target.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -90,8 +93,9 @@ def pool_view(
 ) -> types.PoolView:
     """The pool as the policy needs it. Free GPUs exclude those our unplaced replicas wait for."""
     free: int | None = None
-    if pool.status is not None:
-        free = max(pool.status.gpus_free - unplaced_replicas * gpus_per_replica, 0)
+    if pool.status is not None:  # what the nodes have, and what a node autoscaler may add
+        room = pool.status.gpus_free + pool.status.gpus_provisionable
+        free = max(room - unplaced_replicas * gpus_per_replica, 0)
     return types.PoolView(
         name=name,
         price_per_gpu_hour=pool.spec.price_per_gpu_hour,
@@ -163,7 +167,8 @@ def policy_spec(
         queue_target_per_replica=scaling.queue_depth_target_per_replica,
         scale_down_delay_seconds=float(scaling.scale_down_delay_seconds),
         scale_to_zero_idle_seconds=None if idle is None else float(idle),
-        ttft_p95_target_seconds=spec.latency_target.time_to_first_token_p95_seconds,
+        ttft_target_seconds=spec.latency_target.seconds,
+        ttft_target_quantile=spec.latency_target.quantile,
         max_dollars_per_hour=spec.cost_target.max_dollars_per_hour,
         max_dollars_per_million_tokens=_tighter(
             spec.cost_target.max_dollars_per_million_tokens, team_cap
@@ -174,7 +179,20 @@ def policy_spec(
         staleness_limit_seconds=settings.staleness_limit_seconds,
         capacity_tokens_per_second_per_replica=None,
         max_num_seqs_per_replica=spec.engine.max_num_seqs,
+        replica_shape=replica_shape(ms),
     )
+
+
+def replica_shape(ms: modelservice.ModelService) -> str:
+    """What one replica's speed depends on: its pool (GPU type), the model and engine arguments.
+
+    What the policy learned about a replica (capacity, base latency) is reset when this changes."""
+    engine = json.dumps(
+        [ms.spec.model.model_dump(mode="json"), ms.spec.engine.model_dump(mode="json")],
+        sort_keys=True,
+    )
+    digest = hashlib.sha256(engine.encode()).hexdigest()[:12]
+    return f"{placed_pool_name(ms)}/{digest}"
 
 
 def policy_state(ms: modelservice.ModelService) -> types.PolicyState:
@@ -202,11 +220,16 @@ def observation(
     desired = desired_replicas(ms)
     gpus_per_replica = ms.spec.engine.gpus_per_replica
     placed = sum(1 for pod in pods if pod.scheduled and not pod.terminating)
+    spec = policy_spec(ms, settings, budget, pods)
+    on_nodes = pool.status.gpus_free if pool.status is not None else 0
+    node_wait = pool.spec.node_wait_seconds(on_nodes, gpus_per_replica)
+    if node_wait:  # the next replica waits for a new node first: part of its cold start
+        spec = dataclasses.replace(spec, cold_start_seconds=spec.cold_start_seconds + node_wait)
     return types.Observation(
         now_seconds=now_seconds,
         signals=signals,
         replicas=replica_counts(desired, pods),
         pool=pool_view(pool_name, pool, gpus_per_replica, max(desired - placed, 0)),
-        spec=policy_spec(ms, settings, budget, pods),
+        spec=spec,
         budget_dollars_per_hour_available=budget_dollars_per_hour_available,
     )

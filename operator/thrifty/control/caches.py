@@ -26,8 +26,9 @@ from thrifty.adapters import kube
 from thrifty.adapters.scale import pod_view
 from thrifty.api import GROUP, VERSION, costbudget, gpupool, modelservice
 from thrifty.autoscaler import status as status_rules
+from thrifty.autoscaler.observe import PodView
 from thrifty.autoscaler.world import ServiceKey, ServiceView, World
-from thrifty.reconciler import placement
+from thrifty.reconciler import placement, pool_capacity, reconcile
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,13 @@ def thrifty_nodes(body: kopf.Body, name: str | None, **_: Any) -> dict[str, plac
     return {name or "": kube.node_info(body)}
 
 
+@kopf.index("", "v1", "nodes")
+def thrifty_node_readiness(body: kopf.Body, name: str | None, **_: Any) -> dict[str, bool]:
+    """Ready or not, whether cordoned or not: a replica on a node absent here (deleted) or not
+    Ready is lost (`reconcile.lost_replicas`)."""
+    return {name or "": kube.node_ready(body)}
+
+
 @kopf.index("apps", "v1", "deployments", labels={placement.MODEL_SERVICE_LABEL: kopf.PRESENT})
 def thrifty_deployments(
     body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any
@@ -162,6 +170,13 @@ def thrifty_hpas(
     return {(namespace or "", str(spec["scaleTargetRef"]["name"])): name or ""}
 
 
+def _pool_status(body: Mapping[str, Any]) -> gpupool.GPUPoolStatus | None:
+    try:
+        return gpupool.GPUPoolStatus.model_validate(body.get("status") or {})
+    except pydantic.ValidationError:
+        return None
+
+
 def _values(index: kopf.Index[Any, Any], key: Any) -> list[Any]:
     return list(index[key]) if key in index else []
 
@@ -178,6 +193,7 @@ class Caches:
     gpu_pods: kopf.Index[tuple[str, str], placement.PodInfo]
     nodes: kopf.Index[str, placement.NodeInfo]
     deployments: kopf.Index[tuple[str, str], dict[str, Any]]
+    node_ready: kopf.Index[str, bool]
     listed_gpu_pods: list[placement.PodInfo] | None = None
     """Set when the operator serves only some namespaces: its watches then see only their pods,
     but a pool's free GPUs count every namespace's, so `refresh_gpu_pods` lists them."""
@@ -194,6 +210,7 @@ class Caches:
             gpu_pods=indexes["thrifty_gpu_pods"],
             nodes=indexes["thrifty_nodes"],
             deployments=indexes["thrifty_deployments"],
+            node_ready=indexes["thrifty_node_readiness"],
         )
 
     def all_nodes(self) -> list[placement.NodeInfo]:
@@ -208,6 +225,21 @@ class Caches:
         """One list of every namespace's GPU pods (namespaced operators only; see above)."""
         pods = (kube.pod_info(pod) for pod in api.active_pods())
         self.listed_gpu_pods = [pod for pod in pods if pod.gpus > 0]
+
+    def node_readiness(self) -> dict[str, bool]:
+        """Every node by name: Ready or not (a deleted node is absent)."""
+        return {name: all(_values(self.node_ready, name)) for name in list(self.node_ready)}
+
+    def services_on(self, node: str) -> list[tuple[str, str]]:
+        """The ModelServices with a replica pod bound to `node` (namespace, name)."""
+        return sorted(
+            {
+                key
+                for key in list(self.pods)
+                for pod in _values(self.pods, key)
+                if (pod.get("spec") or {}).get("nodeName") == node
+            }
+        )
 
     def pool_bodies(self) -> list[dict[str, Any]]:
         return [body for name in list(self.gpu_pools) for body in _values(self.gpu_pools, name)]
@@ -248,7 +280,8 @@ class Caches:
             for body in self.gpu_pools[name]:
                 with contextlib.suppress(pydantic.ValidationError):
                     spec = gpupool.GPUPoolSpec.model_validate(body.get("spec") or {})
-                    live = placement.pool_status(name, spec, nodes, pods)
+                    short = pool_capacity.short_now(_pool_status(body), now.timestamp())
+                    live = placement.pool_status(name, spec, nodes, pods, short is not None)
                     pools[name] = gpupool.GPUPool(spec=spec, status=live)
         budgets = {}
         for namespace, name in self.cost_budgets:
@@ -258,15 +291,20 @@ class Caches:
                         body
                     )
         services = []
+        ready_nodes = self.node_readiness()
         for key in self.model_services:
             for body in self.model_services[key]:
-                view = self._service(key, body, now)
+                view = self._service(key, body, now, ready_nodes)
                 if view is not None:
                     services.append(view)
         return World(services=services, pools=pools, budgets=budgets)
 
     def _service(
-        self, key: tuple[str, str], body: Mapping[str, Any], now: datetime
+        self,
+        key: tuple[str, str],
+        body: Mapping[str, Any],
+        now: datetime,
+        ready_nodes: Mapping[str, bool],
     ) -> ServiceView | None:
         meta = body.get("metadata") or {}
         if meta.get("deletionTimestamp"):
@@ -275,7 +313,16 @@ class Caches:
             ms = modelservice.ModelService.model_validate(body)
         except pydantic.ValidationError:
             return None
-        pods = (pod_view(pod, now) for pod in _values(self.pods, key))
+        replica_pods = _values(self.pods, key)
+        lost = {one.pod for one in reconcile.lost_replicas(replica_pods, ready_nodes)}
+        # A lost replica serves nobody and its cold start says nothing: to the policy it is one
+        # ordered but not placed, whose replacement the reconciler has ordered.
+        pods = (
+            PodView(ready=False, scheduled=False)
+            if (pod.get("metadata") or {}).get("name") in lost
+            else pod_view(pod, now)
+            for pod in replica_pods
+        )
         return ServiceView(
             key=ServiceKey(*key),
             uid=str(meta.get("uid", "")),

@@ -7,7 +7,13 @@ manifests is a no-op for the API server, and status is patched only where it dif
 
 A user's mistake (unknown pool, too many GPUs per replica, missing Secret) is written to the
 ``Degraded`` condition with an Event and is not raised: the timer re-checks it, so the object heals
-by itself when the pool or Secret appears, and no error loop or crash touches other objects.
+by itself when the pool or Secret appears, and no error loop or crash touches other objects. A
+pass that fails (the API server refused or failed) puts the object in exponential backoff for the
+periodic resyncs (`thrifty.control.backoff`); its next change still reaches it at once.
+
+Only the leader acts, and only on an object that exists now: a pass whose object was deleted (its
+uid gone from the watch cache, or from the API server when workloads are about to be applied) does
+nothing, so a create-and-delete never leaves a Deployment behind.
 """
 
 from __future__ import annotations
@@ -31,12 +37,13 @@ import pydantic
 
 from thrifty import explain
 from thrifty.adapters import kube as kube_adapter
-from thrifty.adapters import operator_metrics
+from thrifty.adapters import node_autoscaler, operator_metrics
 from thrifty.api import GROUP, VERSION, costbudget, gpupool, modelservice
+from thrifty.control import backoff as backoff_module
 from thrifty.control import caches as caches_module
 from thrifty.control import loops
 from thrifty.control import settings as settings_module
-from thrifty.reconciler import placement, reconcile
+from thrifty.reconciler import placement, pool_capacity, reconcile
 
 FINALIZER = f"{GROUP}/finalizer"
 log = logging.getLogger(__name__)
@@ -51,11 +58,20 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # Events are thrifty's own (explain reasons); kopf only posts its warnings and errors.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
+    watch_only_thrifty_deployments(settings)
     memo.kube = kube_adapter.Kube(kube_adapter.connect())
     memo.thrifty_applied = {}
     memo.thrifty_claims = ClaimLedger()
+    memo.thrifty_backoff = backoff_module.Backoff(settings_module.from_env().retry_seconds)
     memo.locks = {}
     memo.locks_guard = threading.Lock()
+
+
+def watch_only_thrifty_deployments(settings: kopf.OperatorSettings) -> None:
+    """Ask the API server for thrifty's Deployments only (a label selector on the list and the
+    watch, kopf's `settings.watching.label_selectors`): a handler's `labels=` filter is applied
+    by kopf after every Deployment of the cluster has been listed and streamed to it."""
+    settings.watching.label_selectors["apps", "deployments"] = placement.MODEL_SERVICE_LABEL
 
 
 @contextlib.contextmanager
@@ -77,6 +93,20 @@ def _lock(memo: kopf.Memo, key: str) -> threading.Lock:
         return lock
 
 
+def _forget_locks(memo: kopf.Memo, live: set[str]) -> None:
+    """Drops the locks of objects that no longer exist (bounded by the objects, not by time)."""
+    with memo.locks_guard:
+        for key in [key for key, lock in memo.locks.items() if key not in live]:
+            if not memo.locks[key].locked():
+                del memo.locks[key]
+
+
+def _leading(memo: kopf.Memo) -> bool:
+    """Whether this process may act now (it holds the Lease, or election is off)."""
+    leading: Callable[[], bool] = getattr(memo, "thrifty_leading", lambda: True)
+    return leading()
+
+
 # --- ModelService -------------------------------------------------------------------------------
 
 
@@ -84,8 +114,8 @@ def _lock(memo: kopf.Memo, key: str) -> threading.Lock:
 def model_service_event(
     type: str | None, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
-    if type == "DELETED":
-        return
+    if type == "DELETED" or not _leading(memo):
+        return  # a follower acts on nothing: the leader's resyncs cover what it did not see
     _guarded_pass(
         memo, body.metadata.namespace or "", body.metadata.name or "", lambda: body, logger
     )
@@ -98,7 +128,7 @@ def deployment_event(
     """A replica became ready or went away: refresh its ModelService's status now."""
     owner = body.metadata.labels.get(placement.MODEL_SERVICE_LABEL)
     namespace = body.metadata.namespace
-    if type == "DELETED" or not owner or not namespace:
+    if type == "DELETED" or not owner or not namespace or not _leading(memo):
         return
     caches: caches_module.Caches = memo.thrifty_caches
     current = caches.model_service(namespace, owner)
@@ -111,19 +141,30 @@ def deployment_event(
 def node_event(
     type: str | None, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
-    """A node deleted or tainted for reclaim (spot interruption): the ModelServices with replicas
-    on it are placed again now, so their replacements are ordered on the next pool at once
-    instead of at the next resync."""
-    info = kube_adapter.node_info(body)
-    if type != "DELETED" and not info.reclaiming:
-        return
-    caches: caches_module.Caches = memo.thrifty_caches
-    owners = {pod.model_service for pod in caches.all_gpu_pods() if pod.node_name == info.name}
-    for owner in sorted(o for o in owners if o is not None):
-        current = caches.model_service(*owner)
+    """A node deleted, gone NotReady, Ready again or tainted for reclaim (a spot interruption):
+    reconcile the ModelServices with replicas on it now, so lost replicas are reported and
+    replaced in seconds, and replacements are ordered on the next pool at once, not at the next
+    resync (and dropped as soon as the node is back). A pass over an unchanged world writes
+    nothing, so a node's routine status updates cost no API request."""
+    caches: caches_module.Caches | None = getattr(memo, "thrifty_caches", None)
+    name = body.metadata.name
+    if caches is None or not name or not _leading(memo):
+        return  # a follower acts on nothing, as for every other watch event
+    for namespace, owner in caches.services_on(name):
+        current = caches.model_service(namespace, owner)
         if current is not None:
-            logger.info(f"node {info.name} is going away: placing {owner[0]}/{owner[1]} again")
-            _guarded_pass(memo, owner[0], owner[1], functools.partial(dict, current), logger)
+            _guarded_pass(memo, namespace, owner, functools.partial(dict, current), logger)
+    # The pools on that node say so now too, not at their next resync (they disagreed for 40 s);
+    # a refresh that changes nothing writes nothing.
+    labels = dict(body.metadata.labels)
+    for pool in caches.pool_bodies():
+        selector = (pool.get("spec") or {}).get("nodeSelector") or {}
+        if selector and all(labels.get(k) == v for k, v in selector.items()):
+            with timed_reconcile(memo, "GPUPool"):
+                _log_failure(
+                    f"GPUPool {pool['metadata']['name']}",
+                    functools.partial(refresh_gpu_pool, memo.kube, pool, logger, caches),
+                )
 
 
 def _guarded_pass(
@@ -131,34 +172,57 @@ def _guarded_pass(
     namespace: str,
     name: str,
     load: Callable[[], Mapping[str, Any]],
-    logger: kopf.Logger,
-) -> None:
-    """One pass at a time per object, on a snapshot taken inside the lock.
+    logger: kopf.Logger | logging.Logger,
+) -> str:
+    """One pass at a time per object, on a snapshot taken inside the lock; returns its outcome
+    (see `reconcile_model_service`), "gone" for an object deleted meanwhile.
 
     kopf updates a timer's ``body`` in place as watch events arrive; reading the status at the
     start and the resourceVersion at the end of a pass would pair an old status with a new version
     and defeat the write precondition. A deep copy, taken once the lock is held, is consistent.
+    A failure (the API server failed or refused) backs the object off for the periodic resyncs.
     """
+    backoff: backoff_module.Backoff = memo.thrifty_backoff
     with _lock(memo, f"ms/{namespace}/{name}"), timed_reconcile(memo):
+        body = copy.deepcopy(dict(load()))
+        uid = str(body["metadata"].get("uid", ""))
+        if body["metadata"].get("deletionTimestamp") or not _cached(memo, namespace, name, uid):
+            return GONE  # owner references let the garbage collector remove the workloads
         try:
-            body = copy.deepcopy(dict(load()))
-            if body["metadata"].get("deletionTimestamp"):
-                return  # owner references let the garbage collector remove the workloads
-            reconcile_model_service(
+            outcome = reconcile_model_service(
                 memo.kube,
                 body,
                 logger,
                 memo.thrifty_caches,
                 memo.thrifty_applied,
-                memo.thrifty_claims,
-                getattr(memo, "thrifty_settings", None) or settings_module.Settings(),
+                _ledger(memo),
+                _settings(memo),
             )
         except kube_adapter.NotFound:
-            return
+            return GONE
         except kube_adapter.Conflict:
             logger.debug("status changed while reconciling; the next event reconciles again")
+            return SETTLED
         except kube_adapter.KubeError as error:
-            raise kopf.TemporaryError(str(error), delay=_retry_seconds(memo)) from error
+            delay = backoff.failed(uid, time.monotonic())
+            raise kopf.TemporaryError(
+                f"{error} (periodic retries back off: next in {delay:.0f} s)",
+                delay=_retry_seconds(memo),
+            ) from error
+        if outcome == REFUSED:
+            backoff.failed(uid, time.monotonic())
+        else:
+            backoff.succeeded(uid)
+        return outcome
+
+
+def _cached(memo: kopf.Memo, namespace: str, name: str, uid: str) -> bool:
+    """Whether the watch cache still holds this very object (not deleted, not a namesake)."""
+    caches: caches_module.Caches | None = getattr(memo, "thrifty_caches", None)
+    if caches is None:
+        return True
+    current = caches.model_service(namespace, name)
+    return current is not None and str((current.get("metadata") or {}).get("uid")) == uid
 
 
 def _pools(bodies: list[dict[str, Any]], logger: kopf.Logger) -> dict[str, gpupool.GPUPoolSpec]:
@@ -170,6 +234,20 @@ def _pools(bodies: list[dict[str, Any]], logger: kopf.Logger) -> dict[str, gpupo
         except pydantic.ValidationError as error:
             logger.warning(f"GPUPool {name} is invalid and ignored: {error}")
     return pools
+
+
+def _shortages(bodies: list[dict[str, Any]], now_seconds: float) -> dict[str, str]:
+    """Pools whose node autoscaler is failing (GPUPool CapacityLimited in force), with why."""
+    short = {}
+    for body in bodies:
+        try:
+            status = gpupool.GPUPoolStatus.model_validate(body.get("status") or {})
+        except pydantic.ValidationError:
+            continue
+        found = pool_capacity.short_now(status, now_seconds)
+        if found is not None:
+            short[body["metadata"]["name"]] = f"{found.reason}: {found.message}"
+    return short
 
 
 def _deployment_state(deployment: Mapping[str, Any]) -> reconcile.DeploymentState:
@@ -189,6 +267,48 @@ def _pool_of(deployment: Mapping[str, Any]) -> str | None:
     labels = (deployment.get("metadata") or {}).get("labels") or {}
     pool = labels.get(placement.POOL_LABEL)
     return str(pool) if pool else None
+
+
+def _by_pool(deployments: Sequence[Mapping[str, Any]]) -> dict[str, reconcile.DeploymentState]:
+    return {pool: _deployment_state(d) for d in deployments if (pool := _pool_of(d)) is not None}
+
+
+Failures = list[tuple[dict[str, Any], str, bool]]
+
+
+def _apply_all(
+    kube: kube_adapter.Kube,
+    inputs: reconcile.Inputs,
+    result: reconcile.Plan,
+    owned: Sequence[Mapping[str, Any]],
+) -> tuple[reconcile.Plan, Failures, tuple[int, ...]]:
+    """Applies every manifest, the Deployments first; returns the plan made again with what the
+    applies returned (a changed replica count shows at once), the failures (manifest, error,
+    refused) and the Deployments' generations after the apply."""
+    failures: Failures = []
+    deployments = {str(d["metadata"]["name"]): d for d in owned}
+    for manifest in result.manifests or []:
+        try:
+            after_apply = kube.apply(manifest)
+        except kube_adapter.Conflict:
+            raise
+        except kube_adapter.KubeError as error:
+            # Reported in Degraded and an Event, applied again at the next resync; the other
+            # objects still go (a Service refused by a quota keeps no replica from starting).
+            failures.append((manifest, str(error), isinstance(error, kube_adapter.Invalid)))
+            continue
+        if manifest["kind"] == "Deployment":
+            deployments[str(after_apply["metadata"]["name"])] = after_apply
+    by_pool = _by_pool(list(deployments.values()))
+    if by_pool != inputs.deployments:
+        result = dataclasses.replace(
+            reconcile.plan(dataclasses.replace(inputs, deployments=by_pool)),
+            claims=result.claims,
+        )
+    generations = tuple(
+        sorted(int(d["metadata"].get("generation", 0)) for d in deployments.values())
+    )
+    return result, failures, generations
 
 
 @dataclasses.dataclass
@@ -218,7 +338,13 @@ class ClusterView(Protocol):
     def replica_pods(self, namespace: str, name: str) -> list[dict[str, Any]]: ...
     def owned_deployments(self, namespace: str, name: str, uid: str) -> list[dict[str, Any]]: ...
     def model_services_in(self, namespace: str) -> list[dict[str, Any]]: ...
+    def node_readiness(self) -> dict[str, bool]: ...
 
+
+SETTLED, APPLIED, REFUSED, GONE = "settled", "applied", "refused", "gone"
+"""Outcomes of a pass: nothing to apply; workloads applied; the API server refused or failed a
+workload (`Degraded`, `ApplyFailed` or `ApplyError`: the periodic resyncs back off); the object
+is deleted or being deleted."""
 
 Applied = MutableMapping[str, tuple[str, tuple[int, ...]]]
 """Per ModelService uid: the digest of the manifests last applied and the generations its
@@ -237,9 +363,13 @@ def reconcile_model_service(
     applied: Applied,
     ledger: ClaimLedger | None = None,
     config: settings_module.Settings | None = None,
-) -> None:
+) -> str:
     """One pass: plan from the caches, apply the manifests when they would change something,
-    write status and Events if anything changed. Reads nothing from the API server."""
+    write status and Events if anything changed; returns the outcome (SETTLED, APPLIED, REFUSED
+    or GONE). Reads nothing from the API server, except, right before applying a Deployment,
+    whether this very ModelService still exists: the watch event that started the pass may be
+    older than a delete that already returned, and a Deployment applied for a deleted owner would
+    start GPU pods until the garbage collector caught up."""
     ledger = ledger or ClaimLedger()
     config = config or settings_module.Settings()
     meta = body["metadata"]
@@ -250,7 +380,6 @@ def reconcile_model_service(
     except pydantic.ValidationError:
         current = modelservice.ModelServiceStatus()
     owned = view.owned_deployments(namespace, name, uid)
-    by_pool = {pool: _deployment_state(d) for d in owned if (pool := _pool_of(d)) is not None}
     holding: dict[str, int] = {}
     for pod in own:
         pool = ((pod.get("metadata") or {}).get("labels") or {}).get(placement.POOL_LABEL)
@@ -268,7 +397,7 @@ def reconcile_model_service(
             pools=_pools(view.pool_bodies(), logger),
             nodes=view.all_nodes(),
             pods=view.all_gpu_pods(),
-            deployments=by_pool,
+            deployments=_by_pool(owned),
             orphans={},
             pod_waiting=[w for p in own for w in kube_adapter.waiting_reasons(p)],
             replicas_holding_gpus=holding,
@@ -277,6 +406,10 @@ def reconcile_model_service(
             now_seconds=moment.timestamp(),
             return_delay_seconds=config.return_delay_seconds,
             cold_start_seconds=config.cold_start_seconds,
+            lost=reconcile.lost_replicas(own, view.node_readiness()),
+            node_loss_toleration_seconds=config.node_loss_toleration_seconds,
+            do_not_disrupt=config.do_not_disrupt,
+            pool_shortages=_shortages(view.pool_bodies(), moment.timestamp()),
         )
         result = reconcile.plan(inputs)
         rendered = {
@@ -296,18 +429,18 @@ def reconcile_model_service(
     wanted = digest(manifests)
     generations = tuple(sorted(int(d["metadata"].get("generation", 0)) for d in owned))
     missing = rendered - {str(d["metadata"]["name"]) for d in owned}
+    outcome = SETTLED
     if manifests and (missing or applied.get(uid) != (wanted, generations)):
-        try:
-            after: list[int] = []
-            for manifest in manifests:
-                after_apply = kube.apply(manifest)
-                if manifest["kind"] == "Deployment":
-                    after.append(int(after_apply["metadata"].get("generation", 0)))
-            applied[uid] = (wanted, tuple(sorted(after)))
-        except kube_adapter.Invalid as error:
-            # The spec rendered into something the API server refuses: the user's to fix, tried
-            # again at the next resync, not in a retry loop.
-            result = reconcile.rejected(inputs, manifest, str(error))
+        if not kube.model_service_exists(namespace, name, uid):
+            logger.info(f"ModelService {namespace}/{name} ({uid}) is gone: not applied")
+            return GONE
+        outcome = APPLIED
+        result, failures, after = _apply_all(kube, inputs, result, owned)
+        if failures:
+            result = reconcile.apply_failed(inputs, result, failures)
+            outcome = REFUSED
+        else:
+            applied[uid] = (wanted, after)
     for gone in result.prune:
         kube.delete_deployment(namespace, gone)
         logger.info(f"deleted Deployment {gone}: no pool of the ModelService uses it")
@@ -315,6 +448,7 @@ def reconcile_model_service(
     for event in result.events:
         kube.event(_involved(body, "ModelService"), event.type, event.reason, event.message)
         logger.info(f"{event.reason}: {event.message}")
+    return outcome
 
 
 def _involved(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
@@ -356,6 +490,7 @@ def refresh_gpu_pool(
     body: Mapping[str, Any],
     logger: kopf.Logger | logging.Logger,
     view: ClusterView,
+    now_seconds: float | None = None,
 ) -> None:
     name = body["metadata"]["name"]
     try:
@@ -364,25 +499,103 @@ def refresh_gpu_pool(
         logger.warning(f"GPUPool {name} is invalid: {error}")
         return
     old = gpupool.GPUPoolStatus.model_validate(body.get("status") or {})
-    computed = placement.pool_status(name, spec, view.all_nodes(), view.all_gpu_pods())
+    now_seconds = time.time() if now_seconds is None else now_seconds
+    now = explain.now_rfc3339(datetime.fromtimestamp(now_seconds, UTC))
+    short = _pool_shortage(kube, name, spec, old, view, now_seconds)
+    pods = view.all_gpu_pods()
+    computed = placement.pool_status(name, spec, view.all_nodes(), pods, short is not None)
     generation = int(body["metadata"].get("generation", 0))
-    ready = explain.condition(
+    conditions = explain.set_condition(
+        old.conditions, _pool_ready(spec, computed, now=now, generation=generation)
+    )
+    if pool_capacity.autoscaled(spec) or explain.find(conditions, explain.CAPACITY_LIMITED):
+        limited = pool_capacity.condition(spec, short, now=now, generation=generation)
+        conditions = explain.set_condition(conditions, limited)
+    new = computed.model_copy(
+        update={
+            "observed_generation": generation,
+            "conditions": conditions,
+            "capacity_limited_until": pool_capacity.until_text(short),
+        }
+    )
+    _write_status(kube, body, "gpupools", old.to_kube(), new.to_kube())
+    for changed in explain.transitions(old.conditions, new.conditions):
+        if changed.type == explain.CAPACITY_LIMITED and changed.status.value == "True":
+            kube.event(_involved(body, "GPUPool"), "Warning", changed.reason, changed.message)
+
+
+def _pool_ready(
+    spec: gpupool.GPUPoolSpec, computed: gpupool.GPUPoolStatus, *, now: str, generation: int
+) -> Any:
+    if pool_capacity.autoscaled(spec):
+        return explain.condition(
+            explain.READY,
+            True,
+            explain.POOL_AUTOSCALED,
+            f"{computed.nodes} nodes, up to {spec.provisioning.max_nodes} from the node "
+            f"autoscaler ({computed.gpus_provisionable} GPUs more)",
+            now=now,
+            generation=generation,
+        )
+    return explain.condition(
         explain.READY,
         computed.nodes > 0,
         explain.POOL_READY if computed.nodes else explain.POOL_HAS_NO_NODES,
         f"{computed.nodes} nodes, {computed.gpus_allocatable} GPUs allocatable"
         if computed.nodes
         else f"no Ready, schedulable node matches nodeSelector {dict(spec.node_selector)}",
-        now=explain.now_rfc3339(),
+        now=now,
         generation=generation,
     )
-    new = computed.model_copy(
-        update={
-            "observed_generation": generation,
-            "conditions": explain.set_condition(old.conditions, ready),
-        }
-    )
-    _write_status(kube, body, "gpupools", old.to_kube(), new.to_kube())
+
+
+def pending_pods(
+    pool: str, view: ClusterView, now_seconds: float
+) -> list[pool_capacity.PendingPod]:
+    """thrifty's pods placed on ``pool`` and not bound to a node, with how long they waited."""
+    pending = []
+    for pod in view.all_gpu_pods():
+        if pod.node_name is not None or pod.labels.get(placement.POOL_LABEL) != pool:
+            continue
+        owner = pod.model_service
+        if owner is None:
+            continue
+        created = next(
+            (
+                (body.get("metadata") or {}).get("creationTimestamp")
+                for body in view.replica_pods(*owner)
+                if (body.get("metadata") or {}).get("name") == pod.name
+            ),
+            None,
+        )
+        since = _epoch(created) if created else now_seconds
+        pending.append(pool_capacity.PendingPod(pod.namespace, pod.name, now_seconds - since))
+    return pending
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _pool_shortage(
+    kube: kube_adapter.Kube,
+    name: str,
+    spec: gpupool.GPUPoolSpec,
+    old: gpupool.GPUPoolStatus,
+    view: ClusterView,
+    now_seconds: float,
+) -> pool_capacity.Shortage | None:
+    """Whether an Autoscaled pool's node autoscaler is failing: read its signs only while pods
+    wait for a node (a few list calls), else carry the backoff in force."""
+    if not pool_capacity.autoscaled(spec):
+        return None
+    pending = pending_pods(name, view, now_seconds)
+    failures: list[pool_capacity.NodeFailure] = []
+    if pending:
+        node_pool = pool_capacity.karpenter_node_pool(spec)
+        failures = node_autoscaler.failures(kube, node_pool, pending, now_seconds)
+    previous = pool_capacity.shortage_from_status(old)
+    return pool_capacity.shortage(spec, pending, failures, previous, now_seconds)
 
 
 # --- CostBudget ---------------------------------------------------------------------------------
@@ -418,17 +631,29 @@ def refresh_cost_budget(
 # --- periodic resync ----------------------------------------------------------------------------
 
 
-def _retry_seconds(memo: kopf.Memo) -> float:
+def _settings(memo: kopf.Memo) -> settings_module.Settings:
     config: settings_module.Settings | None = getattr(memo, "thrifty_settings", None)
-    return (config or settings_module.Settings()).retry_seconds
+    return config or settings_module.Settings()
 
 
-def _log_failure(what: str, call: Callable[[], None]) -> None:
+def _ledger(memo: kopf.Memo) -> ClaimLedger:
+    """The process's claims (made at startup; made here for a memo that skipped it)."""
+    ledger: ClaimLedger | None = getattr(memo, "thrifty_claims", None)
+    if ledger is None:
+        ledger = memo.thrifty_claims = ClaimLedger()
+    return ledger
+
+
+def _retry_seconds(memo: kopf.Memo) -> float:
+    return _settings(memo).retry_seconds
+
+
+def _log_failure(what: str, call: Callable[[], object]) -> None:
     """One object's failed resync is logged and retried next period; the others go on."""
     try:
         call()
     except kopf.TemporaryError as error:
-        log.warning("%s: %s (next resync retries)", what, error)
+        log.warning("%s: %s", what, error)
     except kube_adapter.Conflict:
         log.debug("%s changed while refreshing; the next resync refreshes again", what)
     except kube_adapter.KubeError as error:
@@ -441,8 +666,10 @@ def resync_loops(
     """The periodic passes over every object, from the watch caches: ModelServices reconciled
     (freed capacity, deleted pools, missing Secrets), GPUPool and CostBudget status refreshed.
     One loop each on the leader instead of a kopf timer per object: timers would put a finalizer
-    on every object, and deleting one would then wait for a running operator."""
+    on every object, and deleting one would then wait for a running operator. An object whose
+    passes fail sits out resyncs in exponential backoff (`thrifty.control.backoff`)."""
     caches: caches_module.Caches = memo.thrifty_caches
+    backoff: backoff_module.Backoff = memo.thrifty_backoff
 
     async def model_services() -> None:
         live = {
@@ -452,16 +679,28 @@ def resync_loops(
         }
         for uid in [uid for uid in memo.thrifty_applied if uid not in live]:
             del memo.thrifty_applied[uid]  # bounded by the objects that exist
-        memo.thrifty_claims.forget_all_but(set(caches.model_services))
+        _ledger(memo).forget_all_but(set(caches.model_services))
+        backoff.keep_only(live)
+        _forget_locks(memo, {f"ms/{namespace}/{name}" for namespace, name in caches.model_services})
         before = dict(memo.thrifty_applied)
+        skipped = 0
         for (namespace, name), bodies in list(caches.model_services.items()):
             for body in list(bodies):
+                uid = str((body.get("metadata") or {}).get("uid"))
+                if not backoff.due(uid, time.monotonic()):
+                    skipped += 1
+                    continue
                 once = functools.partial(
                     _guarded_pass, memo, namespace, name, functools.partial(dict, body), log
                 )
                 await asyncio.to_thread(_log_failure, f"ModelService {namespace}/{name}", once)
         applied = sum(1 for uid, done in memo.thrifty_applied.items() if before.get(uid) != done)
-        log.info("ModelService resync pass: %d objects, %d applied", len(live), applied)
+        log.info(
+            "ModelService resync pass: %d objects, %d applied, %d backing off",
+            len(live),
+            applied,
+            skipped,
+        )
 
     async def pools() -> None:
         for name, bodies in list(caches.gpu_pools.items()):

@@ -11,14 +11,23 @@ The holder stops acting `renew_deadline_seconds` after its last successful renew
 than the lease duration: by the time a follower may take over, the old leader has already stopped.
 Writes carry the read resourceVersion (see `thrifty.adapters.lease`), so two candidates can never
 both acquire the same record.
+
+The election runs in its own thread with its own event loop (`ElectionThread`), and the Lease
+store has its own API connection: renewals never wait behind the operator's handlers, passes or
+connection pool, so a busy operator (a thousand failing objects, a flood of events) does not lose
+the Lease it alone holds. Python switches threads every few milliseconds, so a renewal needs the
+API server, not an idle operator.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -188,3 +197,56 @@ class LeaderElector:
                 )
         except LeaseError as error:
             log.warning("leader election: could not release the Lease: %s", error)
+
+
+class ElectionThread:
+    """Runs `LeaderElector.run` on a private event loop in a daemon thread."""
+
+    def __init__(self, elector: LeaderElector) -> None:
+        self.elector = elector
+        self._loop = asyncio.new_event_loop()
+        self._task: concurrent.futures.Future[None] | None = None
+        self._thread = threading.Thread(target=self._main, name="leader-election", daemon=True)
+
+    def start(self) -> ElectionThread:
+        self._thread.start()
+        self._task = asyncio.run_coroutine_threadsafe(self.elector.run(), self._loop)
+        return self
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
+
+    def stop_blocking(self, timeout_seconds: float) -> None:
+        """Stops the election (its `run` releases the Lease on the way out) and the thread."""
+        if self._task is not None:
+            self._task.cancel()
+            # The cancelled future returns at once; the release in `run`'s finally still runs.
+            with contextlib.suppress(concurrent.futures.CancelledError, TimeoutError):
+                self._task.result(timeout=timeout_seconds)
+        deadline = time.monotonic() + timeout_seconds
+        while self._pending() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=max(deadline - time.monotonic(), 0.1))
+
+    def _pending(self) -> bool:
+        """Whether the election's coroutine (the release, after cancellation) still runs."""
+        if self._loop.is_closed():
+            return False
+        check = asyncio.run_coroutine_threadsafe(_others_running(), self._loop)
+        try:
+            return check.result(timeout=1.0)
+        except (TimeoutError, concurrent.futures.CancelledError):
+            return True
+
+    async def stop(self, timeout_seconds: float) -> None:
+        await asyncio.to_thread(self.stop_blocking, timeout_seconds)
+
+
+async def _others_running() -> bool:
+    current = asyncio.current_task()
+    return any(task is not current and not task.done() for task in asyncio.all_tasks())

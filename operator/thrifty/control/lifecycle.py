@@ -23,17 +23,26 @@ from thrifty.autoscaler import observe
 from thrifty.control import caches as caches_module
 from thrifty.control import fleet, handlers, leadership, loops, policies
 from thrifty.control import settings as settings_module
-from thrifty.policy.thrifty_policy import ThriftyPolicy
+from thrifty.policy.planner import ThriftyPolicy
 
 log = logging.getLogger(__name__)
 
+RELEASE_TIMEOUT_SECONDS = 5.0
+"""How long stopping waits for the Lease's release (two API calls) before exiting anyway."""
+
 
 def _elector(
-    config: settings_module.Settings, api: Any, metrics: operator_metrics.OperatorMetrics
+    config: settings_module.Settings, metrics: operator_metrics.OperatorMetrics
 ) -> leadership.LeaderElector | None:
     if not config.leader_election:
         return None
-    store = LeaseStore(api, config.lease_namespace, config.lease_name)
+    # Its own connection pool: renewals never queue behind the handlers' and passes' requests.
+    store = LeaseStore(
+        kube.connect(),
+        config.lease_namespace,
+        config.lease_name,
+        timeout_seconds=config.election.retry_period_seconds,
+    )
     return leadership.LeaderElector(
         store,
         leadership.default_identity(),
@@ -61,7 +70,7 @@ async def start(memo: kopf.Memo, **indexes: Any) -> None:
     metrics = operator_metrics.OperatorMetrics()
     kube.REQUEST_HOOKS.append(lambda verb: metrics.api_requests.labels(verb=verb).inc())
     _serve_metrics(metrics, config.metrics_port, config.metrics_address)
-    elector = _elector(config, api, metrics)
+    elector = _elector(config, metrics)
     caches = caches_module.Caches.from_kwargs(indexes)
     scaler = fleet.FleetPass(
         cluster=ScaleClient(api),
@@ -110,7 +119,10 @@ async def start(memo: kopf.Memo, **indexes: Any) -> None:
 
         passes.append(loops.Loop("GPU pods", config.pool_resync_seconds, gpu_pods, lambda: True))
     memo.thrifty_tasks = [asyncio.create_task(loop.run(memo.thrifty_indexed)) for loop in passes]
-    memo.thrifty_election = asyncio.create_task(elector.run()) if elector is not None else None
+    # Its own thread and event loop: load on this loop or its executors cannot starve renewals.
+    memo.thrifty_election = (
+        leadership.ElectionThread(elector).start() if elector is not None else None
+    )
 
 
 @kopf.on.cleanup()
@@ -124,7 +136,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     if scaler is not None and getattr(memo, "thrifty_leading", lambda: False)():
         written = await scaler.flush()
         log.info("autoscaler: %d policy states checkpointed to status on exit", written)
-    election: asyncio.Task[None] | None = getattr(memo, "thrifty_election", None)
+    election: leadership.ElectionThread | None = getattr(memo, "thrifty_election", None)
     if election is not None:
-        election.cancel()  # its finally-block releases the Lease: a peer takes over at once
-        await asyncio.gather(election, return_exceptions=True)
+        # Its run's finally-block releases the Lease: a peer takes over at once.
+        await election.stop(timeout_seconds=RELEASE_TIMEOUT_SECONDS)

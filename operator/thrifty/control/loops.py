@@ -12,6 +12,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from thrifty.adapters import kube
+
 log = logging.getLogger(__name__)
 
 
@@ -34,6 +36,13 @@ class Loop:
                     await self.work()
                 except asyncio.CancelledError:
                     raise
+                except kube.KubeError as error:
+                    # An outage, not a bug: one line, no traceback (the API server restarts).
+                    log.warning("%s: pass failed: %s; the next one retries", self.name, error)
                 except Exception:
                     log.exception("%s: pass failed; the next one retries", self.name)
-            await asyncio.sleep(max(next_at - time.monotonic(), 0.0))
+            now = time.monotonic()
+            # A pass longer than the interval (a flood of objects) skips the ticks it missed
+            # instead of running them back to back.
+            next_at = max(next_at, now)
+            await asyncio.sleep(next_at - now)

@@ -73,6 +73,16 @@ class Settings:
     costs a cold start."""
     scale_down_step_seconds: float = 60.0
     """Time between two scale-down steps once the scale-down delay has passed."""
+    node_loss_toleration_seconds: int = 30
+    """How long an engine pod stays bound to a node that is NotReady or unreachable before
+    Kubernetes evicts it (its not-ready/unreachable NoExecute tolerations). Kubernetes' default is
+    300 s: five minutes of GPUs paid for a replica that serves nobody. thrifty orders a
+    replacement at once anyway; a short time frees the lost pod's place in its ReplicaSet."""
+    do_not_disrupt: bool = True
+    """Annotate engine pods with karpenter.sh/do-not-disrupt: "true" and the cluster autoscaler's
+    safe-to-evict: "false", so consolidation never evicts a replica mid-generation; scale-down
+    still frees nodes (thrifty deletes the replica, the autoscaler removes the empty node). A
+    ModelService's spec.podTemplate annotations override either."""
     policy_modules: frozenset[str] = frozenset()
     """Python modules whose policies a ModelService may name (spec.scaling.policy
     `module:ClassName`): importing one runs its code in the operator, so none by default."""
@@ -210,6 +220,10 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
             env, "THRIFTY_SCALE_DOWN_STEP_SECONDS", d.scale_down_step_seconds
         ),
         return_delay_seconds=_seconds(env, "THRIFTY_RETURN_DELAY_SECONDS", d.return_delay_seconds),
+        node_loss_toleration_seconds=int(
+            _seconds(env, "THRIFTY_NODE_LOSS_TOLERATION_SECONDS", d.node_loss_toleration_seconds)
+        ),
+        do_not_disrupt=_flag(env, "THRIFTY_DO_NOT_DISRUPT", d.do_not_disrupt),
         policy_modules=frozenset(
             m.strip() for m in env.get("THRIFTY_POLICY_MODULES", "").split(",") if m.strip()
         ),

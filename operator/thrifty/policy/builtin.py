@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from thrifty.policy import hpa, kpa, static, thrifty_policy, types
+from thrifty.policy import hpa, kpa, planner, static, types
 
 
 def _thrifty(**params: Any) -> types.ScalingPolicy:
-    return thrifty_policy.ThriftyPolicy(**params)
+    return planner.ThriftyPolicy(**params)
 
 
 def _hpa(**params: Any) -> types.ScalingPolicy:
@@ -38,7 +38,7 @@ BUILTIN_POLICIES: Mapping[str, Callable[..., types.ScalingPolicy]] = {
 
 
 BUILTIN_CLASSES: Mapping[str, type] = {
-    "thrifty": thrifty_policy.ThriftyPolicy,
+    "thrifty": planner.ThriftyPolicy,
     "hpa": hpa.HpaPolicy,
     "kpa": kpa.KpaPolicy,
     "static": static.StaticPolicy,

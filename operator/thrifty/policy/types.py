@@ -71,6 +71,12 @@ class Signals:
     """None when no request finished a first token in the window."""
     sample_age_seconds: float = 0.0
     """How old the newest sample is; a policy holds when this is above its staleness limit."""
+    requests_waiting_mean: float | None = None
+    """``requests_waiting`` averaged over the rate window (``avg_over_time``); None: not queried,
+    read ``requests_waiting``. One scrape of vLLM's gauge shows a scheduler step, not a queue."""
+    ttft_buckets: tuple[tuple[float, float], ...] = ()
+    """The TTFT histogram over its window: (upper bound in seconds, cumulative count), ascending,
+    ``inf`` last. Empty: not queried. Any percentile and the share within a target come from it."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,10 @@ class PolicySpec:
     scale_down_delay_seconds: float
     scale_to_zero_idle_seconds: float | None
     """None: never scale to zero (also when min_replicas > 0)."""
-    ttft_p95_target_seconds: float | None
+    ttft_target_seconds: float | None
+    """The time to first token to meet at ``ttft_target_quantile``; None: no latency target."""
+    ttft_target_quantile: float
+    """Share of requests that must meet ``ttft_target_seconds`` (0.95 for a p95 target)."""
     max_dollars_per_hour: float | None
     max_dollars_per_million_tokens: float | None
     enforcement: Enforcement
@@ -126,6 +135,9 @@ class PolicySpec:
     max_num_seqs_per_replica: int | None
     """The engine's running-batch limit per replica (vLLM ``--max-num-seqs``); None: not set, the
     engine's default applies and a policy assumes its own."""
+    replica_shape: str
+    """What a replica's speed depends on (GPU type, GPUs per replica, engine arguments), as one
+    opaque string: what a policy learned about a replica holds only while it is unchanged."""
 
 
 @dataclass(frozen=True)
@@ -159,7 +171,8 @@ class Decision:
 class ScalingPolicy(Protocol):
     """A policy: thrifty's own or a baseline. Must be deterministic and do no I/O."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def decide(self, observation: Observation, state: PolicyState) -> Decision:
         """Returns the replica count for this tick; `Decision.state` is the next tick's `state`."""

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from thrifty.api import gpupool
+from thrifty.reconciler import pool_capacity
 
 POOL_LABEL = "thrifty.dev/pool"
 """On thrifty's pods: the pool they were placed on, so pending pods count against their pool."""
@@ -129,9 +130,11 @@ def room(
     gpus_per_replica: int,
     exclude: tuple[str, str] | None,
     claims: Claims | None = None,
+    short: bool = False,
 ) -> PoolRoom:
     """Replicas of ``gpus_per_replica`` that fit, not counting the pods of ``exclude`` (nor its
-    claims), and counting the GPUs other ModelServices claimed that no pod holds yet."""
+    claims), and counting the GPUs other ModelServices claimed that no pod holds yet; with a
+    node autoscaler (and not ``short``), on the nodes it may still add too (`pool_capacity`)."""
     members = pool_nodes(spec, nodes)
     pods = list(pods)
     others = [p for p in pods if p.model_service != exclude or exclude is None]
@@ -150,6 +153,8 @@ def room(
     thrifty_gpus = claimed_gpus + sum(
         p.gpus for p in bound + pending if p.model_service is not None
     )
+    fit += pool_capacity.new_node_replicas(spec, len(members), gpus_per_replica, short)
+    free_gpus += pool_capacity.provisionable_gpus(spec, len(members), 0, short)
     if spec.max_gpus is not None:
         quota_left = max(spec.max_gpus - thrifty_gpus, 0)
         fit = min(fit, quota_left // gpus_per_replica)
@@ -168,9 +173,14 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 def pool_status(
-    pool: str, spec: gpupool.GPUPoolSpec, nodes: Iterable[NodeInfo], pods: Iterable[PodInfo]
+    pool: str,
+    spec: gpupool.GPUPoolSpec,
+    nodes: Iterable[NodeInfo],
+    pods: Iterable[PodInfo],
+    short: bool = False,
 ) -> gpupool.GPUPoolStatus:
-    """Nodes, allocatable, used and free GPUs, and the GPUs each ModelService holds in the pool."""
+    """Nodes, allocatable, used, free and provisionable GPUs, and the GPUs each ModelService
+    holds in the pool."""
     members = pool_nodes(spec, nodes)
     bound, pending = _pods_in_pool(pool, {n.name for n in members}, list(pods))
     allocatable = sum(n.allocatable_gpus for n in members)
@@ -187,6 +197,9 @@ def pool_status(
         gpus_allocatable=allocatable,
         gpus_used=used,
         gpus_free=max(allocatable - used, 0),
+        gpus_provisionable=pool_capacity.provisionable_gpus(
+            spec, len(members), max(allocatable, sum(usage.values())), short
+        ),
         usage=[
             gpupool.PoolUsage(namespace=ns, name=name, gpus=gpus)
             for (ns, name), gpus in sorted(usage.items())

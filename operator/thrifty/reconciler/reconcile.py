@@ -8,6 +8,7 @@ that a pass over an unchanged world returns the status it was given, so nothing 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,47 @@ class DeploymentState:
     @property
     def asked(self) -> int:
         return self.replicas if self.desired is None else self.desired
+
+
+@dataclass(frozen=True)
+class LostReplica:
+    """A replica pod bound to a node that is gone or not Ready: it serves nobody, whatever its own
+    status says (on a dead node nobody is left to update it)."""
+
+    pod: str
+    node: str
+    node_state: str
+    """`deleted` or `NotReady`."""
+    ready: bool
+    """The pod itself still says Ready, so the Deployment still counts it ready."""
+    pool: str = ""
+    """The GPUPool its Deployment places on (the pod's `thrifty.dev/pool` label)."""
+
+
+def lost_replicas(
+    pods: Sequence[Mapping[str, Any]], node_ready: Mapping[str, bool]
+) -> list[LostReplica]:
+    """This ModelService's pods on nodes that are absent from `node_ready` (deleted) or not Ready.
+
+    Pods already being deleted are left out: their ReplicaSet no longer counts them and has
+    replaced them (an eviction after the node-loss toleration, the pod garbage collector)."""
+    lost = []
+    for pod in pods:
+        meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+        status = pod.get("status") or {}
+        node = spec.get("nodeName")
+        if not node or meta.get("deletionTimestamp"):
+            continue
+        if status.get("phase") in ("Succeeded", "Failed") or node_ready.get(node) is True:
+            continue
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in status.get("conditions") or []
+        )
+        state = "NotReady" if node in node_ready else "deleted"
+        pool = str((meta.get("labels") or {}).get(placement.POOL_LABEL, ""))
+        lost.append(LostReplica(str(meta.get("name", "")), str(node), state, ready, pool))
+    return sorted(lost, key=lambda one: one.pod)
 
 
 @dataclass(frozen=True)
@@ -88,6 +130,14 @@ class Inputs:
     return_delay_seconds: float = 600.0
     """How long a pool that lost replicas is not returned to (see `spread`)."""
     cold_start_seconds: float = 120.0
+    lost: Sequence[LostReplica] = ()
+    """Its replicas on nodes that are gone or not Ready (`lost_replicas`)."""
+    node_loss_toleration_seconds: int = render.NODE_LOSS_TOLERATION_SECONDS
+    do_not_disrupt: bool = True
+    """Whether the engine pods carry the node autoscalers' do-not-disrupt annotations."""
+    pool_shortages: Mapping[str, str] = field(default_factory=dict)
+    """Pools whose node autoscaler is failing (`pool_capacity`), with the reason: they count
+    only their existing nodes."""
 
 
 def desired_replicas(spec: modelservice.ModelServiceSpec) -> int:
@@ -147,7 +197,11 @@ def plan(inputs: Inputs) -> Plan:
             spec=spec,
             pool_name=offer.name,
             pool=inputs.pools[offer.name],
-            replicas=spread_.replicas[offer.name],
+            # A replacement for each lost replica, at once: its ReplicaSet still counts the lost
+            # pod until it is evicted (the node-loss toleration) or garbage-collected.
+            replicas=spread_.replicas[offer.name] + _lost_in(inputs.lost, offer.name),
+            node_loss_toleration_seconds=inputs.node_loss_toleration_seconds,
+            do_not_disrupt=inputs.do_not_disrupt,
         )
         for offer in offers
     ]
@@ -209,7 +263,14 @@ def _offers(
     for name in names:
         pool = inputs.pools[name]
         where = placement.room(
-            name, pool, inputs.nodes, inputs.pods, gpus, exclude=service, claims=inputs.claims
+            name,
+            pool,
+            inputs.nodes,
+            inputs.pods,
+            gpus,
+            exclude=service,
+            claims=inputs.claims,
+            short=name in inputs.pool_shortages,
         )
         reserved = None
         if pool.capacity_type is gpupool.CapacityType.RESERVED:
@@ -261,7 +322,11 @@ def _status(
 ) -> modelservice.ModelServiceStatus:
     gpus = spec.engine.gpus_per_replica
     now, generation = inputs.now, inputs.generation
-    states = [*inputs.deployments.values(), *inputs.orphans.values()]
+    serving_ = {
+        pool: serving(state, [one for one in inputs.lost if one.pool == pool])
+        for pool, state in inputs.deployments.items()
+    }
+    states = [*serving_.values(), *inputs.orphans.values()]
     degraded = _problems(inputs, spec, offers, gpus)
     conditions = [
         explain.condition(
@@ -272,13 +337,18 @@ def _status(
             now=now,
             generation=generation,
         ),
-        _capacity_condition(inputs.status, spread_, now=now, generation=generation),
-        _progressing(states, inputs.deployments, spread_.replicas, now=now, generation=generation),
+        _capacity_condition(
+            inputs.status,
+            spread_,
+            {name: why for name, why in inputs.pool_shortages.items() if name in spec.pools},
+            now=now,
+            generation=generation,
+        ),
+        _lost_condition(inputs.lost, now=now, generation=generation),
+        _progressing(states, serving_, spread_.replicas, now=now, generation=generation),
     ]
     merged = explain.set_conditions(inputs.status.conditions, conditions)
-    merged = explain.set_condition(
-        merged, explain.ready_from(merged, now=now, generation=generation)
-    )
+    merged = explain.with_rollups(merged, now=now, generation=generation)
     entries = _pool_entries(inputs, offers, spread_)
     used = [o for o in offers if spread_.replicas[o.name]]
     main = max(used, key=lambda o: spread_.replicas[o.name]) if used else offers[0]
@@ -317,7 +387,8 @@ def _pool_entries(
     before = {entry.pool: entry for entry in inputs.status.pools}
     entries = []
     for offer in offers:
-        state = inputs.deployments.get(offer.name) or DeploymentState()
+        lost = [one for one in inputs.lost if one.pool == offer.name]
+        state = serving(inputs.deployments.get(offer.name) or DeploymentState(), lost)
         last = before.get(offer.name)
         reclaimed = last.last_reclaim_time if last else None
         if spread_.lost.get(offer.name):
@@ -340,6 +411,47 @@ def _pool_entries(
     return entries
 
 
+def _lost_in(lost: Sequence[LostReplica], pool: str) -> int:
+    return sum(1 for one in lost if one.pool == pool)
+
+
+def serving(deployment: DeploymentState, lost: Sequence[LostReplica]) -> DeploymentState:
+    """The Deployment's counts without its lost replicas (and the replacements ordered for them):
+    ready replicas are those on existing, Ready nodes."""
+    if not lost:
+        return deployment
+    gone = len(lost)
+    return dataclasses.replace(
+        deployment,
+        replicas=max(deployment.replicas - gone, 0),
+        ready_replicas=max(deployment.ready_replicas - sum(1 for one in lost if one.ready), 0),
+        updated_replicas=max(deployment.updated_replicas - gone, 0),
+    )
+
+
+def _lost_condition(lost: Sequence[LostReplica], *, now: str, generation: int) -> common.Condition:
+    if not lost:
+        return explain.condition(
+            explain.REPLICAS_LOST,
+            False,
+            explain.NO_REPLICA_LOST,
+            "every replica is on an existing, Ready node",
+            now=now,
+            generation=generation,
+        )
+    where = ", ".join(f"{one.pod} on node {one.node} ({one.node_state})" for one in lost)
+    count = len(lost)
+    return explain.condition(
+        explain.REPLICAS_LOST,
+        True,
+        explain.NODE_LOST,
+        f"{count} {'replica' if count == 1 else 'replicas'} lost, "
+        f"{count} {'replacement' if count == 1 else 'replacements'} ordered: {where}",
+        now=now,
+        generation=generation,
+    )
+
+
 def _replicas_paid(inputs: Inputs, pool: str, deployment: DeploymentState) -> int:
     """Replicas on GPUs. The pods are listed before the Deployment is read, so a pod bound and
     ready in between shows in the Deployment's ready count only: a ready replica holds its GPUs."""
@@ -351,23 +463,32 @@ def _replicas_paid(inputs: Inputs, pool: str, deployment: DeploymentState) -> in
 def _capacity_condition(
     status: modelservice.ModelServiceStatus,
     where: spread.Spread,
+    shortages: Mapping[str, str],
     *,
     now: str,
     generation: int,
 ) -> common.Condition:
     """CapacityLimited: the replicas asked for do not fit in all the acceptable pools together,
     or the autoscaler wanted more than they can give and ordered only what fits (no pod waits;
-    its decision says what is missing)."""
+    its decision says what is missing). Reason PoolShort when an acceptable pool's node
+    autoscaler is failing (the message says which and why), else InsufficientGPUs."""
     decision = status.autoscaler.last_decision if status.autoscaler else None
     autoscaler_bound = decision is not None and decision.bound == policy_types.Bound.CAPACITY.value
     limited = where.capacity_limited or autoscaler_bound
     message = where.message
     if autoscaler_bound and not where.capacity_limited and decision is not None:
         message = f"autoscaler: {decision.message}"
+    short = bool(shortages) and limited
+    if short:
+        message = "; ".join(
+            [message, *(f"GPUPool {n} is short: {w}" for n, w in shortages.items())]
+        )
     return explain.condition(
         explain.CAPACITY_LIMITED,
         limited,
-        explain.INSUFFICIENT_GPUS if limited else explain.ENOUGH_CAPACITY,
+        (explain.POOL_SHORT if short else explain.INSUFFICIENT_GPUS)
+        if limited
+        else explain.ENOUGH_CAPACITY,
         message,
         now=now,
         generation=generation,
@@ -480,23 +601,37 @@ def _degraded(inputs: Inputs, reason: str, message: str) -> Plan:
         inputs.status.conditions,
         explain.condition(explain.DEGRADED, True, reason, message, now=now, generation=generation),
     )
-    conditions = explain.set_condition(
-        conditions, explain.ready_from(conditions, now=now, generation=generation)
-    )
+    conditions = explain.with_rollups(conditions, now=now, generation=generation)
     status = inputs.status.model_copy(
         update={"observed_generation": generation, "conditions": conditions}
     )
     return Plan(None, status, _events(inputs.status, status))
 
 
-def rejected(inputs: Inputs, manifest: render.Manifest, error: str) -> Plan:
-    """The API server refused a rendered manifest (422): Degraded, naming the object and why."""
-    meta = manifest["metadata"]
-    return _degraded(
-        inputs,
-        explain.APPLY_FAILED,
-        f"the API server refused {manifest['kind']} {meta['name']}: {error}",
+def apply_failed(
+    inputs: Inputs, planned: Plan, failures: Sequence[tuple[render.Manifest, str, bool]]
+) -> Plan:
+    """Some rendered objects were not applied; the others were, and the planned status stands.
+
+    Each failure is (manifest, error, refused): refused (422) means the object itself is wrong,
+    the spec's to fix (`ApplyFailed`, Stalled); anything else (a quota, a full IP range, a webhook
+    or the API server failing) is `ApplyError`, tried again at the next resync. Either way
+    `Degraded` and its Event name every object and the server's message: never a silent retry."""
+    refused = any(refusal for _, _, refusal in failures)
+    reason = explain.APPLY_FAILED if refused else explain.APPLY_ERROR
+    message = "; ".join(
+        f"{'the API server refused' if refusal else 'could not apply'} "
+        f"{manifest['kind']} {manifest['metadata']['name']}: {error}"
+        for manifest, error, refusal in failures
     )
+    now, generation = inputs.now, inputs.generation
+    conditions = explain.set_condition(
+        planned.status.conditions,
+        explain.condition(explain.DEGRADED, True, reason, message, now=now, generation=generation),
+    )
+    conditions = explain.with_rollups(conditions, now=now, generation=generation)
+    status = planned.status.model_copy(update={"conditions": conditions})
+    return dataclasses.replace(planned, status=status, events=_events(inputs.status, status))
 
 
 def _validation_message(error: pydantic.ValidationError) -> str:
@@ -507,7 +642,7 @@ def _validation_message(error: pydantic.ValidationError) -> str:
     return "; ".join(parts)
 
 
-_WARNING_WHEN_TRUE = {explain.DEGRADED, explain.CAPACITY_LIMITED}
+_WARNING_WHEN_TRUE = {explain.DEGRADED, explain.CAPACITY_LIMITED, explain.REPLICAS_LOST}
 
 
 def _events(
@@ -521,6 +656,8 @@ def _events(
     for changed in explain.transitions(before.conditions, after.conditions):
         if changed.type == explain.READY and changed.status is common.ConditionStatus.FALSE:
             continue  # its cause already has an Event of its own
+        if changed.type == explain.STALLED:
+            continue  # Degraded's Event names the same reason and message
         true = changed.status is common.ConditionStatus.TRUE
         warning = true and changed.type in _WARNING_WHEN_TRUE
         first_seen = explain.find(before.conditions, changed.type) is None
@@ -528,6 +665,17 @@ def _events(
             continue  # "no problem" on a new object is not news
         message = changed.message or f"{changed.type} is {changed.status.value}"
         events.append(Event("Warning" if warning else "Normal", changed.reason, message))
+    # More replicas lost while some already were: the condition stays True, the news is new.
+    lost_before = explain.find(before.conditions, explain.REPLICAS_LOST)
+    lost_after = explain.find(after.conditions, explain.REPLICAS_LOST)
+    if (
+        lost_before is not None
+        and lost_after is not None
+        and lost_before.status is common.ConditionStatus.TRUE
+        and lost_after.status is common.ConditionStatus.TRUE
+        and lost_before.message != lost_after.message
+    ):
+        events.append(Event("Warning", lost_after.reason, lost_after.message))
     return events
 
 

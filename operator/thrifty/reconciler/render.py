@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from thrifty.api import API_VERSION, engine_flags, gpupool, modelservice
-from thrifty.reconciler import placement
+from thrifty.reconciler import placement, pod_template
 
 Manifest = dict[str, Any]
 
@@ -29,6 +29,10 @@ STARTUP_PERIOD_SECONDS = 10
 CACHE_PATH = "/root/.cache"
 """Both caches of the vLLM image live below it: huggingface/ (weights) and vllm/ (compiled)."""
 MODEL_MOUNT_ROOT = "/models"
+NODE_LOSS_TOLERATION_SECONDS = 30
+"""How long a pod stays on a NotReady or unreachable node before eviction (Kubernetes: 300 s);
+the operator's setting THRIFTY_NODE_LOSS_TOLERATION_SECONDS."""
+NODE_LOSS_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,9 @@ class Target:
     pool_name: str
     pool: gpupool.GPUPoolSpec
     replicas: int
+    node_loss_toleration_seconds: int = NODE_LOSS_TOLERATION_SECONDS
+    do_not_disrupt: bool = True
+    """Annotate the pods so node autoscalers do not evict a serving replica (a setting)."""
 
 
 ENGINE_SUFFIX = "-engine"
@@ -298,8 +305,23 @@ def _container(target: Target) -> dict[str, Any]:
     }
 
 
-def _tolerations(pool: gpupool.GPUPoolSpec) -> list[dict[str, Any]]:
-    return [t.to_kube() for t in pool.tolerations]
+def _tolerations(target: Target) -> list[dict[str, Any]]:
+    """The pool's, and a short stay on a lost node: without one, the admission plugin
+    DefaultTolerationSeconds gives 300 s, five minutes of a replica that serves nobody before its
+    ReplicaSet may replace it. A pool that sets its own for these taints keeps them."""
+    tolerations = [t.to_kube() for t in target.pool.tolerations]
+    own = {t.get("key") for t in tolerations if t.get("effect") in (None, "NoExecute")}
+    for key in NODE_LOSS_TAINTS:
+        if key not in own:
+            tolerations.append(
+                {
+                    "key": key,
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": target.node_loss_toleration_seconds,
+                }
+            )
+    return tolerations
 
 
 def deployment(target: Target) -> Manifest:
@@ -311,7 +333,7 @@ def deployment(target: Target) -> Manifest:
         "name": deployment_name(target.name, target.pool_name),
         "labels": pod_labels,
     }
-    return {
+    manifest: Manifest = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": metadata,
@@ -337,7 +359,7 @@ def deployment(target: Target) -> Manifest:
                     # No *_PORT variables from other Services in the namespace: vLLM reads VLLM_*.
                     "enableServiceLinks": False,
                     "nodeSelector": dict(target.pool.node_selector),
-                    "tolerations": _tolerations(target.pool),
+                    "tolerations": _tolerations(target),
                     "terminationGracePeriodSeconds": termination_grace_seconds(target.spec),
                     "containers": [_container(target)],
                     "volumes": volumes,
@@ -345,15 +367,26 @@ def deployment(target: Target) -> Manifest:
             },
         },
     }
+    manifest["spec"]["template"] = pod_template.merge(
+        manifest["spec"]["template"],
+        target.spec.pod_template,
+        container=CONTAINER_NAME,
+        defaults=pod_template.disruption_annotations(target.do_not_disrupt),
+    )
+    return manifest
 
 
 def service(target: Target) -> Manifest:
+    """Headless: no ClusterIP taken from the cluster's finite Service range per ModelService.
+    Traffic reaches replicas by the EndpointSlices it gets (thrifty-gateway, Prometheus's pod
+    discovery) or by DNS (one A record per ready replica), never through a virtual IP."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": _metadata(target),
         "spec": {
             "type": "ClusterIP",
+            "clusterIP": "None",
             "selector": selector_labels(target.name),
             "ports": [
                 {"name": "http", "port": ENGINE_PORT, "targetPort": "http", "protocol": "TCP"}
@@ -373,10 +406,12 @@ def pod_disruption_budget(target: Target) -> Manifest:
 
 
 def manifests(targets: list[Target]) -> list[Manifest]:
-    """Everything a ModelService owns, in apply order: one Service and one PDB across its pools,
-    then a Deployment per pool (the first target's pool is its main one)."""
+    """Everything a ModelService owns, in apply order: a Deployment per pool first (the first
+    target's pool is its main one), then one PDB and one Service across its pools, so that
+    nothing the Service or PDB could fail on (a quota, an admission webhook) keeps replicas
+    from starting."""
     return [
-        service(targets[0]),
-        pod_disruption_budget(targets[0]),
         *(deployment(target) for target in targets),
+        pod_disruption_budget(targets[0]),
+        service(targets[0]),
     ]

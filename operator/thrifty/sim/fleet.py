@@ -42,6 +42,17 @@ class Replica:
 _SERVING = (ReplicaState.READY, ReplicaState.DRAINING)
 
 
+@dataclass(frozen=True)
+class NodeAutoscaler:
+    """A pool whose nodes come from a node autoscaler (GPUPool provisioning Autoscaled): a node
+    is launched when a replica cannot get GPUs, is Ready ``start_seconds`` later, and is removed
+    once the replicas no longer need it (WhenEmpty); at most ``max_nodes``."""
+
+    gpus_per_node: int
+    max_nodes: int
+    start_seconds: float
+
+
 class Fleet:
     """Replicas, GPU accounting and routing. Time is pushed in by the runner."""
 
@@ -52,6 +63,7 @@ class Fleet:
         pool_gpus: int | None,
         initial_replicas: int,
         pools: dict[str, int | None] | None = None,
+        nodes: NodeAutoscaler | None = None,
     ) -> None:
         self.profile = profile
         self.cold_start_seconds = cold_start_seconds
@@ -61,6 +73,14 @@ class Fleet:
         self.held: dict[str, int] = dict.fromkeys(self.limits, 0)
         self.lost_requests = 0
         """Requests that were on a replica when its node was reclaimed."""
+        self.nodes = nodes
+        self.node_ready_at: list[float] = []
+        """Each node of an autoscaled pool: when it is (or was) Ready."""
+        if nodes is not None:
+            per_node = max(nodes.gpus_per_node // profile.gpus_per_replica, 1)
+            warm = min(-(-initial_replicas // per_node), nodes.max_nodes)
+            self.node_ready_at = [0.0] * warm
+            self.pool_gpus = warm * nodes.gpus_per_node
         self._ids = itertools.count()
         self.replicas: list[Replica] = []
         self.router_queue: deque[tuple[int, Request]] = deque()
@@ -91,11 +111,15 @@ class Fleet:
         return self.pool_free(next(iter(self.limits)))
 
     def pool_free(self, pool: str) -> int | None:
-        limit = self.limits[pool]
+        # The one unnamed pool follows pool_gpus, which an autoscaled pool's nodes move.
+        limit = self.pool_gpus if pool == "" else self.limits[pool]
         return None if limit is None else limit - self.held[pool]
 
     def in_pool(self, pool: str, *states: ReplicaState) -> int:
         return sum(1 for r in self.replicas if r.pool == pool and (not states or r.state in states))
+
+    def ready_nodes(self, now: float) -> int:
+        return sum(1 for at in self.node_ready_at if at <= now)
 
     def oldest_starting_seconds(self, now: float) -> float:
         ages = [now - r.ordered_at for r in self.replicas if r.state is ReplicaState.STARTING]
@@ -119,7 +143,50 @@ class Fleet:
             for r in self.replicas
             if r.state is ReplicaState.STARTING and r.ready_at is not None
         ]
+        times += self.node_ready_at[self._counted_nodes :]
         self._next_ready = min(times, default=None)
+
+    # -- nodes of an autoscaled pool -----------------------------------------------------------
+
+    @property
+    def _counted_nodes(self) -> int:
+        """Nodes whose GPUs are in ``pool_gpus`` (the first ones: they are Ready in order)."""
+        if self.nodes is None:
+            return 0
+        return (self.pool_gpus or 0) // self.nodes.gpus_per_node
+
+    def _nodes_ready(self, now: float) -> None:
+        """Counts the nodes that became Ready by ``now`` and starts what waited for them."""
+        if self.nodes is None:
+            return
+        ready = sum(1 for at in self.node_ready_at if at <= now)
+        if ready != self._counted_nodes:
+            self.pool_gpus = ready * self.nodes.gpus_per_node
+            self._place_pending(now)
+            self._remove_empty_nodes()  # a node nobody waits for any more
+
+    def _launch_nodes(self, now: float) -> None:
+        """Launches the nodes the pending replicas need that are not already coming."""
+        nodes = self.nodes
+        if nodes is None:
+            return
+        gpus = self.profile.gpus_per_replica
+        per_node = max(nodes.gpus_per_node // gpus, 1)
+        waiting = self.count(ReplicaState.PENDING)
+        coming = len(self.node_ready_at) - self._counted_nodes
+        wanted = -(-waiting // per_node) - coming
+        for _ in range(max(min(wanted, nodes.max_nodes - len(self.node_ready_at)), 0)):
+            self.node_ready_at.append(now + nodes.start_seconds)
+
+    def _remove_empty_nodes(self) -> None:
+        """Ready nodes the replicas no longer need go (the autoscaler removes empty nodes)."""
+        nodes = self.nodes
+        if nodes is None:
+            return
+        needed = -(-self.gpus_held // nodes.gpus_per_node)
+        while self._counted_nodes > needed:
+            self.node_ready_at.pop(0)
+            self.pool_gpus = (self.pool_gpus or 0) - nodes.gpus_per_node
 
     # -- time ----------------------------------------------------------------------------------
 
@@ -131,6 +198,7 @@ class Fleet:
         until the next full advance (every scrape does one).
         """
         if self._next_ready is not None and self._next_ready <= now:
+            self._nodes_ready(now)
             for replica in self.replicas:
                 ready_at = replica.ready_at
                 starting = replica.state is ReplicaState.STARTING
@@ -196,6 +264,7 @@ class Fleet:
             self._remove_one(now)
         self._retire_drained()
         self._place_pending(now)
+        self._launch_nodes(now)
         self._update_next_ready()
 
     def scale_pool(self, pool: str, replicas: int, now: float) -> None:
@@ -277,6 +346,7 @@ class Fleet:
                 if replica.engine is not None:
                     self.retired_prompt_tokens += replica.engine.prompt_tokens_total
                     self.retired_generation_tokens += replica.engine.generation_tokens_total
+        self._remove_empty_nodes()
 
     def _place_pending(self, now: float) -> None:
         for replica in self.replicas:

@@ -8,12 +8,15 @@ operator's Prometheus adapter asks:
 - ``sum(rate(vllm:prompt_tokens_total[1m]))`` and the generation / request counterparts,
 - ``histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[2m])))``,
 - the gauges ``vllm:num_requests_waiting``, ``vllm:num_requests_running`` (summed) and
-  ``vllm:kv_cache_usage_perc`` (averaged) from the newest scrape.
+  ``vllm:kv_cache_usage_perc`` (averaged) from the newest scrape,
+- ``avg_over_time`` of the waiting gauge over the rate window, and the TTFT histogram's buckets
+  (``sum by (le) (increase(...[2m]))``) from which a policy reads any percentile.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -123,7 +126,28 @@ class Prometheus:
             requests_per_second=(newest.requests_total - oldest.requests_total) / span,
             ttft_p95_seconds=self._ttft_quantile(now, newest),
             sample_age_seconds=now - newest.time,
+            requests_waiting_mean=self._waiting_mean(now),
+            ttft_buckets=self._ttft_cumulative(now, newest),
         )
+
+    def _waiting_mean(self, now: float) -> float:
+        window = [
+            scrape.requests_waiting
+            for scrape in self._scrapes
+            if now - self.rate_window_seconds <= scrape.time <= now
+        ]
+        return sum(window) / len(window) if window else 0.0
+
+    def _ttft_cumulative(self, now: float, newest: Scrape) -> tuple[tuple[float, float], ...]:
+        oldest = self._oldest_within(now, self.ttft_window_seconds)
+        if oldest is None:
+            return ()
+        bounds = (*TTFT_BUCKETS_SECONDS, math.inf)
+        cumulative, total = [], 0.0
+        for bound, a, b in zip(bounds, oldest.ttft_buckets, newest.ttft_buckets, strict=True):
+            total += b - a
+            cumulative.append((bound, total))
+        return tuple(cumulative)
 
     def _ttft_quantile(self, now: float, newest: Scrape) -> float | None:
         oldest = self._oldest_within(now, self.ttft_window_seconds)

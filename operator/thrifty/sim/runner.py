@@ -12,6 +12,7 @@ the token counts.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
@@ -23,7 +24,7 @@ from thrifty.policy.types import Observation, PolicySpec, PolicyState, ScalingPo
 from thrifty.reconciler import spread
 from thrifty.sim import pools as pools_module
 from thrifty.sim.engine import EngineEvent, EventKind
-from thrifty.sim.fleet import Fleet, Replica, ReplicaState
+from thrifty.sim.fleet import Fleet, NodeAutoscaler, Replica, ReplicaState
 from thrifty.sim.observe import Histogram, Prometheus, Scrape
 from thrifty.sim.pools import Reclaim, SimPool
 from thrifty.sim.profiles import EngineProfile
@@ -31,6 +32,23 @@ from thrifty.sim.scenario import SIM_POOL, gpu_pool
 from thrifty.sim.traces import Request, Trace
 
 ProgressCallback = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class ScrapeNoise:
+    """What real scrapes of real vLLM add to the simulator's exact ones, seeded.
+
+    vLLM's ``num_requests_waiting`` is the scheduler's queue after a step: a burst of long prompts
+    that exceeds one step's token budget shows as waiting requests for a step or two, spare
+    replicas or not. Prometheus scrapes late by up to ``jitter_seconds`` and misses the odd one."""
+
+    seed: int = 0
+    jitter_seconds: float = 2.0
+    missed_share: float = 0.05
+    held_share: float = 0.3
+    """Share of scrapes at which a serving replica shows requests held back by the step budget."""
+    held_mean: float = 2.0
+    """How many it shows then, on average (Poisson)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +85,22 @@ class SimulationConfig:
     """Spot interruptions (`thrifty.sim.pools.interruptions`)."""
     return_delay_seconds: float = 600.0
     """The operator's THRIFTY_RETURN_DELAY_SECONDS."""
+    noise: ScrapeNoise | None = None
+    """Scrapes as a real cluster gives them (jitter, misses, vLLM's step-level waiting gauge)."""
+    pool: gpupool.GPUPool | None = None
+    """The user's GPUPool (`-f gpupool.yaml`): an Autoscaled one has its nodes come from a node
+    autoscaler, each taking `nodeStartSeconds` before replicas can start on it."""
+
+    @property
+    def node_autoscaler(self) -> NodeAutoscaler | None:
+        pool = self.pool
+        if pool is None or pool.spec.provisioning.mode is not gpupool.ProvisioningMode.AUTOSCALED:
+            return None
+        return NodeAutoscaler(
+            gpus_per_node=pool.spec.gpus_per_node,
+            max_nodes=pool.spec.provisioning.max_nodes or 0,
+            start_seconds=float(pool.spec.provisioning.node_start_seconds),
+        )
 
     @property
     def spec(self) -> PolicySpec:
@@ -172,6 +206,7 @@ class _Run:
             config.pool_gpus,
             0 if config.pools else config.initial_replicas,
             pools={pool.name: pool.gpus for pool in config.pools} or None,
+            nodes=None if config.pools else config.node_autoscaler,
         )
         self.prices = {pool.name: pool.spec.price_per_gpu_hour for pool in config.pools}
         self.reclaim_events = sorted(
@@ -211,6 +246,7 @@ class _Run:
         self.series: list[TimePoint] = []
         self.arrivals_since_tick = 0
         self.truncated = 0
+        self.random = random.Random(config.noise.seed if config.noise is not None else 0)
 
     def run(self) -> RunResult:
         config = self.config
@@ -242,7 +278,7 @@ class _Run:
                 self._interrupt(now, *self.reclaim_events.pop(0)[1:])
             if next_scrape <= now:
                 self._scrape(now)
-                next_scrape += config.scrape_interval_seconds
+                next_scrape = now + self._scrape_interval()
             if next_decision <= now:
                 self._decide(now)
                 next_decision += config.decision_interval_seconds
@@ -301,7 +337,29 @@ class _Run:
         self.fleet.route(index, request, now)
         self.arrivals_since_tick += 1
 
+    def _scrape_interval(self) -> float:
+        noise = self.config.noise
+        interval = self.config.scrape_interval_seconds
+        if noise is None:
+            return interval
+        return interval + self.random.uniform(-noise.jitter_seconds, noise.jitter_seconds)
+
+    def _held_by_steps(self, busy: int) -> float:
+        """Waiting requests vLLM shows for prompts its step budget holds back (noise only): on
+        replicas that are serving, since an idle one holds nothing back."""
+        noise = self.config.noise
+        if noise is None:
+            return 0.0
+        held = 0
+        for _ in range(busy):
+            if self.random.random() < noise.held_share:
+                held += _poisson(self.random, noise.held_mean)
+        return float(held)
+
     def _scrape(self, now: float) -> None:
+        noise = self.config.noise
+        if noise is not None and self.random.random() < noise.missed_share:
+            return
         engines = self.fleet.engines()
         live_prompt = sum(e.prompt_tokens_total for e in engines)
         live_generation = sum(e.generation_tokens_total for e in engines)
@@ -310,7 +368,8 @@ class _Run:
                 time=now,
                 requests_waiting=float(
                     sum(e.num_waiting for e in engines) + len(self.fleet.router_queue)
-                ),
+                )
+                + self._held_by_steps(sum(1 for e in engines if e.num_running)),
                 requests_running=float(sum(e.num_running for e in engines)),
                 kv_cache_usage=(
                     sum(e.kv_cache_usage for e in engines) / len(engines) if engines else 0.0
@@ -408,6 +467,15 @@ class _Run:
             return World(services=[view], pools=pools)
         free = fleet.free_gpus
         pool = gpu_pool(config.price_per_gpu_hour, None if free is None else max(free, 0))
+        nodes = fleet.nodes
+        if nodes is not None and config.pool is not None:  # what the operator's caches would show
+            ready = fleet.ready_nodes(now)
+            status = pool.status or gpupool.GPUPoolStatus()
+            more = max(nodes.max_nodes - ready, 0) * nodes.gpus_per_node
+            pool = gpupool.GPUPool(
+                spec=config.pool.spec,
+                status=status.model_copy(update={"nodes": ready, "gpus_provisionable": more}),
+            )
         return World(services=[view], pools={config.pool_name: pool})
 
     def _sample(self, now: float, observation: Observation) -> None:
@@ -492,6 +560,15 @@ def _pod(replica: Replica, now: float) -> observe.PodView:
         cold_start_seconds=measured,
         pool=replica.pool or None,
     )
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    """Knuth's method: fine for the small means of held requests."""
+    limit, count, product = math.exp(-mean), 0, rng.random()
+    while product > limit:
+        count += 1
+        product *= rng.random()
+    return count
 
 
 def _percentile(sorted_values: list[float], quantile: float) -> float:

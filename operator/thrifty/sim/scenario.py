@@ -23,7 +23,8 @@ def model_service(
     min_replicas: int = 1,
     max_replicas: int = 32,
     queue_target_per_replica: float = 8.0,
-    ttft_p95_target_seconds: float | None = None,
+    ttft_target_seconds: float | None = None,
+    ttft_percentile: str = "p95",
     max_dollars_per_hour: float | None = None,
     max_dollars_per_million_tokens: float | None = None,
     enforcement: Enforcement = Enforcement.HARD,
@@ -36,9 +37,9 @@ def model_service(
         cost["maxDollarsPerHour"] = max_dollars_per_hour
     if max_dollars_per_million_tokens is not None:
         cost["maxDollarsPerMillionTokens"] = max_dollars_per_million_tokens
-    latency = {}
-    if ttft_p95_target_seconds is not None:
-        latency["timeToFirstTokenP95Seconds"] = ttft_p95_target_seconds
+    latency: dict[str, Any] = {"percentile": ttft_percentile}
+    if ttft_target_seconds is not None:
+        latency["timeToFirstTokenSeconds"] = ttft_target_seconds
     cold_start = (
         cold_start_seconds if cold_start_seconds is not None else profile.cold_start_seconds
     )

@@ -5,7 +5,10 @@ else the ModelService's name), and the EndpointSlices of thrifty's Services give
 endpoints. The EndpointSlice controller copies a Service's labels onto its slices, so a slice
 carries `thrifty.dev/model-service` like the Service the operator rendered. Only endpoints whose
 `conditions.ready` is not false count: a pod that is starting, failing its readiness probe or
-terminating (its preStop sleep, its drain) gets no new request.
+terminating (its preStop sleep, its drain) gets no new request. Nor does one whose `nodeName` is a
+node that is gone or not Ready (a third watch, of Nodes): the control plane keeps such an endpoint
+ready until the pod is garbage-collected or evicted (measured: over 70 s after a node was deleted;
+a node whose kubelet reports NotReady leaves its pods Ready), and a request sent there hangs.
 
 Pure: objects in (as the API server's JSON), routes out, no I/O, so it is tested without a cluster.
 An `Endpoint` keeps its identity across slice updates, so its in-flight count survives them.
@@ -49,6 +52,13 @@ class Endpoint:
 class SliceAddress:
     url: str
     pod: str
+    node: str | None = None
+
+
+def node_ready(node: Mapping[str, Any]) -> bool:
+    """The Node's Ready condition is True (False and Unknown are not)."""
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def served_model_name(model_service: Mapping[str, Any]) -> str:
@@ -94,12 +104,13 @@ def ready_addresses(
         if conditions.get("ready") is False:  # absent means ready (the API's documented default)
             continue
         pod = str((endpoint.get("targetRef") or {}).get("name") or "")
+        node = endpoint.get("nodeName")
         for listed in (endpoint.get("addresses") or [])[:1]:  # one address per endpoint
             address = address_map(str(listed))
             if address is None:
                 continue
             host = f"[{address}]" if family == "IPv6" else address
-            addresses.append(SliceAddress(f"http://{host}:{port}", pod))
+            addresses.append(SliceAddress(f"http://{host}:{port}", pod, node))
     return addresses
 
 
@@ -117,6 +128,8 @@ class Catalog:
         default_factory=dict
     )
     _endpoints: dict[ServiceKey, list[Endpoint]] = field(default_factory=dict)
+    _nodes: dict[str, bool] | None = None
+    """Node name -> Ready, once Nodes are watched; None: not watched, no endpoint is dropped."""
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -237,13 +250,47 @@ class Catalog:
             return None
         return slice_id, (key, ready_addresses(obj, self.address_map))
 
+    # -- Nodes -------------------------------------------------------------------------------
+
+    def replace_nodes(self, objects: Iterable[Mapping[str, Any]]) -> None:
+        self._nodes = {
+            str((obj.get("metadata") or {}).get("name")): node_ready(obj) for obj in objects
+        }
+        self._rebuild_all()
+
+    def put_node(self, obj: Mapping[str, Any]) -> None:
+        name, ready = str((obj.get("metadata") or {}).get("name")), node_ready(obj)
+        nodes = self._nodes if self._nodes is not None else {}
+        changed = nodes.get(name) != ready
+        nodes[name] = ready
+        self._nodes = nodes
+        if changed:
+            self._rebuild_all()
+
+    def delete_node(self, obj: Mapping[str, Any]) -> None:
+        if self._nodes is not None:
+            self._nodes.pop(str((obj.get("metadata") or {}).get("name")), None)
+            self._rebuild_all()
+
+    def _on_lost_node(self, address: SliceAddress) -> bool:
+        return (
+            self._nodes is not None
+            and address.node is not None
+            and not self._nodes.get(address.node, False)
+        )
+
+    def _rebuild_all(self) -> None:
+        for key in sorted({owner for owner, _ in self._slices.values()} | set(self._endpoints)):
+            self._rebuild_endpoints(key)
+
     def _rebuild_endpoints(self, key: ServiceKey) -> None:
         existing = {e.url: e for e in self._endpoints.get(key, [])}
         addresses: dict[str, SliceAddress] = {}
         for owner, slice_addresses in self._slices.values():
             if owner == key:
                 for address in slice_addresses:
-                    addresses.setdefault(address.url, address)
+                    if not self._on_lost_node(address):
+                        addresses.setdefault(address.url, address)
         endpoints = [
             existing.get(url) or Endpoint(key, url, address.pod)
             for url, address in sorted(addresses.items())

@@ -1,11 +1,12 @@
-"""The gateway's two watches: ModelServices and the EndpointSlices of thrifty's Services.
+"""The gateway's watches: ModelServices, the EndpointSlices of thrifty's Services, and Nodes.
 
 Each runs in a thread (the Kubernetes client's watch blocks): list, hand the full listing to the
 event loop, watch from the listing's resourceVersion, hand over each event; relist when the watch
 expires (410 Gone) and back off when the API server is away, never letting the thread die. The
 catalog is only touched on the event loop (`call_soon_threadsafe`), so it needs no lock.
 EndpointSlices are selected by the `thrifty.dev/model-service` label, API-key Secrets by
-`thrifty.dev/tenant`: the API server sends only thrifty's own. A Secret's key is hashed the
+`thrifty.dev/tenant`: the API server sends only thrifty's own. Nodes (cluster-wide, read only) say
+which endpoints sit on a node that is gone or not Ready (see catalog). A Secret's key is hashed the
 moment it arrives (see tenants) and is never logged: warnings name the watch, not objects.
 """
 
@@ -95,8 +96,18 @@ class Watches:
                     catalog.delete_slice,
                 ),
             ]
+        core = client.CoreV1Api(api_client)
+        self._sources.append(
+            _Source(
+                "nodes",
+                core.list_node,
+                {},
+                catalog.replace_nodes,
+                catalog.put_node,
+                catalog.delete_node,
+            )
+        )
         if tenants is not None and key_namespace:
-            core = client.CoreV1Api(api_client)
             self._sources.append(
                 _Source(
                     f"api-key secrets in {key_namespace}",

@@ -14,6 +14,8 @@ from thrifty.adapters.prometheus import (
     PrometheusUnreachableError,
     QueryWindows,
     ServiceKey,
+    buckets_by_service,
+    build_bucket_query,
     build_held_queries,
     build_queries,
     label_matchers,
@@ -40,6 +42,7 @@ def test_every_query_selects_the_service_and_uses_only_real_vllm_names() -> None
     queries = build_queries(KEY)
     assert set(queries) == {
         "requests_waiting",
+        "requests_waiting_mean",
         "requests_running",
         "kv_cache_usage",
         "prompt_tokens_per_second",
@@ -48,7 +51,7 @@ def test_every_query_selects_the_service_and_uses_only_real_vllm_names() -> None
         "ttft_p95_seconds",
         "sample_age_seconds",
     }
-    for promql in queries.values():
+    for promql in [*queries.values(), build_bucket_query(KEY)]:
         names = set(re.findall(r"vllm:[a-z_]+", promql))
         assert names, promql
         assert names <= VLLM_SERIES, promql
@@ -57,8 +60,13 @@ def test_every_query_selects_the_service_and_uses_only_real_vllm_names() -> None
 
 
 def test_windows_reach_the_rate_queries() -> None:
-    queries = build_queries(KEY, QueryWindows(rate_seconds=30, ttft_seconds=90))
+    windows = QueryWindows(rate_seconds=30, ttft_seconds=90)
+    queries = build_queries(KEY, windows)
     assert "[30s]" in queries["generation_tokens_per_second"]
+    assert "avg_over_time(vllm:num_requests_waiting" in queries["requests_waiting_mean"]
+    assert "[30s]" in queries["requests_waiting_mean"]
+    assert "[90s]" in build_bucket_query(KEY, windows)
+    assert "by (namespace, modelservice, le)" in build_bucket_query(KEY, windows)
     assert "[90s]" in queries["ttft_p95_seconds"]
     assert queries["ttft_p95_seconds"].startswith("histogram_quantile(0.95,")
 
@@ -88,6 +96,39 @@ def _results(**overrides: dict[ServiceKey, float]) -> dict[str, dict[ServiceKey,
     }
     base.update(overrides)
     return base
+
+
+def _bucket(key: ServiceKey, le: str, value: str) -> dict[str, object]:
+    return {
+        "metric": {"namespace": key.namespace, "modelservice": key.model_service, "le": le},
+        "value": [1.7e9, value],
+    }
+
+
+def test_buckets_are_sorted_per_service_and_unreadable_histograms_are_left_out() -> None:
+    found = buckets_by_service(
+        [
+            _bucket(KEY, "+Inf", "10"),
+            _bucket(KEY, "0.5", "4"),
+            _bucket(KEY, "2.5", "9"),
+            _bucket(KEY, "x", "1"),
+            _bucket(OTHER, "0.5", "3"),  # no +Inf bucket: cannot be read
+        ]
+    )
+    assert found == {KEY: ((0.5, 4.0), (2.5, 9.0), (math.inf, 10.0))}
+
+
+def test_buckets_and_the_waiting_average_reach_the_signals() -> None:
+    buckets = {KEY: ((0.5, 4.0), (math.inf, 10.0))}
+    results = _results(requests_waiting_mean={KEY: 1.5})
+    reading = signals_from_results(KEY, results, staleness_limit_seconds=60, buckets=buckets)
+    assert reading.signals is not None
+    assert reading.signals.ttft_buckets == buckets[KEY]
+    assert reading.signals.requests_waiting_mean == 1.5
+    bare = signals_from_results(KEY, _results(), staleness_limit_seconds=60)
+    assert bare.signals is not None
+    assert bare.signals.requests_waiting_mean is None
+    assert bare.signals.ttft_buckets == ()
 
 
 def test_values_by_service_keeps_services_apart_and_marks_garbage_nan() -> None:

@@ -121,6 +121,20 @@ def test_cost_budget_needs_at_least_one_limit() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "latency",
+    [
+        {"timeToFirstTokenSeconds": 1.0, "timeToFirstTokenP95Seconds": 1.0},
+        {"timeToFirstTokenP95Seconds": 1.0, "percentile": "p99"},
+        {"timeToFirstTokenSeconds": 1.0, "percentile": "p80"},
+    ],
+)
+def test_a_latency_target_has_one_meaning(latency: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError) as raised:
+        modelservice.ModelServiceSpec.model_validate(spec(latencyTarget=latency))
+    assert "timeToFirstToken" in str(raised.value) or "percentile" in str(raised.value)
+
+
 def test_status_ignores_fields_it_does_not_know() -> None:
     status = modelservice.ModelServiceStatus.model_validate({"replicas": 2, "futureField": 1})
     assert status.replicas == 2

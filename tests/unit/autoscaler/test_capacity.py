@@ -10,7 +10,7 @@ from thrifty.autoscaler import capacity, plan
 from thrifty.autoscaler.observe import ObserveSettings, PodView
 from thrifty.autoscaler.world import ServiceKey, ServiceView, SignalsReading, World
 from thrifty.policy import types
-from thrifty.policy.thrifty_policy import ThriftyPolicy
+from thrifty.policy.planner import ThriftyPolicy
 
 
 def pool(name: str, price: float, free: int, **spec: Any) -> gpupool.GPUPool:

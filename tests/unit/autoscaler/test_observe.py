@@ -12,7 +12,7 @@ from thrifty.api import costbudget, gpupool, modelservice
 from thrifty.autoscaler import observe
 from thrifty.autoscaler.observe import ObserveSettings, PodView
 from thrifty.policy import limits, types
-from thrifty.policy.thrifty_policy import ThriftyPolicy
+from thrifty.policy.planner import ThriftyPolicy
 
 SETTINGS = ObserveSettings(cold_start_seconds=30, staleness_limit_seconds=45)
 
@@ -142,12 +142,30 @@ def test_spec_carries_targets_and_a_hard_team_cap_tightens_the_member() -> None:
     spec = observe.policy_spec(ms, SETTINGS, budget(maxDollarsPerMillionTokens=1.2))
     assert spec.max_dollars_per_million_tokens == 1.2
     assert spec.scale_to_zero_idle_seconds == 300.0
-    assert spec.ttft_p95_target_seconds == 0.5
+    assert spec.ttft_target_seconds == 0.5
     assert spec.enforcement is types.Enforcement.SOFT
     assert spec.cold_start_seconds == 30
     assert spec.staleness_limit_seconds == 45
     soft_team = budget(maxDollarsPerMillionTokens=1.2, enforcement="Soft")
     assert observe.policy_spec(ms, SETTINGS, soft_team).max_dollars_per_million_tokens == 2.0
+
+
+def test_the_latency_target_carries_its_percentile_and_the_older_field_is_p95() -> None:
+    p99 = model_service(latencyTarget={"timeToFirstTokenSeconds": 1.5, "percentile": "p99"})
+    spec = observe.policy_spec(p99, SETTINGS)
+    assert (spec.ttft_target_seconds, spec.ttft_target_quantile) == (1.5, 0.99)
+    older = model_service(latencyTarget={"timeToFirstTokenP95Seconds": 0.5})
+    spec = observe.policy_spec(older, SETTINGS)
+    assert (spec.ttft_target_seconds, spec.ttft_target_quantile) == (0.5, 0.95)
+
+
+def test_the_replica_shape_changes_with_the_pool_and_the_engine_only() -> None:
+    base = model_service()
+    shape = observe.replica_shape(base)
+    assert observe.replica_shape(model_service(scaling={"maxReplicas": 9})) == shape
+    assert observe.replica_shape(model_service({"pool": "l4"})) != shape
+    faster = model_service(engine={"maxNumSeqs": 64})
+    assert observe.replica_shape(faster) != shape
 
 
 def test_spec_carries_the_engine_batch_limit_when_set() -> None:

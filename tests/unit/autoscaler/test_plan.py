@@ -13,7 +13,7 @@ from thrifty.autoscaler import plan
 from thrifty.autoscaler.observe import ObserveSettings, PodView
 from thrifty.autoscaler.world import ServiceKey, ServiceView, SignalsReading, World
 from thrifty.policy import types
-from thrifty.policy.thrifty_policy import ThriftyPolicy
+from thrifty.policy.planner import ThriftyPolicy
 
 PRICE = 2.5
 POOL = gpupool.GPUPool.model_validate(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,11 +24,12 @@ def caches(**indexes: dict[Any, list[Any]]) -> Caches:
         model_services=indexes.get("model_services", empty),  # type: ignore[arg-type]
         gpu_pools={"h100": [POOL]},  # type: ignore[arg-type]
         cost_budgets=empty,  # type: ignore[arg-type]
-        pods=empty,  # type: ignore[arg-type]
+        pods=indexes.get("pods", empty),  # type: ignore[arg-type]
         hpas=empty,  # type: ignore[arg-type]
         gpu_pods=indexes.get("gpu_pods", empty),  # type: ignore[arg-type]
         nodes={"n0": [placement.NodeInfo("n0", {"thrifty.dev/pool": "h100"}, 8)]},  # type: ignore[arg-type]
         deployments=empty,  # type: ignore[arg-type]
+        node_ready=indexes.get("node_ready", {"n0": [True]}),  # type: ignore[arg-type]
     )
 
 
@@ -78,3 +80,104 @@ def test_a_cached_model_service_keeps_only_who_owns_replicas_of_its_managed_fiel
     assert "annotations" not in entry["metadata"]
     assert [m["manager"] for m in entry["metadata"]["managedFields"]] == ["argocd"]
     assert entry["spec"] == body["spec"] and entry["metadata"]["resourceVersion"] == "7"
+
+
+def _replica(name: str, node: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": {"thrifty.dev/pool": "h100"},
+        },
+        "spec": {"nodeName": node},
+        "status": {
+            "phase": "Running",
+            "conditions": [
+                {"type": "PodScheduled", "status": "True"},
+                {"type": "Ready", "status": "True"},
+            ],
+        },
+    }
+
+
+def test_replicas_on_a_deleted_or_not_ready_node_are_not_ready_to_the_policy() -> None:
+    """The pods still say Ready (no kubelet is left to say otherwise): the policy must not count
+    them, or it plans with capacity that is gone and orders nothing."""
+    from thrifty.autoscaler import observe
+
+    body = {
+        "apiVersion": "thrifty.dev/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"namespace": "ns", "name": "chat", "uid": "u"},
+        "spec": {
+            "model": {"uri": "hf://a/b"},
+            "pools": ["h100"],
+            "replicas": 4,
+            "scaling": {"maxReplicas": 4},
+        },
+    }
+    pods = [_replica("a", "n0"), _replica("b", "n0"), _replica("c", "dead"), _replica("d", "sick")]
+    view = caches(
+        model_services={("ns", "chat"): [body]},
+        pods={("ns", "chat"): pods},
+        node_ready={"n0": [True], "sick": [False]},
+    )
+    world = view.world(datetime(2026, 1, 1, 0, 5, tzinfo=UTC))
+    counts = observe.replica_counts(4, world.services[0].pods)
+    assert (counts.desired, counts.ready, counts.starting) == (4, 2, 0)
+    assert view.services_on("sick") == [("ns", "chat")] and view.services_on("n1") == []
+
+
+def test_a_lost_node_reconciles_the_model_services_on_it_at_once() -> None:
+    """The Node event, not the next resync, reports the lost replica and orders its replacement."""
+    import threading
+
+    import kopf
+    from test_reconcile_pass import BODY, FakeKube
+
+    from thrifty.control import backoff, handlers
+
+    class RecordingKube(FakeKube):
+        def __init__(self) -> None:
+            super().__init__()
+            self.status: dict[str, Any] = {}
+            self.replicas: list[int] = []
+
+        def apply(self, manifest: Any) -> dict[str, Any]:
+            if manifest["kind"] == "Deployment":
+                self.replicas.append(manifest["spec"]["replicas"])
+            return super().apply(manifest)
+
+        def patch_status(self, plural: str, name: str, status: Any, **kwargs: Any) -> None:
+            if plural == "gpupools":
+                self.pool_status = dict(status)
+            else:
+                self.status = dict(status)
+
+    body = {**BODY, "spec": {**BODY["spec"], "replicas": 2}}
+    view = caches(
+        model_services={("ns", "llama"): [body]},
+        pods={("ns", "llama"): [_replica("a", "n0"), _replica("b", "n1")]},
+        node_ready={"n0": [True]},  # n1 was just deleted
+    )
+    memo = kopf.Memo()
+    memo.kube, memo.thrifty_caches, memo.thrifty_applied = RecordingKube(), view, {}
+    memo.locks, memo.locks_guard = {}, threading.Lock()
+    memo.thrifty_backoff = backoff.Backoff(10.0)
+    gone = kopf.Body({"metadata": {"name": "n1", "labels": {"thrifty.dev/pool": "h100"}}})
+    handlers.node_event(type="DELETED", body=gone, memo=memo, logger=logging.getLogger("t"))
+    lost = next(c for c in memo.kube.status["conditions"] if c["type"] == "ReplicasLost")
+    assert lost["status"] == "True" and "b on node n1 (deleted)" in lost["message"]
+    assert memo.kube.replicas == [3], "one replacement ordered with the lost replica's event"
+    # Its pool is refreshed in the same call, from the nodes left (n0), not at its next resync.
+    (ready,) = [c for c in memo.kube.pool_status["conditions"] if c["type"] == "Ready"]
+    assert ready["message"].startswith("1 nodes"), ready
+    other = kopf.Body({"metadata": {"name": "n7"}, "status": {}})
+    before = len(memo.kube.applied)
+    handlers.node_event(type="DELETED", body=other, memo=memo, logger=logging.getLogger("t"))
+    assert len(memo.kube.applied) == before, "a node without replicas reconciles nothing"
+    # A follower acts on no node event: only the lease holder writes (two operators at once).
+    memo.thrifty_leading = lambda: False
+    memo.kube.status = {}
+    handlers.node_event(type="DELETED", body=gone, memo=memo, logger=logging.getLogger("t"))
+    assert len(memo.kube.applied) == before and memo.kube.status == {}

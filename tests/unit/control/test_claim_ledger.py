@@ -61,6 +61,9 @@ class RecordingKube:
     def delete_deployment(self, namespace: str, name: str) -> None:
         pass
 
+    def model_service_exists(self, namespace: str, name: str, uid: str) -> bool:
+        return True
+
 
 class StaleView:
     """Caches that have not seen any pod yet: 2 nodes of 8 GPUs, all free as far as they know."""
@@ -82,6 +85,9 @@ class StaleView:
 
     def model_services_in(self, namespace: str) -> list[dict[str, Any]]:
         return []
+
+    def node_readiness(self) -> dict[str, bool]:
+        return {f"n{i}": True for i in range(2)}
 
 
 def test_many_services_placed_at_once_never_oversubscribe_a_pool() -> None:

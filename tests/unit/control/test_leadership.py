@@ -8,6 +8,7 @@ The two-process test against a real API server is in e2e/test_autoscale.py.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -153,3 +154,42 @@ def test_never_two_leaders_at_once(steps: list[tuple[str, int]]) -> None:
             run(candidates[action].try_once())
         leaders = [name for name, c in candidates.items() if c.is_leader()]
         assert len(leaders) <= 1, leaders
+
+
+class CountingLease(VersionedLease):
+    """Counts writes, from whichever thread and loop the elector runs on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    async def write(self, record: LeaseRecord) -> bool:
+        self.writes += 1
+        return await super().write(record)
+
+
+def test_renewals_go_on_while_the_operators_event_loop_is_blocked() -> None:
+    """The election has its own thread and loop: a main loop busy with a long synchronous pass (or
+    an executor full of handlers) cannot make the only candidate lose its Lease."""
+    lease = CountingLease()
+    fast = ElectionSettings(
+        lease_duration_seconds=2, renew_deadline_seconds=1.0, retry_period_seconds=0.1
+    )
+    candidate = LeaderElector(lease, "a", fast)
+
+    async def operator() -> list[bool]:
+        election = leadership.ElectionThread(candidate).start()
+        seen = []
+        try:
+            for _ in range(30):  # 3 s of a blocked loop, three renew deadlines
+                time.sleep(0.1)  # the point: this loop does not get to run
+                seen.append(candidate.is_leader())
+        finally:
+            await election.stop(timeout_seconds=5)
+        return seen
+
+    seen = run(operator())
+    assert all(seen[5:]), f"lost the Lease while the main loop was blocked: {seen}"
+    assert lease.writes >= 20
+    assert lease.record is not None and lease.record.holder is None, "released on stop"
+    assert not candidate.is_leader()

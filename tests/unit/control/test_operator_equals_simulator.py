@@ -22,7 +22,7 @@ from thrifty.autoscaler.world import ServiceKey, SignalsReading
 from thrifty.control.fleet import FleetPass
 from thrifty.control.policies import Registry
 from thrifty.policy import types
-from thrifty.policy.thrifty_policy import ThriftyPolicy
+from thrifty.policy.planner import ThriftyPolicy
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 TICKS = 120

@@ -48,11 +48,18 @@ def deployment(generation: int) -> dict[str, Any]:
 
 
 class FakeKube:
-    """Records writes; has no read method at all, so a pass that reads the API fails loudly."""
+    """Records writes; its only read is the existence check before a Deployment is applied,
+    counted, so a pass that reads anything else from the API fails loudly."""
 
     def __init__(self) -> None:
         self.applied: list[str] = []
         self.generation = 1
+        self.existing: set[str] = {"u1"}
+        self.existence_checks = 0
+
+    def model_service_exists(self, namespace: str, name: str, uid: str) -> bool:
+        self.existence_checks += 1
+        return uid in self.existing
 
     def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         self.applied.append(str(manifest["kind"]))
@@ -89,6 +96,9 @@ class FakeView:
     def model_services_in(self, namespace: str) -> list[dict[str, Any]]:
         return [BODY]
 
+    def node_readiness(self) -> dict[str, bool]:
+        return {"n0": True}
+
 
 def test_an_unchanged_model_service_is_applied_once_then_never_again() -> None:
     kube, view, applied = FakeKube(), FakeView(), {}
@@ -96,9 +106,21 @@ def test_an_unchanged_model_service_is_applied_once_then_never_again() -> None:
     assert "Deployment" in kube.applied
     writes = len(kube.applied)
     view.deployment_body = deployment(1)
+    checks = kube.existence_checks
     for _ in range(5):
         handlers.reconcile_model_service(kube, BODY, LOG, view, applied)  # type: ignore[arg-type]
     assert len(kube.applied) == writes, "a settled ModelService costs no apply"
+    assert kube.existence_checks == checks, "nor any read"
+
+
+def test_a_deleted_model_service_gets_no_deployment() -> None:
+    """The watch event is older than the delete: the pass asks the API server before the
+    Deployment (the only workload that starts pods) and applies nothing more."""
+    kube, view = FakeKube(), FakeView()
+    kube.existing = set()
+    outcome = handlers.reconcile_model_service(kube, BODY, LOG, view, {})  # type: ignore[arg-type]
+    assert outcome == handlers.GONE
+    assert "Deployment" not in kube.applied
 
 
 def test_a_changed_spec_an_edited_or_a_deleted_deployment_is_applied_again() -> None:
@@ -139,3 +161,53 @@ def test_a_refused_workload_degrades_instead_of_raising() -> None:
     degraded = [c for c in kube.status["conditions"] if c["type"] == "Degraded"]
     assert degraded[0]["status"] == "True" and degraded[0]["reason"] == "ApplyFailed"
     assert "metadata.name: Invalid" in degraded[0]["message"]
+
+
+class QuotaKube(RefusingKube):
+    """A ResourceQuota of 0 Services in the namespace: the Service is forbidden (403)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[tuple[str, str, str]] = []
+        self.quota = True
+
+    def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        if self.quota and manifest["kind"] == "Service":
+            raise kube_adapter.KubeError(
+                '403 Forbidden: services "llama-engine" is forbidden: exceeded quota: none'
+            )
+        return FakeKube.apply(self, manifest)
+
+    def event(self, involved: Any, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+
+def test_a_service_the_cluster_refuses_is_reported_and_the_deployment_still_applied() -> None:
+    kube, view, applied = QuotaKube(), FakeView(), {}
+    handlers.reconcile_model_service(kube, BODY, LOG, view, applied)  # type: ignore[arg-type]
+    assert kube.applied == ["Deployment", "PodDisruptionBudget"]
+    degraded = next(c for c in kube.status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "ApplyError")
+    assert "Service llama-engine" in degraded["message"] and "exceeded quota" in degraded["message"]
+    assert ("Warning", "ApplyError", degraded["message"]) in kube.events
+    # Not recorded as applied: the next pass tries again, and heals once the quota allows it.
+    kube.quota = False
+    view.deployment_body = deployment(1)
+    body = {**BODY, "status": kube.status}
+    handlers.reconcile_model_service(kube, body, LOG, view, applied)  # type: ignore[arg-type]
+    assert kube.applied[-1] == "Service"
+    degraded = next(c for c in kube.status["conditions"] if c["type"] == "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("False", "AsExpected")
+
+
+def test_the_deployment_watch_asks_the_api_server_for_thriftys_deployments_only() -> None:
+    import kopf
+    from kopf._cogs.structs import references
+
+    settings = kopf.OperatorSettings()
+    handlers.watch_only_thrifty_deployments(settings)
+    deployments = references.Resource("apps", "v1", "deployments", namespaced=True)
+    pods = references.Resource("", "v1", "pods", namespaced=True)
+    selectors = settings.watching.label_selectors
+    assert list(selectors.collect(deployments)) == ["thrifty.dev/model-service"]
+    assert list(selectors.collect(pods)) == [], "a pool's free GPUs count every pod"

@@ -33,7 +33,8 @@ def spec(**overrides: Any) -> types.PolicySpec:
         queue_target_per_replica=10.0,
         scale_down_delay_seconds=300.0,
         scale_to_zero_idle_seconds=None,
-        ttft_p95_target_seconds=2.0,
+        ttft_target_seconds=2.0,
+        ttft_target_quantile=0.95,
         max_dollars_per_hour=None,
         max_dollars_per_million_tokens=None,
         enforcement=types.Enforcement.HARD,
@@ -42,6 +43,7 @@ def spec(**overrides: Any) -> types.PolicySpec:
         staleness_limit_seconds=60.0,
         capacity_tokens_per_second_per_replica=CAPACITY,
         max_num_seqs_per_replica=None,
+        replica_shape="h100-on-demand/8b",
     )
     return replace(base, **overrides)
 

@@ -245,17 +245,18 @@ def test_an_owned_flag_that_slipped_past_admission_degrades_naming_the_entry() -
 
 def test_a_workload_the_api_server_refuses_degrades_once_with_its_message() -> None:
     first = inputs(SPEC)
-    manifest = reconcile.plan(first).manifests[0]  # type: ignore[index]
-    refused = reconcile.rejected(first, manifest, "422 Unprocessable Entity: spec.x: Invalid")
+    planned = reconcile.plan(first)
+    manifest = planned.manifests[0]  # type: ignore[index]
+    failure = [(manifest, "422 Unprocessable Entity: spec.x: Invalid", True)]
+    refused = reconcile.apply_failed(first, planned, failure)
     degraded = condition(refused.status, explain.DEGRADED)
-    assert refused.manifests is None
     assert degraded.reason == explain.APPLY_FAILED
     assert manifest["metadata"]["name"] in degraded.message and "spec.x" in degraded.message
     assert condition(refused.status, explain.READY).status is common.ConditionStatus.FALSE
-    again = reconcile.rejected(
-        dataclasses.replace(first, status=refused.status), manifest, "422 ..."
+    again = reconcile.apply_failed(
+        dataclasses.replace(first, status=refused.status), planned, failure
     )
-    assert [e.reason for e in refused.events] == [explain.APPLY_FAILED]
+    assert [e.reason for e in refused.events if e.type == "Warning"] == [explain.APPLY_FAILED]
     assert again.events == []
 
 
@@ -328,7 +329,11 @@ def test_a_pool_with_gpus_too_small_for_the_model_is_not_used_and_named() -> Non
     spec = {**SPREAD_SPEC, "model": {"uri": "hf://a/b", "weightsGib": 140}}
     plan = reconcile.plan(spread_inputs(spec))
     assert plan.manifests is not None
-    pools = {m["metadata"]["labels"]["thrifty.dev/pool"] for m in plan.manifests[2:]}
+    pools = {
+        m["metadata"]["labels"]["thrifty.dev/pool"]
+        for m in plan.manifests
+        if m["kind"] == "Deployment"
+    }
     assert pools == {"h100", "spot"}  # 140 / 4 = 35 GiB per GPU: not on a 24 GiB L4
     degraded = condition(plan.status, explain.DEGRADED)
     assert degraded.reason == explain.POOL_TOO_SMALL
@@ -354,3 +359,133 @@ def test_spend_counts_every_pool() -> None:
         "spot": 8.0,
         "l4": 0.0,
     }
+
+
+def test_an_object_that_could_not_be_applied_is_named_and_the_rest_of_the_status_stands() -> None:
+    """A quota or a full IP range refusing the Service: Degraded ApplyError (retried, not
+    Stalled) naming the Service and the error; the Deployment's status is still reported."""
+    first = inputs(SPEC, deployment=rolled_out(2))
+    planned = reconcile.plan(first)
+    service = next(m for m in planned.manifests or [] if m["kind"] == "Service")
+    error = '403 Forbidden: services "llama-engine" is forbidden: exceeded quota: q'
+    failed = reconcile.apply_failed(first, planned, [(service, error, False)])
+    degraded = condition(failed.status, explain.DEGRADED)
+    assert degraded.reason == explain.APPLY_ERROR
+    assert "Service llama-engine" in degraded.message and "exceeded quota" in degraded.message
+    assert explain.find(failed.status.conditions, explain.STALLED) is None
+    assert (failed.status.ready_replicas, failed.status.pool) == (2, "h100")
+    assert [e.reason for e in failed.events if e.type == "Warning"] == [explain.APPLY_ERROR]
+
+
+def test_a_terminal_failure_is_stalled_and_a_fixed_spec_clears_it() -> None:
+    """kstatus reads Stalled=True as Failed (Flux fails fast); waiting cannot heal these."""
+    broken = reconcile.plan(inputs({**SPEC, "engine": {"tensorParallelSize": 16}}))
+    stalled = condition(broken.status, explain.STALLED)
+    assert stalled.status is common.ConditionStatus.TRUE
+    assert stalled.reason == explain.GPUS_PER_REPLICA_TOO_LARGE
+    assert [e.reason for e in broken.events] == [explain.GPUS_PER_REPLICA_TOO_LARGE]
+    fixed = reconcile.plan(inputs(SPEC, status=broken.status, deployment=rolled_out(2)))
+    cleared = condition(fixed.status, explain.STALLED)
+    assert cleared.status is common.ConditionStatus.FALSE
+    assert condition(fixed.status, explain.READY).status is common.ConditionStatus.TRUE
+
+
+def test_a_failure_that_heals_by_itself_is_not_stalled() -> None:
+    """An unknown pool (it may be created in the same sync) or a missing Secret: Ready=False
+    (kstatus: InProgress), no Stalled condition at all; nor on a healthy object."""
+    unknown = reconcile.plan(inputs({**SPEC, "pools": ["nope"]})).status
+    assert condition(unknown, explain.DEGRADED).reason == explain.UNKNOWN_POOL
+    assert explain.find(unknown.conditions, explain.STALLED) is None
+    healthy = reconcile.plan(inputs(SPEC, deployment=rolled_out(2))).status
+    assert explain.find(healthy.conditions, explain.STALLED) is None
+
+
+def test_every_refusal_by_the_api_server_is_stalled() -> None:
+    first = inputs(SPEC)
+    planned = reconcile.plan(first)
+    manifest = planned.manifests[0]  # type: ignore[index]
+    refused = reconcile.apply_failed(first, planned, [(manifest, "422 Unprocessable Entity", True)])
+    assert condition(refused.status, explain.STALLED).reason == explain.APPLY_FAILED
+
+
+def _pod(name: str, node: str | None, *, ready: bool = True, deleting: bool = False) -> Any:
+    meta: dict[str, Any] = {"name": name}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    ready_condition = {"type": "Ready", "status": "True" if ready else "False"}
+    return {
+        "metadata": meta,
+        "spec": {"nodeName": node} if node else {},
+        "status": {"phase": "Running", "conditions": [ready_condition]},
+    }
+
+
+def test_lost_replicas_are_those_on_deleted_or_not_ready_nodes_not_yet_being_deleted() -> None:
+    pods = [
+        _pod("fine", "n0"),
+        _pod("on-deleted", "gone"),
+        _pod("on-sick", "sick", ready=False),
+        _pod("evicted", "sick", deleting=True),
+        _pod("pending", None),
+    ]
+    lost = reconcile.lost_replicas(pods, {"n0": True, "sick": False})
+    assert lost == [
+        reconcile.LostReplica("on-deleted", "gone", "deleted", True),
+        reconcile.LostReplica("on-sick", "sick", "NotReady", False),
+    ]
+
+
+def test_lost_replicas_are_reported_replaced_at_once_and_not_counted_ready() -> None:
+    lost = [
+        reconcile.LostReplica("p1", "n1", "deleted", True, "h100"),
+        reconcile.LostReplica("p2", "n1", "deleted", True, "h100"),
+    ]
+    settled = reconcile.plan(inputs(SPEC, deployment=rolled_out(2)))
+    plan = reconcile.plan(inputs(SPEC, deployment=rolled_out(2), status=settled.status, lost=lost))
+    replicas = plan.manifests[0]["spec"]["replicas"]  # type: ignore[index]
+    assert replicas == 2 + 2, "a replacement per lost replica, ordered now"
+    assert plan.status.ready_replicas == 0 and plan.status.desired_replicas == 2
+    condition_ = condition(plan.status, explain.REPLICAS_LOST)
+    assert condition_.status is common.ConditionStatus.TRUE
+    assert condition_.reason == explain.NODE_LOST
+    assert "p1 on node n1 (deleted)" in condition_.message
+    assert condition(plan.status, explain.READY).status is common.ConditionStatus.FALSE
+    warnings = [e for e in plan.events if e.type == "Warning"]
+    assert [e.reason for e in warnings] == [explain.NODE_LOST]
+    # One more node lost while the first lost pod is still there: a new Event names it.
+    more = [*lost, reconcile.LostReplica("p3", "n2", "NotReady", True, "h100")]
+    worse = reconcile.plan(inputs(SPEC, deployment=rolled_out(2), status=plan.status, lost=more))
+    assert [(e.type, e.reason) for e in worse.events] == [("Warning", explain.NODE_LOST)]
+    assert "p3 on node n2 (NotReady)" in worse.events[0].message
+    # The lost pods are gone and the replacements ready: back to the spec's count, an Event.
+    healed = reconcile.plan(inputs(SPEC, deployment=rolled_out(2), status=plan.status))
+    assert healed.manifests[0]["spec"]["replicas"] == 2  # type: ignore[index]
+    assert condition(healed.status, explain.REPLICAS_LOST).status is common.ConditionStatus.FALSE
+    assert explain.NO_REPLICA_LOST in [e.reason for e in healed.events]
+    assert condition(healed.status, explain.READY).status is common.ConditionStatus.TRUE
+
+
+def test_a_healthy_new_object_has_no_replicas_lost_event() -> None:
+    plan = reconcile.plan(inputs(SPEC))
+    assert explain.NO_REPLICA_LOST not in [e.reason for e in plan.events]
+
+
+def test_a_short_autoscaled_pool_limits_capacity_with_its_reason() -> None:
+    autoscaled = gpupool.GPUPoolSpec.model_validate(
+        {**POOL.to_kube(), "provisioning": {"mode": "Autoscaled", "maxNodes": 4}}
+    )
+    ok = reconcile.plan(inputs(SPEC, pools={"h100": autoscaled}, nodes=[]))
+    assert condition(ok.status, explain.CAPACITY_LIMITED).status is common.ConditionStatus.FALSE
+    short = reconcile.plan(
+        inputs(
+            SPEC,
+            pools={"h100": autoscaled},
+            nodes=[],
+            pool_shortages={"h100": "NodesNotDelivered: pod ns/x has waited 400 s"},
+        )
+    )
+    limited = condition(short.status, explain.CAPACITY_LIMITED)
+    assert limited.status is common.ConditionStatus.TRUE
+    assert limited.reason == explain.POOL_SHORT
+    assert "GPUPool h100 is short: NodesNotDelivered" in limited.message
+    assert short.manifests is not None  # the pods stay and wait: the autoscaler may still deliver

@@ -92,6 +92,36 @@ def test_pods_land_on_the_pool_with_its_tolerations_and_labels() -> None:
     assert deployment["spec"]["replicas"] == 2
 
 
+def test_pods_leave_a_lost_node_after_the_short_toleration_unless_the_pool_says_otherwise() -> None:
+    """Kubernetes' 300 s default keeps a replica that serves nobody on a dead node."""
+    short = dataclasses.replace(target(), node_loss_toleration_seconds=20)
+    tolerations = render.deployment(short)["spec"]["template"]["spec"]["tolerations"]
+    for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
+        assert {
+            "key": key,
+            "operator": "Exists",
+            "effect": "NoExecute",
+            "tolerationSeconds": 20,
+        } in tolerations
+    pool = gpupool.GPUPoolSpec.model_validate(
+        {
+            **example("gpupool-h100-on-demand.yaml")["spec"],
+            "tolerations": [
+                {
+                    "key": "node.kubernetes.io/unreachable",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                }
+            ],
+        }
+    )
+    own = render.deployment(dataclasses.replace(short, pool=pool))["spec"]["template"]["spec"]
+    unreachable = [t for t in own["tolerations"] if t["key"] == "node.kubernetes.io/unreachable"]
+    assert unreachable == [
+        {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"}
+    ]
+
+
 def test_drain_outlasts_shutdown_timeout_and_probes_cover_a_cold_start() -> None:
     deployment = render.deployment(target())
     pod = deployment["spec"]["template"]["spec"]
@@ -146,7 +176,7 @@ def test_shared_memory_default_grows_with_parallelism() -> None:
 
 def test_service_pdb_and_owner_references() -> None:
     manifests = render.manifests([target()])
-    assert [m["kind"] for m in manifests] == ["Service", "PodDisruptionBudget", "Deployment"]
+    assert [m["kind"] for m in manifests] == ["Deployment", "PodDisruptionBudget", "Service"]
     for manifest in manifests:
         expected = "llama-engine"
         if manifest["kind"] == "Deployment":
@@ -155,8 +185,10 @@ def test_service_pdb_and_owner_references() -> None:
         assert manifest["metadata"]["name"] != "vllm"
         owner = manifest["metadata"]["ownerReferences"][0]
         assert owner["kind"] == "ModelService" and owner["uid"] == "1234" and owner["controller"]
-    service = manifests[0]
+    service = manifests[2]
     assert service["spec"]["ports"][0]["port"] == 8000
+    # Headless: a ModelService takes no ClusterIP from the cluster's finite Service range.
+    assert service["spec"]["clusterIP"] == "None"
     assert manifests[1]["spec"]["maxUnavailable"] == 1
 
 
@@ -166,7 +198,7 @@ def test_rendering_is_deterministic(tp: int, pp: int) -> None:
     body["engine"]["pipelineParallelSize"] = pp  # type: ignore[index]
     first = render.manifests([target(body)])
     assert first == render.manifests([target(body)])
-    assert container(first[2])["resources"]["limits"]["nvidia.com/gpu"] == str(tp * pp)
+    assert container(first[0])["resources"]["limits"]["nvidia.com/gpu"] == str(tp * pp)
 
 
 _DNS_1035 = r"[a-z]([-a-z0-9]*[a-z0-9])?"

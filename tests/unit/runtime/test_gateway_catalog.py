@@ -136,3 +136,34 @@ def test_power_of_two_choices_prefers_the_less_loaded_and_skips_those_tried() ->
     picks = [balancer.pick(many, set(), rng) for _ in range(1000)]
     loaded = sum(1 for p in picks if p is not None and p.in_flight)
     assert loaded < 300  # both drawn from the loaded half: ~22 % of draws
+
+
+def node(name: str, ready: str = "True") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "status": {"conditions": [{"type": "Ready", "status": ready}]},
+    }
+
+
+def test_endpoints_on_a_deleted_or_not_ready_node_get_no_request_until_it_is_back() -> None:
+    """The EndpointSlice still says ready (the control plane keeps it until the pod is evicted
+    or collected): the node's own state decides."""
+    changed: list[tuple[str, str]] = []
+    catalog = Catalog(on_change=changed.append)
+    catalog.put_model_service(model_service("chat"))
+    on_nodes = endpoint_slice("s", "chat", [("127.0.1.1", True), ("127.0.2.1", True)])
+    for endpoint, host in zip(on_nodes["endpoints"], ("a", "b"), strict=True):
+        endpoint["nodeName"] = host
+    catalog.put_slice(on_nodes)
+    assert len(catalog.endpoints(("team", "chat"))) == 2, "Nodes not watched: none dropped"
+    catalog.replace_nodes([node("a"), node("b")])
+    kept = catalog.endpoints(("team", "chat"))
+    assert [e.url for e in kept] == ["http://127.0.1.1:8000", "http://127.0.2.1:8000"]
+    catalog.put_node(node("b", "Unknown"))
+    assert [e.pod for e in catalog.endpoints(("team", "chat"))] == ["pod-127.0.1.1"]
+    catalog.put_node(node("b"))
+    back = catalog.endpoints(("team", "chat"))
+    assert len(back) == 2 and back[0] is kept[0], "the other engine keeps its identity"
+    catalog.delete_node(node("a"))
+    assert [e.pod for e in catalog.endpoints(("team", "chat"))] == ["pod-127.0.2.1"]
+    assert changed.count(("team", "chat")) >= 4

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from sim_policies import ScheduledPolicy
 
+from thrifty.api import gpupool
 from thrifty.sim import scenario
 from thrifty.sim.engine import EventKind
-from thrifty.sim.fleet import Fleet, ReplicaState
+from thrifty.sim.fleet import Fleet, NodeAutoscaler, ReplicaState
 from thrifty.sim.profiles import LLAMA_8B_1xH100, LLAMA_70B_4xH100
 from thrifty.sim.runner import SimulationConfig, simulate
 from thrifty.sim.traces import Request, Trace
@@ -104,3 +107,49 @@ def test_simulation_respects_cold_start_and_capacity_end_to_end() -> None:
     assert result.served == len(trace.requests)
     # 1 GPU for 30 s, then 4 GPUs until the end of the trace.
     assert abs(result.gpu_hours - (30 + 4 * 370) / 3600) < 0.01
+
+
+def test_an_autoscaled_pool_launches_a_node_and_a_replica_starts_once_it_is_ready() -> None:
+    nodes = NodeAutoscaler(gpus_per_node=8, max_nodes=2, start_seconds=100.0)
+    fleet = Fleet(LLAMA_70B_4xH100, 60.0, pool_gpus=None, initial_replicas=0, nodes=nodes)
+    assert fleet.node_ready_at == [] and fleet.free_gpus == 0
+    fleet.scale_to(3, now=0.0)  # 4 GPUs each: two per node, so two nodes
+    assert fleet.count(ReplicaState.PENDING) == 3 and fleet.node_ready_at == [100.0, 100.0]
+    assert fleet.next_ready_time() == 100.0
+    fleet.advance(100.0)
+    assert fleet.count(ReplicaState.STARTING) == 3 and fleet.ready_nodes(100.0) == 2
+    assert fleet.next_ready_time() == 160.0  # node start, then the replica's own cold start
+    fleet.advance(160.0)
+    assert fleet.count(ReplicaState.READY) == 3
+    fleet.scale_to(2, now=200.0)  # one replica drains; two still need one node
+    for _ in range(3):
+        fleet.advance(260.0)
+    assert fleet.count(ReplicaState.READY) == 2 and fleet.node_ready_at == [100.0]
+    fleet.scale_to(9, now=300.0)
+    assert len(fleet.node_ready_at) == 2, "never more than maxNodes"
+
+
+def test_simulate_counts_the_node_start_of_an_autoscaled_pool_in_the_cold_start() -> None:
+    trace = _steady_trace(rate=2.0, seconds=900)
+    base = SimulationConfig(
+        profile=LLAMA_8B_1xH100,
+        model_service=scenario.model_service(LLAMA_8B_1xH100, min_replicas=1, max_replicas=1),
+        cold_start_seconds=60.0,
+        initial_replicas=0,
+    )
+    pool = gpupool.GPUPool.model_validate(
+        {
+            "spec": {
+                **scenario.gpu_pool(2.5, None).spec.to_kube(),
+                "provisioning": {"mode": "Autoscaled", "maxNodes": 1, "nodeStartSeconds": 240},
+            }
+        }
+    )
+    policy = ScheduledPolicy([(0.0, 1)])
+    standing = simulate(trace, policy, base)
+    autoscaled = simulate(trace, policy, dataclasses.replace(base, pool=pool))
+    first_ready = [
+        next(p.time for p in run.series if p.ready >= 1) for run in (standing, autoscaled)
+    ]
+    assert first_ready[1] - first_ready[0] >= 240 - 15  # the node's start, to a decision tick
+    assert autoscaled.slo_attainment < standing.slo_attainment

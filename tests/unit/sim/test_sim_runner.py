@@ -7,7 +7,7 @@ import math
 import pytest
 from sim_policies import FixedPolicy, QueuePolicy, ScheduledPolicy
 
-from thrifty.policy.thrifty_policy import ThriftyPolicy
+from thrifty.policy.planner import ThriftyPolicy
 from thrifty.sim import scenario, traces
 from thrifty.sim.clairvoyant import ClairvoyantPolicy
 from thrifty.sim.profiles import LLAMA_8B_1xH100
@@ -114,7 +114,7 @@ def test_thrifty_never_passes_a_hard_hourly_budget_in_simulation() -> None:
         min_replicas=1,
         max_replicas=12,
         queue_target_per_replica=16,
-        ttft_p95_target_seconds=2.0,
+        ttft_target_seconds=2.0,
         max_dollars_per_hour=5.0,
         cold_start_seconds=60.0,
     )

@@ -1,19 +1,22 @@
-"""Invariants of ThriftyPolicy over generated observations and carried states (hypothesis)."""
+"""Invariants of the planner (hypothesis): on every tick over generated observations and carried
+states, and over many ticks against a simple closed-loop fleet."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import math
+from dataclasses import dataclass, field, replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from thrifty import cost
-from thrifty.policy import common, thrifty_policy, types
+from thrifty.policy import common, types
 from thrifty.policy.hpa import HpaPolicy
 from thrifty.policy.kpa import KpaPolicy
+from thrifty.policy.planner import ThriftyPolicy
+from thrifty.policy.planner.state import MAX_HISTORY, Source, State
 from thrifty.policy.static import StaticPolicy
-from thrifty.policy.thrifty_policy import ThriftyPolicy
 
 POLICY = ThriftyPolicy()
 rates = st.floats(min_value=0.0, max_value=50_000.0, allow_nan=False)
@@ -34,7 +37,21 @@ def signal_values(draw: st.DrawFn) -> types.Signals:
         ),
         ttft_p95_seconds=draw(st.one_of(st.none(), st.floats(min_value=0.0, max_value=60.0))),
         sample_age_seconds=draw(st.floats(min_value=0.0, max_value=30.0)),
+        requests_waiting_mean=draw(st.one_of(st.none(), counts)),
+        ttft_buckets=draw(st.one_of(st.just(()), histograms())),
     )
+
+
+@st.composite
+def histograms(draw: st.DrawFn) -> tuple[tuple[float, float], ...]:
+    """Cumulative TTFT buckets as Prometheus returns them: ascending bounds, +Inf last."""
+    bounds = sorted(set(draw(st.lists(st.floats(0.01, 100.0), min_size=1, max_size=8))))
+    steps = draw(st.lists(counts, min_size=len(bounds) + 1, max_size=len(bounds) + 1))
+    total, cumulative = 0.0, []
+    for bound, step in zip([*bounds, math.inf], steps, strict=True):
+        total += step
+        cumulative.append((bound, total))
+    return tuple(cumulative)
 
 
 @st.composite
@@ -47,9 +64,8 @@ def policy_specs(draw: st.DrawFn) -> types.PolicySpec:
         queue_target_per_replica=draw(st.floats(min_value=0.5, max_value=200.0)),
         scale_down_delay_seconds=draw(st.sampled_from([0.0, 60.0, 300.0])),
         scale_to_zero_idle_seconds=draw(st.sampled_from([0.0, 300.0])) if zero else None,
-        ttft_p95_target_seconds=draw(
-            st.one_of(st.none(), st.floats(min_value=0.1, max_value=10.0))
-        ),
+        ttft_target_seconds=draw(st.one_of(st.none(), st.floats(min_value=0.1, max_value=10.0))),
+        ttft_target_quantile=draw(st.sampled_from([0.5, 0.9, 0.95, 0.99])),
         max_dollars_per_hour=draw(st.one_of(st.none(), st.floats(min_value=0.0, max_value=200.0))),
         max_dollars_per_million_tokens=draw(
             st.one_of(st.none(), st.floats(min_value=0.01, max_value=10.0))
@@ -62,6 +78,7 @@ def policy_specs(draw: st.DrawFn) -> types.PolicySpec:
             st.one_of(st.none(), st.floats(min_value=100.0, max_value=20_000.0))
         ),
         max_num_seqs_per_replica=draw(st.one_of(st.none(), st.integers(1, 1024))),
+        replica_shape=draw(st.sampled_from(["pool/a", "pool/b"])),
     )
 
 
@@ -97,25 +114,46 @@ def _maybe(value: st.SearchStrategy[float]) -> st.SearchStrategy[float | None]:
     return st.one_of(st.none(), value)
 
 
-carried_states = st.fixed_dictionaries(
-    {},
-    optional={
-        thrifty_policy.CAPACITY: _maybe(st.floats(min_value=1.0, max_value=20_000.0)),
-        thrifty_policy.TOKENS_PER_REQUEST: _maybe(st.floats(min_value=1.0, max_value=20_000.0)),
-        thrifty_policy.LAST_SEEN: _maybe(st.floats(min_value=0.0, max_value=10_000.0)),
-        thrifty_policy.READY: st.integers(min_value=0, max_value=40),
-        thrifty_policy.READY_SINCE: _maybe(st.floats(min_value=0.0, max_value=10_000.0)),
-        thrifty_policy.BELOW_SINCE: _maybe(st.floats(min_value=0.0, max_value=10_000.0)),
-        thrifty_policy.RECENT_NEEDS: st.lists(
-            st.tuples(st.floats(min_value=0.0, max_value=20_000.0), st.integers(0, 40)).map(list),
-            max_size=5,
+past = st.floats(min_value=0.0, max_value=10_000.0)
+
+
+def _series(values: st.SearchStrategy[float]) -> st.SearchStrategy[tuple[tuple[float, float], ...]]:
+    return st.lists(st.tuples(past, values), max_size=MAX_HISTORY).map(
+        lambda pairs: tuple(sorted(pairs))
+    )
+
+
+@st.composite
+def planner_states(draw: st.DrawFn) -> types.PolicyState:
+    """Every field the planner reads, each possibly unknown, as status would carry it."""
+    state = State(
+        shape=draw(st.sampled_from(["", "pool/a", "pool/b"])),
+        capacity=draw(_maybe(st.floats(min_value=1.0, max_value=20_000.0))),
+        capacity_source=draw(
+            st.sampled_from(["", Source.PRIOR, Source.SATURATED, Source.LOWER_BOUND])
         ),
-        thrifty_policy.WAITING: _maybe(counts),
-        thrifty_policy.IDLE_SINCE: _maybe(st.floats(min_value=0.0, max_value=10_000.0)),
-        thrifty_policy.LAST_SCALE_UP: _maybe(st.floats(min_value=0.0, max_value=10_000.0)),
-        thrifty_policy.LAST_SCALE_DOWN: _maybe(st.floats(min_value=0.0, max_value=10_000.0)),
-    },
-)
+        base_ttft=draw(_maybe(st.floats(min_value=0.001, max_value=30.0))),
+        queue_scale=draw(_maybe(st.floats(min_value=0.0, max_value=30.0))),
+        tokens_per_request=draw(_maybe(st.floats(min_value=1.0, max_value=20_000.0))),
+        headroom=draw(st.floats(min_value=-0.5, max_value=1.0)),
+        first_token_rate=draw(_maybe(st.floats(min_value=0.0, max_value=500.0))),
+        demand=draw(_series(rates)),
+        needs=draw(_series(st.integers(0, 40).map(float))),
+        ready=draw(st.integers(min_value=-1, max_value=40)),
+        ready_since=draw(_maybe(past)),
+        last_seen=draw(_maybe(past)),
+        waiting=draw(_maybe(counts)),
+        queue_growth=draw(st.floats(min_value=0.0, max_value=100.0)),
+        saturated_at=draw(_maybe(past)),
+        below_since=draw(_maybe(past)),
+        idle_since=draw(_maybe(past)),
+        last_scale_up=draw(_maybe(past)),
+        last_scale_down=draw(_maybe(past)),
+    )
+    return json.loads(json.dumps(state.to_json()))
+
+
+carried_states = st.one_of(st.just({}), planner_states())
 
 
 def _hourly_cap(observation: types.Observation) -> float | None:
@@ -195,12 +233,12 @@ def test_a_scale_down_never_removes_capacity_the_running_load_needs(
     to_zero = decision.reason == types.Reason.SCALE_TO_ZERO
     if at_max or user_cut or to_zero or decision.replicas >= observation.replicas.desired:
         return
-    assert signals.requests_waiting == 0.0
     fraction = POLICY.scale_down_load_fraction
+    batch = POLICY.batch_limit(observation.spec.max_num_seqs_per_replica)
     per_replica = signals.requests_running / decision.replicas
-    assert per_replica <= POLICY.batch_limit_requests_per_replica * fraction + 1e-9
+    assert per_replica <= batch * fraction + 1e-9
     kv_after = signals.kv_cache_usage * observation.replicas.ready / decision.replicas
-    assert kv_after <= POLICY.saturation_kv_usage * fraction + 1e-9
+    assert kv_after <= POLICY.full_kv_cache * fraction + 1e-9
 
 
 @settings(max_examples=200, deadline=None)
@@ -327,3 +365,153 @@ def test_baselines_are_deterministic_and_carry_json_state(
             assert first.replicas <= max(
                 observation.spec.max_replicas, observation.replicas.desired
             )
+
+
+# -- many ticks against a closed-loop fleet ----------------------------------------------------
+
+TICK = 15.0
+BATCH = 256
+
+
+@dataclass
+class Fleet:
+    """Replicas of a fixed capacity under constant demand: the queue, TTFT and batches they show.
+
+    Small on purpose: enough physics (capacity, cold start, queueing, the batch a load fills) to
+    close the loop, so properties over many ticks test the policy, not a model of vLLM."""
+
+    demand: float
+    capacity: float
+    base_ttft: float
+    cold_ticks: int
+    ready: int
+    tokens_per_request: float = 2000.0
+    queued_tokens: float = 0.0
+    starting: list[int] = field(default_factory=list)
+
+    @property
+    def desired(self) -> int:
+        return self.ready + len(self.starting)
+
+    def scale_to(self, replicas: int) -> None:
+        while self.desired > replicas and self.starting:
+            self.starting.pop()
+        self.ready = min(self.ready, replicas)
+        self.starting += [self.cold_ticks] * (replicas - self.desired)
+
+    def tick(self) -> types.Signals:
+        self.starting = [left - 1 for left in self.starting]
+        self.ready += sum(1 for left in self.starting if left <= 0)
+        self.starting = [left for left in self.starting if left > 0]
+        supply = self.ready * self.capacity
+        served = min(self.demand + self.queued_tokens / TICK, supply)
+        self.queued_tokens = max(self.queued_tokens + (self.demand - served) * TICK, 0.0)
+        load = self.demand / supply if supply > 0 else math.inf
+        waiting = self.queued_tokens / self.tokens_per_request
+        ttft = self.base_ttft / (1.0 - load) if load < 1.0 else 30.0 + waiting
+        rps = served / self.tokens_per_request
+        running = min(rps * 20.0, BATCH * self.ready)  # 20 s per request, Little's law
+        return types.Signals(
+            requests_waiting=waiting,
+            requests_running=running,
+            kv_cache_usage=min(running / (BATCH * max(self.ready, 1)), 1.0),
+            prompt_tokens_per_second=served / 2.0,
+            generation_tokens_per_second=served / 2.0,
+            requests_per_second=rps,
+            ttft_p95_seconds=min(ttft, 600.0),
+            sample_age_seconds=5.0,
+            requests_waiting_mean=waiting,
+        )
+
+
+def _spec(prior: float | None, target: float, max_replicas: int) -> types.PolicySpec:
+    return types.PolicySpec(
+        min_replicas=1,
+        max_replicas=max_replicas,
+        queue_target_per_replica=8.0,
+        scale_down_delay_seconds=300.0,
+        scale_to_zero_idle_seconds=None,
+        ttft_target_seconds=target,
+        ttft_target_quantile=0.95,
+        max_dollars_per_hour=None,
+        max_dollars_per_million_tokens=None,
+        enforcement=types.Enforcement.HARD,
+        soft_overrun_fraction=0.0,
+        cold_start_seconds=4 * TICK,
+        staleness_limit_seconds=60.0,
+        capacity_tokens_per_second_per_replica=prior,
+        max_num_seqs_per_replica=BATCH,
+        replica_shape="pool/a",
+    )
+
+
+def replay(fleet: Fleet, spec: types.PolicySpec, ticks: int) -> list[int]:
+    """The replicas ordered at every tick of constant demand, the state carried as status does."""
+    pool = types.PoolView("pool", 2.5, 1, None)
+    state: types.PolicyState = {}
+    ordered: list[int] = []
+    for index in range(ticks):
+        signals = fleet.tick()
+        counts = types.ReplicaCounts(fleet.desired, fleet.ready, len(fleet.starting))
+        decision = POLICY.decide(
+            types.Observation(1000.0 + TICK * index, signals, counts, pool, spec), state
+        )
+        assert spec.min_replicas <= decision.replicas <= spec.max_replicas
+        state = json.loads(json.dumps(decision.state))
+        fleet.scale_to(decision.replicas)
+        ordered.append(decision.replicas)
+    return ordered
+
+
+fleets = st.builds(
+    Fleet,
+    demand=st.floats(min_value=500.0, max_value=60_000.0),
+    capacity=st.floats(min_value=2_000.0, max_value=15_000.0),
+    base_ttft=st.floats(min_value=0.05, max_value=0.8),
+    cold_ticks=st.integers(min_value=1, max_value=8),
+    ready=st.integers(min_value=1, max_value=12),
+)
+priors = st.sampled_from([None, 0.5, 1.0, 1.5])
+"""No prior, or one that is half, exactly or one and a half times the true capacity."""
+
+
+def _prior(fleet: Fleet, factor: float | None) -> float | None:
+    return None if factor is None else fleet.capacity * factor
+
+
+@settings(max_examples=60, deadline=None)
+@given(fleet=fleets, prior=priors, target=st.floats(min_value=1.0, max_value=5.0))
+def test_constant_load_settles_within_bounded_ticks_and_then_never_moves(
+    fleet: Fleet, prior: float | None, target: float
+) -> None:
+    ordered = replay(fleet, _spec(_prior(fleet, prior), target, 64), 240)
+    # 60 minutes of constant demand: settled within the first 40, then not one move.
+    tail = ordered[-80:]
+    assert len(set(tail)) == 1, ordered
+
+
+@settings(max_examples=60, deadline=None)
+@given(fleet=fleets, prior=priors, target=st.floats(min_value=1.0, max_value=5.0))
+def test_the_settled_fleet_serves_the_load_it_measures(
+    fleet: Fleet, prior: float | None, target: float
+) -> None:
+    replay(fleet, _spec(_prior(fleet, prior), target, 64), 240)
+    assert fleet.ready * fleet.capacity >= fleet.demand
+    assert fleet.queued_tokens <= fleet.demand * TICK
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    fleet=fleets,
+    prior=priors,
+    target=st.floats(min_value=1.0, max_value=5.0),
+    more=st.floats(min_value=1.0, max_value=3.0),
+)
+def test_more_demand_never_settles_on_fewer_replicas(
+    fleet: Fleet, prior: float | None, target: float, more: float
+) -> None:
+    spec = _spec(_prior(fleet, prior), target, 64)
+    busier = replace(fleet, demand=fleet.demand * more, starting=[])
+    low = replay(fleet, spec, 240)[-1]
+    high = replay(busier, spec, 240)[-1]
+    assert high >= low

@@ -1,0 +1,426 @@
+"""What the latency model needs, learned online from windowed signals, never from one gauge sample.
+
+The model of a replica (see `plan`): it serves at most ``capacity`` tokens/s, and its time to first
+token at the target percentile is ``base / (1 - utilisation)``, the shape of a processor-sharing
+queue: prefill alone at no load, growing without bound as the replica nears its capacity.
+
+- ``capacity`` is what a saturated replica serves: learned only while the queue persists over the
+  whole rate window (one per replica on average) or the running batches are full; below that,
+  what a replica served is only a lower bound, taken at once.
+- ``base`` is the measured percentile with the load's share removed, ``ttft * (1 - utilisation)``,
+  learned while the utilisation is known and not near saturation.
+- ``headroom`` is the feedback: a bounded integral of log(measured / target), so an engine slower
+  or faster than the model still ends at the target.
+
+Everything learned belongs to one replica shape (GPU type, GPUs per replica, engine arguments) and
+starts again when it changes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from thrifty.policy import types
+from thrifty.policy.planner.state import Source, State
+from thrifty.policy.planner.tuning import Tuning
+
+MAX_TOKENS_PER_REQUEST = 1_000_000.0
+"""No context is longer: a larger ratio of token and request rates is a rate-window artefact."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """This tick's measurements, derived once from the signals."""
+
+    served: float
+    """Prompt + generated tokens/s over the rate window."""
+    waiting: float
+    """Requests waiting, averaged over the rate window when the source gives the average: what
+    saturation is judged on, since one scrape of the gauge shows a scheduler step."""
+    waiting_now: float
+    """Requests waiting at the newest scrape: the backlog to clear."""
+    queued: bool
+    """The queue is material: the wait it adds at the target percentile (from Little's law's
+    mean wait and an exponential tail) takes the latency budget left after prefill, or requests
+    wait with none finishing. A few requests a step's token budget holds back are not a queue."""
+    ttft: float | None
+    """Measured TTFT at the target percentile; None with too few first tokens in its window."""
+    within_target: float | None
+    """Share of the window's first tokens within the target (the SLO attainment as measured)."""
+    first_tokens_per_second: float = 0.0
+    """First tokens per second over the TTFT window (0 without the histogram)."""
+
+
+def quantile(buckets: tuple[tuple[float, float], ...], q: float) -> float | None:
+    """Prometheus' ``histogram_quantile`` on cumulative buckets (upper bound, count), inf last."""
+    total = buckets[-1][1] if buckets else 0.0
+    if total <= 0.0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if math.isinf(bound):
+                return lower
+            if count <= below:
+                return bound
+            return lower + (bound - lower) * (rank - below) / (count - below)
+        lower, below = bound, count
+    return lower
+
+
+def share_within(buckets: tuple[tuple[float, float], ...], seconds: float) -> float | None:
+    """Share of observations at or under ``seconds``, interpolated inside its bucket."""
+    total = buckets[-1][1] if buckets else 0.0
+    if total <= 0.0:
+        return None
+    lower, below = 0.0, 0.0
+    for bound, count in buckets:
+        if seconds <= bound:
+            if math.isinf(bound) or bound <= lower:
+                return below / total
+            return (below + (count - below) * (seconds - lower) / (bound - lower)) / total
+        lower, below = bound, count
+    return 1.0
+
+
+def read(
+    signals: types.Signals, spec: types.PolicySpec, state: State, tuning: Tuning, ready: int = 1
+) -> Reading:
+    waiting = signals.requests_waiting
+    if signals.requests_waiting_mean is not None:
+        waiting = signals.requests_waiting_mean
+    ttft, within = _ttft(signals, spec, tuning)
+    served = signals.prompt_tokens_per_second + signals.generation_tokens_per_second
+    return Reading(
+        served=served,
+        waiting=waiting,
+        waiting_now=signals.requests_waiting,
+        queued=_material(waiting, signals.requests_per_second, ttft, spec, state, ready),
+        ttft=ttft,
+        within_target=within,
+        first_tokens_per_second=_first_token_rate(signals, tuning),
+    )
+
+
+STEP_HELD_PER_REPLICA = 4.0
+"""How many requests one vLLM step can hold back for its token budget with spare capacity: a
+few long prompts. A gauge averaging under this per replica must be corroborated by TTFT."""
+
+
+def _material(
+    waiting: float,
+    requests_per_second: float,
+    ttft: float | None,
+    spec: types.PolicySpec,
+    state: State,
+    ready: int,
+) -> bool:
+    if waiting <= 0.0:
+        return False
+    if requests_per_second <= 0.0:
+        return True
+    target = spec.ttft_target_seconds
+    if target is None:
+        return waiting >= 1.0 and waiting / requests_per_second >= 1.0
+    # Queue waits have roughly an exponential tail: its q-quantile is -ln(1 - q) times the
+    # mean wait (Little's law: mean queue / request rate). The queue is material once that
+    # alone would take the slack prefill leaves, and, while it is no more than steps hold back,
+    # the measured percentile shows it has used half of it: a gauge that counts what no first
+    # token waited for is not a queue.
+    base = state.base_ttft or 0.0
+    # Where prefill alone nearly misses the target, a wait as long as half the prefill counts.
+    budget = max(target - base, base / 2.0, 0.1 * target)
+    tail = -math.log(1.0 - min(spec.ttft_target_quantile, 0.999))
+    few = waiting < STEP_HELD_PER_REPLICA * max(ready, 1)
+    felt = ttft is None or ttft >= base + budget / 2.0 or not few
+    return felt and tail * waiting / requests_per_second >= budget
+
+
+def _first_token_rate(signals: types.Signals, tuning: Tuning) -> float:
+    if not signals.ttft_buckets:
+        return signals.requests_per_second
+    return signals.ttft_buckets[-1][1] / tuning.ttft_window_seconds
+
+
+def _ttft(
+    signals: types.Signals, spec: types.PolicySpec, tuning: Tuning
+) -> tuple[float | None, float | None]:
+    buckets = signals.ttft_buckets
+    if not buckets:
+        # A source without the histogram gives its p95 only: usable for a p95 target alone.
+        usable = math.isclose(spec.ttft_target_quantile, 0.95)
+        return (signals.ttft_p95_seconds if usable else None), None
+    if buckets[-1][1] < tuning.min_ttft_samples:
+        return None, None
+    measured = quantile(buckets, spec.ttft_target_quantile)
+    target = spec.ttft_target_seconds
+    return measured, (share_within(buckets, target) if target is not None else None)
+
+
+def learn(
+    state: State,
+    observation: types.Observation,
+    signals: types.Signals,
+    reading: Reading,
+    tuning: Tuning,
+) -> State:
+    """The state with this tick's measurements folded in."""
+    spec = observation.spec
+    now = observation.now_seconds
+    if state.shape and state.shape != spec.replica_shape:
+        state = State()
+    ready = observation.replicas.ready
+    ready_since = state.ready_since
+    if state.ready != ready or ready_since is None or ready_since > now:
+        ready_since = now
+    elapsed = _elapsed(state, now, tuning)
+    settled = ready > 0 and now - ready_since >= tuning.settle_seconds
+    state = replace(
+        state,
+        shape=spec.replica_shape,
+        ready=ready,
+        ready_since=ready_since,
+        queue_growth=queue_growth(state, now, reading.waiting),
+        waiting=signals.requests_waiting,
+        last_seen=now,
+        tokens_per_request=_tokens_per_request(state, signals, reading, elapsed, tuning),
+    )
+    if state.capacity is None and spec.capacity_tokens_per_second_per_replica:
+        state = replace(
+            state,
+            capacity=spec.capacity_tokens_per_second_per_replica,
+            capacity_source=Source.PRIOR,
+        )
+    if saturated(observation, signals, reading, tuning):
+        state = replace(state, saturated_at=now)
+    if not settled or reading.served <= 0.0:
+        return state
+    per_replica = reading.served / ready
+    state = _capacity(state, observation, signals, reading, per_replica, elapsed, tuning)
+    if state.saturated_at is not None and now - state.saturated_at < tuning.ttft_window_seconds:
+        # Beyond the model's range: a saturated queue grows with time, not load, and its waits
+        # stay in the TTFT window for as long as the window.
+        return state
+    state = _base_ttft(state, reading, per_replica, elapsed, tuning)
+    return _queue_scale(state, reading, per_replica, elapsed, tuning)
+
+
+def queue_growth(state: State, now: float, waiting: float) -> float:
+    """Requests/s the queue grew by since the last tick (0 when it did not grow)."""
+    if state.waiting is None or state.last_seen is None or now <= state.last_seen:
+        return 0.0
+    return max(waiting - state.waiting, 0.0) / (now - state.last_seen)
+
+
+def utilisation(state: State, per_replica: float) -> float | None:
+    """How loaded a replica is, when its capacity is known (not merely a lower bound)."""
+    if state.capacity is None or state.capacity_source == Source.LOWER_BOUND:
+        return None
+    return per_replica / state.capacity
+
+
+def saturated(
+    observation: types.Observation, signals: types.Signals, reading: Reading, tuning: Tuning
+) -> bool:
+    """At the limit: a material queue over the window (`Reading.queued`) or batches full.
+
+    vLLM's waiting gauge is non-zero whenever a step's token budget holds prompts back, spare
+    replicas or not; only a queue whose wait eats the latency budget says the fleet is at its
+    limit. Late first tokens alone do not: long prompts make them at any load."""
+    ready = max(observation.replicas.ready, 1)
+    batch = tuning.batch_limit(observation.spec.max_num_seqs_per_replica)
+    return reading.queued or signals.requests_running >= 0.9 * batch * ready
+
+
+def feedback(
+    state: State, observation: types.Observation, reading: Reading, tuning: Tuning
+) -> State:
+    """The headroom moved by how far the measured attainment is from the declared percentile.
+
+    A bounded integral of ``(q - attained) / (1 - q)`` (log(measured / target) when the source
+    has no histogram), so the long-run share of first tokens within the target settles at the
+    percentile whatever the model's error. A miss counts whenever replicas could fix it and none
+    is on its way (not while prefill alone misses the target, or at the maximum); meeting the
+    target counts only while the fleet is as planned (ready = desired, settled), or the
+    scale-ups a miss ordered would be integrated away as over-provisioning before they serve.
+    """
+    spec = observation.spec
+    target = spec.ttft_target_seconds
+    replicas = observation.replicas
+    if target is None or reading.ttft is None or state.last_seen is None:
+        return state
+    if state.capacity_source not in (Source.SATURATED, Source.PRIOR):
+        return state  # nothing is planned by the model yet, so there is nothing to correct
+    error = _error(spec, reading)
+    if error > 0.0 and (
+        replicas.desired >= spec.max_replicas
+        or (state.base_ttft is not None and state.base_ttft >= target)
+    ):
+        return state
+    settled = (
+        replicas.ready == replicas.desired
+        and not replicas.starting
+        and state.ready_since is not None
+        and observation.now_seconds - state.ready_since >= tuning.settle_seconds
+    )
+    if error < 0.0 and not settled:
+        return state  # under target while the fleet changes says nothing about the plan
+    if error > 0.0 and replicas.starting:
+        return state  # the fix is on its way: counting the miss again would wind up
+    elapsed = max(observation.now_seconds - state.last_seen, 0.0)
+    horizon = tuning.feedback_seconds(spec.cold_start_seconds)
+    # The promise counts requests, not ticks: a busy window weighs as many quiet ones.
+    rate = _ewma(state.first_token_rate, reading.first_tokens_per_second, elapsed, horizon)
+    weight = min(reading.first_tokens_per_second / rate, 10.0) if rate > 0.0 else 1.0
+    step = error * weight * elapsed / horizon
+    headroom = min(max(state.headroom + step, tuning.headroom_min), tuning.headroom_max)
+    return replace(state, headroom=headroom, first_token_rate=rate)
+
+
+def remember_miss(
+    state: State, observation: types.Observation, reading: Reading, level: float, tuning: Tuning
+) -> State:
+    """Remembers the count at which the fleet, as planned, missed the target, and at what
+    demand: no scale-down returns to it while demand is as high; forgotten once it is clearly
+    lower (or the replica shape changes)."""
+    spec = observation.spec
+    replicas = observation.replicas
+    now = observation.now_seconds
+    if state.missed_demand is not None and level < state.missed_demand * (
+        1.0 - tuning.scale_down_margin
+    ):
+        state = replace(state, missed_replicas=None, missed_demand=None, missed_at=None)
+    target = spec.ttft_target_seconds
+    if target is None or reading.ttft is None or reading.ttft <= target:
+        return state
+    if replicas.starting or replicas.ready != replicas.desired or replicas.ready < 1:
+        return state
+    if state.base_ttft is not None and state.base_ttft >= target:
+        return state  # prefill alone misses: no count would have met it
+    state = _capacity_from_miss(state, reading.ttft, level / replicas.ready)
+    if state.missed_replicas is not None and state.missed_replicas > replicas.ready:
+        return replace(state, missed_at=now)
+    return replace(state, missed_replicas=replicas.ready, missed_demand=level, missed_at=now)
+
+
+def _capacity_from_miss(state: State, ttft: float, per_replica: float) -> State:
+    """A miss at a load the model thought safe: the capacity that explains it.
+
+    With the base and the queue scale learned at lower loads, the measured percentile says how
+    loaded the replica was, ``x / (1 + x)`` with ``x = (ttft - base) / scale``; what it served
+    divided by that is its capacity. Lowered at once (never raised here), so the model does not
+    plan on the count that missed again; later samples refine it as usual."""
+    base = state.base_ttft
+    if base is None or ttft <= base or per_replica <= 0.0:
+        return state
+    scale = state.queue_scale if state.queue_scale else base
+    excess = (ttft - base) / scale
+    # Never below what a replica was seen to serve: a burst's miss is the burst's, not the
+    # level's, and a capacity under a measured throughput would be no capacity.
+    implied = max(per_replica * (1.0 + excess) / excess, state.served_max or 0.0)
+    if state.capacity is not None and state.capacity <= implied:
+        return state
+    return replace(state, capacity=implied, capacity_source=Source.SATURATED)
+
+
+def _error(spec: types.PolicySpec, reading: Reading) -> float:
+    """How far the promise is missed (> 0) or over-kept (< 0), in units of the allowed misses."""
+    quantile = spec.ttft_target_quantile
+    if reading.within_target is not None and quantile < 1.0:
+        return max((quantile - reading.within_target) / (1.0 - quantile), -1.0)
+    target = spec.ttft_target_seconds or 1.0
+    return max(min(math.log(max(reading.ttft or 0.0, 1e-6) / target), 1.0), -1.0)
+
+
+def _capacity(
+    state: State,
+    observation: types.Observation,
+    signals: types.Signals,
+    reading: Reading,
+    per_replica: float,
+    elapsed: float,
+    tuning: Tuning,
+) -> State:
+    """At saturation the throughput is the capacity; short of it, only a lower bound."""
+    capacity, source = state.capacity, state.capacity_source
+    if saturated(observation, signals, reading, tuning):
+        # A replica serves at most its capacity, and a window only partly saturated shows less:
+        # a higher sample is taken at once, a lower one only slowly (the mix may have grown).
+        # A prior or a lower bound is no measurement of the limit: the first one replaces it.
+        if capacity is None or source != Source.SATURATED or per_replica > capacity:
+            capacity = per_replica
+        else:
+            slow = 5.0 * tuning.learn_time_constant_seconds
+            capacity = _ewma(capacity, per_replica, elapsed, slow)
+        source = Source.SATURATED
+    if capacity is None or per_replica > capacity:
+        capacity, source = per_replica, source or Source.LOWER_BOUND
+    served = state.served_max
+    if served is None or per_replica > served:
+        served = per_replica
+    else:
+        served = _ewma(served, per_replica, elapsed, 5.0 * tuning.learn_time_constant_seconds)
+    return replace(state, capacity=capacity, capacity_source=source, served_max=served)
+
+
+def _base_ttft(
+    state: State, reading: Reading, per_replica: float, elapsed: float, tuning: Tuning
+) -> State:
+    """Learned at low load, where removing the load's share is a small correction. Load only
+    adds to the base, so lower samples are followed fast and higher ones slowly (the prompt mix
+    may have grown)."""
+    if reading.ttft is None:
+        return state
+    load = utilisation(state, per_replica)
+    if load is None:
+        if reading.queued:
+            return state
+        sample = reading.ttft  # load unknown: all of it counts as base, which errs high
+    elif load <= 0.5:
+        sample = reading.ttft * (1.0 - load)
+    else:
+        return state
+    base = state.base_ttft
+    rising = base is not None and sample > base
+    slow = tuning.learn_time_constant_seconds * (5.0 if rising else 1.0)
+    return replace(state, base_ttft=_ewma(base, sample, elapsed, slow))
+
+
+def _queue_scale(
+    state: State, reading: Reading, per_replica: float, elapsed: float, tuning: Tuning
+) -> State:
+    """Learned under load short of saturation (utilisation 0.3-0.9 of a known capacity): what
+    the measured percentile adds to the base, per unit of ``u / (1 - u)``. Bursty traffic
+    queues more at the same mean load than steady traffic, and this is where it shows."""
+    load = utilisation(state, per_replica)
+    if reading.ttft is None or state.base_ttft is None or load is None:
+        return state
+    if not 0.3 <= load <= 0.9:
+        return state
+    sample = max(reading.ttft - state.base_ttft, 0.0) * (1.0 - load) / load
+    scale = _ewma(state.queue_scale, sample, elapsed, tuning.learn_time_constant_seconds)
+    return replace(state, queue_scale=scale)
+
+
+def _tokens_per_request(
+    state: State, signals: types.Signals, reading: Reading, elapsed: float, tuning: Tuning
+) -> float | None:
+    if signals.requests_per_second <= 0.0 or reading.served <= 0.0:
+        return state.tokens_per_request
+    sample = min(reading.served / signals.requests_per_second, MAX_TOKENS_PER_REQUEST)
+    return _ewma(state.tokens_per_request, sample, elapsed, tuning.learn_time_constant_seconds)
+
+
+def _elapsed(state: State, now: float, tuning: Tuning) -> float:
+    if state.last_seen is None:
+        return tuning.learn_time_constant_seconds
+    return max(now - state.last_seen, 0.0)
+
+
+def _ewma(previous: float | None, sample: float, elapsed: float, time_constant: float) -> float:
+    if previous is None:
+        return sample
+    weight = 1.0 - math.exp(-elapsed / time_constant)
+    return previous + weight * (sample - previous)

@@ -1,0 +1,259 @@
+"""The cheapest replica count whose predicted TTFT percentile meets the target.
+
+With ``n`` replicas of capacity ``c`` serving demand ``d``, each runs at utilisation
+``u = d / (n c)`` and the model predicts the target percentile of TTFT as
+``base + scale * u / (1 - u)``: prefill alone at no load, plus queueing that grows without bound
+as a replica nears its capacity (the shape of Kingman's formula; ``scale`` carries the traffic's
+burstiness and is learned under load). Meeting a target ``T`` caps the utilisation at
+``(T - base) / (T - base + scale)``: the planning ceiling. It follows from the target, so a
+tighter target buys more replicas and a looser one fewer, on any traffic. The demand planned for
+is the forecast with its burst headroom (scaled by the feedback); a queue left over when new
+replicas could arrive (a cold start away) is planned to be cleared within the drain time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from thrifty.policy import types
+from thrifty.policy.planner.estimate import Reading
+from thrifty.policy.planner.forecast import Forecast
+from thrifty.policy.planner.state import Source, State
+from thrifty.policy.planner.tuning import Tuning
+
+_EPSILON = 1e-9
+
+
+@dataclass(frozen=True)
+class Need:
+    """What demand alone asks for, what bound it, and why (for the message)."""
+
+    replicas: int
+    because: str
+    bound: types.Bound = types.Bound.NONE
+
+
+def larger(a: Need, b: Need) -> Need:
+    return b if b.replicas > a.replicas else a
+
+
+def ceiling(state: State, spec: types.PolicySpec, tuning: Tuning) -> float:
+    """The highest utilisation at which the model predicts the target percentile is met."""
+    target = spec.ttft_target_seconds
+    base = state.base_ttft
+    if target is None or base is None:
+        return tuning.utilisation_without_target
+    scale = state.queue_scale if state.queue_scale is not None else base
+    slack = target - base
+    if slack <= 0.0:
+        # Prefill alone misses the target: no replica count meets it, and more replicas do not
+        # shorten a prefill. Size for throughput as without a target.
+        return tuning.utilisation_without_target
+    wanted = slack / (slack + scale) if slack + scale > 0.0 else tuning.max_utilisation
+    return min(max(wanted, tuning.min_utilisation), tuning.max_utilisation)
+
+
+def predicted_ttft(state: State, demand: float, replicas: int) -> float | None:
+    """The model's TTFT at the target percentile for ``replicas`` serving ``demand`` tokens/s."""
+    base = state.base_ttft
+    if base is None or state.capacity is None or replicas <= 0:
+        return None
+    load = demand / (replicas * state.capacity)
+    if load >= 1.0:
+        return math.inf
+    scale = state.queue_scale if state.queue_scale is not None else base
+    return base + scale * load / (1.0 - load)
+
+
+def ceil(value: float) -> int:
+    """Ceiling that ignores float noise (2.0000000001 replicas is 2)."""
+    if value <= 0.0 or not math.isfinite(value):
+        return 0
+    return math.ceil(value - _EPSILON)
+
+
+def need(
+    observation: types.Observation,
+    signals: types.Signals,
+    reading: Reading,
+    state: State,
+    outlook: Forecast,
+    demand: float,
+    tuning: Tuning,
+) -> Need:
+    """Replicas for the forecast demand at the planning ceiling, or for clearing the backlog."""
+    replicas = observation.replicas
+    supply = replicas.ready + replicas.starting
+    by_queue = _by_queue(observation, reading)
+    capacity = state.capacity
+    if capacity is None or capacity <= 0.0:
+        found = by_queue
+    elif state.capacity_source == Source.LOWER_BOUND:
+        found = larger(_bounded(observation, reading, state, outlook, demand, tuning), by_queue)
+    else:
+        limit = ceiling(state, observation.spec, tuning)
+        found = _sized(observation, reading, state, outlook, demand, capacity, limit, tuning)
+    if reading.waiting > 0.0 or signals.requests_running > 0.0:
+        found = larger(found, Need(1, "requests in flight"))
+    # The requests running now fit in the batches at the load fraction the scale-down keeps:
+    # batches nearly full are saturation arriving, whatever the estimates say.
+    batch = tuning.batch_limit(observation.spec.max_num_seqs_per_replica)
+    by_batch = ceil(signals.requests_running / (batch * tuning.scale_down_load_fraction))
+    if by_batch > found.replicas:
+        running = f"{signals.requests_running:,.0f} running"
+        found = Need(
+            by_batch,
+            f"{running} fill {by_batch} replicas' batches to {tuning.scale_down_load_fraction:.0%}",
+        )
+    if reading.queued:
+        found = larger(
+            found, Need(supply, f"{reading.waiting:,.1f} queued on average: none removed")
+        )
+    return _late(observation, reading, state, found, tuning)
+
+
+def _bounded(
+    observation: types.Observation,
+    reading: Reading,
+    state: State,
+    outlook: Forecast,
+    demand: float,
+    tuning: Tuning,
+) -> Need:
+    """Sizing on a lower bound of the capacity (what a replica once served, never saturated).
+
+    A bound says how few replicas surely suffice, not how much headroom there is: it sizes for
+    the level at the bound, removes a replica only if the rest carry the forecast at the bound
+    (bursts and trend included; a lost bet costs a cold start of missed first tokens), and a
+    material queue or a late percentile, which also teach the capacity, order more."""
+    replicas = observation.replicas
+    capacity = state.capacity or 0.0
+    if replicas.ready > 0:
+        capacity = max(capacity, reading.served / replicas.ready)
+    level = Forecast(outlook.level, 0.0, 0.0, outlook.horizon_seconds, 0.0)
+    unplanned = replace(state, headroom=0.0)
+    sized = _sized(observation, reading, unplanned, level, demand, capacity, 1.0, tuning)
+    supply = replicas.ready + replicas.starting
+    carried = ceil(outlook.planned(state.headroom) / capacity)
+    if sized.replicas < supply and carried > sized.replicas:
+        kept = min(supply, carried)
+        return Need(kept, f"{sized.because}; {kept} at the bound carry the forecast's bursts")
+    return sized
+
+
+def _sized(
+    observation: types.Observation,
+    reading: Reading,
+    state: State,
+    outlook: Forecast,
+    demand: float,
+    capacity: float,
+    limit: float,
+    tuning: Tuning,
+) -> Need:
+    spec = observation.spec
+    planned = outlook.planned(state.headroom)
+    steady = ceil(planned / (capacity * limit))
+    supply = observation.replicas.ready + observation.replicas.starting
+    if steady < supply:
+        # Hysteresis: fewer replicas only if they would meet the target with a margin too; a
+        # count that flips at the threshold costs a cold start of misses at each flip.
+        margin = ceil(planned / (capacity * limit * (1.0 - tuning.scale_down_margin)))
+        steady = max(steady, min(supply, margin))
+    backlog = _backlog_need(observation, reading, state, demand, capacity, tuning)
+    if backlog is not None and backlog.replicas > steady:
+        return backlog
+    target = spec.ttft_target_seconds
+    predicted = predicted_ttft(state, planned, steady)
+    promise = ""
+    if target is not None and predicted is not None and math.isfinite(predicted):
+        percentile = round(spec.ttft_target_quantile * 100)
+        promise = f", predicted p{percentile} TTFT {predicted:.2f} s (target {target:g} s)"
+    burst = f" ±{outlook.spread:,.0f}" if outlook.spread >= 0.5 else ""
+    bound = types.Bound.LATENCY_TARGET if target is not None else types.Bound.NONE
+    return Need(
+        steady,
+        f"{planned:,.0f} tok/s forecast (level {outlook.level:,.0f}{burst}) at "
+        f"{capacity:,.0f} tok/s per replica, {limit:.0%} utilisation{promise}",
+        bound,
+    )
+
+
+def drain_seconds(spec: types.PolicySpec, tuning: Tuning) -> float:
+    """How soon a backlog must be cleared, from the latency target; at most the cold start."""
+    wanted = spec.cold_start_seconds
+    if spec.ttft_target_seconds is not None:
+        wanted = min(wanted, spec.ttft_target_seconds * tuning.backlog_drain_ttft_multiple)
+    return max(wanted, tuning.min_drain_seconds)
+
+
+def _backlog_need(
+    observation: types.Observation,
+    reading: Reading,
+    state: State,
+    demand: float,
+    capacity: float,
+    tuning: Tuning,
+) -> Need | None:
+    """The queue as it will be when a replica ordered now starts serving, cleared in the drain
+    time: the ready replicas work on it until then, the starting ones join when they are up."""
+    backlog = reading.waiting_now * (state.tokens_per_request or 0.0)
+    if backlog <= 0.0 or not reading.queued:
+        return None  # a few prompts a step held back are cleared by the next steps
+    spec = observation.spec
+    replicas = observation.replicas
+    cold_start = spec.cold_start_seconds
+    remaining = 0.0
+    if replicas.starting:
+        remaining = min(max(cold_start - replicas.oldest_starting_seconds, 0.0), cold_start)
+    left = max(backlog + (demand - replicas.ready * capacity) * remaining, 0.0)
+    supply = replicas.ready + replicas.starting
+    left = max(left + (demand - supply * capacity) * (cold_start - remaining), 0.0)
+    if left <= 0.0:
+        return None
+    drain = drain_seconds(spec, tuning)
+    return Need(
+        ceil((demand + left / drain) / capacity),
+        f"{reading.waiting_now:,.0f} queued ({backlog:,.0f} tokens) would outlast the "
+        f"{cold_start:.0f} s cold start; clearing it in {drain:.0f} s at {capacity:,.0f} tok/s "
+        "per replica",
+    )
+
+
+def _by_queue(observation: types.Observation, reading: Reading) -> Need:
+    """Until a replica's capacity is known: the spec's queue target per replica."""
+    replicas = observation.replicas
+    target = observation.spec.queue_target_per_replica
+    supply = replicas.ready + replicas.starting
+    count = ceil(reading.waiting / target) if target > 0 else supply
+    return Need(count, f"{reading.waiting:,.0f} queued vs target {target * max(supply, 1):,.0f}")
+
+
+def _late(
+    observation: types.Observation, reading: Reading, state: State, found: Need, tuning: Tuning
+) -> Need:
+    """The fast half of the feedback: TTFT over target adds one replica once the last scale-up
+    serves, if replicas can help: a material queue waits, or prefill alone takes well under the
+    target (so the load made it late). Otherwise the prompts' prefill alone takes that long."""
+    spec = observation.spec
+    target = spec.ttft_target_seconds
+    if target is None or reading.ttft is None or reading.ttft <= target:
+        return found
+    prefill_fits = state.base_ttft is not None and state.base_ttft < target / 2.0
+    if not reading.queued and not prefill_fits:
+        return found
+    replicas = observation.replicas
+    base = max(found.replicas, replicas.desired)
+    quiet = (
+        state.last_scale_up is None
+        or observation.now_seconds - state.last_scale_up
+        >= spec.cold_start_seconds + tuning.settle_seconds
+    )
+    percentile = round(spec.ttft_target_quantile * 100)
+    over = f"TTFT p{percentile} {reading.ttft:.2f} s > target {target:g} s"
+    if replicas.starting == 0 and quiet:
+        return Need(base + 1, over, types.Bound.LATENCY_TARGET)
+    if base > found.replicas:
+        return Need(base, f"{over}, waiting for the last scale-up", types.Bound.LATENCY_TARGET)
+    return found

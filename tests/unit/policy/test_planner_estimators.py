@@ -1,0 +1,269 @@
+"""Each estimator of the planner on synthetic inputs whose answer is known."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import replace
+
+import pytest
+from policy_builders import observation, signals
+
+from thrifty.policy.planner import Tuning, estimate, forecast, plan
+from thrifty.policy.planner.state import MAX_HISTORY, Source, State, load, trimmed
+
+TUNING = Tuning()
+INF = math.inf
+
+
+def test_quantile_interpolates_inside_its_bucket_like_prometheus() -> None:
+    buckets = ((0.5, 50.0), (1.0, 90.0), (2.5, 100.0), (INF, 100.0))
+    assert estimate.quantile(buckets, 0.5) == pytest.approx(0.5)
+    assert estimate.quantile(buckets, 0.7) == pytest.approx(0.75)
+    assert estimate.quantile(buckets, 0.95) == pytest.approx(1.75)
+    assert estimate.quantile(((INF, 0.0),), 0.95) is None
+
+
+def test_a_rank_in_the_inf_bucket_reads_as_the_highest_finite_bound() -> None:
+    assert estimate.quantile(((1.0, 10.0), (INF, 100.0)), 0.95) == 1.0
+
+
+def test_share_within_a_target_interpolates_the_same_way() -> None:
+    buckets = ((0.5, 50.0), (1.0, 90.0), (2.5, 100.0), (INF, 100.0))
+    assert estimate.share_within(buckets, 0.25) == pytest.approx(0.25)
+    assert estimate.share_within(buckets, 1.0) == pytest.approx(0.9)
+    assert estimate.share_within(buckets, 1.75) == pytest.approx(0.95)
+    assert estimate.share_within(buckets, 10.0) == pytest.approx(1.0)
+
+
+def test_the_reading_takes_the_declared_percentile_from_the_histogram() -> None:
+    buckets = ((0.5, 50.0), (1.0, 90.0), (2.5, 100.0), (INF, 100.0))
+    sig = signals(ttft_buckets=buckets, ttft_p95_seconds=9.9)
+    p50 = observation(sig=sig, ttft_target_quantile=0.5).spec
+    p95 = observation(sig=sig, ttft_target_quantile=0.95).spec
+    assert estimate.read(sig, p50, State(), TUNING).ttft == pytest.approx(0.5)
+    reading = estimate.read(sig, p95, State(), TUNING)
+    assert reading.ttft == pytest.approx(1.75)
+    assert reading.within_target == pytest.approx(0.9 + 0.1 * (2.0 - 1.0) / 1.5)
+
+
+def test_too_few_first_tokens_are_no_measurement() -> None:
+    sig = signals(ttft_buckets=((1.0, 5.0), (INF, 5.0)))
+    assert estimate.read(sig, observation().spec, State(), TUNING).ttft is None
+
+
+def test_without_the_histogram_only_a_p95_target_can_use_the_p95_signal() -> None:
+    sig = signals(ttft_p95_seconds=1.2)
+    assert estimate.read(sig, observation().spec, State(), TUNING).ttft == 1.2
+    p99 = observation(ttft_target_quantile=0.99).spec
+    assert estimate.read(sig, p99, State(), TUNING).ttft is None
+
+
+def test_a_steady_series_has_its_level_no_trend_and_no_spread() -> None:
+    history = tuple((t * 15.0, 5000.0) for t in range(16))
+    outlook = forecast.forecast(history, 225.0, 120.0, 0.95)
+    assert outlook.level == pytest.approx(5000.0)
+    assert outlook.trend == pytest.approx(0.0)
+    assert outlook.spread == pytest.approx(0.0)
+    assert outlook.planned() == pytest.approx(5000.0)
+
+
+def test_a_ramp_is_projected_a_cold_start_ahead_of_now() -> None:
+    history = tuple((t * 15.0, 1000.0 + 5.0 * t * 15.0) for t in range(17))
+    outlook = forecast.forecast(history, 240.0, 120.0, 0.95)
+    assert outlook.trend == pytest.approx(5.0)
+    # The line stands at 2,200 tok/s now and rises 5 tok/s per second for 120 s more.
+    assert outlook.planned() == pytest.approx(2200.0 + 600.0)
+
+
+def test_bursts_give_headroom_by_their_spread_and_no_trend() -> None:
+    rng = random.Random(7)
+    history = tuple((t * 15.0, 5000.0 + rng.gauss(0.0, 1000.0)) for t in range(40))
+    outlook = forecast.forecast(history, 585.0, 120.0, 0.95)
+    assert outlook.trend == 0.0  # the fitted slope is within its noise
+    assert 700.0 < outlook.spread < 1300.0
+    assert outlook.planned() == pytest.approx(outlook.level + 1.645 * outlook.spread, rel=0.01)
+    # Less burst headroom for a median target, more when the feedback asks for it.
+    median = forecast.forecast(history, 585.0, 120.0, 0.5)
+    assert median.planned() == pytest.approx(median.level)
+    assert outlook.planned(1.0) > outlook.planned(0.0) > outlook.planned(-0.5)
+
+
+def test_a_falling_trend_is_not_projected() -> None:
+    history = tuple((t * 15.0, 9000.0 - 20.0 * t * 15.0) for t in range(17))
+    outlook = forecast.forecast(history, 240.0, 120.0, 0.95)
+    assert outlook.trend < 0.0
+    assert outlook.planned() == pytest.approx(outlook.level)
+
+
+def test_z_follows_the_percentile() -> None:
+    assert forecast.z_for(0.5) == 0.0
+    assert forecast.z_for(0.95) == pytest.approx(1.645, abs=1e-3)
+    assert forecast.z_for(0.99) == pytest.approx(2.326, abs=1e-3)
+
+
+def _settled(state: State, now: float = 1000.0, ready: int = 2) -> State:
+    return replace(state, ready=ready, ready_since=now - 600.0, last_seen=now - 15.0)
+
+
+def test_a_saturated_fleet_teaches_its_capacity_and_a_higher_sample_wins_at_once() -> None:
+    queue = signals(
+        requests_waiting_mean=80.0,
+        requests_waiting=80.0,
+        requests_per_second=4.0,
+        prompt_tokens_per_second=9000.0,
+        generation_tokens_per_second=9000.0,
+        ttft_p95_seconds=30.0,
+    )
+    obs = observation(sig=queue, desired=2, capacity_tokens_per_second_per_replica=None)
+    state = _settled(State(shape=obs.spec.replica_shape))
+    reading = estimate.read(queue, obs.spec, state, TUNING, 2)
+    assert reading.queued
+    learned = estimate.learn(state, obs, queue, reading, TUNING)
+    assert learned.capacity == pytest.approx(9000.0)
+    assert learned.capacity_source == Source.SATURATED
+    lower = replace(learned, capacity=5000.0)
+    assert estimate.learn(lower, obs, queue, reading, TUNING).capacity == pytest.approx(9000.0)
+    higher = replace(learned, capacity=20_000.0, last_seen=985.0)
+    slowly = estimate.learn(higher, obs, queue, reading, TUNING).capacity
+    assert slowly is not None and 19_000.0 < slowly < 20_000.0
+
+
+def test_throughput_below_saturation_is_only_a_lower_bound() -> None:
+    light = signals(prompt_tokens_per_second=2000.0, generation_tokens_per_second=2000.0)
+    obs = observation(sig=light, desired=2, capacity_tokens_per_second_per_replica=None)
+    state = _settled(State(shape=obs.spec.replica_shape))
+    reading = estimate.read(light, obs.spec, state, TUNING, 2)
+    learned = estimate.learn(state, obs, light, reading, TUNING)
+    assert learned.capacity == pytest.approx(2000.0)
+    assert learned.capacity_source == Source.LOWER_BOUND
+
+
+def test_a_new_replica_shape_forgets_what_was_learned() -> None:
+    obs = observation(capacity_tokens_per_second_per_replica=None)
+    known = State(shape="l4-pool/abc", capacity=9000.0, capacity_source=Source.SATURATED)
+    reading = estimate.read(obs.signals or signals(), obs.spec, known, TUNING, 2)
+    learned = estimate.learn(known, obs, obs.signals or signals(), reading, TUNING)
+    assert learned.shape == obs.spec.replica_shape
+    assert learned.capacity_source != Source.SATURATED
+
+
+def test_base_ttft_removes_the_load_share_and_follows_lower_samples_faster() -> None:
+    # A quarter loaded replica measuring 0.8 s: prefill alone is 0.6 s.
+    sig = signals(
+        prompt_tokens_per_second=1000.0, generation_tokens_per_second=1000.0, ttft_p95_seconds=0.8
+    )
+    obs = observation(sig=sig, desired=1)
+    state = _settled(
+        State(shape=obs.spec.replica_shape, capacity=8000.0, capacity_source=Source.PRIOR), ready=1
+    )
+    reading = estimate.read(sig, obs.spec, state, TUNING, 1)
+    first = estimate.learn(state, obs, sig, reading, TUNING)
+    assert first.base_ttft == pytest.approx(0.6)
+    up = replace(first, base_ttft=0.3, last_seen=985.0)
+    down = replace(first, base_ttft=0.9, last_seen=985.0)
+    rise = (estimate.learn(up, obs, sig, reading, TUNING).base_ttft or 0.0) - 0.3
+    fall = 0.9 - (estimate.learn(down, obs, sig, reading, TUNING).base_ttft or 0.0)
+    assert 0.0 < rise < fall
+
+
+def test_queue_scale_is_what_the_load_adds_per_unit_of_u_over_one_minus_u() -> None:
+    # Half loaded (u/(1-u) = 1) with base 0.5 s and 1.5 s measured: 1.0 s per unit.
+    sig = signals(
+        prompt_tokens_per_second=4000.0, generation_tokens_per_second=4000.0, ttft_p95_seconds=1.5
+    )
+    obs = observation(sig=sig, desired=2)
+    state = _settled(
+        State(
+            shape=obs.spec.replica_shape,
+            capacity=8000.0,
+            capacity_source=Source.SATURATED,
+            base_ttft=0.5,
+        )
+    )
+    reading = estimate.read(sig, obs.spec, state, TUNING, 2)
+    learned = estimate.learn(state, obs, sig, reading, TUNING)
+    assert learned.queue_scale == pytest.approx(1.0, rel=0.02)
+    # ...and the ceiling that meets a 2 s target: (2 - 0.5) / (1.5 + 1.0).
+    exact = replace(learned, base_ttft=0.5, queue_scale=1.0)
+    assert plan.ceiling(exact, obs.spec, TUNING) == pytest.approx(0.6)
+    assert plan.predicted_ttft(exact, 2 * 8000.0 * 0.6, 2) == pytest.approx(2.0)
+
+
+def test_a_few_waiting_requests_that_no_first_token_felt_are_not_a_queue() -> None:
+    # vLLM's gauge: prompts a step's token budget holds back, with TTFT at its base.
+    noisy = signals(requests_waiting=3.0, requests_waiting_mean=3.0, requests_per_second=2.0)
+    state = State(base_ttft=0.5)
+    spec = observation().spec
+    assert not estimate.read(noisy, spec, state, TUNING, 2).queued
+    late = replace(noisy, ttft_p95_seconds=1.8)
+    assert estimate.read(late, spec, state, TUNING, 2).queued
+    piled = replace(noisy, requests_waiting_mean=40.0)
+    assert estimate.read(piled, spec, state, TUNING, 2).queued
+
+
+def test_feedback_raises_headroom_on_misses_weighted_by_requests_and_stays_bounded() -> None:
+    missed = ((1.0, 60.0), (2.0, 70.0), (INF, 100.0))  # 70 % within a 2 s p95 target
+    sig = signals(ttft_buckets=missed, requests_per_second=2.0)
+    obs = observation(sig=sig, desired=2)
+    state = _settled(
+        State(shape=obs.spec.replica_shape, capacity=8000.0, capacity_source=Source.SATURATED)
+    )
+    reading = estimate.read(sig, obs.spec, state, TUNING, 2)
+    raised = estimate.feedback(state, obs, reading, TUNING)
+    assert raised.headroom > 0.0
+    for _ in range(500):
+        raised = estimate.feedback(replace(raised, last_seen=999.0), obs, reading, TUNING)
+    assert raised.headroom == TUNING.headroom_max
+    kept = ((1.0, 100.0), (INF, 100.0))
+    good = estimate.read(signals(ttft_buckets=kept), obs.spec, state, TUNING, 2)
+    lowered = estimate.feedback(state, obs, good, TUNING)
+    assert lowered.headroom < 0.0
+
+
+def test_no_feedback_while_the_fix_is_on_its_way_or_replicas_cannot_help() -> None:
+    missed = ((1.0, 60.0), (2.0, 70.0), (INF, 100.0))
+    sig = signals(ttft_buckets=missed)
+    state = _settled(State(capacity=8000.0, capacity_source=Source.SATURATED))
+    starting = observation(sig=sig, desired=3, ready=2, starting=1)
+    reading = estimate.read(sig, starting.spec, state, TUNING, 2)
+    assert estimate.feedback(state, starting, reading, TUNING).headroom == 0.0
+    at_max = observation(sig=sig, desired=4, max_replicas=4)
+    assert estimate.feedback(state, at_max, reading, TUNING).headroom == 0.0
+    slow_prefill = replace(state, base_ttft=2.5)
+    full = observation(sig=sig, desired=2)
+    assert estimate.feedback(slow_prefill, full, reading, TUNING).headroom == 0.0
+
+
+def test_state_round_trips_through_json_and_reads_garbage_as_unknown() -> None:
+    state = State(
+        shape="pool/x",
+        capacity=8000.0,
+        capacity_source=Source.SATURATED,
+        base_ttft=0.4,
+        queue_scale=0.7,
+        headroom=0.2,
+        demand=((1.0, 2.0),),
+        needs=((1.0, 3.0),),
+        ready=2,
+        ready_since=5.0,
+    )
+    assert load(json.loads(json.dumps(state.to_json()))) == state
+    broken = {**state.to_json(), "capacity": "lots", "demand": [[1, "x"], 7], "ready": None}
+    read = load(broken)
+    assert read.capacity is None and read.demand == () and read.ready == -1
+    assert load({"version": 99, "capacity": 1.0}) == State()
+
+
+def test_the_older_state_keeps_only_a_capacity_worth_carrying() -> None:
+    old = {"capacity_tokens_per_second_per_replica": 7000.0, "capacity_source": "saturated"}
+    assert load(old) == State(capacity=7000.0, capacity_source=Source.SATURATED)
+    assert load({**old, "capacity_source": "lower-bound"}) == State()
+
+
+def test_histories_stay_bounded_and_never_hold_the_future() -> None:
+    series = [(float(t), 1.0) for t in range(1000)]
+    kept = trimmed(series, 500.0, 10_000.0)
+    assert len(kept) == MAX_HISTORY
+    assert all(at <= 500.0 for at, _ in kept)
