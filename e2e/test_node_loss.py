@@ -83,6 +83,14 @@ def get(cluster: Cluster, kind: str, name: str, namespace: str) -> dict[str, Any
     return cluster.kubectl_json("get", kind, name, "-n", namespace)
 
 
+def engine_deployment(cluster: Cluster, namespace: str) -> dict[str, Any]:
+    """The one Deployment of ModelService `lost` (one per pool; it has one pool)."""
+    (found,) = cluster.kubectl_json(
+        "get", "deployments", "-n", namespace, "-l", "thrifty.dev/model-service=lost"
+    )["items"]
+    return dict(found)
+
+
 def pods(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = cluster.kubectl_json(
         "get", "pods", "-n", namespace, "-l", "thrifty.dev/model-service=lost"
@@ -150,7 +158,7 @@ def lose(stack: GatewayStack, node: str, victim: str, how: str, timings: dict[st
         interval_seconds=0.5,
     )
     # The replacement is ordered at once: the Deployment gets one more replica than spec asks.
-    deployment = get(cluster, "deployment", "lost-engine", namespace)
+    deployment = engine_deployment(cluster, namespace)
     assert deployment["spec"]["replicas"] >= 3, deployment["spec"]["replicas"]
     # Never counted ready: the status read first, pods after (their readiness only grows).
     reported_ready = get(cluster, "modelservice", "lost", namespace)["status"]["readyReplicas"]
@@ -228,9 +236,7 @@ def test_lost_nodes_are_reported_replaced_and_routed_around_under_load(
     )
     timings["lost pods gone, condition cleared"] = time.monotonic() - started
     wait_until(
-        lambda: (
-            get(cluster, "deployment", "lost-engine", namespace)["spec"]["replicas"] == 2 or None
-        ),
+        lambda: engine_deployment(cluster, namespace)["spec"]["replicas"] == 2 or None,
         timeout_seconds=INTERVAL_SECONDS,
         what="the Deployment back at spec.replicas",
     )

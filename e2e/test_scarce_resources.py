@@ -16,6 +16,7 @@ from harness import Cluster
 from harness.cluster import wait_until
 from operator_process import StartOperator, operator_process
 from test_reconcile import apply, crds_and_pools, get, wait_condition, wait_for_h100_on_demand
+from thrifty.reconciler.render import deployment_name
 
 __all__ = ["crds_and_pools", "operator_process"]  # fixtures, re-exported for pytest
 
@@ -82,7 +83,7 @@ def test_a_service_the_cluster_refuses_is_reported_and_the_model_still_runs(
     )
     assert "Service quota-engine" in warned[0]["message"]
     # The workload runs all the same, and its status is reported.
-    deployment = get(cluster, "deployment", "quota-engine", namespace)
+    deployment = get(cluster, "deployment", deployment_name("quota", "h100-on-demand"), namespace)
     assert deployment["spec"]["replicas"] == 1
     wait_until(
         lambda: (

@@ -35,6 +35,12 @@ def _unit(pools: Mapping[str, gpupool.GPUPool], name: str | None) -> float:
     return 1.0 if pool is None else pool.spec.replica_units()
 
 
+def _room(pool: gpupool.GPUPool) -> int:
+    """GPUs free on the nodes, and those a node autoscaler may still add (an Autoscaled pool)."""
+    status = pool.status
+    return 0 if status is None else status.gpus_free + status.gpus_provisionable
+
+
 def replica_counts(
     counts: types.ReplicaCounts,
     pods: Sequence[PodView],
@@ -86,7 +92,7 @@ def pool_view(
         units = 0.0
         for name in known:
             pool = pools[name]
-            left = max((pool.status.gpus_free if pool.status else 0) - claimed.get(name, 0), 0)
+            left = max(_room(pool) - claimed.get(name, 0), 0)
             units += (left // gpus) * pool.spec.replica_units()
         unplaced = max(counts.desired - placed_units, 0.0)
         free = max(math.floor(units - unplaced + EPSILON), 0) * gpus
@@ -117,7 +123,7 @@ def claim(
         if pool is None or pool.status is None or left <= EPSILON:
             continue
         unit = pool.spec.replica_units()
-        free = max(pool.status.gpus_free - claimed.get(name, 0), 0) // gpus
+        free = max(_room(pool) - claimed.get(name, 0), 0) // gpus
         take = min(free, math.ceil(left / unit - EPSILON))
         claimed[name] = claimed.get(name, 0) + take * gpus
         left -= take * unit

@@ -301,10 +301,12 @@ def _apply_all(
             deployments[str(after_apply["metadata"]["name"])] = after_apply
     by_pool = _by_pool(list(deployments.values()))
     if by_pool != inputs.deployments:
-        result = dataclasses.replace(
-            reconcile.plan(dataclasses.replace(inputs, deployments=by_pool)),
-            claims=result.claims,
-        )
+        again = reconcile.plan(dataclasses.replace(inputs, deployments=by_pool))
+        # The moves (Spilled, Returned) were decided before the apply; made again after it,
+        # the plan sees them done. Its condition changes are the current ones.
+        reasons = {event.reason for event in again.events}
+        moves = [event for event in result.events if event.reason not in reasons]
+        result = dataclasses.replace(again, claims=result.claims, events=again.events + moves)
     generations = tuple(
         sorted(int(d["metadata"].get("generation", 0)) for d in deployments.values())
     )
