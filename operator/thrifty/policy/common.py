@@ -18,25 +18,32 @@ from thrifty.policy import types
 
 def usable_signals(observation: types.Observation) -> types.Signals | None:
     """The signals if they are present, fresh and finite; None means hold."""
+    return observation.signals if unusable(observation) is None else None
+
+
+def unusable(observation: types.Observation) -> str | None:
+    """Why the signals cannot be decided on (absent, stale, a number not finite or negative),
+    named so that a held decision says which; None when they can."""
     signals = observation.signals
     if signals is None:
-        return None
-    if signals.sample_age_seconds > observation.spec.staleness_limit_seconds:
-        return None
-    numbers = (
-        signals.requests_waiting,
-        signals.requests_running,
-        signals.kv_cache_usage,
-        signals.prompt_tokens_per_second,
-        signals.generation_tokens_per_second,
-        signals.requests_per_second,
-        signals.sample_age_seconds,
-    )
-    if not all(math.isfinite(number) and number >= 0.0 for number in numbers):
-        return None
-    if signals.ttft_p95_seconds is not None and not math.isfinite(signals.ttft_p95_seconds):
-        return None
-    return signals
+        return "metrics unavailable"
+    age = signals.sample_age_seconds
+    if age > observation.spec.staleness_limit_seconds:
+        return f"metrics stale ({age:.0f} s old)"
+    numbers = {
+        "requests waiting": signals.requests_waiting,
+        "requests running": signals.requests_running,
+        "KV cache usage": signals.kv_cache_usage,
+        "prompt tokens/s": signals.prompt_tokens_per_second,
+        "generation tokens/s": signals.generation_tokens_per_second,
+        "requests/s": signals.requests_per_second,
+        "sample age": age,
+        "TTFT p95": 0.0 if signals.ttft_p95_seconds is None else signals.ttft_p95_seconds,
+    }
+    bad = [f"{name} {value:g}" for name, value in numbers.items() if not value >= 0.0]
+    if bad or not math.isfinite(sum(numbers.values())):
+        return "metrics invalid (" + ", ".join(bad or ["not finite"]) + ")"
+    return None
 
 
 def served_tokens_per_second(signals: types.Signals) -> float:

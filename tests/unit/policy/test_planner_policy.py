@@ -268,18 +268,20 @@ def test_max_replicas_bounds_the_need() -> None:
 
 
 @pytest.mark.parametrize(
-    "tick",
+    ("tick", "named"),
     [
-        observation(missing=True, desired=5),
-        observation(sig=signals(sample_age_seconds=120.0), desired=5),
-        observation(sig=signals(requests_waiting=float("nan")), desired=5),
+        (observation(missing=True, desired=5), "metrics unavailable"),
+        (observation(sig=signals(sample_age_seconds=120.0), desired=5), "stale (120 s old)"),
+        (observation(sig=signals(requests_waiting=float("nan")), desired=5), "waiting nan"),
+        (observation(sig=signals(prompt_tokens_per_second=-3.0), desired=5), "tokens/s -3"),
     ],
-    ids=["missing", "stale", "nan"],
+    ids=["missing", "stale", "nan", "negative"],
 )
-def test_missing_or_stale_data_holds(tick: types.Observation) -> None:
+def test_missing_or_stale_data_holds_naming_why(tick: types.Observation, named: str) -> None:
     before = State(below_since=0.0, needs=((0.0, 1.0),)).to_json()
     decision = POLICY.decide(tick, before)
     assert decision.replicas == 5
+    assert named in decision.message and "holding" in decision.message
     assert decision.reason == types.Reason.METRICS_UNAVAILABLE
     assert decision.bound == types.Bound.HOLD
     # The scale-down clock does not run through a gap in the data.

@@ -80,11 +80,7 @@ class ThriftyPolicy(Tuning):
         spec = observation.spec
         current = observation.replicas.desired
         kept = replace(state, below_since=None, needs=(), idle_since=None, waiting=None, demand=())
-        signals = observation.signals
-        if signals is None:
-            because = "metrics unavailable, holding"
-        else:
-            because = f"metrics stale or invalid ({signals.sample_age_seconds:.0f} s old), holding"
+        because = f"{common.unusable(observation) or 'metrics unusable'}, holding"
         target = min(max(current, spec.min_replicas), spec.max_replicas)
         reason, bound = types.Reason.METRICS_UNAVAILABLE, types.Bound.HOLD
         if target != current:

@@ -365,12 +365,19 @@ def _capacity(
     return replace(state, capacity=capacity, capacity_source=source, served_max=served)
 
 
+BOOTSTRAP_LOAD = 0.9
+"""The highest utilisation a first base is read at (the queue scale's range ends there too)."""
+
+
 def _base_ttft(
     state: State, reading: Reading, per_replica: float, elapsed: float, tuning: Tuning
 ) -> State:
     """Learned at low load, where removing the load's share is a small correction. Load only
     adds to the base, so lower samples are followed fast and higher ones slowly (the prompt mix
-    may have grown)."""
+    may have grown). A service that has never run at low load starts from its loaded samples
+    read with the queue scale equal to the base (M/M/1's ``base / (1 - u)``): without a base
+    there is no latency model at all, and a fleet that is always busy would never plan for its
+    target."""
     if reading.ttft is None:
         return state
     load = utilisation(state, per_replica)
@@ -378,7 +385,7 @@ def _base_ttft(
         if reading.queued:
             return state
         sample = reading.ttft  # load unknown: all of it counts as base, which errs high
-    elif load <= 0.5:
+    elif load <= 0.5 or (state.base_ttft is None and load <= BOOTSTRAP_LOAD):
         sample = reading.ttft * (1.0 - load)
     else:
         return state
