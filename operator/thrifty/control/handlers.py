@@ -302,11 +302,8 @@ def _apply_all(
     by_pool = _by_pool(list(deployments.values()))
     if by_pool != inputs.deployments:
         again = reconcile.plan(dataclasses.replace(inputs, deployments=by_pool))
-        # The moves (Spilled, Returned) were decided before the apply; made again after it,
-        # the plan sees them done. Its condition changes are the current ones.
-        reasons = {event.reason for event in again.events}
-        moves = [event for event in result.events if event.reason not in reasons]
-        result = dataclasses.replace(again, claims=result.claims, events=again.events + moves)
+        # The moves were decided before the apply: planned again after it, they look done.
+        result = dataclasses.replace(again, claims=result.claims, moves=result.moves)
     generations = tuple(
         sorted(int(d["metadata"].get("generation", 0)) for d in deployments.values())
     )
@@ -447,7 +444,7 @@ def reconcile_model_service(
         kube.delete_deployment(namespace, gone)
         logger.info(f"deleted Deployment {gone}: no pool of the ModelService uses it")
     _write_status(kube, body, "modelservices", current.to_kube(), result.status.to_kube())
-    for event in result.events:
+    for event in result.events + (result.moves if outcome in (APPLIED, REFUSED) else []):
         kube.event(_involved(body, "ModelService"), event.type, event.reason, event.message)
         logger.info(f"{event.reason}: {event.message}")
     return outcome

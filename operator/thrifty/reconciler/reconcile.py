@@ -99,6 +99,10 @@ class Plan:
     the single Deployment of before pools were spread over (once the new ones serve)."""
     claims: dict[str, int] = field(default_factory=dict)
     """GPUs this plan claims per pool (see `placement.Claims`)."""
+    moves: list[Event] = field(default_factory=list)
+    """The Events of the pool moves this plan makes (Spilled, CapacityReclaimed, Returning...):
+    news only from the pass that applies them, as a pass over an unchanged world writes
+    nothing."""
 
 
 @dataclass(frozen=True)
@@ -206,15 +210,13 @@ def plan(inputs: Inputs) -> Plan:
         for offer in offers
     ]
     status = _status(inputs, spec, offers, spread_, replicas)
-    events = _events(inputs.status, status) + [
-        Event("Normal", move.reason, move.message) for move in spread_.moves
-    ]
     return Plan(
         render.manifests(targets),
         status,
-        events,
+        _events(inputs.status, status),
         prune=_prune(inputs, spread_, offers),
         claims={name: count * gpus for name, count in spread_.replicas.items() if count},
+        moves=[Event("Normal", move.reason, move.message) for move in spread_.moves],
     )
 
 
@@ -279,7 +281,9 @@ def _offers(
             else:
                 reserved = max(pool.reserved_gpus - where.thrifty_gpus, 0) // gpus
         deployment = inputs.deployments.get(name)
-        current = 0 if deployment is None else deployment.asked
+        # What the spread placed there: the replacements of lost replicas are not its own.
+        asked = 0 if deployment is None else deployment.asked
+        current = max(asked - _lost_in(inputs.lost, name), 0)
         last = before.get(name)
         reclaimed_at = explain.parse_time(last.last_reclaim_time) if last else None
         offers.append(
