@@ -515,6 +515,14 @@ def test_the_settled_fleet_serves_the_load_it_measures(
     target=1.0,
     more=2.0,
 )
+# And one where that first base, read at a load computed from a prior 1.5x too high, came out
+# at 10 s: over the target, it said no replica count could help, and 8 saturated replicas stayed.
+@example(
+    fleet=Fleet(demand=8001.0, capacity=2000.0, base_ttft=0.5, cold_ticks=1, ready=8),
+    prior=1.5,
+    target=1.0,
+    more=2.0,
+)
 def test_more_demand_never_settles_on_fewer_replicas(
     fleet: Fleet, prior: float | None, target: float, more: float
 ) -> None:

@@ -203,7 +203,8 @@ def learn(
         # Beyond the model's range: a saturated queue grows with time, not load, and its waits
         # stay in the TTFT window for as long as the window.
         return state
-    state = _base_ttft(state, reading, per_replica, elapsed, tuning)
+    target = observation.spec.ttft_target_seconds
+    state = _base_ttft(state, reading, per_replica, elapsed, tuning, target)
     return _queue_scale(state, reading, per_replica, elapsed, tuning)
 
 
@@ -370,14 +371,22 @@ BOOTSTRAP_LOAD = 0.9
 
 
 def _base_ttft(
-    state: State, reading: Reading, per_replica: float, elapsed: float, tuning: Tuning
+    state: State,
+    reading: Reading,
+    per_replica: float,
+    elapsed: float,
+    tuning: Tuning,
+    target: float | None = None,
 ) -> State:
     """Learned at low load, where removing the load's share is a small correction. Load only
     adds to the base, so lower samples are followed fast and higher ones slowly (the prompt mix
     may have grown). A service that has never run at low load starts from its loaded samples
     read with the queue scale equal to the base (M/M/1's ``base / (1 - u)``): without a base
     there is no latency model at all, and a fleet that is always busy would never plan for its
-    target."""
+    target. Such a first base is taken only below the target: the load it is read at comes from
+    a capacity that may still be a prior, and a base over the target would say that no replica
+    count helps, a conclusion that only a low-load sample may draw (one too low only adds
+    replicas, whose lower load then corrects it)."""
     if reading.ttft is None:
         return state
     load = utilisation(state, per_replica)
@@ -385,8 +394,12 @@ def _base_ttft(
         if reading.queued:
             return state
         sample = reading.ttft  # load unknown: all of it counts as base, which errs high
-    elif load <= 0.5 or (state.base_ttft is None and load <= BOOTSTRAP_LOAD):
+    elif load <= 0.5:
         sample = reading.ttft * (1.0 - load)
+    elif state.base_ttft is None and load <= BOOTSTRAP_LOAD:
+        sample = reading.ttft * (1.0 - load)
+        if target is None or sample >= target:
+            return state
     else:
         return state
     base = state.base_ttft
