@@ -202,6 +202,20 @@ def test_spread_spill_reclaim_and_return(
     body = wait_placement(cluster, namespace, replaced, "the spot replicas gone")
     assert unscheduled(cluster, namespace) == []
     assert condition(body, "CapacityLimited")["status"] == "False"  # type: ignore[index]
+    # Its pods are gone too before a spot node comes back, as on a cloud, where the new node is
+    # another machine (KWOK would revive pods still bound to a node of the same name).
+    wait_until(
+        lambda: (
+            not [
+                p
+                for p in engine_pods(cluster, namespace=namespace, name="spread")
+                if p["spec"].get("nodeName") == SPOT_NODE
+            ]
+            or None
+        ),
+        timeout_seconds=120,
+        what="the lost spot pods removed by the pod garbage collector",
+    )
 
     # The spot node is back: the replicas return to spot one at a time. Every status seen on the
     # way asks for at most one spot replica more than the ready ones (never a second move before

@@ -184,15 +184,19 @@ def policy_spec(
 
 
 def replica_shape(ms: modelservice.ModelService) -> str:
-    """What one replica's speed depends on: its pool (GPU type), the model and engine arguments.
+    """What one replica's speed depends on: its pools (GPU types), the model and engine arguments.
 
-    What the policy learned about a replica (capacity, base latency) is reset when this changes."""
+    What the policy learned about a replica (capacity, base latency) is reset when this changes.
+    Over several pools it learns in reference replicas (`thrifty.autoscaler.capacity`), which a
+    move between them does not change: the acceptable pools are the shape, not where most of
+    the replicas are this minute (a spot reclaim would otherwise forget the capacity at the
+    moment a backlog needs it most). One pool: the same shape as before pools were spread."""
     engine = json.dumps(
         [ms.spec.model.model_dump(mode="json"), ms.spec.engine.model_dump(mode="json")],
         sort_keys=True,
     )
     digest = hashlib.sha256(engine.encode()).hexdigest()[:12]
-    return f"{placed_pool_name(ms)}/{digest}"
+    return f"{'+'.join(sorted(ms.spec.pools))}/{digest}"
 
 
 def policy_state(ms: modelservice.ModelService) -> types.PolicyState:

@@ -159,11 +159,14 @@ def test_the_latency_target_carries_its_percentile_and_the_older_field_is_p95() 
     assert (spec.ttft_target_seconds, spec.ttft_target_quantile) == (0.5, 0.95)
 
 
-def test_the_replica_shape_changes_with_the_pool_and_the_engine_only() -> None:
+def test_the_replica_shape_changes_with_the_pools_and_the_engine_only() -> None:
     base = model_service()
     shape = observe.replica_shape(base)
     assert observe.replica_shape(model_service(scaling={"maxReplicas": 9})) == shape
-    assert observe.replica_shape(model_service({"pool": "l4"})) != shape
+    # Capacity is learned in reference replicas: most replicas moving to another acceptable
+    # pool (a spot reclaim) keeps it; another set of acceptable pools does not.
+    assert observe.replica_shape(model_service({"pool": "h100-spot"})) == shape
+    assert observe.replica_shape(model_service(pools=["l4"])) != shape
     faster = model_service(engine={"maxNumSeqs": 64})
     assert observe.replica_shape(faster) != shape
 
