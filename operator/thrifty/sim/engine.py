@@ -263,6 +263,11 @@ class Engine:
             request.aborted = True  # lazily dropped from the heap
             self._decoding -= 1
             self._decode_start_sum -= request.decode_start
+            if not self._decoding:
+                # No live sequence, but the aborted one's heap entry keeps the reset below from
+                # running: what the sum holds now is float residue, and a residue of 1e-19 made
+                # the KV usage negative, which the operator rightly refuses as a metric.
+                self._decode_start_sum = 0.0
             self._generation_tokens_done += tokens
         self._release(request)
         self._pending_events.append(
@@ -400,6 +405,8 @@ class Engine:
                 continue
             self._decoding -= 1
             self._decode_start_sum -= request.decode_start
+            if not self._decoding:
+                self._decode_start_sum = 0.0  # residue (aborted entries may still be queued)
             self._generation_tokens_done += request.max_output_tokens
             self._finish(request, request.max_output_tokens, events)
         if not self._decoding and not heap:
