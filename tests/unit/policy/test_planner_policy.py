@@ -609,3 +609,33 @@ def test_saturation_replaces_a_lower_bound_at_once() -> None:
     )
     assert load(decision.state).capacity == pytest.approx(3000.0)
     assert load(decision.state).capacity_source == Source.SATURATED
+
+
+def test_a_queue_in_front_of_no_ready_replica_is_not_sized_by_the_queue_target() -> None:
+    # servegen-mid across pools: a spot reclaim left 0 ready and 3 replacements starting; the
+    # queue-target rule read 374 waiting as a low capacity and ordered 32 replicas for a backlog
+    # the 3 cleared in 60 s once up. With a capacity bound of 6,000 tok/s the 3 arriving in 180 s
+    # clear it, so nothing more is ordered.
+    known = State(
+        capacity=6000.0, capacity_source=Source.LOWER_BOUND, tokens_per_request=2000.0
+    ).to_json()
+    lost = signals(
+        requests_waiting=374.0,
+        requests_waiting_mean=110.0,
+        requests_running=0.0,
+        prompt_tokens_per_second=0.0,
+        generation_tokens_per_second=0.0,
+        requests_per_second=0.0,
+        ttft_p95_seconds=None,
+    )
+    tick = observation(
+        sig=lost,
+        desired=3,
+        ready=0,
+        starting=3,
+        oldest_starting_seconds=120.0,
+        cold_start_seconds=300.0,
+        queue_target_per_replica=8.0,
+    )
+    decision = POLICY.decide(tick, known)
+    assert decision.replicas == 3, decision.message

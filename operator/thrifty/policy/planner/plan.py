@@ -90,7 +90,12 @@ def need(
     if capacity is None or capacity <= 0.0:
         found = by_queue
     elif state.capacity_source == Source.LOWER_BOUND:
-        found = larger(_bounded(observation, reading, state, outlook, demand, tuning), by_queue)
+        found = _bounded(observation, reading, state, outlook, demand, tuning)
+        if replicas.ready > 0 and state.queue_growth > 0.0:
+            # A queue growing in front of serving replicas says the bound is too low to size
+            # on. One in front of none (all lost at once), or one the replicas are draining,
+            # says nothing of their speed: the backlog rule sizes it at the bound.
+            found = larger(found, by_queue)
     else:
         limit = ceiling(state, observation.spec, tuning)
         found = _sized(observation, reading, state, outlook, demand, capacity, limit, tuning)
