@@ -4,10 +4,12 @@ One command on a fresh machine (after `make bootstrap`): start the local cluster
 nodes, a real Prometheus; the e2e harness), install the CRDs and the examples, start the operator,
 the fleet mirror (one simulated vLLM engine per Running pod, scraped by Prometheus) and
 thrifty-gateway, give three tenants API keys, replay a time-compressed burst of the Azure LLM code
-trace through the gateway as those three tenants (a third of the trace each), print a table of the
-ModelServices every few seconds (replicas, queue, $/hour, $/1M tokens, the last decision), then
-each tenant's tokens, refusals and cost (`thrifty report`), write out/demo.png, and tear
-everything down, also on Ctrl-C.
+trace through the gateway as those three tenants (a third of the trace each), show a table of the
+ModelServices every few seconds (requests/s through the gateway, replicas, queue, $/hour, $/1M
+tokens, the last decision; refreshed in place on a terminal, one table after another otherwise),
+then each tenant's tokens, refusals and cost (`thrifty report`) and, per ModelService, what its
+tokens cost self-hosted against its reference price; write out/demo.png (the traffic above the
+replicas, so replicas are seen following demand) and tear everything down, also on Ctrl-C.
 
     .venv/bin/python scripts/demo.py [--trace-minutes 20] [--speedup 5] [--keep]
 """
@@ -15,9 +17,11 @@ everything down, also on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,7 +32,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "e2e"))
@@ -36,6 +40,7 @@ sys.path.insert(0, str(REPO_ROOT / "e2e"))
 from harness import Cluster, Session, start_local  # noqa: E402
 from harness.cluster import wait_until  # noqa: E402
 from harness.session import LOOPBACK_POD_NETWORK  # noqa: E402
+from thrifty import cost  # noqa: E402
 
 TRACES = Path(os.environ.get("THRIFTY_TRACES_DIR", REPO_ROOT.parent / "shared" / "traces"))
 CODE_TRACE = TRACES / "azure2023" / "AzureLLMInferenceTrace_code.csv"
@@ -78,6 +83,104 @@ class Sample:
     dollars_per_hour: float
     dollars_per_million_tokens: float | None
     reason: str
+    requests_per_second: float | None = None
+    """Through the gateway since the previous sample (None: no previous sample, or unreadable)."""
+    tokens_per_second: float | None = None
+    """Prompt + completion tokens metered by the gateway since the previous sample."""
+    reference_dollars_per_million_tokens: float | None = None
+    """status.referenceDollarsPerMillionTokens: the reference price blended by the token mix."""
+
+
+@dataclass(frozen=True)
+class Counters:
+    """One ModelService's gateway counters at one instant (totals since the gateway started)."""
+
+    requests: float = 0.0
+    prompt_tokens: float = 0.0
+    completion_tokens: float = 0.0
+
+
+@dataclass(frozen=True)
+class Traffic:
+    requests_per_second: float
+    tokens_per_second: float
+
+
+def gateway_counters(text: str) -> dict[str, Counters]:
+    """Per ModelService name, its requests (every outcome: held, refused and served alike, since
+    all are demand) and metered tokens, from the text of the gateway's /metrics. A request is
+    counted when it ends, so a rate lags the arrivals by a request's latency (seconds)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name = sample.labels.get("modelservice")
+            if not name:
+                continue
+            row = found.setdefault(name, {})
+            if sample.name == "thrifty_gateway_requests_total":
+                row["requests"] = row.get("requests", 0.0) + sample.value
+            elif sample.name == "thrifty_gateway_tokens_total":
+                field_name = f"{sample.labels.get('kind', 'prompt')}_tokens"
+                if field_name in ("prompt_tokens", "completion_tokens"):
+                    row[field_name] = row.get(field_name, 0.0) + sample.value
+    return {name: Counters(**row) for name, row in found.items()}
+
+
+def traffic_between(
+    before: dict[str, Counters], after: dict[str, Counters], seconds: float
+) -> dict[str, Traffic]:
+    """Requests/s and tokens/s per ModelService between two readings of the counters. A counter
+    that went down (the gateway restarted) counts from zero, as Prometheus's rate() does."""
+    if seconds <= 0:
+        return {}
+    rates = {}
+    for name, now in after.items():
+        then = before.get(name, Counters())
+        requests = _increase(then.requests, now.requests)
+        tokens = _increase(then.prompt_tokens, now.prompt_tokens) + _increase(
+            then.completion_tokens, now.completion_tokens
+        )
+        rates[name] = Traffic(requests / seconds, tokens / seconds)
+    return rates
+
+
+def _increase(before: float, after: float) -> float:
+    return after - before if after >= before else after
+
+
+@dataclass
+class Screen:
+    """Shows the table: on a terminal in place (the previous one erased, lines cut to the width so
+    none wraps and the count of lines to erase stays right), elsewhere (a log, a pipe) one table
+    after another, as plain text."""
+
+    stream: TextIO
+    in_place: bool
+    width: int = 0
+    shown_lines: int = 0
+
+    @classmethod
+    def on(cls, stream: TextIO) -> Screen:
+        terminal = stream.isatty() and os.environ.get("TERM", "") != "dumb"
+        return cls(stream, terminal, shutil.get_terminal_size().columns if terminal else 0)
+
+    def show(self, text: str) -> None:
+        if not self.in_place:
+            self.stream.write(text + "\n\n")
+            self.stream.flush()
+            return
+        lines = [line[: max(self.width - 1, 1)] for line in text.splitlines()]
+        if self.shown_lines:
+            self.stream.write(f"\x1b[{self.shown_lines}F\x1b[J")  # up to the table, erase below
+        self.stream.write("\n".join(lines) + "\n")
+        self.stream.flush()
+        self.shown_lines = len(lines)
+
+    def release(self) -> None:
+        """Leaves the table shown where it is: what is printed next goes below it."""
+        self.shown_lines = 0
 
 
 @dataclass
@@ -138,11 +241,12 @@ def snapshot(demo: Demo) -> list[dict[str, Any]]:
     return items
 
 
-def record(demo: Demo, items: list[dict[str, Any]]) -> None:
+def record(demo: Demo, items: list[dict[str, Any]], traffic: dict[str, Traffic]) -> None:
     now = time.monotonic() - demo.started
     for item in items:
         status = item.get("status") or {}
         decision = (status.get("autoscaler") or {}).get("lastDecision") or {}
+        flow = traffic.get(item["metadata"]["name"])
         demo.samples.append(
             Sample(
                 at_seconds=now,
@@ -153,22 +257,27 @@ def record(demo: Demo, items: list[dict[str, Any]]) -> None:
                 dollars_per_hour=float(status.get("dollarsPerHour") or 0.0),
                 dollars_per_million_tokens=status.get("dollarsPerMillionTokens"),
                 reason=str(decision.get("reason", "")),
+                requests_per_second=None if flow is None else flow.requests_per_second,
+                tokens_per_second=None if flow is None else flow.tokens_per_second,
+                reference_dollars_per_million_tokens=status.get("referenceDollarsPerMillionTokens"),
             )
         )
 
 
-def table(items: list[dict[str, Any]], elapsed: float) -> str:
+def table(items: list[dict[str, Any]], elapsed: float, traffic: dict[str, Traffic]) -> str:
     header = (
-        f"{'t':>5}  {'MODELSERVICE':<12} {'READY/WANT':>10} {'QUEUE':>6} {'TOK/S':>7} "
-        f"{'$/HOUR':>7} {'$/1M TOK':>8}  LAST DECISION"
+        f"{'t':>5}  {'MODELSERVICE':<12} {'REQ/S':>6} {'READY/WANT':>10} {'QUEUE':>6} "
+        f"{'TOK/S':>7} {'$/HOUR':>7} {'$/1M TOK':>8}  LAST DECISION"
     )
     rows = [header]
     for item in items:
         status = item.get("status") or {}
         decision = (status.get("autoscaler") or {}).get("lastDecision") or {}
         per_million = status.get("dollarsPerMillionTokens")
+        flow = traffic.get(item["metadata"]["name"])
         rows.append(
             f"{elapsed:>4.0f}s  {item['metadata']['name']:<12} "
+            f"{'-' if flow is None else f'{flow.requests_per_second:.1f}':>6} "
             f"{status.get('readyReplicas', 0):>4}/{item['spec'].get('replicas', '-'):<5} "
             f"{status.get('queueDepth') or 0:>6.0f} {status.get('tokensPerSecond') or 0:>7.0f} "
             f"{status.get('dollarsPerHour') or 0:>7.2f} "
@@ -182,50 +291,145 @@ def plot(demo: Demo, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = sorted({s.name for s in demo.samples})
-    figure, axes = plt.subplots(4, 1, figsize=(10, 10), sharex=True)
-    for name in names:
-        mine = [s for s in demo.samples if s.name == name]
-        t = [s.at_seconds / 60 for s in mine]
-        axes[0].step(t, [s.desired for s in mine], where="post", label=f"{name} desired")
-        axes[0].plot(t, [s.ready for s in mine], "--", label=f"{name} ready")
-        axes[1].plot(t, [s.queue for s in mine], label=name)
-        axes[2].plot(t, [s.dollars_per_hour for s in mine], label=name)
-        per_million = [
-            float("nan") if s.dollars_per_million_tokens is None else s.dollars_per_million_tokens
-            for s in mine
-        ]
-        axes[3].plot(t, per_million, label=name)
-    for ax, label in zip(
-        axes, ("replicas", "queued requests", "$/hour", "$/1M tokens"), strict=True
-    ):
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper right", fontsize=8)
-    axes[3].set_yscale("log")  # a trickle of tokens makes the per-token cost spike
-    axes[-1].set_xlabel("minutes since the demo started")
-    figure.suptitle("thrifty: replicas follow a replayed burst of real traffic")
+    figure = draw(demo.samples)
     figure.text(0.01, 0.005, ATTRIBUTION, fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     say(f"plot written to {path.relative_to(REPO_ROOT)}")
 
 
-def watch(demo: Demo, loads: list[subprocess.Popen[bytes]], cooldown_seconds: float) -> None:
-    """Prints the table every 5 s until the load ends and the cool-down (scale-down) has passed."""
+PANELS = ("requests/s", "replicas", "queued requests", "$/hour", "$/1M tokens")
+"""The plot's panels, top to bottom: demand first, so the replicas below are seen following it."""
+
+
+def draw(samples: Sequence[Sample]) -> Any:
+    """The figure of the demo: traffic (requests/s, and tokens/s on the right axis) above the
+    replicas, then queue, $/hour and $/1M tokens (the reference price dashed beside it)."""
+    import matplotlib.pyplot as plt
+
+    names = sorted({s.name for s in samples})
+    figure, axes = plt.subplots(len(PANELS), 1, figsize=(10, 12), sharex=True)
+    traffic, replicas, queue, spend, per_token = axes
+    tokens = traffic.twinx()
+    for name in names:
+        mine = [s for s in samples if s.name == name]
+        t = [s.at_seconds / 60 for s in mine]
+        (flow,) = traffic.plot(
+            t, [_nan(s.requests_per_second) for s in mine], label=f"{name} requests/s"
+        )
+        tokens.plot(
+            t,
+            [_nan(s.tokens_per_second) for s in mine],
+            ":",
+            color=flow.get_color(),
+            label=f"{name} tokens/s",
+        )
+        replicas.step(t, [s.desired for s in mine], where="post", label=f"{name} desired")
+        replicas.plot(t, [s.ready for s in mine], "--", label=f"{name} ready")
+        queue.plot(t, [s.queue for s in mine], label=name)
+        spend.plot(t, [s.dollars_per_hour for s in mine], label=name)
+        (realised,) = per_token.plot(
+            t, [_nan(s.dollars_per_million_tokens) for s in mine], label=name
+        )
+        reference = [_nan(s.reference_dollars_per_million_tokens) for s in mine]
+        if any(value == value for value in reference):  # not all NaN
+            per_token.plot(
+                t, reference, "--", color=realised.get_color(), label=f"{name} reference price"
+            )
+    tokens.set_ylabel("tokens/s (dotted)")
+    tokens.legend(loc="upper left", fontsize=8)
+    for ax, label in zip(axes, PANELS, strict=True):
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right", fontsize=8)
+    per_token.set_yscale("log")  # a trickle of tokens makes the per-token cost spike
+    axes[-1].set_xlabel("minutes since the demo started")
+    figure.suptitle("thrifty: replicas follow a replayed burst of real traffic")
+    return figure
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else value
+
+
+def reference_lines(
+    items: list[dict[str, Any]], samples: Sequence[Sample], totals: dict[str, Counters]
+) -> list[str]:
+    """Per ModelService with a reference price: what a million of its tokens cost self-hosted
+    over the demo (its $/hour integrated over the samples, idle time included, over the tokens
+    the gateway metered) against the reference price blended by the same tokens' mix."""
+    lines = []
+    for item in items:
+        name = item["metadata"]["name"]
+        price = (item["spec"].get("costTarget") or {}).get("referenceDollarsPerMillionTokens")
+        if not price:
+            continue
+        counted = totals.get(name, Counters())
+        spent = dollars_spent([s for s in samples if s.name == name])
+        served = counted.prompt_tokens + counted.completion_tokens
+        realised = None if served <= 0 else spent * cost.TOKENS_PER_MILLION / served
+        reference = cost.blended_reference_dollars_per_million_tokens(
+            float(price["input"]),
+            float(price["output"]),
+            counted.prompt_tokens,
+            counted.completion_tokens,
+        )
+        if realised is None or reference is None:
+            lines.append(f"{name}: no tokens served, nothing to compare with its reference price")
+            continue
+        saving = cost.format_savings(cost.savings_fraction(realised, reference))
+        lines.append(
+            f"{name}: ${realised:.4f}/1M tokens self-hosted (${spent:.4f} over {served:,.0f} "
+            f"tokens, idle time included) against ${reference:.4f}/1M at the reference price "
+            f"(${float(price['input']):g} in, ${float(price['output']):g} out per 1M, blended by "
+            f"its {counted.prompt_tokens / served:.0%} prompt tokens): self-host {saving}"
+        )
+    return lines
+
+
+def dollars_spent(samples: Sequence[Sample]) -> float:
+    """$/hour integrated over the samples' times: each value held until the next sample."""
+    total = 0.0
+    for this, following in itertools.pairwise(samples):
+        total += this.dollars_per_hour * (following.at_seconds - this.at_seconds) / 3600
+    return total
+
+
+def read_gateway(gateway: str) -> dict[str, Counters] | None:
+    try:
+        with urllib.request.urlopen(f"{gateway}/metrics", timeout=5) as response:
+            return gateway_counters(response.read().decode())
+    except OSError:
+        return None
+
+
+def watch(
+    demo: Demo,
+    gateway: str,
+    loads: list[subprocess.Popen[bytes]],
+    cooldown_seconds: float,
+    screen: Screen,
+) -> dict[str, Counters]:
+    """Shows the table every 5 s until the load ends and the cool-down (scale-down) has passed;
+    returns the gateway's last counters."""
     ended_at: float | None = None
+    counters, read_at = read_gateway(gateway) or {}, time.monotonic()
     while True:
         items = snapshot(demo)
-        record(demo, items)
-        elapsed = time.monotonic() - demo.started
-        print(table(items, elapsed) + "\n", flush=True)
+        now_counters, now = read_gateway(gateway), time.monotonic()
+        traffic: dict[str, Traffic] = {}
+        if now_counters is not None:
+            traffic = traffic_between(counters, now_counters, now - read_at)
+            counters, read_at = now_counters, now
+        record(demo, items, traffic)
+        screen.show(table(items, now - demo.started, traffic))
         if ended_at is None and all(load.poll() is not None for load in loads):
             ended_at = time.monotonic()
+            screen.release()
             say(f"traffic replay finished; watching the scale-down for {cooldown_seconds:.0f} s")
         if ended_at is not None and time.monotonic() - ended_at > cooldown_seconds:
-            return
+            screen.release()
+            return counters
         time.sleep(5)
 
 
@@ -259,9 +463,12 @@ def run(args: argparse.Namespace) -> int:
             say(ATTRIBUTION)
             began = time.time()
             loads = start_loads(demo, gateway, keys, args.trace_minutes, args.speedup)
-            watch(demo, loads, cooldown_seconds=args.cooldown_seconds)
+            screen = Screen.on(sys.stdout)
+            totals = watch(demo, gateway, loads, args.cooldown_seconds, screen)
             print(tenant_table(gateway), flush=True)
             print(chargeback(demo, began, operator_port), flush=True)
+            lines = reference_lines(snapshot(demo), demo.samples, read_gateway(gateway) or totals)
+            print("\n".join(["Self-hosted against the reference price:", *lines]), flush=True)
             plot(demo, REPO_ROOT / "out" / "demo.png")
         except KeyboardInterrupt:
             say("interrupted")

@@ -52,6 +52,47 @@ def dollars_per_million_tokens(
     return dollars_per_hour_spent * TOKENS_PER_MILLION / tokens_per_hour
 
 
+def blended_reference_dollars_per_million_tokens(
+    input_dollars_per_million: float,
+    output_dollars_per_million: float,
+    prompt_tokens_per_second: float,
+    generation_tokens_per_second: float,
+) -> float | None:
+    """A reference price priced apart for input and output (as hosted APIs price them), blended
+    into one $/1M (prompt + generation) tokens by the service's own token mix, so it compares with
+    the realised $/1M tokens token for token.
+
+    None when no tokens flow (no mix to blend by). A negative or non-finite rate counts as zero.
+    """
+    prompt = _rate(prompt_tokens_per_second)
+    generation = _rate(generation_tokens_per_second)
+    total = prompt + generation
+    if total <= 0.0:
+        return None
+    return (input_dollars_per_million * prompt + output_dollars_per_million * generation) / total
+
+
+def savings_fraction(realised: float | None, reference: float | None) -> float | None:
+    """What self-hosting saves against the reference price, as a fraction of the reference:
+    0.25 when a million tokens cost a quarter less than buying them, -1.0 when twice as much.
+
+    None when either price is unknown, or the reference is free (no fraction of nothing).
+    """
+    if realised is None or reference is None or not math.isfinite(realised):
+        return None
+    if reference <= 0.0 or not math.isfinite(reference):
+        return None
+    return (reference - realised) / reference
+
+
+def format_savings(fraction: float | None) -> str:
+    """``saved 25 %`` or ``lost 100 %`` against the reference; ``no reference`` when unknown."""
+    if fraction is None:
+        return "no reference"
+    verb = "lost" if round(fraction * 100) < 0 else "saved"
+    return f"{verb} {abs(fraction) * 100:.0f} %"
+
+
 def sum_dollars_per_hour(amounts: Iterable[float]) -> float:
     """Sums $/hour amounts exactly (as decimals of their shortest repr), then returns a float."""
     return float(sum((_decimal(amount) for amount in amounts), Decimal(0)))
@@ -105,6 +146,12 @@ def format_dollars_per_million_tokens(amount: float | None) -> str:
     if amount is None:
         return "no tokens served"
     return f"${amount:,.2f}/1M tokens"
+
+
+def _rate(tokens_per_second: float) -> float:
+    if not math.isfinite(tokens_per_second) or tokens_per_second < 0.0:
+        return 0.0
+    return tokens_per_second
 
 
 def _decimal(value: float) -> Decimal:

@@ -120,3 +120,55 @@ def test_caps_that_cannot_bind_allow_unlimited_replicas() -> None:
     assert cost.replicas_within_dollars_per_million_tokens(1.0, 1.0, 1e200) == (
         cost.UNLIMITED_REPLICAS
     )
+
+
+@pytest.mark.parametrize(
+    ("prompt", "generation", "expected"),
+    [
+        (3000.0, 1000.0, 0.125),  # (0.10 x 3000 + 0.20 x 1000) / 4000
+        (1000.0, 0.0, 0.10),  # only prompt tokens: the input price
+        (0.0, 500.0, 0.20),  # only generated tokens: the output price
+        (1000.0, float("nan"), 0.10),  # an unreadable rate counts as none
+        (1000.0, -5.0, 0.10),
+    ],
+)
+def test_the_reference_price_is_blended_by_the_services_own_token_mix(
+    prompt: float, generation: float, expected: float
+) -> None:
+    blended = cost.blended_reference_dollars_per_million_tokens(0.10, 0.20, prompt, generation)
+    assert blended == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(("prompt", "generation"), [(0.0, 0.0), (float("nan"), -1.0)])
+def test_no_reference_blend_without_tokens(prompt: float, generation: float) -> None:
+    assert cost.blended_reference_dollars_per_million_tokens(0.1, 0.2, prompt, generation) is None
+
+
+@pytest.mark.parametrize(
+    ("realised", "reference", "expected"),
+    [
+        (0.10, 0.125, 0.2),  # a fifth cheaper than buying
+        (0.25, 0.125, -1.0),  # twice the price: lost the whole reference again
+        (0.125, 0.125, 0.0),
+        (0.0, 0.125, 1.0),  # free tokens (a free pool) save everything
+    ],
+)
+def test_savings_against_the_reference(realised: float, reference: float, expected: float) -> None:
+    assert cost.savings_fraction(realised, reference) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("realised", "reference"),
+    [(None, 0.125), (0.1, None), (None, None), (0.1, 0.0), (float("nan"), 0.125)],
+)
+def test_no_savings_figure_without_both_prices(
+    realised: float | None, reference: float | None
+) -> None:
+    assert cost.savings_fraction(realised, reference) is None
+
+
+def test_savings_are_written_as_saved_or_lost_percent() -> None:
+    assert cost.format_savings(0.2) == "saved 20 %"
+    assert cost.format_savings(-1.0) == "lost 100 %"
+    assert cost.format_savings(-0.001) == "saved 0 %"  # no "lost 0 %"
+    assert cost.format_savings(None) == "no reference"

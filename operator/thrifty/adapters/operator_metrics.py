@@ -1,8 +1,9 @@
 """The operator's own /metrics: what thrifty decided, what it costs, and how healthy its loop is.
 
 Operators of thrifty watch these next to vLLM's metrics: desired against current replicas, the
-live $/hour and $/1M tokens per ModelService, decisions counted by reason and by the constraint that
-bound them, how long a decision and a reconcile take, and how often Prometheus queries fail.
+live $/hour and $/1M tokens per ModelService (and the reference price beside it), decisions
+counted by reason and by the constraint that bound them, how long a decision and a reconcile take,
+and how often Prometheus queries fail.
 
 Every label set a dashboard or alert may select is created at zero as soon as the ModelService is
 first seen (and every error kind at start), so `rate()` and `absent()` behave from the first scrape
@@ -70,6 +71,14 @@ class OperatorMetrics:
             MS_LABELS,
             registry=r,
         )
+        self.reference_dollars_per_million_tokens = Gauge(
+            "thrifty_modelservice_reference_dollars_per_million_tokens",
+            "The reference price (spec.costTarget.referenceDollarsPerMillionTokens) blended by "
+            "the service's prompt/generated token mix, per million tokens: what the tokens priced "
+            "by the realised gauge would cost bought; NaN without a reference or tokens.",
+            MS_LABELS,
+            registry=r,
+        )
         self.decisions = Counter(
             "thrifty_autoscaler_decisions",
             "Scaling decisions by reason and by the constraint that bound the replica count.",
@@ -116,12 +125,13 @@ class OperatorMetrics:
             self.reconcile_seconds.labels(kind=kind)
 
     def init_modelservice(self, namespace: str, name: str) -> None:
-        """Creates every series of one ModelService at zero (NaN for $/1M tokens)."""
+        """Creates every series of one ModelService at zero (NaN for the $/1M tokens pair)."""
         labels = {"namespace": namespace, "modelservice": name}
         self.desired_replicas.labels(**labels)
         self.current_replicas.labels(**labels)
         self.cost_dollars_per_hour.labels(**labels)
         self.cost_dollars_per_million_tokens.labels(**labels).set(float("nan"))
+        self.reference_dollars_per_million_tokens.labels(**labels).set(float("nan"))
         # One zero series per reason (bound None), not one per reason and bound: 66 series per
         # ModelService made a 1,000-service operator's /metrics several megabytes.
         for reason in Reason:
@@ -135,6 +145,7 @@ class OperatorMetrics:
             self.current_replicas,
             self.cost_dollars_per_hour,
             self.cost_dollars_per_million_tokens,
+            self.reference_dollars_per_million_tokens,
         ):
             _remove(gauge, labels)
         for reason, bound in self.decision_labels.pop(labels, set()):
@@ -160,13 +171,18 @@ class OperatorMetrics:
         ready_replicas: int,
         dollars_per_hour: float,
         dollars_per_million_tokens: float | None,
+        reference_dollars_per_million_tokens: float | None,
     ) -> None:
         labels = {"namespace": namespace, "modelservice": name}
         self.desired_replicas.labels(**labels).set(desired_replicas)
         self.current_replicas.labels(**labels).set(ready_replicas)
         self.cost_dollars_per_hour.labels(**labels).set(dollars_per_hour)
-        cost = float("nan") if dollars_per_million_tokens is None else dollars_per_million_tokens
-        self.cost_dollars_per_million_tokens.labels(**labels).set(cost)
+        self.cost_dollars_per_million_tokens.labels(**labels).set(
+            _or_nan(dollars_per_million_tokens)
+        )
+        self.reference_dollars_per_million_tokens.labels(**labels).set(
+            _or_nan(reference_dollars_per_million_tokens)
+        )
 
     def count_decision(self, namespace: str, name: str, reason: Reason, bound: Bound) -> None:
         self._decision_series(namespace, name, reason.value, bound.value).inc()
@@ -182,6 +198,10 @@ class OperatorMetrics:
         """Serves /metrics on `address`:`port` on a background thread (prometheus-client's own
         HTTP server)."""
         prometheus_client.start_http_server(port, addr=address, registry=self.registry)
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
 def _remove(collector: Gauge | Counter, labels: tuple[str, ...]) -> None:

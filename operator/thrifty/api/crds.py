@@ -49,6 +49,7 @@ MODEL_SERVICE = Kind(
         _column("Queue", ".status.queueDepth", "number"),
         _column("$/Hour", ".status.dollarsPerHour", "number"),
         _column("$/1M Tokens", ".status.dollarsPerMillionTokens", "number"),
+        _column("Ref $/1M", ".status.referenceDollarsPerMillionTokens", "number", priority=1),
         _READY,
         _column("Model", ".spec.model.uri", priority=1),
         _column("GPUs/Replica", ".status.gpusPerReplica", "integer", priority=1),

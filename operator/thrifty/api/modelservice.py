@@ -868,6 +868,19 @@ class ModelServiceStatus(common.Model):
         ge=0,
         description="Realised USD per million tokens (prompt + generated) over the last window.",
     )
+    reference_dollars_per_million_tokens: float | None = Field(
+        default=None,
+        ge=0,
+        description="spec.costTarget.referenceDollarsPerMillionTokens blended by the service's "
+        "own prompt/generated token mix over the last window: what the same tokens would cost "
+        "bought (absent without a reference or without tokens).",
+    )
+    savings_vs_reference: float | None = Field(
+        default=None,
+        le=1,
+        description="What self-hosting saves against the reference price, as a fraction of it: "
+        "(reference - realised) / reference; negative when self-hosting costs more.",
+    )
     queue_depth: float | None = Field(
         default=None,
         ge=0,

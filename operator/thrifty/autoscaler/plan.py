@@ -316,6 +316,7 @@ def report(decided: ServiceDecision, now_text: str) -> ServicePlan:
         dollars_per_hour=spend,
         now=now_text,
         generation=decided.view.generation,
+        reference=ms.spec.cost_target.reference_dollars_per_million_tokens,
     )
     after = status_rules.next_status(status, result)
     patch = (

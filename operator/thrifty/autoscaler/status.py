@@ -8,8 +8,9 @@ then needs answers to three questions that deserve tests of their own:
   HorizontalPodAutoscaler whose scaleTargetRef is the ModelService, or another field manager that
   owns ``spec.replicas`` by server-side apply (a GitOps tool that declares replicas). Two writers of
   one field only fight; the status says who owns it and how to hand it over.
-- *What is the new status?* The autoscaler's fields only (queue, tokens/s, $/1M tokens, the last
-  decision, the policy state, MetricsAvailable and BudgetLimited); the reconciler owns the rest.
+- *What is the new status?* The autoscaler's fields only (queue, tokens/s, $/1M tokens and the
+  reference price beside it, the last decision, the policy state, MetricsAvailable and
+  BudgetLimited); the reconciler owns the rest.
 - *Did anything change?* A status write per pass only when something a reader could notice changed:
   numbers are rounded to what status shows; the policy's state rides along with those writes and
   is otherwise checkpointed when the operator stops (`state_patch`).
@@ -35,6 +36,8 @@ STATUS_FIELDS = (
     "queueDepth",
     "tokensPerSecond",
     "dollarsPerMillionTokens",
+    "referenceDollarsPerMillionTokens",
+    "savingsVsReference",
     "autoscaler",
     "conditions",
 )
@@ -116,6 +119,8 @@ class PassResult:
     generation: int | None = None
     advisory: modelservice.AdvisoryDecision | None = None
     """What spec.scaling.advisoryPolicy would do (None: none is set)."""
+    reference: modelservice.ReferencePrice | None = None
+    """spec.costTarget.referenceDollarsPerMillionTokens (None: none is set)."""
 
 
 def advisory_status(
@@ -171,15 +176,40 @@ def next_status(
         served = signals.prompt_tokens_per_second + signals.generation_tokens_per_second
         update["queue_depth"] = _round(signals.requests_waiting, 1)
         update["tokens_per_second"] = _round(signals.generation_tokens_per_second, 1)
-        update["dollars_per_million_tokens"] = _round(
-            cost.dollars_per_million_tokens(result.dollars_per_hour, served), 4
-        )
+        realised = _round(cost.dollars_per_million_tokens(result.dollars_per_hour, served), 4)
+        update["dollars_per_million_tokens"] = realised
+        update.update(_reference_fields(result.reference, signals, realised))
     conditions = explain.set_conditions(
         status.conditions, [_metrics_condition(result), _budget_condition(result)]
     )
     update["conditions"] = conditions
     update["autoscaler"] = _autoscaler_block(status.autoscaler, result)
     return status.model_copy(update=update)
+
+
+def _reference_fields(
+    reference: modelservice.ReferencePrice | None,
+    signals: types.Signals,
+    realised: float | None,
+) -> dict[str, float | None]:
+    """The reference price blended by this window's token mix, and the saving against it, both
+    from the rounded figures status shows, so they change only when a shown figure changes."""
+    blended = None
+    if reference is not None:
+        blended = _round(
+            cost.blended_reference_dollars_per_million_tokens(
+                reference.input,
+                reference.output,
+                signals.prompt_tokens_per_second,
+                signals.generation_tokens_per_second,
+            ),
+            4,
+        )
+    saving = cost.savings_fraction(realised, blended)
+    return {
+        "reference_dollars_per_million_tokens": blended,
+        "savings_vs_reference": None if saving is None else round(saving, 3),
+    }
 
 
 def _autoscaler_block(

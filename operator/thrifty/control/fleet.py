@@ -223,6 +223,7 @@ class FleetPass:
             if after.dollars_per_hour is not None
             else one.result.dollars_per_hour,
             dollars_per_million_tokens=after.dollars_per_million_tokens,
+            reference_dollars_per_million_tokens=after.reference_dollars_per_million_tokens,
         )
 
     async def flush(self) -> int:

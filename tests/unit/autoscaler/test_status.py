@@ -159,6 +159,16 @@ def test_status_patch_leaves_the_reconcilers_fields_alone() -> None:
         "autoscaler",
         "conditions",
     }
+    priced = autoscaling.next_status(before, result(reference=LIST_PRICE))
+    assert set(autoscaling.status_patch(before, priced)) == {
+        "queueDepth",
+        "tokensPerSecond",
+        "dollarsPerMillionTokens",
+        "referenceDollarsPerMillionTokens",
+        "savingsVsReference",
+        "autoscaler",
+        "conditions",
+    }
 
 
 def test_events_one_per_scale_and_advisory_only_when_the_advice_changes() -> None:
@@ -219,3 +229,61 @@ def test_the_state_checkpoint_writes_only_what_status_lacks_and_deletes_dropped_
         "autoscaler": {"policyState": {"a": 3.0, "b": None}}
     }
     assert autoscaling.state_patch(None, {"a": 1.0}) == {"autoscaler": {"policyState": {"a": 1.0}}}
+
+
+LIST_PRICE = modelservice.ReferencePrice(input=0.10, output=0.20)
+
+
+def test_the_reference_price_is_blended_by_the_token_mix_beside_the_realised_one() -> None:
+    after = autoscaling.next_status(modelservice.ModelServiceStatus(), result(reference=LIST_PRICE))
+    # 1500 prompt + 500 generated tok/s: (0.10 x 1500 + 0.20 x 500) / 2000 = $0.125/1M;
+    # realised $7.20/h over 2000 tok/s = $1.00/1M, eight times the reference: lost 700 %.
+    assert after.dollars_per_million_tokens == 1.0
+    assert after.reference_dollars_per_million_tokens == 0.125
+    assert after.savings_vs_reference == -7.0
+    cheap = autoscaling.next_status(
+        modelservice.ModelServiceStatus(), result(reference=LIST_PRICE, dollars_per_hour=0.72)
+    )
+    assert (cheap.dollars_per_million_tokens, cheap.savings_vs_reference) == (0.1, 0.2)
+
+
+def test_only_prompt_tokens_compare_with_the_input_price() -> None:
+    prompt_only = result(reference=LIST_PRICE, signals=signals(prompt=2000.0, generation=0.0))
+    after = autoscaling.next_status(modelservice.ModelServiceStatus(), prompt_only)
+    assert after.reference_dollars_per_million_tokens == 0.1
+    assert after.savings_vs_reference == -9.0  # $1.00 against $0.10
+
+
+def test_no_reference_figures_without_a_reference_or_without_tokens() -> None:
+    unset = autoscaling.next_status(modelservice.ModelServiceStatus(), result())
+    assert unset.reference_dollars_per_million_tokens is None
+    assert unset.savings_vs_reference is None
+    quiet = signals(waiting=0.0, prompt=0.0, generation=0.0)
+    idle = autoscaling.next_status(
+        modelservice.ModelServiceStatus(), result(reference=LIST_PRICE, signals=quiet)
+    )
+    assert idle.reference_dollars_per_million_tokens is None
+    assert idle.savings_vs_reference is None
+
+
+def test_reference_figures_that_became_unknown_are_deleted() -> None:
+    priced = autoscaling.next_status(
+        modelservice.ModelServiceStatus(), result(reference=LIST_PRICE)
+    )
+    unpriced = autoscaling.next_status(priced, result())  # the reference was removed from spec
+    patch = autoscaling.status_patch(priced, unpriced)
+    assert patch["referenceDollarsPerMillionTokens"] is None
+    assert patch["savingsVsReference"] is None
+
+
+def test_the_reference_figures_are_rounded_so_a_steady_mix_writes_nothing() -> None:
+    first = autoscaling.next_status(
+        modelservice.ModelServiceStatus(), result(scaled=False, reference=LIST_PRICE)
+    )
+    # A mix that moves by a millionth of a token/s, as a rate over a window does.
+    wobble = signals(prompt=1500.00001, generation=499.99999)
+    again = autoscaling.next_status(
+        first, result(scaled=False, reference=LIST_PRICE, signals=wobble)
+    )
+    assert again.reference_dollars_per_million_tokens == first.reference_dollars_per_million_tokens
+    assert not autoscaling.status_changed(first, again)

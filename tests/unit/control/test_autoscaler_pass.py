@@ -367,3 +367,35 @@ def test_bad_policy_parameters_fall_back_to_thrifty_with_the_reason() -> None:
     tick(scaler, cluster)
     message = cluster.statuses[0][1]["autoscaler"]["lastDecision"]["message"]
     assert message.startswith("policy hpa unavailable (bad parameters")
+
+
+def test_the_reference_price_reaches_status_and_metrics_beside_the_realised_one() -> None:
+    price = {"referenceDollarsPerMillionTokens": {"input": 0.10, "output": 0.20}}
+    cluster = FakeCluster([ms_body("chat", replicas=2, costTarget=price)])
+    scaler, _ = autoscaler(cluster, signals=FakeSignals(0, kv_cache_usage=0.2, running=4))
+    tick(scaler, cluster)
+    _, status, _ = cluster.statuses[0]
+    # 3000 prompt + 800 generated tok/s: (0.10 x 3000 + 0.20 x 800) / 3800 = $0.1211/1M;
+    # $5.00/h over 3800 tok/s = $0.3655/1M realised.
+    assert status["referenceDollarsPerMillionTokens"] == 0.1211
+    assert status["dollarsPerMillionTokens"] == 0.3655
+    assert status["savingsVsReference"] == round((0.1211 - 0.3655) / 0.1211, 3)
+    labels = {"namespace": NS, "modelservice": "chat"}
+    registry = scaler.metrics.registry
+    gauge = "thrifty_modelservice_reference_dollars_per_million_tokens"
+    assert registry.get_sample_value(gauge, labels) == 0.1211
+    realised = "thrifty_modelservice_cost_dollars_per_million_tokens"
+    assert registry.get_sample_value(realised, labels) == 0.3655
+
+
+def test_a_settled_model_service_with_a_reference_writes_no_second_status() -> None:
+    price = {"referenceDollarsPerMillionTokens": {"input": 0.10, "output": 0.20}}
+    cluster = FakeCluster([ms_body("chat", replicas=2, costTarget=price)])
+    scaler, _ = autoscaler(cluster, signals=FakeSignals(0, kv_cache_usage=0.2, running=4))
+    for seconds in range(0, 150, 15):
+        tick(scaler, cluster, seconds)
+    settled = len(cluster.statuses)
+    assert cluster.bodies["chat"]["status"]["referenceDollarsPerMillionTokens"] == 0.1211
+    for seconds in range(150, 900, 15):
+        tick(scaler, cluster, seconds)
+    assert len(cluster.statuses) == settled, "a settled ModelService writes nothing"

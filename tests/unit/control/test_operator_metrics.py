@@ -47,6 +47,13 @@ def test_a_new_modelservice_has_a_zero_decision_series_per_reason() -> None:
         modelservice="chat",
     )
     assert cost is not None and math.isnan(cost)
+    reference = sample(
+        metrics,
+        "thrifty_modelservice_reference_dollars_per_million_tokens",
+        namespace="team",
+        modelservice="chat",
+    )
+    assert reference is not None and math.isnan(reference)
 
 
 def test_decisions_and_gauges_follow_what_the_loop_reports() -> None:
@@ -60,6 +67,7 @@ def test_decisions_and_gauges_follow_what_the_loop_reports() -> None:
         ready_replicas=2,
         dollars_per_hour=7.5,
         dollars_per_million_tokens=0.42,
+        reference_dollars_per_million_tokens=0.125,
     )
     labels = {"namespace": "team", "modelservice": "chat"}
     assert (
@@ -75,6 +83,20 @@ def test_decisions_and_gauges_follow_what_the_loop_reports() -> None:
     assert sample(metrics, "thrifty_modelservice_desired_replicas", **labels) == 3
     assert sample(metrics, "thrifty_modelservice_current_replicas", **labels) == 2
     assert sample(metrics, "thrifty_modelservice_cost_dollars_per_hour", **labels) == 7.5
+    assert sample(metrics, "thrifty_modelservice_cost_dollars_per_million_tokens", **labels) == 0.42
+    reference = "thrifty_modelservice_reference_dollars_per_million_tokens"
+    assert sample(metrics, reference, **labels) == 0.125
+    metrics.observe_modelservice(
+        "team",
+        "chat",
+        desired_replicas=3,
+        ready_replicas=2,
+        dollars_per_hour=7.5,
+        dollars_per_million_tokens=None,
+        reference_dollars_per_million_tokens=None,
+    )
+    unknown = sample(metrics, reference, **labels)
+    assert unknown is not None and math.isnan(unknown), "no reference: NaN, not the last value"
 
 
 def test_query_errors_and_reconcile_latency_exist_from_the_start() -> None:
