@@ -97,7 +97,7 @@ def rendered(namespace: str, uid: str, image: str = "vllm/vllm-openai:v0.19.0") 
         }
     )
     target = render.Target("chat", namespace, uid, spec, "h100", pool, replicas=1)
-    return render.manifests(target)
+    return render.manifests([target])
 
 
 def escalation(namespace: str, thrifty_like: bool) -> dict[str, Any]:
