@@ -33,6 +33,7 @@ becomes `signals=None` with the HTTP status in the reason, so the operator holds
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import os
@@ -359,7 +360,11 @@ Buckets = tuple[tuple[float, float], ...]
 
 def buckets_by_service(result: QueryResult) -> dict[ServiceKey, Buckets]:
     """Cumulative (upper bound, count) per ModelService, ascending; unreadable series are left
-    out, and so is a service whose histogram lacks its +Inf bucket (it cannot be read)."""
+    out, and so is a service whose histogram lacks its +Inf bucket (it cannot be read).
+
+    `increase()` extrapolates each bucket's series on its own, so a bucket can come out above
+    the next one (real vLLM gave 10.7 then 9.2); as Prometheus' histogram_quantile does, each
+    count is raised to the largest below it, so the histogram stays cumulative."""
     found: dict[ServiceKey, list[tuple[float, float]]] = {}
     for series in result:
         labels = series.get("metric", {})
@@ -374,10 +379,15 @@ def buckets_by_service(result: QueryResult) -> dict[ServiceKey, Buckets]:
         if math.isfinite(count) and count >= 0.0 and not math.isnan(bound):
             found.setdefault(key, []).append((bound, count))
     return {
-        key: tuple(sorted(pairs))
+        key: _cumulative(sorted(pairs))
         for key, pairs in found.items()
         if any(math.isinf(bound) for bound, _ in pairs)
     }
+
+
+def _cumulative(pairs: Sequence[tuple[float, float]]) -> Buckets:
+    counts = itertools.accumulate((count for _, count in pairs), max)
+    return tuple((bound, count) for (bound, _), count in zip(pairs, counts, strict=True))
 
 
 def build_held_queries(key: ServiceKey | None, metric: str) -> dict[str, str]:

@@ -118,6 +118,22 @@ def test_buckets_are_sorted_per_service_and_unreadable_histograms_are_left_out()
     assert found == {KEY: ((0.5, 4.0), (2.5, 9.0), (math.inf, 10.0))}
 
 
+def test_buckets_extrapolated_out_of_order_are_made_cumulative_again() -> None:
+    """increase() per bucket series: real vLLM's came out 3.6, 10.7, 9.2 ... in the contract test.
+    As histogram_quantile does, a count below the one before it is raised to it."""
+    found = buckets_by_service(
+        [
+            _bucket(KEY, "0.01", "3.6"),
+            _bucket(KEY, "0.02", "10.7"),
+            _bucket(KEY, "0.04", "9.2"),
+            _bucket(KEY, "0.08", "15.3"),
+            _bucket(KEY, "+Inf", "15.0"),
+        ]
+    )
+    counts = [count for _, count in found[KEY]]
+    assert counts == [3.6, 10.7, 10.7, 15.3, 15.3]
+
+
 def test_buckets_and_the_waiting_average_reach_the_signals() -> None:
     buckets = {KEY: ((0.5, 4.0), (math.inf, 10.0))}
     results = _results(requests_waiting_mean={KEY: 1.5})
