@@ -78,11 +78,12 @@ def kill(target: Component) -> None:
     if str(target.cwd) not in procs.cmdline(pid):
         raise ChaosUnsupported(f"PID {pid} is no longer {target.name}")
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + KILL_TIMEOUT_SECONDS
-    while procs.alive(pid):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{target.name} (PID {pid}) survived SIGKILL")
-        time.sleep(0.05)
+    wait_until(
+        lambda: None if procs.alive(pid) else True,
+        timeout_seconds=KILL_TIMEOUT_SECONDS,
+        what=f"{target.name} (PID {pid}) gone after SIGKILL",
+        interval_seconds=0.05,
+    )
 
 
 def start(target: Component) -> int:
@@ -126,13 +127,18 @@ def kill_prometheus(process: prometheus_process.PrometheusProcess) -> None:
     """SIGKILL a Prometheus this harness started (its child: reaped here)."""
     if procs.alive(process.pid):
         os.kill(process.pid, signal.SIGKILL)
-    deadline = time.monotonic() + KILL_TIMEOUT_SECONDS
-    while procs.alive(process.pid):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"prometheus (PID {process.pid}) survived SIGKILL")
+
+    def reaped() -> bool | None:
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(process.pid, os.WNOHANG)
-        time.sleep(0.05)
+            os.waitpid(process.pid, os.WNOHANG)  # our child: a zombie until reaped
+        return None if procs.alive(process.pid) else True
+
+    wait_until(
+        reaped,
+        timeout_seconds=KILL_TIMEOUT_SECONDS,
+        what=f"prometheus (PID {process.pid}) gone after SIGKILL",
+        interval_seconds=0.05,
+    )
 
 
 def restart_prometheus(
