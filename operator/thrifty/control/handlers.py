@@ -385,6 +385,7 @@ def reconcile_model_service(
         if (pod.get("spec") or {}).get("nodeName") and pool:
             holding[pool] = holding.get(pool, 0) + 1
     moment = datetime.now(UTC)
+    pool_bodies = view.pool_bodies()
     with ledger.lock:
         inputs = reconcile.Inputs(
             name=name,
@@ -393,7 +394,7 @@ def reconcile_model_service(
             generation=int(meta.get("generation", 0)),
             spec=body.get("spec") or {},
             status=current,
-            pools=_pools(view.pool_bodies(), logger),
+            pools=_pools(pool_bodies, logger),
             nodes=view.all_nodes(),
             pods=view.all_gpu_pods(),
             deployments=_by_pool(owned),
@@ -408,7 +409,7 @@ def reconcile_model_service(
             lost=reconcile.lost_replicas(own, view.node_readiness()),
             node_loss_toleration_seconds=config.node_loss_toleration_seconds,
             do_not_disrupt=config.do_not_disrupt,
-            pool_shortages=_shortages(view.pool_bodies(), moment.timestamp()),
+            pool_shortages=_shortages(pool_bodies, moment.timestamp()),
         )
         result = reconcile.plan(inputs)
         rendered = {

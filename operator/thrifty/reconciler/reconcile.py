@@ -353,7 +353,7 @@ def _status(
     ]
     merged = explain.set_conditions(inputs.status.conditions, conditions)
     merged = explain.with_rollups(merged, now=now, generation=generation)
-    entries = _pool_entries(inputs, offers, spread_)
+    entries = _pool_entries(inputs, offers, spread_, serving_)
     used = [o for o in offers if spread_.replicas[o.name]]
     main = max(used, key=lambda o: spread_.replicas[o.name]) if used else offers[0]
     return inputs.status.model_copy(
@@ -386,13 +386,16 @@ def planning_price(offers: Sequence[spread.Offer], spread_: spread.Spread) -> fl
 
 
 def _pool_entries(
-    inputs: Inputs, offers: Sequence[spread.Offer], spread_: spread.Spread
+    inputs: Inputs,
+    offers: Sequence[spread.Offer],
+    spread_: spread.Spread,
+    serving_: Mapping[str, DeploymentState],
 ) -> list[modelservice.PoolReplicas]:
+    """``serving_``: each pool's Deployment without its lost replicas (`serving`)."""
     before = {entry.pool: entry for entry in inputs.status.pools}
     entries = []
     for offer in offers:
-        lost = [one for one in inputs.lost if one.pool == offer.name]
-        state = serving(inputs.deployments.get(offer.name) or DeploymentState(), lost)
+        state = serving_.get(offer.name) or DeploymentState()
         last = before.get(offer.name)
         reclaimed = last.last_reclaim_time if last else None
         if spread_.lost.get(offer.name):
