@@ -365,7 +365,7 @@ def reconcile_model_service(
 ) -> str:
     """One pass: plan from the caches, apply the manifests when they would change something,
     write status and Events if anything changed; returns the outcome (SETTLED, APPLIED, REFUSED
-    or GONE). Reads nothing from the API server, except, right before applying a Deployment,
+    or GONE). Reads nothing from the API server, except, right before a pass applies anything,
     whether this very ModelService still exists: the watch event that started the pass may be
     older than a delete that already returned, and a Deployment applied for a deleted owner would
     start GPU pods until the garbage collector caught up."""
