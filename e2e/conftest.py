@@ -18,7 +18,7 @@ from types import FrameType
 
 import pytest
 
-from harness import Cluster, HarnessError, Session, connect_existing, start_local
+from harness import Cluster, HarnessError, Session, chaos, connect_existing, start_local
 
 E2E_DIR = Path(__file__).resolve().parent
 
@@ -111,6 +111,9 @@ def pytest_runtest_makereport(
                 "get", "all,events", "-A", "-o", "wide", check=False, timeout=30
             )
             report.sections.append(("kubectl get all,events -A", state.stdout + state.stderr))
+            if funcargs["cluster"].local:
+                dead = chaos.dead_components(funcargs["cluster"])
+                report.sections.append(("control plane", f"ended: {dead}" if dead else "all up"))
         except Exception as error:  # the dump is a courtesy; never mask the test's own failure
             report.sections.append(("kubectl get all,events -A", f"could not dump: {error}"))
     return report

@@ -148,6 +148,49 @@ def test_api_server_killed_and_restarted_the_operator_applies_a_later_change(
     no_traceback(operator)
 
 
+LEASE_RENEW_DEADLINE_SECONDS = 10.0
+"""kube-controller-manager's and kube-scheduler's default --leader-elect-renew-deadline."""
+
+
+def test_api_server_stalled_past_a_lease_deadline_the_control_plane_carries_on(
+    cluster: Cluster, namespace: str
+) -> None:
+    """A stalled API server (what CPU starvation looks like) must not end the controllers: with
+    leader election on, both exit for good and every later test waits on them."""
+    if not cluster.local:
+        pytest.skip("needs a cluster this harness started (its kube-apiserver is stopped)")
+    chaos.stall(chaos.component(cluster, "kube-apiserver"), LEASE_RENEW_DEADLINE_SECONDS + 5)
+    wait_until(lambda: chaos.api_ready(cluster), timeout_seconds=60, what="the API server ready")
+    cluster.apply(
+        json.dumps(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "after-stall", "namespace": namespace},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "after-stall"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "after-stall"}},
+                        "spec": {
+                            "nodeSelector": {"thrifty.dev/pool": "h100-on-demand"},
+                            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
+                            "containers": [{"name": "c", "image": "none"}],
+                        },
+                    },
+                },
+            }
+        )
+    )
+
+    def scheduled() -> bool | None:
+        pods = cluster.kubectl_json("get", "pods", "-n", namespace, "-l", "app=after-stall")
+        return any(p["spec"].get("nodeName") for p in pods["items"]) or None
+
+    # A pod bound to a node: the deployment and ReplicaSet controllers and the scheduler all acted.
+    wait_until(scheduled, timeout_seconds=60, what="the Deployment's pod scheduled after the stall")
+    assert chaos.dead_components(cluster) == []
+
+
 BAD = 48
 
 

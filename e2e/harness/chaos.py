@@ -102,6 +102,38 @@ def start(target: Component) -> int:
     return process.pid
 
 
+def stall(target: Component, seconds: float) -> None:
+    """SIGSTOP for `seconds`, then SIGCONT: a process that holds its connections but answers
+    nothing, as a server starved of CPU or paused by the kernel."""
+    pid = int(target.pid_file.read_text().strip())
+    if str(target.cwd) not in procs.cmdline(pid):
+        raise ChaosUnsupported(f"PID {pid} is no longer {target.name}")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+CONTROL_PLANE = (
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok-controller",
+)
+
+
+def dead_components(cluster: Cluster) -> list[str]:
+    """The control-plane components of this session whose recorded process has ended."""
+    pids = _cluster_dir(cluster) / "pids"
+    return [
+        name
+        for name in CONTROL_PLANE
+        if not procs.alive(int((pids / f"{name}.pid").read_text().strip()))
+    ]
+
+
 def api_ready(cluster: Cluster) -> bool | None:
     found = cluster.kubectl("get", "--raw", "/readyz", check=False, timeout=10)
     return True if found.returncode == 0 and found.stdout.strip() == "ok" else None

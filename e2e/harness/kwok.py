@@ -96,6 +96,17 @@ def _managed_nodes() -> list[str]:
     ]
 
 
+def _no_leader_election() -> list[str]:
+    """One controller-manager and one scheduler need no election, and with it each exits for good
+    ("leaderelection lost") once the API server has not answered a lease renewal for 10 s: a
+    restarted API server or two real vLLM engines starving a 2-core machine were enough, and every
+    later test then waited for ReplicaSets, namespace deletion and scheduling that never came."""
+    return [
+        f"--extra-args={component}=leader-elect=false"
+        for component in ("kube-controller-manager", "kube-scheduler")
+    ]
+
+
 def create(name: str, run_dir: Path, bin_dir: Path, ports: KwokPorts, kubeconfig: Path) -> None:
     """Create and start the cluster; raise RuntimeError with kwokctl's output on failure."""
     config = _write_config(run_dir, ports)
@@ -120,6 +131,7 @@ def create(name: str, run_dir: Path, bin_dir: Path, ports: KwokPorts, kubeconfig
         *(f"{flag}={bin_dir / binary}" for flag, binary in BINARY_FLAGS.items()),
         *_service_range(),
         *_managed_nodes(),
+        *_no_leader_election(),
     ]
     log_path = run_dir / "kwokctl-create.log"
     with log_path.open("w") as log:
