@@ -39,6 +39,7 @@ from thrifty.adapters.prometheus import (
     ServiceKey,
     build_bucket_query,
     build_queries,
+    label_matchers,
 )
 from thrifty.api import modelservice
 from thrifty.reconciler import render
@@ -264,7 +265,15 @@ def test_every_operator_query_returns_data_from_real_and_simulated_engines(
                 interval_seconds=2,
             )
             readings = asyncio.run(source.read_all(keys))
-            waiting_seen = _max_waiting_seen(source, ServiceKey(NAMESPACE, "real"))
+            # 12 clients against --max-num-seqs 4: real vLLM queues some. The gauge is sampled
+            # per scrape, so the test waits for a scrape that caught the queue instead of
+            # reading the one window that happened to be there when the queries first answered.
+            waiting_seen = wait_until(
+                lambda: _max_waiting_seen(source, ServiceKey(NAMESPACE, "real")) or None,
+                timeout_seconds=120,
+                what="a scrape of real vLLM with requests waiting",
+                interval_seconds=2,
+            )
         assert any(o.status == 200 for o in load.outcomes)
     finally:
         source.close()
@@ -282,12 +291,12 @@ def test_every_operator_query_returns_data_from_real_and_simulated_engines(
         assert buckets and buckets[-1][0] == float("inf") and buckets[-1][1] > 0, (key, buckets)
         assert [count for _, count in buckets] == sorted(count for _, count in buckets), key
         assert 0 <= reading.signals.kv_cache_usage <= 1, key
-    # 12 clients against --max-num-seqs 4: real vLLM queued some.
     assert waiting_seen > 0
 
 
 def _max_waiting_seen(source: PrometheusSignals, key: ServiceKey) -> float:
-    promql = f"max_over_time({build_queries(key)['requests_waiting']}[2m:2s])"
+    # The raw samples, not a subquery of the operator's sum: every scrape counts.
+    promql = f"max(max_over_time(vllm:num_requests_waiting{label_matchers(key)}[5m]))"
     result = source.query(promql)
     return float(result[0]["value"][1]) if result else 0.0
 
