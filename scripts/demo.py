@@ -585,7 +585,8 @@ def start_loads(
     """The first `trace_minutes` of the code trace, `speedup` times faster, through the gateway:
     each tenant replays its own consecutive third at a third of the speed, so together they send
     the trace's rate and finish together."""
-    share = trace_minutes * 60 / len(keys)
+    share = trace_minutes * 60 / len(keys)  # trace seconds per tenant
+    replay_seconds = trace_minutes * 60 / speedup
     loads = []
     for index, (tenant, key) in enumerate(keys.items()):
         argv = [
@@ -593,9 +594,9 @@ def start_loads(
             "--gateway", gateway, "--model", SERVED_MODEL, "--api-key-env", "THRIFTY_DEMO_KEY",
             "--trace", str(CODE_TRACE),
             "--start", str(index * share),
-            "--duration", str(share),
+            "--duration", str(replay_seconds),
             "--speedup", str(speedup / len(keys)),
-            "--max-seconds", str(share * len(keys) / speedup),
+            "--max-seconds", str(replay_seconds),
             "--max-requests", "1000000",
             "--seed", str(index),
         ]  # fmt: skip

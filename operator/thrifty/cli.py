@@ -180,12 +180,15 @@ def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         help="scrapes as a real cluster gives them: jitter, missed scrapes, and vLLM's "
         "step-level waiting gauge (seeded by --seed)",
     )
-    parser.add_argument("--duration", type=float, help="seconds of traffic to replay")
+    parser.add_argument(
+        "--duration", type=float, help="seconds of traffic to replay (after the speedup)"
+    )
     parser.add_argument(
         "--start",
         type=float,
         default=0.0,
-        help="offset into the trace, seconds (ServeGen: into its 14 days, before the speedup)",
+        help="offset into the trace, in trace seconds before the speedup (ServeGen: into its "
+        "14 days)",
     )
     parser.add_argument("--speedup", type=float, help="replay faster (ServeGen default: 24)")
     parser.add_argument("--target-rps", type=float, help="mean rate for ServeGen and shapes")

@@ -7,6 +7,7 @@ it finds and reads the files; parsing and synthesis are `thrifty.sim.traces`.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,8 @@ def _read_lines(path: Path) -> list[str]:
 
 @dataclass(frozen=True)
 class TraceOptions:
-    """How to turn a trace source into the requests of one run."""
+    """How to turn a trace source into the requests of one run: `start_seconds` is a point in
+    the trace (before the speedup), `duration_seconds` how long the replay lasts (after it)."""
 
     start_seconds: float = 0.0
     duration_seconds: float | None = None
@@ -70,11 +72,13 @@ def load_trace(source: str, options: TraceOptions) -> traces.Trace:
         return _from_rates(traces.parse_servegen_rates(lines, str(path), name), options)
     else:
         trace = traces.parse_azure_csv(lines, str(path), name)
+    speedup = options.speedup or 1.0
+    if options.start_seconds or options.duration_seconds:
+        # As for ServeGen: the start is a point in the trace, the duration is replayed seconds.
+        span = (options.duration_seconds or math.inf) * speedup
+        trace = trace.sliced(options.start_seconds, span)
     if options.speedup:
         trace = trace.time_scaled(options.speedup)
-    if options.start_seconds or options.duration_seconds:
-        duration = options.duration_seconds or trace.duration_seconds - options.start_seconds
-        trace = trace.sliced(options.start_seconds, duration)
     if not trace.requests:
         raise TraceFileError(f"{path}: no requests in the chosen slice")
     return trace

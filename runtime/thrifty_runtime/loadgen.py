@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--trace", default="azure-conv", help="named trace, synthetic shape or trace file path"
     )
     parser.add_argument("--start", type=float, default=0.0, help="slice start in trace seconds")
-    parser.add_argument("--duration", type=float, help="slice length in trace seconds")
+    parser.add_argument("--duration", type=float, help="seconds to replay (after the speedup)")
     parser.add_argument("--speedup", type=float, help="time compression (10: ten times faster)")
     parser.add_argument("--target-rps", type=float, help="rescale rate series to this mean")
     parser.add_argument("--seed", type=int, default=0)

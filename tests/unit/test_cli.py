@@ -110,6 +110,22 @@ def test_named_trace_and_synthetic_shape_resolve(
     assert "synthetic" in spike.attribution and "Splitwise" in spike.attribution
 
 
+def test_a_slice_starts_at_a_point_of_the_trace_and_lasts_the_replayed_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conv = tmp_path / "azure2023" / "AzureLLMInferenceTrace_conv.csv"
+    conv.parent.mkdir()
+    conv.write_text(AZURE)  # arrivals at 0, 0.05, 1.52 and 121.52 s
+    monkeypatch.setenv("THRIFTY_TRACES_DIR", str(tmp_path))
+    options = tracefiles.TraceOptions(start_seconds=1.0, duration_seconds=10.0, speedup=10.0)
+    sliced = tracefiles.load_trace("azure-conv", options)
+    # Trace seconds [1, 101): only the third request, 0.52 s in, replayed at 0.052 s.
+    assert [round(r.arrival_seconds, 3) for r in sliced.requests] == [0.052]
+    assert sliced.duration_seconds == 10.0
+    whole = tracefiles.load_trace("azure-conv", tracefiles.TraceOptions(start_seconds=1.0))
+    assert [round(r.arrival_seconds, 2) for r in whole.requests] == [0.52, 120.52]
+
+
 @pytest.mark.skipif(not tracefiles.traces_dir().is_dir(), reason="shared traces not present")
 def test_simulate_a_slice_of_the_azure_code_trace(
     tmp_path: Path, user_policy: str, capsys: pytest.CaptureFixture[str]
