@@ -158,10 +158,13 @@ class LeaseWatch(threading.Thread):
                 lease = self.api.read_namespaced_lease(LEASE_NAME, LEASE_NAMESPACE)
             except Exception:
                 continue
-            holder = lease.spec.holder_identity or ""
+            spec = lease.spec
+            if spec is None:
+                continue
+            holder = spec.holder_identity or ""
             if holder and (not self.holders or self.holders[-1] != holder):
                 self.holders.append(holder)
-            renewed = lease.spec.renew_time
+            renewed = spec.renew_time
             if renewed is not None and (not self.renewals or self.renewals[-1] != renewed):
                 self.renewals.append(renewed)
 
@@ -173,7 +176,8 @@ class LeaseWatch(threading.Thread):
 def deployment_seqs(apps: client.AppsV1Api, namespace: str) -> int | None:
     found = apps.list_namespaced_deployment(namespace)
     for deployment in found.items:
-        for container in deployment.spec.template.spec.containers:
+        pod = deployment.spec.template.spec if deployment.spec else None
+        for container in pod.containers if pod else []:
             args = list(container.args or [])
             for i, arg in enumerate(args):
                 if arg == "--max-num-seqs" and i + 1 < len(args):
@@ -275,7 +279,7 @@ def run(broken: int, changes: int, soak_minutes: float) -> dict[str, Any]:
         pid = operator.process.pid
         total = broken + 1
         wait_until(
-            lambda: f"resync pass: {total} objects" in operator.logs() or None,  # type: ignore[union-attr]
+            lambda: f"resync pass: {total} objects" in operator.logs() or None,
             timeout_seconds=900,
             what="a resync pass over the whole flood",
             interval_seconds=1,
@@ -298,11 +302,8 @@ def run(broken: int, changes: int, soak_minutes: float) -> dict[str, Any]:
         operator.process.terminate()
         operator.process.wait(timeout=120)
         sigterm_seconds = time.monotonic() - signalled
-        released = (
-            not client.CoordinationV1Api()
-            .read_namespaced_lease(LEASE_NAME, LEASE_NAMESPACE)
-            .spec.holder_identity
-        )
+        final = client.CoordinationV1Api().read_namespaced_lease(LEASE_NAME, LEASE_NAMESPACE)
+        released = not (final.spec and final.spec.holder_identity)
         logs = operator.logs()
         ordered = sorted(latencies)
         p99 = ordered[min(len(ordered) - 1, round(0.99 * len(ordered)))]

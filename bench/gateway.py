@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -330,7 +330,7 @@ def metering(requests: int = 400) -> dict[str, Any]:
     streamed: tokens metered by the gateway vs the engine's own counters."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from thrifty.cli import TraceOptions, load_trace
+    from thrifty.tracefiles import TraceOptions, load_trace
     from thrifty_runtime import loadgen
 
     trace = load_trace("azure-conv", TraceOptions(start_seconds=0, speedup=4.0))
@@ -490,7 +490,7 @@ def main() -> int:
         "what", choices=["all", "latency", "throughput", "streams", "metering", "flood"]
     )
     args = parser.parse_args()
-    runs = {
+    runs: dict[str, Callable[[], dict[str, Any]]] = {
         "latency": latency,
         "throughput": throughput,
         "streams": streams,

@@ -10,6 +10,7 @@ Prometheus killed, the operator killed mid-scale and two operators at once are i
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -97,13 +98,18 @@ def conditions(cluster: Cluster, namespace: str, name: str) -> dict[str, dict[st
     return {c["type"]: c for c in (body.get("status") or {}).get("conditions", [])}
 
 
+def _ready(cluster: Cluster, namespace: str, name: str) -> bool | None:
+    return conditions(cluster, namespace, name).get("Ready", {}).get("status") == "True" or None
+
+
 def engine_seqs(namespace: str, name: str) -> int | None:
     """--max-num-seqs in the pod template of the ModelService's Deployment, found by label."""
     found = client.AppsV1Api().list_namespaced_deployment(
         namespace, label_selector=f"thrifty.dev/model-service={name}"
     )
     for deployment in found.items:
-        args = list(deployment.spec.template.spec.containers[0].args or [])
+        pod = deployment.spec.template.spec if deployment.spec else None
+        args = list(pod.containers[0].args or []) if pod else []
         if "--max-num-seqs" in args:
             return int(args[args.index("--max-num-seqs") + 1])
     return None
@@ -215,10 +221,7 @@ def test_a_flood_of_bad_objects_good_ones_are_served_and_bad_ones_say_why(
     for body in good:
         name = body["metadata"]["name"]
         wait_until(
-            lambda name=name: (
-                conditions(cluster, namespace, name).get("Ready", {}).get("status") == "True"
-                or None
-            ),
+            functools.partial(_ready, cluster, namespace, name),
             timeout_seconds=90,
             what=f"{name} Ready among {BAD} bad objects",
         )
@@ -240,7 +243,7 @@ def test_a_flood_of_bad_objects_good_ones_are_served_and_bad_ones_say_why(
         ) or None
 
     for i in range(BAD):
-        wait_until(lambda i=i: said_why(i), timeout_seconds=30, what=f"bad-{i}'s condition")
+        wait_until(functools.partial(said_why, i), timeout_seconds=30, what=f"bad-{i}'s condition")
     # What cannot run starts nothing: no pod for an unknown pool or a replica bigger than a node.
     # (Replicas beyond a pool's room are placement's: planned for the whole fleet elsewhere.)
     pods = cluster.kubectl_json("get", "pods", "-n", namespace)["items"]
@@ -263,7 +266,7 @@ class Recorder(threading.Thread):
         self.changed: list[tuple[int, str, str]] = []
         """(resourceVersion of a new generation, ModelService label, object name)."""
         self.generations: dict[str, int] = {}
-        self.watcher = watch.Watch()
+        self.watcher = watch.Watch()  # type: ignore[no-untyped-call]
         self.ready = threading.Event()
         self.error: Exception | None = None
 
@@ -273,10 +276,11 @@ class Recorder(threading.Thread):
             if self.kind == "deployments"
             else client.CoreV1Api().list_namespaced_pod
         )
-        start = lister(self.namespace).metadata.resource_version
+        listed = lister(self.namespace).metadata
+        start = listed.resource_version if listed else None
         self.ready.set()
         try:
-            for event in self.watcher.stream(
+            for event in self.watcher.stream(  # type: ignore[no-untyped-call]
                 lister, self.namespace, resource_version=start, timeout_seconds=600
             ):
                 self.record(event["type"], event["object"])
@@ -303,6 +307,7 @@ def current_revision(namespace: str) -> int:
     found = client.CustomObjectsApi().list_namespaced_custom_object(
         "thrifty.dev", "v1alpha1", namespace, "modelservices", limit=1
     )
+    assert isinstance(found, dict), found
     return int(found["metadata"]["resourceVersion"])
 
 
@@ -401,7 +406,7 @@ def test_created_and_deleted_at_once_under_load_leaves_nothing_behind(
     )
     no_traceback(operator)
     for recorder in recorders:
-        recorder.watcher.stop()
+        recorder.watcher.stop()  # type: ignore[no-untyped-call]
 
 
 def test_sigterm_while_busy_exits_within_the_grace_period_having_let_the_lease_go(

@@ -77,7 +77,7 @@ def test_pod_template_reaches_the_pods_and_managed_fields_are_refused(
     assert found["spec"]["affinity"] == AFFINITY
     assert found["spec"]["nodeSelector"] == {"thrifty.dev/pool": "h100-on-demand"}
 
-    refused = {
+    refused: dict[str, dict[str, Any]] = {
         "spec.podTemplate.spec.containers": {
             "spec": {
                 "containers": [{"name": "engine", "resources": {"limits": {"nvidia.com/gpu": "8"}}}]
@@ -103,7 +103,7 @@ def test_pod_template_reaches_the_pods_and_managed_fields_are_refused(
         assert "cannot be set" in result.stderr, result.stderr
     # What CEL cannot judge (affinity is passed through as written) is the API server's to refuse
     # when the Deployment is applied: Degraded, naming the field.
-    empty_terms = {
+    empty_terms: dict[str, Any] = {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": []}
         }

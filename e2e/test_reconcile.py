@@ -7,6 +7,7 @@ waited for; on failure the operator's log and ``kubectl get all,events`` are in 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,6 +117,10 @@ def running(pod: dict[str, Any]) -> bool:
     return status.get("phase") == "Running" and ready
 
 
+def _running_pods(cluster: Cluster, name: str, namespace: str) -> list[dict[str, Any]] | None:
+    return [p for p in engine_pods(cluster, name, namespace) if running(p)] or None
+
+
 def test_examples_become_ready_vllm_workloads_on_h100_nodes(
     cluster: Cluster, namespace: str, operator_process: StartOperator
 ) -> None:
@@ -131,8 +136,11 @@ def test_examples_become_ready_vllm_workloads_on_h100_nodes(
     expected = {"llama-8b": (1, 2.49), "llama-70b": (4, 9.96)}
     for name, (gpus, dollars_per_hour) in expected.items():
         deployment = wait_until(
-            lambda n=name: _deployment_or_none(
-                cluster, render.deployment_name(n, "h100-on-demand"), namespace
+            functools.partial(
+                _deployment_or_none,
+                cluster,
+                render.deployment_name(name, "h100-on-demand"),
+                namespace,
             ),
             timeout_seconds=WAIT_SECONDS,
             what=f"the h100-on-demand Deployment of {name}",
@@ -142,7 +150,7 @@ def test_examples_become_ready_vllm_workloads_on_h100_nodes(
         args = engine["args"]
         assert args[args.index("--tensor-parallel-size") + 1] == str(gpus)
         pods = wait_until(
-            lambda n=name: [p for p in engine_pods(cluster, n, namespace) if running(p)] or None,
+            functools.partial(_running_pods, cluster, name, namespace),
             timeout_seconds=WAIT_SECONDS,
             what=f"a running pod of {name}",
         )

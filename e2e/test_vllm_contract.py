@@ -36,12 +36,12 @@ from harness import Cluster
 from harness.cluster import wait_until
 from thrifty.adapters.prometheus import (
     PrometheusSignals,
-    ServiceKey,
     build_bucket_query,
     build_queries,
     label_matchers,
 )
 from thrifty.api import modelservice
+from thrifty.autoscaler.world import ServiceKey
 from thrifty.reconciler import render
 from thrifty_runtime import vllm_process
 from thrifty_runtime.exposition import scrape_shape, shape_differences

@@ -57,7 +57,9 @@ class Provisioner:
     _thread: threading.Thread | None = None
 
     def start(self) -> None:
-        api = config.new_client_from_config(config_file=str(self.kubeconfig))
+        api = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(self.kubeconfig)
+        )
         self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
         self._thread = threading.Thread(target=self._run, name="e2e-provisioner", daemon=True)
@@ -81,11 +83,11 @@ class Provisioner:
 
     # --- one pass ---------------------------------------------------------------------------
     def tick(self, now: float) -> None:
+        listed = self._custom.list_cluster_custom_object("thrifty.dev", "v1alpha1", "gpupools")
+        assert isinstance(listed, dict), listed
         pools = {
             p["metadata"]["name"]: p
-            for p in self._custom.list_cluster_custom_object("thrifty.dev", "v1alpha1", "gpupools")[
-                "items"
-            ]
+            for p in listed["items"]
             if (p["spec"].get("provisioning") or {}).get("mode") == "Autoscaled"
         }
         pods = self._core.list_pod_for_all_namespaces(label_selector="thrifty.dev/pool").items
@@ -180,10 +182,11 @@ class Provisioner:
                 },
             },
         }
-        created = self._core.create_node(body)
+        # The client takes a plain dict for any body (it serialises dicts as they are).
+        created = self._core.create_node(body)  # type: ignore[arg-type]
         # The status of a created Node is ignored by the API server: set it as the kubelet would
         # (KWOK then keeps the node Ready).
-        self._core.patch_node_status(created.metadata.name, {"status": body["status"]})
+        self._core.patch_node_status(name, {"status": body["status"]})
         self.launched.append(name)
         nodes.append(created)
 
@@ -208,7 +211,7 @@ class Provisioner:
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         self._core.create_namespaced_event(
             "default",
-            {
+            {  # type: ignore[arg-type]
                 "apiVersion": "v1",
                 "kind": "Event",
                 "metadata": {"name": f"{claim}.{secrets.token_hex(4)}", "namespace": "default"},
