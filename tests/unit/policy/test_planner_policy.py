@@ -169,6 +169,19 @@ def test_a_request_resets_the_idle_clock() -> None:
     assert decisions[20].replicas == 0
 
 
+def test_no_replica_is_added_while_idle_for_a_forecast_of_the_minutes_before() -> None:
+    # Busy at 2 replicas held down by a $/1M cap; then the traffic stops. Without tokens the cap
+    # binds no more, while the forecast still carries the busy minutes: no replica for nobody.
+    cap = {"max_dollars_per_million_tokens": 0.02}
+    busy = [observation(now=1000.0 + 15.0 * i, sig=BURST, desired=2, **cap) for i in range(4)]
+    idle = [observation(now=1060.0 + 15.0 * i, sig=IDLE, desired=2, **cap) for i in range(8)]
+    decisions = run(POLICY, busy + idle)
+    assert all(d.replicas <= 2 for d in decisions[:4]), [d.message for d in decisions[:4]]
+    assert decisions[3].reason == types.Reason.BUDGET_LIMITED
+    assert [d.replicas for d in decisions[4:]] == [2] * 8, [d.message for d in decisions]
+    assert "idle: no request arriving" in decisions[4].message
+
+
 def test_requests_at_zero_scale_from_zero() -> None:
     queued = signals(
         requests_waiting=3.0,

@@ -49,6 +49,17 @@ def settle(
             )
         else:
             outcome = Outcome(0, types.Reason.STEADY, types.Bound.NONE, "idle at zero", state)
+    elif state.idle_since is not None and current > 0 and wanted > current:
+        # Nothing arrives, runs or waits: a forecast still carrying the minutes before is no
+        # demand, and a replica ordered now would serve nobody (a cap that held the count
+        # down while tokens flowed, and binds no more without them, would otherwise lift it).
+        outcome = Outcome(
+            current,
+            types.Reason.STEADY,
+            types.Bound.NONE,
+            f"{need.because}; idle: no request arriving, running or waiting, none added",
+            state,
+        )
     else:
         outcome = _smoothed(observation, signals, reading, state, need, wanted, tuning)
     outcome = _limited(observation, signals, reading, need, outcome)
