@@ -14,7 +14,7 @@ counts `exp(-hazard x exposure)` of its throughput when sizing, to the nearest p
 published rates that is 1 (0.99999 before rounding), at an observed two reclaims an hour and a
 270 s exposure it is 0.86.
 
-Pure arithmetic: `GPUPoolSpec.replica_units` is the one caller that matters.
+Pure arithmetic; `GPUPoolSpec.planned_units` applies it to a pool (the one conversion).
 """
 
 from __future__ import annotations
