@@ -321,6 +321,38 @@ class GPUPoolStatus(common.Model):
     usage: list[PoolUsage] = Field(
         default_factory=list, description="GPUs held in this pool by each thrifty ModelService."
     )
+    reclaims: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Spot pools: nodes of the pool seen tainted for reclaim since reclaimsSince, each "
+            "once. Over nodeHours, the reclaim rate the pool is planned with when it is above "
+            "the published interruptionRate."
+        ),
+    )
+    reclaims_since: str | None = Field(
+        default=None,
+        description="Spot pools: when the operator started counting reclaims and node-hours.",
+        json_schema_extra={"format": "date-time"},
+    )
+    node_hours: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "Spot pools: node-hours of the pool's nodes seen from reclaimsSince to nodeHoursAt "
+            "(since then, `nodes` nodes)."
+        ),
+    )
+    node_hours_at: str | None = Field(
+        default=None,
+        description="Spot pools: when nodeHours was last brought up to date, RFC 3339.",
+        json_schema_extra={"format": "date-time"},
+    )
+    reclaiming_nodes: list[Annotated[str, Field(max_length=253)]] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="Spot pools: the nodes tainted for reclaim now (already counted).",
+    )
     conditions: common.Conditions
 
 
