@@ -7,9 +7,10 @@ each reclaim gives a notice (30-120 s, as AWS gives 2 minutes and Google Cloud 3
 which the pool counts as tainted (its replicas drain and are replaced elsewhere), then the pool's
 replicas are gone until the capacity comes back.
 
-The simulation learns each spot pool's reclaim hazard as the operator would: nodes reclaimed
-over node-hours seen (`ReclaimLog`), and plans the pool with it once it is above the published
-rate, so a pool reclaimed twice an hour is planned as such from its first reclaim.
+The simulation learns each spot pool's reclaim hazard as the operator counts it in a GPUPool's
+status: nodes reclaimed over node-hours seen (`ReclaimLog`), and plans the pool with it once it
+is above the published rate, so a pool reclaimed twice an hour is planned as such from its
+first reclaim.
 """
 
 from __future__ import annotations
@@ -94,7 +95,9 @@ class ReclaimLog:
     def hazards(self) -> dict[str, float]:
         """Reclaims per node-hour seen on each pool with a reclaim."""
         return {
-            pool: spot.observed_hazard(count, self.node_seconds.get(pool, 0.0) / 3600.0)
+            pool: spot.observed_hazard(
+                count, self.node_seconds.get(pool, 0.0) / spot.SECONDS_PER_HOUR
+            )
             for pool, count in self.reclaimed.items()
         }
 
