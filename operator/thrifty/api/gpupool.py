@@ -11,10 +11,13 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field, model_validator
 
-from thrifty.api import common
+from thrifty.api import common, spot
 
 MAX_PRICE_PER_GPU_HOUR = 1000.0
 """USD; the dearest GPU-hour on any cloud is a few tens of dollars, so more is a typo."""
+DEFAULT_NOTICE_SECONDS = 30
+"""The reclaim notice when a Spot pool does not say: Google Cloud's 30 s, the shorter (AWS gives
+120 s), so that the exposure to a reclaim is not underestimated."""
 MAX_NAME_LENGTH = 63
 """A GPUPool's name is a label value on the pods placed in it (thrifty.dev/pool)."""
 
@@ -120,6 +123,10 @@ class GPUPoolSpec(common.Model):
                     "rule": "!has(self.interruptionRate) || self.capacityType == 'Spot'",
                     "message": "interruptionRate applies to capacityType Spot only",
                 },
+                {
+                    "rule": "!has(self.interruptionNoticeSeconds) || self.capacityType == 'Spot'",
+                    "message": "interruptionNoticeSeconds applies to capacityType Spot only",
+                },
             ]
         }
     )
@@ -195,7 +202,18 @@ class GPUPoolSpec(common.Model):
         description=(
             "Spot only: the fraction of the pool's nodes reclaimed per month, as the cloud "
             "publishes it (AWS Spot Instance Advisor: H100 0.10-0.20, A100 0.05-0.10, L4 < "
-            "0.05). Spot replicas are over-provisioned by it so that a reclaim keeps the SLO."
+            "0.05). Spot replicas are over-provisioned by what it, or the rate observed if "
+            "higher, takes within the exposure to a reclaim (docs/pools.md)."
+        ),
+    )
+    interruption_notice_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=3600,
+        description=(
+            "Spot only: the warning a node gets before it is reclaimed (AWS 120 s, Google Cloud "
+            f"30 s); absent: {DEFAULT_NOTICE_SECONDS} s. A replacement is ordered at the notice, "
+            "so only a cold start longer than it leaves a gap to over-provision for."
         ),
     )
     reserved_gpus: int | None = Field(
@@ -208,14 +226,6 @@ class GPUPoolSpec(common.Model):
         ),
     )
 
-    def replica_units(self) -> float:
-        """THE conversion between GPU types: how many reference replicas (relativeThroughput 1)
-        one replica here counts as when sizing. Its relative throughput, times (1 -
-        interruptionRate) on Spot: spot replicas are over-provisioned by what a reclaim is
-        expected to take (at most half: a pool that loses more is no capacity to plan on)."""
-        rate = self.interruption_rate if self.capacity_type is CapacityType.SPOT else None
-        return self.relative_throughput * (1.0 - min(rate or 0.0, 0.5))
-
     provisioning: Provisioning = Field(
         default_factory=Provisioning,
         json_schema_extra={
@@ -223,6 +233,41 @@ class GPUPoolSpec(common.Model):
         },
         description="How the nodes come: existing only, or from a node autoscaler.",
     )
+
+    @property
+    def is_spot(self) -> bool:
+        return self.capacity_type is CapacityType.SPOT
+
+    def hazard_per_hour(self, observed: float = 0.0) -> float:
+        """Reclaims per node-hour the pool is planned with: the larger of the published one
+        (interruptionRate, monthly) and ``observed`` (`spot.observed_hazard`); 0 unless Spot."""
+        if not self.is_spot:
+            return 0.0
+        return max(spot.hazard_from_monthly(self.interruption_rate or 0.0), observed)
+
+    def exposure_seconds(self, cold_start_seconds: float) -> float:
+        """Seconds a reclaimed replica's capacity is missing here: the replacement's cold start
+        (plus nodeStartSeconds on an Autoscaled pool, whose replacement node may be new) beyond
+        the notice. 0 unless Spot."""
+        if not self.is_spot:
+            return 0.0
+        ready = cold_start_seconds
+        if self.provisioning.mode is ProvisioningMode.AUTOSCALED:
+            ready += self.provisioning.node_start_seconds
+        notice = self.interruption_notice_seconds
+        return spot.exposure_seconds(ready, DEFAULT_NOTICE_SECONDS if notice is None else notice)
+
+    def replica_units(self, exposure_seconds: float, observed_hazard: float = 0.0) -> float:
+        """THE conversion between GPU types: how many reference replicas (relativeThroughput 1)
+        one replica here counts as when sizing. Its relative throughput, times on Spot the share
+        a reclaim is expected to leave within ``exposure_seconds`` (`spot.survival`)."""
+        hazard = self.hazard_per_hour(observed_hazard)
+        return self.relative_throughput * spot.survival(hazard, exposure_seconds)
+
+    def planned_units(self, cold_start_seconds: float, observed_hazard: float = 0.0) -> float:
+        """`replica_units` for a service whose replicas take ``cold_start_seconds`` to serve:
+        what the autoscaler, the spread and the simulator all count a replica here as."""
+        return self.replica_units(self.exposure_seconds(cold_start_seconds), observed_hazard)
 
     def node_wait_seconds(self, free_gpus_on_nodes: int, gpus_per_replica: int) -> float:
         """How long a new replica waits for a node before its own cold start: nodeStartSeconds
@@ -275,6 +320,38 @@ class GPUPoolStatus(common.Model):
     )
     usage: list[PoolUsage] = Field(
         default_factory=list, description="GPUs held in this pool by each thrifty ModelService."
+    )
+    reclaims: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Spot pools: nodes of the pool seen tainted for reclaim since reclaimsSince, each "
+            "once. Over nodeHours, the reclaim rate the pool is planned with when it is above "
+            "the published interruptionRate."
+        ),
+    )
+    reclaims_since: str | None = Field(
+        default=None,
+        description="Spot pools: when the operator started counting reclaims and node-hours.",
+        json_schema_extra={"format": "date-time"},
+    )
+    node_hours: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "Spot pools: node-hours of the pool's nodes seen from reclaimsSince to nodeHoursAt "
+            "(since then, `nodes` nodes)."
+        ),
+    )
+    node_hours_at: str | None = Field(
+        default=None,
+        description="Spot pools: when nodeHours was last brought up to date, RFC 3339.",
+        json_schema_extra={"format": "date-time"},
+    )
+    reclaiming_nodes: list[Annotated[str, Field(max_length=253)]] = Field(
+        default_factory=list,
+        max_length=10_000,
+        description="Spot pools: the nodes tainted for reclaim now (already counted).",
     )
     conditions: common.Conditions
 

@@ -1,11 +1,13 @@
 """The policy sizes in reference replicas: one replica on a pool counts as that pool's units.
 
 A ModelService may run on GPUs of different speeds (an H100 pool and an L4 pool) and on spot
-capacity that is over-provisioned by its interruption rate. The policy is a black box that
-returns a replica count; it decides in *reference replicas* (`relativeThroughput` 1), and the
-replicas it reads are counted in the same unit: a ready L4 replica at 0.3 counts 0.3. The
-signals it divides by that count (queue, tokens/s) are then per reference replica. The unit of a
-pool is `GPUPoolSpec.replica_units`; the reconciler's spread over pools uses the same one.
+capacity that is over-provisioned by what a reclaim is expected to take (`thrifty.api.spot`).
+The policy is a black box that returns a replica count; it decides in *reference replicas*
+(`relativeThroughput` 1), and the replicas it reads are counted in the same unit: a ready L4
+replica at 0.3 counts 0.3. The signals it divides by that count (queue, tokens/s) are then per
+reference replica. The unit of a pool is `GPUPoolSpec.planned_units` at the service's prior
+cold start (`pool_units`); the reconciler's spread over pools uses the same one at the same
+cold start.
 
 A service on a single pool of `relativeThroughput` 1 sees exactly what it saw before pools
 could be spread over.
@@ -29,10 +31,26 @@ EPSILON = 1e-9
 Claimed = MutableMapping[str, int]
 """GPUs per pool this pass's decisions already ordered."""
 
+Units = Mapping[str, float]
+"""Reference replicas one replica of each pool counts as, for one ModelService."""
 
-def _unit(pools: Mapping[str, gpupool.GPUPool], name: str | None) -> float:
-    pool = pools.get(name or "")
-    return 1.0 if pool is None else pool.spec.replica_units()
+
+def pool_units(
+    pools: Mapping[str, gpupool.GPUPool],
+    cold_start_seconds: float,
+    observed_hazards: Mapping[str, float],
+) -> dict[str, float]:
+    """Each pool's unit for a service whose replicas take ``cold_start_seconds`` to serve, at
+    the larger of each pool's published and observed reclaim hazard (`GPUPoolSpec.planned_units`,
+    as the reconciler's spread counts them)."""
+    return {
+        name: pool.spec.planned_units(cold_start_seconds, observed_hazards.get(name, 0.0))
+        for name, pool in pools.items()
+    }
+
+
+def _unit(units: Units, name: str | None) -> float:
+    return units.get(name or "", 1.0)
 
 
 def _room(pool: gpupool.GPUPool) -> int:
@@ -44,7 +62,7 @@ def _room(pool: gpupool.GPUPool) -> int:
 def replica_counts(
     counts: types.ReplicaCounts,
     pods: Sequence[PodView],
-    pools: Mapping[str, gpupool.GPUPool],
+    units: Units,
 ) -> types.ReplicaCounts:
     """``counts`` (from `observe.replica_counts`) with ready, starting and draining replicas in
     reference replicas. Ready ones are rounded down: the spread meets a target of N with units
@@ -52,9 +70,9 @@ def replica_counts(
     over-provisioning of spot replicas is not capacity the policy asked for); starting and
     draining ones are rounded to the nearest."""
     live = [pod for pod in pods if not pod.terminating]
-    ready = sum(_unit(pools, pod.pool) for pod in live if pod.ready)
-    starting = sum(_unit(pools, pod.pool) for pod in live if pod.scheduled and not pod.ready)
-    draining = sum(_unit(pools, pod.pool) for pod in pods if pod.terminating and pod.scheduled)
+    ready = sum(_unit(units, pod.pool) for pod in live if pod.ready)
+    starting = sum(_unit(units, pod.pool) for pod in live if pod.scheduled and not pod.ready)
+    draining = sum(_unit(units, pod.pool) for pod in pods if pod.terminating and pod.scheduled)
     return types.ReplicaCounts(
         desired=counts.desired,
         ready=math.floor(ready + EPSILON),
@@ -72,6 +90,7 @@ def _nearest(units: float) -> int:
 def pool_view(
     ms: modelservice.ModelService,
     pools: Mapping[str, gpupool.GPUPool],
+    units: Units,
     counts: types.ReplicaCounts,
     placed_units: float,
     claimed: Mapping[str, int],
@@ -86,16 +105,15 @@ def pool_view(
     first = pools[main]
     price = status.price_per_gpu_hour
     if price is None or not status.pools:
-        price = first.spec.price_per_gpu_hour / first.spec.replica_units()
+        price = first.spec.price_per_gpu_hour / _unit(units, main)
     free: int | None = None
     if all(pools[name].status is not None for name in known):
-        units = 0.0
+        room = 0.0
         for name in known:
-            pool = pools[name]
-            left = max(_room(pool) - claimed.get(name, 0), 0)
-            units += (left // gpus) * pool.spec.replica_units()
+            left = max(_room(pools[name]) - claimed.get(name, 0), 0)
+            room += (left // gpus) * _unit(units, name)
         unplaced = max(counts.desired - placed_units, 0.0)
-        free = max(math.floor(units - unplaced + EPSILON), 0) * gpus
+        free = max(math.floor(room - unplaced + EPSILON), 0) * gpus
     return types.PoolView(
         name=main,
         price_per_gpu_hour=price,
@@ -104,13 +122,14 @@ def pool_view(
     )
 
 
-def placed_units(pods: Sequence[PodView], pools: Mapping[str, gpupool.GPUPool]) -> float:
-    return sum(_unit(pools, pod.pool) for pod in pods if pod.scheduled and not pod.terminating)
+def placed_units(pods: Sequence[PodView], units: Units) -> float:
+    return sum(_unit(units, pod.pool) for pod in pods if pod.scheduled and not pod.terminating)
 
 
 def claim(
     ms: modelservice.ModelService,
     pools: Mapping[str, gpupool.GPUPool],
+    units: Units,
     more: int,
     claimed: Claimed,
 ) -> None:
@@ -122,7 +141,7 @@ def claim(
         pool = pools.get(name)
         if pool is None or pool.status is None or left <= EPSILON:
             continue
-        unit = pool.spec.replica_units()
+        unit = _unit(units, name)
         free = max(_room(pool) - claimed.get(name, 0), 0) // gpus
         take = min(free, math.ceil(left / unit - EPSILON))
         claimed[name] = claimed.get(name, 0) + take * gpus

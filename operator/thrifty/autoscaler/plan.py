@@ -121,6 +121,15 @@ def _policy_state(view: ServiceView, states: Mapping[str, types.PolicyState]) ->
     return observe.policy_state(view.model_service)
 
 
+def _units(
+    ms: modelservice.ModelService, world: World, settings: observe.ObserveSettings
+) -> dict[str, float]:
+    """Each pool's unit for ``ms`` at its prior cold start (spec, else the operator's default):
+    the one the reconciler's spread counts with, so both see the same reference replicas."""
+    cold_start = observe.cold_start_seconds(ms, settings)
+    return capacity.pool_units(world.pools, cold_start, world.observed_hazards)
+
+
 def _observation(
     view: ServiceView,
     world: World,
@@ -150,9 +159,10 @@ def _observation(
         budget=_budget_of(view, world),
         budget_dollars_per_hour_available=allowance,
     )
-    counts = capacity.replica_counts(obs.replicas, view.pods, world.pools)
-    placed = capacity.placed_units(view.pods, world.pools)
-    spread_pool = capacity.pool_view(ms, world.pools, counts, placed, claimed or {})
+    units = _units(ms, world, settings)
+    counts = capacity.replica_counts(obs.replicas, view.pods, units)
+    placed = capacity.placed_units(view.pods, units)
+    spread_pool = capacity.pool_view(ms, world.pools, units, counts, placed, claimed or {})
     return dataclasses.replace(obs, replicas=counts, pool=spread_pool)
 
 
@@ -263,7 +273,8 @@ def decide(
         if decision is not None and authority.mode is types.ScalingMode.AUTO:
             more = decision.replicas - obs.replicas.desired
             if more > 0:
-                capacity.claim(ms, world.pools, more, claimed)
+                units = _units(ms, world, settings)
+                capacity.claim(ms, world.pools, units, more, claimed)
         decided.append(
             ServiceDecision(
                 view=view,

@@ -62,3 +62,6 @@ class World:
     pools: Mapping[str, gpupool.GPUPool]
     budgets: Mapping[ServiceKey, costbudget.CostBudget] = field(default_factory=dict)
     """CostBudgets by namespace and name (ServiceKey's second field holds the budget's name)."""
+    observed_hazards: Mapping[str, float] = field(default_factory=dict)
+    """Reclaims per node-hour seen on each spot pool (`thrifty.api.spot.observed_hazard`): a
+    pool is planned with it when it is above the published rate. Absent: none seen."""

@@ -43,7 +43,7 @@ from thrifty.control import backoff as backoff_module
 from thrifty.control import caches as caches_module
 from thrifty.control import loops
 from thrifty.control import settings as settings_module
-from thrifty.reconciler import placement, pool_capacity, reconcile
+from thrifty.reconciler import placement, pool_capacity, reclaims, reconcile
 
 FINALIZER = f"{GROUP}/finalizer"
 log = logging.getLogger(__name__)
@@ -511,11 +511,15 @@ def refresh_gpu_pool(
     if pool_capacity.autoscaled(spec) or explain.find(conditions, explain.CAPACITY_LIMITED):
         limited = pool_capacity.condition(spec, short, now=now, generation=generation)
         conditions = explain.set_condition(conditions, limited)
+    counted = reclaims.count(
+        spec, old, view.all_nodes(), computed.nodes, now=now, now_seconds=now_seconds
+    )
     new = computed.model_copy(
         update={
             "observed_generation": generation,
             "conditions": conditions,
             "capacity_limited_until": pool_capacity.until_text(short),
+            **counted,
         }
     )
     _write_status(kube, body, "gpupools", old.to_kube(), new.to_kube())

@@ -183,14 +183,15 @@ def plan(inputs: Inputs) -> Plan:
     usable = [name for name in suitable if model_fits(spec, inputs.pools[name])]
     if not usable:
         return _degraded(inputs, explain.POOL_TOO_SMALL, _too_small(spec, suitable, inputs.pools))
-    offers = _offers(inputs, spec, usable)
+    cold_start = float(spec.scaling.cold_start_seconds or inputs.cold_start_seconds)
+    offers = _offers(inputs, spec, usable, cold_start)
     previous = inputs.status.desired_replicas if inputs.status.observed_generation else None
     spread_ = spread.spread(
         offers,
         float(replicas),
         cheapest=spec.placement is modelservice.PlacementPolicy.CHEAPEST,
         min_on_demand=spec.min_on_demand_replicas,
-        cold_start_seconds=float(spec.scaling.cold_start_seconds or inputs.cold_start_seconds),
+        cold_start_seconds=cold_start,
         previous_target=None if previous is None else float(previous),
     )
     targets = [
@@ -250,7 +251,10 @@ def _too_small(
 
 
 def _offers(
-    inputs: Inputs, spec: modelservice.ModelServiceSpec, names: Sequence[str]
+    inputs: Inputs,
+    spec: modelservice.ModelServiceSpec,
+    names: Sequence[str],
+    cold_start_seconds: float,
 ) -> list[spread.Offer]:
     gpus = spec.engine.gpus_per_replica
     service = (inputs.namespace, inputs.name)
@@ -292,7 +296,7 @@ def _offers(
                 capacity_type=pool.capacity_type,
                 price_per_gpu_hour=pool.price_per_gpu_hour,
                 gpus_per_replica=gpus,
-                unit=spread.unit(pool),
+                unit=spread.unit(pool, cold_start_seconds),
                 room=where.replicas,
                 reserved=reserved,
                 current=current,

@@ -3,9 +3,11 @@
 The autoscaler decides how much serving capacity a ModelService needs, in *reference replicas*
 (replicas of a GPUPool with `relativeThroughput` 1). This module turns that into replicas per
 pool, where a replica on pool p counts as `unit(p)` reference replicas
-(`GPUPoolSpec.replica_units`, the one conversion, which the autoscaler's count of ready
-replicas uses too): its relative throughput, times (1 - interruptionRate) on Spot, so that spot
-replicas are over-provisioned by what a reclaim is expected to take.
+(`GPUPoolSpec.planned_units`, the one conversion, which the autoscaler's count of ready
+replicas uses too): its relative throughput, times on Spot the share of its time a reclaim is
+expected to leave it serving (`thrifty.api.spot`: the pool's hazard over the exposure between
+the notice and the replacement's cold start), so that spot replicas are over-provisioned by what
+a reclaim is expected to take.
 
 Each pass starts from what is asked for now (the per-pool Deployments) and changes as little as
 it can, in this order:
@@ -83,9 +85,13 @@ class Offer:
         return self.replica_dollars_per_hour() / self.unit
 
 
-def unit(pool: gpupool.GPUPoolSpec) -> float:
-    """Reference replicas one replica of ``pool`` counts as (`GPUPoolSpec.replica_units`)."""
-    return pool.replica_units()
+def unit(
+    pool: gpupool.GPUPoolSpec, cold_start_seconds: float, observed_hazard: float = 0.0
+) -> float:
+    """Reference replicas one replica of ``pool`` counts as (`GPUPoolSpec.planned_units`) for
+    a service whose replicas take ``cold_start_seconds`` to serve; ``observed_hazard``: the
+    pool's reclaims per node-hour as seen (planned with when above the published rate)."""
+    return pool.planned_units(cold_start_seconds, observed_hazard)
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,20 @@ and the operator place replicas alike. Spot pools are reclaimed by a seeded Pois
 each reclaim gives a notice (30-120 s, as AWS gives 2 minutes and Google Cloud 30 s), during
 which the pool counts as tainted (its replicas drain and are replaced elsewhere), then the pool's
 replicas are gone until the capacity comes back.
+
+The simulation learns each spot pool's reclaim hazard as the operator counts it in a GPUPool's
+status: nodes reclaimed over node-hours seen (`ReclaimLog`), and plans the pool with it once it
+is above the published rate, so a pool reclaimed twice an hour is planned as such from its
+first reclaim.
 """
 
 from __future__ import annotations
 
+import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from thrifty.api import gpupool
+from thrifty.api import gpupool, spot
 from thrifty.reconciler import spread
 from thrifty.sim.fleet import Fleet, ReplicaState
 
@@ -69,15 +75,55 @@ def interruptions(
     return tuple(sorted(found, key=lambda r: r.notice_at))
 
 
+@dataclass
+class ReclaimLog:
+    """Per spot pool: nodes seen reclaimed and node-seconds seen, for `spot.observed_hazard`."""
+
+    reclaimed: dict[str, int] = field(default_factory=dict)
+    node_seconds: dict[str, float] = field(default_factory=dict)
+
+    def seen(self, pool: str, nodes: int, seconds: float) -> None:
+        """``nodes`` of ``pool`` were up for ``seconds``."""
+        if nodes > 0 and seconds > 0:
+            self.node_seconds[pool] = self.node_seconds.get(pool, 0.0) + nodes * seconds
+
+    def reclaim(self, pool: str, nodes: int) -> None:
+        """A reclaim notice came for the ``nodes`` of ``pool`` in use."""
+        if nodes > 0:
+            self.reclaimed[pool] = self.reclaimed.get(pool, 0) + nodes
+
+    def hazards(self) -> dict[str, float]:
+        """Reclaims per node-hour seen on each pool with a reclaim."""
+        return {
+            pool: spot.observed_hazard(
+                count, self.node_seconds.get(pool, 0.0) / spot.SECONDS_PER_HOUR
+            )
+            for pool, count in self.reclaimed.items()
+        }
+
+
+def nodes_held(pool: SimPool, gpus: int) -> int:
+    """Nodes ``gpus`` GPUs of ``pool`` take (replicas packed onto as few nodes as they fit)."""
+    return math.ceil(gpus / pool.spec.gpus_per_node)
+
+
 UNLIMITED_ROOM = 10_000
 """Replicas a pool without a GPU limit can take: more than any ModelService's maxReplicas."""
 
 
 def offer(
-    pool: SimPool, fleet: Fleet, gpus_per_replica: int, *, tainted: bool, returnable: bool
+    pool: SimPool,
+    fleet: Fleet,
+    gpus_per_replica: int,
+    *,
+    tainted: bool,
+    returnable: bool,
+    cold_start_seconds: float,
+    observed_hazard: float = 0.0,
 ) -> spread.Offer:
     """One pool of the virtual fleet as the operator's spread sees it: a tainted pool (reclaim
-    notice) has no room, and its replicas serve on but count for nothing."""
+    notice) has no room, and its replicas serve on but count for nothing. Its unit is the
+    operator's (`spread.unit`) at the service's cold start and the hazard seen so far."""
     limit = fleet.limits[pool.name]
     room = UNLIMITED_ROOM if limit is None else limit // gpus_per_replica
     if tainted:
@@ -89,7 +135,7 @@ def offer(
         capacity_type=pool.spec.capacity_type,
         price_per_gpu_hour=pool.spec.price_per_gpu_hour,
         gpus_per_replica=gpus_per_replica,
-        unit=pool.spec.replica_units(),
+        unit=spread.unit(pool.spec, cold_start_seconds, observed_hazard),
         room=room,
         reserved=room if reserved else None,
         current=current,

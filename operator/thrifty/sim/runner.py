@@ -85,6 +85,9 @@ class SimulationConfig:
     """Spot interruptions (`thrifty.sim.pools.interruptions`)."""
     return_delay_seconds: float = 600.0
     """The operator's THRIFTY_RETURN_DELAY_SECONDS."""
+    learn_reclaims: bool = True
+    """Plan each spot pool with the larger of its published and its observed reclaim hazard
+    (`pools.ReclaimLog`); False: the published rate only (a baseline that does not learn)."""
     noise: ScrapeNoise | None = None
     """Scrapes as a real cluster gives them (jitter, misses, vLLM's step-level waiting gauge)."""
     pool: gpupool.GPUPool | None = None
@@ -217,6 +220,8 @@ class _Run:
         )
         self.tainted: set[str] = set()
         self.last_loss: dict[str, float] = {}
+        self.reclaim_log = pools_module.ReclaimLog()
+        self.seen_until = 0.0
         self.previous_target: float | None = None
         self.prometheus = Prometheus(config.rate_window_seconds, config.ttft_window_seconds)
         self.histogram = Histogram()
@@ -228,13 +233,18 @@ class _Run:
         self.state: PolicyState = {}
         self.target = config.initial_replicas
         first = config.pools[0] if config.pools else None
+        self.unit_cold_start = observe.cold_start_seconds(
+            config.model_service, config.observe_settings
+        )
+        """The cold start pools' units are planned at (the operator's prior, as `plan` uses)."""
         self.model_service = config.model_service.model_copy(
             update={
                 "status": modelservice.ModelServiceStatus(
                     pool=config.pool_name if first is None else first.name,
                     price_per_gpu_hour=config.price_per_gpu_hour
                     if first is None
-                    else first.spec.price_per_gpu_hour / first.spec.replica_units(),
+                    else first.spec.price_per_gpu_hour
+                    / first.spec.planned_units(self.unit_cold_start),
                 )
             }
         )
@@ -293,6 +303,8 @@ class _Run:
         the operator does on the taint); then the replicas are gone; then the capacity is back."""
         pool = reclaim.pool
         if kind == "notice":
+            spec = next(p for p in self.config.pools if p.name == pool)
+            self.reclaim_log.reclaim(pool, pools_module.nodes_held(spec, self.fleet.held[pool]))
             self.tainted.add(pool)
             self.last_loss[pool] = now
             self.reclaims += 1
@@ -312,8 +324,24 @@ class _Run:
 
     def _advance(self, now: float, only_due: bool = False) -> None:
         self.accounting.integrate(now, self.fleet.gpus_held, self._spend())
+        self._see_nodes(now)
         for event in self.fleet.advance(now, only_due):
             self._record(event)
+
+    def _hazards(self) -> dict[str, float]:
+        return self.reclaim_log.hazards() if self.config.learn_reclaims else {}
+
+    def _see_nodes(self, now: float) -> None:
+        """Node-seconds of every spot pool since the last call (the denominator of the hazard
+        the pools are planned with)."""
+        span = now - self.seen_until
+        if span <= 0:
+            return
+        for pool in self.config.pools:
+            if pool.spec.is_spot:
+                nodes = pools_module.nodes_held(pool, self.fleet.held[pool.name])
+                self.reclaim_log.seen(pool.name, nodes, span)
+        self.seen_until = now
 
     def _record(self, event: EngineEvent) -> None:
         if event.kind is EventKind.FIRST_TOKEN:
@@ -411,6 +439,7 @@ class _Run:
         """The reconciler's pass: the target spread over the pools, each pool scaled to its
         share (a tainted pool holds nothing). ``warm``: the opening fleet, serving at t=0."""
         spec = self.model_service.spec
+        hazards = self._hazards()
         offers = [
             pools_module.offer(
                 pool,
@@ -419,6 +448,8 @@ class _Run:
                 tainted=pool.name in self.tainted,
                 returnable=now - self.last_loss.get(pool.name, -math.inf)
                 >= self.config.return_delay_seconds,
+                cold_start_seconds=self.unit_cold_start,
+                observed_hazard=hazards.get(pool.name, 0.0),
             )
             for pool in self.config.pools
         ]
@@ -464,7 +495,7 @@ class _Run:
                     free = 0
                 status = gpupool.GPUPoolStatus(gpus_allocatable=free, gpus_free=free)
                 pools[one.name] = gpupool.GPUPool(spec=one.spec, status=status)
-            return World(services=[view], pools=pools)
+            return World(services=[view], pools=pools, observed_hazards=self._hazards())
         free = fleet.free_gpus
         pool = gpu_pool(config.price_per_gpu_hour, None if free is None else max(free, 0))
         nodes = fleet.nodes

@@ -96,7 +96,9 @@ def test_min_on_demand_replicas_survive_any_reclaim() -> None:
     assert placed.replicas == {"h100-spot": 4, "h100-on-demand": 1}
 
 
-def test_spot_replicas_are_over_provisioned_by_the_interruption_rate() -> None:
+def test_spot_replicas_are_over_provisioned_by_what_a_reclaim_takes() -> None:
+    """Published 0.2 a month: no extra replica. Reclaimed twice an hour with a 300 s cold start
+    (270 s past the 30 s notice): each counts 0.86, so 4 reference replicas take 5."""
     pool = gpupool.GPUPoolSpec(
         accelerator="H100",
         gpu_memory_gib=80,
@@ -107,9 +109,12 @@ def test_spot_replicas_are_over_provisioned_by_the_interruption_rate() -> None:
         interruption_rate=0.2,
         relative_throughput=1.0,
     )
-    assert spread.unit(pool) == 0.8
-    placed = place([offer("spot", Capacity.SPOT, 1.2, unit=spread.unit(pool))], 4)
-    assert placed.replicas == {"spot": 5}
+    assert spread.unit(pool, 300.0) == 1.0
+    calm = place([offer("spot", Capacity.SPOT, 1.2, unit=spread.unit(pool, 300.0))], 4)
+    assert calm.replicas == {"spot": 4}
+    assert spread.unit(pool, 300.0, observed_hazard=2.0) == 0.86
+    stormy = offer("spot", Capacity.SPOT, 1.2, unit=spread.unit(pool, 300.0, 2.0))
+    assert place([stormy], 4).replicas == {"spot": 5}
 
 
 def test_return_is_one_replica_at_a_time_new_ready_before_old_drains() -> None:

@@ -7,7 +7,14 @@ from sim_policies import FixedPolicy
 
 from thrifty.api import gpupool, modelservice
 from thrifty.sim import scenario, traces
-from thrifty.sim.pools import NOTICE_SECONDS, Reclaim, SimPool, interruptions
+from thrifty.sim.pools import (
+    NOTICE_SECONDS,
+    Reclaim,
+    ReclaimLog,
+    SimPool,
+    interruptions,
+    nodes_held,
+)
 from thrifty.sim.profiles import LLAMA_8B_1xH100
 from thrifty.sim.runner import SimulationConfig, simulate
 
@@ -91,3 +98,28 @@ def test_the_replacement_starts_at_the_notice_while_the_old_replicas_still_serve
     during = [p for p in result.series if 300.0 < p.time < 420.0]
     assert during and all(p.ready >= 4 for p in during)  # 3 spot + 1 on-demand still serve
     assert any(p.starting == 3 for p in during)  # the replacements, ordered at the notice
+
+
+def test_the_reclaim_log_learns_reclaims_per_node_hour() -> None:
+    log = ReclaimLog()
+    log.seen("spot", 2, 900.0)  # 2 nodes for 15 min: half a node-hour
+    assert log.hazards() == {}  # nothing reclaimed: planned at the published rate
+    log.reclaim("spot", 1)
+    assert log.hazards() == {"spot": 2.0}
+    log.reclaim("spot", 0)  # a reclaim of a pool we hold no node of says nothing
+    assert log.hazards() == {"spot": 2.0}
+    assert nodes_held(SPOT, 9) == 2 and nodes_held(SPOT, 0) == 0
+
+
+def test_a_pool_reclaimed_once_is_planned_with_the_hazard_seen() -> None:
+    """Published rate: 4 spot replicas hold 4 reference replicas. One reclaim after 300 s of one
+    node (2 an hour seen, over at least half a node-hour): once spot is back, it is planned with
+    what was seen, and holds the 4 with more replicas than before (each counts 0.95 of one:
+    exp(-2 x 90 s / 3600))."""
+    unlimited = SimPool("spot", SPOT.spec, None)
+    reclaim = Reclaim("spot", notice_at=300.0, gone_at=330.0, back_at=360.0)
+    options = {"pools": (unlimited, ON_DEMAND), "return_delay_seconds": 0.0}
+    calm = simulate(steady(), FixedPolicy(4), config(**options))
+    assert calm.series[-1].desired == 4
+    stormy = simulate(steady(), FixedPolicy(4), config(reclaims=(reclaim,), **options))
+    assert stormy.series[-1].desired > 4

@@ -1,0 +1,68 @@
+"""bench/pools.py compares strategies at the same SLO attainment: on-demand's, capped at the
+SLO's percentile; a strategy below that bar is not compared on cost."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import replace
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from thrifty.sim.runner import RunResult
+
+_BENCH_DIR = Path(__file__).parents[3] / "bench"
+
+
+@pytest.fixture(scope="module")
+def pools_bench() -> ModuleType:
+    sys.path.insert(0, str(_BENCH_DIR))  # bench/pools.py imports bench/run.py as `run`
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "thrifty_bench_pools", _BENCH_DIR / "pools.py"
+        )
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(_BENCH_DIR))
+
+
+_TEMPLATE = RunResult(
+    policy="thrifty", trace="t", attribution="a", profile="p", requests=1000, served=1000,
+    duration_seconds=3600.0, gpu_hours=1.0, cost_dollars=2.5, tokens=1e6,
+    dollars_per_million_tokens=2.5, ttft_p50_seconds=0.1, ttft_p95_seconds=0.5,
+    ttft_p99_seconds=1.0, slo_ttft_seconds=2.0, slo_attainment=1.0, seconds_over_budget=0.0,
+    scale_events=3, max_replicas=2, truncated_requests=0, series=(),
+)  # fmt: skip
+
+
+def runs(**attainment_and_cost: tuple[float, float]) -> dict[str, RunResult]:
+    return {
+        name.replace("_", "-"): replace(_TEMPLATE, slo_attainment=a, cost_dollars=c)
+        for name, (a, c) in attainment_and_cost.items()
+    }
+
+
+def test_the_bar_is_on_demands_attainment_capped_at_the_percentile(
+    pools_bench: ModuleType,
+) -> None:
+    met = runs(
+        on_demand=(1.0, 30.0), spot=(0.949, 15.0), skyserve=(0.96, 16.0), thrifty=(0.95, 14.0)
+    )
+    assert pools_bench.bar(met, 0.95) == 0.95
+    row = pools_bench.summary("t", met, 0.95)
+    assert "on-demand $30.00, skyserve $16.00, thrifty $14.00 | yes | 53.3 % |" in row
+    assert row.endswith("| $14.00 vs $16.00 |")
+    missed = runs(
+        on_demand=(0.909, 4.1), spot=(0.909, 1.64), skyserve=(0.905, 1.51), thrifty=(0.909, 1.64)
+    )
+    assert pools_bench.bar(missed, 0.95) == 0.909
+    row = pools_bench.summary("t", missed, 0.95)
+    assert "skyserve" not in row.split("|")[3]
+    assert row.endswith("| skyserve below the bar (90.5 %) |")
+    assert pools_bench.meets(met["thrifty"], 0.95) and not pools_bench.meets(met["spot"], 0.95)
