@@ -28,7 +28,7 @@ from thrifty.api import GROUP, VERSION, costbudget, gpupool, modelservice
 from thrifty.autoscaler import status as status_rules
 from thrifty.autoscaler.observe import PodView
 from thrifty.autoscaler.world import ServiceKey, ServiceView, World
-from thrifty.reconciler import placement, pool_capacity, reconcile
+from thrifty.reconciler import placement, pool_capacity, reclaims, reconcile
 
 log = logging.getLogger(__name__)
 
@@ -275,14 +275,19 @@ class Caches:
         counted now, from the cached nodes and pods, not read from its status (refreshed only
         every pool resync): a scale decided on a stale count would order pods that stay Pending."""
         pools = {}
+        hazards = {}
         nodes, pods = self.all_nodes(), self.all_gpu_pods()
         for name in self.gpu_pools:
             for body in self.gpu_pools[name]:
                 with contextlib.suppress(pydantic.ValidationError):
                     spec = gpupool.GPUPoolSpec.model_validate(body.get("spec") or {})
-                    short = pool_capacity.short_now(_pool_status(body), now.timestamp())
+                    stored = _pool_status(body)
+                    short = pool_capacity.short_now(stored, now.timestamp())
                     live = placement.pool_status(name, spec, nodes, pods, short is not None)
                     pools[name] = gpupool.GPUPool(spec=spec, status=live)
+                    hazard = reclaims.observed_hazard(stored, now.timestamp())
+                    if hazard > 0:
+                        hazards[name] = hazard
         budgets = {}
         for namespace, name in self.cost_budgets:
             for body in self.cost_budgets[namespace, name]:
@@ -297,7 +302,7 @@ class Caches:
                 view = self._service(key, body, now, ready_nodes)
                 if view is not None:
                     services.append(view)
-        return World(services=services, pools=pools, budgets=budgets)
+        return World(services=services, pools=pools, budgets=budgets, observed_hazards=hazards)
 
     def _service(
         self,

@@ -236,6 +236,20 @@ def _pools(bodies: list[dict[str, Any]], logger: kopf.Logger) -> dict[str, gpupo
     return pools
 
 
+def _observed_hazards(bodies: list[dict[str, Any]], now_seconds: float) -> dict[str, float]:
+    """Reclaims per node-hour each pool's status counted (`reclaims`), where any were seen."""
+    hazards = {}
+    for body in bodies:
+        try:
+            status = gpupool.GPUPoolStatus.model_validate(body.get("status") or {})
+        except pydantic.ValidationError:
+            continue
+        hazard = reclaims.observed_hazard(status, now_seconds)
+        if hazard > 0:
+            hazards[body["metadata"]["name"]] = hazard
+    return hazards
+
+
 def _shortages(bodies: list[dict[str, Any]], now_seconds: float) -> dict[str, str]:
     """Pools whose node autoscaler is failing (GPUPool CapacityLimited in force), with why."""
     short = {}
@@ -410,6 +424,7 @@ def reconcile_model_service(
             node_loss_toleration_seconds=config.node_loss_toleration_seconds,
             do_not_disrupt=config.do_not_disrupt,
             pool_shortages=_shortages(pool_bodies, moment.timestamp()),
+            observed_hazards=_observed_hazards(pool_bodies, moment.timestamp()),
         )
         result = reconcile.plan(inputs)
         rendered = {

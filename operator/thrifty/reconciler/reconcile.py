@@ -142,6 +142,9 @@ class Inputs:
     pool_shortages: Mapping[str, str] = field(default_factory=dict)
     """Pools whose node autoscaler is failing (`pool_capacity`), with the reason: they count
     only their existing nodes."""
+    observed_hazards: Mapping[str, float] = field(default_factory=dict)
+    """Reclaims per node-hour seen on each Spot pool (`reclaims.observed_hazard`): a pool is
+    planned with it when above its published interruptionRate, as the autoscaler plans it."""
 
 
 def desired_replicas(spec: modelservice.ModelServiceSpec) -> int:
@@ -296,7 +299,7 @@ def _offers(
                 capacity_type=pool.capacity_type,
                 price_per_gpu_hour=pool.price_per_gpu_hour,
                 gpus_per_replica=gpus,
-                unit=spread.unit(pool, cold_start_seconds),
+                unit=spread.unit(pool, cold_start_seconds, inputs.observed_hazards.get(name, 0.0)),
                 room=where.replicas,
                 reserved=reserved,
                 current=current,

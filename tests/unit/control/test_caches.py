@@ -181,3 +181,21 @@ def test_a_lost_node_reconciles_the_model_services_on_it_at_once() -> None:
     memo.kube.status = {}
     handlers.node_event(type="DELETED", body=gone, memo=memo, logger=logging.getLogger("t"))
     assert len(memo.kube.applied) == before and memo.kube.status == {}
+
+
+def test_the_reclaim_rate_a_pools_status_counted_reaches_the_autoscaler() -> None:
+    counted = {
+        **POOL,
+        "spec": {**POOL["spec"], "capacityType": "Spot"},
+        "status": {
+            **POOL["status"],
+            "nodes": 1,
+            "reclaims": 1,
+            "nodeHours": 0.25,
+            "nodeHoursAt": "2026-01-01T00:00:00Z",
+        },
+    }
+    view = caches()
+    view.gpu_pools = {"h100": [counted]}  # type: ignore[assignment]
+    world = view.world(datetime(2026, 1, 1, 0, 15, tzinfo=UTC))
+    assert world.observed_hazards == {"h100": 2.0}  # 1 over 0.25 + 1 node x 0.25 h

@@ -1,4 +1,5 @@
-"""The GPUPool status pass counts a Spot pool's reclaims and the node-hours they are seen over."""
+"""The GPUPool status pass counts a Spot pool's reclaims, and the reconcile pass reads the rate
+they say from the pools' status."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from thrifty.api import gpupool
 from thrifty.control import handlers
-from thrifty.reconciler import placement, reclaims
+from thrifty.reconciler import placement
 
 LOG = logging.getLogger("test")
 NOW = 1_800_000_000.0
@@ -56,15 +57,16 @@ def refresh(kube: FakeKube, nodes: list[placement.NodeInfo], at: float) -> dict[
     return {**POOL, "status": dict(kube.status)}
 
 
-def test_a_reclaim_is_counted_in_status_with_the_node_hours_seen() -> None:
+def test_a_reclaim_is_counted_in_status_and_read_back_as_a_rate() -> None:
     a, b = (placement.NodeInfo(n, {"p": "spot"}, 8) for n in "ab")
     kube = FakeKube()
     refresh(kube, [a, b], NOW)
+    assert handlers._observed_hazards([{**POOL, "status": kube.status}], NOW + 60) == {}
     writes = kube.patches
     refresh(kube, [a, b], NOW + 600)  # nothing changed: no write of its own
     assert kube.patches == writes
     tainted = placement.NodeInfo("b", {"p": "spot"}, 8, reclaiming=True)
-    refresh(kube, [a, tainted], NOW + 1800)
+    body = refresh(kube, [a, tainted], NOW + 1800)
     status = gpupool.GPUPoolStatus.model_validate(kube.status)
     assert (status.reclaims, status.node_hours, status.reclaiming_nodes) == (1, 1.0, ["b"])
-    assert reclaims.observed_hazard(status, NOW + 1800) == 1.0
+    assert handlers._observed_hazards([body], NOW + 1800) == {"spot": 1.0}

@@ -489,3 +489,11 @@ def test_a_short_autoscaled_pool_limits_capacity_with_its_reason() -> None:
     assert limited.reason == explain.POOL_SHORT
     assert "GPUPool h100 is short: NodesNotDelivered" in limited.message
     assert short.manifests is not None  # the pods stay and wait: the autoscaler may still deliver
+
+
+def test_a_spot_pool_reclaimed_often_is_planned_with_the_rate_seen() -> None:
+    """Two reclaims an hour seen on spot, 120 s cold start past a 30 s notice: a spot replica
+    counts 0.95, so its 2 replicas hold 1.9 of the 3 reference replicas and H100 takes 2."""
+    plan = reconcile.plan(spread_inputs(observed_hazards={"spot": 2.0}))
+    assert plan.manifests is not None
+    assert plan.status.placement == "h100=2 spot=2"
