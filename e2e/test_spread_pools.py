@@ -80,6 +80,9 @@ POOLS = [
         tolerations=[KWOK, SPOT],
         pricePerGpuHour=1.0,
         capacityType="Spot",
+        # AWS's notice, no shorter than the 120 s cold start: no exposure, so the reclaim this
+        # test observes leaves a spot replica counting 1 and the placements below stay whole.
+        interruptionNoticeSeconds=120,
         maxGpus=3,
     ),
     # $0.80 / 0.3 = $2.67 per reference replica.
