@@ -6,7 +6,8 @@ of a ModelService what its container would have been:
 
 - it watches pods with the label `thrifty.dev/model-service` (Kubernetes watch, relisting when the
   watch expires) and starts an engine per Running pod on a free 127.0.0.1 port (or, with
-  `--loopback-pod-network`, on the loopback twin of the pod's IP: see podnet), parsing the vLLM
+  `--loopback-pod-network`, simulated or real, on the loopback twin of the pod's IP at the
+  container's port: see podnet), parsing the vLLM
   arguments the operator rendered into the pod (served name, --max-num-seqs, --shutdown-timeout...).
   Simulated (`thrifty_runtime.engine_server`, in this process) by default; the real vLLM CPU build
   for pods annotated `thrifty.dev/engine: vllm` or for all pods with `--engine vllm`;
@@ -353,18 +354,21 @@ class FleetMirror:
                 model = await asyncio.to_thread(vllm_process.ensure_tiny_model, python)
                 self._vllm = (python, model)
         python, model = self._vllm
-        port = _free_port()
-        args = vllm_process.cpu_engine_args(spec.args, model_dir=model, port=port)
+        settings, _ = settings_from_args(list(_without_vllm_serve(spec.args)))
+        host = spec.engine_host(self.settings.loopback_pod_network)
+        # The pod's own address at its container's port, or a free port on 127.0.0.1.
+        port = settings.port if host else _free_port()
+        host = host or "127.0.0.1"
+        args = vllm_process.cpu_engine_args(spec.args, model_dir=model, port=port, host=host)
         work = self.settings.vllm_work_dir / f"{spec.namespace}-{spec.pod}"
         work.mkdir(parents=True, exist_ok=True)
-        process = vllm_process.VllmProcess(python, args, port, work)
+        process = vllm_process.VllmProcess(python, args, port, work, host=host)
         process.start()
         try:
             await asyncio.to_thread(process.wait_healthy, 900)
         except BaseException:
             process.kill()
             raise
-        settings, _ = settings_from_args(list(_without_vllm_serve(spec.args)))
         backend = Backend(spec.namespace, spec.model_service, spec.pod, process.url)
         return MirroredEngine(spec, backend, settings.shutdown_timeout_seconds, real=process)
 
