@@ -29,9 +29,11 @@ from prometheus_client.parser import text_string_to_metric_families
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "e2e"))
 
+import gateway_process  # noqa: E402
 from fleet_process import start_fleet_mirror, stop  # noqa: E402
 from harness import Cluster, Session, connect_existing, start_local  # noqa: E402
 from harness.cluster import wait_until  # noqa: E402
+from harness.session import LOOPBACK_POD_NETWORK  # noqa: E402
 from operator_process import start_operator  # noqa: E402
 
 DECISION_INTERVAL_SECONDS = 15.0
@@ -79,11 +81,9 @@ spec:
 """
 
 
-def in_flight(router: str) -> int:
-    with urllib.request.urlopen(f"{router}/engines", timeout=2) as response:
-        engines = json.loads(response.read())
-    listed = engines if isinstance(engines, list) else engines.get("engines", [])
-    return sum(int(engine.get("in_flight", 0)) for engine in listed)
+def in_flight(gateway: gateway_process.GatewayProcess) -> int:
+    """Requests the gateway has in flight to the engines (its /debug/endpoints)."""
+    return sum(int(endpoint["in_flight"]) for endpoint in gateway.endpoints())
 
 
 def cpu_seconds(pid: int) -> float:
@@ -119,14 +119,19 @@ def reaction_times(cluster: Cluster, workdir: Path, steps: int) -> list[float]:
         input=model_service("chat", replicas=None, min_replicas=1),
     )
     assert cluster.scrape_sd_dir is not None
-    state = workdir / "fleet.json"
     mirror = start_fleet_mirror(
         cluster.kubeconfig,
         namespace,
         cluster.scrape_sd_dir / "bench-fleet.json",
-        state,
+        workdir / "fleet.json",
         workdir / "mirror.log",
+        extra_args=["--loopback-pod-network", LOOPBACK_POD_NETWORK],
     )
+    try:
+        gateway = gateway_process.start(cluster.kubeconfig, namespace, workdir / "gateway.log")
+    except BaseException:
+        stop(mirror)
+        raise
     operator = start_operator(
         cluster.kubeconfig,
         namespaces=[namespace],
@@ -150,11 +155,7 @@ def reaction_times(cluster: Cluster, workdir: Path, steps: int) -> list[float]:
 
     measured: list[float] = []
     try:
-        router = wait_until(
-            lambda: json.loads(state.read_text()).get("router_url") if state.exists() else None,
-            timeout_seconds=60,
-            what="router",
-        )
+        gateway.wait_serving("chat")
         for step in range(steps):
             wait_until(
                 lambda: (replicas() == 1 and condition_true("MetricsAvailable")) or None,
@@ -168,11 +169,9 @@ def reaction_times(cluster: Cluster, workdir: Path, steps: int) -> list[float]:
                     sys.executable,
                     "-m",
                     "thrifty_runtime.loadgen",
-                    "--router",
-                    str(router),
-                    "--namespace",
-                    namespace,
-                    "--model-service",
+                    "--gateway",
+                    gateway.url,
+                    "--model",
                     "chat",
                     "--trace",
                     "azure-code",
@@ -189,9 +188,9 @@ def reaction_times(cluster: Cluster, workdir: Path, steps: int) -> list[float]:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            # t0: the first request in flight at the router (not the replayer's start-up).
+            # t0: the first request in flight at the gateway (not the replayer's start-up).
             t0 = wait_until(
-                lambda: time.monotonic() if in_flight(str(router)) > 0 else None,
+                lambda: time.monotonic() if in_flight(gateway) > 0 else None,
                 timeout_seconds=60,
                 what="the first request",
                 interval_seconds=0.05,
@@ -203,6 +202,7 @@ def reaction_times(cluster: Cluster, workdir: Path, steps: int) -> list[float]:
             load.wait(timeout=120)
     finally:
         operator.stop()
+        gateway_process.stop(gateway)
         stop(mirror)
     return measured
 

@@ -1,7 +1,9 @@
 """The fleet mirror (`thrifty_runtime.fleet_mirror`) as a process, for e2e tests and benchmarks.
 
 KWOK pods run no containers; the mirror serves a simulated vLLM engine per Running pod of one
-namespace and writes their scrape targets into a Prometheus file_sd file.
+namespace and writes their scrape targets into a Prometheus file_sd file. Requests reach the
+engines through thrifty-gateway (gateway_process.py): start the mirror with
+`--loopback-pod-network` so that each engine listens where its pod's EndpointSlice address leads.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def start_fleet_mirror(
     log_path: Path,
     extra_args: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
-    """Starts the mirror; its output goes to `log_path`, its router address to `state_file`.
+    """Starts the mirror; its output goes to `log_path`, its engines' list to `state_file`.
     `extra_args` are more of the mirror's options (e.g. `--vllm-work-dir DIR`)."""
     command = [sys.executable, "-m", "thrifty_runtime.fleet_mirror", "--namespace", namespace]
     command += ["--file-sd", str(file_sd), "--state-file", str(state_file), *extra_args]

@@ -1,9 +1,13 @@
 """The control loop in the cluster: Prometheus -> policy -> scale subresource, with the operator
-running as a process, simulated vLLM engines behind the fleet mirror, and load from the replayer.
+running as a process, simulated vLLM engines behind the fleet mirror, and load from the replayer
+through thrifty-gateway.
 
-Each scenario runs its own Prometheus (so one can be stopped), its own fleet mirror and its own
+Each scenario runs its own Prometheus (so one can be stopped), its own fleet mirror, gateway and
 operator with a short decision interval, in a fresh namespace, and asserts on what a user sees:
-`spec.replicas`, pods, conditions, Events and the operator's /metrics.
+`spec.replicas`, pods, conditions, Events and the operator's /metrics. Requests reach the engines
+as in a cluster: the gateway routes on `model` to the ready addresses of the ModelService's
+EndpointSlices, where the mirror serves each pod's engine (on the loopback twin of its pod IP), and
+the held-requests gauge the operator scales from zero on is the gateway's, scraped by Prometheus.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from typing import Any, TypeVar
 import pytest
 
 import fleet_process
+import gateway_process
 from harness import Cluster, chaos
 from harness import prometheus as prometheus_process
 from harness.cluster import wait_until
+from harness.session import LOOPBACK_POD_NETWORK
 from operator_process import OperatorProcess, StartOperator, operator_process
 
 __all__ = ["operator_process"]  # the fixture, re-exported for pytest
@@ -131,14 +137,15 @@ def eventually(probe: Callable[[], T | None], seconds: float, what: str) -> T:
 
 @dataclass
 class Stack:
-    """One scenario's world: a private Prometheus, the fleet mirror and the operator."""
+    """One scenario's world: a private Prometheus, the fleet mirror, the gateway and the
+    operator."""
 
     cluster: Cluster
     namespace: str
     workdir: Path
     prometheus: prometheus_process.PrometheusProcess
     mirror: subprocess.Popen[bytes]
-    router_url: str
+    gateway: gateway_process.GatewayProcess
     operator: OperatorProcess
     start_operator: Callable[[], OperatorProcess]
     loads: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -169,17 +176,17 @@ class Stack:
         self, model_service: str, *, speedup: float = 5, seconds: float = 60, start: float = 180
     ) -> None:
         """Replays the Azure code trace from `start` (trace seconds; 180: its first burst), sped
-        up, against the ModelService, in the background."""
+        up, against the ModelService through the gateway, in the background. Its served model
+        name is its name (model_service_manifest); the load starts once the gateway lists it."""
+        self.gateway.wait_serving(model_service)
         log = (self.workdir / f"load-{len(self.loads)}.log").open("wb")
         argv = [
             sys.executable,
             "-m",
             "thrifty_runtime.loadgen",
-            "--router",
-            self.router_url,
-            "--namespace",
-            self.namespace,
-            "--model-service",
+            "--gateway",
+            self.gateway.url,
+            "--model",
             model_service,
             "--trace",
             "azure-code",
@@ -222,8 +229,13 @@ class Stack:
         )
         return [p["metadata"]["name"] for p in listed.get("items", [])]
 
+    def held(self, model_service: str) -> float | None:
+        """The gateway's held-requests gauge for the ModelService."""
+        return self.gateway.held(self.namespace, model_service)
+
     def stop(self) -> None:
         self.stop_load()
+        gateway_process.stop(self.gateway)
         if self.mirror.poll() is None:
             fleet_process.stop(self.mirror)
         stop_prometheus(self.prometheus)
@@ -262,21 +274,22 @@ def stack(
     tmp_path: Path,
 ) -> Iterator[Stack]:
     prom = prometheus_process.start(tmp_path, free_port())
-    state_file = tmp_path / "fleet.json"
     mirror = fleet_process.start_fleet_mirror(
         cluster.kubeconfig,
         namespace,
         prom.sd_dir / "fleet.json",
-        state_file,
+        tmp_path / "fleet.json",
         tmp_path / "mirror.log",
+        extra_args=["--loopback-pod-network", LOOPBACK_POD_NETWORK],
     )
-
-    def router() -> str | None:
-        if not state_file.exists():
-            return None
-        url: str | None = json.loads(state_file.read_text()).get("router_url")
-        return url
-
+    try:
+        gateway = gateway_process.start(
+            cluster.kubeconfig, namespace, tmp_path / "gateway.log", sd_dir=prom.sd_dir
+        )
+    except BaseException:  # nothing of the Stack's yet: stop what was started
+        fleet_process.stop(mirror)
+        stop_prometheus(prom)
+        raise
     env = {**OPERATOR_ENV, "THRIFTY_PROMETHEUS_URL": prom.url}
     ports: dict[int, int] = {}
 
@@ -288,19 +301,25 @@ def stack(
         ports[started.process.pid] = port
         return started
 
+    try:
+        operator = start()
+    except BaseException:
+        gateway_process.stop(gateway)
+        fleet_process.stop(mirror)
+        stop_prometheus(prom)
+        raise
     world = Stack(
         cluster=cluster,
         namespace=namespace,
         workdir=tmp_path,
         prometheus=prom,
         mirror=mirror,
-        router_url="",
-        operator=start(),
+        gateway=gateway,
+        operator=operator,
         start_operator=start,
         metrics_ports=ports,
     )
     try:
-        world.router_url = eventually(router, 60, "the fleet mirror's router")
         yield world
     finally:
         world.stop()
@@ -577,7 +596,7 @@ def test_operator_killed_mid_scale_restarts_and_converges_without_churn(stack: S
 
 
 def completion(url: str, model: str, timeout_seconds: float) -> int:
-    """One completion request through the router; its HTTP status."""
+    """One completion request to `url` (the gateway's /v1/completions); its HTTP status."""
     body = json.dumps({"model": model, "prompt": "hello", "max_tokens": 8}).encode()
     request = urllib.request.Request(
         url, data=body, headers={"Content-Type": "application/json"}, method="POST"
@@ -609,20 +628,15 @@ def test_traffic_at_zero_replicas_is_held_and_scales_the_service_from_zero(stack
     assert stack.replicas("chat") == 0
     assert stack.pods("Running") == []
 
-    url = f"{stack.router_url}/{stack.namespace}/chat/v1/completions"
+    stack.gateway.wait_serving("chat")
+    url = stack.gateway.completions_url
     with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool_of_clients:
         pending = [pool_of_clients.submit(completion, url, "chat", 150) for _ in range(3)]
         eventually(lambda: stack.replicas("chat") >= 1 or None, 90, "scale from zero")
         statuses = [future.result(timeout=150) for future in pending]
     assert statuses == [200, 200, 200]
     assert stack.events("ScaleFromZero")
-    held = metric_value(
-        urllib.request.urlopen(f"{stack.router_url}/metrics", timeout=5).read().decode(),
-        "thrifty_router_requests_held",
-        namespace=stack.namespace,
-        modelservice="chat",
-    )
-    assert held == 0.0
+    assert stack.held("chat") == 0.0
 
 
 def test_a_settled_service_with_real_metrics_writes_no_status(stack: Stack) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 import fleet_process
+import gateway_process
 from harness import Cluster
 from harness import prometheus as prometheus_process
 from harness.session import LOOPBACK_POD_NETWORK
@@ -50,9 +51,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 class GatewayStack:
     cluster: Cluster
     namespace: str
-    gateway_url: str
+    gateway: gateway_process.GatewayProcess
     operator: OperatorProcess
     prometheus_url: str
+
+    @property
+    def gateway_url(self) -> str:
+        return self.gateway.url
 
     def promql(self, query: str) -> list[dict[str, Any]]:
         body = urllib.parse.urlencode({"query": query}).encode()
@@ -62,33 +67,17 @@ class GatewayStack:
             return result
 
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(f"{self.gateway_url}{path}", timeout=5) as response:
-            return json.loads(response.read())
+        return self.gateway.get(path)
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"{self.gateway_url}/metrics", timeout=5) as response:
-            text: str = response.read().decode()
-            return text
+        return self.gateway.metrics()
 
     def held(self, model_service: str) -> float | None:
-        return metric_value(
-            self.metrics(),
-            "thrifty_router_requests_held",
-            namespace=self.namespace,
-            modelservice=model_service,
-        )
+        return self.gateway.held(self.namespace, model_service)
 
     def replicas(self, name: str) -> int:
         found = self.cluster.kubectl_json("get", "ms", name, "-n", self.namespace)
         return int(found["spec"].get("replicas", -1))
-
-
-def _ready(url: str) -> bool | None:
-    try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-            return response.status == 200 or None
-    except (urllib.error.URLError, ConnectionError):
-        return None
 
 
 @pytest.fixture
@@ -108,24 +97,7 @@ def gateway_stack(
         tmp_path / "mirror.log",
         extra_args=["--loopback-pod-network", LOOPBACK_POD_NETWORK],
     )
-    port = free_port()
-    gateway_log = (tmp_path / "gateway.log").open("wb")
-    gateway = subprocess.Popen(
-        [
-            sys.executable, "-m", "thrifty_runtime.gateway",
-            "--kubeconfig", str(cluster.kubeconfig),
-            "--namespace", namespace,
-            "--host", "127.0.0.1", "--port", str(port),
-            "--loopback-pod-network", LOOPBACK_POD_NETWORK,
-            "--hold-timeout", "150",
-            "--allow-anonymous",
-            "--api-key-namespace", namespace,
-        ],
-        cwd=REPO_ROOT, stdout=gateway_log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    (prom.sd_dir / "gateway.json").write_text(
-        json.dumps([{"targets": [f"127.0.0.1:{port}"], "labels": {"job": "thrifty-gateway"}}])
-    )
+    gateway: gateway_process.GatewayProcess | None = None
     operator_port = free_port()  # scraped: `thrifty report` integrates its cost series
     (prom.sd_dir / "operator.json").write_text(
         json.dumps(
@@ -138,14 +110,15 @@ def gateway_stack(
         "THRIFTY_METRICS_PORT": str(operator_port),
     }
     try:
-        url = f"http://127.0.0.1:{port}"
-        eventually(lambda: _ready(url), 60, "the gateway's watches to sync")
+        gateway = gateway_process.start(
+            cluster.kubeconfig, namespace, tmp_path / "gateway.log", sd_dir=prom.sd_dir
+        )
         operator = operator_process(namespaces=[namespace], env=env)
-        yield GatewayStack(cluster, namespace, url, operator, prom.url)
+        yield GatewayStack(cluster, namespace, gateway, operator, prom.url)
     finally:
-        for process in (gateway, mirror):
-            fleet_process.stop(process)
-        gateway_log.close()
+        if gateway is not None:
+            gateway_process.stop(gateway)
+        fleet_process.stop(mirror)
         stop_prometheus(prom)
 
 

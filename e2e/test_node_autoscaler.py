@@ -99,7 +99,8 @@ def test_a_pool_with_no_nodes_scales_from_zero_to_two_and_back_and_its_nodes_go(
             "the first decision on the idle service",
         )
         assert pool_nodes(cluster, node_pool) == []
-        url = f"{stack.router_url}/{stack.namespace}/chat/v1/completions"
+        stack.gateway.wait_serving("chat")
+        url = stack.gateway.completions_url
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as clients:
             first = clients.submit(completion, url, "chat", 120)
             stack.load("chat", speedup=5, seconds=20)

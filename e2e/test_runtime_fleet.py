@@ -1,10 +1,12 @@
 """The fleet mirror on the local cluster: KWOK pods -> engines -> Prometheus -> the adapter.
 
 A Deployment's pods land on the fake GPU nodes and run nothing; the fleet mirror (a real process,
-watching the real API server) must give each Running pod an engine, register it with the real
-Prometheus under the label contract (`namespace`, `pod`, `modelservice`), route requests to the
-engines, and drain an engine whose pod goes away. The operator's Prometheus adapter must then read
-signals that reflect the load.
+watching the real API server) must give each Running pod an engine on its pod IP's loopback twin,
+register it with the real Prometheus under the label contract (`namespace`, `pod`, `modelservice`),
+and drain an engine whose pod goes away. Requests go through thrifty-gateway, which finds the
+engines from the EndpointSlices of a Service selecting the pods, as in a cluster (the operator does
+not run: the ModelService object only names the model for the gateway). The operator's Prometheus
+adapter must then read signals that reflect the load.
 """
 
 from __future__ import annotations
@@ -21,24 +23,28 @@ import pytest
 import yaml
 
 import fleet_process
+import gateway_process
 from harness import Cluster
 from harness.cluster import wait_until
+from harness.session import LOOPBACK_POD_NETWORK
+from test_autoscale import crds
 from thrifty.adapters.prometheus import PrometheusSignals
 from thrifty.api import modelservice
 from thrifty.reconciler import render
-from thrifty_runtime.loadgen import ClosedLoop, completions_url
+from thrifty_runtime.loadgen import ClosedLoop
+
+__all__ = ["crds"]  # the fixture, re-exported for pytest
 
 pytestmark = pytest.mark.timeout(900)
 
 MODEL_SERVICE = "llama-8b"
-SPEC = modelservice.ModelServiceSpec.model_validate(
-    {
-        "model": {"uri": "hf://meta-llama/Llama-3.1-8B-Instruct"},
-        # A small batch so that a handful of clients builds a queue on the simulated H100.
-        "engine": {"maxNumSeqs": 4, "shutdownTimeoutSeconds": 30},
-        "pools": ["h100-on-demand"],
-    }
-)
+SPEC_BODY: dict[str, Any] = {
+    "model": {"uri": "hf://meta-llama/Llama-3.1-8B-Instruct"},
+    # A small batch so that a handful of clients builds a queue on the simulated H100.
+    "engine": {"maxNumSeqs": 4, "shutdownTimeoutSeconds": 30},
+    "pools": ["h100-on-demand"],
+}
+SPEC = modelservice.ModelServiceSpec.model_validate(SPEC_BODY)
 
 
 def _deployment(namespace: str, replicas: int, engine: str = "sim") -> str:
@@ -65,6 +71,13 @@ def _deployment(namespace: str, replicas: int, engine: str = "sim") -> str:
                             "name": "engine",
                             "image": "vllm/vllm-openai:v0.19.0",
                             "args": render.engine_args(MODEL_SERVICE, SPEC),
+                            "ports": [
+                                {
+                                    "name": "http",
+                                    "containerPort": render.ENGINE_PORT,
+                                    "protocol": "TCP",
+                                }
+                            ],
                             "resources": {
                                 "limits": {"nvidia.com/gpu": "1"},
                                 "requests": {"nvidia.com/gpu": "1"},
@@ -79,6 +92,33 @@ def _deployment(namespace: str, replicas: int, engine: str = "sim") -> str:
         },
     }
     return yaml.safe_dump(manifest)
+
+
+def _served_objects(namespace: str) -> str:
+    """The ModelService (for the gateway: it serves `model` = its name) and its Service as
+    render.service renders it: its EndpointSlices list the ready pods' addresses."""
+    model_service = {
+        "apiVersion": "thrifty.dev/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": MODEL_SERVICE, "namespace": namespace},
+        "spec": SPEC_BODY,
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": render.engine_name(MODEL_SERVICE),
+            "namespace": namespace,
+            "labels": render.labels(MODEL_SERVICE),
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": "None",
+            "selector": render.selector_labels(MODEL_SERVICE),
+            "ports": [{"name": "http", "port": render.ENGINE_PORT, "targetPort": "http"}],
+        },
+    }
+    return yaml.safe_dump_all([model_service, service])
 
 
 @dataclass
@@ -110,12 +150,17 @@ def mirror(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Mirror]
         cluster.scrape_sd_dir / f"fleet-{namespace}.json",
         state_path,
         log_path,
-        extra_args=["--vllm-work-dir", str(tmp_path / "vllm")],
-    )
+        extra_args=[
+            "--vllm-work-dir", str(tmp_path / "vllm"),
+            "--loopback-pod-network", LOOPBACK_POD_NETWORK,
+        ],
+    )  # fmt: skip
     started = Mirror(process, state_path, log_path)
     try:
         wait_until(
-            lambda: started.state().get("router_url"), timeout_seconds=60, what="mirror router"
+            lambda: "engines" in started.state() or None,
+            timeout_seconds=60,
+            what="the mirror's first state",
         )
         yield started
     finally:
@@ -123,6 +168,20 @@ def mirror(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Mirror]
         fleet_process.stop(process, timeout_seconds=60)
         if process.returncode not in (0, -15):
             print(log_path.read_text(errors="replace")[-4000:])
+
+
+@pytest.fixture
+def gateway(
+    cluster: Cluster, crds: None, namespace: str, tmp_path: Path
+) -> Iterator[gateway_process.GatewayProcess]:
+    """thrifty-gateway for the namespace, serving the ModelService once it is applied."""
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=_served_objects(namespace))
+    started = gateway_process.start(cluster.kubeconfig, namespace, tmp_path / "gateway.log")
+    try:
+        started.wait_serving(MODEL_SERVICE)
+        yield started
+    finally:
+        gateway_process.stop(started)
 
 
 def _pod_names(cluster: Cluster, namespace: str) -> set[str]:
@@ -142,7 +201,7 @@ def _scraped_pods(source: PrometheusSignals, namespace: str) -> set[str]:
 
 
 def test_pods_get_engines_that_prometheus_scrapes_and_the_adapter_reads(
-    cluster: Cluster, namespace: str, mirror: Mirror
+    cluster: Cluster, namespace: str, mirror: Mirror, gateway: gateway_process.GatewayProcess
 ) -> None:
     cluster.apply(_deployment(namespace, replicas=2))
     pods = wait_until(
@@ -162,9 +221,13 @@ def test_pods_get_engines_that_prometheus_scrapes_and_the_adapter_reads(
             timeout_seconds=60,
             what="Prometheus scraping both engines with the pod labels",
         )
-        router = str(mirror.state()["router_url"])
-        url = completions_url(router, namespace, MODEL_SERVICE)
-        with ClosedLoop([url], concurrency=16, max_tokens=400) as load:
+        wait_until(
+            lambda: _routed_pods(gateway) == pods or None,
+            timeout_seconds=60,
+            what="the gateway routing to both pods from their EndpointSlice",
+        )
+        url = gateway.completions_url
+        with ClosedLoop([url], concurrency=16, max_tokens=400, model=MODEL_SERVICE) as load:
 
             def loaded() -> Any:
                 reading = asyncio.run(source.read(namespace, MODEL_SERVICE))
@@ -202,11 +265,13 @@ def test_pods_get_engines_that_prometheus_scrapes_and_the_adapter_reads(
     assert report.short_completions == 0
 
 
-def _served_by_pod(router: str) -> dict[str, int]:
-    import urllib.request
+def _routed_pods(gateway: gateway_process.GatewayProcess) -> set[str]:
+    return {str(e["pod"]) for e in gateway.endpoints()}
 
-    with urllib.request.urlopen(f"{router}/engines", timeout=10) as response:
-        return {str(e["pod"]): int(e["served"]) for e in json.loads(response.read())}
+
+def _served_by_pod(gateway: gateway_process.GatewayProcess) -> dict[str, int]:
+    """Requests each ready endpoint answered, by pod, from the gateway's /debug/endpoints."""
+    return {str(e["pod"]): int(e["served"]) for e in gateway.endpoints()}
 
 
 def _scale(cluster: Cluster, namespace: str, replicas: int) -> None:
@@ -219,7 +284,7 @@ def _scale(cluster: Cluster, namespace: str, replicas: int) -> None:
 @pytest.mark.vllm_scale
 @pytest.mark.timeout(1800)
 def test_real_vllm_engines_scale_0_1_2_1_under_load_and_the_scale_down_drains(
-    cluster: Cluster, namespace: str, mirror: Mirror
+    cluster: Cluster, namespace: str, mirror: Mirror, gateway: gateway_process.GatewayProcess
 ) -> None:
     """Real vLLM behind the mirror (pods annotated `thrifty.dev/engine: vllm`)."""
     cluster.apply(_deployment(namespace, replicas=0, engine="vllm"))
@@ -230,12 +295,11 @@ def test_real_vllm_engines_scale_0_1_2_1_under_load_and_the_scale_down_drains(
         what="a real vLLM engine for the first pod",
         interval_seconds=2,
     )
-    router = str(mirror.state()["router_url"])
-    url = completions_url(router, namespace, MODEL_SERVICE)
+    url = gateway.completions_url
     source = PrometheusSignals(cluster.prometheus_url)
     try:
         # Modest load: on two shared cores a loaded first engine slows the second one's start.
-        with ClosedLoop([url], concurrency=4, max_tokens=128) as load:
+        with ClosedLoop([url], concurrency=4, max_tokens=128, model=MODEL_SERVICE) as load:
             _scale(cluster, namespace, 2)
             wait_until(
                 lambda: len(mirror.engines()) == 2 or None,
@@ -245,7 +309,7 @@ def test_real_vllm_engines_scale_0_1_2_1_under_load_and_the_scale_down_drains(
             )
             wait_until(
                 lambda: (
-                    s if len(s := _served_by_pod(router)) == 2 and min(s.values()) > 0 else None
+                    s if len(s := _served_by_pod(gateway)) == 2 and min(s.values()) > 0 else None
                 ),
                 timeout_seconds=120,
                 what="both engines serving requests",

@@ -6,27 +6,22 @@ of a ModelService what its container would have been:
 
 - it watches pods with the label `thrifty.dev/model-service` (Kubernetes watch, relisting when the
   watch expires) and starts an engine per Running pod on a free 127.0.0.1 port (or, with
-  `--loopback-pod-network`, on the loopback twin of the pod's IP: see podnet), parsing the vLLM
-  arguments the operator rendered into the pod (served name, --max-num-seqs, --shutdown-timeout...).
+  `--loopback-pod-network`, on the loopback twin of the pod's IP at the container's port: see
+  podnet; then the pod's EndpointSlice address leads to it, and thrifty-gateway reaches it as in a
+  cluster), parsing the vLLM arguments the operator rendered into the pod (served name,
+  --max-num-seqs, --shutdown-timeout...).
   Simulated (`thrifty_runtime.engine_server`, in this process) by default; the real vLLM CPU build
   for pods annotated `thrifty.dev/engine: vllm` or for all pods with `--engine vllm`;
 - it writes a Prometheus file_sd file listing the engines with the labels `namespace`, `pod` and
   `modelservice`, the same labels a PodMonitor gives real pods (the label contract of
   `thrifty.adapters.prometheus`);
-- when a pod is deleted or starts terminating, its engine leaves the router first (as endpoints are
-  removed before SIGTERM), waits the pod's preStop sleep, then drains for its `--shutdown-timeout`
-  and stops; its target goes last;
-- a router on 127.0.0.1 stands in for each ModelService's Service: requests to
-  `/<namespace>/<model-service>/v1/...` go to that ModelService's least-loaded engine (fewest
-  requests in flight through the router), like a Service with least-request balancing. For a
-  ModelService with no engine it holds requests until one is ready (`--hold-timeout`), as an
-  activator does, and its /metrics (the held requests per ModelService) is a file_sd target too,
-  with job `<job>-router` and no namespace or modelservice target labels, so the series keep
-  their own.
+- when a pod is deleted or starts terminating, its engine waits the pod's preStop sleep (as the
+  kubelet does before SIGTERM, while the terminating pod leaves its EndpointSlices and so the
+  gateway), then drains for its `--shutdown-timeout` and stops; its target goes last.
 
     python -m thrifty_runtime.fleet_mirror --file-sd /path/sd/thrifty-fleet.json \\
-        --router-port 8080 [--kubeconfig K] [--namespace NS] [--engine sim|vllm] [--profile 8b] \\
-        [--hold-timeout 300]
+        [--kubeconfig K] [--namespace NS] [--engine sim|vllm] [--profile 8b] \\
+        [--loopback-pod-network 10.0.0.0/8] [--state-file STATE.json]
 """
 
 from __future__ import annotations
@@ -49,7 +44,6 @@ from typing import Any
 
 from thrifty_runtime import podnet
 from thrifty_runtime.engine_server import EngineServer, settings_from_args
-from thrifty_runtime.router import DEFAULT_HOLD_TIMEOUT_SECONDS, Backend, Router
 
 log = logging.getLogger("thrifty_runtime.fleet_mirror")
 
@@ -75,7 +69,7 @@ class PodEngineSpec:
     serving: bool
     """Running and not terminating: it should have an engine that takes requests."""
     pre_stop_seconds: float = 0.0
-    """The container's `lifecycle.preStop.sleep`: time between leaving the router and SIGTERM."""
+    """The container's `lifecycle.preStop.sleep`: time between leaving the endpoints and SIGTERM."""
     pod_ip: str | None = None
     """`status.podIP`: with a loopback pod network (`thrifty_runtime.podnet`), the engine
     listens on its loopback twin at the container's own port, so the pod's EndpointSlice
@@ -127,15 +121,10 @@ def pod_engine_spec(pod: Mapping[str, Any], default_engine: str = "sim") -> PodE
 
 
 def file_sd_groups(
-    engines: Sequence[tuple[PodEngineSpec, str]],
-    job: str = DEFAULT_JOB,
-    router: str | None = None,
+    engines: Sequence[tuple[PodEngineSpec, str]], job: str = DEFAULT_JOB
 ) -> list[dict[str, Any]]:
-    """Prometheus file_sd target groups: one per engine, labelled as a PodMonitor would, and the
-    router's, labelled by job only: its series carry their own `namespace` and `modelservice`,
-    which target labels of the same name would rename to `exported_*`."""
-    routers = [{"targets": [router], "labels": {"job": f"{job}-router"}}] if router else []
-    return routers + [
+    """Prometheus file_sd target groups: one per engine, labelled as a PodMonitor would."""
+    return [
         {
             "targets": [address],
             "labels": {
@@ -152,7 +141,7 @@ def file_sd_groups(
 @dataclass
 class MirroredEngine:
     spec: PodEngineSpec
-    backend: Backend
+    url: str
     shutdown_timeout_seconds: float
     sim: EngineServer | None = None
     real: Any = None  # thrifty_runtime.vllm_process.VllmProcess
@@ -162,15 +151,12 @@ class MirroredEngine:
 @dataclass(frozen=True)
 class MirrorSettings:
     file_sd_path: Path
-    router_host: str = "127.0.0.1"
-    router_port: int = 0
     namespace: str | None = None
     default_engine: str = "sim"
     default_profile: str = "8b"
     job: str = DEFAULT_JOB
     state_path: Path | None = None
     vllm_work_dir: Path = Path("/tmp/thrifty-fleet-vllm")
-    hold_timeout_seconds: float = DEFAULT_HOLD_TIMEOUT_SECONDS
     loopback_pod_network: ipaddress.IPv4Network | None = None
     """Pods' IPs in this network get engines on their loopback twins (see podnet)."""
 
@@ -179,11 +165,6 @@ class FleetMirror:
     def __init__(self, settings: MirrorSettings, core_api: Any) -> None:
         self.settings = settings
         self._api = core_api
-        self.router = Router(
-            settings.router_host,
-            settings.router_port,
-            hold_timeout_seconds=settings.hold_timeout_seconds,
-        )
         self._engines: dict[tuple[str, str, str], MirroredEngine] = {}
         self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         self._stop = threading.Event()
@@ -196,10 +177,8 @@ class FleetMirror:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.router.start()
         self._write_targets()
         self._write_state()
-        log.info("router on %s", self.router.url)
         loop = asyncio.get_running_loop()
         self._watch_thread = threading.Thread(
             target=self._watch, args=(loop,), name="pod-watch", daemon=True
@@ -215,7 +194,6 @@ class FleetMirror:
             self._gone_while_starting.add(key)
         await asyncio.gather(*self._starting.values(), return_exceptions=True)
         await asyncio.gather(*(self._retire(key) for key in list(self._engines)))
-        await self.router.stop()
         self._write_targets()
 
     # -- watching pods (a thread: the client's watch blocks) ------------------------------------
@@ -319,16 +297,13 @@ class FleetMirror:
             self._starting.pop(spec.key, None)
         self._engines[spec.key] = engine
         if spec.key in self._gone_while_starting:
-            # The pod went away during start-up: stop the engine without ever routing to it.
+            # The pod went away during start-up: stop the engine without ever listing it.
             self._gone_while_starting.discard(spec.key)
             await self._retire(spec.key)
             return
-        self.router.add(engine.backend)
         self._write_targets()
         self._write_state()
-        log.info(
-            "serving %s/%s on %s (%s)", spec.namespace, spec.pod, engine.backend.url, spec.engine
-        )
+        log.info("serving %s/%s on %s (%s)", spec.namespace, spec.pod, engine.url, spec.engine)
 
     async def _start_sim(self, spec: PodEngineSpec) -> MirroredEngine:
         rendered = _without_vllm_serve(spec.args)
@@ -341,8 +316,7 @@ class FleetMirror:
         settings, _ = settings_from_args(args)
         server = EngineServer(settings, process_metrics=False)
         await server.start()
-        backend = Backend(spec.namespace, spec.model_service, spec.pod, server.url)
-        return MirroredEngine(spec, backend, settings.shutdown_timeout_seconds, sim=server)
+        return MirroredEngine(spec, server.url, settings.shutdown_timeout_seconds, sim=server)
 
     async def _start_vllm(self, spec: PodEngineSpec) -> MirroredEngine:
         from thrifty_runtime import vllm_process
@@ -353,20 +327,22 @@ class FleetMirror:
                 model = await asyncio.to_thread(vllm_process.ensure_tiny_model, python)
                 self._vllm = (python, model)
         python, model = self._vllm
-        port = _free_port()
-        args = vllm_process.cpu_engine_args(spec.args, model_dir=model, port=port)
+        settings, _ = settings_from_args(list(_without_vllm_serve(spec.args)))
+        host = spec.engine_host(self.settings.loopback_pod_network)
+        # The pod's own address at its container's port, or a free port on 127.0.0.1.
+        port = settings.port if host else _free_port()
+        host = host or "127.0.0.1"
+        args = vllm_process.cpu_engine_args(spec.args, model_dir=model, port=port, host=host)
         work = self.settings.vllm_work_dir / f"{spec.namespace}-{spec.pod}"
         work.mkdir(parents=True, exist_ok=True)
-        process = vllm_process.VllmProcess(python, args, port, work)
+        process = vllm_process.VllmProcess(python, args, port, work, host=host)
         process.start()
         try:
             await asyncio.to_thread(process.wait_healthy, 900)
         except BaseException:
             process.kill()
             raise
-        settings, _ = settings_from_args(list(_without_vllm_serve(spec.args)))
-        backend = Backend(spec.namespace, spec.model_service, spec.pod, process.url)
-        return MirroredEngine(spec, backend, settings.shutdown_timeout_seconds, real=process)
+        return MirroredEngine(spec, process.url, settings.shutdown_timeout_seconds, real=process)
 
     def _begin_retire(self, key: tuple[str, str, str]) -> None:
         if key in self._starting:
@@ -374,17 +350,15 @@ class FleetMirror:
         engine = self._engines.get(key)
         if engine is None or engine.stopping is not None:
             return
-        # Out of the router first: no new requests, as endpoints go before the SIGTERM.
-        self.router.remove(engine.backend)
         engine.stopping = asyncio.create_task(self._retire(key))
 
     async def _retire(self, key: tuple[str, str, str]) -> None:
         engine = self._engines.get(key)
         if engine is None:
             return
-        self.router.remove(engine.backend)
-        # As the kubelet runs the preStop sleep before SIGTERM: requests the router sent just
-        # before the removal reach the engine before it starts refusing new work.
+        # As the kubelet runs the preStop sleep before SIGTERM: the terminating pod leaves its
+        # EndpointSlices meanwhile, and requests a gateway sent just before it learnt so reach
+        # the engine before it starts refusing new work.
         await asyncio.sleep(engine.spec.pre_stop_seconds)
         log.info("draining %s/%s", engine.spec.namespace, engine.spec.pod)
         if engine.sim is not None:
@@ -402,22 +376,20 @@ class FleetMirror:
     # -- outputs --------------------------------------------------------------------------------
 
     def _write_targets(self) -> None:
-        engines = [(e.spec, e.backend.url.removeprefix("http://")) for e in self._engines.values()]
-        router = self.router.url.removeprefix("http://") if self.router.listening else None
-        groups = file_sd_groups(engines, self.settings.job, router)
+        engines = [(e.spec, e.url.removeprefix("http://")) for e in self._engines.values()]
+        groups = file_sd_groups(engines, self.settings.job)
         _write_atomically(self.settings.file_sd_path, json.dumps(groups))
 
     def _write_state(self) -> None:
         if self.settings.state_path is None:
             return
         state = {
-            "router_url": self.router.url,
             "engines": [
                 {
                     "namespace": e.spec.namespace,
                     "pod": e.spec.pod,
                     "model_service": e.spec.model_service,
-                    "url": e.backend.url,
+                    "url": e.url,
                     "engine": e.spec.engine,
                     "draining": e.stopping is not None,
                 }
@@ -458,20 +430,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
     parser.add_argument("--file-sd", required=True, type=Path, help="file_sd JSON to write")
-    parser.add_argument("--router-host", default="127.0.0.1")
-    parser.add_argument("--router-port", type=int, default=0, help="0: pick a free port")
     parser.add_argument("--namespace", help="only this namespace (default: all)")
     parser.add_argument("--engine", choices=["sim", "vllm"], default="sim")
     parser.add_argument("--profile", default="8b", help="simulator profile when pods name none")
     parser.add_argument("--job", default=DEFAULT_JOB, help="Prometheus job label of the targets")
-    parser.add_argument("--state-file", type=Path, help="JSON with the router URL and engines")
+    parser.add_argument("--state-file", type=Path, help="JSON listing the engines and their URLs")
     parser.add_argument("--vllm-work-dir", type=Path, default=Path("/tmp/thrifty-fleet-vllm"))
-    parser.add_argument(
-        "--hold-timeout",
-        type=float,
-        default=DEFAULT_HOLD_TIMEOUT_SECONDS,
-        help="seconds the router holds a request for a ModelService without engines, then 503",
-    )
     parser.add_argument(
         "--loopback-pod-network",
         type=podnet.parse_network,
@@ -488,15 +452,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
     settings = MirrorSettings(
         file_sd_path=args.file_sd,
-        router_host=args.router_host,
-        router_port=args.router_port,
         namespace=args.namespace,
         default_engine=args.engine,
         default_profile=args.profile,
         job=args.job,
         state_path=args.state_file,
         vllm_work_dir=args.vllm_work_dir,
-        hold_timeout_seconds=args.hold_timeout,
         loopback_pod_network=args.loopback_pod_network,
     )
 

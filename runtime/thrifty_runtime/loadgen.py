@@ -1,19 +1,17 @@
-"""Replays a trace (or a slice of one) against a ModelService through the fleet's router.
+"""Replays a trace (or a slice of one) against a model through thrifty-gateway.
 
 The scaling loop must be proven under real traffic, not a constant rate: this sends the requests of
 a public trace (Azure, Mooncake, ServeGen-derived; loaded by `thrifty.tracefiles.load_trace`, the
 same loader the simulator uses) at their arrival times, optionally sped up, to
-`<router>/<namespace>/<model-service>/v1/completions`. Each request carries its trace's prompt as
-token ids (so both the simulator and real vLLM see exactly that many prompt tokens) and asks for
-its trace's output length with `ignore_eos`. Runs are bounded by a request count and a duration,
-and only ever talk to the router URL given (127.0.0.1 in every setup of this project).
+`<gateway>/v1/completions` with `model` set (the gateway routes on it). Each request carries its
+trace's prompt as token ids (so both the simulator and real vLLM see exactly that many prompt
+tokens) and asks for its trace's output length with `ignore_eos`. Runs are bounded by a request
+count and a duration, and only ever talk to the gateway URL given (127.0.0.1 in every setup of
+this project). As a tenant: `--api-key-env VAR` (the key is read from the environment).
 
-    python -m thrifty_runtime.loadgen --router http://127.0.0.1:8080 --namespace demo \\
-        --model-service llama-8b --trace azure-conv --start 600 --duration 300 --speedup 10 \\
+    python -m thrifty_runtime.loadgen --gateway http://127.0.0.1:8080 --model llama-8b \\
+        --trace azure-conv --start 600 --duration 300 --speedup 10 \\
         --max-requests 2000 --max-seconds 120
-
-Through thrifty-gateway instead, as a tenant: `--gateway URL --model NAME --api-key-env VAR` (the
-request goes to `<gateway>/v1/completions` and is routed on `model`).
 """
 
 from __future__ import annotations
@@ -223,23 +221,15 @@ class ClosedLoop:
         self._thread.join(timeout=300)
 
 
-def completions_url(router: str, namespace: str, model_service: str) -> str:
-    return f"{router.rstrip('/')}/{namespace}/{model_service}/v1/completions"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m thrifty_runtime.loadgen",
-        description="Replay a trace against a ModelService through the fleet mirror's router.",
+        description="Replay a trace against a model through thrifty-gateway.",
     )
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--router", help="the fleet mirror's router URL")
-    target.add_argument(
-        "--gateway", help="thrifty-gateway's URL (routes on --model; needs no namespace)"
+    parser.add_argument("--gateway", required=True, help="thrifty-gateway's URL")
+    parser.add_argument(
+        "--model", required=True, help="served model name (the gateway routes on it)"
     )
-    parser.add_argument("--namespace", help="with --router")
-    parser.add_argument("--model-service", help="with --router")
-    parser.add_argument("--model", help="served model name (default: the engine's first)")
     parser.add_argument(
         "--api-key-env",
         help="name of an environment variable holding the API key (sent as a Bearer token)",
@@ -280,14 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_output_tokens=args.max_output_tokens,
     )
     requests = plan(trace, limits)
-    if args.gateway:
-        if not args.model:
-            raise SystemExit("--gateway needs --model (the gateway routes on it)")
-        url = f"{args.gateway.rstrip('/')}/v1/completions"
-    else:
-        if not (args.namespace and args.model_service):
-            raise SystemExit("--router needs --namespace and --model-service")
-        url = completions_url(args.router, args.namespace, args.model_service)
+    url = f"{args.gateway.rstrip('/')}/v1/completions"
     headers = None
     if args.api_key_env:  # from the environment: a key on a command line shows in `ps`
         headers = {"Authorization": f"Bearer {os.environ[args.api_key_env]}"}

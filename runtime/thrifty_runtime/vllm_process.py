@@ -92,10 +92,15 @@ def ensure_tiny_model(python: Path, timeout_seconds: float = 600) -> Path:
 
 
 def cpu_engine_args(
-    rendered: Sequence[str], *, model_dir: Path, port: int, max_model_len: int = TINY_MODEL_MAX_LEN
+    rendered: Sequence[str],
+    *,
+    model_dir: Path,
+    port: int,
+    max_model_len: int = TINY_MODEL_MAX_LEN,
+    host: str = "127.0.0.1",
 ) -> list[str]:
     """The operator's rendered vLLM arguments, reduced to those that apply on a CPU, for the
-    tiny model on `port`. `--max-model-len` is capped to what the tiny model holds."""
+    tiny model on `host`:`port`. `--max-model-len` is capped to what the tiny model holds."""
     kept: list[str] = ["--model", str(model_dir)]
     for flag, value in _flag_values(rendered):
         if flag not in CPU_MEANINGFUL_FLAGS or value is None:
@@ -105,7 +110,7 @@ def cpu_engine_args(
         kept += [flag, value]
     if "--max-model-len" not in kept:
         kept += ["--max-model-len", str(max_model_len)]
-    return [*kept, "--host", "127.0.0.1", "--port", str(port), *CPU_FLAGS]
+    return [*kept, "--host", host, "--port", str(port), *CPU_FLAGS]
 
 
 def _flag_values(args: Sequence[str]) -> list[tuple[str, str | None]]:
@@ -138,18 +143,19 @@ def _model_len(value: str, default: int) -> int:
 
 @dataclass
 class VllmProcess:
-    """One real vLLM API server process on 127.0.0.1."""
+    """One real vLLM API server process on `host` (a loopback address: see podnet)."""
 
     python: Path
     args: list[str]
     port: int
     work_dir: Path
+    host: str = "127.0.0.1"
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _tmp: Path | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def log_path(self) -> Path:

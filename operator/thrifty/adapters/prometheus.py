@@ -15,9 +15,9 @@ those labels; on a real cluster a PodMonitor relabels `__meta_kubernetes_namespa
 of queries serves every ModelService in a tick (`read_all`) and a single one (`read`) alike.
 
 Scale from zero: a ModelService without a ready engine has no vLLM series at all, so its only
-demand signal is the requests its router (or gateway) holds for it. The gauge named by
-`held_requests_metric` (default `thrifty_router_requests_held`, exported by thrifty's router,
-runtime/thrifty_runtime/router.py) carries the same two labels. With no engine series, held
+demand signal is the requests a gateway holds for it. The gauge named by
+`held_requests_metric` (default `thrifty_router_requests_held`, exported by thrifty-gateway,
+runtime/thrifty_runtime/gateway/) carries the same two labels. With no engine series, held
 requests become `Signals` with only `requests_waiting` set, so the policy scales from zero; with
 engines, held requests add to `requests_waiting`. Neither engine series nor held requests: no
 signals, as before (hold; never invent load).
@@ -63,7 +63,8 @@ POD_MODEL_SERVICE_LABEL = "thrifty.dev/model-service"
 GROUP_BY = f"{NAMESPACE_LABEL}, {MODEL_SERVICE_LABEL}"
 
 HELD_REQUESTS_METRIC = "thrifty_router_requests_held"
-"""The router's gauge of requests held for a ModelService without a ready engine."""
+"""thrifty-gateway's gauge of requests held for a ModelService without a ready endpoint (the
+name any other gateway in front must export, or `held_requests_metric` must name its own)."""
 
 
 class MetricsError(Exception):
@@ -391,7 +392,8 @@ def _cumulative(pairs: Sequence[tuple[float, float]]) -> Buckets:
 
 
 def build_held_queries(key: ServiceKey | None, metric: str) -> dict[str, str]:
-    """The held-requests gauge, summed over router replicas, and the age of its newest sample."""
+    """The held-requests gauge, summed over gateway replicas, and the age of its newest
+    sample."""
     sel = label_matchers(key)
     return {
         "requests_held": f"sum by ({GROUP_BY}) ({metric}{sel})",
@@ -428,7 +430,7 @@ def held_requests(
     *,
     staleness_limit_seconds: float,
 ) -> tuple[float, float]:
-    """(requests held, age of the sample); (0, inf) when absent, unreadable or stale: a router
+    """(requests held, age of the sample); (0, inf) when absent, unreadable or stale: a gateway
     that stopped reporting is not evidence of demand."""
     held = results.get("requests_held", {}).get(key)
     age = results.get("held_sample_age_seconds", {}).get(key)
@@ -474,7 +476,7 @@ def signals_from_results(
 
     ttft = results["ttft_p95_seconds"].get(key)
     signals = Signals(
-        # Requests the router holds wait too, only in front of the engines' queues.
+        # Requests the gateway holds wait too, only in front of the engines' queues.
         requests_waiting=value("requests_waiting") + held,
         requests_running=value("requests_running"),
         kv_cache_usage=value("kv_cache_usage"),
@@ -517,7 +519,7 @@ def _held_only(held: float, age: float) -> SignalsReading:
     )
     return SignalsReading(
         signals,
-        f"no ready engine; {held:.0f} requests held by the router, read as waiting",
+        f"no ready engine; {held:.0f} requests held by the gateway, read as waiting",
     )
 
 
@@ -533,7 +535,7 @@ class PrometheusSignals:
         windows: QueryWindows = QueryWindows(),
         held_requests_metric: str = HELD_REQUESTS_METRIC,
     ) -> None:
-        """`held_requests_metric`: the gauge of requests a router or gateway holds for a
+        """`held_requests_metric`: the gauge of requests a gateway holds for a
         ModelService without a ready engine (labels `namespace`, `modelservice`); empty: none.
         `connection`: a `PrometheusConnection`, or a plain URL (no auth, default TLS)."""
         if isinstance(connection, str):

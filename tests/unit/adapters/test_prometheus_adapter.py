@@ -231,7 +231,7 @@ def test_requests_held_at_zero_engines_are_the_waiting_requests() -> None:
     assert signals.prompt_tokens_per_second == signals.generation_tokens_per_second == 0.0
     assert signals.ttft_p95_seconds is None
     assert signals.sample_age_seconds == 3.0
-    assert "5 requests held by the router" in reading.reason
+    assert "5 requests held by the gateway" in reading.reason
 
 
 def test_no_engines_and_nothing_held_is_still_no_signals() -> None:

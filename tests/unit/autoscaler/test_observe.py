@@ -208,7 +208,7 @@ def _at_zero(signals: types.Signals | None) -> types.Observation:
     return _observe(ms, [], signals=signals, free=16)
 
 
-def test_requests_held_by_the_router_scale_a_service_from_zero() -> None:
+def test_requests_held_by_the_gateway_scale_a_service_from_zero() -> None:
     key = prometheus.ServiceKey("team-a", "chat")
     no_engines: dict[str, dict[prometheus.ServiceKey, float]] = {
         name: {} for name in prometheus.build_queries(key)

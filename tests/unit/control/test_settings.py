@@ -38,7 +38,7 @@ def test_an_unknown_log_format_is_refused_naming_the_choices() -> None:
         settings.log_format_from_env({"THRIFTY_LOG_FORMAT": "xml"})
 
 
-def test_the_held_requests_metric_defaults_to_the_routers_and_can_be_renamed_or_disabled() -> None:
+def test_the_held_requests_metric_defaults_to_the_gateways_and_can_be_renamed_or_disabled() -> None:
     assert settings.from_env({}).held_requests_metric == "thrifty_router_requests_held"
     renamed = {"THRIFTY_HELD_REQUESTS_METRIC": "gateway:queued_requests"}
     assert settings.from_env(renamed).held_requests_metric == "gateway:queued_requests"

@@ -8,8 +8,7 @@ import pytest
 
 from thrifty.sim.traces import Request, Trace
 from thrifty_runtime.engine_server import EngineServer, settings_from_args
-from thrifty_runtime.loadgen import Limits, completions_url, plan, prompt_ids, replay
-from thrifty_runtime.router import Backend, Router
+from thrifty_runtime.loadgen import Limits, build_parser, plan, prompt_ids, replay
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,19 +35,15 @@ def test_prompt_ids_stay_inside_the_tiny_vocabulary() -> None:
     assert len(ids) == 5000 and min(ids) >= 3 and max(ids) < 2048
 
 
-def test_replay_through_the_router_delivers_every_planned_token() -> None:
+def test_replay_delivers_every_planned_token() -> None:
     async def scenario() -> None:
         settings, _ = settings_from_args(["--served-model-name", "m", "--port", "0"])
         engine = EngineServer(settings, process_metrics=False)
         await engine.start()
-        router = Router()
-        await router.start()
-        router.add(Backend("ns", "ms", "p", engine.url))
         try:
             requests = plan(TRACE, Limits(max_requests=20))
-            report = await replay(completions_url(router.url, "ns", "ms"), requests)
+            report = await replay(f"{engine.url}/v1/completions", requests, model="m")
         finally:
-            await router.stop()
             await engine.stop()
         assert report.sent == 20 and report.ok == 20 and not report.errors
         assert report.completion_tokens == sum(r.max_tokens for r in requests)
@@ -57,3 +52,11 @@ def test_replay_through_the_router_delivers_every_planned_token() -> None:
         assert report.summary()["latency_p95_seconds"] is not None
 
     asyncio.run(scenario())
+
+
+def test_the_command_line_targets_a_gateway_and_a_model() -> None:
+    args = build_parser().parse_args(["--gateway", "http://127.0.0.1:1", "--model", "chat"])
+    assert (args.gateway, args.model) == ("http://127.0.0.1:1", "chat")
+    for incomplete in (["--gateway", "http://127.0.0.1:1"], ["--model", "chat"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(incomplete)

@@ -71,3 +71,11 @@ def test_inline_values_bare_flags_and_a_missing_model_len() -> None:
     assert flags["--max-model-len"] == "128"
     assert "--enable-prefix-caching" not in flags
     assert _flags(cpu_engine_args([], model_dir=MODEL, port=1))["--max-model-len"] == "512"
+
+
+def test_a_pods_loopback_twin_is_the_address_vllm_listens_on() -> None:
+    # The fleet mirror with a loopback pod network: the pod IP's twin, at the container's port.
+    args = cpu_engine_args(["--host", "0.0.0.0"], model_dir=MODEL, port=8000, host="127.7.0.4")
+    flags = _flags(args)
+    assert flags["--host"] == "127.7.0.4" and flags["--port"] == "8000"
+    assert args.count("--host") == 1
