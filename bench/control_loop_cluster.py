@@ -22,6 +22,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config
 from prometheus_client.parser import text_string_to_metric_families
@@ -140,16 +141,18 @@ def reaction_times(cluster: Cluster, workdir: Path, steps: int) -> list[float]:
     )
     api = client.CustomObjectsApi()
 
-    def replicas() -> int:
+    def service() -> dict[str, Any]:
         found = api.get_namespaced_custom_object(
             "thrifty.dev", "v1alpha1", namespace, "modelservices", "chat"
         )
-        return int(found["spec"].get("replicas", 1))
+        assert isinstance(found, dict), found
+        return found
+
+    def replicas() -> int:
+        return int(service()["spec"].get("replicas", 1))
 
     def condition_true(kind: str) -> bool:
-        found = api.get_namespaced_custom_object(
-            "thrifty.dev", "v1alpha1", namespace, "modelservices", "chat"
-        )
+        found = service()
         conditions = (found.get("status") or {}).get("conditions", [])
         return any(c["type"] == kind and c["status"] == "True" for c in conditions)
 
@@ -178,7 +181,7 @@ def reaction_times(cluster: Cluster, workdir: Path, steps: int) -> list[float]:
                     "--speedup",
                     "10",
                     "--start",
-                    "18",
+                    "180",
                     "--max-seconds",
                     "25",
                     "--max-requests",

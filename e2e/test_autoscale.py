@@ -193,7 +193,7 @@ class Stack:
             "--speedup",
             str(speedup),
             "--start",
-            str(start / speedup),
+            str(start),
             "--max-seconds",
             str(seconds),
             "--max-requests",

@@ -11,6 +11,7 @@ scrapes the gateway's held-requests gauge, which is all the operator needs to sc
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import json
 import subprocess
 import sys
@@ -120,6 +121,10 @@ def gateway_stack(
             gateway_process.stop(gateway)
         fleet_process.stop(mirror)
         stop_prometheus(prom)
+
+
+def _served(url: str, api_key: str) -> bool | None:
+    return completion(url, "chat", 30, api_key) == 200 or None
 
 
 def completion(url: str, model: str, timeout_seconds: float, api_key: str | None = None) -> int:
@@ -252,11 +257,7 @@ def test_a_tenant_report_adds_up_to_the_operators_cost_over_the_period(
     stack.cluster.kubectl("apply", "-n", stack.namespace, "-f", "-", input=manifest)
     keys = {tenant: _tenant_key(stack, tenant) for tenant in ("east", "west")}
     for key in keys.values():
-        eventually(
-            lambda key=key: completion(stack.gateway_url, "chat", 30, key) == 200 or None,
-            120,
-            "a tenant served",
-        )
+        eventually(functools.partial(_served, stack.gateway_url, key), 120, "a tenant served")
     cost = f'thrifty_modelservice_cost_dollars_per_hour{{namespace="{stack.namespace}"}}'
     eventually(lambda: stack.promql(f"{cost} > 0") or None, 60, "the operator's cost scraped")
 

@@ -22,7 +22,8 @@ LogFormat = Literal["plain", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = get_args(LogFormat)
 
 HELD_REQUESTS_METRIC = "thrifty_router_requests_held"
-"""The router's gauge of requests held for a ModelService without a ready engine."""
+"""thrifty-gateway's gauge of requests held for a ModelService without a ready engine (its name
+predates the gateway; kept so dashboards and alerts on it keep working)."""
 
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
@@ -54,7 +55,7 @@ class Settings:
     """Where and how to query Prometheus (THRIFTY_PROMETHEUS_*: URL, path prefix, bearer token
     or basic-auth files, CA, client certificate, headers); see `PrometheusConnection`."""
     held_requests_metric: str = HELD_REQUESTS_METRIC
-    """Gauge of requests a router holds for a ModelService without a ready engine (labels
+    """Gauge of requests a gateway holds for a ModelService without a ready engine (labels
     `namespace`, `modelservice`): the only demand signal at zero replicas. Empty: not read."""
     metrics_port: int = 8080
     """The operator's own /metrics; 0 disables the endpoint."""
