@@ -19,6 +19,7 @@ lint: venv
 	$(VENV)/bin/mypy
 	# The e2e harness, benchmarks and scripts: strict too, with their own import roots.
 	MYPYPATH=operator:runtime:e2e:bench $(VENV)/bin/mypy --strict e2e bench scripts
+	MYPYPATH=operator:runtime:tests/unit:tests/unit/policy:tests/unit/control $(VENV)/bin/mypy --strict tests
 	$(VENV)/bin/lint-imports
 
 unit: venv

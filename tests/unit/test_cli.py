@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import json
 import subprocess
 import sys
@@ -202,9 +203,9 @@ def test_without_the_plot_extra_simulate_writes_the_report_and_says_why_no_png(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_find_spec = cli.importlib.util.find_spec
+    real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        cli.importlib.util,
+        importlib.util,
         "find_spec",
         lambda name, *a: None if name == "matplotlib" else real_find_spec(name, *a),
     )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import json
+import threading
+
+from kubernetes.client.exceptions import ApiException
 
 from thrifty.adapters import kube
 
@@ -74,7 +78,7 @@ class FakeEventsApi:
         self, name: str, namespace: str, patch: dict[str, object], **_: object
     ) -> object:
         if name not in self.events:
-            raise kube.ApiException(status=404, reason="Not Found")
+            raise ApiException(status=404, reason="Not Found")
         self.events[name].update(patch)
         return _Response(self.events[name])
 
@@ -89,8 +93,8 @@ def test_the_same_event_again_counts_up_instead_of_adding_an_object() -> None:
     adapter = kube.Kube.__new__(kube.Kube)
     adapter.core = api  # type: ignore[assignment]
     adapter.instance = "test"
-    adapter.posted = kube.OrderedDict()
-    adapter.posted_lock = kube.threading.Lock()
+    adapter.posted = collections.OrderedDict()
+    adapter.posted_lock = threading.Lock()
     involved = {
         "apiVersion": "thrifty.dev/v1alpha1",
         "kind": "ModelService",

@@ -13,7 +13,6 @@ from thrifty.adapters.prometheus import (
     PrometheusSignals,
     PrometheusUnreachableError,
     QueryWindows,
-    ServiceKey,
     buckets_by_service,
     build_bucket_query,
     build_held_queries,
@@ -22,6 +21,7 @@ from thrifty.adapters.prometheus import (
     signals_from_results,
     values_by_service,
 )
+from thrifty.autoscaler.world import ServiceKey
 
 KEY = ServiceKey("team-a", "llama-8b")
 OTHER = ServiceKey("team-b", "llama-8b")

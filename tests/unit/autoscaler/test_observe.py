@@ -11,6 +11,7 @@ from thrifty.adapters import prometheus
 from thrifty.api import costbudget, gpupool, modelservice
 from thrifty.autoscaler import observe
 from thrifty.autoscaler.observe import ObserveSettings, PodView
+from thrifty.autoscaler.world import ServiceKey
 from thrifty.policy import limits, types
 from thrifty.policy.planner import ThriftyPolicy
 
@@ -209,8 +210,8 @@ def _at_zero(signals: types.Signals | None) -> types.Observation:
 
 
 def test_requests_held_by_the_gateway_scale_a_service_from_zero() -> None:
-    key = prometheus.ServiceKey("team-a", "chat")
-    no_engines: dict[str, dict[prometheus.ServiceKey, float]] = {
+    key = ServiceKey("team-a", "chat")
+    no_engines: dict[str, dict[ServiceKey, float]] = {
         name: {} for name in prometheus.build_queries(key)
     }
     held = {"requests_held": {key: 3.0}, "held_sample_age_seconds": {key: 2.0}}

@@ -9,6 +9,7 @@ from thrifty import explain
 from thrifty.adapters import prometheus
 from thrifty.api import common, modelservice
 from thrifty.autoscaler import status as autoscaling
+from thrifty.autoscaler.world import ServiceKey
 from thrifty.control.fleet import query_error_kind
 from thrifty.policy import types
 
@@ -190,9 +191,9 @@ def test_manual_mode_reports_metrics_without_a_decision() -> None:
 
 
 def test_query_error_kinds_match_the_prometheus_adapters_reasons() -> None:
-    key = prometheus.ServiceKey("team", "chat")
+    key = ServiceKey("team", "chat")
     names = prometheus.build_queries(key)
-    empty: dict[str, dict[prometheus.ServiceKey, float]] = {name: {} for name in names}
+    empty: dict[str, dict[ServiceKey, float]] = {name: {} for name in names}
     no_data = prometheus.signals_from_results(key, empty, staleness_limit_seconds=60)
     assert query_error_kind(no_data.reason) == "NoData"
     stale_results = {name: {key: 0.0} for name in names}

@@ -11,7 +11,7 @@ from test_reconcile_pass import POOL as POOL_WITHOUT_QUOTA
 from thrifty.control.caches import Caches
 from thrifty.reconciler import placement
 
-POOL = {
+POOL: dict[str, Any] = {
     **POOL_WITHOUT_QUOTA,
     "spec": {**POOL_WITHOUT_QUOTA["spec"], "maxGpus": 2},
     "status": {"gpusAllocatable": 2, "gpusUsed": 0, "gpusFree": 2},  # written before the pods
@@ -76,7 +76,8 @@ def test_a_cached_model_service_keeps_only_who_owns_replicas_of_its_managed_fiel
         },
         "spec": {"model": {"uri": "hf://a/b"}, "pools": ["h100"], "replicas": 1},
     }
-    entry = thrifty_model_services(body=body, namespace="ns", name="chat")[("ns", "chat")]  # type: ignore[arg-type]
+    index: Any = thrifty_model_services  # kopf's IndexingFn type asks for every kwarg kopf passes
+    entry = index(body=body, namespace="ns", name="chat")[("ns", "chat")]
     assert "annotations" not in entry["metadata"]
     assert [m["manager"] for m in entry["metadata"]["managedFields"]] == ["argocd"]
     assert entry["spec"] == body["spec"] and entry["metadata"]["resourceVersion"] == "7"
@@ -137,6 +138,8 @@ def test_a_lost_node_reconciles_the_model_services_on_it_at_once() -> None:
 
     from thrifty.control import backoff, handlers
 
+    node_event: Any = handlers.node_event  # kopf's handler type asks for every kwarg kopf passes
+
     class RecordingKube(FakeKube):
         def __init__(self) -> None:
             super().__init__()
@@ -165,7 +168,7 @@ def test_a_lost_node_reconciles_the_model_services_on_it_at_once() -> None:
     memo.locks, memo.locks_guard = {}, threading.Lock()
     memo.thrifty_backoff = backoff.Backoff(10.0)
     gone = kopf.Body({"metadata": {"name": "n1", "labels": {"thrifty.dev/pool": "h100"}}})
-    handlers.node_event(type="DELETED", body=gone, memo=memo, logger=logging.getLogger("t"))
+    node_event(type="DELETED", body=gone, memo=memo, logger=logging.getLogger("t"))
     lost = next(c for c in memo.kube.status["conditions"] if c["type"] == "ReplicasLost")
     assert lost["status"] == "True" and "b on node n1 (deleted)" in lost["message"]
     assert memo.kube.replicas == [3], "one replacement ordered with the lost replica's event"
@@ -174,12 +177,12 @@ def test_a_lost_node_reconciles_the_model_services_on_it_at_once() -> None:
     assert ready["message"].startswith("1 nodes"), ready
     other = kopf.Body({"metadata": {"name": "n7"}, "status": {}})
     before = len(memo.kube.applied)
-    handlers.node_event(type="DELETED", body=other, memo=memo, logger=logging.getLogger("t"))
+    node_event(type="DELETED", body=other, memo=memo, logger=logging.getLogger("t"))
     assert len(memo.kube.applied) == before, "a node without replicas reconciles nothing"
     # A follower acts on no node event: only the lease holder writes (two operators at once).
     memo.thrifty_leading = lambda: False
     memo.kube.status = {}
-    handlers.node_event(type="DELETED", body=gone, memo=memo, logger=logging.getLogger("t"))
+    node_event(type="DELETED", body=gone, memo=memo, logger=logging.getLogger("t"))
     assert len(memo.kube.applied) == before and memo.kube.status == {}
 
 

@@ -87,7 +87,11 @@ def fleet() -> list[dict[str, Any]]:
 
 def resync(memo: kopf.Memo) -> None:
     model_services = handlers.resync_loops(memo, settings.Settings(), lambda: True)[0]
-    asyncio.run(model_services.work())
+
+    async def one_pass() -> None:
+        await model_services.work()
+
+    asyncio.run(one_pass())
 
 
 @pytest.fixture

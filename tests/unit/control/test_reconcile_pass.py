@@ -12,7 +12,7 @@ from thrifty.control import handlers
 from thrifty.reconciler import placement, render
 
 LOG = logging.getLogger("test")
-POOL = {
+POOL: dict[str, Any] = {
     "metadata": {"name": "h100"},
     "spec": {
         "accelerator": "NVIDIA-H100-80GB-HBM3",
@@ -101,7 +101,8 @@ class FakeView:
 
 
 def test_an_unchanged_model_service_is_applied_once_then_never_again() -> None:
-    kube, view, applied = FakeKube(), FakeView(), {}
+    kube, view = FakeKube(), FakeView()
+    applied: handlers.Applied = {}
     handlers.reconcile_model_service(kube, BODY, LOG, view, applied)  # type: ignore[arg-type]
     assert "Deployment" in kube.applied
     writes = len(kube.applied)
@@ -124,7 +125,8 @@ def test_a_deleted_model_service_gets_no_deployment() -> None:
 
 
 def test_a_changed_spec_an_edited_or_a_deleted_deployment_is_applied_again() -> None:
-    kube, view, applied = FakeKube(), FakeView(), {}
+    kube, view = FakeKube(), FakeView()
+    applied: handlers.Applied = {}
     handlers.reconcile_model_service(kube, BODY, LOG, view, applied)  # type: ignore[arg-type]
     view.deployment_body = deployment(1)
     writes = len(kube.applied)
@@ -183,7 +185,8 @@ class QuotaKube(RefusingKube):
 
 
 def test_a_service_the_cluster_refuses_is_reported_and_the_deployment_still_applied() -> None:
-    kube, view, applied = QuotaKube(), FakeView(), {}
+    kube, view = QuotaKube(), FakeView()
+    applied: handlers.Applied = {}
     handlers.reconcile_model_service(kube, BODY, LOG, view, applied)  # type: ignore[arg-type]
     assert kube.applied == ["Deployment", "PodDisruptionBudget"]
     degraded = next(c for c in kube.status["conditions"] if c["type"] == "Degraded")

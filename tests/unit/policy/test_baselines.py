@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from policy_builders import observation, signals
 
@@ -21,7 +23,7 @@ def drive(
     desired: int,
     start: float = 1000.0,
     step: float = 15.0,
-    **spec: object,
+    **spec: Any,
 ) -> list[int]:
     """Runs the policy tick by tick, applying each decision (replicas become ready at once)."""
     state: types.PolicyState = {}
@@ -104,7 +106,7 @@ def test_hpa_never_goes_below_one_without_keda_scale_to_zero() -> None:
 
 
 def test_keda_deactivates_to_zero_after_the_cooldown_and_activates_on_demand() -> None:
-    zero = {"min_replicas": 0, "scale_to_zero_idle_seconds": 60.0}
+    zero: dict[str, Any] = {"min_replicas": 0, "scale_to_zero_idle_seconds": 60.0}
     loads = [waiting(5.0)] + [waiting(0.0, running=0.0)] * 24
     counts = drive(HpaPolicy(target_per_replica=10.0), loads, desired=1, **zero)
     # Polled 5 waiting at t=0, still the polled value at t=15: last active at t=15, then KEDA's
@@ -175,7 +177,7 @@ def test_kpa_scales_down_at_most_to_half_the_ready_replicas() -> None:
 
 
 def test_kpa_scale_to_zero_after_a_quiet_stable_window_and_the_grace_period() -> None:
-    zero = {"min_replicas": 0, "scale_to_zero_idle_seconds": 60.0}
+    zero: dict[str, Any] = {"min_replicas": 0, "scale_to_zero_idle_seconds": 60.0}
     loads = [waiting(0.0, running=5.0)] + [waiting(0.0, running=0.0)] * 60
     counts = drive(KpaPolicy(), loads, desired=1, step=2.0, **zero)
     # t=0 has traffic; the 60 s window is quiet from t=60; the 30 s grace ends at t=90.
@@ -184,7 +186,7 @@ def test_kpa_scale_to_zero_after_a_quiet_stable_window_and_the_grace_period() ->
 
 
 def test_kpa_scales_from_zero_on_traffic() -> None:
-    zero = {"min_replicas": 0, "scale_to_zero_idle_seconds": 60.0}
+    zero: dict[str, Any] = {"min_replicas": 0, "scale_to_zero_idle_seconds": 60.0}
     decision = KpaPolicy().decide(
         observation(sig=waiting(300.0, running=0.0), desired=0, **zero), {}
     )

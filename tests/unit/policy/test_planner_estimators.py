@@ -6,6 +6,7 @@ import json
 import math
 import random
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from policy_builders import observation, signals
@@ -250,7 +251,12 @@ def test_state_round_trips_through_json_and_reads_garbage_as_unknown() -> None:
         ready_since=5.0,
     )
     assert load(json.loads(json.dumps(state.to_json()))) == state
-    broken = {**state.to_json(), "capacity": "lots", "demand": [[1, "x"], 7], "ready": None}
+    broken: dict[str, Any] = {
+        **state.to_json(),
+        "capacity": "lots",
+        "demand": [[1, "x"], 7],
+        "ready": None,
+    }
     read = load(broken)
     assert read.capacity is None and read.demand == () and read.ready == -1
     assert load({"version": 99, "capacity": 1.0}) == State()

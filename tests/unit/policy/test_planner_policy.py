@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from policy_builders import observation, signals
@@ -135,7 +136,7 @@ def test_a_higher_need_during_the_delay_restarts_nothing_but_resets_the_wait() -
 
 
 def test_idle_scales_to_zero_only_when_allowed_and_idle_long_enough() -> None:
-    allowed = {"min_replicas": 0, "scale_to_zero_idle_seconds": 600.0}
+    allowed: dict[str, Any] = {"min_replicas": 0, "scale_to_zero_idle_seconds": 600.0}
     ticks = [observation(now=1000.0 + 60.0 * i, sig=IDLE, desired=1, **allowed) for i in range(11)]
     decisions = run(POLICY, ticks)
     assert all(d.replicas == 1 for d in decisions[:10])
@@ -150,7 +151,7 @@ def test_idle_scales_to_zero_only_when_allowed_and_idle_long_enough() -> None:
         {"min_replicas": 1, "scale_to_zero_idle_seconds": None},
     ],
 )
-def test_idle_never_scales_to_zero_when_not_allowed(spec_overrides: dict[str, object]) -> None:
+def test_idle_never_scales_to_zero_when_not_allowed(spec_overrides: dict[str, Any]) -> None:
     ticks = [
         observation(now=1000.0 + 60.0 * i, sig=IDLE, desired=1, **spec_overrides) for i in range(30)
     ]
@@ -158,7 +159,7 @@ def test_idle_never_scales_to_zero_when_not_allowed(spec_overrides: dict[str, ob
 
 
 def test_a_request_resets_the_idle_clock() -> None:
-    allowed = {"min_replicas": 0, "scale_to_zero_idle_seconds": 600.0}
+    allowed: dict[str, Any] = {"min_replicas": 0, "scale_to_zero_idle_seconds": 600.0}
     one_request = signals(requests_running=1.0, requests_per_second=0.1)
     ticks = [observation(now=1000.0 + 60.0 * i, sig=IDLE, desired=1, **allowed) for i in range(9)]
     ticks.append(observation(now=1540.0, sig=one_request, desired=1, **allowed))
@@ -172,7 +173,7 @@ def test_a_request_resets_the_idle_clock() -> None:
 def test_no_replica_is_added_while_idle_for_a_forecast_of_the_minutes_before() -> None:
     # Busy at 2 replicas held down by a $/1M cap; then the traffic stops. Without tokens the cap
     # binds no more, while the forecast still carries the busy minutes: no replica for nobody.
-    cap = {"max_dollars_per_million_tokens": 0.02}
+    cap: dict[str, Any] = {"max_dollars_per_million_tokens": 0.02}
     busy = [observation(now=1000.0 + 15.0 * i, sig=BURST, desired=2, **cap) for i in range(4)]
     idle = [observation(now=1060.0 + 15.0 * i, sig=IDLE, desired=2, **cap) for i in range(8)]
     decisions = run(POLICY, busy + idle)

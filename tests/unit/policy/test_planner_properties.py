@@ -150,10 +150,11 @@ def planner_states(draw: st.DrawFn) -> types.PolicyState:
         last_scale_up=draw(_maybe(past)),
         last_scale_down=draw(_maybe(past)),
     )
-    return json.loads(json.dumps(state.to_json()))
+    carried: types.PolicyState = json.loads(json.dumps(state.to_json()))
+    return carried
 
 
-carried_states = st.one_of(st.just({}), planner_states())
+carried_states: st.SearchStrategy[types.PolicyState] = st.one_of(st.just({}), planner_states())
 
 
 def _hourly_cap(observation: types.Observation) -> float | None:
