@@ -135,6 +135,16 @@ def wait_placement(
     return wait_until(probe, timeout_seconds=seconds, what=what, interval_seconds=0.5)
 
 
+def _pool_gpus(cluster: Cluster, pool: str, namespace: str) -> int:
+    """GPUs the ModelService `spread` holds in `pool`, as the operator's pool status says."""
+    status = cluster.kubectl_json("get", "gpupool", pool).get("status") or {}
+    return sum(
+        int(u["gpus"])
+        for u in status.get("usage", [])
+        if u["namespace"] == namespace and u["name"] == "spread"
+    )
+
+
 def unscheduled(cluster: Cluster, namespace: str) -> list[str]:
     return [
         p["metadata"]["name"]
@@ -182,6 +192,14 @@ def test_spread_spill_reclaim_and_return(
     assert "Spilled" in _event_reasons(cluster, namespace, "spread")
     cluster.kubectl("scale", "-n", namespace, "modelservice/spread", "--replicas=5")
     wait_placement(cluster, namespace, {"sp-reserved": 2, "sp-spot": 3}, "L4 drained")
+    # The operator's own view has the spot pods on the spot node (its pool status counts their
+    # GPUs there): only then can a taint on that node mark them as doomed rather than unplaced.
+    wait_until(
+        lambda: _pool_gpus(cluster, "sp-spot", namespace) == 3 or None,
+        timeout_seconds=60,
+        what="the operator seeing the spot replicas on the spot node",
+        interval_seconds=0.5,
+    )
 
     # Reclaim notice: Karpenter taints the spot node. The replacements are ordered within one
     # interval, on L4 (1.2) then the on-demand H100 (2), counting 5.2 >= 5, while the spot
