@@ -335,6 +335,13 @@ def build_queries(key: ServiceKey | None, windows: QueryWindows = QueryWindows()
         "requests_per_second": (
             f"sum by ({GROUP_BY}) (rate(vllm:request_success_total{sel}{rate}))"
         ),
+        # Per finished request, from the token histograms vLLM observes at each finish: token
+        # rates over request rates count work on requests still in flight.
+        "tokens_per_finished_request": (
+            f"(sum by ({GROUP_BY}) (rate(vllm:request_prompt_tokens_sum{sel}{rate}))"
+            f" + sum by ({GROUP_BY}) (rate(vllm:request_generation_tokens_sum{sel}{rate})))"
+            f" / sum by ({GROUP_BY}) (rate(vllm:request_prompt_tokens_count{sel}{rate}))"
+        ),
         "ttft_p95_seconds": (
             f"histogram_quantile(0.95, sum by ({GROUP_BY}, le) "
             f"(rate(vllm:time_to_first_token_seconds_bucket{sel}{ttft})))"
@@ -475,6 +482,7 @@ def signals_from_results(
         return _finite_or(results[name].get(key), 0.0)
 
     ttft = results["ttft_p95_seconds"].get(key)
+    per_request = results.get("tokens_per_finished_request", {}).get(key)
     signals = Signals(
         # Requests the gateway holds wait too, only in front of the engines' queues.
         requests_waiting=value("requests_waiting") + held,
@@ -487,6 +495,10 @@ def signals_from_results(
         ttft_p95_seconds=ttft if ttft is not None and math.isfinite(ttft) else None,
         sample_age_seconds=age,
         requests_waiting_mean=_mean_waiting(key, results, held),
+        # NaN (0 / 0) when no request finished in the window.
+        tokens_per_finished_request=(
+            per_request if per_request is not None and math.isfinite(per_request) else None
+        ),
         ttft_buckets=(buckets or {}).get(key, ()),
     )
     # The condition message stays the same from pass to pass (the age is in the signals): a

@@ -74,6 +74,11 @@ class Signals:
     requests_waiting_mean: float | None = None
     """``requests_waiting`` averaged over the rate window (``avg_over_time``); None: not queried,
     read ``requests_waiting``. One scrape of vLLM's gauge shows a scheduler step, not a queue."""
+    tokens_per_finished_request: float | None = None
+    """Mean prompt + generated tokens of the requests finished over the rate window (vLLM's
+    ``request_prompt_tokens`` and ``request_generation_tokens`` histograms); None: none
+    finished or not queried. Token rates over request rates mix work on requests still in
+    flight: after an outage the queued prompts' prefill alone reads as huge requests."""
     ttft_buckets: tuple[tuple[float, float], ...] = ()
     """The TTFT histogram over its window: (upper bound in seconds, cumulative count), ascending,
     ``inf`` last. Empty: not queried. Any percentile and the share within a target come from it."""

@@ -69,6 +69,11 @@ def histogram_quantile(
     return bounds[-1]
 
 
+def _ratio(numerator: float, denominator: float) -> float | None:
+    """PromQL's ``a / b`` of two rates: no result when nothing was counted."""
+    return numerator / denominator if denominator > 0.0 else None
+
+
 @dataclass(frozen=True)
 class Scrape:
     """One scrape of the whole fleet, counters summed over every replica that ever served."""
@@ -82,6 +87,8 @@ class Scrape:
     generation_tokens_total: float
     requests_total: float
     ttft_buckets: tuple[int, ...]
+    finished_tokens_total: float = 0.0
+    """Prompt + generated tokens of the finished requests (the token histograms' sums)."""
 
 
 class Prometheus:
@@ -124,6 +131,10 @@ class Prometheus:
             )
             / span,
             requests_per_second=(newest.requests_total - oldest.requests_total) / span,
+            tokens_per_finished_request=_ratio(
+                newest.finished_tokens_total - oldest.finished_tokens_total,
+                newest.requests_total - oldest.requests_total,
+            ),
             ttft_p95_seconds=self._ttft_quantile(now, newest),
             sample_age_seconds=now - newest.time,
             requests_waiting_mean=self._waiting_mean(now),

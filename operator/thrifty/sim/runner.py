@@ -407,6 +407,7 @@ class _Run:
                 generation_tokens_total=self.fleet.retired_generation_tokens + live_generation,
                 requests_total=float(self.finished),
                 ttft_buckets=self.histogram.snapshot(),
+                finished_tokens_total=self.prompt_total + self.generation_total,
             )
         )
 

@@ -34,6 +34,9 @@ VLLM_SERIES = {
     "vllm:prompt_tokens_total",
     "vllm:generation_tokens_total",
     "vllm:request_success_total",
+    "vllm:request_prompt_tokens_sum",
+    "vllm:request_prompt_tokens_count",
+    "vllm:request_generation_tokens_sum",
     "vllm:time_to_first_token_seconds_bucket",
 }
 
@@ -48,6 +51,7 @@ def test_every_query_selects_the_service_and_uses_only_real_vllm_names() -> None
         "prompt_tokens_per_second",
         "generation_tokens_per_second",
         "requests_per_second",
+        "tokens_per_finished_request",
         "ttft_p95_seconds",
         "sample_age_seconds",
     }
@@ -55,7 +59,7 @@ def test_every_query_selects_the_service_and_uses_only_real_vllm_names() -> None
         names = set(re.findall(r"vllm:[a-z_]+", promql))
         assert names, promql
         assert names <= VLLM_SERIES, promql
-        assert '{namespace="team-a",modelservice="llama-8b"}' in promql
+        assert promql.count('{namespace="team-a",modelservice="llama-8b"}') == promql.count("vllm:")
         assert "by (namespace, modelservice" in promql
 
 
@@ -172,6 +176,19 @@ def test_no_first_token_in_window_is_unknown_not_zero() -> None:
     )
     assert reading.signals is not None
     assert reading.signals.ttft_p95_seconds is None
+
+
+def test_tokens_per_finished_request_is_unknown_when_none_finished() -> None:
+    def per_request(value: float) -> float | None:
+        results = _results(tokens_per_finished_request={KEY: value})
+        reading = signals_from_results(KEY, results, staleness_limit_seconds=60)
+        assert reading.signals is not None
+        return reading.signals.tokens_per_finished_request
+
+    assert per_request(1350.0) == 1350.0
+    assert per_request(math.nan) is None  # 0 / 0: no request finished in the window
+    bare = signals_from_results(KEY, _results(), staleness_limit_seconds=60).signals
+    assert bare is not None and bare.tokens_per_finished_request is None
 
 
 def test_missing_rates_read_as_nothing_yet() -> None:

@@ -653,3 +653,55 @@ def test_a_queue_in_front_of_no_ready_replica_is_not_sized_by_the_queue_target()
     )
     decision = POLICY.decide(tick, known)
     assert decision.replicas == 3, decision.message
+
+
+def test_a_queue_in_front_of_replicas_just_up_is_not_sized_by_the_queue_target() -> None:
+    # servegen-mid across pools, seed 1: after a reclaim 3 replacements came up in front of
+    # 1,400 queued requests, with 7 more starting. The queue's window average still grew, and
+    # the queue-target rule read that as a low capacity and ordered the maximum. Replicas that
+    # have served for seconds say nothing of their speed: the 10 on their way clear it.
+    known = State(
+        capacity=6000.0,
+        capacity_source=Source.LOWER_BOUND,
+        tokens_per_request=2000.0,
+        waiting=1400.0,
+        ready=0,
+        ready_since=700.0,
+        last_seen=985.0,
+    ).to_json()
+    back = signals(
+        requests_waiting=1400.0,
+        requests_waiting_mean=1600.0,
+        prompt_tokens_per_second=9000.0,
+        generation_tokens_per_second=9000.0,
+        requests_per_second=9.0,
+        ttft_p95_seconds=None,
+    )
+    tick = observation(
+        sig=back,
+        desired=10,
+        ready=3,
+        starting=7,
+        oldest_starting_seconds=150.0,
+        cold_start_seconds=300.0,
+        queue_target_per_replica=8.0,
+    )
+    decision = POLICY.decide(tick, known)
+    assert decision.replicas == 10, decision.message
+
+
+def test_tokens_per_request_come_from_finished_requests_when_the_engine_reports_them() -> None:
+    # Right after an outage the queued prompts' prefill is served while few requests finish:
+    # token rate over request rate read 15,000 tokens per request where each carried 1,350.
+    draining = signals(
+        prompt_tokens_per_second=30_000.0,
+        generation_tokens_per_second=0.0,
+        requests_per_second=2.0,
+        tokens_per_finished_request=1350.0,
+    )
+    decision = POLICY.decide(observation(sig=draining), {})
+    assert load(decision.state).tokens_per_request == pytest.approx(1350.0)
+    without = POLICY.decide(
+        observation(sig=replace(draining, tokens_per_finished_request=None)), {}
+    )
+    assert load(without.state).tokens_per_request == pytest.approx(15_000.0)

@@ -65,6 +65,10 @@ def test_rates_and_ttft_quantile_match_the_truth_on_a_steady_load() -> None:
     assert sum(rps) / len(rps) == pytest.approx(8.0, rel=0.1)
     assert sum(prompt) / len(prompt) == pytest.approx(8.0 * mean_prompt, rel=0.1)
     assert sum(generation) / len(generation) == pytest.approx(8.0 * mean_output, rel=0.1)
+    per_request = [o.signals.tokens_per_finished_request for o in settled if o.signals]
+    assert all(p is not None for p in per_request)
+    mean = sum(p or 0.0 for p in per_request) / len(per_request)
+    assert mean == pytest.approx(mean_prompt + mean_output, rel=0.1)
     assert all(0 <= o.signals.sample_age_seconds <= 10.0 for o in settled if o.signals)
 
     # The p95 from the 2-minute histogram window tracks the true p95 of those requests.

@@ -427,9 +427,12 @@ def _queue_scale(
 def _tokens_per_request(
     state: State, signals: types.Signals, reading: Reading, elapsed: float, tuning: Tuning
 ) -> float | None:
-    if signals.requests_per_second <= 0.0 or reading.served <= 0.0:
-        return state.tokens_per_request
-    sample = min(reading.served / signals.requests_per_second, MAX_TOKENS_PER_REQUEST)
+    sample = signals.tokens_per_finished_request
+    if sample is None:
+        if signals.requests_per_second <= 0.0 or reading.served <= 0.0:
+            return state.tokens_per_request
+        sample = reading.served / signals.requests_per_second
+    sample = min(sample, MAX_TOKENS_PER_REQUEST)
     return _ewma(state.tokens_per_request, sample, elapsed, tuning.learn_time_constant_seconds)
 
 

@@ -91,10 +91,11 @@ def need(
         found = by_queue
     elif state.capacity_source == Source.LOWER_BOUND:
         found = _bounded(observation, reading, state, outlook, demand, tuning)
-        if replicas.ready > 0 and state.queue_growth > 0.0:
-            # A queue growing in front of serving replicas says the bound is too low to size
-            # on. One in front of none (all lost at once), or one the replicas are draining,
-            # says nothing of their speed: the backlog rule sizes it at the bound.
+        if state.queue_growth > 0.0 and _settled(observation, state, tuning):
+            # A queue growing in front of replicas serving for a while says the bound is too
+            # low to size on. One in front of none (all lost at once), of replicas that have
+            # only just come up, or one the replicas are draining, says nothing of their
+            # speed: the backlog rule sizes it at the bound.
             found = larger(found, by_queue)
     else:
         limit = ceiling(state, observation.spec, tuning)
@@ -116,6 +117,16 @@ def need(
             found, Need(supply, f"{reading.waiting:,.1f} queued on average: none removed")
         )
     return _late(observation, reading, state, found, tuning)
+
+
+def _settled(observation: types.Observation, state: State, tuning: Tuning) -> bool:
+    """Replicas have served at the current count for long enough to show their speed."""
+    ready_since = state.ready_since
+    return (
+        observation.replicas.ready > 0
+        and ready_since is not None
+        and observation.now_seconds - ready_since >= tuning.settle_seconds
+    )
 
 
 def _bounded(
