@@ -131,6 +131,27 @@ def test_a_saturated_fleet_teaches_its_capacity_and_a_higher_sample_wins_at_once
     assert slowly is not None and 19_000.0 < slowly < 20_000.0
 
 
+def test_queue_growth_compares_the_window_average_with_the_last_one() -> None:
+    # A backlog draining: the window's average still holds 700 where the newest scrape shows
+    # 505. Growth measured from the last tick's scrape to this tick's average read +13 req/s
+    # (the demand rose by 13 x 1,350 tok/s, and 7 replicas were ordered for a backlog 8 ready
+    # ones cleared in 30 s); average to average, the queue did not grow.
+    obs = observation(now=1015.0, desired=8)
+    before = signals(requests_waiting=505.0, requests_waiting_mean=720.0)
+    now = signals(requests_waiting=368.0, requests_waiting_mean=700.0)
+    state = _settled(State(shape=obs.spec.replica_shape))
+    first = estimate.learn(
+        state,
+        replace(obs, now_seconds=1000.0),
+        before,
+        estimate.read(before, obs.spec, state, TUNING, 8),
+        TUNING,
+    )
+    second = estimate.learn(first, obs, now, estimate.read(now, obs.spec, first, TUNING, 8), TUNING)
+    assert second.queue_growth == 0.0
+    assert first.waiting == 720.0
+
+
 def test_throughput_below_saturation_is_only_a_lower_bound() -> None:
     light = signals(prompt_tokens_per_second=2000.0, generation_tokens_per_second=2000.0)
     obs = observation(sig=light, desired=2, capacity_tokens_per_second_per_replica=None)

@@ -183,7 +183,7 @@ def learn(
         ready=ready,
         ready_since=ready_since,
         queue_growth=queue_growth(state, now, reading.waiting),
-        waiting=signals.requests_waiting,
+        waiting=reading.waiting,
         last_seen=now,
         tokens_per_request=_tokens_per_request(state, signals, reading, elapsed, tuning),
     )
