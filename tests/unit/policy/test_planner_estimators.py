@@ -294,3 +294,39 @@ def test_histories_stay_bounded_and_never_hold_the_future() -> None:
     kept = trimmed(series, 500.0, 10_000.0)
     assert len(kept) == MAX_HISTORY
     assert all(at <= 500.0 for at, _ in kept)
+
+
+def test_a_miss_after_the_fleet_grew_belongs_to_the_smaller_fleet() -> None:
+    # servegen-mid across pools: 8 replicas came up 135 s before, after a reclaim had left
+    # none; the 120 s TTFT window still held the first tokens of requests queued in the
+    # outage (p95 75 s). Read as the 8's miss, it lowered the capacity from 6,461 to 4,651
+    # tok/s and held 13 replicas for ten minutes. A count that shrank is the one that missed.
+    obs = observation(now=1000.0, desired=8)
+    late = signals(ttft_p95_seconds=75.0)
+    known = State(
+        shape=obs.spec.replica_shape,
+        capacity=6461.0,
+        capacity_source=Source.SATURATED,
+        base_ttft=0.5,
+        queue_scale=0.5,
+        ready=8,
+        ready_since=865.0,
+        last_seen=985.0,
+    )
+    reading = estimate.read(late, obs.spec, known, TUNING, 8)
+    grown = replace(known, grew_at=865.0)
+    after_growth = estimate.remember_miss(grown, obs, reading, 30_000.0, TUNING)
+    assert after_growth.capacity == 6461.0 and after_growth.missed_replicas is None
+    shrunk = replace(known, grew_at=400.0)
+    after_shrink = estimate.remember_miss(shrunk, obs, reading, 30_000.0, TUNING)
+    assert after_shrink.missed_replicas == 8
+    assert after_shrink.capacity is not None and after_shrink.capacity < 6461.0
+
+
+def test_the_time_the_ready_count_last_rose_is_kept() -> None:
+    obs = observation(now=1000.0, desired=3)
+    state = State(shape=obs.spec.replica_shape, ready=2, ready_since=700.0, last_seen=985.0)
+    reading = estimate.read(signals(), obs.spec, state, TUNING, 3)
+    assert estimate.learn(state, obs, signals(), reading, TUNING).grew_at == 1000.0
+    fewer = replace(state, ready=4)
+    assert estimate.learn(fewer, obs, signals(), reading, TUNING).grew_at is None

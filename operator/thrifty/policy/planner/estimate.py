@@ -172,9 +172,11 @@ def learn(
     if state.shape and state.shape != spec.replica_shape:
         state = State()
     ready = observation.replicas.ready
-    ready_since = state.ready_since
+    ready_since, grew_at = state.ready_since, state.grew_at
     if state.ready != ready or ready_since is None or ready_since > now:
         ready_since = now
+    if ready > state.ready >= 0:
+        grew_at = now
     elapsed = _elapsed(state, now, tuning)
     settled = ready > 0 and now - ready_since >= tuning.settle_seconds
     state = replace(
@@ -182,6 +184,7 @@ def learn(
         shape=spec.replica_shape,
         ready=ready,
         ready_since=ready_since,
+        grew_at=grew_at,
         queue_growth=queue_growth(state, now, reading.waiting),
         waiting=reading.waiting,
         last_seen=now,
@@ -297,6 +300,14 @@ def remember_miss(
     if target is None or reading.ttft is None or reading.ttft <= target:
         return state
     if replicas.starting or replicas.ready != replicas.desired or replicas.ready < 1:
+        return state
+    # The window's late first tokens came to requests that arrived up to their TTFT before
+    # it: since the fleet last grew, some of them queued for the smaller one (a count that
+    # shrank is the one that missed: the larger fleet before it was less loaded).
+    if (
+        state.grew_at is not None
+        and now - state.grew_at < tuning.ttft_window_seconds + reading.ttft
+    ):
         return state
     if state.base_ttft is not None and state.base_ttft >= target:
         return state  # prefill alone misses: no count would have met it

@@ -59,6 +59,9 @@ class State:
     """(time, replicas needed) over the scale-down window."""
     ready: int = -1
     ready_since: float | None = None
+    grew_at: float | None = None
+    """When the ready count last rose: first tokens measured up to a window (and their TTFT)
+    later include requests that queued for the smaller fleet."""
     last_seen: float | None = None
     waiting: float | None = None
     queue_growth: float = 0.0
