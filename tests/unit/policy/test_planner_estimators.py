@@ -330,3 +330,29 @@ def test_the_time_the_ready_count_last_rose_is_kept() -> None:
     assert estimate.learn(state, obs, signals(), reading, TUNING).grew_at == 1000.0
     fewer = replace(state, ready=4)
     assert estimate.learn(fewer, obs, signals(), reading, TUNING).grew_at is None
+
+
+def test_a_backlog_drained_within_the_window_does_not_teach_the_capacity() -> None:
+    # servegen-mid across pools: 10 replicas cleared an outage's backlog 30 s into the rate
+    # window. The window's average still said 1,000 queued, its throughput 3,450 tok/s per
+    # replica; taken for the limit, that replaced a bound of 4,976 and ordered 8 more replicas.
+    drained = signals(
+        requests_waiting_mean=1000.0,
+        requests_waiting=0.0,
+        requests_per_second=25.0,
+        prompt_tokens_per_second=17_250.0,
+        generation_tokens_per_second=17_250.0,
+        ttft_p95_seconds=600.0,
+    )
+    obs = observation(sig=drained, desired=10, capacity_tokens_per_second_per_replica=None)
+    state = _settled(
+        State(shape=obs.spec.replica_shape, capacity=4976.0, capacity_source=Source.LOWER_BOUND),
+        ready=10,
+    )
+    reading = estimate.read(drained, obs.spec, state, TUNING, 10)
+    assert reading.queued  # the average says so
+    assert not estimate.saturated(obs, drained, reading, TUNING)
+    learned = estimate.learn(state, obs, drained, reading, TUNING)
+    assert learned.capacity == 4976.0 and learned.capacity_source == Source.LOWER_BOUND
+    still = replace(drained, requests_waiting=300.0)
+    assert estimate.saturated(obs, still, estimate.read(still, obs.spec, state, TUNING, 10), TUNING)

@@ -232,10 +232,13 @@ def saturated(
 
     vLLM's waiting gauge is non-zero whenever a step's token budget holds prompts back, spare
     replicas or not; only a queue whose wait eats the latency budget says the fleet is at its
-    limit. Late first tokens alone do not: long prompts make them at any load."""
+    limit, and only while it is still there at the window's end: a backlog drained within the
+    window leaves an average that says queue and a throughput that ran short of the limit for
+    the rest of it. Late first tokens alone do not: long prompts make them at any load."""
     ready = max(observation.replicas.ready, 1)
     batch = tuning.batch_limit(observation.spec.max_num_seqs_per_replica)
-    return reading.queued or signals.requests_running >= 0.9 * batch * ready
+    queued = reading.queued and reading.waiting_now > 0.0
+    return queued or signals.requests_running >= 0.9 * batch * ready
 
 
 def feedback(
