@@ -322,6 +322,16 @@ def test_ttft_over_target_adds_a_replica_once_the_last_scale_up_serves() -> None
     assert again.replicas == 4
 
 
+def test_late_ttft_right_after_the_fleet_grew_adds_no_replica() -> None:
+    # A replacement came up 60 s ago after a spot reclaim: the 120 s window's late first
+    # tokens are the outage's. The same percentile with the fleet grown long ago adds some.
+    slow = signals(ttft_p95_seconds=3.0, requests_waiting=40.0)
+    recent = State(ready=3, ready_since=940.0, grew_at=940.0, last_seen=985.0).to_json()
+    assert POLICY.decide(observation(sig=slow, desired=3), recent).replicas == 3
+    settled = State(ready=3, ready_since=700.0, grew_at=700.0, last_seen=985.0).to_json()
+    assert POLICY.decide(observation(sig=slow, desired=3), settled).replicas > 3
+
+
 def test_late_ttft_without_a_queue_adds_no_replica() -> None:
     # Long prompts or a burst already over: nothing waits, so a replica would serve nobody sooner.
     slow = signals(ttft_p95_seconds=3.0, requests_waiting=0.0)

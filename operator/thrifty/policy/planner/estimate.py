@@ -304,13 +304,7 @@ def remember_miss(
         return state
     if replicas.starting or replicas.ready != replicas.desired or replicas.ready < 1:
         return state
-    # The window's late first tokens came to requests that arrived up to their TTFT before
-    # it: since the fleet last grew, some of them queued for the smaller one (a count that
-    # shrank is the one that missed: the larger fleet before it was less loaded).
-    if (
-        state.grew_at is not None
-        and now - state.grew_at < tuning.ttft_window_seconds + reading.ttft
-    ):
+    if grown_since(state, now, reading.ttft, tuning):
         return state
     if state.base_ttft is not None and state.base_ttft >= target:
         return state  # prefill alone misses: no count would have met it
@@ -318,6 +312,13 @@ def remember_miss(
     if state.missed_replicas is not None and state.missed_replicas > replicas.ready:
         return replace(state, missed_at=now)
     return replace(state, missed_replicas=replicas.ready, missed_demand=level, missed_at=now)
+
+
+def grown_since(state: State, now: float, ttft: float, tuning: Tuning) -> bool:
+    """The fleet grew within the TTFT window plus ``ttft``: the window's late first tokens came
+    to requests that arrived up to their TTFT before it, some of them queued for the smaller
+    fleet. (A count that shrank owns its misses: the larger fleet before it was less loaded.)"""
+    return state.grew_at is not None and now - state.grew_at < tuning.ttft_window_seconds + ttft
 
 
 def _capacity_from_miss(state: State, ttft: float, per_replica: float) -> State:

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, replace
 
 from thrifty.policy import types
-from thrifty.policy.planner.estimate import Reading
+from thrifty.policy.planner.estimate import Reading, grown_since
 from thrifty.policy.planner.forecast import Forecast
 from thrifty.policy.planner.state import Source, State
 from thrifty.policy.planner.tuning import Tuning
@@ -259,6 +259,8 @@ def _late(
     prefill_fits = state.base_ttft is not None and state.base_ttft < target / 2.0
     if not reading.queued and not prefill_fits:
         return found
+    if grown_since(state, observation.now_seconds, reading.ttft, tuning):
+        return found  # the window's late first tokens queued for the smaller fleet
     replicas = observation.replicas
     base = max(found.replicas, replicas.desired)
     quiet = (
