@@ -34,7 +34,7 @@ import argparse
 import dataclasses
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -162,9 +162,95 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     extra.add_argument("--skyserve-extra", type=int, default=1)
     extra.add_argument("--return-delay", type=float, default=600.0)
     extra.add_argument("--seed", type=int, default=0)
+    extra.add_argument(
+        "--seeds", type=int, default=1, help="also summarise this many seeds from --seed on"
+    )
     extra.add_argument("--out", type=Path)
     mine = extra.parse_args(argv)
     return argparse.Namespace(**{**vars(parser), **vars(mine)})
+
+
+def run_seed(
+    args: argparse.Namespace, seed: int, log: Callable[[str], None]
+) -> dict[str, dict[str, tuple[RunResult, int]]]:
+    """Every strategy on every selected trace with one seed of the reclaim process."""
+    seeded = argparse.Namespace(**{**vars(args), "seed": seed})
+    runs: dict[str, dict[str, tuple[RunResult, int]]] = {}
+    for name, profile_name in bench.MATRIX:
+        if name not in args.traces:
+            continue
+        case = bench.make_case(seeded, name, profile_by_name(profile_name))
+        runs[name] = {}
+        for strategy in STRATEGIES:
+            runs[name][strategy] = run_strategy(seeded, case, strategy)
+            log(_run_line(name, strategy, runs[name], args.slo_percentile))
+    return runs
+
+
+def _run_line(
+    name: str, strategy: str, runs: dict[str, tuple[RunResult, int]], slo_percentile: str
+) -> str:
+    result, reclaims = runs[strategy]
+    base = runs["on-demand"][0].cost_dollars
+    saving = "" if not base else f"{100 * (1 - result.cost_dollars / base):+.1f} %"
+    met = "yes" if meets(result, PERCENTILES[slo_percentile]) else "no"
+    return (
+        f"| {name} | {strategy} | {result.cost_dollars:.2f} | {result.gpu_hours:.2f} | "
+        f"{100 * result.slo_attainment:.1f} % | {met} | {reclaims} | "
+        f"{result.lost_requests} | {saving} |"
+    )
+
+
+def seed_cell(results: dict[str, RunResult], percentile: float) -> str:
+    """thrifty against on-demand, and against the SkyServe-style run when both reach the bar."""
+    level = bar(results, percentile)
+    thrifty = results["thrifty"]
+    saving = 1 - thrifty.cost_dollars / results["on-demand"].cost_dollars
+    cell = f"{100 * saving:+.0f} %"
+    if not meets(thrifty, level):
+        return f"{cell}, below the bar"
+    skyserve = results["skyserve"]
+    if meets(skyserve, level):
+        cell += " ≤ sky" if thrifty.cost_dollars <= skyserve.cost_dollars else " > sky"
+    return cell
+
+
+def seeds_table(
+    by_seed: dict[int, dict[str, dict[str, tuple[RunResult, int]]]], percentile: float
+) -> list[str]:
+    """thrifty vs on-demand per trace and seed, then how often each target holds."""
+    seeds = sorted(by_seed)
+    traces = list(by_seed[seeds[0]])
+    lines = [
+        "| trace | " + " | ".join(f"seed {s} (reclaims)" for s in seeds) + " |",
+        "|---|" + "---|" * len(seeds),
+    ]
+    cheaper = at_bar = beat = compared = 0
+    for name in traces:
+        cells = []
+        for seed in seeds:
+            runs = by_seed[seed][name]
+            results = {strategy: run for strategy, (run, _) in runs.items()}
+            cells.append(f"{seed_cell(results, percentile)} ({runs['thrifty'][1]})")
+            level = bar(results, percentile)
+            thrifty, skyserve = results["thrifty"], results["skyserve"]
+            cheaper += (
+                thrifty.cost_dollars <= (1 - SAVINGS_TARGET) * results["on-demand"].cost_dollars
+            )
+            at_bar += meets(thrifty, level)
+            if meets(thrifty, level) and meets(skyserve, level):
+                compared += 1
+                beat += thrifty.cost_dollars <= skyserve.cost_dollars
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    runs_count = len(traces) * len(seeds)
+    lines += [
+        "",
+        f"- at least {100 * SAVINGS_TARGET:.0f} % cheaper than on-demand: {cheaper} of "
+        f"{runs_count} runs;",
+        f"- at the bar (on-demand's attainment, capped at the SLO): {at_bar} of {runs_count};",
+        f"- at most the SkyServe-style cost where both reach the bar: {beat} of {compared}.",
+    ]
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,28 +261,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "| trace | strategy | $ | GPU-h | SLO attainment | SLO met | reclaims | lost requests "
         "| vs on-demand |\n|---|---|---|---|---|---|---|---|---|"
     )
-    lines = [header]
     print(header, flush=True)
-    summaries = []
-    for name, profile_name in bench.MATRIX:
-        if name not in args.traces:
-            continue
-        case = bench.make_case(args, name, profile_by_name(profile_name))
-        results: dict[str, RunResult] = {}
-        for strategy in STRATEGIES:
-            result, reclaims = run_strategy(args, case, strategy)
-            results[strategy] = result
-            base = results["on-demand"].cost_dollars
-            saving = "" if not base else f"{100 * (1 - result.cost_dollars / base):+.1f} %"
-            line = (
-                f"| {name} | {strategy} | {result.cost_dollars:.2f} | {result.gpu_hours:.2f} | "
-                f"{100 * result.slo_attainment:.1f} % | "
-                f"{'yes' if meets(result, percentile) else 'no'} | {reclaims} | "
-                f"{result.lost_requests} | {saving} |"
-            )
-            lines.append(line)
-            print(line, flush=True)
-        summaries.append(summary(name, results, percentile))
+    runs = run_seed(args, args.seed, lambda line: print(line, flush=True))
+    lines = [header]
+    for name, per_trace in runs.items():
+        lines += [
+            _run_line(name, strategy, per_trace, args.slo_percentile) for strategy in STRATEGIES
+        ]
+    summaries = [
+        summary(name, {s: run for s, (run, _) in per_trace.items()}, percentile)
+        for name, per_trace in runs.items()
+    ]
     same = [
         "",
         f"At the same SLO attainment (SLO: {args.slo_percentile} of requests within "
@@ -208,6 +283,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "|---|---|---|---|---|---|",
         *summaries,
     ]
+    if args.seeds > 1:
+        by_seed = {args.seed: runs}
+        for seed in range(args.seed + 1, args.seed + args.seeds):
+            by_seed[seed] = run_seed(args, seed, lambda _: None)
+        same += [
+            "",
+            f"thrifty against on-demand over seeds {args.seed}-{args.seed + args.seeds - 1} of "
+            'the reclaim process ("≤ sky": at most the SkyServe-style cost, both at the bar):',
+            "",
+            *seeds_table(by_seed, percentile),
+        ]
     lines += same
     print("\n".join(same), flush=True)
     elapsed = time.perf_counter() - started

@@ -66,3 +66,26 @@ def test_the_bar_is_on_demands_attainment_capped_at_the_percentile(
     assert "skyserve" not in row.split("|")[3]
     assert row.endswith("| skyserve below the bar (90.5 %) |")
     assert pools_bench.meets(met["thrifty"], 0.95) and not pools_bench.meets(met["spot"], 0.95)
+
+
+def test_seeds_are_summarised_per_trace_and_counted_against_each_target(
+    pools_bench: ModuleType,
+) -> None:
+    good = runs(
+        on_demand=(1.0, 30.0), spot=(0.949, 15.0), skyserve=(0.96, 16.0), thrifty=(0.95, 14.0)
+    )
+    costly = runs(
+        on_demand=(1.0, 30.0), spot=(0.5, 11.0), skyserve=(0.96, 60.0), thrifty=(0.95, 55.0)
+    )
+    short = runs(
+        on_demand=(1.0, 30.0), spot=(0.5, 11.0), skyserve=(0.90, 60.0), thrifty=(0.92, 40.0)
+    )
+
+    def seed(results: dict[str, RunResult]) -> dict[str, dict[str, tuple[RunResult, int]]]:
+        return {"t": {name: (run, 2) for name, run in results.items()}}
+
+    lines = pools_bench.seeds_table({0: seed(good), 1: seed(costly), 2: seed(short)}, 0.95)
+    assert lines[2] == "| t | +53 % ≤ sky (2) | -83 % ≤ sky (2) | -33 %, below the bar (2) |"
+    assert "- at least 40 % cheaper than on-demand: 1 of 3 runs;" in lines
+    assert "- at the bar (on-demand's attainment, capped at the SLO): 2 of 3;" in lines
+    assert "- at most the SkyServe-style cost where both reach the bar: 2 of 2." in lines
