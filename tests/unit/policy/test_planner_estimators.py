@@ -356,3 +356,33 @@ def test_a_backlog_drained_within_the_window_does_not_teach_the_capacity() -> No
     assert learned.capacity == 4976.0 and learned.capacity_source == Source.LOWER_BOUND
     still = replace(drained, requests_waiting=300.0)
     assert estimate.saturated(obs, still, estimate.read(still, obs.spec, state, TUNING, 10), TUNING)
+
+
+def test_a_miss_in_a_burst_after_silence_is_explained_by_what_was_served() -> None:
+    # azure-code: a burst after minutes of silence missed the target by 0.06 s with 2 replicas
+    # serving 10,000 tok/s each. Explained by the forecast level (1,500 per replica, the
+    # silence), the capacity fell from 17,000 to what one replica had served lately, 3,000,
+    # and 4-5 replicas stayed for the rest of the hour. What they served explains it.
+    obs = observation(now=1000.0, desired=2)
+    burst = signals(
+        ttft_p95_seconds=2.06,
+        prompt_tokens_per_second=10_000.0,
+        generation_tokens_per_second=10_000.0,
+    )
+    known = State(
+        shape=obs.spec.replica_shape,
+        capacity=17_000.0,
+        capacity_source=Source.SATURATED,
+        served_max=3000.0,
+        base_ttft=0.5,
+        queue_scale=0.5,
+        ready=2,
+        ready_since=400.0,
+        grew_at=400.0,
+        last_seen=985.0,
+    )
+    reading = estimate.read(burst, obs.spec, known, TUNING, 2)
+    missed = estimate.remember_miss(known, obs, reading, 3000.0, TUNING)
+    assert missed.missed_replicas == 2
+    # 10,000 tok/s per replica at u/(1-u) = (2.06 - 0.5) / 0.5: u = 0.757, capacity 13,205.
+    assert missed.capacity == pytest.approx(10_000.0 * (1 + 3.12) / 3.12, rel=1e-3)

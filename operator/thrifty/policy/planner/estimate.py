@@ -308,7 +308,8 @@ def remember_miss(
         return state
     if state.base_ttft is not None and state.base_ttft >= target:
         return state  # prefill alone misses: no count would have met it
-    state = _capacity_from_miss(state, reading.ttft, level / replicas.ready)
+    load = max(level, reading.served) / replicas.ready
+    state = _capacity_from_miss(state, reading.ttft, load)
     if state.missed_replicas is not None and state.missed_replicas > replicas.ready:
         return replace(state, missed_at=now)
     return replace(state, missed_replicas=replicas.ready, missed_demand=level, missed_at=now)
