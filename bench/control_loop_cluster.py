@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import gateway_process  # noqa: E402
 from fleet_process import start_fleet_mirror, stop  # noqa: E402
 from harness import Cluster, Session, connect_existing, start_local  # noqa: E402
 from harness.cluster import wait_until  # noqa: E402
+from harness.ports import free_port  # noqa: E402
 from harness.session import LOOPBACK_POD_NETWORK  # noqa: E402
 from operator_process import start_operator  # noqa: E402
 
@@ -323,13 +323,6 @@ def _settled(metrics_url: str) -> bool | None:
     _last_writes.append(writes)
     window = _last_writes[-31:]
     return True if len(window) == 31 and window[0] == window[-1] and writes > 0 else None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        found: int = probe.getsockname()[1]
-        return found
 
 
 def run_cluster(*, measure_cpu: bool = True, steps: int = STEPS, services: int = SERVICES) -> int:

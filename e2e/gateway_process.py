@@ -11,7 +11,6 @@ directory, its held-requests gauge is what the operator reads to scale from zero
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -25,6 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fleet_process import stop as stop_process
 from harness.cluster import wait_until
+from harness.ports import free_port
 from harness.session import LOOPBACK_POD_NETWORK
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -79,13 +79,6 @@ class GatewayProcess:
             what=f"the gateway listing {model}",
             interval_seconds=0.5,
         )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _ready(url: str) -> bool | None:

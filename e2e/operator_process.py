@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from harness import Cluster
+from harness.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,13 +71,6 @@ class OperatorProcess:
         return self.process.returncode
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _live(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
@@ -95,7 +88,7 @@ def start_operator(
     start_timeout_seconds: float = 90.0,
 ) -> OperatorProcess:
     """Start ``python -m thrifty.control`` and wait until its liveness endpoint answers."""
-    port = _free_port()
+    port = free_port()
     liveness_url = f"http://127.0.0.1:{port}/healthz"
     full_env = {
         **os.environ,

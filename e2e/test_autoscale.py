@@ -19,7 +19,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ import gateway_process
 from harness import Cluster, chaos
 from harness import prometheus as prometheus_process
 from harness.cluster import wait_until
+from harness.ports import free_port
 from harness.session import LOOPBACK_POD_NETWORK
 from operator_process import OperatorProcess, StartOperator, operator_process
 
@@ -50,13 +50,6 @@ FAST_ELECTION_ENV = {
     "THRIFTY_LEASE_RENEW_DEADLINE_SECONDS": "4",
     "THRIFTY_LEASE_RETRY_PERIOD_SECONDS": "1",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")

@@ -30,13 +30,13 @@ import fleet_process
 import gateway_process
 from harness import Cluster
 from harness import prometheus as prometheus_process
+from harness.ports import free_port
 from harness.session import LOOPBACK_POD_NETWORK
 from operator_process import OperatorProcess, StartOperator, operator_process
 from test_autoscale import (
     OPERATOR_ENV,
     crds,
     eventually,
-    free_port,
     metric_value,
     model_service_manifest,
     pool_manifest,

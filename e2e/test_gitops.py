@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ import fleet_process
 from harness import Cluster
 from harness import prometheus as prometheus_process
 from harness.cluster import wait_until
+from harness.ports import free_port
 
 if TYPE_CHECKING:
     from operator_process import StartOperator
@@ -185,13 +185,6 @@ def test_docs_show_the_shipped_health_check() -> None:
 ARGOCD = "argocd-controller"
 AUTOSCALER = "thrifty-autoscaler"
 WAIT_SECONDS = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def gitops_manifest(name: str, min_replicas: int, replicas: int | None = None) -> dict[str, Any]:

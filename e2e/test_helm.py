@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import socket
 import subprocess
 import urllib.error
 import urllib.parse
@@ -26,6 +25,7 @@ import yaml
 
 from harness import Cluster
 from harness.cluster import wait_until
+from harness.ports import free_port
 from harness.session import default_bin_dir
 from thrifty.reconciler import render as rendering
 
@@ -38,13 +38,6 @@ CHART = REPO / "charts" / "thrifty"
 MONITORING_API = "monitoring.coreos.com/v1"
 
 Manifest = dict[str, Any]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def helm_path() -> Path:

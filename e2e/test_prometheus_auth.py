@@ -30,8 +30,9 @@ import fleet_process
 from harness import Cluster
 from harness import prometheus as prometheus_process
 from harness.cluster import wait_until
+from harness.ports import free_port
 from operator_process import StartOperator, operator_process
-from test_autoscale import OPERATOR_ENV, crds, free_port, model_service_manifest, pool_manifest
+from test_autoscale import OPERATOR_ENV, crds, model_service_manifest, pool_manifest
 from test_autoscale import stop_prometheus as stop
 from test_helm import CHART, helm
 

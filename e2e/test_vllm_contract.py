@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ import pytest
 
 from harness import Cluster
 from harness.cluster import wait_until
+from harness.ports import free_port
 from thrifty.adapters.prometheus import (
     PrometheusSignals,
     build_bucket_query,
@@ -80,17 +80,11 @@ DOCUMENTED_SERIES = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def real_vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[vllm_process.VllmProcess]:
     python = vllm_process.ensure_installed()
     model_dir = vllm_process.ensure_tiny_model(python)
-    port = _free_port()
+    port = free_port()
     args = vllm_process.cpu_engine_args(RENDERED_ARGS, model_dir=model_dir, port=port)
     server = vllm_process.VllmProcess(python, args, port, tmp_path_factory.mktemp("vllm"))
     server.start()
@@ -107,7 +101,7 @@ def real_vllm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[vllm_process
 @pytest.fixture(scope="module")
 def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The simulator, started the way a pod would start vLLM: with the rendered arguments."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO / "runtime")]),

@@ -20,6 +20,16 @@ LOOPBACK = "127.0.0.1"
 _RANGE = (20000, 32000)
 
 
+def free_port() -> int:
+    """A port the kernel just handed out on 127.0.0.1, for one process a test starts: free now,
+    as any other process may take it before that one binds (the session's own components use
+    `PortPicker` under `start_lock`)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 class PortInUseError(RuntimeError):
     """An explicitly requested port is already taken."""
 
