@@ -5,7 +5,8 @@ up to a scrape interval old, averaged over a minute and quantised into histogram
 simulator scrapes its fleet the way Prometheus scrapes vLLM and answers the same queries the
 operator's Prometheus adapter asks:
 
-- ``sum(rate(vllm:prompt_tokens_total[1m]))`` and the generation / request counterparts,
+- ``sum(rate(vllm:prompt_tokens_total[1m]))`` and the generation / request counterparts, and
+  the tokens per finished request from the per-request token histograms' sums over their count,
 - ``histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[2m])))``,
 - the gauges ``vllm:num_requests_waiting``, ``vllm:num_requests_running`` (summed) and
   ``vllm:kv_cache_usage_perc`` (averaged) from the newest scrape,

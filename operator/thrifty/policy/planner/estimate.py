@@ -178,7 +178,6 @@ def learn(
     if ready > state.ready >= 0:
         grew_at = now
     elapsed = _elapsed(state, now, tuning)
-    settled = ready > 0 and now - ready_since >= tuning.settle_seconds
     state = replace(
         state,
         shape=spec.replica_shape,
@@ -198,7 +197,7 @@ def learn(
         )
     if saturated(observation, signals, reading, tuning):
         state = replace(state, saturated_at=now)
-    if not settled or reading.served <= 0.0:
+    if not settled(state, now, tuning) or reading.served <= 0.0:
         return state
     per_replica = reading.served / ready
     state = _capacity(state, observation, signals, reading, per_replica, elapsed, tuning)
@@ -209,6 +208,12 @@ def learn(
     target = observation.spec.ttft_target_seconds
     state = _base_ttft(state, reading, per_replica, elapsed, tuning, target)
     return _queue_scale(state, reading, per_replica, elapsed, tuning)
+
+
+def settled(state: State, now: float, tuning: Tuning) -> bool:
+    """The ready count has held for the settle time: the rates show what this count serves."""
+    since = state.ready_since
+    return state.ready > 0 and since is not None and now - since >= tuning.settle_seconds
 
 
 def queue_growth(state: State, now: float, waiting: float) -> float:
@@ -266,13 +271,13 @@ def feedback(
         or (state.base_ttft is not None and state.base_ttft >= target)
     ):
         return state
-    settled = (
+    as_planned = (
         replicas.ready == replicas.desired
         and not replicas.starting
         and state.ready_since is not None
         and observation.now_seconds - state.ready_since >= tuning.settle_seconds
     )
-    if error < 0.0 and not settled:
+    if error < 0.0 and not as_planned:
         return state  # under target while the fleet changes says nothing about the plan
     if error > 0.0 and replicas.starting:
         return state  # the fix is on its way: counting the miss again would wind up

@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, replace
 
 from thrifty.policy import types
-from thrifty.policy.planner.estimate import Reading, grown_since
+from thrifty.policy.planner.estimate import Reading, grown_since, settled
 from thrifty.policy.planner.forecast import Forecast
 from thrifty.policy.planner.state import Source, State
 from thrifty.policy.planner.tuning import Tuning
@@ -91,7 +91,7 @@ def need(
         found = by_queue
     elif state.capacity_source == Source.LOWER_BOUND:
         found = _bounded(observation, reading, state, outlook, demand, tuning)
-        if state.queue_growth > 0.0 and _settled(observation, state, tuning):
+        if state.queue_growth > 0.0 and settled(state, observation.now_seconds, tuning):
             # A queue growing in front of replicas serving for a while says the bound is too
             # low to size on. One in front of none (all lost at once), of replicas that have
             # only just come up, or one the replicas are draining, says nothing of their
@@ -117,16 +117,6 @@ def need(
             found, Need(supply, f"{reading.waiting:,.1f} queued on average: none removed")
         )
     return _late(observation, reading, state, found, tuning)
-
-
-def _settled(observation: types.Observation, state: State, tuning: Tuning) -> bool:
-    """Replicas have served at the current count for long enough to show their speed."""
-    ready_since = state.ready_since
-    return (
-        observation.replicas.ready > 0
-        and ready_since is not None
-        and observation.now_seconds - ready_since >= tuning.settle_seconds
-    )
 
 
 def _bounded(
