@@ -201,6 +201,11 @@ def _run_line(
     )
 
 
+def _at_most(a: RunResult, b: RunResult) -> bool:
+    """``a`` costs at most ``b``, to the cent the tables print."""
+    return round(a.cost_dollars, 2) <= round(b.cost_dollars, 2)
+
+
 def seed_cell(results: dict[str, RunResult], percentile: float) -> str:
     """thrifty against on-demand, and against the SkyServe-style run when both reach the bar."""
     level = bar(results, percentile)
@@ -211,7 +216,7 @@ def seed_cell(results: dict[str, RunResult], percentile: float) -> str:
         return f"{cell}, below the bar"
     skyserve = results["skyserve"]
     if meets(skyserve, level):
-        cell += " ≤ sky" if thrifty.cost_dollars <= skyserve.cost_dollars else " > sky"
+        cell += " ≤ sky" if _at_most(thrifty, skyserve) else " > sky"
     return cell
 
 
@@ -240,7 +245,7 @@ def seeds_table(
             at_bar += meets(thrifty, level)
             if meets(thrifty, level) and meets(skyserve, level):
                 compared += 1
-                beat += thrifty.cost_dollars <= skyserve.cost_dollars
+                beat += _at_most(thrifty, skyserve)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     runs_count = len(traces) * len(seeds)
     lines += [

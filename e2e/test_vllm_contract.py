@@ -35,6 +35,7 @@ from harness import Cluster
 from harness.cluster import wait_until
 from harness.ports import free_port
 from thrifty.adapters.prometheus import (
+    QUEUE_TIME,
     PrometheusSignals,
     build_bucket_query,
     build_queries,
@@ -209,7 +210,11 @@ def test_simulator_metrics_have_the_shape_of_real_vllm(
     real_vllm_families = {name for name in real if name.startswith("vllm:")}
     used_by_queries = {
         token
-        for promql in [*build_queries(None).values(), build_bucket_query(None)]
+        for promql in [
+            *build_queries(None).values(),
+            build_bucket_query(None),
+            build_bucket_query(None, histogram=QUEUE_TIME),
+        ]
         for token in promql.replace("(", " ").replace("{", " ").split()
         if token.startswith("vllm:")
     }
@@ -250,6 +255,8 @@ def test_every_operator_query_returns_data_from_real_and_simulated_engines(
                         assert len(result) == 1, (name, result)
                     if not source.query(build_bucket_query(key)):
                         return None
+                    if not source.query(build_bucket_query(key, histogram=QUEUE_TIME)):
+                        return None
                 return True
 
             wait_until(
@@ -287,6 +294,8 @@ def test_every_operator_query_returns_data_from_real_and_simulated_engines(
         buckets = reading.signals.ttft_buckets
         assert buckets and buckets[-1][0] == float("inf") and buckets[-1][1] > 0, (key, buckets)
         assert [count for _, count in buckets] == sorted(count for _, count in buckets), key
+        waits = reading.signals.queue_time_buckets  # read by the planner's material-queue test
+        assert waits and waits[-1][0] == float("inf") and waits[-1][1] > 0, (key, waits)
         assert 0 <= reading.signals.kv_cache_usage <= 1, key
     assert waiting_seen > 0
 

@@ -82,6 +82,9 @@ class Signals:
     ttft_buckets: tuple[tuple[float, float], ...] = ()
     """The TTFT histogram over its window: (upper bound in seconds, cumulative count), ascending,
     ``inf`` last. Empty: not queried. Any percentile and the share within a target come from it."""
+    queue_time_buckets: tuple[tuple[float, float], ...] = ()
+    """vLLM's ``request_queue_time_seconds`` histogram over the TTFT window, in the same form:
+    how long the requests that finished had waited to be scheduled. Empty: not queried."""
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ operator's Prometheus adapter asks:
 - ``histogram_quantile(0.95, sum by (le) (rate(vllm:time_to_first_token_seconds_bucket[2m])))``,
 - the gauges ``vllm:num_requests_waiting``, ``vllm:num_requests_running`` (summed) and
   ``vllm:kv_cache_usage_perc`` (averaged) from the newest scrape,
-- ``avg_over_time`` of the waiting gauge over the rate window, and the TTFT histogram's buckets
-  (``sum by (le) (increase(...[2m]))``) from which a policy reads any percentile.
+- ``avg_over_time`` of the waiting gauge over the rate window, and the TTFT and queue-time
+  histograms' buckets (``sum by (le) (increase(...[2m]))``) from which a policy reads any
+  percentile; the queue time, as vLLM's, is observed when a request finishes.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ TTFT_BUCKETS_SECONDS: tuple[float, ...] = (
     1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
 )  # fmt: skip
 """vLLM's ``vllm:time_to_first_token_seconds`` buckets (reference/vllm.md)."""
+
+QUEUE_TIME_BUCKETS_SECONDS: tuple[float, ...] = (
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
+    120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
+)  # fmt: skip
+"""vLLM's ``vllm:request_queue_time_seconds`` buckets (reference/vllm.md)."""
 
 
 class Histogram:
@@ -90,6 +97,8 @@ class Scrape:
     ttft_buckets: tuple[int, ...]
     finished_tokens_total: float = 0.0
     """Prompt + generated tokens of the finished requests (the token histograms' sums)."""
+    queue_buckets: tuple[int, ...] = ()
+    """The finished requests' queue times, in `QUEUE_TIME_BUCKETS_SECONDS` (+Inf last)."""
 
 
 class Prometheus:
@@ -139,7 +148,10 @@ class Prometheus:
             ttft_p95_seconds=self._ttft_quantile(now, newest),
             sample_age_seconds=now - newest.time,
             requests_waiting_mean=self._waiting_mean(now),
-            ttft_buckets=self._ttft_cumulative(now, newest),
+            ttft_buckets=self._cumulative(now, newest, TTFT_BUCKETS_SECONDS, "ttft_buckets"),
+            queue_time_buckets=self._cumulative(
+                now, newest, QUEUE_TIME_BUCKETS_SECONDS, "queue_buckets"
+            ),
         )
 
     def _waiting_mean(self, now: float) -> float:
@@ -150,13 +162,17 @@ class Prometheus:
         ]
         return sum(window) / len(window) if window else 0.0
 
-    def _ttft_cumulative(self, now: float, newest: Scrape) -> tuple[tuple[float, float], ...]:
+    def _cumulative(
+        self, now: float, newest: Scrape, bounds: Sequence[float], field: str
+    ) -> tuple[tuple[float, float], ...]:
+        """``sum by (le) (increase(<histogram>_bucket[ttft window]))``, cumulative, +Inf last."""
         oldest = self._oldest_within(now, self.ttft_window_seconds)
-        if oldest is None:
+        start: tuple[int, ...] = getattr(oldest, field, ()) if oldest is not None else ()
+        end: tuple[int, ...] = getattr(newest, field)
+        if not start or len(start) != len(end):
             return ()
-        bounds = (*TTFT_BUCKETS_SECONDS, math.inf)
         cumulative, total = [], 0.0
-        for bound, a, b in zip(bounds, oldest.ttft_buckets, newest.ttft_buckets, strict=True):
+        for bound, a, b in zip((*bounds, math.inf), start, end, strict=True):
             total += b - a
             cumulative.append((bound, total))
         return tuple(cumulative)

@@ -10,6 +10,7 @@ import socket
 import pytest
 
 from thrifty.adapters.prometheus import (
+    QUEUE_TIME,
     PrometheusSignals,
     PrometheusUnreachableError,
     QueryWindows,
@@ -38,6 +39,7 @@ VLLM_SERIES = {
     "vllm:request_prompt_tokens_count",
     "vllm:request_generation_tokens_sum",
     "vllm:time_to_first_token_seconds_bucket",
+    "vllm:request_queue_time_seconds_bucket",
 }
 
 
@@ -55,7 +57,8 @@ def test_every_query_selects_the_service_and_uses_only_real_vllm_names() -> None
         "ttft_p95_seconds",
         "sample_age_seconds",
     }
-    for promql in [*queries.values(), build_bucket_query(KEY)]:
+    queue = build_bucket_query(KEY, histogram=QUEUE_TIME)
+    for promql in [*queries.values(), build_bucket_query(KEY), queue]:
         names = set(re.findall(r"vllm:[a-z_]+", promql))
         assert names, promql
         assert names <= VLLM_SERIES, promql
@@ -156,6 +159,20 @@ def test_values_by_service_keeps_services_apart_and_marks_garbage_nan() -> None:
     assert values[KEY] == 3.0
     assert math.isnan(values[OTHER])
     assert math.isnan(values_by_service([_series(KEY, "x")])[KEY])
+
+
+def test_queue_time_buckets_reach_the_signals_apart_from_the_ttft_ones() -> None:
+    ttft = {KEY: ((0.5, 4.0), (math.inf, 10.0))}
+    waits = {KEY: ((0.3, 9.0), (math.inf, 10.0))}
+    reading = signals_from_results(
+        KEY, _results(), staleness_limit_seconds=60, buckets=ttft, queue_buckets=waits
+    )
+    assert reading.signals is not None
+    assert reading.signals.ttft_buckets == ttft[KEY]
+    assert reading.signals.queue_time_buckets == waits[KEY]
+    assert "increase(vllm:request_queue_time_seconds_bucket{" in build_bucket_query(
+        KEY, histogram=QUEUE_TIME
+    )
 
 
 def test_fresh_results_become_signals() -> None:

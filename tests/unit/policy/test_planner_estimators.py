@@ -386,3 +386,25 @@ def test_a_miss_in_a_burst_after_silence_is_explained_by_what_was_served() -> No
     assert missed.missed_replicas == 2
     # 10,000 tok/s per replica at u/(1-u) = (2.06 - 0.5) / 0.5: u = 0.757, capacity 13,205.
     assert missed.capacity == pytest.approx(10_000.0 * (1 + 3.12) / 3.12, rel=1e-3)
+
+
+def test_a_few_waiting_requests_are_a_queue_only_if_vllm_measured_the_waits() -> None:
+    # mooncake with scrapes of real vLLM: the gauge averages 2 waiting requests on 4 replicas
+    # (prompts a step's token budget held back) and the TTFT percentile is over the target
+    # because prefill of 20,000-token prompts alone takes that long. Little's law on the gauge
+    # and a late TTFT read that as a queue; vLLM's queue-time histogram says the waits were
+    # 0.1 s at p95. The same gauge with waits of 2 s at p95 is a queue.
+    held = signals(
+        requests_waiting=2.0,
+        requests_waiting_mean=2.0,
+        requests_per_second=1.5,
+        ttft_p95_seconds=2.4,
+        queue_time_buckets=((0.3, 95.0), (0.5, 100.0), (math.inf, 100.0)),
+    )
+    obs = observation(sig=held, desired=4)
+    state = _settled(State(shape=obs.spec.replica_shape, base_ttft=1.6), ready=4)
+    assert not estimate.read(held, obs.spec, state, TUNING, 4).queued
+    without = replace(held, queue_time_buckets=())
+    assert estimate.read(without, obs.spec, state, TUNING, 4).queued
+    waited = replace(held, queue_time_buckets=((1.0, 50.0), (2.5, 97.0), (math.inf, 100.0)))
+    assert estimate.read(waited, obs.spec, state, TUNING, 4).queued

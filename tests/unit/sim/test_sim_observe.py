@@ -65,6 +65,9 @@ def test_rates_and_ttft_quantile_match_the_truth_on_a_steady_load() -> None:
     assert sum(rps) / len(rps) == pytest.approx(8.0, rel=0.1)
     assert sum(prompt) / len(prompt) == pytest.approx(8.0 * mean_prompt, rel=0.1)
     assert sum(generation) / len(generation) == pytest.approx(8.0 * mean_output, rel=0.1)
+    # Two replicas for 8 requests/s of these sizes: hardly any request waits to be scheduled.
+    waits = [o.signals.queue_time_buckets for o in settled if o.signals]
+    assert all(w and w[-1][0] == math.inf and w[0][1] >= 0.9 * w[-1][1] for w in waits)
     per_request = [o.signals.tokens_per_finished_request for o in settled if o.signals]
     assert all(p is not None for p in per_request)
     mean = sum(p or 0.0 for p in per_request) / len(per_request)

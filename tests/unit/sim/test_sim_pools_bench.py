@@ -89,3 +89,10 @@ def test_seeds_are_summarised_per_trace_and_counted_against_each_target(
     assert "- at least 40 % cheaper than on-demand: 1 of 3 runs;" in lines
     assert "- at the bar (on-demand's attainment, capped at the SLO): 2 of 3;" in lines
     assert "- at most the SkyServe-style cost where both reach the bar: 2 of 2." in lines
+
+
+def test_a_tie_to_the_cent_is_at_most_the_skyserve_cost(pools_bench: ModuleType) -> None:
+    tie = runs(
+        on_demand=(0.91, 3.82), spot=(0.91, 1.53), skyserve=(0.91, 1.5300), thrifty=(0.91, 1.5304)
+    )
+    assert pools_bench.seed_cell(tie, 0.95) == "+60 % ≤ sky"

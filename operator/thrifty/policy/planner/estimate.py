@@ -97,7 +97,15 @@ def read(
         served=served,
         waiting=waiting,
         waiting_now=signals.requests_waiting,
-        queued=_material(waiting, signals.requests_per_second, ttft, spec, state, ready),
+        queued=_material(
+            waiting,
+            signals.requests_per_second,
+            ttft,
+            _measured_wait(signals, spec, tuning),
+            spec,
+            state,
+            ready,
+        ),
         ttft=ttft,
         within_target=within,
         first_tokens_per_second=_first_token_rate(signals, tuning),
@@ -106,13 +114,24 @@ def read(
 
 STEP_HELD_PER_REPLICA = 4.0
 """How many requests one vLLM step can hold back for its token budget with spare capacity: a
-few long prompts. A gauge averaging under this per replica must be corroborated by TTFT."""
+few long prompts. A gauge averaging under this per replica must be corroborated: by the waits
+vLLM measured (`_measured_wait`), else by TTFT."""
+
+
+def _measured_wait(signals: types.Signals, spec: types.PolicySpec, tuning: Tuning) -> float | None:
+    """How long requests waited to be scheduled, at the target percentile, from vLLM's
+    queue-time histogram; None with too few finished requests in its window (or none queried)."""
+    buckets = signals.queue_time_buckets
+    if not buckets or buckets[-1][1] < tuning.min_ttft_samples:
+        return None
+    return quantile(buckets, spec.ttft_target_quantile)
 
 
 def _material(
     waiting: float,
     requests_per_second: float,
     ttft: float | None,
+    measured: float | None,
     spec: types.PolicySpec,
     state: State,
     ready: int,
@@ -134,6 +153,11 @@ def _material(
     budget = max(target - base, base / 2.0, 0.1 * target)
     tail = -math.log(1.0 - min(spec.ttft_target_quantile, 0.999))
     few = waiting < STEP_HELD_PER_REPLICA * max(ready, 1)
+    if few and measured is not None:
+        # No more than steps hold back, and vLLM measured the waits: no need to infer them
+        # from a gauge that counts each step's held-back prompts. A queue of many is judged on
+        # the gauge (its requests have not finished, so the histogram does not show them yet).
+        return measured >= budget
     felt = ttft is None or ttft >= base + budget / 2.0 or not few
     return felt and tail * waiting / requests_per_second >= budget
 
