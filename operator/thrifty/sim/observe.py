@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from thrifty.policy.types import Signals
@@ -80,6 +80,14 @@ def histogram_quantile(
 def _ratio(numerator: float, denominator: float) -> float | None:
     """PromQL's ``a / b`` of two rates: no result when nothing was counted."""
     return numerator / denominator if denominator > 0.0 else None
+
+
+def _ttft_counts(scrape: Scrape) -> tuple[int, ...]:
+    return scrape.ttft_buckets
+
+
+def _queue_counts(scrape: Scrape) -> tuple[int, ...]:
+    return scrape.queue_buckets
 
 
 @dataclass(frozen=True)
@@ -148,9 +156,9 @@ class Prometheus:
             ttft_p95_seconds=self._ttft_quantile(now, newest),
             sample_age_seconds=now - newest.time,
             requests_waiting_mean=self._waiting_mean(now),
-            ttft_buckets=self._cumulative(now, newest, TTFT_BUCKETS_SECONDS, "ttft_buckets"),
+            ttft_buckets=self._cumulative(now, newest, TTFT_BUCKETS_SECONDS, _ttft_counts),
             queue_time_buckets=self._cumulative(
-                now, newest, QUEUE_TIME_BUCKETS_SECONDS, "queue_buckets"
+                now, newest, QUEUE_TIME_BUCKETS_SECONDS, _queue_counts
             ),
         )
 
@@ -163,12 +171,16 @@ class Prometheus:
         return sum(window) / len(window) if window else 0.0
 
     def _cumulative(
-        self, now: float, newest: Scrape, bounds: Sequence[float], field: str
+        self,
+        now: float,
+        newest: Scrape,
+        bounds: Sequence[float],
+        counts: Callable[[Scrape], tuple[int, ...]],
     ) -> tuple[tuple[float, float], ...]:
         """``sum by (le) (increase(<histogram>_bucket[ttft window]))``, cumulative, +Inf last."""
         oldest = self._oldest_within(now, self.ttft_window_seconds)
-        start: tuple[int, ...] = getattr(oldest, field, ()) if oldest is not None else ()
-        end: tuple[int, ...] = getattr(newest, field)
+        start = counts(oldest) if oldest is not None else ()
+        end = counts(newest)
         if not start or len(start) != len(end):
             return ()
         cumulative, total = [], 0.0
