@@ -62,6 +62,7 @@ def _deployment(namespace: str, replicas: int, engine: str = "sim") -> str:
                     "annotations": {"thrifty.dev/engine": engine},
                 },
                 "spec": {
+                    "terminationGracePeriodSeconds": render.termination_grace_seconds(SPEC),
                     "nodeSelector": {"thrifty.dev/pool": "h100-on-demand"},
                     "tolerations": [
                         {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
@@ -82,9 +83,7 @@ def _deployment(namespace: str, replicas: int, engine: str = "sim") -> str:
                                 "limits": {"nvidia.com/gpu": "1"},
                                 "requests": {"nvidia.com/gpu": "1"},
                             },
-                            "lifecycle": {
-                                "preStop": {"sleep": {"seconds": render.PRE_STOP_SLEEP_SECONDS}}
-                            },
+                            "lifecycle": {"preStop": render.pre_stop(SPEC)},
                         }
                     ],
                 },

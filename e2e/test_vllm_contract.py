@@ -9,7 +9,8 @@ arguments. Then:
 - the simulator's `/metrics` has the same families, types, label names and buckets as the real
   server's, for every vLLM family the real server exposes;
 - the real Prometheus scrapes both, and every PromQL query the operator runs returns data for both;
-- a SIGTERM under load with `--shutdown-timeout` drains: every in-flight request completes.
+- under load, the preStop hook rendered into the pod waits until every in-flight request is
+  answered, and the SIGTERM that follows finds the engine idle.
 
 Heavy (a real vLLM uses 2-3 GB RSS and both CPU cores in bursts): one server for the module.
 """
@@ -46,6 +47,7 @@ from thrifty.autoscaler.world import ServiceKey
 from thrifty.reconciler import render
 from thrifty_runtime import vllm_process
 from thrifty_runtime.exposition import scrape_shape, shape_differences
+from thrifty_runtime.fleet_mirror import hook_command
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(3600)]
 
@@ -307,29 +309,51 @@ def _max_waiting_seen(source: PrometheusSignals, key: ServiceKey) -> float:
     return float(result[0]["value"][1]) if result else 0.0
 
 
-def test_sigterm_with_shutdown_timeout_drains_in_flight_requests(
+def test_the_rendered_pre_stop_hook_drains_in_flight_requests_before_sigterm(
     real_vllm: vllm_process.VllmProcess,
 ) -> None:
-    """Runs last: it stops the module's vLLM, as a scale-down would."""
+    """Runs last: it stops the module's vLLM, as a scale-down would. The kubelet runs the
+    preStop hook, then sends SIGTERM; here the hook's command is the one rendered into the pod,
+    pointed at this engine."""
+    command = hook_command(render.pre_stop(SPEC)["exec"]["command"], real_vllm.url)
+    grace = render.termination_grace_seconds(SPEC)
 
-    async def scenario() -> tuple[list[Outcome], Outcome]:
+    async def scenario() -> tuple[list[Outcome], int | None, float, float]:
         timeout = aiohttp.ClientTimeout(total=300)
         async with aiohttp.ClientSession(timeout=timeout) as session:
+            before = _sum(await _metrics(session, real_vllm.url), "vllm:request_success_total")
             in_flight = [asyncio.create_task(_one(session, real_vllm.url, 256)) for _ in range(12)]
             await _until_running(session, real_vllm.url)
+            hook = await asyncio.create_subprocess_exec(*command)
+            code = await asyncio.wait_for(hook.wait(), grace)
+            text = await _metrics(session, real_vllm.url)
             real_vllm.terminate()
-            await asyncio.sleep(1.0)
-            late = await _one(session, real_vllm.url, 4)
-            return list(await asyncio.gather(*in_flight)), late
+            outcomes = list(await asyncio.gather(*in_flight))
+        busy = _sum(text, "vllm:num_requests_running") + _sum(text, "vllm:num_requests_waiting")
+        finished = _sum(text, "vllm:request_success_total") - before
+        return outcomes, code, busy, finished
 
-    outcomes, late = asyncio.run(scenario())
+    outcomes, code, busy, finished = asyncio.run(scenario())
+    assert code == 0
+    # The hook returned once the engine had finished all twelve, so SIGTERM found it idle.
+    assert busy == 0 and finished == 12
     assert [o.status for o in outcomes] == [200] * 12
     assert [o.completion_tokens for o in outcomes] == [256] * 12
-    # New work is refused while draining. vLLM 0.32 answers it at once with HTTP 200, no tokens and
-    # finish_reason "abort" (older builds sent 500); either way it is not served.
-    assert late.completion_tokens == 0, late
-    assert late.status != 200 or '"finish_reason":"abort"' in late.body, late
     assert real_vllm.wait(120) is not None
+
+
+async def _metrics(session: aiohttp.ClientSession, url: str) -> str:
+    async with session.get(f"{url}/metrics") as response:
+        return await response.text()
+
+
+def _sum(text: str, family: str) -> float:
+    """The sum of a family's samples over their labels."""
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith((family + "{", family + " "))
+    )
 
 
 async def _until_running(session: aiohttp.ClientSession, url: str) -> None:

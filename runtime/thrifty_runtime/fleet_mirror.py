@@ -15,9 +15,11 @@ of a ModelService what its container would have been:
 - it writes a Prometheus file_sd file listing the engines with the labels `namespace`, `pod` and
   `modelservice`, the same labels a PodMonitor gives real pods (the label contract of
   `thrifty.adapters.prometheus`);
-- when a pod is deleted or starts terminating, its engine waits the pod's preStop sleep (as the
-  kubelet does before SIGTERM, while the terminating pod leaves its EndpointSlices and so the
-  gateway), then drains for its `--shutdown-timeout` and stops; its target goes last.
+- when a pod is deleted or starts terminating, the mirror runs the pod's preStop hook as the
+  kubelet does before SIGTERM (a sleep, or a command, run here with the pod's own address in
+  place of 127.0.0.1, within the pod's grace period) while the terminating pod leaves its
+  EndpointSlices and so the gateway; then its engine drains for its `--shutdown-timeout` and
+  stops; its target goes last.
 
     python -m thrifty_runtime.fleet_mirror --file-sd /path/sd/thrifty-fleet.json \\
         [--kubeconfig K] [--namespace NS] [--engine sim|vllm] [--profile 8b] \\
@@ -33,6 +35,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -70,6 +73,10 @@ class PodEngineSpec:
     """Running and not terminating: it should have an engine that takes requests."""
     pre_stop_seconds: float = 0.0
     """The container's `lifecycle.preStop.sleep`: time between leaving the endpoints and SIGTERM."""
+    pre_stop_command: tuple[str, ...] = ()
+    """The container's `lifecycle.preStop.exec.command`, run before SIGTERM instead of a sleep."""
+    grace_seconds: float = 30.0
+    """`terminationGracePeriodSeconds`: how long the hook may take."""
     pod_ip: str | None = None
     """`status.podIP`: with a loopback pod network (`thrifty_runtime.podnet`), the engine
     listens on its loopback twin at the container's own port, so the pod's EndpointSlice
@@ -97,12 +104,12 @@ def pod_engine_spec(pod: Mapping[str, Any], default_engine: str = "sim") -> PodE
     annotations = metadata.get("annotations") or {}
     containers = (pod.get("spec") or {}).get("containers") or []
     args: list[str] = []
-    pre_stop_seconds = 0.0
+    pre_stop: Mapping[str, Any] = {}
     if containers:
         first = containers[0]
         args = [str(a) for a in (first.get("command") or []) + (first.get("args") or [])]
-        pre_stop = ((first.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}
-        pre_stop_seconds = float(pre_stop.get("seconds") or 0)
+        pre_stop = (first.get("lifecycle") or {}).get("preStop") or {}
+    pod_spec = pod.get("spec") or {}
     status = pod.get("status") or {}
     phase = status.get("phase")
     terminating = metadata.get("deletionTimestamp") is not None
@@ -115,7 +122,9 @@ def pod_engine_spec(pod: Mapping[str, Any], default_engine: str = "sim") -> PodE
         engine=str(annotations.get(ENGINE_ANNOTATION) or default_engine),
         profile=annotations.get(PROFILE_ANNOTATION),
         serving=phase == "Running" and not terminating,
-        pre_stop_seconds=pre_stop_seconds,
+        pre_stop_seconds=float((pre_stop.get("sleep") or {}).get("seconds") or 0),
+        pre_stop_command=tuple(str(a) for a in (pre_stop.get("exec") or {}).get("command") or ()),
+        grace_seconds=float(pod_spec.get("terminationGracePeriodSeconds", 30)),
         pod_ip=status.get("podIP") or None,
     )
 
@@ -356,10 +365,13 @@ class FleetMirror:
         engine = self._engines.get(key)
         if engine is None:
             return
-        # As the kubelet runs the preStop sleep before SIGTERM: the terminating pod leaves its
+        # As the kubelet runs the preStop hook before SIGTERM: the terminating pod leaves its
         # EndpointSlices meanwhile, and requests a gateway sent just before it learnt so reach
         # the engine before it starts refusing new work.
-        await asyncio.sleep(engine.spec.pre_stop_seconds)
+        if engine.spec.pre_stop_command:
+            await _run_hook(engine.spec, engine.url)
+        else:
+            await asyncio.sleep(engine.spec.pre_stop_seconds)
         log.info("draining %s/%s", engine.spec.namespace, engine.spec.pod)
         if engine.sim is not None:
             await engine.sim.shutdown()
@@ -397,6 +409,36 @@ class FleetMirror:
             ],
         }
         _write_atomically(self.settings.state_path, json.dumps(state, indent=2))
+
+
+def hook_command(command: Sequence[str], engine_url: str) -> list[str]:
+    """The hook's command as it runs beside this engine: an argument naming the pod's own
+    loopback (``http://127.0.0.1:PORT``, ``http://localhost:PORT``) names the engine's address."""
+    own = re.compile(r"^http://(127\.0\.0\.1|localhost):\d+")
+    return [own.sub(engine_url.rstrip("/"), arg) for arg in command]
+
+
+async def _run_hook(spec: PodEngineSpec, engine_url: str) -> None:
+    """Runs the preStop command to its end or the grace period's, as the kubelet does; a hook
+    that fails or cannot start is logged and SIGTERM follows all the same."""
+    command = hook_command(spec.pre_stop_command, engine_url)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+    except OSError as error:
+        log.warning("preStop of %s/%s did not start: %s", spec.namespace, spec.pod, error)
+        return
+    try:
+        _, stderr = await asyncio.wait_for(process.communicate(), spec.grace_seconds)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        log.warning("preStop of %s/%s outlived the grace period", spec.namespace, spec.pod)
+        return
+    if process.returncode != 0:
+        tail = stderr.decode(errors="replace")[-500:]
+        log.warning("preStop of %s/%s failed: %s", spec.namespace, spec.pod, tail)
 
 
 def _without_vllm_serve(args: Sequence[str]) -> list[str]:

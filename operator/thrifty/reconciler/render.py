@@ -9,6 +9,7 @@ are not obvious, because each one was learned from a failure mode.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import math
 import re
 from dataclasses import dataclass
@@ -24,8 +25,11 @@ CONTAINER_NAME = "engine"
 PRE_STOP_SLEEP_SECONDS = 10
 """Time for endpoint removal to reach every proxy before the engine stops taking requests."""
 GRACE_MARGIN_SECONDS = 15
-"""Added to drain + preStop so the kubelet's SIGKILL never cuts a drain short."""
+"""Added to the preStop sleep and drain: vLLM's own drain of what the hook's budget left, and its
+exit, before the kubelet's SIGKILL."""
 STARTUP_PERIOD_SECONDS = 10
+DRAIN_HOOK = importlib.resources.files(__package__).joinpath("drain_hook.py").read_text()
+"""The preStop drain (drain_hook.py), run by the image's python3."""
 CACHE_PATH = "/root/.cache"
 """Both caches of the vLLM image live below it: huggingface/ (weights) and vllm/ (compiled)."""
 MODEL_MOUNT_ROOT = "/models"
@@ -276,6 +280,18 @@ def termination_grace_seconds(spec: modelservice.ModelServiceSpec) -> int:
     return spec.engine.shutdown_timeout_seconds + PRE_STOP_SLEEP_SECONDS + GRACE_MARGIN_SECONDS
 
 
+def pre_stop(spec: modelservice.ModelServiceSpec) -> dict[str, Any]:
+    """Endpoints go first, then the drain, in the hook: SIGTERM finds the engine idle, as
+    vLLM's own drain can lose its last answers (drain_hook.py). Without a drain (timeout 0) a
+    native sleep, which needs nothing in the image."""
+    timeout = spec.engine.shutdown_timeout_seconds
+    if timeout == 0:
+        return {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}
+    url = f"http://127.0.0.1:{ENGINE_PORT}/metrics"
+    command = ["python3", "-c", DRAIN_HOOK, str(PRE_STOP_SLEEP_SECONDS), str(timeout), url]
+    return {"exec": {"command": command}}
+
+
 def _container(target: Target) -> dict[str, Any]:
     spec = target.spec
     gpus = str(spec.engine.gpus_per_replica)
@@ -299,8 +315,7 @@ def _container(target: Target) -> dict[str, Any]:
             },
         },
         "volumeMounts": mounts,
-        # Native sleep (no shell needed in the image): endpoints go first, then the drain.
-        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SLEEP_SECONDS}}},
+        "lifecycle": {"preStop": pre_stop(spec)},
         **_probes(spec),
     }
 

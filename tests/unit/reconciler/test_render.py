@@ -127,13 +127,23 @@ def test_drain_outlasts_shutdown_timeout_and_probes_cover_a_cold_start() -> None
     pod = deployment["spec"]["template"]["spec"]
     engine = container(deployment)
     assert pod["terminationGracePeriodSeconds"] > 120 + render.PRE_STOP_SLEEP_SECONDS
-    assert engine["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+    hook = engine["lifecycle"]["preStop"]["exec"]["command"]
+    # The hook sleeps while endpoints go, then waits at most the shutdown timeout for the engine.
+    assert hook[:3] == ["python3", "-c", render.DRAIN_HOOK]
+    assert hook[3:] == [str(render.PRE_STOP_SLEEP_SECONDS), "120", "http://127.0.0.1:8000/metrics"]
     startup = engine["startupProbe"]
     assert startup["httpGet"]["path"] == "/health"
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 1800
     assert engine["readinessProbe"]["periodSeconds"] == 5
     assert engine["livenessProbe"]["httpGet"]["path"] == "/health"
     assert pod["enableServiceLinks"] is False
+
+
+def test_without_a_drain_the_pre_stop_is_a_native_sleep() -> None:
+    spec = target().spec
+    engine = spec.engine.model_copy(update={"shutdown_timeout_seconds": 0})
+    abort = render.pre_stop(spec.model_copy(update={"engine": engine}))
+    assert abort == {"sleep": {"seconds": render.PRE_STOP_SLEEP_SECONDS}}
 
 
 def test_volumes_shm_cache_and_token() -> None:

@@ -16,6 +16,7 @@ from thrifty_runtime.fleet_mirror import (
     FleetMirror,
     MirrorSettings,
     file_sd_groups,
+    hook_command,
     pod_engine_spec,
 )
 
@@ -101,6 +102,22 @@ def test_the_pre_stop_sleep_is_read_from_the_container() -> None:
     pod["spec"]["containers"][0]["lifecycle"] = {"preStop": {"sleep": {"seconds": 10}}}
     spec = pod_engine_spec(pod)
     assert spec is not None and spec.pre_stop_seconds == 10.0
+
+
+def test_a_pre_stop_command_and_the_grace_period_are_read_and_run_beside_the_engine() -> None:
+    pod = _pod()
+    command = ["python3", "-c", "...", "10", "30", "http://127.0.0.1:8000/metrics"]
+    pod["spec"]["containers"][0]["lifecycle"] = {"preStop": {"exec": {"command": command}}}
+    pod["spec"]["terminationGracePeriodSeconds"] = 55
+    spec = pod_engine_spec(pod)
+    assert spec is not None and spec.pre_stop_command == tuple(command)
+    assert spec.pre_stop_seconds == 0.0 and spec.grace_seconds == 55.0
+    # The pod's own loopback is, beside the mirror, the engine's address.
+    ran = hook_command(command, "http://127.122.0.3:8000")
+    assert ran == [*command[:5], "http://127.122.0.3:8000/metrics"]
+    assert hook_command(["http://localhost:8000/x"], "http://127.0.0.1:4242/") == [
+        "http://127.0.0.1:4242/x"
+    ]
 
 
 def test_pending_terminating_and_foreign_pods_are_not_served() -> None:
