@@ -109,7 +109,7 @@ def pod_engine_spec(pod: Mapping[str, Any], default_engine: str = "sim") -> PodE
         first = containers[0]
         args = [str(a) for a in (first.get("command") or []) + (first.get("args") or [])]
         pre_stop = (first.get("lifecycle") or {}).get("preStop") or {}
-    pod_spec = pod.get("spec") or {}
+    grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds")
     status = pod.get("status") or {}
     phase = status.get("phase")
     terminating = metadata.get("deletionTimestamp") is not None
@@ -124,7 +124,7 @@ def pod_engine_spec(pod: Mapping[str, Any], default_engine: str = "sim") -> PodE
         serving=phase == "Running" and not terminating,
         pre_stop_seconds=float((pre_stop.get("sleep") or {}).get("seconds") or 0),
         pre_stop_command=tuple(str(a) for a in (pre_stop.get("exec") or {}).get("command") or ()),
-        grace_seconds=float(pod_spec.get("terminationGracePeriodSeconds", 30)),
+        grace_seconds=30.0 if grace is None else float(grace),
         pod_ip=status.get("podIP") or None,
     )
 
@@ -415,7 +415,8 @@ def hook_command(command: Sequence[str], engine_url: str) -> list[str]:
     """The hook's command as it runs beside this engine: an argument naming the pod's own
     loopback (``http://127.0.0.1:PORT``, ``http://localhost:PORT``) names the engine's address."""
     own = re.compile(r"^http://(127\.0\.0\.1|localhost):\d+")
-    return [own.sub(engine_url.rstrip("/"), arg) for arg in command]
+    address = engine_url.rstrip("/")
+    return [own.sub(lambda _: address, arg) for arg in command]
 
 
 async def _run_hook(spec: PodEngineSpec, engine_url: str) -> None:
