@@ -31,6 +31,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness import Cluster
 from harness.cluster import wait_until
@@ -347,13 +348,10 @@ async def _metrics(session: aiohttp.ClientSession, url: str) -> str:
         return await response.text()
 
 
-def _sum(text: str, family: str) -> float:
-    """The sum of a family's samples over their labels."""
-    return sum(
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith((family + "{", family + " "))
-    )
+def _sum(text: str, series: str) -> float:
+    """The sum of a series' samples over their labels."""
+    families = text_string_to_metric_families(text)
+    return sum(s.value for f in families for s in f.samples if s.name == series)
 
 
 async def _until_running(session: aiohttp.ClientSession, url: str) -> None:
