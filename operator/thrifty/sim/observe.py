@@ -82,14 +82,6 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator > 0.0 else None
 
 
-def _ttft_counts(scrape: Scrape) -> tuple[int, ...]:
-    return scrape.ttft_buckets
-
-
-def _queue_counts(scrape: Scrape) -> tuple[int, ...]:
-    return scrape.queue_buckets
-
-
 @dataclass(frozen=True)
 class Scrape:
     """One scrape of the whole fleet, counters summed over every replica that ever served."""
@@ -156,9 +148,11 @@ class Prometheus:
             ttft_p95_seconds=self._ttft_quantile(now, newest),
             sample_age_seconds=now - newest.time,
             requests_waiting_mean=self._waiting_mean(now),
-            ttft_buckets=self._cumulative(now, newest, TTFT_BUCKETS_SECONDS, _ttft_counts),
+            ttft_buckets=self._cumulative(
+                now, newest, TTFT_BUCKETS_SECONDS, lambda scrape: scrape.ttft_buckets
+            ),
             queue_time_buckets=self._cumulative(
-                now, newest, QUEUE_TIME_BUCKETS_SECONDS, _queue_counts
+                now, newest, QUEUE_TIME_BUCKETS_SECONDS, lambda scrape: scrape.queue_buckets
             ),
         )
 
