@@ -18,6 +18,7 @@ Heavy (a real vLLM uses 2-3 GB RSS and both CPU cores in bursts): one server for
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -39,6 +40,7 @@ from harness.ports import free_port
 from thrifty.adapters.prometheus import (
     QUEUE_TIME,
     PrometheusSignals,
+    QueryWindows,
     build_bucket_query,
     build_queries,
     label_matchers,
@@ -268,6 +270,16 @@ def test_every_operator_query_returns_data_from_real_and_simulated_engines(
                 what="every operator query to return data for both engines",
                 interval_seconds=2,
             )
+            # A series younger than the rate window makes Prometheus (2.x) extrapolate each
+            # counter to its own zero point, so a ratio of two rates is off by up to a tenth
+            # (CI once read 137.9 tokens a request for 128). Read once the window is covered.
+            for key in keys:
+                wait_until(
+                    functools.partial(_rate_window_covered, source, key),
+                    timeout_seconds=180,
+                    what=f"{QueryWindows().rate_seconds} s of samples from {key.model_service}",
+                    interval_seconds=2,
+                )
             readings = asyncio.run(source.read_all(keys))
             # 12 clients against --max-num-seqs 4: real vLLM queues some. The gauge is sampled
             # per scrape, so the test waits for a scrape that caught the queue instead of
@@ -301,6 +313,18 @@ def test_every_operator_query_returns_data_from_real_and_simulated_engines(
         assert waits and waits[-1][0] == float("inf") and waits[-1][1] > 0, (key, waits)
         assert 0 <= reading.signals.kv_cache_usage <= 1, key
     assert waiting_seen > 0
+
+
+def _rate_window_covered(source: PrometheusSignals, key: ServiceKey) -> bool | None:
+    """True once the series has samples older than the operator's rate window."""
+    window = QueryWindows().rate_seconds
+    series = f"vllm:request_prompt_tokens_count{label_matchers(key)}"
+    promql = (
+        f"sum(count_over_time({series}[{window + 10}s]))"
+        f" - sum(count_over_time({series}[{window}s]))"
+    )
+    result = source.query(promql)
+    return (bool(result) and float(result[0]["value"][1]) > 0) or None
 
 
 def _max_waiting_seen(source: PrometheusSignals, key: ServiceKey) -> float:
