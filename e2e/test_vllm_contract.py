@@ -38,7 +38,9 @@ from harness import Cluster
 from harness.cluster import wait_until
 from harness.ports import free_port
 from thrifty.adapters.prometheus import (
+    PREFILL_TIME,
     QUEUE_TIME,
+    TTFT,
     PrometheusSignals,
     QueryWindows,
     build_bucket_query,
@@ -219,6 +221,7 @@ def test_simulator_metrics_have_the_shape_of_real_vllm(
             *build_queries(None).values(),
             build_bucket_query(None),
             build_bucket_query(None, histogram=QUEUE_TIME),
+            build_bucket_query(None, histogram=PREFILL_TIME),
         ]
         for token in promql.replace("(", " ").replace("{", " ").split()
         if token.startswith("vllm:")
@@ -258,10 +261,9 @@ def test_every_operator_query_returns_data_from_real_and_simulated_engines(
                         if not result:
                             return None
                         assert len(result) == 1, (name, result)
-                    if not source.query(build_bucket_query(key)):
-                        return None
-                    if not source.query(build_bucket_query(key, histogram=QUEUE_TIME)):
-                        return None
+                    for histogram in (TTFT, QUEUE_TIME, PREFILL_TIME):
+                        if not source.query(build_bucket_query(key, histogram=histogram)):
+                            return None
                 return True
 
             wait_until(
@@ -311,6 +313,8 @@ def test_every_operator_query_returns_data_from_real_and_simulated_engines(
         assert [count for _, count in buckets] == sorted(count for _, count in buckets), key
         waits = reading.signals.queue_time_buckets  # read by the planner's material-queue test
         assert waits and waits[-1][0] == float("inf") and waits[-1][1] > 0, (key, waits)
+        prefills = reading.signals.prefill_time_buckets  # the planner's base latency
+        assert prefills and prefills[-1][0] == float("inf") and prefills[-1][1] > 0, (key, prefills)
         assert 0 <= reading.signals.kv_cache_usage <= 1, key
     assert waiting_seen > 0
 

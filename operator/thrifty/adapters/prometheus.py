@@ -353,20 +353,25 @@ def build_queries(key: ServiceKey | None, windows: QueryWindows = QueryWindows()
     }
 
 
+TTFT = "vllm:time_to_first_token_seconds"
+"""vLLM's histogram of each request's time to first token."""
+QUEUE_TIME = "vllm:request_queue_time_seconds"
+"""vLLM's histogram of how long each finished request waited to be scheduled."""
+PREFILL_TIME = "vllm:request_prefill_time_seconds"
+"""vLLM's histogram of each finished request's time from scheduled to first token."""
+
+
 def build_bucket_query(
     key: ServiceKey | None,
     windows: QueryWindows = QueryWindows(),
-    histogram: str = "vllm:time_to_first_token_seconds",
+    histogram: str = TTFT,
 ) -> str:
     """A histogram over the TTFT window, one series per (namespace, modelservice, le): the TTFT
     one by default, from which any percentile and the share within a target are read
-    (`Signals.ttft_buckets`), or `QUEUE_TIME` (`Signals.queue_time_buckets`)."""
+    (`Signals.ttft_buckets`), `QUEUE_TIME` (`Signals.queue_time_buckets`) or `PREFILL_TIME`
+    (`Signals.prefill_time_buckets`)."""
     sel = label_matchers(key)
     return f"sum by ({GROUP_BY}, le) (increase({histogram}_bucket{sel}[{windows.ttft_seconds}s]))"
-
-
-QUEUE_TIME = "vllm:request_queue_time_seconds"
-"""vLLM's histogram of how long each finished request waited to be scheduled."""
 
 
 Buckets = tuple[tuple[float, float], ...]
@@ -462,6 +467,7 @@ def signals_from_results(
     staleness_limit_seconds: float,
     buckets: Mapping[ServiceKey, Buckets] | None = None,
     queue_buckets: Mapping[ServiceKey, Buckets] | None = None,
+    prefill_buckets: Mapping[ServiceKey, Buckets] | None = None,
 ) -> SignalsReading:
     """The pure decision of what one ModelService's query results mean."""
     held, held_age = held_requests(key, results, staleness_limit_seconds=staleness_limit_seconds)
@@ -508,6 +514,7 @@ def signals_from_results(
         ),
         ttft_buckets=(buckets or {}).get(key, ()),
         queue_time_buckets=(queue_buckets or {}).get(key, ()),
+        prefill_time_buckets=(prefill_buckets or {}).get(key, ()),
     )
     # The condition message stays the same from pass to pass (the age is in the signals): a
     # number that moves every scrape would cost a status write per pass on a settled service.
@@ -616,26 +623,25 @@ class PrometheusSignals:
 
     def _query_all(
         self, key: ServiceKey | None
-    ) -> tuple[
-        dict[str, dict[ServiceKey, float]],
-        dict[ServiceKey, Buckets],
-        dict[ServiceKey, Buckets],
-    ]:
-        """Runs every query; raises `MetricsError` on the first failure."""
+    ) -> tuple[dict[str, dict[ServiceKey, float]], dict[str, dict[ServiceKey, Buckets]]]:
+        """Runs every query; raises `MetricsError` on the first failure. The histograms come
+        by name (`TTFT`, `QUEUE_TIME`, `PREFILL_TIME`)."""
         queries = build_queries(key, self._windows)
         if self._held_requests_metric:
             queries |= build_held_queries(key, self._held_requests_metric)
         values = {name: values_by_service(self.query(promql)) for name, promql in queries.items()}
-        ttft = buckets_by_service(self.query(build_bucket_query(key, self._windows)))
-        queue = buckets_by_service(self.query(build_bucket_query(key, self._windows, QUEUE_TIME)))
-        return values, ttft, queue
+        histograms = {
+            name: buckets_by_service(self.query(build_bucket_query(key, self._windows, name)))
+            for name in (TTFT, QUEUE_TIME, PREFILL_TIME)
+        }
+        return values, histograms
 
     def read_all_blocking(self, keys: Iterable[ServiceKey]) -> dict[ServiceKey, SignalsReading]:
         """One round of queries for many ModelServices (one query per signal, not per service)."""
         wanted = list(keys)
         selector = wanted[0] if len(wanted) == 1 else None
         try:
-            results, buckets, queue_buckets = self._query_all(selector)
+            results, histograms = self._query_all(selector)
         except MetricsError as error:
             return {key: SignalsReading(None, str(error)) for key in wanted}
         return {
@@ -643,8 +649,9 @@ class PrometheusSignals:
                 key,
                 results,
                 staleness_limit_seconds=self._staleness_limit_seconds,
-                buckets=buckets,
-                queue_buckets=queue_buckets,
+                buckets=histograms[TTFT],
+                queue_buckets=histograms[QUEUE_TIME],
+                prefill_buckets=histograms[PREFILL_TIME],
             )
             for key in wanted
         }

@@ -85,6 +85,9 @@ class Signals:
     queue_time_buckets: tuple[tuple[float, float], ...] = ()
     """vLLM's ``request_queue_time_seconds`` histogram over the TTFT window, in the same form:
     how long the requests that finished had waited to be scheduled. Empty: not queried."""
+    prefill_time_buckets: tuple[tuple[float, float], ...] = ()
+    """vLLM's ``request_prefill_time_seconds`` histogram over the TTFT window, in the same form:
+    from scheduled to first token, the part of TTFT that is no queue. Empty: not queried."""
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,13 @@ class RequestTiming:
         return (self.scheduled if self.scheduled is not None else self.finished) - self.arrival
 
     @property
+    def prefill_seconds(self) -> float | None:
+        """Scheduled to first token, as vLLM's ``request_prefill_time_seconds``."""
+        if self.scheduled is None or self.first_token is None:
+            return None
+        return self.first_token - self.scheduled
+
+    @property
     def ttft_seconds(self) -> float | None:
         return None if self.first_token is None else self.first_token - self.arrival
 

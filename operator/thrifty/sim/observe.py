@@ -99,6 +99,8 @@ class Scrape:
     """Prompt + generated tokens of the finished requests (the token histograms' sums)."""
     queue_buckets: tuple[int, ...] = ()
     """The finished requests' queue times, in `QUEUE_TIME_BUCKETS_SECONDS` (+Inf last)."""
+    prefill_buckets: tuple[int, ...] = ()
+    """The finished requests' prefill times (scheduled to first token), in the same buckets."""
 
 
 class Prometheus:
@@ -153,6 +155,9 @@ class Prometheus:
             ),
             queue_time_buckets=self._cumulative(
                 now, newest, QUEUE_TIME_BUCKETS_SECONDS, lambda scrape: scrape.queue_buckets
+            ),
+            prefill_time_buckets=self._cumulative(
+                now, newest, QUEUE_TIME_BUCKETS_SECONDS, lambda scrape: scrape.prefill_buckets
             ),
         )
 

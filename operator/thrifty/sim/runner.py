@@ -226,6 +226,7 @@ class _Run:
         self.prometheus = Prometheus(config.rate_window_seconds, config.ttft_window_seconds)
         self.histogram = Histogram()
         self.queue_histogram = Histogram(QUEUE_TIME_BUCKETS_SECONDS)
+        self.prefill_histogram = Histogram(QUEUE_TIME_BUCKETS_SECONDS)
         self.accounting = _Accounting(config, billed_until=trace.duration_seconds)
         self.ttft: list[float] = [math.inf] * len(trace.requests)
         self.prompt_total = 0.0
@@ -353,6 +354,9 @@ class _Run:
         elif event.timing is not None:
             self.finished += 1
             self.queue_histogram.observe(event.timing.queue_seconds)
+            prefill = event.timing.prefill_seconds
+            if prefill is not None:
+                self.prefill_histogram.observe(prefill)
             self.prompt_total += event.timing.prompt_tokens
             self.generation_total += event.tokens_generated
 
@@ -411,6 +415,7 @@ class _Run:
                 ttft_buckets=self.histogram.snapshot(),
                 finished_tokens_total=self.prompt_total + self.generation_total,
                 queue_buckets=self.queue_histogram.snapshot(),
+                prefill_buckets=self.prefill_histogram.snapshot(),
             )
         )
 

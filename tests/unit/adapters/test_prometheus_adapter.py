@@ -10,7 +10,9 @@ import socket
 import pytest
 
 from thrifty.adapters.prometheus import (
+    PREFILL_TIME,
     QUEUE_TIME,
+    TTFT,
     PrometheusSignals,
     PrometheusUnreachableError,
     QueryWindows,
@@ -40,6 +42,7 @@ VLLM_SERIES = {
     "vllm:request_generation_tokens_sum",
     "vllm:time_to_first_token_seconds_bucket",
     "vllm:request_queue_time_seconds_bucket",
+    "vllm:request_prefill_time_seconds_bucket",
 }
 
 
@@ -57,8 +60,8 @@ def test_every_query_selects_the_service_and_uses_only_real_vllm_names() -> None
         "ttft_p95_seconds",
         "sample_age_seconds",
     }
-    queue = build_bucket_query(KEY, histogram=QUEUE_TIME)
-    for promql in [*queries.values(), build_bucket_query(KEY), queue]:
+    histograms = [build_bucket_query(KEY, histogram=h) for h in (TTFT, QUEUE_TIME, PREFILL_TIME)]
+    for promql in [*queries.values(), *histograms]:
         names = set(re.findall(r"vllm:[a-z_]+", promql))
         assert names, promql
         assert names <= VLLM_SERIES, promql
@@ -161,17 +164,27 @@ def test_values_by_service_keeps_services_apart_and_marks_garbage_nan() -> None:
     assert math.isnan(values_by_service([_series(KEY, "x")])[KEY])
 
 
-def test_queue_time_buckets_reach_the_signals_apart_from_the_ttft_ones() -> None:
+def test_queue_and_prefill_time_buckets_reach_the_signals_apart_from_the_ttft_ones() -> None:
     ttft = {KEY: ((0.5, 4.0), (math.inf, 10.0))}
     waits = {KEY: ((0.3, 9.0), (math.inf, 10.0))}
+    prefills = {KEY: ((0.3, 7.0), (math.inf, 10.0))}
     reading = signals_from_results(
-        KEY, _results(), staleness_limit_seconds=60, buckets=ttft, queue_buckets=waits
+        KEY,
+        _results(),
+        staleness_limit_seconds=60,
+        buckets=ttft,
+        queue_buckets=waits,
+        prefill_buckets=prefills,
     )
     assert reading.signals is not None
     assert reading.signals.ttft_buckets == ttft[KEY]
     assert reading.signals.queue_time_buckets == waits[KEY]
+    assert reading.signals.prefill_time_buckets == prefills[KEY]
     assert "increase(vllm:request_queue_time_seconds_bucket{" in build_bucket_query(
         KEY, histogram=QUEUE_TIME
+    )
+    assert "increase(vllm:request_prefill_time_seconds_bucket{" in build_bucket_query(
+        KEY, histogram=PREFILL_TIME
     )
 
 

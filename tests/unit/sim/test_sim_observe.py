@@ -68,6 +68,9 @@ def test_rates_and_ttft_quantile_match_the_truth_on_a_steady_load() -> None:
     # Two replicas for 8 requests/s of these sizes: hardly any request waits to be scheduled.
     waits = [o.signals.queue_time_buckets for o in settled if o.signals]
     assert all(w and w[-1][0] == math.inf and w[0][1] >= 0.9 * w[-1][1] for w in waits)
+    # The same finished requests, scheduled to first token: vLLM's prefill-time histogram.
+    prefills = [o.signals.prefill_time_buckets for o in settled if o.signals]
+    assert all(p and p[-1] == (math.inf, w[-1][1]) for p, w in zip(prefills, waits, strict=True))
     per_request = [o.signals.tokens_per_finished_request for o in settled if o.signals]
     assert all(p is not None for p in per_request)
     mean = sum(p or 0.0 for p in per_request) / len(per_request)
