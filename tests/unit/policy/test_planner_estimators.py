@@ -190,6 +190,54 @@ def test_base_ttft_removes_the_load_share_and_follows_lower_samples_faster() -> 
     assert 0.0 < rise < fall
 
 
+def test_the_prefill_histogram_gives_the_base_at_a_load_no_model_can_remove() -> None:
+    # Replicas maybe at their limit (capacity only a lower bound): 6 s at p95 is mostly a
+    # queue, and vLLM measured scheduled-to-first-token at 0.8 s at p95 in the same window.
+    prefill = ((0.5, 50.0), (0.8, 95.0), (1.0, 100.0), (INF, 100.0))
+    busy = signals(
+        prompt_tokens_per_second=8000.0, generation_tokens_per_second=0.0, ttft_p95_seconds=6.0
+    )
+    obs = observation(sig=busy, desired=1, capacity_tokens_per_second_per_replica=None)
+    state = _settled(
+        State(shape=obs.spec.replica_shape, capacity=8000.0, capacity_source=Source.LOWER_BOUND),
+        ready=1,
+    )
+    reading = estimate.read(busy, obs.spec, state, TUNING, 1)
+    without = estimate.learn(state, obs, busy, reading, TUNING)
+    assert without.base_ttft == pytest.approx(6.0)  # all of it counts: the load is unknown
+    measured = replace(busy, prefill_time_buckets=prefill)
+    learned = estimate.learn(state, obs, measured, reading, TUNING)
+    assert learned.base_ttft == pytest.approx(0.8)
+    # Too few finished requests in the window are no measurement.
+    few = replace(busy, prefill_time_buckets=((0.8, 5.0), (INF, 5.0)))
+    assert estimate.learn(state, obs, few, reading, TUNING).base_ttft == pytest.approx(6.0)
+
+
+def test_a_base_read_before_the_capacity_was_known_is_read_again_once_it_is() -> None:
+    queue = signals(
+        requests_waiting_mean=80.0,
+        requests_waiting=80.0,
+        requests_per_second=4.0,
+        prompt_tokens_per_second=9000.0,
+        generation_tokens_per_second=9000.0,
+        ttft_p95_seconds=30.0,
+    )
+    obs = observation(sig=queue, desired=2, capacity_tokens_per_second_per_replica=None)
+    guessed = State(
+        shape=obs.spec.replica_shape,
+        capacity=8000.0,
+        capacity_source=Source.LOWER_BOUND,
+        base_ttft=3.0,
+    )
+    reading = estimate.read(queue, obs.spec, _settled(guessed), TUNING, 2)
+    learned = estimate.learn(_settled(guessed), obs, queue, reading, TUNING)
+    assert learned.capacity_source == Source.SATURATED
+    assert learned.base_ttft is None
+    # A base learned against a known capacity stays.
+    known = replace(guessed, capacity_source=Source.SATURATED)
+    assert estimate.learn(_settled(known), obs, queue, reading, TUNING).base_ttft == 3.0
+
+
 def test_queue_scale_is_what_the_load_adds_per_unit_of_u_over_one_minus_u() -> None:
     # Half loaded (u/(1-u) = 1) with base 0.5 s and 1.5 s measured: 1.0 s per unit.
     sig = signals(

@@ -1,14 +1,18 @@
 """What the latency model needs, learned online from windowed signals, never from one gauge sample.
 
 The model of a replica (see `plan`): it serves at most ``capacity`` tokens/s, and its time to first
-token at the target percentile is ``base / (1 - utilisation)``, the shape of a processor-sharing
-queue: prefill alone at no load, growing without bound as the replica nears its capacity.
+token at the target percentile is ``base + scale * u / (1 - u)`` at utilisation ``u``: prefill
+alone at no load, plus a queue that grows without bound as the replica nears its capacity.
 
 - ``capacity`` is what a saturated replica serves: learned only while the queue persists over the
   whole rate window (one per replica on average) or the running batches are full; below that,
   what a replica served is only a lower bound, taken at once.
-- ``base`` is the measured percentile with the load's share removed, ``ttft * (1 - utilisation)``,
-  learned while the utilisation is known and not near saturation.
+- ``base`` is the prefill time at the target percentile (vLLM's prefill-time histogram, which
+  leaves the queue out); without that histogram, the measured TTFT percentile with the load's
+  share removed, ``ttft * (1 - utilisation)``, learned while the utilisation is known and not
+  near saturation. A base read before the capacity was known is read again once it is.
+- ``scale`` is what the measured percentile adds to the base per unit of ``u / (1 - u)``,
+  learned between 0.3 and 0.9 of a known capacity.
 - ``headroom`` is the feedback: a bounded integral of log(measured / target), so an engine slower
   or faster than the model still ends at the target.
 
@@ -127,6 +131,17 @@ def _measured_wait(signals: types.Signals, spec: types.PolicySpec, tuning: Tunin
     return quantile(buckets, spec.ttft_target_quantile)
 
 
+def _measured_prefill(
+    signals: types.Signals, spec: types.PolicySpec, tuning: Tuning
+) -> float | None:
+    """Scheduled to first token at the target percentile, from vLLM's prefill-time histogram;
+    None with too few finished requests in its window (or none queried)."""
+    buckets = signals.prefill_time_buckets
+    if not buckets or buckets[-1][1] < tuning.min_ttft_samples:
+        return None
+    return quantile(buckets, spec.ttft_target_quantile)
+
+
 def _material(
     waiting: float,
     requests_per_second: float,
@@ -230,7 +245,8 @@ def learn(
         # stay in the TTFT window for as long as the window.
         return state
     target = observation.spec.ttft_target_seconds
-    state = _base_ttft(state, reading, per_replica, elapsed, tuning, target)
+    prefill = _measured_prefill(signals, observation.spec, tuning)
+    state = _base_ttft(state, reading, per_replica, elapsed, tuning, target, prefill)
     return _queue_scale(state, reading, per_replica, elapsed, tuning)
 
 
@@ -403,6 +419,11 @@ def _capacity(
         source = Source.SATURATED
     if capacity is None or per_replica > capacity:
         capacity, source = per_replica, source or Source.LOWER_BOUND
+    if state.capacity_source == Source.LOWER_BOUND and source == Source.SATURATED:
+        # Every base so far was read at an unknown load, maybe at the limit, where a prompt
+        # queues or shares its prefill steps the most: read again now that the load is known.
+        # Too high, it leaves a target little slack and buys replicas for a queue.
+        state = replace(state, base_ttft=None)
     served = state.served_max
     if served is None or per_replica > served:
         served = per_replica
@@ -422,8 +443,12 @@ def _base_ttft(
     elapsed: float,
     tuning: Tuning,
     target: float | None = None,
+    prefill: float | None = None,
 ) -> State:
-    """Learned at low load, where removing the load's share is a small correction. Load only
+    """Read from vLLM's prefill-time histogram where it is scraped: scheduled to first token is
+    TTFT without the queue, so it needs no model of the load and holds at any load (a prefill
+    that shares its steps with more work takes longer, so it errs high under load). Without it,
+    learned at low load, where removing the load's share is a small correction. Load only
     adds to the base, so lower samples are followed fast and higher ones slowly (the prompt mix
     may have grown). A service that has never run at low load starts from its loaded samples
     read with the queue scale equal to the base (M/M/1's ``base / (1 - u)``): without a base
@@ -435,7 +460,9 @@ def _base_ttft(
     if reading.ttft is None:
         return state
     load = utilisation(state, per_replica)
-    if load is None:
+    if prefill is not None:
+        sample = min(prefill, reading.ttft)
+    elif load is None:
         if reading.queued:
             return state
         sample = reading.ttft  # load unknown: all of it counts as base, which errs high
