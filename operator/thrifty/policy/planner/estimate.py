@@ -105,7 +105,7 @@ def read(
             waiting,
             signals.requests_per_second,
             ttft,
-            _measured_wait(signals, spec, tuning),
+            _measured(signals.queue_time_buckets, spec, tuning),
             spec,
             state,
             ready,
@@ -119,24 +119,14 @@ def read(
 STEP_HELD_PER_REPLICA = 4.0
 """How many requests one vLLM step can hold back for its token budget with spare capacity: a
 few long prompts. A gauge averaging under this per replica must be corroborated: by the waits
-vLLM measured (`_measured_wait`), else by TTFT."""
+vLLM measured (its queue-time histogram), else by TTFT."""
 
 
-def _measured_wait(signals: types.Signals, spec: types.PolicySpec, tuning: Tuning) -> float | None:
-    """How long requests waited to be scheduled, at the target percentile, from vLLM's
-    queue-time histogram; None with too few finished requests in its window (or none queried)."""
-    buckets = signals.queue_time_buckets
-    if not buckets or buckets[-1][1] < tuning.min_ttft_samples:
-        return None
-    return quantile(buckets, spec.ttft_target_quantile)
-
-
-def _measured_prefill(
-    signals: types.Signals, spec: types.PolicySpec, tuning: Tuning
+def _measured(
+    buckets: tuple[tuple[float, float], ...], spec: types.PolicySpec, tuning: Tuning
 ) -> float | None:
-    """Scheduled to first token at the target percentile, from vLLM's prefill-time histogram;
-    None with too few finished requests in its window (or none queried)."""
-    buckets = signals.prefill_time_buckets
+    """A histogram of vLLM's finished requests (the queue time, the prefill time) at the target
+    percentile; None with too few finished requests in its window (or none queried)."""
     if not buckets or buckets[-1][1] < tuning.min_ttft_samples:
         return None
     return quantile(buckets, spec.ttft_target_quantile)
@@ -245,7 +235,7 @@ def learn(
         # stay in the TTFT window for as long as the window.
         return state
     target = observation.spec.ttft_target_seconds
-    prefill = _measured_prefill(signals, observation.spec, tuning)
+    prefill = _measured(signals.prefill_time_buckets, observation.spec, tuning)
     state = _base_ttft(state, reading, per_replica, elapsed, tuning, target, prefill)
     return _queue_scale(state, reading, per_replica, elapsed, tuning)
 
