@@ -104,30 +104,33 @@ def test_z_follows_the_percentile() -> None:
     assert forecast.z_for(0.99) == pytest.approx(2.326, abs=1e-3)
 
 
+SATURATED = signals(
+    requests_waiting_mean=80.0,
+    requests_waiting=80.0,
+    requests_per_second=4.0,
+    prompt_tokens_per_second=9000.0,
+    generation_tokens_per_second=9000.0,
+    ttft_p95_seconds=30.0,
+)
+"""Two replicas serving 9,000 tok/s each behind a queue that lasted the whole window."""
+
+
 def _settled(state: State, now: float = 1000.0, ready: int = 2) -> State:
     return replace(state, ready=ready, ready_since=now - 600.0, last_seen=now - 15.0)
 
 
 def test_a_saturated_fleet_teaches_its_capacity_and_a_higher_sample_wins_at_once() -> None:
-    queue = signals(
-        requests_waiting_mean=80.0,
-        requests_waiting=80.0,
-        requests_per_second=4.0,
-        prompt_tokens_per_second=9000.0,
-        generation_tokens_per_second=9000.0,
-        ttft_p95_seconds=30.0,
-    )
-    obs = observation(sig=queue, desired=2, capacity_tokens_per_second_per_replica=None)
+    obs = observation(sig=SATURATED, desired=2, capacity_tokens_per_second_per_replica=None)
     state = _settled(State(shape=obs.spec.replica_shape))
-    reading = estimate.read(queue, obs.spec, state, TUNING, 2)
+    reading = estimate.read(SATURATED, obs.spec, state, TUNING, 2)
     assert reading.queued
-    learned = estimate.learn(state, obs, queue, reading, TUNING)
+    learned = estimate.learn(state, obs, SATURATED, reading, TUNING)
     assert learned.capacity == pytest.approx(9000.0)
     assert learned.capacity_source == Source.SATURATED
     lower = replace(learned, capacity=5000.0)
-    assert estimate.learn(lower, obs, queue, reading, TUNING).capacity == pytest.approx(9000.0)
+    assert estimate.learn(lower, obs, SATURATED, reading, TUNING).capacity == pytest.approx(9000.0)
     higher = replace(learned, capacity=20_000.0, last_seen=985.0)
-    slowly = estimate.learn(higher, obs, queue, reading, TUNING).capacity
+    slowly = estimate.learn(higher, obs, SATURATED, reading, TUNING).capacity
     assert slowly is not None and 19_000.0 < slowly < 20_000.0
 
 
@@ -214,28 +217,20 @@ def test_the_prefill_histogram_gives_the_base_at_a_load_no_model_can_remove() ->
 
 
 def test_a_base_read_before_the_capacity_was_known_is_read_again_once_it_is() -> None:
-    queue = signals(
-        requests_waiting_mean=80.0,
-        requests_waiting=80.0,
-        requests_per_second=4.0,
-        prompt_tokens_per_second=9000.0,
-        generation_tokens_per_second=9000.0,
-        ttft_p95_seconds=30.0,
-    )
-    obs = observation(sig=queue, desired=2, capacity_tokens_per_second_per_replica=None)
+    obs = observation(sig=SATURATED, desired=2, capacity_tokens_per_second_per_replica=None)
     guessed = State(
         shape=obs.spec.replica_shape,
         capacity=8000.0,
         capacity_source=Source.LOWER_BOUND,
         base_ttft=3.0,
     )
-    reading = estimate.read(queue, obs.spec, _settled(guessed), TUNING, 2)
-    learned = estimate.learn(_settled(guessed), obs, queue, reading, TUNING)
+    reading = estimate.read(SATURATED, obs.spec, _settled(guessed), TUNING, 2)
+    learned = estimate.learn(_settled(guessed), obs, SATURATED, reading, TUNING)
     assert learned.capacity_source == Source.SATURATED
     assert learned.base_ttft is None
     # A base learned against a known capacity stays.
     known = replace(guessed, capacity_source=Source.SATURATED)
-    assert estimate.learn(_settled(known), obs, queue, reading, TUNING).base_ttft == 3.0
+    assert estimate.learn(_settled(known), obs, SATURATED, reading, TUNING).base_ttft == 3.0
 
 
 def test_queue_scale_is_what_the_load_adds_per_unit_of_u_over_one_minus_u() -> None:
