@@ -30,6 +30,28 @@ log = logging.getLogger(__name__)
 RELEASE_TIMEOUT_SECONDS = 5.0
 """How long stopping waits for the Lease's release (two API calls) before exiting anyway."""
 
+KOPF_WATCH_STREAM = "infinite_watch"
+"""kopf's watch stream: an async generator that holds an async context manager of its own."""
+
+
+def loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The event loop's error handler: asyncio's, except for one of kopf's at exit.
+
+    kopf cancels a watcher without closing its watch stream, so the loop closes what is left when
+    it ends, every generator at once and in no order. Closed after its inner block, the stream
+    raises CPython's "generator didn't stop after athrow()": there is nothing left to lose then,
+    so it is one line, not an ERROR with a traceback that reads like a crash."""
+    agen = context.get("asyncgen")
+    error = context.get("exception")
+    if (
+        getattr(agen, "__name__", None) == KOPF_WATCH_STREAM
+        and isinstance(error, RuntimeError)
+        and "didn't stop after athrow()" in str(error)
+    ):
+        log.info("a kopf watch stream was closed with the event loop at exit (%s)", error)
+        return
+    loop.default_exception_handler(context)
+
 
 def _elector(
     config: settings_module.Settings, metrics: operator_metrics.OperatorMetrics
@@ -65,6 +87,7 @@ def _serve_metrics(metrics: operator_metrics.OperatorMetrics, port: int, address
 async def start(memo: kopf.Memo, **indexes: Any) -> None:
     """kopf passes every index as a keyword named after its function (live views, filled by the
     watches once the operator runs)."""
+    asyncio.get_running_loop().set_exception_handler(loop_exception)
     config = settings_module.from_env()
     api = kube.connect()
     metrics = operator_metrics.OperatorMetrics()
