@@ -31,11 +31,12 @@ TTFT_BUCKETS_SECONDS: tuple[float, ...] = (
 )  # fmt: skip
 """vLLM's ``vllm:time_to_first_token_seconds`` buckets (reference/vllm.md)."""
 
-QUEUE_TIME_BUCKETS_SECONDS: tuple[float, ...] = (
+REQUEST_LATENCY_BUCKETS_SECONDS: tuple[float, ...] = (
     0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
     120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
 )  # fmt: skip
-"""vLLM's ``vllm:request_queue_time_seconds`` buckets (reference/vllm.md)."""
+"""vLLM's buckets of every request-latency histogram: ``vllm:request_queue_time_seconds``
+(reference/vllm.md), the prefill, decode, inference and end-to-end times too."""
 
 
 class Histogram:
@@ -98,7 +99,7 @@ class Scrape:
     finished_tokens_total: float = 0.0
     """Prompt + generated tokens of the finished requests (the token histograms' sums)."""
     queue_buckets: tuple[int, ...] = ()
-    """The finished requests' queue times, in `QUEUE_TIME_BUCKETS_SECONDS` (+Inf last)."""
+    """The finished requests' queue times, in `REQUEST_LATENCY_BUCKETS_SECONDS` (+Inf last)."""
     prefill_buckets: tuple[int, ...] = ()
     """The finished requests' prefill times (scheduled to first token), in the same buckets."""
 
@@ -154,10 +155,10 @@ class Prometheus:
                 now, newest, TTFT_BUCKETS_SECONDS, lambda scrape: scrape.ttft_buckets
             ),
             queue_time_buckets=self._cumulative(
-                now, newest, QUEUE_TIME_BUCKETS_SECONDS, lambda scrape: scrape.queue_buckets
+                now, newest, REQUEST_LATENCY_BUCKETS_SECONDS, lambda scrape: scrape.queue_buckets
             ),
             prefill_time_buckets=self._cumulative(
-                now, newest, QUEUE_TIME_BUCKETS_SECONDS, lambda scrape: scrape.prefill_buckets
+                now, newest, REQUEST_LATENCY_BUCKETS_SECONDS, lambda scrape: scrape.prefill_buckets
             ),
         )
 

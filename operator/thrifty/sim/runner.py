@@ -25,7 +25,7 @@ from thrifty.reconciler import spread
 from thrifty.sim import pools as pools_module
 from thrifty.sim.engine import EngineEvent, EventKind
 from thrifty.sim.fleet import Fleet, NodeAutoscaler, Replica, ReplicaState
-from thrifty.sim.observe import QUEUE_TIME_BUCKETS_SECONDS, Histogram, Prometheus, Scrape
+from thrifty.sim.observe import REQUEST_LATENCY_BUCKETS_SECONDS, Histogram, Prometheus, Scrape
 from thrifty.sim.pools import Reclaim, SimPool
 from thrifty.sim.profiles import EngineProfile
 from thrifty.sim.scenario import SIM_POOL, gpu_pool
@@ -225,8 +225,8 @@ class _Run:
         self.previous_target: float | None = None
         self.prometheus = Prometheus(config.rate_window_seconds, config.ttft_window_seconds)
         self.histogram = Histogram()
-        self.queue_histogram = Histogram(QUEUE_TIME_BUCKETS_SECONDS)
-        self.prefill_histogram = Histogram(QUEUE_TIME_BUCKETS_SECONDS)
+        self.queue_histogram = Histogram(REQUEST_LATENCY_BUCKETS_SECONDS)
+        self.prefill_histogram = Histogram(REQUEST_LATENCY_BUCKETS_SECONDS)
         self.accounting = _Accounting(config, billed_until=trace.duration_seconds)
         self.ttft: list[float] = [math.inf] * len(trace.requests)
         self.prompt_total = 0.0

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from polling import until
 
+from thrifty.sim.observe import REQUEST_LATENCY_BUCKETS_SECONDS, TTFT_BUCKETS_SECONDS
 from thrifty_runtime.engine_server import (
     EngineServer,
     ServerSettings,
@@ -25,12 +26,7 @@ from thrifty_runtime.engine_server import (
     settings_from_args,
 )
 from thrifty_runtime.exposition import scrape_shape
-from thrifty_runtime.vllm_metrics import (
-    ITL_BUCKETS_SECONDS,
-    REQUEST_LATENCY_BUCKETS_SECONDS,
-    TTFT_BUCKETS_SECONDS,
-    one_two_five_buckets,
-)
+from thrifty_runtime.vllm_metrics import ITL_BUCKETS_SECONDS, one_two_five_buckets
 
 pytestmark = pytest.mark.timeout(120)
 
