@@ -437,8 +437,8 @@ def _base_ttft(
 ) -> State:
     """Read from vLLM's prefill-time histogram where it is scraped: scheduled to first token is
     TTFT without the queue, so it needs no model of the load and holds at any load (a prefill
-    that shares its steps with more work takes a little longer). Without it,
-    learned at low load, where removing the load's share is a small correction. Load only
+    that shares its steps with more work takes a little longer). Without it, learned at low
+    load, where removing the load's share is a small correction. Load only
     adds to the base, so lower samples are followed fast and higher ones slowly (the prompt mix
     may have grown). A service that has never run at low load starts from its loaded samples
     read with the queue scale equal to the base (M/M/1's ``base / (1 - u)``): without a base
