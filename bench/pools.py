@@ -68,6 +68,9 @@ class Hedged:
             counts,
             desired=max(counts.desired - self.extra, 0),
             ready=max(counts.ready - self.extra, 0),
+            ready_units=None
+            if counts.ready_units is None
+            else max(counts.ready_units - self.extra, 0.0),
         )
         decision = self.policy.decide(dataclasses.replace(observation, replicas=own), state)
         return dataclasses.replace(decision, replicas=decision.replicas + self.extra)

@@ -79,6 +79,7 @@ def replica_counts(
         starting=_nearest(starting),
         oldest_starting_seconds=counts.oldest_starting_seconds,
         draining=_nearest(draining),
+        ready_units=ready,
     )
 
 

@@ -102,6 +102,15 @@ class ReplicaCounts:
     draining: int = 0
     """Replicas removed from ``desired`` but still finishing their requests (pods terminating):
     they hold GPUs and cost money until gone, so a $/hour cap counts them before ordering more."""
+    ready_units: float | None = None
+    """``ready`` before rounding, when replicas of different speeds count as fractions of a
+    reference replica (`thrifty.autoscaler.capacity`); None: exactly ``ready``."""
+
+    @property
+    def serving(self) -> float:
+        """What the ready replicas are worth: the divisor of per-replica throughput, so that a
+        fleet whose count was rounded down does not read each replica as serving more."""
+        return self.ready if self.ready_units is None else max(self.ready_units, self.ready)
 
 
 @dataclass(frozen=True)

@@ -165,6 +165,18 @@ def test_throughput_below_saturation_is_only_a_lower_bound() -> None:
     assert learned.capacity_source == Source.LOWER_BOUND
 
 
+def test_a_fleet_of_mixed_speeds_divides_what_it_served_by_what_it_is_worth() -> None:
+    """2 H100s and 2 replicas of a GPU worth 0.3: 2.6 reference replicas, read as 2 ready. What
+    they served per reference replica is 4,000 / 2.6, not 4,000 / 2."""
+    light = signals(prompt_tokens_per_second=2000.0, generation_tokens_per_second=2000.0)
+    obs = observation(sig=light, desired=2, capacity_tokens_per_second_per_replica=None)
+    obs = replace(obs, replicas=replace(obs.replicas, ready_units=2.6))
+    state = _settled(State(shape=obs.spec.replica_shape))
+    reading = estimate.read(light, obs.spec, state, TUNING, 2)
+    learned = estimate.learn(state, obs, light, reading, TUNING)
+    assert learned.capacity == pytest.approx(4000.0 / 2.6)
+
+
 def test_a_new_replica_shape_forgets_what_was_learned() -> None:
     obs = observation(capacity_tokens_per_second_per_replica=None)
     known = State(shape="l4-pool/abc", capacity=9000.0, capacity_source=Source.SATURATED)

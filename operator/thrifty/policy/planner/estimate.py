@@ -228,7 +228,7 @@ def learn(
         state = replace(state, saturated_at=now)
     if not settled(state, now, tuning) or reading.served <= 0.0:
         return state
-    per_replica = reading.served / ready
+    per_replica = reading.served / observation.replicas.serving
     state = _capacity(state, observation, signals, reading, per_replica, elapsed, tuning)
     if state.saturated_at is not None and now - state.saturated_at < tuning.ttft_window_seconds:
         # Beyond the model's range: a saturated queue grows with time, not load, and its waits
@@ -343,7 +343,7 @@ def remember_miss(
         return state
     if state.base_ttft is not None and state.base_ttft >= target:
         return state  # prefill alone misses: no count would have met it
-    load = max(level, reading.served) / replicas.ready
+    load = max(level, reading.served) / replicas.serving
     state = _capacity_from_miss(state, reading.ttft, load)
     if state.missed_replicas is not None and state.missed_replicas > replicas.ready:
         return replace(state, missed_at=now)

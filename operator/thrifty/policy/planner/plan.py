@@ -136,7 +136,7 @@ def _bounded(
     replicas = observation.replicas
     capacity = state.capacity or 0.0
     if replicas.ready > 0:
-        capacity = max(capacity, reading.served / replicas.ready)
+        capacity = max(capacity, reading.served / replicas.serving)
     level = Forecast(outlook.level, 0.0, 0.0, outlook.horizon_seconds, 0.0)
     unplanned = replace(state, headroom=0.0)
     sized = _sized(observation, reading, unplanned, level, demand, capacity, 1.0, tuning)
