@@ -44,6 +44,7 @@ from thrifty.adapters.prometheus import (
     PrometheusSignals,
     QueryWindows,
     build_bucket_query,
+    build_pool_queries,
     build_queries,
     label_matchers,
 )
@@ -222,6 +223,7 @@ def test_simulator_metrics_have_the_shape_of_real_vllm(
             build_bucket_query(None),
             build_bucket_query(None, histogram=QUEUE_TIME),
             build_bucket_query(None, histogram=PREFILL_TIME),
+            *build_pool_queries(None).values(),
         ]
         for token in promql.replace("(", " ").replace("{", " ").split()
         if token.startswith("vllm:")
@@ -248,6 +250,7 @@ def test_every_operator_query_returns_data_from_real_and_simulated_engines(
                 "namespace": key.namespace,
                 "pod": f"{key.model_service}-0",
                 "modelservice": key.model_service,
+                "pool": "contract",
             },
         )
     source = PrometheusSignals(cluster.prometheus_url)
@@ -263,6 +266,9 @@ def test_every_operator_query_returns_data_from_real_and_simulated_engines(
                         assert len(result) == 1, (name, result)
                     for histogram in (TTFT, QUEUE_TIME, PREFILL_TIME):
                         if not source.query(build_bucket_query(key, histogram=histogram)):
+                            return None
+                    for promql in build_pool_queries(key).values():
+                        if not source.query(promql):
                             return None
                 return True
 
@@ -316,6 +322,10 @@ def test_every_operator_query_returns_data_from_real_and_simulated_engines(
         prefills = reading.signals.prefill_time_buckets  # the planner's base latency
         assert prefills and prefills[-1][0] == float("inf") and prefills[-1][1] > 0, (key, prefills)
         assert 0 <= reading.signals.kv_cache_usage <= 1, key
+        # Each pool's prefill work, from which its speed is learned (docs/pools.md).
+        [pool] = reading.pool_prefill
+        assert pool.pool == "contract" and pool.requests > 0 and pool.prompt_tokens > 0, pool
+        assert pool.prefill_seconds > 0, (key, pool)
     assert waiting_seen > 0
 
 

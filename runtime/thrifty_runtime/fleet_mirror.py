@@ -12,8 +12,8 @@ of a ModelService what its container would have been:
   --max-num-seqs, --shutdown-timeout...).
   Simulated (`thrifty_runtime.engine_server`, in this process) by default; the real vLLM CPU build
   for pods annotated `thrifty.dev/engine: vllm` or for all pods with `--engine vllm`;
-- it writes a Prometheus file_sd file listing the engines with the labels `namespace`, `pod` and
-  `modelservice`, the same labels a PodMonitor gives real pods (the label contract of
+- it writes a Prometheus file_sd file listing the engines with the labels `namespace`, `pod`,
+  `modelservice` and `pool`, the same labels a PodMonitor gives real pods (the label contract of
   `thrifty.adapters.prometheus`);
 - when a pod is deleted or starts terminating, the mirror runs the pod's preStop hook as the
   kubelet does before SIGTERM (a sleep, or a command, run here with the pod's own address in
@@ -51,6 +51,7 @@ from thrifty_runtime.engine_server import EngineServer, settings_from_args
 log = logging.getLogger("thrifty_runtime.fleet_mirror")
 
 MODEL_SERVICE_LABEL = "thrifty.dev/model-service"
+POOL_LABEL = "thrifty.dev/pool"
 ENGINE_ANNOTATION = "thrifty.dev/engine"
 """`vllm` asks for the real engine for this pod; anything else (or none) the simulator."""
 PROFILE_ANNOTATION = "thrifty.dev/engine-profile"
@@ -77,6 +78,8 @@ class PodEngineSpec:
     """The container's `lifecycle.preStop.exec.command`, run before SIGTERM instead of a sleep."""
     grace_seconds: float = 30.0
     """`terminationGracePeriodSeconds`: how long the hook may take."""
+    pool: str = ""
+    """The GPUPool it is placed in (the pod label `thrifty.dev/pool`; "" without one)."""
     pod_ip: str | None = None
     """`status.podIP`: with a loopback pod network (`thrifty_runtime.podnet`), the engine
     listens on its loopback twin at the container's own port, so the pod's EndpointSlice
@@ -126,6 +129,7 @@ def pod_engine_spec(pod: Mapping[str, Any], default_engine: str = "sim") -> PodE
         pre_stop_command=tuple(str(a) for a in (pre_stop.get("exec") or {}).get("command") or ()),
         grace_seconds=30.0 if grace is None else float(grace),
         pod_ip=status.get("podIP") or None,
+        pool=str(labels.get(POOL_LABEL) or ""),
     )
 
 
@@ -141,6 +145,7 @@ def file_sd_groups(
                 "namespace": spec.namespace,
                 "pod": spec.pod,
                 "modelservice": spec.model_service,
+                **({"pool": spec.pool} if spec.pool else {}),
             },
         }
         for spec, address in sorted(engines, key=lambda item: item[0].key)

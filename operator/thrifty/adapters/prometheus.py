@@ -12,7 +12,9 @@ and `modelservice` (the value of the pod label `thrifty.dev/model-service`). The
 those labels; on a real cluster a PodMonitor relabels `__meta_kubernetes_namespace` to `namespace`,
 `__meta_kubernetes_pod_name` to `pod` and the pod label `thrifty.dev/model-service` to
 `modelservice` (see docs/runtime.md). Queries group by `namespace` and `modelservice`, so one set
-of queries serves every ModelService in a tick (`read_all`) and a single one (`read`) alike.
+of queries serves every ModelService in a tick (`read_all`) and a single one (`read`) alike. The
+per-pool queries (`build_pool_queries`, from which each pool's speed is learned) also group by
+`pool`, the pod label `thrifty.dev/pool`; series without it only teach nothing.
 
 Scale from zero: a ModelService without a ready engine has no vLLM series at all, so its only
 demand signal is the requests a gateway holds for it. The gauge named by
@@ -33,6 +35,7 @@ becomes `signals=None` with the HTTP status in the reason, so the operator holds
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import math
@@ -51,6 +54,7 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
+from thrifty.api import throughput
 from thrifty.autoscaler.world import ServiceKey, SignalsReading
 from thrifty.policy.types import Signals
 
@@ -374,6 +378,54 @@ def build_bucket_query(
     return f"sum by ({GROUP_BY}, le) (increase({histogram}_bucket{sel}[{windows.ttft_seconds}s]))"
 
 
+POOL_LABEL = "pool"
+"""The label the PodMonitor (or the fleet mirror) copies the pod label `thrifty.dev/pool` into."""
+
+_POOL_SUMS = {
+    "prefill_seconds": f"{PREFILL_TIME}_sum",
+    "prompt_tokens": "vllm:request_prompt_tokens_sum",
+    "requests": f"{PREFILL_TIME}_count",
+}
+
+
+def build_pool_queries(key: ServiceKey | None) -> dict[str, str]:
+    """Per (namespace, modelservice, pool), the prefill seconds, prompt tokens and count of the
+    requests that finished over `throughput.WINDOW_SECONDS` (`PoolPrefill`)."""
+    sel = label_matchers(key)
+    window = f"[{throughput.WINDOW_SECONDS}s]"
+    return {
+        name: f"sum by ({GROUP_BY}, {POOL_LABEL}) (increase({metric}{sel}{window}))"
+        for name, metric in _POOL_SUMS.items()
+    }
+
+
+def pool_prefill_by_service(
+    results: Mapping[str, QueryResult],
+) -> dict[ServiceKey, tuple[throughput.PoolPrefill, ...]]:
+    """`build_pool_queries`' answers as each service's `PoolPrefill` per pool; a series without
+    a pool label (a target the PodMonitor did not label) or with an unreadable value is left
+    out."""
+    sums: dict[tuple[ServiceKey, str], dict[str, float]] = {}
+    for name, result in results.items():
+        for series in result:
+            labels = series.get("metric", {})
+            pool = str(labels.get(POOL_LABEL, ""))
+            try:
+                value = float(series["value"][1])
+            except (KeyError, IndexError, TypeError, ValueError):
+                continue
+            if pool and math.isfinite(value):
+                key = ServiceKey(
+                    str(labels.get(NAMESPACE_LABEL, "")), str(labels.get(MODEL_SERVICE_LABEL, ""))
+                )
+                sums.setdefault((key, pool), {})[name] = value
+    found: dict[ServiceKey, list[throughput.PoolPrefill]] = {}
+    for (key, pool), values in sorted(sums.items()):
+        if set(values) == set(_POOL_SUMS):
+            found.setdefault(key, []).append(throughput.PoolPrefill(pool=pool, **values))
+    return {key: tuple(pools) for key, pools in found.items()}
+
+
 Buckets = tuple[tuple[float, float], ...]
 
 
@@ -550,6 +602,13 @@ def _held_only(held: float, age: float) -> SignalsReading:
     )
 
 
+@dataclass(frozen=True)
+class _Answers:
+    values: dict[str, dict[ServiceKey, float]]
+    histograms: dict[str, dict[ServiceKey, Buckets]]
+    pools: dict[ServiceKey, tuple[throughput.PoolPrefill, ...]]
+
+
 class PrometheusSignals:
     """The operator's window on Prometheus. Blocking HTTP runs in a worker thread."""
 
@@ -621,9 +680,7 @@ class PrometheusSignals:
             raise PrometheusQueryError(f"Prometheus at {self.url} sent a non-vector result")
         return result
 
-    def _query_all(
-        self, key: ServiceKey | None
-    ) -> tuple[dict[str, dict[ServiceKey, float]], dict[str, dict[ServiceKey, Buckets]]]:
+    def _query_all(self, key: ServiceKey | None) -> _Answers:
         """Runs every query; raises `MetricsError` on the first failure. The histograms come
         by name (`TTFT`, `QUEUE_TIME`, `PREFILL_TIME`)."""
         queries = build_queries(key, self._windows)
@@ -634,27 +691,34 @@ class PrometheusSignals:
             name: buckets_by_service(self.query(build_bucket_query(key, self._windows, name)))
             for name in (TTFT, QUEUE_TIME, PREFILL_TIME)
         }
-        return values, histograms
+        pools = pool_prefill_by_service(
+            {name: self.query(promql) for name, promql in build_pool_queries(key).items()}
+        )
+        return _Answers(values, histograms, pools)
 
     def read_all_blocking(self, keys: Iterable[ServiceKey]) -> dict[ServiceKey, SignalsReading]:
         """One round of queries for many ModelServices (one query per signal, not per service)."""
         wanted = list(keys)
         selector = wanted[0] if len(wanted) == 1 else None
         try:
-            results, histograms = self._query_all(selector)
+            answers = self._query_all(selector)
         except MetricsError as error:
             return {key: SignalsReading(None, str(error)) for key in wanted}
-        return {
-            key: signals_from_results(
+        histograms = answers.histograms
+        readings = {}
+        for key in wanted:
+            reading = signals_from_results(
                 key,
-                results,
+                answers.values,
                 staleness_limit_seconds=self._staleness_limit_seconds,
                 buckets=histograms[TTFT],
                 queue_buckets=histograms[QUEUE_TIME],
                 prefill_buckets=histograms[PREFILL_TIME],
             )
-            for key in wanted
-        }
+            if reading.signals is not None:
+                reading = dataclasses.replace(reading, pool_prefill=answers.pools.get(key, ()))
+            readings[key] = reading
+        return readings
 
     async def read_all(self, keys: Iterable[ServiceKey]) -> dict[ServiceKey, SignalsReading]:
         return await asyncio.to_thread(self.read_all_blocking, list(keys))

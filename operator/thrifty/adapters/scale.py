@@ -48,9 +48,11 @@ def pod_view(pod: Mapping[str, Any], now: datetime) -> PodView | None:
     )
     starting = max((now - since).total_seconds(), 0.0) if scheduled and since else 0.0
     ready_at = _parse_time((conditions.get("Ready") or {}).get("lastTransitionTime"))
-    cold_start = None
+    cold_start = ready_for = None
     if ready and since is not None and ready_at is not None and ready_at >= since:
         cold_start = (ready_at - since).total_seconds()
+    if ready and ready_at is not None:
+        ready_for = max((now - ready_at).total_seconds(), 0.0)
     return PodView(
         ready=ready,
         scheduled=scheduled,
@@ -58,6 +60,7 @@ def pod_view(pod: Mapping[str, Any], now: datetime) -> PodView | None:
         terminating=bool(meta.get("deletionTimestamp")),
         cold_start_seconds=cold_start,
         pool=((meta.get("labels") or {}).get(placement.POOL_LABEL)),
+        ready_seconds=ready_for,
     )
 
 

@@ -257,17 +257,31 @@ class GPUPoolSpec(common.Model):
         notice = self.interruption_notice_seconds
         return spot.exposure_seconds(ready, DEFAULT_NOTICE_SECONDS if notice is None else notice)
 
-    def replica_units(self, exposure_seconds: float, observed_hazard: float = 0.0) -> float:
+    def replica_units(
+        self,
+        exposure_seconds: float,
+        observed_hazard: float = 0.0,
+        throughput: float | None = None,
+    ) -> float:
         """THE conversion between GPU types: how many reference replicas (relativeThroughput 1)
-        one replica here counts as when sizing. Its relative throughput, times on Spot the share
-        a reclaim is expected to leave within ``exposure_seconds`` (`spot.survival`)."""
+        one replica here counts as when sizing. Its relative throughput (``throughput`` when
+        learned for the service, `thrifty.autoscaler.throughput`, else the declared one), times
+        on Spot the share a reclaim is expected to leave within ``exposure_seconds``
+        (`spot.survival`)."""
         hazard = self.hazard_per_hour(observed_hazard)
-        return self.relative_throughput * spot.survival(hazard, exposure_seconds)
+        speed = self.relative_throughput if throughput is None else throughput
+        return speed * spot.survival(hazard, exposure_seconds)
 
-    def planned_units(self, cold_start_seconds: float, observed_hazard: float = 0.0) -> float:
+    def planned_units(
+        self,
+        cold_start_seconds: float,
+        observed_hazard: float = 0.0,
+        throughput: float | None = None,
+    ) -> float:
         """`replica_units` for a service whose replicas take ``cold_start_seconds`` to serve:
         what the autoscaler, the spread and the simulator all count a replica here as."""
-        return self.replica_units(self.exposure_seconds(cold_start_seconds), observed_hazard)
+        exposure = self.exposure_seconds(cold_start_seconds)
+        return self.replica_units(exposure, observed_hazard, throughput)
 
     def node_wait_seconds(self, free_gpus_on_nodes: int, gpus_per_replica: int) -> float:
         """How long a new replica waits for a node before its own cold start: nodeStartSeconds

@@ -783,6 +783,26 @@ class AdvisoryDecision(common.Model):
     )
 
 
+class PoolThroughput(common.Model):
+    """What one replica of this ModelService serves in one pool, learned from its replicas."""
+
+    pool: str = Field(max_length=63, description="The GPUPool.")
+    relative_throughput: float = Field(
+        ge=0.01,
+        le=100,
+        description=(
+            "Reference replicas one replica here is worth, measured: the pool's prefill seconds "
+            "per prompt token against those of the service's fastest declared pool in use. "
+            "Used instead of the GPUPool's relativeThroughput (docs/pools.md)."
+        ),
+    )
+    requests: int = Field(ge=0, description="Finished requests the measurement rests on.")
+    basis: str = Field(
+        max_length=256,
+        description="The GPU type and engine it was measured on: a change of either forgets it.",
+    )
+
+
 class AutoscalerStatus(common.Model):
     """The autoscaler's memory, kept in status so an operator restart forgets nothing."""
 
@@ -799,6 +819,11 @@ class AutoscalerStatus(common.Model):
     )
     advisory: AdvisoryDecision | None = Field(
         default=None, description="The advisory policy's decision (scaling.advisoryPolicy)."
+    )
+    pool_throughput: list[PoolThroughput] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Per pool, the relative throughput learned from this service's replicas.",
     )
 
 

@@ -39,12 +39,16 @@ def pool_units(
     pools: Mapping[str, gpupool.GPUPool],
     cold_start_seconds: float,
     observed_hazards: Mapping[str, float],
+    learned: Mapping[str, float],
 ) -> dict[str, float]:
     """Each pool's unit for a service whose replicas take ``cold_start_seconds`` to serve, at
-    the larger of each pool's published and observed reclaim hazard (`GPUPoolSpec.planned_units`,
-    as the reconciler's spread counts them)."""
+    the larger of each pool's published and observed reclaim hazard and at the service's
+    learned throughput there when it has one (`GPUPoolSpec.planned_units`, as the reconciler's
+    spread counts them)."""
     return {
-        name: pool.spec.planned_units(cold_start_seconds, observed_hazards.get(name, 0.0))
+        name: pool.spec.planned_units(
+            cold_start_seconds, observed_hazards.get(name, 0.0), learned.get(name)
+        )
         for name, pool in pools.items()
     }
 

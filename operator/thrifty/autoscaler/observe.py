@@ -11,12 +11,10 @@ for), and how a team's CostBudget tightens a member's cost target.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from thrifty.api import costbudget, gpupool, modelservice
+from thrifty.api import costbudget, gpupool, modelservice, throughput
 from thrifty.policy import types
 
 
@@ -36,6 +34,8 @@ class PodView:
     pool: str | None = None
     """The GPUPool it was placed on (`thrifty.autoscaler.capacity` counts it in that pool's
     units); None: unknown, it counts as one reference replica."""
+    ready_seconds: float | None = None
+    """For a ready pod: how long it has been Ready (None: not ready, or unknown)."""
 
 
 @dataclass(frozen=True)
@@ -191,12 +191,7 @@ def replica_shape(ms: modelservice.ModelService) -> str:
     move between them does not change: the acceptable pools are the shape, not where most of
     the replicas are this minute (a spot reclaim would otherwise forget the capacity at the
     moment a backlog needs it most). One pool: the same shape as before pools were spread."""
-    engine = json.dumps(
-        [ms.spec.model.model_dump(mode="json"), ms.spec.engine.model_dump(mode="json")],
-        sort_keys=True,
-    )
-    digest = hashlib.sha256(engine.encode()).hexdigest()[:12]
-    return f"{'+'.join(sorted(ms.spec.pools))}/{digest}"
+    return f"{'+'.join(sorted(ms.spec.pools))}/{throughput.engine_digest(ms.spec)}"
 
 
 def policy_state(ms: modelservice.ModelService) -> types.PolicyState:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from thrifty import cost
-from thrifty.api import costbudget, modelservice
+from thrifty.api import costbudget, modelservice, throughput
 from thrifty.autoscaler import budget, capacity, observe
 from thrifty.autoscaler import status as status_rules
 from thrifty.autoscaler.world import ServiceKey, ServiceView, SignalsReading, World
@@ -87,6 +87,9 @@ class ServiceDecision:
     state: types.PolicyState
     """The policy state to carry to the next pass (the previous one when nothing was decided)."""
     advice: Advice | None = None
+    pool_throughput: Sequence[modelservice.PoolThroughput] | None = None
+    """What status keeps of each pool's learned throughput after this pass (`throughput`);
+    None: nothing was measured, status keeps what it has."""
 
     @property
     def scale_to(self) -> int | None:
@@ -127,7 +130,9 @@ def _units(
     """Each pool's unit for ``ms`` at its prior cold start (spec, else the operator's default):
     the one the reconciler's spread counts with, so both see the same reference replicas."""
     cold_start = observe.cold_start_seconds(ms, settings)
-    return capacity.pool_units(world.pools, cold_start, world.observed_hazards)
+    specs = {name: pool.spec for name, pool in world.pools.items()}
+    learned = throughput.learned(ms.spec, ms.status, specs)
+    return capacity.pool_units(world.pools, cold_start, world.observed_hazards, learned)
 
 
 def _observation(
@@ -284,9 +289,34 @@ def decide(
                 authority=authority,
                 state=state if decision is None else decision.state,
                 advice=_advice(ms, obs, states.get(view.uid + ADVISORY, {}), policies),
+                pool_throughput=_learn(view, world, reading),
             )
         )
     return decided
+
+
+def _learn(
+    view: ServiceView, world: World, reading: SignalsReading
+) -> list[modelservice.PoolThroughput] | None:
+    """Each pool's throughput after this window's prefill samples (None: none were read)."""
+    ms = view.model_service
+    if not reading.pool_prefill:
+        return None
+    specs = {name: pool.spec for name, pool in world.pools.items()}
+    return throughput.update(ms.spec, ms.status, specs, reading.pool_prefill, _served(view.pods))
+
+
+def _served(pods: Sequence[observe.PodView]) -> set[str]:
+    """Pools where a replica has been serving for the whole measurement window: only those
+    saw the same traffic over it (a pool that came back mid-window saw only part of it)."""
+    return {
+        pod.pool
+        for pod in pods
+        if pod.pool
+        and not pod.terminating
+        and pod.ready_seconds is not None
+        and pod.ready_seconds >= throughput.WINDOW_SECONDS
+    }
 
 
 def _advice(
@@ -328,6 +358,7 @@ def report(decided: ServiceDecision, now_text: str) -> ServicePlan:
         now=now_text,
         generation=decided.view.generation,
         reference=ms.spec.cost_target.reference_dollars_per_million_tokens,
+        pool_throughput=decided.pool_throughput,
     )
     after = status_rules.next_status(status, result)
     patch = (

@@ -121,6 +121,8 @@ class PassResult:
     """What spec.scaling.advisoryPolicy would do (None: none is set)."""
     reference: modelservice.ReferencePrice | None = None
     """spec.costTarget.referenceDollarsPerMillionTokens (None: none is set)."""
+    pool_throughput: Sequence[modelservice.PoolThroughput] | None = None
+    """Each pool's learned throughput after this pass (None: keep what status has)."""
 
 
 def advisory_status(
@@ -216,9 +218,12 @@ def _autoscaler_block(
     before: modelservice.AutoscalerStatus | None, result: PassResult
 ) -> modelservice.AutoscalerStatus:
     before = before or modelservice.AutoscalerStatus()
+    learned = before.pool_throughput
+    if result.pool_throughput is not None:
+        learned = list(result.pool_throughput)
     decision = result.decision
     if decision is None:
-        return before.model_copy(update={"advisory": result.advisory})
+        return before.model_copy(update={"advisory": result.advisory, "pool_throughput": learned})
     message = decision.message
     if result.authority.mode is types.ScalingMode.ADVISORY:
         message = f"Advisory: {message}" + (
@@ -244,6 +249,7 @@ def _autoscaler_block(
         last_scale_time=result.now if result.scaled else before.last_scale_time,
         policy_state=dict(decision.state),
         advisory=result.advisory,
+        pool_throughput=learned,
     )
 
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from thrifty.api import costbudget, gpupool, modelservice
+from thrifty.api import costbudget, gpupool, modelservice, throughput
 from thrifty.autoscaler.observe import PodView
 from thrifty.policy.types import Signals
 
@@ -34,6 +34,9 @@ class SignalsReading:
 
     signals: Signals | None
     reason: str
+    pool_prefill: Sequence[throughput.PoolPrefill] = ()
+    """Per pool, the prefill work of the requests that finished there over
+    `throughput.WINDOW_SECONDS`, from which each pool's speed is learned. Empty: not read."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 import pydantic
 
 from thrifty import cost, explain
-from thrifty.api import common, costbudget, gpupool, modelservice
+from thrifty.api import common, costbudget, gpupool, modelservice, throughput
 from thrifty.policy import types as policy_types
 from thrifty.reconciler import placement, render, spread
 
@@ -262,6 +262,7 @@ def _offers(
     gpus = spec.engine.gpus_per_replica
     service = (inputs.namespace, inputs.name)
     before = {entry.pool: entry for entry in inputs.status.pools}
+    learned = throughput.learned(spec, inputs.status, inputs.pools)
     going = {node.name for node in inputs.nodes if node.reclaiming}
     doomed: dict[str, int] = {}
     for pod in inputs.pods:
@@ -299,7 +300,12 @@ def _offers(
                 capacity_type=pool.capacity_type,
                 price_per_gpu_hour=pool.price_per_gpu_hour,
                 gpus_per_replica=gpus,
-                unit=spread.unit(pool, cold_start_seconds, inputs.observed_hazards.get(name, 0.0)),
+                unit=spread.unit(
+                    pool,
+                    cold_start_seconds,
+                    inputs.observed_hazards.get(name, 0.0),
+                    learned.get(name),
+                ),
                 room=where.replicas,
                 reserved=reserved,
                 current=current,

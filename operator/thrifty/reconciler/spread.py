@@ -86,12 +86,17 @@ class Offer:
 
 
 def unit(
-    pool: gpupool.GPUPoolSpec, cold_start_seconds: float, observed_hazard: float = 0.0
+    pool: gpupool.GPUPoolSpec,
+    cold_start_seconds: float,
+    observed_hazard: float = 0.0,
+    throughput: float | None = None,
 ) -> float:
     """Reference replicas one replica of ``pool`` counts as (`GPUPoolSpec.planned_units`) for
     a service whose replicas take ``cold_start_seconds`` to serve; ``observed_hazard``: the
-    pool's reclaims per node-hour as seen (planned with when above the published rate)."""
-    return pool.planned_units(cold_start_seconds, observed_hazard)
+    pool's reclaims per node-hour as seen (planned with when above the published rate);
+    ``throughput``: what the service learned a replica there serves (`thrifty.api.throughput`),
+    None: the pool's declared relativeThroughput."""
+    return pool.planned_units(cold_start_seconds, observed_hazard, throughput)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ replica wait at the router (like a gateway or Knative's activator) instead of fa
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import deque
 from dataclasses import dataclass
@@ -64,8 +65,23 @@ class Fleet:
         initial_replicas: int,
         pools: dict[str, int | None] | None = None,
         nodes: NodeAutoscaler | None = None,
+        speeds: dict[str, float] | None = None,
     ) -> None:
         self.profile = profile
+        self._profiles = {
+            pool: dataclasses.replace(
+                profile,
+                prefill_tokens_per_second=profile.prefill_tokens_per_second * speed,
+                itl0_seconds=profile.itl0_seconds / speed,
+                itl_slope_seconds=profile.itl_slope_seconds / speed,
+            )
+            for pool, speed in (speeds or {}).items()
+            if speed != 1.0
+        }
+        """A pool's replicas run ``speed`` times as fast as ``profile`` (prefill and decode)."""
+        self.prefill_by_pool: dict[str, tuple[float, float, int]] = {}
+        """Per pool, over every request that finished there: prefill seconds, prompt tokens,
+        requests (the sums of vLLM's prefill-time and prompt-token histograms)."""
         self.cold_start_seconds = cold_start_seconds
         self.pool_gpus = pool_gpus
         self.limits: dict[str, int | None] = dict(pools) if pools else {"": pool_gpus}
@@ -216,7 +232,10 @@ class Fleet:
                 due = engine.next_event_time()
                 if due is None or due > now:
                     continue
-            events += engine.advance(now)
+            done = engine.advance(now)
+            if done:
+                self._count_prefill(replica.pool, done)
+                events += done
             draining = draining or state is ReplicaState.DRAINING
         if draining:
             self._retire_drained()
@@ -224,6 +243,16 @@ class Fleet:
         if self.router_queue:
             self._flush_router(now)
         return events
+
+    def _count_prefill(self, pool: str, events: list[EngineEvent]) -> None:
+        seconds, tokens, requests = self.prefill_by_pool.get(pool, (0.0, 0.0, 0))
+        for event in events:
+            timing = event.timing
+            if timing is not None and timing.prefill_seconds is not None:
+                seconds += timing.prefill_seconds
+                tokens += timing.prompt_tokens
+                requests += 1
+        self.prefill_by_pool[pool] = (seconds, tokens, requests)
 
     # -- routing -------------------------------------------------------------------------------
 
@@ -312,7 +341,8 @@ class Fleet:
         replica.started_at = now
         replica.ready_at = now if warm else now + self.cold_start_seconds
         replica.state = ReplicaState.READY if warm else ReplicaState.STARTING
-        replica.engine = Engine(self.profile, now=replica.ready_at)
+        profile = self._profiles.get(replica.pool, self.profile)
+        replica.engine = Engine(profile, now=replica.ready_at)
         self.held[replica.pool] += self.profile.gpus_per_replica
 
     def _gpus_available(self, pool: str) -> bool:

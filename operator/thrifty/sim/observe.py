@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from thrifty.api import throughput
 from thrifty.policy.types import Signals
 
 TTFT_BUCKETS_SECONDS: tuple[float, ...] = (
@@ -102,6 +103,9 @@ class Scrape:
     """The finished requests' queue times, in `REQUEST_LATENCY_BUCKETS_SECONDS` (+Inf last)."""
     prefill_buckets: tuple[int, ...] = ()
     """The finished requests' prefill times (scheduled to first token), in the same buckets."""
+    pool_prefill: tuple[tuple[str, float, float, int], ...] = ()
+    """Per pool: (pool, prefill seconds, prompt tokens, requests) summed over every request that
+    finished there (the histograms' ``_sum`` and ``_count`` by the label ``pool``)."""
 
 
 class Prometheus:
@@ -120,7 +124,10 @@ class Prometheus:
 
     def record(self, scrape: Scrape) -> None:
         self._scrapes.append(scrape)
-        horizon = scrape.time - max(self.rate_window_seconds, self.ttft_window_seconds) - 1.0
+        window = max(self.rate_window_seconds, self.ttft_window_seconds)
+        if scrape.pool_prefill:
+            window = max(window, throughput.WINDOW_SECONDS)
+        horizon = scrape.time - window - 1.0
         while len(self._scrapes) > 2 and self._scrapes[1].time <= horizon:
             self._scrapes.popleft()
 
@@ -161,6 +168,27 @@ class Prometheus:
                 now, newest, REQUEST_LATENCY_BUCKETS_SECONDS, lambda scrape: scrape.prefill_buckets
             ),
         )
+
+    def pool_prefill(self, now: float) -> tuple[throughput.PoolPrefill, ...]:
+        """`build_pool_queries`' answers: per pool, ``increase`` of the sums over
+        `throughput.WINDOW_SECONDS` (a pool first seen inside the window counts from zero)."""
+        newest = self._newest(now)
+        oldest = self._oldest_within(now, throughput.WINDOW_SECONDS)
+        if newest is None or oldest is None or oldest.time >= newest.time:
+            return ()
+        start = {sums[0]: sums[1:] for sums in oldest.pool_prefill}
+        found = []
+        for pool, seconds, tokens, count in newest.pool_prefill:
+            was = start.get(pool, (0.0, 0.0, 0))
+            found.append(
+                throughput.PoolPrefill(
+                    pool=pool,
+                    prefill_seconds=seconds - was[0],
+                    prompt_tokens=tokens - was[1],
+                    requests=float(count - was[2]),
+                )
+            )
+        return tuple(found)
 
     def _waiting_mean(self, now: float) -> float:
         window = [

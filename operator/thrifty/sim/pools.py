@@ -37,6 +37,14 @@ class SimPool:
     name: str
     spec: gpupool.GPUPoolSpec
     gpus: int | None = None
+    speed: float | None = None
+    """How fast a replica here really is, against the engine profile (prefill and decode alike);
+    None: as fast as the spec's relativeThroughput declares. A speed the spec gets wrong is
+    what thrifty learns (`thrifty.api.throughput`)."""
+
+    @property
+    def true_speed(self) -> float:
+        return self.spec.relative_throughput if self.speed is None else self.speed
 
 
 @dataclass(frozen=True)
@@ -120,10 +128,12 @@ def offer(
     returnable: bool,
     cold_start_seconds: float,
     observed_hazard: float = 0.0,
+    learned: float | None = None,
 ) -> spread.Offer:
     """One pool of the virtual fleet as the operator's spread sees it: a tainted pool (reclaim
     notice) has no room, and its replicas serve on but count for nothing. Its unit is the
-    operator's (`spread.unit`) at the service's cold start and the hazard seen so far."""
+    operator's (`spread.unit`) at the service's cold start, the hazard seen so far and the
+    throughput learned there (``learned``; None: the declared one)."""
     limit = fleet.limits[pool.name]
     room = UNLIMITED_ROOM if limit is None else limit // gpus_per_replica
     if tainted:
@@ -135,7 +145,7 @@ def offer(
         capacity_type=pool.spec.capacity_type,
         price_per_gpu_hour=pool.spec.price_per_gpu_hour,
         gpus_per_replica=gpus_per_replica,
-        unit=spread.unit(pool.spec, cold_start_seconds, observed_hazard),
+        unit=spread.unit(pool.spec, cold_start_seconds, observed_hazard, learned),
         room=room,
         reserved=room if reserved else None,
         current=current,

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from thrifty import cost
-from thrifty.api import gpupool, modelservice
+from thrifty.api import gpupool, modelservice, throughput
 from thrifty.autoscaler import observe, plan
 from thrifty.autoscaler.world import ServiceKey, ServiceView, SignalsReading, World
 from thrifty.policy.types import Observation, PolicySpec, PolicyState, ScalingPolicy
@@ -88,6 +88,9 @@ class SimulationConfig:
     learn_reclaims: bool = True
     """Plan each spot pool with the larger of its published and its observed reclaim hazard
     (`pools.ReclaimLog`); False: the published rate only (a baseline that does not learn)."""
+    learn_throughput: bool = True
+    """Learn each pool's relative throughput from its replicas' prefill (`thrifty.api.throughput`)
+    as the operator does; False: the pools' declared relativeThroughput only (a baseline)."""
     noise: ScrapeNoise | None = None
     """Scrapes as a real cluster gives them (jitter, misses, vLLM's step-level waiting gauge)."""
     pool: gpupool.GPUPool | None = None
@@ -156,6 +159,8 @@ class RunResult:
     lost_requests: int = 0
     """Requests on a replica whose spot node was reclaimed (unserved: they miss the SLO)."""
     reclaims: int = 0
+    learned_throughput: dict[str, float] = field(default_factory=dict)
+    """Each pool's relative throughput as learned by the end (`thrifty.api.throughput`)."""
 
 
 class _Accounting:
@@ -210,6 +215,7 @@ class _Run:
             0 if config.pools else config.initial_replicas,
             pools={pool.name: pool.gpus for pool in config.pools} or None,
             nodes=None if config.pools else config.node_autoscaler,
+            speeds={pool.name: pool.true_speed for pool in config.pools},
         )
         self.prices = {pool.name: pool.spec.price_per_gpu_hour for pool in config.pools}
         self.reclaim_events = sorted(
@@ -416,13 +422,21 @@ class _Run:
                 finished_tokens_total=self.prompt_total + self.generation_total,
                 queue_buckets=self.queue_histogram.snapshot(),
                 prefill_buckets=self.prefill_histogram.snapshot(),
+                pool_prefill=tuple(
+                    (pool, *sums) for pool, sums in sorted(self.fleet.prefill_by_pool.items())
+                )
+                if self.config.pools
+                else (),
             )
         )
 
     def _decide(self, now: float) -> None:
+        signals = self.prometheus.signals(now)
+        learning = signals is not None and self.config.learn_throughput
+        pool_prefill = self.prometheus.pool_prefill(now) if learning else ()
         decided = plan.decide(
             self._world(now),
-            {_KEY: SignalsReading(self.prometheus.signals(now), "simulated scrape")},
+            {_KEY: SignalsReading(signals, "simulated scrape", pool_prefill)},
             {_UID: self.state},
             now,
             self.config.observe_settings,
@@ -430,6 +444,7 @@ class _Run:
         )
         one = decided[0]
         self.state = one.state
+        self._learn(one.pool_throughput)
         target = one.observation.replicas.desired if one.decision is None else one.decision.replicas
         target = max(0, target)
         if not self.config.pools:
@@ -444,11 +459,26 @@ class _Run:
         self.max_replicas = max(self.max_replicas, self.fleet.desired)
         self._sample(now, one.observation)
 
+    def _learn(self, learned: Sequence[modelservice.PoolThroughput] | None) -> None:
+        """Status's learned throughput after the pass, as the operator writes it."""
+        if learned is None:
+            return
+        status = self.model_service.status or modelservice.ModelServiceStatus()
+        block = status.autoscaler or modelservice.AutoscalerStatus()
+        block = block.model_copy(update={"pool_throughput": list(learned)})
+        status = status.model_copy(update={"autoscaler": block})
+        self.model_service = self.model_service.model_copy(update={"status": status})
+
+    def learned_throughput(self) -> dict[str, float]:
+        pools = {pool.name: pool.spec for pool in self.config.pools}
+        return throughput.learned(self.model_service.spec, self.model_service.status, pools)
+
     def _place(self, now: float, warm: bool = False) -> None:
         """The reconciler's pass: the target spread over the pools, each pool scaled to its
         share (a tainted pool holds nothing). ``warm``: the opening fleet, serving at t=0."""
         spec = self.model_service.spec
         hazards = self._hazards()
+        learned = self.learned_throughput()
         offers = [
             pools_module.offer(
                 pool,
@@ -459,6 +489,7 @@ class _Run:
                 >= self.config.return_delay_seconds,
                 cold_start_seconds=self.unit_cold_start,
                 observed_hazard=hazards.get(pool.name, 0.0),
+                learned=learned.get(pool.name),
             )
             for pool in self.config.pools
         ]
@@ -571,6 +602,7 @@ class _Run:
             scale_events=self.scale_events,
             max_replicas=self.max_replicas,
             truncated_requests=self.truncated,
+            learned_throughput=self.learned_throughput() if config.pools else {},
             series=tuple(self.series),
             ttft_seconds=tuple(self.ttft),
             lost_requests=self.fleet.lost_requests,
@@ -599,6 +631,7 @@ def _pod(replica: Replica, now: float) -> observe.PodView:
         terminating=state is ReplicaState.DRAINING,
         cold_start_seconds=measured,
         pool=replica.pool or None,
+        ready_seconds=now - replica.ready_at if ready and replica.ready_at is not None else None,
     )
 
 

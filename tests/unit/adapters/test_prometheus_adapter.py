@@ -19,11 +19,14 @@ from thrifty.adapters.prometheus import (
     buckets_by_service,
     build_bucket_query,
     build_held_queries,
+    build_pool_queries,
     build_queries,
     label_matchers,
+    pool_prefill_by_service,
     signals_from_results,
     values_by_service,
 )
+from thrifty.api.throughput import WINDOW_SECONDS, PoolPrefill
 from thrifty.autoscaler.world import ServiceKey
 
 KEY = ServiceKey("team-a", "llama-8b")
@@ -43,6 +46,8 @@ VLLM_SERIES = {
     "vllm:time_to_first_token_seconds_bucket",
     "vllm:request_queue_time_seconds_bucket",
     "vllm:request_prefill_time_seconds_bucket",
+    "vllm:request_prefill_time_seconds_sum",
+    "vllm:request_prefill_time_seconds_count",
 }
 
 
@@ -318,3 +323,41 @@ def test_unreachable_prometheus_gives_none_and_the_reason() -> None:
         source.close()
     assert reading.signals is None
     assert reading.reason.startswith(f"Prometheus unreachable at {url}")
+
+
+def test_pool_queries_sum_each_pools_finished_prefill_over_the_window() -> None:
+    queries = build_pool_queries(KEY)
+    assert set(queries) == {"prefill_seconds", "prompt_tokens", "requests"}
+    for promql in queries.values():
+        assert set(re.findall(r"vllm:[a-z_]+", promql)) <= VLLM_SERIES
+        assert "by (namespace, modelservice, pool)" in promql
+        assert f"[{WINDOW_SECONDS}s]" in promql and "increase(" in promql
+
+
+def _pool_series(key: ServiceKey, pool: str | None, value: str) -> dict[str, object]:
+    labels = {"namespace": key.namespace, "modelservice": key.model_service}
+    if pool is not None:
+        labels["pool"] = pool
+    return {"metric": labels, "value": [1.7e9, value]}
+
+
+def test_pool_answers_become_each_services_samples_and_partial_ones_are_left_out() -> None:
+    found = pool_prefill_by_service(
+        {
+            "prefill_seconds": [
+                _pool_series(KEY, "h100", "4"),
+                _pool_series(KEY, "l4", "12"),
+                _pool_series(KEY, None, "9"),  # a target without the pool label
+                _pool_series(OTHER, "h100", "1"),
+            ],
+            "prompt_tokens": [
+                _pool_series(KEY, "h100", "100000"),
+                _pool_series(KEY, "l4", "90000"),
+                _pool_series(OTHER, "h100", "NaN"),
+            ],
+            "requests": [_pool_series(KEY, "h100", "100"), _pool_series(KEY, "l4", "90")],
+        }
+    )
+    assert found == {
+        KEY: (PoolPrefill("h100", 4.0, 100000.0, 100.0), PoolPrefill("l4", 12.0, 90000.0, 90.0))
+    }

@@ -54,5 +54,7 @@ def test_a_ready_pod_tells_its_cold_start_from_scheduled_to_ready() -> None:
     body["status"]["conditions"][1]["lastTransitionTime"] = "2026-01-01T11:59:45Z"
     view = pod_view(body, NOW)
     assert view is not None and view.cold_start_seconds == 45.0
+    assert view.ready_seconds == 15.0  # Ready at 11:59:45, now 12:00:00
     not_ready = pod_view(pod(ready=False), NOW)
     assert not_ready is not None and not_ready.cold_start_seconds is None
+    assert not_ready.ready_seconds is None

@@ -34,7 +34,7 @@ POOLS = {
     "h100": pool("h100", 4.0, 2),
     "l4": pool("l4", 0.8, 8, relativeThroughput=0.25),
 }
-UNITS = capacity.pool_units(POOLS, 120.0, {})
+UNITS = capacity.pool_units(POOLS, 120.0, {}, {})
 
 
 def service(name: str = "svc", replicas: int = 2, pools: list[str] | None = None) -> Any:
@@ -60,6 +60,14 @@ def test_replicas_of_a_slower_pool_count_in_its_units() -> None:
     ]
     counts = capacity.replica_counts(types.ReplicaCounts(3, 5, 2), pods, UNITS)
     assert (counts.desired, counts.ready, counts.starting) == (3, 2, 1)  # 1 + 4 x 0.25; 0.5
+    # What they serve is divided by what they are worth, not by the rounded count.
+    assert counts.serving == 2.0
+    one_more = capacity.replica_counts(types.ReplicaCounts(3, 6, 1), [*pods, pods[1]], UNITS)
+    assert (one_more.ready, one_more.serving) == (2, 2.25)
+
+
+def test_a_learned_throughput_replaces_the_declared_one_in_the_units() -> None:
+    assert capacity.pool_units(POOLS, 120.0, {}, {"l4": 0.5}) == {"h100": 1.0, "l4": 0.5}
 
 
 def test_free_gpus_are_those_of_every_acceptable_pool_in_reference_replicas() -> None:
@@ -118,7 +126,7 @@ def test_the_autoscaler_counts_in_the_units_the_spread_placed_with() -> None:
     )
     placed = spread.spread([offer], 4.0, cheapest=True, min_on_demand=0, cold_start_seconds=300)
     assert placed.replicas == {"spot": 5}
-    assert capacity.pool_units(pools, 300.0, hazards) == {"spot": offer.unit}
+    assert capacity.pool_units(pools, 300.0, hazards, {}) == {"spot": offer.unit}
     ms = modelservice.ModelService.model_validate(
         {
             "spec": {

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from thrifty import cost
-from thrifty.api import costbudget, gpupool, modelservice
+from thrifty.api import costbudget, gpupool, modelservice, throughput
 from thrifty.autoscaler import plan
 from thrifty.autoscaler.observe import ObserveSettings, PodView
 from thrifty.autoscaler.world import ServiceKey, ServiceView, SignalsReading, World
@@ -101,3 +102,58 @@ def test_members_planned_together_never_pass_a_hard_cap(
             replicas[one.view.key.model_service] = one.decision.replicas
         spend = sum(cost.dollars_per_hour(n, 1, PRICE) for n in replicas.values())
         assert spend <= max(cap, len(names) * PRICE) + 1e-9, (tick, replicas)
+
+
+def test_a_pass_learns_each_pools_throughput_from_pools_that_served_the_window() -> None:
+    """Prefill samples from two pools whose replicas served the whole window: the slower pool's
+    measured speed goes to status, and the next pass counts its replicas at it."""
+    l4 = POOL.model_copy(
+        update={
+            "spec": POOL.spec.model_copy(
+                update={
+                    "accelerator": "NVIDIA-L4",
+                    "gpu_memory_gib": 24,
+                    "relative_throughput": 1.0,
+                }
+            )
+        }
+    )
+    base = member("m", 3, 0)
+    spec = base.spec.model_copy(
+        update={
+            "pools": ["h100", "l4"],
+            "cost_target": base.spec.cost_target.model_copy(update={"budget_ref": None}),
+        }
+    )
+    ms = base.model_copy(update={"spec": spec})
+
+    def view(ready_for: float) -> ServiceView:
+        pods = [
+            PodView(ready=True, scheduled=True, pool=name, ready_seconds=ready_for)
+            for name in ("h100", "h100", "l4")
+        ]
+        return ServiceView(ServiceKey("ns", "m"), "m", ms, "1", 1, pods)
+
+    prefill = (
+        throughput.PoolPrefill("h100", 40.0, 1_000_000.0, 1000.0),
+        throughput.PoolPrefill("l4", 20.0, 250_000.0, 250.0),  # 80 us/token: half as fast
+    )
+    reading = SignalsReading(signals(0.0), "read", prefill)
+    world = World([view(900.0)], {"h100": POOL, "l4": l4})
+    [one] = plan.decide(
+        world, {view(900.0).key: reading}, {}, 0.0, ObserveSettings(), plan.Fixed(ThriftyPolicy())
+    )
+    assert [(e.pool, e.relative_throughput) for e in one.pool_throughput or ()] == [("l4", 0.5)]
+    after = plan.report(one, "2026-12-05T13:00:00Z").status
+    assert after.autoscaler is not None and after.autoscaler.pool_throughput == one.pool_throughput
+    # The next pass counts the 3 ready replicas as 1 + 1 + 0.5.
+    learned = ms.model_copy(update={"status": after})
+    again = World([dataclasses.replace(view(900.0), model_service=learned)], world.pools)
+    [two] = plan.decide(again, {}, {}, 15.0, ObserveSettings(), plan.Fixed(ThriftyPolicy()))
+    assert two.observation.replicas.serving == 2.5
+    # A pool back for 5 minutes only saw part of the window: nothing is measured.
+    young = World([view(300.0)], world.pools)
+    [three] = plan.decide(
+        young, {view(300.0).key: reading}, {}, 0.0, ObserveSettings(), plan.Fixed(ThriftyPolicy())
+    )
+    assert three.pool_throughput == []

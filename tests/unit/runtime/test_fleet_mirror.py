@@ -156,6 +156,15 @@ def test_targets_carry_the_label_contract() -> None:
     ]
 
 
+def test_targets_carry_the_pool_a_pod_is_placed_in() -> None:
+    placed = _pod()
+    placed["metadata"]["labels"]["thrifty.dev/pool"] = "h100-spot"
+    spec = pod_engine_spec(placed)
+    assert spec is not None and spec.pool == "h100-spot"
+    [group] = file_sd_groups([(spec, "127.0.0.1:1234")])
+    assert group["labels"]["pool"] == "h100-spot"
+
+
 def run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(test())  # type: ignore[arg-type]
 

@@ -123,3 +123,27 @@ def test_a_pool_reclaimed_once_is_planned_with_the_hazard_seen() -> None:
     assert calm.series[-1].desired == 4
     stormy = simulate(steady(), FixedPolicy(4), config(reclaims=(reclaim,), **options))
     assert stormy.series[-1].desired > 4
+
+
+def test_a_pool_slower_than_declared_is_learned_and_sized_for() -> None:
+    """The cheap pool is declared as fast as an H100 but its replicas serve 0.6 as fast. Once
+    both pools have served for the measurement window, thrifty reads the cheap pool as about 0.6
+    of the H100 (the anchor: first of two pools declared alike) by prefill seconds per prompt
+    token, and holds 4 reference replicas with one more H100 replica (2 slow count 1.2); told
+    not to learn, it keeps counting the slow replicas as H100s."""
+    slow = SimPool("slow", pool("slow", gpupool.CapacityType.ON_DEMAND, 1.0, 2).spec, 2, speed=0.6)
+    fast = pool("fast", gpupool.CapacityType.ON_DEMAND, 2.5, None)
+    ms = scenario.model_service(LLAMA_8B_1xH100, min_replicas=1, max_replicas=12)
+    spec = ms.spec.model_copy(
+        update={"pools": ["fast", "slow"], "placement": modelservice.PlacementPolicy.CHEAPEST}
+    )
+    options = {"pools": (fast, slow), "model_service": ms.model_copy(update={"spec": spec})}
+    trace = traces.synthesize(traces.spike(2.0, 2.0, 1500.0, 600.0, 60.0), LENGTHS, seed=1)
+    learned = simulate(trace, FixedPolicy(4), config(**options))
+    assert learned.learned_throughput["slow"] == pytest.approx(0.6, rel=0.1)
+    assert learned.series[-1].desired == 5
+    assert learned.series[-1].dollars_per_hour == pytest.approx(2 * 1.0 + 3 * 2.5)
+    declared = simulate(trace, FixedPolicy(4), config(learn_throughput=False, **options))
+    assert declared.learned_throughput == {}
+    assert declared.series[-1].desired == 4
+    assert declared.series[-1].dollars_per_hour == pytest.approx(2 * 1.0 + 2 * 2.5)
