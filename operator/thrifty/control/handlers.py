@@ -264,19 +264,6 @@ def _shortages(bodies: list[dict[str, Any]], now_seconds: float) -> dict[str, st
     return short
 
 
-def _deployment_state(deployment: Mapping[str, Any]) -> reconcile.DeploymentState:
-    status = deployment.get("status") or {}
-    desired = (deployment.get("spec") or {}).get("replicas")
-    return reconcile.DeploymentState(
-        generation=int(deployment["metadata"].get("generation", 0)),
-        observed_generation=int(status.get("observedGeneration", 0)),
-        replicas=int(status.get("replicas", 0)),
-        ready_replicas=int(status.get("readyReplicas", 0)),
-        updated_replicas=int(status.get("updatedReplicas", 0)),
-        desired=None if desired is None else int(desired),
-    )
-
-
 def _pool_of(deployment: Mapping[str, Any]) -> str | None:
     labels = (deployment.get("metadata") or {}).get("labels") or {}
     pool = labels.get(placement.POOL_LABEL)
@@ -284,7 +271,11 @@ def _pool_of(deployment: Mapping[str, Any]) -> str | None:
 
 
 def _by_pool(deployments: Sequence[Mapping[str, Any]]) -> dict[str, reconcile.DeploymentState]:
-    return {pool: _deployment_state(d) for d in deployments if (pool := _pool_of(d)) is not None}
+    return {
+        pool: reconcile.deployment_state(d)
+        for d in deployments
+        if (pool := _pool_of(d)) is not None
+    }
 
 
 Failures = list[tuple[dict[str, Any], str, bool]]
@@ -431,7 +422,7 @@ def reconcile_model_service(
             m["metadata"]["name"] for m in result.manifests or [] if m["kind"] == "Deployment"
         }
         orphans = {
-            str(d["metadata"]["name"]): _deployment_state(d)
+            str(d["metadata"]["name"]): reconcile.deployment_state(d)
             for d in owned
             if d["metadata"]["name"] not in rendered
         }

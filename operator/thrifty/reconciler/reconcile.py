@@ -38,6 +38,20 @@ class DeploymentState:
         return self.replicas if self.desired is None else self.desired
 
 
+def deployment_state(deployment: Mapping[str, Any]) -> DeploymentState:
+    """What a pass reads of one of its Deployments (a watch cache's body or an apply's answer)."""
+    status = deployment.get("status") or {}
+    desired = (deployment.get("spec") or {}).get("replicas")
+    return DeploymentState(
+        generation=int(deployment["metadata"].get("generation", 0)),
+        observed_generation=int(status.get("observedGeneration", 0)),
+        replicas=int(status.get("replicas", 0)),
+        ready_replicas=int(status.get("readyReplicas", 0)),
+        updated_replicas=int(status.get("updatedReplicas", 0)),
+        desired=None if desired is None else int(desired),
+    )
+
+
 @dataclass(frozen=True)
 class LostReplica:
     """A replica pod bound to a node that is gone or not Ready: it serves nobody, whatever its own
