@@ -4,7 +4,8 @@ Reserved GPUs fill first, then the cheapest $/token; a full pool spills at once 
 CapacityLimited; the spot node tainted for reclaim -> its replicas are replaced on the next pools
 at once (from the node's watch event, not the 30 s resync) while they keep serving; the node
 deleted -> they go, no pod waits Pending; the node back -> the replicas return to spot one at a
-time, the new one ready before the old one drains.
+time, the new one ready before the old one drains. The loss is reported once: neither the removal
+of the lost pods nor the node's return reads as the pool losing replicas again.
 
 The pools are this test's own GPUPools over the shared KWOK nodes (a hostname selector carves a
 "reserved" pool out of an on-demand node), so other tests' pools are left as they are; the spot
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -145,6 +147,23 @@ def _pool_gpus(cluster: Cluster, pool: str, namespace: str) -> int:
     )
 
 
+def reclaims_since(cluster: Cluster, namespace: str, moment: datetime) -> list[str]:
+    """CapacityReclaimed Events about the ModelService `spread` last seen after ``moment``."""
+    events = cluster.kubectl_json(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        "involvedObject.name=spread,reason=CapacityReclaimed",
+    )["items"]
+    return [
+        str(e.get("message"))
+        for e in events
+        if datetime.fromisoformat(str(e.get("lastTimestamp") or e["eventTime"])) > moment
+    ]
+
+
 def unscheduled(cluster: Cluster, namespace: str) -> list[str]:
     return [
         p["metadata"]["name"]
@@ -219,6 +238,7 @@ def test_spread_spill_reclaim_and_return(
     wait_placement(cluster, namespace, {**replaced, "sp-spot": 3}, "replacements ready")
 
     # The node goes: its replicas are no longer asked for, and nothing waits Pending.
+    deleted_at = datetime.now(UTC)
     cluster.kubectl("delete", "node", SPOT_NODE, "--wait=false")
     body = wait_placement(cluster, namespace, replaced, "the spot replicas gone")
     assert unscheduled(cluster, namespace) == []
@@ -254,6 +274,9 @@ def test_spread_spill_reclaim_and_return(
     wait_until(returned, timeout_seconds=90, what="the return to spot", interval_seconds=0.2)
     assert all(asked - ready <= 1 for asked, ready in seen), seen
     assert {"Returning", "Returned"} <= _event_reasons(cluster, namespace, "spread")
+    # One reclaim, reported when the notice came: neither the lost pods' removal (their
+    # replacements then wait Pending for a node that is gone) nor the node's return is another.
+    assert reclaims_since(cluster, namespace, deleted_at) == []
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,9 @@ class DeploymentState:
     updated_replicas: int = 0
     desired: int | None = None
     """spec.replicas: what was asked for (None: unknown, status.replicas stands in)."""
+    placed: int | None = None
+    """Of spec.replicas, those the spread placed (`render.PLACED_ANNOTATION`), the others
+    replacing lost replicas (None: unknown, as written by an operator of before)."""
 
     @property
     def asked(self) -> int:
@@ -42,6 +45,7 @@ def deployment_state(deployment: Mapping[str, Any]) -> DeploymentState:
     """What a pass reads of one of its Deployments (a watch cache's body or an apply's answer)."""
     status = deployment.get("status") or {}
     desired = (deployment.get("spec") or {}).get("replicas")
+    annotations = deployment["metadata"].get("annotations") or {}
     return DeploymentState(
         generation=int(deployment["metadata"].get("generation", 0)),
         observed_generation=int(status.get("observedGeneration", 0)),
@@ -49,7 +53,15 @@ def deployment_state(deployment: Mapping[str, Any]) -> DeploymentState:
         ready_replicas=int(status.get("readyReplicas", 0)),
         updated_replicas=int(status.get("updatedReplicas", 0)),
         desired=None if desired is None else int(desired),
+        placed=_int_or_none(annotations.get(render.PLACED_ANNOTATION)),
     )
+
+
+def _int_or_none(text: object) -> int | None:
+    try:
+        return None if text is None else max(int(str(text)), 0)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -222,6 +234,7 @@ def plan(inputs: Inputs) -> Plan:
             # A replacement for each lost replica, at once: its ReplicaSet still counts the lost
             # pod until it is evicted (the node-loss toleration) or garbage-collected.
             replicas=spread_.replicas[offer.name] + _lost_in(inputs.lost, offer.name),
+            placed=spread_.replicas[offer.name],
             node_loss_toleration_seconds=inputs.node_loss_toleration_seconds,
             do_not_disrupt=inputs.do_not_disrupt,
         )
@@ -303,9 +316,14 @@ def _offers(
             else:
                 reserved = max(pool.reserved_gpus - where.thrifty_gpus, 0) // gpus
         deployment = inputs.deployments.get(name)
-        # What the spread placed there: the replacements of lost replicas are not its own.
+        # What the spread placed there: the replacements of lost replicas are not its own, also
+        # once a lost pod is gone (garbage-collected, evicted) and its replacement is a pod like
+        # any other: read as placed, it would be lost again (a second CapacityReclaimed) where
+        # the pool has no room, or kept at once, all of them, where its node is back.
         asked = 0 if deployment is None else deployment.asked
         current = max(asked - _lost_in(inputs.lost, name), 0)
+        if deployment is not None and deployment.placed is not None:
+            current = min(current, deployment.placed)
         last = before.get(name)
         reclaimed_at = explain.parse_time(last.last_reclaim_time) if last else None
         offers.append(

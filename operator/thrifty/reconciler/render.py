@@ -37,6 +37,10 @@ NODE_LOSS_TOLERATION_SECONDS = 30
 """How long a pod stays on a NotReady or unreachable node before eviction (Kubernetes: 300 s);
 the operator's setting THRIFTY_NODE_LOSS_TOLERATION_SECONDS."""
 NODE_LOSS_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+PLACED_ANNOTATION = "thrifty.dev/placed-replicas"
+"""On a pool's Deployment: of its replicas, those the spread placed there; the others replace
+replicas lost with their node. Written with the replica count, so a pass reads both as one: once a
+lost pod is gone, its replacement is a pod like any other, and only this tells them apart."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,8 @@ class Target:
     node_loss_toleration_seconds: int = NODE_LOSS_TOLERATION_SECONDS
     do_not_disrupt: bool = True
     """Annotate the pods so node autoscalers do not evict a serving replica (a setting)."""
+    placed: int | None = None
+    """Of ``replicas``, those the spread placed (`PLACED_ANNOTATION`); None: all of them."""
 
 
 ENGINE_SUFFIX = "-engine"
@@ -348,6 +354,8 @@ def deployment(target: Target) -> Manifest:
         "name": deployment_name(target.name, target.pool_name),
         "labels": pod_labels,
     }
+    if target.placed is not None:
+        metadata["annotations"] = {PLACED_ANNOTATION: str(target.placed)}
     manifest: Manifest = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -497,3 +497,73 @@ def test_a_spot_pool_reclaimed_often_is_planned_with_the_rate_seen() -> None:
     plan = reconcile.plan(spread_inputs(observed_hazards={"spot": 2.0}))
     assert plan.manifests is not None
     assert plan.status.placement == "h100=2 spot=2"
+
+
+def _read_back(plan: reconcile.Plan, ready: dict[str, int]) -> dict[str, reconcile.DeploymentState]:
+    """The Deployments the next pass reads: what ``plan`` rendered, ``ready`` of them ready."""
+    states = {}
+    for manifest in plan.manifests or []:
+        if manifest["kind"] != "Deployment":
+            continue
+        pool = manifest["metadata"]["labels"][placement.POOL_LABEL]
+        asked = manifest["spec"]["replicas"]
+        body = {
+            **manifest,
+            "metadata": {**manifest["metadata"], "generation": 1},
+            "status": {
+                "observedGeneration": 1,
+                "replicas": asked,
+                "readyReplicas": ready.get(pool, 0),
+                "updatedReplicas": asked,
+            },
+        }
+        states[pool] = reconcile.deployment_state(body)
+    return states
+
+
+def test_a_lost_replicas_replacement_is_not_read_as_placed_once_the_lost_pod_is_gone() -> None:
+    """The spot node deleted: its 2 replicas are lost, H100 takes their place, and the spot
+    Deployment keeps asking for 2 (the lost pods' replacements) while its ReplicaSet still
+    counts the lost pods. Once the pod garbage collector removes them, the replacements are pods
+    like any other: read as spot replicas, they were lost a second time (a second
+    CapacityReclaimed, the return delay stamped again) and, had the node come back by then, kept
+    all at once instead of returning to spot one replica at a time."""
+    settled = spread_inputs(
+        deployments={
+            "h100": rolled_out(1),
+            "spot": rolled_out(2),
+            "l4": reconcile.DeploymentState(),
+        }
+    )
+    before = reconcile.plan(settled)
+    assert before.status.placement == "h100=1 spot=2" and before.moves == []
+    without_spot = [n for n in SPREAD_NODES if n.name != "s0"]
+    lost = [reconcile.LostReplica(f"p{i}", "s0", "deleted", True, "spot") for i in range(2)]
+    deleted = reconcile.plan(
+        dataclasses.replace(
+            settled,
+            status=before.status,
+            nodes=without_spot,
+            lost=lost,
+            deployments=_read_back(before, {"h100": 1, "spot": 2}),
+        )
+    )
+    assert deleted.status.placement == "h100=3"
+    assert _read_back(deleted, {})["spot"].asked == 2, "the lost pods' replacements"
+    stamped = {p.pool: p.last_reclaim_time for p in deleted.status.pools}
+    # The lost pods are gone; the replacements wait Pending for a node that is not there.
+    later = dataclasses.replace(
+        settled,
+        status=deleted.status,
+        nodes=without_spot,
+        deployments=_read_back(deleted, {"h100": 3}),
+        now="2026-01-01T00:01:00Z",
+    )
+    collected = reconcile.plan(later)
+    assert collected.moves == [], "nothing was reclaimed a second time"
+    assert {p.pool: p.last_reclaim_time for p in collected.status.pools} == stamped
+    assert _read_back(collected, {})["spot"].asked == 0, "the replacements go with the lost pods"
+    # The node is back at that very moment: one replica returns to spot, not both at once.
+    back = reconcile.plan(dataclasses.replace(later, nodes=SPREAD_NODES))
+    assert _read_back(back, {})["spot"].asked == 1
+    assert [move.reason for move in back.moves] == [explain.RETURNING]
