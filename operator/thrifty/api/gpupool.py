@@ -265,7 +265,7 @@ class GPUPoolSpec(common.Model):
     ) -> float:
         """THE conversion between GPU types: how many reference replicas (relativeThroughput 1)
         one replica here counts as when sizing. Its relative throughput (``throughput`` when
-        learned for the service, `thrifty.autoscaler.throughput`, else the declared one), times
+        learned for the service, `thrifty.api.throughput`, else the declared one), times
         on Spot the share a reclaim is expected to leave within ``exposure_seconds``
         (`spot.survival`)."""
         hazard = self.hazard_per_hour(observed_hazard)

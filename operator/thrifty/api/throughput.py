@@ -12,9 +12,10 @@ longer context), so thrifty measures it once a service runs on two pools or more
    is no queue, and it scales with the GPU's speed as the replica's capacity does.
 2. Pools that served over the whole window (a replica Ready throughout: they all saw the same
    traffic, backlogs and lulls included) with at least `MIN_REQUESTS` such requests are compared
-   with the one among them whose declared `relativeThroughput` is highest (the anchor; the
-   declared value, so what is learned cannot feed on itself): a pool that takes twice the
-   anchor's seconds per token is worth half of the anchor's value (learned, else declared).
+   with the one among them whose declared `relativeThroughput` is highest (the anchor, chosen
+   by what is declared so that what is learned cannot pick it and feed on itself): a pool that
+   takes twice the anchor's seconds per token is worth half of the anchor (its learned value,
+   else its declared one; the anchor itself is not rewritten).
    One pool alone teaches nothing: its absolute speed is what the policy learns as capacity.
 3. A measurement replaces the value in use (learned, else declared) only when it differs from
    it by more than `CHANGE`, so noise costs no status writes and no churn of the spread. It is
