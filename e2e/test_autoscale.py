@@ -533,6 +533,16 @@ spec:
         "CapacityLimited=True",
     )
     assert limited["message"]
+    # No relativeThroughput declared: the L4 is sized at its datasheet prior, and says so.
+    speed = eventually(
+        lambda: (stack.cluster.kubectl_json("get", "gpupool", pool).get("status") or {}).get(
+            "relativeThroughputSource"
+        ),
+        60,
+        "the pool's speed in its status",
+    )
+    shown = stack.cluster.kubectl_json("get", "gpupool", pool)["status"]
+    assert (speed, shown["relativeThroughput"]) == ("Accelerator", 0.1)
     for _ in range(10):  # the quota is 2 GPUs: thrifty orders no replica that cannot be placed
         assert stack.replicas("chat") <= 2
         assert len(stack.pods("Pending")) == 0

@@ -74,7 +74,7 @@ GPU_POOL = Kind(
         _column("Accelerator", ".spec.accelerator"),
         _column("Capacity", ".spec.capacityType"),
         _column("$/GPU-Hour", ".spec.pricePerGpuHour", "number"),
-        _column("Speed", ".spec.relativeThroughput", "number", priority=1),
+        _column("Speed", ".status.relativeThroughput", "number", priority=1),
         _column("Nodes", ".status.nodes", "integer"),
         _column("Allocatable", ".status.gpusAllocatable", "integer"),
         _column("Used", ".status.gpusUsed", "integer"),

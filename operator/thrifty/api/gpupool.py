@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field, model_validator
 
-from thrifty.api import common, spot
+from thrifty.api import accelerators, common, spot
 
 MAX_PRICE_PER_GPU_HOUR = 1000.0
 """USD; the dearest GPU-hour on any cloud is a few tens of dollars, so more is a typo."""
@@ -30,6 +30,12 @@ class CapacityType(StrEnum):
     ON_DEMAND = "OnDemand"
     SPOT = "Spot"
     RESERVED = "Reserved"
+
+
+class SpeedSource(StrEnum):
+    DECLARED = "Declared"
+    ACCELERATOR = "Accelerator"
+    DEFAULT = "Default"
 
 
 class ProvisioningMode(StrEnum):
@@ -185,14 +191,16 @@ class GPUPoolSpec(common.Model):
         le=1_000_000,
         description="Quota: the most GPUs thrifty may use in this pool; absent means all it finds.",
     )
-    relative_throughput: float = Field(
-        default=1.0,
+    relative_throughput: float | None = Field(
+        default=None,
         ge=0.01,
         le=100,
         description=(
             "Tokens per second one replica serves here, relative to a reference replica (an "
-            "H100 = 1.0; an L4 serving an 8B model is about 0.3). Sizing counts a replica here as "
-            "this many reference replicas, and the $/token of the pool is its price over it."
+            "H100 SXM = 1.0). Sizing counts a replica here as this many reference replicas, and "
+            "the $/token of the pool is its price over it. Absent: the prior of the accelerator "
+            "from its datasheet (L4 0.10, L40S 0.31, A100 0.44; docs/pools.md), else 1.0. "
+            "Either is replaced by what the pool's replicas are measured to serve."
         ),
     )
     interruption_rate: float | None = Field(
@@ -235,6 +243,23 @@ class GPUPoolSpec(common.Model):
     )
 
     @property
+    def speed(self) -> float:
+        """The relative throughput sizing starts from: declared, else the accelerator's prior
+        (`thrifty.api.accelerators`), else the reference's 1.0."""
+        if self.relative_throughput is not None:
+            return self.relative_throughput
+        prior = accelerators.prior(self.accelerator)
+        return 1.0 if prior is None else prior
+
+    @property
+    def speed_source(self) -> SpeedSource:
+        if self.relative_throughput is not None:
+            return SpeedSource.DECLARED
+        if accelerators.prior(self.accelerator) is not None:
+            return SpeedSource.ACCELERATOR
+        return SpeedSource.DEFAULT
+
+    @property
     def is_spot(self) -> bool:
         return self.capacity_type is CapacityType.SPOT
 
@@ -265,11 +290,11 @@ class GPUPoolSpec(common.Model):
     ) -> float:
         """THE conversion between GPU types: how many reference replicas (relativeThroughput 1)
         one replica here counts as when sizing. Its relative throughput (``throughput`` when
-        learned for the service, `thrifty.api.throughput`, else the declared one), times
+        learned for the service, `thrifty.api.throughput`, else `speed`), times
         on Spot the share a reclaim is expected to leave within ``exposure_seconds``
         (`spot.survival`)."""
         hazard = self.hazard_per_hour(observed_hazard)
-        speed = self.relative_throughput if throughput is None else throughput
+        speed = self.speed if throughput is None else throughput
         return speed * spot.survival(hazard, exposure_seconds)
 
     def planned_units(
@@ -307,6 +332,22 @@ class GPUPoolStatus(common.Model):
         default=None, ge=0, description="The metadata.generation this status was computed from."
     )
     nodes: int = Field(default=0, ge=0, description="Ready nodes matching the nodeSelector.")
+    relative_throughput: float | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "The relative throughput a replica here is sized with until a ModelService learns "
+            "its own (its status.autoscaler.poolThroughput)."
+        ),
+    )
+    relative_throughput_source: SpeedSource | None = Field(
+        default=None,
+        description=(
+            "Where relativeThroughput comes from: Declared (spec.relativeThroughput), "
+            "Accelerator (the datasheet prior of spec.accelerator) or Default (1.0: the "
+            "accelerator is not one thrifty knows; declare relativeThroughput)."
+        ),
+    )
     gpus_allocatable: int = Field(
         default=0,
         ge=0,

@@ -128,7 +128,7 @@ def update(
     kept = learned(spec, status, offered)
     block = status.autoscaler if status is not None else None
     before = {e.pool: e for e in (block.pool_throughput if block is not None else ())}
-    declared = {name: pool.relative_throughput for name, pool in offered.items()}
+    declared = {name: pool.speed for name, pool in offered.items()}
     fresh = measure([one for one in samples if one.pool in served], declared, kept)
     result = []
     for name, pool in offered.items():

@@ -194,6 +194,8 @@ def pool_status(
             usage[owner] = usage.get(owner, 0) + pod.gpus
     return gpupool.GPUPoolStatus(
         nodes=len(members),
+        relative_throughput=spec.speed,
+        relative_throughput_source=spec.speed_source,
         gpus_allocatable=allocatable,
         gpus_used=used,
         gpus_free=max(allocatable - used, 0),

@@ -39,12 +39,12 @@ class SimPool:
     gpus: int | None = None
     speed: float | None = None
     """How fast a replica here really is, against the engine profile (prefill and decode alike);
-    None: as fast as the spec's relativeThroughput declares. A speed the spec gets wrong is
+    None: as fast as the spec says (`GPUPoolSpec.speed`). A speed the spec gets wrong is
     what thrifty learns (`thrifty.api.throughput`)."""
 
     @property
     def true_speed(self) -> float:
-        return self.spec.relative_throughput if self.speed is None else self.speed
+        return self.spec.speed if self.speed is None else self.speed
 
 
 @dataclass(frozen=True)
