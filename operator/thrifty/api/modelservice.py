@@ -834,6 +834,14 @@ class PoolReplicas(common.Model):
     capacity_type: str = Field(max_length=16, description="OnDemand, Spot or Reserved.")
     replicas: int = Field(ge=0, description="Replicas the operator asked for in this pool.")
     ready_replicas: int = Field(default=0, ge=0, description="Of those, passing readiness.")
+    reclaiming: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Of those, replicas on nodes being reclaimed (tainted for interruption): they serve "
+            "until their node goes but count for nothing, and their replacements are ordered."
+        ),
+    )
     dollars_per_hour: float = Field(ge=0, description="Their spend, USD per hour.")
     effective_dollars_per_hour: float = Field(
         ge=0,

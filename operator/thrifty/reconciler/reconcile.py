@@ -343,6 +343,7 @@ def _offers(
                 current=current,
                 ready=0 if deployment is None else deployment.ready_replicas,
                 doomed=min(doomed.get(name, 0), current),
+                replaced=last.reclaiming if last else 0,
                 returnable=reclaimed_at is None
                 or inputs.now_seconds - reclaimed_at >= inputs.return_delay_seconds,
             )
@@ -451,6 +452,7 @@ def _pool_entries(
                 capacity_type=offer.capacity_type.value,
                 replicas=spread_.replicas[offer.name],
                 ready_replicas=state.ready_replicas,
+                reclaiming=offer.doomed,
                 dollars_per_hour=cost.dollars_per_hour(
                     _replicas_paid(inputs, offer.name, state),
                     offer.gpus_per_replica,

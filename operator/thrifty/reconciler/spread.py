@@ -67,6 +67,9 @@ class Offer:
     doomed: int = 0
     """Of ``current``, replicas on nodes being reclaimed: they serve until their node goes, but
     count for nothing (their replacements are ordered now) and are never moved or drained."""
+    replaced: int = 0
+    """Of ``doomed``, those an earlier pass already counted lost and replaced (the status's
+    `reclaiming`): a notice lasts several passes, and its replicas are lost once."""
 
     @property
     def spot(self) -> bool:
@@ -115,7 +118,8 @@ class Spread:
     message: str
     moves: list[Move] = field(default_factory=list)
     lost: dict[str, int] = field(default_factory=dict)
-    """Replicas a pool could no longer hold (reclaimed nodes, quota), per pool."""
+    """Replicas a pool could no longer hold (reclaimed nodes, quota) since the last pass, per
+    pool."""
 
 
 def units(offers: Sequence[Offer], counts: Mapping[str, int]) -> float:
@@ -148,13 +152,14 @@ def spread(
 ) -> Spread:
     """Replicas per pool for ``target`` reference replicas (see the module doc for the steps)."""
     keep = {o.name: min(o.current - o.doomed, o.room) for o in offers}
-    lost = {o.name: o.current - keep[o.name] for o in offers if o.current > keep[o.name]}
-    before = {o.name: o.current for o in offers}
+    news = {o.name: o.current - keep[o.name] - min(o.replaced, o.doomed) for o in offers}
+    lost = {name: count for name, count in news.items() if count > 0}
+    before = {o.name: o.current - min(o.replaced, o.doomed) for o in offers}
     full: set[str] = set()
     added = _grow(offers, keep, target, cheapest, min_on_demand, full)
     removed = _shrink(offers, keep, target, cheapest, min_on_demand)
     returning: tuple[Offer, Offer, int] | None = None
-    if not added and not removed and not lost:
+    if not added and not removed and not lost and not any(o.doomed for o in offers):
         returning = _return(offers, keep, cheapest, min_on_demand)
     short = units(offers, keep) + EPSILON < target
     drained = bool(removed) and not added and previous_target == target

@@ -567,3 +567,53 @@ def test_a_lost_replicas_replacement_is_not_read_as_placed_once_the_lost_pod_is_
     back = reconcile.plan(dataclasses.replace(later, nodes=SPREAD_NODES))
     assert _read_back(back, {})["spot"].asked == 1
     assert [move.reason for move in back.moves] == [explain.RETURNING]
+
+
+def test_replicas_under_a_reclaim_notice_are_lost_once_not_at_every_pass() -> None:
+    """The spot node is tainted for reclaim and stays for its notice, several passes: the first
+    pass orders the replacements (CapacityReclaimed, the return delay stamped), the next ones
+    see the same doomed replicas already replaced and neither report nor stamp them again."""
+    settled = spread_inputs(
+        deployments={
+            "h100": rolled_out(1),
+            "spot": rolled_out(2),
+            "l4": reconcile.DeploymentState(),
+        }
+    )
+    before = reconcile.plan(settled)
+    on_spot = [
+        placement.PodInfo(
+            "ns",
+            f"spot-{i}",
+            "s0",
+            4,
+            {placement.POOL_LABEL: "spot", placement.MODEL_SERVICE_LABEL: "llama"},
+        )
+        for i in range(2)
+    ]
+    nodes = [dataclasses.replace(n, reclaiming=True) if n.name == "s0" else n for n in SPREAD_NODES]
+    noticed = dataclasses.replace(
+        settled,
+        status=before.status,
+        nodes=nodes,
+        pods=on_spot,
+        deployments=_read_back(before, {"h100": 1, "spot": 2}),
+    )
+    first = reconcile.plan(noticed)
+    assert [move.reason for move in first.moves] == [explain.CAPACITY_RECLAIMED]
+    spot = {p.pool: p for p in first.status.pools}["spot"]
+    assert (spot.replicas, spot.reclaiming) == (2, 2), "the doomed serve through the notice"
+    assert spot.last_reclaim_time == "2026-01-01T00:00:00Z"
+    second = reconcile.plan(
+        dataclasses.replace(
+            noticed,
+            status=first.status,
+            deployments=_read_back(first, {"h100": 1, "spot": 2}),
+            now="2026-01-01T00:00:30Z",
+            now_seconds=30.0,
+        )
+    )
+    assert second.moves == [], "the same notice is news once"
+    again = {p.pool: p for p in second.status.pools}["spot"]
+    assert again == spot, "not stamped again: the return delay counts from the notice"
+    assert _read_back(second, {})["h100"].asked == _read_back(first, {})["h100"].asked

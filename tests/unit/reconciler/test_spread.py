@@ -192,6 +192,15 @@ def test_replicas_on_a_tainted_node_serve_until_it_goes_while_replacements_start
     placed = place(tainted, 3.4, previous_target=3.4)
     assert placed.replicas == {"h100-spot": 4, "h100-on-demand": 4}
     assert [m.reason for m in placed.moves] == [explain.CAPACITY_RECLAIMED]
+    assert placed.lost == {"h100-spot": 4}
+    # The next pass, same notice: the doomed are already replaced, not lost again.
+    noticed = [
+        dataclasses.replace(tainted[0], replaced=4),
+        dataclasses.replace(tainted[1], current=4, ready=0),
+    ]
+    again = place(noticed, 3.4, previous_target=3.4)
+    assert again.replicas == placed.replicas
+    assert (again.moves, again.lost) == ([], {})
     gone = [dataclasses.replace(before[0], current=4, ready=4, room=0), before[1]]
     after = place([gone[0], dataclasses.replace(gone[1], current=4, ready=4)], 3.4)
     assert after.replicas == {"h100-spot": 0, "h100-on-demand": 4}
