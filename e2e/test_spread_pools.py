@@ -147,6 +147,12 @@ def _pool_gpus(cluster: Cluster, pool: str, namespace: str) -> int:
     )
 
 
+def _pool_entry(body: dict[str, Any], pool: str) -> dict[str, Any]:
+    entries = [p for p in (body.get("status") or {}).get("pools", []) if p["pool"] == pool]
+    assert entries, f"no status.pools entry for {pool}"
+    return dict(entries[0])
+
+
 def reclaims_since(cluster: Cluster, namespace: str, moment: datetime) -> list[str]:
     """CapacityReclaimed Events about the ModelService `spread` last seen after ``moment``."""
     events = cluster.kubectl_json(
@@ -176,7 +182,7 @@ def test_spread_spill_reclaim_and_return(
     cluster: Cluster, namespace: str, operator_process: StartOperator, spread_pools: None
 ) -> None:
     wait_for_h100_on_demand(cluster, 16)
-    operator_process(
+    operator = operator_process(
         namespaces=[namespace],
         env={"THRIFTY_RESYNC_SECONDS": str(RESYNC_SECONDS), "THRIFTY_RETURN_DELAY_SECONDS": "5"},
     )
@@ -227,20 +233,46 @@ def test_spread_spill_reclaim_and_return(
     cluster.kubectl("taint", "node", SPOT_NODE, "karpenter.sh/disrupted=:NoSchedule")
     replaced = {"sp-reserved": 2, "sp-l4": 4, "sp-on-demand": 2}
 
-    def ordered() -> bool | None:
-        return True if placement(cluster, namespace) == {**replaced, "sp-spot": 3} else None
+    def ordered() -> dict[str, Any] | None:
+        body = get(cluster, "modelservice", "spread", namespace)
+        pools = (body.get("status") or {}).get("pools", [])
+        asked = {p["pool"]: p["replicas"] for p in pools if p["replicas"]}
+        return body if asked == {**replaced, "sp-spot": 3} else None
 
-    wait_until(ordered, timeout_seconds=RESYNC_SECONDS, what="replacements", interval_seconds=0.2)
+    first = wait_until(
+        ordered, timeout_seconds=RESYNC_SECONDS, what="replacements", interval_seconds=0.2
+    )
+    stamped = _pool_entry(first, "sp-spot")["lastReclaimTime"]
     ordered_after = time.monotonic() - tainted_at
     print(f"replacements ordered {ordered_after:.1f} s after the spot node was tainted")
     assert ordered_after < REPLACED_WITHIN_SECONDS, "from the node's event"
     assert "CapacityReclaimed" in _event_reasons(cluster, namespace, "spread")
-    wait_placement(cluster, namespace, {**replaced, "sp-spot": 3}, "replacements ready")
+    body = wait_placement(cluster, namespace, {**replaced, "sp-spot": 3}, "replacements ready")
+    assert _pool_entry(body, "sp-spot")["reclaiming"] == 3, "the doomed serve on, counted"
+    # A later pass (a resync, a second or more after the notice's) loses nothing more: the
+    # pool is stamped once, at the notice, so the return delay runs from it.
+    ready_at = time.monotonic()
+    passes = operator.logs().count("ModelService resync pass:")
+    wait_until(
+        lambda: (
+            (
+                time.monotonic() > ready_at + 1.5
+                and operator.logs().count("ModelService resync pass:") > passes
+            )
+            or None
+        ),
+        timeout_seconds=RESYNC_SECONDS + 15,
+        what="a resync pass during the notice",
+    )
+    spot = _pool_entry(get(cluster, "modelservice", "spread", namespace), "sp-spot")
+    assert (spot["reclaiming"], spot["lastReclaimTime"]) == (3, stamped)
 
     # The node goes: its replicas are no longer asked for, and nothing waits Pending.
     deleted_at = datetime.now(UTC)
     cluster.kubectl("delete", "node", SPOT_NODE, "--wait=false")
     body = wait_placement(cluster, namespace, replaced, "the spot replicas gone")
+    assert _pool_entry(body, "sp-spot")["reclaiming"] == 0
+    assert _pool_entry(body, "sp-spot")["lastReclaimTime"] == stamped
     assert unscheduled(cluster, namespace) == []
     assert condition(body, "CapacityLimited")["status"] == "False"  # type: ignore[index]
     # Its pods are gone too before a spot node comes back, as on a cloud, where the new node is
