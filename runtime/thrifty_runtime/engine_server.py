@@ -177,6 +177,18 @@ class EngineServer:
         if self.driver is not None:
             await self.driver.stop()
 
+    async def kill(self) -> None:
+        """What losing the machine does: the port closes and every connection is cut at once,
+        requests in flight included; nothing drains."""
+        runner = self._runner
+        if runner is not None:
+            for site in list(runner.sites):
+                await site.stop()
+            for connection in runner.server.connections if runner.server is not None else ():
+                if connection.transport is not None:
+                    connection.transport.abort()  # a reset, as from a machine that is gone
+        await self.stop()
+
     async def shutdown(self) -> None:
         """What SIGTERM does: drain for `--shutdown-timeout` seconds (if > 0), then stop."""
         if self.settings.shutdown_timeout_seconds > 0:

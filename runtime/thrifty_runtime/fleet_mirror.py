@@ -19,7 +19,11 @@ of a ModelService what its container would have been:
   kubelet does before SIGTERM (a sleep, or a command, run here with the pod's own address in
   place of 127.0.0.1, within the pod's grace period) while the terminating pod leaves its
   EndpointSlices and so the gateway; then its engine drains for its `--shutdown-timeout` and
-  stops; its target goes last.
+  stops; its target goes last;
+- when a Node is deleted (a spot reclaim, a machine lost), the engines of the pods bound to it
+  die at once, as the machine's containers do: the port closes, requests in flight are cut, no
+  hook runs, and the engine never comes back for those pods (the control plane keeps the pod
+  objects, and their endpoints, until the pod garbage collector removes them).
 
     python -m thrifty_runtime.fleet_mirror --file-sd /path/sd/thrifty-fleet.json \\
         [--kubeconfig K] [--namespace NS] [--engine sim|vllm] [--profile 8b] \\
@@ -80,6 +84,8 @@ class PodEngineSpec:
     """`terminationGracePeriodSeconds`: how long the hook may take."""
     pool: str = ""
     """The GPUPool it is placed in (the pod label `thrifty.dev/pool`; "" without one)."""
+    node: str | None = None
+    """`spec.nodeName`: the machine whose loss kills the engine."""
     pod_ip: str | None = None
     """`status.podIP`: with a loopback pod network (`thrifty_runtime.podnet`), the engine
     listens on its loopback twin at the container's own port, so the pod's EndpointSlice
@@ -130,6 +136,7 @@ def pod_engine_spec(pod: Mapping[str, Any], default_engine: str = "sim") -> PodE
         grace_seconds=30.0 if grace is None else float(grace),
         pod_ip=status.get("podIP") or None,
         pool=str(labels.get(POOL_LABEL) or ""),
+        node=(pod.get("spec") or {}).get("nodeName") or None,
     )
 
 
@@ -186,7 +193,12 @@ class FleetMirror:
         self._vllm: tuple[Path, Path] | None = None  # (python, tiny model) once installed
         self._vllm_lock = asyncio.Lock()
         self._starting: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        self._starting_spec: dict[tuple[str, str, str], PodEngineSpec] = {}
         self._gone_while_starting: set[tuple[str, str, str]] = set()
+        self._gone_nodes: set[str] = set()
+        """Deleted nodes (forgotten when one of the name is added back)."""
+        self._lost: set[tuple[str, str, str]] = set()
+        """Pods whose node was deleted under them: never served again (forgotten with them)."""
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -195,9 +207,12 @@ class FleetMirror:
         self._write_state()
         loop = asyncio.get_running_loop()
         self._watch_thread = threading.Thread(
-            target=self._watch, args=(loop,), name="pod-watch", daemon=True
+            target=self._watch, args=(loop, "pods"), name="pod-watch", daemon=True
         )
         self._watch_thread.start()
+        threading.Thread(
+            target=self._watch, args=(loop, "nodes"), name="node-watch", daemon=True
+        ).start()
         consumer = asyncio.create_task(self._consume())
         await stop.wait()
         self._stop.set()
@@ -210,56 +225,54 @@ class FleetMirror:
         await asyncio.gather(*(self._retire(key) for key in list(self._engines)))
         self._write_targets()
 
-    # -- watching pods (a thread: the client's watch blocks) ------------------------------------
+    # -- watching pods and nodes (threads: the client's watch blocks) ---------------------------
 
-    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _watch(self, loop: asyncio.AbstractEventLoop, what: str) -> None:
+        """Lists then watches ``what`` (pods or nodes), relisting when the watch expires; queues
+        (SYNC or NODES, the listing) and then (event type, object), node events prefixed."""
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
 
-        def put(kind: str, pod: Any) -> None:
-            body = self._api.api_client.sanitize_for_serialization(pod)
+        function, kwargs = self._source(what)
+        prefix, sync = ("", "SYNC") if what == "pods" else ("NODE_", "NODES")
+
+        def put(kind: str, body: Any) -> None:
             loop.call_soon_threadsafe(self._queue.put_nowait, (kind, body))
 
         while not self._stop.is_set():
             try:
-                listing = self._list()
-                loop.call_soon_threadsafe(
-                    self._queue.put_nowait,
-                    (
-                        "SYNC",
-                        {"items": self._api.api_client.sanitize_for_serialization(listing.items)},
-                    ),
-                )
+                listing = function(**kwargs)
+                items = self._api.api_client.sanitize_for_serialization(listing.items)
+                put(sync, {"items": items})
                 stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
-                    self._list_function(),
-                    label_selector=MODEL_SERVICE_LABEL,
+                    function,
                     resource_version=listing.metadata.resource_version,
                     timeout_seconds=30,
-                    **self._namespace_kwargs(),
+                    **kwargs,
                 )
                 for event in stream:
                     if self._stop.is_set():
                         return
-                    put(str(event["type"]), event["object"])
+                    body = self._api.api_client.sanitize_for_serialization(event["object"])
+                    put(prefix + str(event["type"]), body)
             except ApiException as error:
                 # 410 Gone: our resource version expired; relist. Anything else: back off.
                 if error.status != 410:
-                    log.warning("pod watch failed (%s); retrying", error.status)
+                    log.warning("%s watch failed (%s); retrying", what, error.status)
                     time.sleep(1.0)
             except Exception as error:  # the API server may restart; never let the thread die
-                log.warning("pod watch failed (%s); retrying", error)
+                log.warning("%s watch failed (%s); retrying", what, error)
                 time.sleep(1.0)
 
-    def _namespace_kwargs(self) -> dict[str, str]:
-        return {"namespace": self.settings.namespace} if self.settings.namespace else {}
-
-    def _list_function(self) -> Any:
+    def _source(self, what: str) -> tuple[Any, dict[str, str]]:
+        if what == "nodes":
+            return self._api.list_node, {}
         if self.settings.namespace:
-            return self._api.list_namespaced_pod
-        return self._api.list_pod_for_all_namespaces
-
-    def _list(self) -> Any:
-        return self._list_function()(label_selector=MODEL_SERVICE_LABEL, **self._namespace_kwargs())
+            return self._api.list_namespaced_pod, {
+                "namespace": self.settings.namespace,
+                "label_selector": MODEL_SERVICE_LABEL,
+            }
+        return self._api.list_pod_for_all_namespaces, {"label_selector": MODEL_SERVICE_LABEL}
 
     # -- reconciling engines with pods ----------------------------------------------------------
 
@@ -269,6 +282,10 @@ class FleetMirror:
             try:
                 if kind == "SYNC":
                     await self._sync(body["items"])
+                elif kind == "NODES":
+                    await self._sync_nodes(body["items"])
+                elif kind.startswith("NODE_"):
+                    await self._on_node_event(kind.removeprefix("NODE_"), body)
                 else:
                     await self._on_event(kind, body)
             except Exception:
@@ -279,6 +296,7 @@ class FleetMirror:
         serving = {s.key: s for s in specs if s is not None and s.serving}
         for key in [k for k in self._engines if k not in serving]:
             self._begin_retire(key)
+        self._lost &= {s.key for s in specs if s is not None}
         for spec in serving.values():
             await self._ensure(spec)
 
@@ -286,16 +304,64 @@ class FleetMirror:
         spec = pod_engine_spec(pod, self.settings.default_engine)
         if spec is None:
             return
+        if kind == "DELETED":
+            self._lost.discard(spec.key)
         if kind == "DELETED" or not spec.serving:
             self._begin_retire(spec.key)
         else:
             await self._ensure(spec)
 
+    async def _sync_nodes(self, nodes: list[dict[str, Any]]) -> None:
+        """A relist: the nodes the engines run on that are no longer listed were deleted."""
+        names = {str((n.get("metadata") or {}).get("name")) for n in nodes}
+        self._gone_nodes -= names
+        bound = {e.spec.node for e in self._engines.values() if e.spec.node}
+        for name in sorted(bound - names):
+            await self._lose_node(name)
+
+    async def _on_node_event(self, kind: str, node: dict[str, Any]) -> None:
+        name = str((node.get("metadata") or {}).get("name"))
+        if kind == "DELETED":
+            await self._lose_node(name)
+        else:
+            self._gone_nodes.discard(name)
+
+    async def _lose_node(self, name: str) -> None:
+        """The machine is gone: its engines die at once, requests in flight with them."""
+        self._gone_nodes.add(name)
+        for key, spec in self._starting_spec.items():
+            if spec.node == name:
+                self._lost.add(key)  # killed as soon as it has started
+        doomed = [k for k, e in self._engines.items() if e.spec.node == name]
+        for key in doomed:
+            self._lost.add(key)
+            await self._kill(key)
+        if doomed:
+            pods = ", ".join(f"{ns}/{pod}" for ns, pod, _ in doomed)
+            log.info("node %s is gone: killed the engines of %s without a drain", name, pods)
+
+    async def _kill(self, key: tuple[str, str, str]) -> None:
+        engine = self._engines.pop(key, None)
+        if engine is None:
+            return
+        if engine.stopping is not None:
+            engine.stopping.cancel()
+        if engine.sim is not None:
+            await engine.sim.kill()
+        elif engine.real is not None:
+            engine.real.kill()
+        self._write_targets()
+        self._write_state()
+
     async def _ensure(self, spec: PodEngineSpec) -> None:
         """Starts an engine for a serving pod, in the background: a real vLLM takes minutes to
-        become healthy and other pods must not wait for it."""
+        become healthy and other pods must not wait for it. A pod whose node is gone gets none,
+        as a pod bound to a lost machine runs nowhere."""
         if spec.key in self._engines or spec.key in self._starting:
             return
+        if spec.key in self._lost or spec.node in self._gone_nodes:
+            return
+        self._starting_spec[spec.key] = spec
         self._starting[spec.key] = asyncio.create_task(self._launch(spec))
 
     async def _launch(self, spec: PodEngineSpec) -> None:
@@ -309,7 +375,11 @@ class FleetMirror:
             return
         finally:
             self._starting.pop(spec.key, None)
+            self._starting_spec.pop(spec.key, None)
         self._engines[spec.key] = engine
+        if spec.key in self._lost:
+            await self._kill(spec.key)
+            return
         if spec.key in self._gone_while_starting:
             # The pod went away during start-up: stop the engine without ever listing it.
             self._gone_while_starting.discard(spec.key)

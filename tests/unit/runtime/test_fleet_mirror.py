@@ -173,3 +173,53 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_a_deleted_node_kills_its_engines_at_once_and_for_good(tmp_path: Path) -> None:
+    """A node is deleted under two pods' engines: the one on it dies with its request in flight
+    (cut, not drained) and its port refuses; the pod object, still listed until the pod garbage
+    collector removes it, never gets an engine again. The engine on the other node serves on."""
+
+    async def scenario() -> None:
+        settings = MirrorSettings(file_sd_path=tmp_path / "sd.json")
+        mirror = FleetMirror(settings, core_api=None)
+        doomed = _pod(spec__nodeName="spot-0")
+        other = _pod(spec__nodeName="h100-0")
+        other["metadata"] = {**other["metadata"], "name": "other", "uid": "u2"}
+        for pod in (doomed, other):
+            await mirror._on_event("ADDED", pod)
+        await asyncio.gather(*mirror._starting.values())
+        urls = {e.spec.pod: e.url for e in mirror._engines.values()}
+        async with aiohttp.ClientSession() as session:
+            body = {"model": "m", "prompt": "hello", "max_tokens": 2000}
+            in_flight = asyncio.create_task(
+                session.post(f"{urls['llama-8b-engine-abc']}/v1/completions", json=body)
+            )
+            await asyncio.sleep(0.3)  # the request is being served
+            await mirror._on_node_event("DELETED", {"metadata": {"name": "spot-0"}})
+            with pytest.raises(aiohttp.ClientError):
+                response = await in_flight
+                await response.read()
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await session.get(f"{urls['llama-8b-engine-abc']}/health")
+            await mirror._on_event("MODIFIED", doomed)  # still Running on paper
+            assert not mirror._starting
+            assert [e.spec.pod for e in mirror._engines.values()] == ["other"]
+            async with session.get(f"{urls['other']}/health") as response:
+                assert response.status == 200
+        await mirror._kill(next(iter(mirror._engines)))
+
+    run(scenario)
+
+
+def test_a_node_missing_from_a_relist_was_deleted(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        mirror = FleetMirror(MirrorSettings(file_sd_path=tmp_path / "sd.json"), core_api=None)
+        await mirror._on_event("ADDED", _pod(spec__nodeName="spot-0"))
+        await asyncio.gather(*mirror._starting.values())
+        await mirror._sync_nodes([{"metadata": {"name": "h100-0"}}])
+        assert mirror._engines == {}
+        await mirror._on_event("MODIFIED", _pod(spec__nodeName="spot-0"))
+        assert not mirror._starting, "a pod bound to a lost machine runs nowhere"
+
+    run(scenario)
