@@ -384,10 +384,12 @@ def reconcile_model_service(
     except pydantic.ValidationError:
         current = modelservice.ModelServiceStatus()
     owned = view.owned_deployments(namespace, name, uid)
+    nodes = view.node_readiness()
     holding: dict[str, int] = {}
     for pod in own:
         pool = ((pod.get("metadata") or {}).get("labels") or {}).get(placement.POOL_LABEL)
-        if (pod.get("spec") or {}).get("nodeName") and pool:
+        # A pod bound to a deleted node holds no GPU anyone pays for: the machine is gone.
+        if (pod.get("spec") or {}).get("nodeName") in nodes and pool:
             holding[pool] = holding.get(pool, 0) + 1
     moment = datetime.now(UTC)
     pool_bodies = view.pool_bodies()
@@ -411,7 +413,7 @@ def reconcile_model_service(
             now_seconds=moment.timestamp(),
             return_delay_seconds=config.return_delay_seconds,
             cold_start_seconds=config.cold_start_seconds,
-            lost=reconcile.lost_replicas(own, view.node_readiness()),
+            lost=reconcile.lost_replicas(own, nodes),
             node_loss_toleration_seconds=config.node_loss_toleration_seconds,
             do_not_disrupt=config.do_not_disrupt,
             pool_shortages=_shortages(pool_bodies, moment.timestamp()),

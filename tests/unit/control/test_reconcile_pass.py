@@ -214,3 +214,34 @@ def test_the_deployment_watch_asks_the_api_server_for_thriftys_deployments_only(
     selectors = settings.watching.label_selectors
     assert list(selectors.collect(deployments)) == ["thrifty.dev/model-service"]
     assert list(selectors.collect(pods)) == [], "a pool's free GPUs count every pod"
+
+
+def test_a_pod_bound_to_a_deleted_node_is_not_billed() -> None:
+    """Two replicas bound to nodes: one to a node that is there, one to a node deleted under it
+    (its pod lingers until the pod garbage collector runs). Only the first holds a GPU anyone
+    pays for."""
+
+    class Patches(FakeKube):
+        def __init__(self) -> None:
+            super().__init__()
+            self.status: dict[str, Any] = {}
+
+        def patch_status(self, plural: str, name: str, patch: dict[str, Any], **_: Any) -> None:
+            self.status.update(patch)
+
+    def pod(name: str, node: str) -> dict[str, Any]:
+        labels = {placement.POOL_LABEL: "h100", placement.MODEL_SERVICE_LABEL: "llama"}
+        return {
+            "metadata": {"name": name, "namespace": "ns", "labels": labels},
+            "spec": {"nodeName": node},
+            "status": {"phase": "Running"},
+        }
+
+    class Bound(FakeView):
+        def replica_pods(self, namespace: str, name: str) -> list[dict[str, Any]]:
+            return [pod("a", "n0"), pod("b", "gone")]
+
+    kube = Patches()
+    body = {**BODY, "spec": {**BODY["spec"], "replicas": 2}}
+    handlers.reconcile_model_service(kube, body, LOG, Bound(), {})  # type: ignore[arg-type]
+    assert kube.status["dollarsPerHour"] == 2.5
