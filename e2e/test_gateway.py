@@ -13,8 +13,10 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import json
+import secrets
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -29,6 +31,7 @@ import pytest
 import fleet_process
 import gateway_process
 from harness import Cluster
+from harness import nodes as test_nodes
 from harness import prometheus as prometheus_process
 from harness.ports import free_port
 from harness.session import LOOPBACK_POD_NETWORK
@@ -42,6 +45,8 @@ from test_autoscale import (
     pool_manifest,
     stop_prometheus,
 )
+from test_reconcile import apply, engine_pods, get
+from test_spread_pools import gpu_pool, placement, unscheduled
 
 __all__ = ["crds", "operator_process"]  # fixtures, re-exported for pytest
 
@@ -132,9 +137,13 @@ def completion(url: str, model: str, timeout_seconds: float, api_key: str | None
 
 
 def answer(
-    url: str, model: str, timeout_seconds: float, api_key: str | None = None
+    url: str,
+    model: str,
+    timeout_seconds: float,
+    api_key: str | None = None,
+    max_tokens: int = 8,
 ) -> tuple[int, dict[str, Any]]:
-    body = json.dumps({"model": model, "prompt": "hello", "max_tokens": 8}).encode()
+    body = json.dumps({"model": model, "prompt": "hello", "max_tokens": max_tokens}).encode()
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
@@ -294,3 +303,141 @@ def test_a_tenant_report_adds_up_to_the_operators_cost_over_the_period(
     assert sum(float(line["dollars"]) for line in lines.values()) == pytest.approx(total)
     east, west = (float(lines[t]["dollars"]) for t in ("east", "west"))
     assert 1.6 < east / west < 2.4  # by their tokens: east sent twice what west did
+
+
+CLIENTS = 4
+"""Clients sending one request after another: this many in flight, on every replica."""
+
+
+@dataclass(frozen=True)
+class Sent:
+    started: float
+    ended: float
+    status: int
+
+
+def _spot_engines(state_file: Path, pods: set[str]) -> set[str]:
+    """Of ``pods``, those the fleet mirror still runs an engine for."""
+    state = json.loads(state_file.read_text()) if state_file.exists() else {"engines": []}
+    return {e["pod"] for e in state["engines"]} & pods
+
+
+def test_every_spot_node_lost_under_load_loses_only_what_spot_was_serving(
+    gateway_stack: GatewayStack, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Issue 11: a ModelService on spot with an on-demand base, under load through the gateway,
+    loses its only spot node at once (deleted, no notice). The fleet mirror kills the engines
+    there as the machine's loss would (their connections cut, their port closed); the gateway
+    runs the requests they were serving again on the on-demand replica and sends the new ones
+    there, the operator orders the replacements on on-demand, and no pod waits Pending for the
+    lost node: no request is lost. The spot node is the test's own (harness.nodes)."""
+    stack = gateway_stack
+    suffix = secrets.token_hex(3)
+    od, spot = f"od-{suffix}", f"spot-{suffix}"
+    request.addfinalizer(lambda: test_nodes.delete_nodes(stack.cluster, [spot]))
+    test_nodes.add_gpu_nodes(stack.cluster, [spot], {"thrifty.dev/pool": spot})
+    apply(
+        stack.cluster,
+        None,
+        gpu_pool(od, {"thrifty.dev/pool": "h100-on-demand"}, pricePerGpuHour=2.5),
+        gpu_pool(spot, {"thrifty.dev/pool": spot}, pricePerGpuHour=1.0, capacityType="Spot"),
+    )
+    request.addfinalizer(
+        lambda: stack.cluster.kubectl("delete", "gpupool", od, spot, "--wait=false")
+    )
+    service = {
+        "apiVersion": "thrifty.dev/v1alpha1",
+        "kind": "ModelService",
+        "metadata": {"name": "spread"},
+        "spec": {
+            "model": {"uri": "hf://meta-llama/Llama-3.1-8B-Instruct"},
+            "servedModelName": "chat",
+            "pools": [spot, od],
+            "placement": "Cheapest",
+            "minOnDemandReplicas": 1,
+            "replicas": 3,
+            "scaling": {"maxReplicas": 6, "mode": "Manual"},
+        },
+    }
+    apply(stack.cluster, stack.namespace, service)
+    _lose_spot_under_load(stack, tmp_path / "fleet.json", od, spot)
+
+
+def _lose_spot_under_load(stack: GatewayStack, state_file: Path, od: str, spot: str) -> None:
+    def placed_ready() -> dict[str, Any] | None:
+        body = get(stack.cluster, "modelservice", "spread", stack.namespace)
+        pools = (body.get("status") or {}).get("pools", [])
+        ready = {p["pool"]: p["readyReplicas"] for p in pools if p["readyReplicas"]}
+        return body if ready == placement(stack.cluster, stack.namespace) else None
+
+    eventually(
+        lambda: (
+            placed_ready()
+            if placement(stack.cluster, stack.namespace) == {od: 1, spot: 2}
+            else None
+        ),
+        90,
+        "1 on-demand and 2 spot replicas ready",
+    )
+    eventually(lambda: len(stack.get("/debug/endpoints")) == 3 or None, 60, "3 endpoints routed")
+    on_spot = {
+        p["metadata"]["name"]
+        for p in engine_pods(stack.cluster, namespace=stack.namespace, name="spread")
+        if p["spec"].get("nodeName") == spot
+    }
+    assert len(on_spot) == 2
+    eventually(lambda: _spot_engines(state_file, on_spot) == on_spot or None, 60, "spot engines")
+
+    sent: list[Sent] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set() and len(sent) < 20_000:
+            started = time.monotonic()
+            # Long enough (about a second) that the spot replicas have requests in flight.
+            status = answer(stack.gateway_url, "chat", 30, max_tokens=128)[0]
+            sent.append(Sent(started, time.monotonic(), status))
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=CLIENTS) as clients:
+        running = [clients.submit(client) for _ in range(CLIENTS)]
+        try:
+            eventually(lambda: len(sent) >= 20 or None, 60, "traffic on all three replicas")
+            test_nodes.delete_nodes(stack.cluster, [spot])
+            eventually(
+                lambda: not _spot_engines(state_file, on_spot) or None, 30, "spot engines killed"
+            )
+            killed = time.monotonic()
+            body = eventually(
+                lambda: (
+                    placed_ready() if placement(stack.cluster, stack.namespace) == {od: 3} else None
+                ),
+                90,
+                "the replacements ready on on-demand",
+            )
+            assert unscheduled(stack.cluster, stack.namespace) == [], "no Pending pile"
+            served_then = len(sent)
+            eventually(lambda: len(sent) >= served_then + 20 or None, 60, "traffic after")
+        finally:
+            stop.set()
+            for future in running:
+                future.result(timeout=60)
+    after = [s for s in sent if s.started > killed]
+    lost = [s for s in sent if s.status != 200]
+    moved = metric_value(
+        stack.metrics(),
+        "thrifty_gateway_retries_total",
+        namespace=stack.namespace,
+        modelservice="spread",
+    )
+    print(
+        f"{len(sent)} requests, {len(after)} sent after the spot engines died, "
+        f"{moved} attempts moved to another replica, failed: {[s.status for s in lost]}"
+    )
+    assert len(after) >= 20
+    # The requests in flight on spot were cut before their answer (an answer that is not
+    # streamed is sent whole at the end): the gateway ran them again on the on-demand replica,
+    # so not even those are lost. The least-loaded pick keeps requests on every replica.
+    assert moved is not None and moved >= 1
+    assert lost == [], "a request an on-demand replica could have taken was lost"
+    # Billed: the 3 on-demand replicas; the lost spot pods hold no GPU anyone pays for.
+    assert body["status"]["dollarsPerHour"] == pytest.approx(3 * 2.5)
