@@ -256,6 +256,9 @@ class FleetMirror:
                     body = self._api.api_client.sanitize_for_serialization(event["object"])
                     put(prefix + str(event["type"]), body)
             except ApiException as error:
+                if what == "nodes" and error.status == 403:
+                    log.warning("may not watch nodes: engines will not die with their node")
+                    return
                 # 410 Gone: our resource version expired; relist. Anything else: back off.
                 if error.status != 410:
                     log.warning("%s watch failed (%s); retrying", what, error.status)
