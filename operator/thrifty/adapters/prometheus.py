@@ -680,9 +680,9 @@ class PrometheusSignals:
             raise PrometheusQueryError(f"Prometheus at {self.url} sent a non-vector result")
         return result
 
-    def _query_all(self, key: ServiceKey | None) -> _Answers:
+    def _query_all(self, key: ServiceKey | None, per_pool: bool) -> _Answers:
         """Runs every query; raises `MetricsError` on the first failure. The histograms come
-        by name (`TTFT`, `QUEUE_TIME`, `PREFILL_TIME`)."""
+        by name (`TTFT`, `QUEUE_TIME`, `PREFILL_TIME`); the per-pool ones only if ``per_pool``."""
         queries = build_queries(key, self._windows)
         if self._held_requests_metric:
             queries |= build_held_queries(key, self._held_requests_metric)
@@ -693,15 +693,21 @@ class PrometheusSignals:
         }
         pools = pool_prefill_by_service(
             {name: self.query(promql) for name, promql in build_pool_queries(key).items()}
+            if per_pool
+            else {}
         )
         return _Answers(values, histograms, pools)
 
-    def read_all_blocking(self, keys: Iterable[ServiceKey]) -> dict[ServiceKey, SignalsReading]:
-        """One round of queries for many ModelServices (one query per signal, not per service)."""
+    def read_all_blocking(
+        self, keys: Iterable[ServiceKey], per_pool: bool = True
+    ) -> dict[ServiceKey, SignalsReading]:
+        """One round of queries for many ModelServices (one query per signal, not per service).
+        ``per_pool``: also each pool's prefill, which only a service on two pools or more uses
+        (three queries fewer a round otherwise: a managed Prometheus bills by the query)."""
         wanted = list(keys)
         selector = wanted[0] if len(wanted) == 1 else None
         try:
-            answers = self._query_all(selector)
+            answers = self._query_all(selector, per_pool)
         except MetricsError as error:
             return {key: SignalsReading(None, str(error)) for key in wanted}
         histograms = answers.histograms
@@ -720,8 +726,10 @@ class PrometheusSignals:
             readings[key] = reading
         return readings
 
-    async def read_all(self, keys: Iterable[ServiceKey]) -> dict[ServiceKey, SignalsReading]:
-        return await asyncio.to_thread(self.read_all_blocking, list(keys))
+    async def read_all(
+        self, keys: Iterable[ServiceKey], per_pool: bool = True
+    ) -> dict[ServiceKey, SignalsReading]:
+        return await asyncio.to_thread(self.read_all_blocking, list(keys), per_pool)
 
     async def read(self, namespace: str, model_service: str) -> SignalsReading:
         """The signals of one ModelService, or None and the reason."""

@@ -48,7 +48,9 @@ class EventSink(Protocol):
 
 
 class SignalsSource(Protocol):
-    async def read_all(self, keys: Iterable[ServiceKey]) -> dict[ServiceKey, SignalsReading]: ...
+    async def read_all(
+        self, keys: Iterable[ServiceKey], per_pool: bool = True
+    ) -> dict[ServiceKey, SignalsReading]: ...
 
 
 def query_error_kind(reason: str) -> str:
@@ -92,7 +94,9 @@ class FleetPass:
     async def run_once(self, world: World, now: datetime) -> Sequence[plan.ServicePlan]:
         started = time.perf_counter()
         keys = [view.key for view in world.services]
-        readings = await self.prometheus.read_all(sorted(keys)) if keys else {}
+        # Each pool's speed is learned only for a service on two pools or more.
+        per_pool = any(len(view.model_service.spec.pools) > 1 for view in world.services)
+        readings = await self.prometheus.read_all(sorted(keys), per_pool) if keys else {}
         for reading in readings.values():
             if reading.signals is None:
                 self.metrics.prometheus_query_errors.labels(

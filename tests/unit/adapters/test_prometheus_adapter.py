@@ -15,6 +15,7 @@ from thrifty.adapters.prometheus import (
     TTFT,
     PrometheusSignals,
     PrometheusUnreachableError,
+    QueryResult,
     QueryWindows,
     buckets_by_service,
     build_bucket_query,
@@ -361,3 +362,27 @@ def test_pool_answers_become_each_services_samples_and_partial_ones_are_left_out
     assert found == {
         KEY: (PoolPrefill("h100", 4.0, 100000.0, 100.0), PoolPrefill("l4", 12.0, 90000.0, 90.0))
     }
+
+
+def test_the_per_pool_queries_are_sent_only_when_asked_for() -> None:
+    """Only a service on two pools or more learns each pool's speed: a round for services on
+    one pool each leaves the three per-pool queries out."""
+
+    class Recorded(PrometheusSignals):
+        def __init__(self) -> None:
+            super().__init__(f"http://127.0.0.1:{_closed_port()}", timeout_seconds=1)
+            self.sent: list[str] = []
+
+        def query(self, promql: str) -> QueryResult:
+            self.sent.append(promql)
+            return []
+
+    pool_queries = set(build_pool_queries(None).values())
+    for per_pool in (False, True):
+        source = Recorded()
+        try:
+            source.read_all_blocking([KEY, ServiceKey("team-b", "x")], per_pool)
+        finally:
+            source.close()
+        assert (pool_queries <= set(source.sent)) is per_pool
+        assert not per_pool or len(source.sent) == len(set(source.sent))

@@ -125,8 +125,12 @@ class FakeSignals:
         self.waiting = waiting
         self.kv_cache_usage = kv_cache_usage
         self.running = running
+        self.per_pool: list[bool] = []
 
-    async def read_all(self, keys: Iterable[ServiceKey]) -> dict[ServiceKey, SignalsReading]:
+    async def read_all(
+        self, keys: Iterable[ServiceKey], per_pool: bool = True
+    ) -> dict[ServiceKey, SignalsReading]:
+        self.per_pool.append(per_pool)
         signals = types.Signals(
             requests_waiting=self.waiting,
             requests_running=self.running,
@@ -399,3 +403,15 @@ def test_a_settled_model_service_with_a_reference_writes_no_second_status() -> N
     for seconds in range(150, 900, 15):
         tick(scaler, cluster, seconds)
     assert len(cluster.statuses) == settled, "a settled ModelService writes nothing"
+
+
+def test_each_pools_speed_is_read_only_while_a_service_spans_pools() -> None:
+    """The per-pool queries cost a managed Prometheus three queries a round; only a service on
+    two pools or more learns from them."""
+    signals = FakeSignals(0)
+    cluster = FakeCluster([ms_body("chat")])
+    scaler, _ = autoscaler(cluster, signals=signals)
+    tick(scaler, cluster)
+    cluster.bodies["other"] = ms_body("other", pools=["h100", "spot"])
+    tick(scaler, cluster, 15)
+    assert signals.per_pool == [False, True]

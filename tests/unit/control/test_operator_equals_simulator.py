@@ -50,7 +50,9 @@ class SeriesSignals:
     def __init__(self) -> None:
         self.tick = 0
 
-    async def read_all(self, keys: Iterable[ServiceKey]) -> dict[ServiceKey, SignalsReading]:
+    async def read_all(
+        self, keys: Iterable[ServiceKey], per_pool: bool = True
+    ) -> dict[ServiceKey, SignalsReading]:
         return {key: SignalsReading(signals_at(self.tick), "read") for key in keys}
 
 
