@@ -521,6 +521,17 @@ def _read_back(plan: reconcile.Plan, ready: dict[str, int]) -> dict[str, reconci
     return states
 
 
+def settled_spread() -> reconcile.Inputs:
+    """SPREAD_SPEC rolled out as placed: 1 replica on h100 and 2 on spot, all ready."""
+    return spread_inputs(
+        deployments={
+            "h100": rolled_out(1),
+            "spot": rolled_out(2),
+            "l4": reconcile.DeploymentState(),
+        }
+    )
+
+
 def test_a_lost_replicas_replacement_is_not_read_as_placed_once_the_lost_pod_is_gone() -> None:
     """The spot node deleted: its 2 replicas are lost, H100 takes their place, and the spot
     Deployment keeps asking for 2 (the lost pods' replacements) while its ReplicaSet still
@@ -528,13 +539,7 @@ def test_a_lost_replicas_replacement_is_not_read_as_placed_once_the_lost_pod_is_
     like any other: read as spot replicas, they were lost a second time (a second
     CapacityReclaimed, the return delay stamped again) and, had the node come back by then, kept
     all at once instead of returning to spot one replica at a time."""
-    settled = spread_inputs(
-        deployments={
-            "h100": rolled_out(1),
-            "spot": rolled_out(2),
-            "l4": reconcile.DeploymentState(),
-        }
-    )
+    settled = settled_spread()
     before = reconcile.plan(settled)
     assert before.status.placement == "h100=1 spot=2" and before.moves == []
     without_spot = [n for n in SPREAD_NODES if n.name != "s0"]
@@ -573,13 +578,7 @@ def test_replicas_under_a_reclaim_notice_are_lost_once_not_at_every_pass() -> No
     """The spot node is tainted for reclaim and stays for its notice, several passes: the first
     pass orders the replacements (CapacityReclaimed, the return delay stamped), the next ones
     see the same doomed replicas already replaced and neither report nor stamp them again."""
-    settled = spread_inputs(
-        deployments={
-            "h100": rolled_out(1),
-            "spot": rolled_out(2),
-            "l4": reconcile.DeploymentState(),
-        }
-    )
+    settled = settled_spread()
     before = reconcile.plan(settled)
     on_spot = [
         placement.PodInfo(
