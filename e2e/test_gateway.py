@@ -312,7 +312,6 @@ CLIENTS = 4
 @dataclass(frozen=True)
 class Sent:
     started: float
-    ended: float
     status: int
 
 
@@ -396,7 +395,7 @@ def _lose_spot_under_load(stack: GatewayStack, state_file: Path, od: str, spot: 
             started = time.monotonic()
             # Long enough (about a second) that the spot replicas have requests in flight.
             status = answer(stack.gateway_url, "chat", 30, max_tokens=128)[0]
-            sent.append(Sent(started, time.monotonic(), status))
+            sent.append(Sent(started, status))
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=CLIENTS) as clients:
         running = [clients.submit(client) for _ in range(CLIENTS)]
