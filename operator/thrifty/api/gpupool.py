@@ -199,7 +199,8 @@ class GPUPoolSpec(common.Model):
             "Tokens per second one replica serves here, relative to a reference replica (an "
             "H100 SXM = 1.0). Sizing counts a replica here as this many reference replicas, and "
             "the $/token of the pool is its price over it. Absent: the prior of the accelerator "
-            "from its datasheet (L4 0.10, L40S 0.31, A100 0.44; docs/pools.md), else 1.0. "
+            "from its datasheet (L4 0.10, L40S 0.31, A100 0.44; docs/pools.md), else 1.0, "
+            "beside other pools (a ModelService on this pool alone counts in its replicas). "
             "Either is replaced by what the pool's replicas are measured to serve."
         ),
     )
@@ -336,8 +337,9 @@ class GPUPoolStatus(common.Model):
         default=None,
         ge=0,
         description=(
-            "The relative throughput a replica here is sized with until a ModelService learns "
-            "its own (its status.autoscaler.poolThroughput)."
+            "The relative throughput a replica here is sized with beside a ModelService's "
+            "other pools, until it learns its own (its status.autoscaler.poolThroughput); a "
+            "ModelService on this pool alone counts in its replicas."
         ),
     )
     relative_throughput_source: SpeedSource | None = Field(

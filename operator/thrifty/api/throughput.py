@@ -90,6 +90,24 @@ def learned(
     return found
 
 
+def in_use(
+    spec: modelservice.ModelServiceSpec,
+    status: modelservice.ModelServiceStatus | None,
+    pools: Mapping[str, gpupool.GPUPoolSpec],
+) -> dict[str, float]:
+    """The relative throughput a pool is sized with for ``spec`` where it is not the pool's own
+    (`GPUPoolSpec.speed`): what was learned there (`learned`), and for a service offered a
+    single pool, that pool's declared value, else 1. A prior compares GPU types; a service on
+    one pool counts in replicas of that pool, so that `replicas: 1` on an L4 pool stays one L4
+    replica rather than the ten its datasheet prior against an H100 would make it."""
+    found = learned(spec, status, pools)
+    offered = [name for name in spec.pools if name in pools]
+    if len(offered) == 1 and offered[0] not in found:
+        declared = pools[offered[0]].relative_throughput
+        found[offered[0]] = 1.0 if declared is None else declared
+    return found
+
+
 def measure(
     samples: Sequence[PoolPrefill], declared: Mapping[str, float], known: Mapping[str, float]
 ) -> dict[str, tuple[float, int]]:

@@ -131,8 +131,8 @@ def _units(
     the one the reconciler's spread counts with, so both see the same reference replicas."""
     cold_start = observe.cold_start_seconds(ms, settings)
     specs = {name: pool.spec for name, pool in world.pools.items()}
-    learned = throughput.learned(ms.spec, ms.status, specs)
-    return capacity.pool_units(world.pools, cold_start, world.observed_hazards, learned)
+    speeds = throughput.in_use(ms.spec, ms.status, specs)
+    return capacity.pool_units(world.pools, cold_start, world.observed_hazards, speeds)
 
 
 def _observation(

@@ -289,7 +289,7 @@ def _offers(
     gpus = spec.engine.gpus_per_replica
     service = (inputs.namespace, inputs.name)
     before = {entry.pool: entry for entry in inputs.status.pools}
-    learned = throughput.learned(spec, inputs.status, inputs.pools)
+    speeds = throughput.in_use(spec, inputs.status, inputs.pools)
     going = {node.name for node in inputs.nodes if node.reclaiming}
     doomed: dict[str, int] = {}
     for pod in inputs.pods:
@@ -336,7 +336,7 @@ def _offers(
                     pool,
                     cold_start_seconds,
                     inputs.observed_hazards.get(name, 0.0),
-                    learned.get(name),
+                    speeds.get(name),
                 ),
                 room=where.replicas,
                 reserved=reserved,

@@ -478,7 +478,8 @@ class _Run:
         share (a tainted pool holds nothing). ``warm``: the opening fleet, serving at t=0."""
         spec = self.model_service.spec
         hazards = self._hazards()
-        learned = self.learned_throughput()
+        pools = {pool.name: pool.spec for pool in self.config.pools}
+        speeds = throughput.in_use(spec, self.model_service.status, pools)
         offers = [
             pools_module.offer(
                 pool,
@@ -489,7 +490,7 @@ class _Run:
                 >= self.config.return_delay_seconds,
                 cold_start_seconds=self.unit_cold_start,
                 observed_hazard=hazards.get(pool.name, 0.0),
-                learned=learned.get(pool.name),
+                learned=speeds.get(pool.name),
             )
             for pool in self.config.pools
         ]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from thrifty.api import accelerators, gpupool
+from thrifty.api import accelerators, gpupool, modelservice, throughput
 from thrifty.reconciler import placement
 
 
@@ -93,3 +93,24 @@ def test_the_pool_status_says_what_speed_sizing_uses_and_where_it_comes_from() -
     shown = status.to_kube()
     assert shown["relativeThroughput"] == pytest.approx(0.1)
     assert shown["relativeThroughputSource"] == "Accelerator"
+
+
+def _service(*pools: str) -> modelservice.ModelServiceSpec:
+    return modelservice.ModelServiceSpec.model_validate(
+        {"model": {"uri": "hf://meta-llama/Llama-3.1-8B-Instruct"}, "pools": list(pools)}
+    )
+
+
+def test_a_prior_compares_pools_and_a_service_on_one_pool_counts_in_its_replicas() -> None:
+    """`replicas: 1` on an L4-only service is one L4 replica, as before there were priors; beside
+    an H100 pool the same L4 pool counts its prior, 0.10."""
+    pools = {
+        "h100": pool(),
+        "l4": pool(accelerator="NVIDIA-L4", gpuMemoryGib=24),
+        "l4-declared": pool(accelerator="NVIDIA-L4", gpuMemoryGib=24, relativeThroughput=0.3),
+    }
+    assert throughput.in_use(_service("l4"), None, pools) == {"l4": 1.0}
+    assert throughput.in_use(_service("l4-declared"), None, pools) == {"l4-declared": 0.3}
+    assert throughput.in_use(_service("h100", "l4"), None, pools) == {}
+    units = {name: pools[name].planned_units(120.0) for name in ("h100", "l4")}
+    assert units == pytest.approx({"h100": 1.0, "l4": 0.1})
