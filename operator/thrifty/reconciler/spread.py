@@ -152,9 +152,9 @@ def spread(
 ) -> Spread:
     """Replicas per pool for ``target`` reference replicas (see the module doc for the steps)."""
     keep = {o.name: min(o.current - o.doomed, o.room) for o in offers}
-    news = {o.name: o.current - keep[o.name] - min(o.replaced, o.doomed) for o in offers}
-    lost = {name: count for name, count in news.items() if count > 0}
+    # What earlier passes left, the doomed they already replaced set aside: lost is the rest.
     before = {o.name: o.current - min(o.replaced, o.doomed) for o in offers}
+    lost = {name: before[name] - keep[name] for name in keep if before[name] > keep[name]}
     full: set[str] = set()
     added = _grow(offers, keep, target, cheapest, min_on_demand, full)
     removed = _shrink(offers, keep, target, cheapest, min_on_demand)

@@ -79,7 +79,7 @@ def test_a_declared_throughput_wins_then_the_prior_then_the_reference() -> None:
     assert (unknown.speed, unknown.speed_source) == (1.0, gpupool.SpeedSource.DEFAULT)
 
 
-def test_the_prior_sizes_a_replica_and_prices_the_pool() -> None:
+def test_the_prior_sizes_a_replica_until_a_speed_is_learned() -> None:
     """Ten L4 replicas stand in for one H100 replica until the L4s are measured."""
     l4 = pool(accelerator="NVIDIA-L4")
     assert l4.planned_units(120.0) == pytest.approx(0.1)
