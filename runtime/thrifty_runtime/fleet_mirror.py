@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import ipaddress
 import json
@@ -53,6 +54,10 @@ from thrifty_runtime import podnet
 from thrifty_runtime.engine_server import EngineServer, settings_from_args
 
 log = logging.getLogger("thrifty_runtime.fleet_mirror")
+
+EVENT_QUEUE_SIZE = 1024
+"""Watch events waiting for the mirror: a full queue holds the watch threads back (the API
+server then buffers, or ends the watch, and the relist restores what was missed)."""
 
 MODEL_SERVICE_LABEL = "thrifty.dev/model-service"
 POOL_LABEL = "thrifty.dev/pool"
@@ -187,13 +192,12 @@ class FleetMirror:
         self.settings = settings
         self._api = core_api
         self._engines: dict[tuple[str, str, str], MirroredEngine] = {}
-        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(EVENT_QUEUE_SIZE)
         self._stop = threading.Event()
         self._watch_thread: threading.Thread | None = None
         self._vllm: tuple[Path, Path] | None = None  # (python, tiny model) once installed
         self._vllm_lock = asyncio.Lock()
-        self._starting: dict[tuple[str, str, str], asyncio.Task[None]] = {}
-        self._starting_spec: dict[tuple[str, str, str], PodEngineSpec] = {}
+        self._starting: dict[tuple[str, str, str], tuple[PodEngineSpec, asyncio.Task[None]]] = {}
         self._gone_while_starting: set[tuple[str, str, str]] = set()
         self._gone_nodes: set[str] = set()
         """Deleted nodes (forgotten when one of the name is added back)."""
@@ -221,9 +225,14 @@ class FleetMirror:
             await consumer
         for key in list(self._starting):
             self._gone_while_starting.add(key)
-        await asyncio.gather(*self._starting.values(), return_exceptions=True)
+        await self.started()
         await asyncio.gather(*(self._retire(key) for key in list(self._engines)))
         self._write_targets()
+
+    async def started(self) -> None:
+        """Waits for the engines being started now (each ends serving, retired or failed)."""
+        launches = [task for _, task in self._starting.values()]
+        await asyncio.gather(*launches, return_exceptions=True)
 
     # -- watching pods and nodes (threads: the client's watch blocks) ---------------------------
 
@@ -237,7 +246,7 @@ class FleetMirror:
         prefix, sync = ("", "SYNC") if what == "pods" else ("NODE_", "NODES")
 
         def put(kind: str, body: Any) -> None:
-            loop.call_soon_threadsafe(self._queue.put_nowait, (kind, body))
+            self._put(loop, (kind, body))
 
         while not self._stop.is_set():
             try:
@@ -266,6 +275,18 @@ class FleetMirror:
             except Exception as error:  # the API server may restart; never let the thread die
                 log.warning("%s watch failed (%s); retrying", what, error)
                 time.sleep(1.0)
+
+    def _put(self, loop: asyncio.AbstractEventLoop, item: tuple[str, dict[str, Any]]) -> None:
+        """Queues from a watch thread, waiting while the queue is full (never dropping: a lost
+        DELETED would leave an engine serving for a pod that is gone) until the mirror stops."""
+        queued = asyncio.run_coroutine_threadsafe(self._queue.put(item), loop)
+        while not self._stop.is_set():
+            try:
+                queued.result(timeout=1.0)
+                return
+            except concurrent.futures.TimeoutError:
+                continue
+        queued.cancel()
 
     def _source(self, what: str) -> tuple[Any, dict[str, str]]:
         if what == "nodes":
@@ -332,7 +353,7 @@ class FleetMirror:
     async def _lose_node(self, name: str) -> None:
         """The machine is gone: its engines die at once, requests in flight with them."""
         self._gone_nodes.add(name)
-        for key, spec in self._starting_spec.items():
+        for key, (spec, _) in self._starting.items():
             if spec.node == name:
                 self._lost.add(key)  # killed as soon as it has started
         doomed = [k for k, e in self._engines.items() if e.spec.node == name]
@@ -364,8 +385,7 @@ class FleetMirror:
             return
         if spec.key in self._lost or spec.node in self._gone_nodes:
             return
-        self._starting_spec[spec.key] = spec
-        self._starting[spec.key] = asyncio.create_task(self._launch(spec))
+        self._starting[spec.key] = (spec, asyncio.create_task(self._launch(spec)))
 
     async def _launch(self, spec: PodEngineSpec) -> None:
         try:
@@ -378,7 +398,6 @@ class FleetMirror:
             return
         finally:
             self._starting.pop(spec.key, None)
-            self._starting_spec.pop(spec.key, None)
         self._engines[spec.key] = engine
         if spec.key in self._lost:
             await self._kill(spec.key)

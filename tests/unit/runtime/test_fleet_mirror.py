@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from thrifty_runtime import podnet
+from thrifty_runtime import fleet_mirror, podnet
 from thrifty_runtime.fleet_mirror import (
     FleetMirror,
     MirrorSettings,
@@ -188,7 +189,7 @@ def test_a_deleted_node_kills_its_engines_at_once_and_for_good(tmp_path: Path) -
         other["metadata"] = {**other["metadata"], "name": "other", "uid": "u2"}
         for pod in (doomed, other):
             await mirror._on_event("ADDED", pod)
-        await asyncio.gather(*mirror._starting.values())
+        await mirror.started()
         urls = {e.spec.pod: e.url for e in mirror._engines.values()}
         async with aiohttp.ClientSession() as session:
             body = {"model": "m", "prompt": "hello", "max_tokens": 2000}
@@ -222,10 +223,56 @@ def test_a_node_missing_from_a_relist_was_deleted(tmp_path: Path) -> None:
     async def scenario() -> None:
         mirror = FleetMirror(MirrorSettings(file_sd_path=tmp_path / "sd.json"), core_api=None)
         await mirror._on_event("ADDED", _pod(spec__nodeName="spot-0"))
-        await asyncio.gather(*mirror._starting.values())
+        await mirror.started()
         await mirror._sync_nodes([{"metadata": {"name": "h100-0"}}])
         assert mirror._engines == {}
         await mirror._on_event("MODIFIED", _pod(spec__nodeName="spot-0"))
         assert not mirror._starting, "a pod bound to a lost machine runs nowhere"
 
     run(scenario)
+
+
+def test_a_full_event_queue_holds_the_watch_back_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events beyond the queue's bound wait in the watch thread until the mirror takes one; a
+    mirror that stops releases a waiting thread."""
+    monkeypatch.setattr(fleet_mirror, "EVENT_QUEUE_SIZE", 2)
+
+    async def scenario() -> None:
+        mirror = FleetMirror(MirrorSettings(file_sd_path=tmp_path / "sd.json"), core_api=None)
+        loop = asyncio.get_running_loop()
+        events = [("ADDED", {"n": n}) for n in range(4)]
+
+        def send() -> None:
+            for event in events[:3]:
+                mirror._put(loop, event)
+
+        sent = threading.Thread(target=send)
+        sent.start()
+        await _until(lambda: mirror._queue.full())
+        assert sent.is_alive(), "the third event waits for room"
+        taken = [await mirror._queue.get()]
+        await asyncio.to_thread(sent.join, 10.0)
+        assert not sent.is_alive()
+        taken += [mirror._queue.get_nowait(), mirror._queue.get_nowait()]
+        assert taken == events[:3]
+
+        for event in events[:2]:
+            mirror._queue.put_nowait(event)
+        blocked = threading.Thread(target=mirror._put, args=(loop, events[3]))
+        blocked.start()
+        mirror._stop.set()
+        await asyncio.to_thread(blocked.join, 10.0)
+        assert not blocked.is_alive(), "stopping releases the watch thread"
+        assert mirror._queue.qsize() == 2
+
+    run(scenario)
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(500):  # at most 5 s
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in 5 s")
