@@ -1,0 +1,245 @@
+"""thrifty on traffic shapes no shared trace has: steady, ramps, a spike, a day, on and off.
+
+Run from the repository root: ``.venv/bin/python bench/shapes.py`` (``--out bench/shapes.md``
+writes the table). The shared traces are five; a rule tuned to them will not show there. Here
+Poisson arrivals follow synthetic rate shapes (`thrifty.sim.traces`: ramp, spike, diurnal, a
+square wave), each with the prompt and output lengths of a shared trace (Azure conversation or
+code), on both engine profiles, with `bench/run.py`'s settings (TTFT SLO 2 s at p95, the
+profile's cold start, the opening fleet the first minutes need). Each case runs:
+
+- ``thrifty``: as it ships, knowing nothing of a replica until it has served;
+- ``static``: every fixed count from 1 up to the first that meets the SLO;
+- ``clairvoyant``: the bound that knows every arrival (planned utilisation 1.0).
+
+Beside them: the case's mean demand and what one replica serves at the case's request mix when
+kept saturated (`load_test`, as `vllm bench serve` at a high concurrency measures it), so a
+reader sees how many replicas' worth of work the shape brings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import run as bench  # bench/run.py: the shared cases and settings
+from thrifty import cli, tracefiles
+from thrifty.sim import traces
+from thrifty.sim.clairvoyant import ClairvoyantPolicy
+from thrifty.sim.engine import Engine, EventKind
+from thrifty.sim.profiles import EngineProfile, profile_by_name
+from thrifty.sim.runner import simulate
+
+DURATION_SECONDS = 3600.0
+SHAPES: dict[str, Callable[[], traces.RateSeries]] = {
+    "steady 2/s": lambda: traces.ramp(2, 2, DURATION_SECONDS),
+    "steady 12/s": lambda: traces.ramp(12, 12, DURATION_SECONDS),
+    "ramp 1->15/s": lambda: traces.ramp(1, 15, DURATION_SECONDS),
+    "ramp 15->1/s": lambda: traces.ramp(15, 1, DURATION_SECONDS),
+    "spike 2->12/s, 3 min": lambda: traces.spike(2, 12, DURATION_SECONDS, 1200, 180),
+    "day in an hour, 6/s +-80 %": lambda: traces.diurnal(6, 0.8, DURATION_SECONDS, 3600),
+    "on/off 1<->10/s, 15 min": lambda: square(1, 10, DURATION_SECONDS, 900),
+}
+MIXES = ("azure-conv", "azure-code")
+PROFILES = ("llama-8b-1xh100", "llama-70b-4xh100")
+MAX_STATIC = 16
+LOAD_TEST_SECONDS = 600.0
+
+
+def square(low: float, high: float, duration: float, period: float) -> traces.RateSeries:
+    """``high`` requests/s for the first half of each period, ``low`` for the second."""
+    window = 10.0
+    rates = tuple(
+        high if (i * window) % period < period / 2 else low for i in range(int(duration // window))
+    )
+    return traces.RateSeries("square", window, rates, traces.SYNTHETIC_ATTRIBUTION)
+
+
+def load_test(profile: EngineProfile, lengths: Sequence[tuple[int, int]]) -> float:
+    """Prompt + generated tokens/s of one replica kept saturated with ``lengths``: twice its
+    batch limit in flight, a new request for each one that finishes; measured over the second
+    half of the run, once the batch has filled."""
+    engine = Engine(profile)
+    mix = itertools.cycle(
+        (p, o)
+        for p, o in lengths
+        if p + o <= min(profile.max_model_len, profile.kv_capacity_tokens)
+    )
+    ids = itertools.count()
+
+    def submit(now: float) -> None:
+        prompt, output = next(mix)
+        engine.submit(str(next(ids)), prompt, output, now)
+
+    for _ in range(2 * profile.max_num_seqs):
+        submit(0.0)
+    half = LOAD_TEST_SECONDS / 2
+    served_at_half: float | None = None
+    now = 0.0
+    while now < LOAD_TEST_SECONDS:
+        now = min(engine.next_event_time() or LOAD_TEST_SECONDS, LOAD_TEST_SECONDS)
+        if served_at_half is None and now >= half:
+            engine.advance(half)
+            served_at_half = engine.prompt_tokens_total + engine.generation_tokens_total
+        for event in engine.advance(now):
+            if event.kind is EventKind.FINISHED:
+                submit(now)
+    served = engine.prompt_tokens_total + engine.generation_tokens_total
+    return (served - (served_at_half or 0.0)) / half
+
+
+@dataclass(frozen=True)
+class Run:
+    gpu_hours: float
+    attainment: float
+
+
+@dataclass(frozen=True)
+class Row:
+    shape: str
+    mix: str
+    profile: str
+    capacity: float
+    demand: float
+    """Mean prompt + generated tokens/s the case brings."""
+    thrifty: Run
+    static: tuple[int, Run] | None
+    """The fewest fixed replicas that meet the SLO, or None when none up to MAX_STATIC does."""
+    clairvoyant: Run
+
+
+def case(shape: str, mix: str, profile_name: str, seed: int) -> bench.Case:
+    profile = profile_by_name(profile_name)
+    lengths = tracefiles.load_trace(mix, tracefiles.TraceOptions(seed=seed))
+    trace = traces.synthesize(SHAPES[shape](), lengths, seed=seed, name=shape)
+    cold = profile.cold_start_seconds
+    opening = ClairvoyantPolicy(trace, profile, cold, 2.0)
+    return bench.Case(trace, profile, cold, max(1, opening.replicas_needed(0.0, cold)))
+
+
+def one(job: tuple[str, str, str, int]) -> Row:
+    shape, mix, profile_name, seed = job
+    args = bench.parse_args(["--seed", str(seed)])
+    found = case(shape, mix, profile_name, seed)
+    requests = found.trace.requests
+    capacity = load_test(found.profile, [(r.prompt_tokens, r.output_tokens) for r in requests])
+
+    def run(policy_name: str) -> Run:
+        ms = bench._model_service(args, found)
+        policy = cli.build_policy(policy_name, bench._context(args, found))
+        result = simulate(found.trace, policy, bench._config(args, found, ms))
+        return Run(result.gpu_hours, result.slo_attainment)
+
+    static = None
+    for count in range(1, MAX_STATIC + 1):
+        fixed = bench._model_service(args, found, min_replicas=count, max_replicas=count)
+        policy = cli.build_policy(f"static,replicas={count}", bench._context(args, found))
+        config = replace(bench._config(args, found, fixed), initial_replicas=count)
+        result = simulate(found.trace, policy, config)
+        if result.slo_attainment >= 0.95:
+            static = (count, Run(result.gpu_hours, result.slo_attainment))
+            break
+    return Row(
+        shape,
+        mix,
+        profile_name,
+        capacity,
+        sum(r.prompt_tokens + r.output_tokens for r in requests) / found.trace.duration_seconds,
+        run("thrifty"),
+        static,
+        run("clairvoyant,utilization=1.0"),
+    )
+
+
+def _run(run: Run) -> str:
+    return f"{run.gpu_hours:.2f} ({100 * run.attainment:.1f} %)"
+
+
+def verdict(run: Run, static: tuple[int, Run] | None) -> str:
+    """Whether the SLO is met (at least 95 % within 2 s), and the cost against the cheapest
+    fixed fleet that meets it."""
+    met = run.attainment >= 0.95
+    if static is None:
+        return "meets the SLO" if met else "misses the SLO (so does every static count)"
+    ratio = run.gpu_hours / static[1].gpu_hours
+    return f"{'meets' if met else '**misses**'} the SLO, {ratio:.2f}x static"
+
+
+def table(rows: Sequence[Row]) -> list[str]:
+    lines = [
+        "| shape | lengths | profile | mean demand tok/s | one replica saturated tok/s | "
+        "thrifty GPU-h (SLO) | cheapest static meeting the SLO | clairvoyant |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        static = (
+            "none up to 16" if row.static is None else f"{row.static[0]}: {_run(row.static[1])}"
+        )
+        lines.append(
+            f"| {row.shape} | {row.mix} | {row.profile} | {row.demand:,.0f} | "
+            f"{row.capacity:,.0f} | {_run(row.thrifty)}: {verdict(row.thrifty, row.static)} | "
+            f"{static} | {_run(row.clairvoyant)} |"
+        )
+    return lines
+
+
+def summary(rows: Sequence[Row]) -> list[str]:
+    feasible = [(row.thrifty, row.static[1]) for row in rows if row.static is not None]
+    met = [(run, static) for run, static in feasible if run.attainment >= 0.95]
+    ratios = [run.gpu_hours / static.gpu_hours for run, static in met]
+    mean = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else math.nan
+    return [
+        f"- thrifty meets the SLO on {len(met)} of the {len(feasible)} cases a static fleet "
+        f"meets it on; where it does, at {mean:.2f}x the cheapest such static fleet's GPU-hours "
+        "(geometric mean)."
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES))
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    jobs = [
+        (shape, mix, profile, args.seed)
+        for shape in args.shapes
+        for mix in MIXES
+        for profile in PROFILES
+    ]
+    with ProcessPoolExecutor(args.jobs) as pool:
+        rows = list(pool.map(one, jobs))
+    elapsed = time.perf_counter() - started
+    command = " ".join(["bench/shapes.py", *(argv if argv is not None else sys.argv[1:])])
+    lengths = sorted(
+        {tracefiles.load_trace(mix, tracefiles.TraceOptions()).attribution for mix in MIXES}
+    )
+    text = [
+        "# thrifty on synthetic traffic shapes",
+        "",
+        f"`.venv/bin/python {command}` ({elapsed:.0f} s on this 2-core machine; the table, then "
+        "any text below it added by hand). TTFT SLO 2 s at p95, Poisson arrivals at the shape's "
+        f"rate (seed {args.seed}), one hour each; the script's docstring says what runs. "
+        f"Token lengths: {'; '.join(lengths)}.",
+        "",
+        *table(rows),
+        "",
+        *summary(rows),
+    ]
+    output = "\n".join(text) + "\n"
+    if args.out:
+        args.out.write_text(output)
+    print(output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
