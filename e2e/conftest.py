@@ -20,6 +20,10 @@ import pytest
 
 from harness import Cluster, HarnessError, Session, chaos, connect_existing, start_local
 
+# Test modules import the operator fixtures directly and two also list them as a plugin: marked
+# before the first import, the module's asserts are rewritten wherever it is imported from.
+pytest.register_assert_rewrite("operator_process")
+
 E2E_DIR = Path(__file__).resolve().parent
 
 
