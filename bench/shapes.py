@@ -77,20 +77,24 @@ def load_test(profile: EngineProfile, lengths: Sequence[tuple[int, int]]) -> flo
         prompt, output = next(mix)
         engine.submit(str(next(ids)), prompt, output, now)
 
+    def run_until(until: float) -> float:
+        """Tokens served by ``until``, each finished request replaced by a new one."""
+        for event in engine.advance(until):
+            if event.kind is EventKind.FINISHED:
+                submit(until)
+        return engine.prompt_tokens_total + engine.generation_tokens_total
+
     for _ in range(2 * profile.max_num_seqs):
         submit(0.0)
     half = LOAD_TEST_SECONDS / 2
     served_at_half: float | None = None
-    now = 0.0
+    now = served = 0.0
     while now < LOAD_TEST_SECONDS:
-        now = min(engine.next_event_time() or LOAD_TEST_SECONDS, LOAD_TEST_SECONDS)
+        upcoming = engine.next_event_time()
+        now = LOAD_TEST_SECONDS if upcoming is None else min(upcoming, LOAD_TEST_SECONDS)
         if served_at_half is None and now >= half:
-            engine.advance(half)
-            served_at_half = engine.prompt_tokens_total + engine.generation_tokens_total
-        for event in engine.advance(now):
-            if event.kind is EventKind.FINISHED:
-                submit(now)
-    served = engine.prompt_tokens_total + engine.generation_tokens_total
+            served_at_half = run_until(half)
+        served = run_until(now)
     return (served - (served_at_half or 0.0)) / half
 
 
@@ -114,19 +118,21 @@ class Row:
     clairvoyant: Run
 
 
-def case(shape: str, mix: str, profile_name: str, seed: int) -> bench.Case:
+def case(args: argparse.Namespace, shape: str, mix: str, profile_name: str) -> bench.Case:
+    """As `bench.make_case` for a named trace: the opening fleet is what the first cold start
+    needs, the same for every policy."""
     profile = profile_by_name(profile_name)
-    lengths = tracefiles.load_trace(mix, tracefiles.TraceOptions(seed=seed))
-    trace = traces.synthesize(SHAPES[shape](), lengths, seed=seed, name=shape)
+    lengths = tracefiles.load_trace(mix, tracefiles.TraceOptions(seed=args.seed))
+    trace = traces.synthesize(SHAPES[shape](), lengths, seed=args.seed, name=shape)
     cold = profile.cold_start_seconds
-    opening = ClairvoyantPolicy(trace, profile, cold, 2.0)
+    opening = ClairvoyantPolicy(trace, profile, cold, args.slo_ttft)
     return bench.Case(trace, profile, cold, max(1, opening.replicas_needed(0.0, cold)))
 
 
 def one(job: tuple[str, str, str, int]) -> Row:
     shape, mix, profile_name, seed = job
     args = bench.parse_args(["--seed", str(seed)])
-    found = case(shape, mix, profile_name, seed)
+    found = case(args, shape, mix, profile_name)
     requests = found.trace.requests
     capacity = load_test(found.profile, [(r.prompt_tokens, r.output_tokens) for r in requests])
 
