@@ -198,11 +198,9 @@ def test_a_deleted_node_kills_its_engines_at_once_and_for_good(tmp_path: Path) -
             )
             engine = next(e for e in mirror._engines.values() if e.spec.node == "spot-0")
             assert engine.sim is not None and engine.sim.driver is not None
-            for _ in range(500):  # until the engine holds it: at most 5 s
-                if engine.sim.driver.in_flight:
-                    break
-                await asyncio.sleep(0.01)
-            assert engine.sim.driver.in_flight == 1
+            driver = engine.sim.driver
+            await _until(lambda: driver.in_flight > 0)  # the engine holds the request
+            assert driver.in_flight == 1
             await mirror._on_node_event("DELETED", {"metadata": {"name": "spot-0"}})
             with pytest.raises(aiohttp.ClientError):
                 response = await in_flight
