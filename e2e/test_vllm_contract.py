@@ -310,6 +310,7 @@ def test_every_operator_query_returns_data_from_real_and_simulated_engines(
         assert reading.signals.requests_per_second > 0, key
         assert reading.signals.ttft_p95_seconds is not None, key
         assert reading.signals.requests_waiting_mean is not None, key
+        assert reading.signals.requests_running_mean is not None, key
         # Every request: a 32-token prompt and 96 generated tokens (ignore_eos).
         per_request = reading.signals.tokens_per_finished_request
         assert per_request is not None and abs(per_request - 128.0) <= 8.0, (key, per_request)

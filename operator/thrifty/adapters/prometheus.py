@@ -329,6 +329,9 @@ def build_queries(key: ServiceKey | None, windows: QueryWindows = QueryWindows()
             f"sum by ({GROUP_BY}) (avg_over_time(vllm:num_requests_waiting{sel}{rate}))"
         ),
         "requests_running": f"sum by ({GROUP_BY}) (vllm:num_requests_running{sel})",
+        "requests_running_mean": (
+            f"sum by ({GROUP_BY}) (avg_over_time(vllm:num_requests_running{sel}{rate}))"
+        ),
         "kv_cache_usage": f"avg by ({GROUP_BY}) (vllm:kv_cache_usage_perc{sel})",
         "prompt_tokens_per_second": (
             f"sum by ({GROUP_BY}) (rate(vllm:prompt_tokens_total{sel}{rate}))"
@@ -560,6 +563,7 @@ def signals_from_results(
         ttft_p95_seconds=ttft if ttft is not None and math.isfinite(ttft) else None,
         sample_age_seconds=age,
         requests_waiting_mean=_mean_waiting(key, results, held),
+        requests_running_mean=_mean_running(key, results),
         # NaN (0 / 0) when no request finished in the window.
         tokens_per_finished_request=(
             per_request if per_request is not None and math.isfinite(per_request) else None
@@ -582,6 +586,13 @@ def _mean_waiting(
     if mean is None or not math.isfinite(mean):
         return None
     return max(mean, 0.0) + held
+
+
+def _mean_running(
+    key: ServiceKey, results: Mapping[str, Mapping[ServiceKey, float]]
+) -> float | None:
+    mean = results.get("requests_running_mean", {}).get(key)
+    return max(mean, 0.0) if mean is not None and math.isfinite(mean) else None
 
 
 def _held_only(held: float, age: float) -> SignalsReading:

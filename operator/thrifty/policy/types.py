@@ -74,6 +74,10 @@ class Signals:
     requests_waiting_mean: float | None = None
     """``requests_waiting`` averaged over the rate window (``avg_over_time``); None: not queried,
     read ``requests_waiting``. One scrape of vLLM's gauge shows a scheduler step, not a queue."""
+    requests_running_mean: float | None = None
+    """``requests_running`` averaged over the rate window; None: not queried. Over the generated
+    tokens/s it gives the time a running sequence takes per token, which says how loaded the
+    replicas are (`thrifty.policy.planner.estimate`)."""
     tokens_per_finished_request: float | None = None
     """Mean prompt + generated tokens of the requests finished over the rate window (vLLM's
     ``request_prompt_tokens`` and ``request_generation_tokens`` histograms); None: none

@@ -157,7 +157,8 @@ class Prometheus:
             ),
             ttft_p95_seconds=self._ttft_quantile(now, newest),
             sample_age_seconds=now - newest.time,
-            requests_waiting_mean=self._waiting_mean(now),
+            requests_waiting_mean=self._mean(now, lambda scrape: scrape.requests_waiting),
+            requests_running_mean=self._mean(now, lambda scrape: scrape.requests_running),
             ttft_buckets=self._cumulative(
                 now, newest, TTFT_BUCKETS_SECONDS, lambda scrape: scrape.ttft_buckets
             ),
@@ -190,9 +191,10 @@ class Prometheus:
             )
         return tuple(found)
 
-    def _waiting_mean(self, now: float) -> float:
+    def _mean(self, now: float, gauge: Callable[[Scrape], float]) -> float:
+        """``avg_over_time(<gauge>[rate window])``."""
         window = [
-            scrape.requests_waiting
+            gauge(scrape)
             for scrape in self._scrapes
             if now - self.rate_window_seconds <= scrape.time <= now
         ]

@@ -58,6 +58,7 @@ def test_every_query_selects_the_service_and_uses_only_real_vllm_names() -> None
         "requests_waiting",
         "requests_waiting_mean",
         "requests_running",
+        "requests_running_mean",
         "kv_cache_usage",
         "prompt_tokens_per_second",
         "generation_tokens_per_second",
@@ -81,6 +82,8 @@ def test_windows_reach_the_rate_queries() -> None:
     assert "[30s]" in queries["generation_tokens_per_second"]
     assert "avg_over_time(vllm:num_requests_waiting" in queries["requests_waiting_mean"]
     assert "[30s]" in queries["requests_waiting_mean"]
+    assert "avg_over_time(vllm:num_requests_running" in queries["requests_running_mean"]
+    assert "[30s]" in queries["requests_running_mean"]
     assert "[90s]" in build_bucket_query(KEY, windows)
     assert "by (namespace, modelservice, le)" in build_bucket_query(KEY, windows)
     assert "[90s]" in queries["ttft_p95_seconds"]
@@ -150,16 +153,18 @@ def test_buckets_extrapolated_out_of_order_are_made_cumulative_again() -> None:
     assert counts == [3.6, 10.7, 10.7, 15.3, 15.3]
 
 
-def test_buckets_and_the_waiting_average_reach_the_signals() -> None:
+def test_buckets_and_the_gauge_averages_reach_the_signals() -> None:
     buckets = {KEY: ((0.5, 4.0), (math.inf, 10.0))}
-    results = _results(requests_waiting_mean={KEY: 1.5})
+    results = _results(requests_waiting_mean={KEY: 1.5}, requests_running_mean={KEY: 7.25})
     reading = signals_from_results(KEY, results, staleness_limit_seconds=60, buckets=buckets)
     assert reading.signals is not None
     assert reading.signals.ttft_buckets == buckets[KEY]
     assert reading.signals.requests_waiting_mean == 1.5
+    assert reading.signals.requests_running_mean == 7.25
     bare = signals_from_results(KEY, _results(), staleness_limit_seconds=60)
     assert bare.signals is not None
     assert bare.signals.requests_waiting_mean is None
+    assert bare.signals.requests_running_mean is None
     assert bare.signals.ttft_buckets == ()
 
 

@@ -76,6 +76,13 @@ def test_rates_and_ttft_quantile_match_the_truth_on_a_steady_load() -> None:
     mean = sum(p or 0.0 for p in per_request) / len(per_request)
     assert mean == pytest.approx(mean_prompt + mean_output, rel=0.1)
     assert all(0 <= o.signals.sample_age_seconds <= 10.0 for o in settled if o.signals)
+    # The running batch averaged over the rate window (avg_over_time) averages the same gauge.
+    gauge = [o.signals.requests_running for o in settled if o.signals]
+    running = [o.signals.requests_running_mean for o in settled if o.signals]
+    assert all(r is not None and 0.0 < r <= max(gauge) for r in running)
+    assert sum(r or 0.0 for r in running) / len(running) == pytest.approx(
+        sum(gauge) / len(gauge), rel=0.15
+    )
 
     # The p95 from the 2-minute histogram window tracks the true p95 of those requests.
     for observation in settled[::8]:
