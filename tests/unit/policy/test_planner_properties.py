@@ -38,6 +38,7 @@ def signal_values(draw: st.DrawFn) -> types.Signals:
         ttft_p95_seconds=draw(st.one_of(st.none(), st.floats(min_value=0.0, max_value=60.0))),
         sample_age_seconds=draw(st.floats(min_value=0.0, max_value=30.0)),
         requests_waiting_mean=draw(st.one_of(st.none(), counts)),
+        requests_running_mean=draw(st.one_of(st.none(), counts)),
         ttft_buckets=draw(st.one_of(st.just(()), histograms())),
     )
 
@@ -139,6 +140,11 @@ def planner_states(draw: st.DrawFn) -> types.PolicyState:
         first_token_rate=draw(_maybe(st.floats(min_value=0.0, max_value=500.0))),
         demand=draw(_series(rates)),
         needs=draw(_series(st.integers(0, 40).map(float))),
+        speed=draw(
+            st.lists(st.tuples(rates, st.floats(0.1, 1_000.0)), max_size=MAX_HISTORY).map(tuple)
+        ),
+        batch_capacity=draw(_maybe(st.floats(min_value=1.0, max_value=100_000.0))),
+        batch_error=draw(_maybe(st.floats(min_value=0.0, max_value=5.0))),
         ready=draw(st.integers(min_value=-1, max_value=40)),
         ready_since=draw(_maybe(past)),
         last_seen=draw(_maybe(past)),

@@ -1,14 +1,16 @@
 """thrifty's scaling policy: the cheapest replica count a latency model predicts meets the target.
 
-Each tick, from windowed signals (rates, the waiting gauge averaged over the window, the TTFT
-histogram) and the state carried from the last tick:
+Each tick, from windowed signals (rates, the waiting and running gauges averaged over the window,
+the TTFT histogram) and the state carried from the last tick:
 
 1. read: served tokens/s, the average queue, the TTFT at the target percentile (`estimate.read`);
 2. feedback: move the headroom by log(measured / target), bounded and slow (`estimate.feedback`);
-3. learn: per-replica capacity at saturation, base TTFT, tokens per request (`estimate.learn`);
+3. learn: per-replica capacity at saturation, base TTFT, tokens per request, and short of
+   saturation the limit the running batch's slowdown points at (`estimate.learn`, `batching`);
 4. forecast: demand a cold start ahead = level + rising trend + z(percentile) x burstiness;
 5. plan: the fewest replicas whose utilisation stays under 1 - base/target, so the predicted
-   TTFT percentile meets the target, or that clear the queue left when they arrive (`plan`);
+   TTFT percentile meets the target, or that clear the queue left when they arrive; on a lower
+   bound of the capacity, the level at the bound and its trend at the batch's limit (`plan`);
 6. smooth and limit: up at once, down after the delay by steps, never under the running load,
    then scale-to-zero, free GPUs, money caps and bounds (`smooth`).
 

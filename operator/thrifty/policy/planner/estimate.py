@@ -13,6 +13,9 @@ alone at no load, plus a queue that grows without bound as the replica nears its
   near saturation. A base read before the capacity was known is read again once it is.
 - ``scale`` is what the measured percentile adds to the base per unit of ``u / (1 - u)``,
   learned between 0.3 and 0.9 of a known capacity.
+- ``batch_capacity`` is where the running batch's slowdown with load says a replica saturates
+  (`batching`): a line through (served, tokens/s per running sequence) samples short of
+  saturation, so it is known before the limit is reached, when the load has varied enough.
 - ``headroom`` is the feedback: a bounded integral of log(measured / target), so an engine slower
   or faster than the model still ends at the target.
 
@@ -26,7 +29,8 @@ import math
 from dataclasses import dataclass, replace
 
 from thrifty.policy import types
-from thrifty.policy.planner.state import Source, State
+from thrifty.policy.planner import batching
+from thrifty.policy.planner.state import MAX_HISTORY, Source, State
 from thrifty.policy.planner.tuning import Tuning
 
 MAX_TOKENS_PER_REQUEST = 1_000_000.0
@@ -229,6 +233,7 @@ def learn(
     if not settled(state, now, tuning) or reading.served <= 0.0:
         return state
     per_replica = reading.served / observation.replicas.serving
+    state = _batch_limit(state, observation, signals, reading, per_replica, tuning)
     state = _capacity(state, observation, signals, reading, per_replica, elapsed, tuning)
     if state.saturated_at is not None and now - state.saturated_at < tuning.ttft_window_seconds:
         # Beyond the model's range: a saturated queue grows with time, not load, and its waits
@@ -420,6 +425,38 @@ def _capacity(
     else:
         served = _ewma(served, per_replica, elapsed, 5.0 * tuning.learn_time_constant_seconds)
     return replace(state, capacity=capacity, capacity_source=source, served_max=served)
+
+
+def _batch_limit(
+    state: State,
+    observation: types.Observation,
+    signals: types.Signals,
+    reading: Reading,
+    per_replica: float,
+    tuning: Tuning,
+) -> State:
+    """Adds this tick's (served per replica, tokens/s per running sequence) to the samples and
+    reads the limit they give (`batching`). Only short of saturation: a full batch or a queue is
+    beyond the line's range."""
+    running = signals.requests_running_mean
+    generated = signals.generation_tokens_per_second
+    if running is None or running <= 0.0 or generated <= 0.0:
+        return replace(state, batch_capacity=None, batch_error=None)
+    speed = generated / running
+    if not reading.queued and not saturated(observation, signals, reading, tuning):
+        state = replace(state, speed=(*state.speed, (per_replica, speed))[-MAX_HISTORY:])
+    line = batching.fit(state.speed)
+    if line is None:
+        return replace(state, batch_capacity=None, batch_error=None)
+    serving = observation.replicas.serving
+    now = batching.Batch(per_replica, running / serving, speed, signals.kv_cache_usage)
+    limit = tuning.batch_limit(observation.spec.max_num_seqs_per_replica)
+    estimate = batching.capacity(line, now, limit, tuning.full_kv_cache)
+    return replace(
+        state,
+        batch_capacity=estimate.tokens_per_second if estimate else None,
+        batch_error=estimate.relative_error if estimate else None,
+    )
 
 
 BOOTSTRAP_LOAD = 0.9

@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, replace
 
 from thrifty.policy import types
+from thrifty.policy.planner import batching
 from thrifty.policy.planner.estimate import Reading, grown_since, settled
 from thrifty.policy.planner.forecast import Forecast
 from thrifty.policy.planner.state import Source, State
@@ -91,6 +92,7 @@ def need(
         found = by_queue
     elif state.capacity_source == Source.LOWER_BOUND:
         found = _bounded(observation, reading, state, outlook, demand, tuning)
+        found = _batch_bound(observation, reading, state, outlook, demand, found, tuning)
         if state.queue_growth > 0.0 and settled(state, observation.now_seconds, tuning):
             # A queue growing in front of replicas serving for a while says the bound is too
             # low to size on. One in front of none (all lost at once), of replicas that have
@@ -146,6 +148,43 @@ def _bounded(
         kept = min(supply, carried)
         return Need(kept, f"{sized.because}; {kept} at the bound carry the forecast's bursts")
     return sized
+
+
+def _batch_bound(
+    observation: types.Observation,
+    reading: Reading,
+    state: State,
+    outlook: Forecast,
+    demand: float,
+    found: Need,
+    tuning: Tuning,
+) -> Need:
+    """On a bound, replicas for the level and its rising trend at the limit the running batch
+    gives, when even the most that limit may be falls short of them.
+
+    A bound cannot say how far off the limit is, so `_bounded` sizes the level alone and the
+    limit is found by running into it, a cold start too late for a rising demand. The running
+    batch's slowdown says where the limit is before it is reached (`batching`); its upper
+    confidence bound orders only what the samples are sure of, and bursts are left to the rules
+    a queue triggers, as on a bound."""
+    if state.batch_capacity is None or state.batch_error is None:
+        return found
+    estimate = batching.Estimate(state.batch_capacity, state.batch_error)
+    upper = estimate.upper()
+    if upper <= (state.capacity or 0.0):
+        return found
+    trend = Forecast(outlook.level, outlook.trend, 0.0, outlook.horizon_seconds, 0.0)
+    at_limit = replace(state, headroom=0.0, capacity=upper)
+    limit = tuning.max_utilisation
+    sized = _sized(observation, reading, at_limit, trend, demand, upper, limit, tuning)
+    if sized.replicas <= found.replicas:
+        return found
+    return Need(
+        sized.replicas,
+        f"{sized.because}; {upper:,.0f} tok/s per replica is the most the running batch's "
+        f"slowdown allows ({estimate.tokens_per_second:,.0f} ±{estimate.relative_error:.0%})",
+        sized.bound,
+    )
 
 
 def _sized(

@@ -40,6 +40,10 @@ class State:
     capacity: float | None = None
     """Saturated throughput of one replica, prompt + generated tokens/s."""
     capacity_source: str = ""
+    batch_capacity: float | None = None
+    """Where the running batch's slowdown with load says a replica saturates (`batching`)."""
+    batch_error: float | None = None
+    """The relative standard error of ``batch_capacity``."""
     served_max: float | None = None
     """The most one replica was seen to serve (decaying slowly): capacity is never below it."""
     base_ttft: float | None = None
@@ -57,6 +61,9 @@ class State:
     """(time, tokens/s demanded) over the forecast window."""
     needs: Series = ()
     """(time, replicas needed) over the scale-down window."""
+    speed: Series = ()
+    """(served tokens/s per replica, generated tokens/s per running sequence) of the newest
+    settled ticks: the samples `batching.fit` draws its line through."""
     ready: int = -1
     ready_since: float | None = None
     grew_at: float | None = None
@@ -94,7 +101,7 @@ def load(raw: Mapping[str, Any]) -> State:
     values: dict[str, Any] = {}
     for item in fields(State):
         value = raw.get(item.name)
-        if item.name in ("demand", "needs"):
+        if item.name in ("demand", "needs", "speed"):
             values[item.name] = _series(value)
         elif item.name in ("shape", "capacity_source"):
             values[item.name] = value if isinstance(value, str) else ""
