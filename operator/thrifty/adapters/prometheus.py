@@ -563,7 +563,7 @@ def signals_from_results(
         ttft_p95_seconds=ttft if ttft is not None and math.isfinite(ttft) else None,
         sample_age_seconds=age,
         requests_waiting_mean=_mean_waiting(key, results, held),
-        requests_running_mean=_mean_running(key, results),
+        requests_running_mean=_gauge_mean("requests_running_mean", key, results),
         # NaN (0 / 0) when no request finished in the window.
         tokens_per_finished_request=(
             per_request if per_request is not None and math.isfinite(per_request) else None
@@ -582,16 +582,15 @@ def signals_from_results(
 def _mean_waiting(
     key: ServiceKey, results: Mapping[str, Mapping[ServiceKey, float]], held: float
 ) -> float | None:
-    mean = results.get("requests_waiting_mean", {}).get(key)
-    if mean is None or not math.isfinite(mean):
-        return None
-    return max(mean, 0.0) + held
+    mean = _gauge_mean("requests_waiting_mean", key, results)
+    return None if mean is None else mean + held
 
 
-def _mean_running(
-    key: ServiceKey, results: Mapping[str, Mapping[ServiceKey, float]]
+def _gauge_mean(
+    name: str, key: ServiceKey, results: Mapping[str, Mapping[ServiceKey, float]]
 ) -> float | None:
-    mean = results.get("requests_running_mean", {}).get(key)
+    """An ``avg_over_time`` answer; None when not queried or not finite."""
+    mean = results.get(name, {}).get(key)
     return max(mean, 0.0) if mean is not None and math.isfinite(mean) else None
 
 

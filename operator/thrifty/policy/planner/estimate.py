@@ -446,12 +446,11 @@ def _batch_limit(
     if not reading.queued and not saturated(observation, signals, reading, tuning):
         state = replace(state, speed=(*state.speed, (per_replica, speed))[-MAX_HISTORY:])
     line = batching.fit(state.speed)
-    if line is None:
-        return replace(state, batch_capacity=None, batch_error=None)
-    serving = observation.replicas.serving
-    now = batching.Batch(per_replica, running / serving, speed, signals.kv_cache_usage)
+    now = batching.Batch(
+        per_replica, running / observation.replicas.serving, speed, signals.kv_cache_usage
+    )
     limit = tuning.batch_limit(observation.spec.max_num_seqs_per_replica)
-    estimate = batching.capacity(line, now, limit, tuning.full_kv_cache)
+    estimate = batching.capacity(line, now, limit, tuning.full_kv_cache) if line else None
     return replace(
         state,
         batch_capacity=estimate.tokens_per_second if estimate else None,
