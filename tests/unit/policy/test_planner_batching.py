@@ -88,6 +88,34 @@ def test_one_load_or_no_slowdown_gives_no_line_and_a_narrow_range_a_wide_error()
     assert narrow is None or narrow.crossing_error / narrow.crossing > 0.5
 
 
+def overlapping(rng: random.Random, count: int, sd: float, width: int = 4) -> list[float]:
+    """Errors of rates over windows ``width`` ticks long: each shares most of its data with the
+    next, as a 60 s rate read every 15 s does."""
+    white = [rng.gauss(0.0, sd) for _ in range(count + width)]
+    return [sum(white[i : i + width]) / width**0.5 for i in range(count)]
+
+
+@pytest.mark.parametrize("rate", [1.0, 4.0, 10.0])
+def test_samples_of_overlapping_windows_claim_a_limit_below_the_truth_rarely(rate: float) -> None:
+    """64 ticks of correlated noise around one load (6-60 % of the limit): the one-sided 95 %
+    upper bound falls below the engine's limit in at most 10 % of 300 draws. Least squares that
+    took the ticks for independent claims it in 22-37 %."""
+    false_claims = 0
+    for seed in range(300):
+        rng = random.Random(seed)
+        load_noise, speed_noise = overlapping(rng, 64, 0.1), overlapping(rng, 64, 0.25)
+        samples = []
+        for drift, noise in zip(load_noise, speed_noise, strict=True):
+            served, _, speed = engine_law(rate * (1.0 + drift))
+            samples.append((served, speed * (1.0 + noise)))
+        line = batching.fit(tuple(samples))
+        if line is not None:
+            false_claims += line.crossing + batching.CONFIDENCE_Z * line.crossing_error < (
+                unbounded_limit()
+            )
+    assert false_claims <= 30
+
+
 @dataclass
 class Recording:
     """ThriftyPolicy, keeping the state of its last decision."""

@@ -25,6 +25,7 @@ samples orders none, and what replicas were seen to serve still sizes the rest.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -55,8 +56,14 @@ class Line:
 
 
 def fit(samples: Series) -> Line | None:
-    """Least squares through (served tokens/s, tokens/s per running sequence); None when the
-    samples do not slope down (one load, or noise), so no saturation point follows from them."""
+    """Least squares through (served tokens/s, tokens/s per running sequence), oldest first;
+    None unless the samples slope down by more than their noise explains (one load, or noise),
+    so no saturation point follows from them.
+
+    Consecutive samples are rates over overlapping windows, so their errors are correlated and
+    least squares alone would claim several times the certainty the samples hold. The variances
+    are widened by the residuals' lag-1 autocorrelation ``rho``, ``(1 + rho) / (1 - rho)``
+    (an AR(1) error's effective sample size)."""
     n = len(samples)
     if n < MIN_SAMPLES:
         return None
@@ -71,13 +78,30 @@ def fit(samples: Series) -> Line | None:
     spread = max(x for x, _ in samples) - min(x for x, _ in samples)
     if a <= 0.0 or b * spread <= FLAT * mean_y:
         return None
-    residual = sum((y - (a - b * x)) ** 2 for x, y in samples) / (n - 2)
-    var_b = residual / sxx
-    var_a = residual * (1.0 / n + mean_x**2 / sxx)
-    cov_ab = residual * mean_x / sxx
+    residuals = [y - (a - b * x) for x, y in samples]
+    variance = _correlated(residuals) * sum(r * r for r in residuals) / (n - 2)
+    var_b = variance / sxx
+    if b <= CONFIDENCE_Z * math.sqrt(var_b):
+        return None
+    var_a = variance * (1.0 / n + mean_x**2 / sxx)
+    cov_ab = variance * mean_x / sxx
     crossing = a / b
     relative = var_a / a**2 + var_b / b**2 - 2.0 * cov_ab / (a * b)
     return Line(a, b, crossing * math.sqrt(max(relative, 0.0)))
+
+
+MAX_CORRELATION = 0.95
+"""Caps the widening at 39x the variance: beyond it the samples are one measurement repeated."""
+
+
+def _correlated(residuals: list[float]) -> float:
+    """How many times the independent-error variance correlated residuals carry."""
+    total = sum(r * r for r in residuals)
+    if total <= 0.0:
+        return 1.0
+    lagged = sum(later * earlier for earlier, later in itertools.pairwise(residuals))
+    rho = min(max(lagged / total, 0.0), MAX_CORRELATION)
+    return (1.0 + rho) / (1.0 - rho)
 
 
 @dataclass(frozen=True)
