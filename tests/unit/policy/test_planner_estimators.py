@@ -228,6 +228,44 @@ def test_the_prefill_histogram_gives_the_base_at_a_load_no_model_can_remove() ->
     assert estimate.learn(state, obs, few, reading, TUNING).base_ttft == pytest.approx(6.0)
 
 
+def test_a_queue_drained_within_the_window_keeps_its_waits_out_of_the_latency_model() -> None:
+    # The window's average shows a queue that is gone at its end: no limit is reached (no
+    # capacity sample), but the queued requests' first tokens carry its waits for a TTFT window.
+    drained = signals(
+        requests_waiting_mean=40.0,
+        requests_waiting=0.0,
+        requests_per_second=4.0,
+        prompt_tokens_per_second=4000.0,
+        generation_tokens_per_second=4000.0,
+        ttft_p95_seconds=6.0,
+    )
+    obs = observation(sig=drained, desired=2)
+    state = _settled(
+        State(
+            shape=obs.spec.replica_shape,
+            capacity=8000.0,
+            capacity_source=Source.SATURATED,
+            base_ttft=0.5,
+        )
+    )
+    reading = estimate.read(drained, obs.spec, state, TUNING, 2)
+    assert reading.queued and not estimate.saturated(obs, drained, reading, TUNING)
+    learned = estimate.learn(state, obs, drained, reading, TUNING)
+    assert learned.saturated_at == 1000.0
+    assert learned.queue_scale is None and learned.base_ttft == 0.5
+
+    clear = replace(drained, requests_waiting_mean=0.0, ttft_p95_seconds=3.0)
+
+    def at(now: float) -> State:
+        tick = observation(now=now, sig=clear, desired=2)
+        carried = replace(learned, last_seen=now - 15.0)
+        late = estimate.read(clear, tick.spec, carried, TUNING, 2)
+        return estimate.learn(carried, tick, clear, late, TUNING)
+
+    assert at(1000.0 + TUNING.ttft_window_seconds - 15.0).queue_scale is None
+    assert at(1000.0 + TUNING.ttft_window_seconds).queue_scale is not None
+
+
 def test_a_base_read_before_the_capacity_was_known_is_read_again_once_it_is() -> None:
     obs = observation(sig=SATURATED, desired=2, capacity_tokens_per_second_per_replica=None)
     guessed = State(

@@ -228,7 +228,10 @@ def learn(
             capacity=spec.capacity_tokens_per_second_per_replica,
             capacity_source=Source.PRIOR,
         )
-    if saturated(observation, signals, reading, tuning):
+    if reading.queued or saturated(observation, signals, reading, tuning):
+        # The requests a queue held get their first tokens after it drains: the TTFT window
+        # carries their waits for a window after the last tick whose average shows the queue,
+        # not after the last one at the limit.
         state = replace(state, saturated_at=now)
     if not settled(state, now, tuning) or reading.served <= 0.0:
         return state

@@ -73,7 +73,8 @@ class State:
     waiting: float | None = None
     queue_growth: float = 0.0
     saturated_at: float | None = None
-    """When a queue last persisted: first tokens measured since then still carry its waits."""
+    """When the window last showed a material queue (or full batches): first tokens measured
+    within a TTFT window of it still carry its waits."""
     missed_replicas: int | None = None
     """The most ready replicas that missed the target lately, at ``missed_demand`` tok/s: the
     fleet goes back to that count only once demand is clearly lower."""
