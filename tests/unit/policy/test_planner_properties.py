@@ -138,6 +138,7 @@ def planner_states(draw: st.DrawFn) -> types.PolicyState:
         tokens_per_request=draw(_maybe(st.floats(min_value=1.0, max_value=20_000.0))),
         headroom=draw(st.floats(min_value=-0.5, max_value=1.0)),
         first_token_rate=draw(_maybe(st.floats(min_value=0.0, max_value=500.0))),
+        late_token_rate=draw(_maybe(st.floats(min_value=0.0, max_value=500.0))),
         demand=draw(_series(rates)),
         needs=draw(_series(st.integers(0, 40).map(float))),
         speed=draw(

@@ -295,20 +295,49 @@ def feedback(
     is on its way (not while prefill alone misses the target, or at the maximum); meeting the
     target counts only while the fleet is as planned (ready = desired, settled), or the
     scale-ups a miss ordered would be integrated away as over-provisioning before they serve.
+
+    That gating counts every window kept and only the first of a run of late ones, so on its own
+    it can trade headroom away while the promise is broken. Below the percentile's own z it goes
+    only while the share of first tokens late over the feedback's horizon, counted ungated, is
+    within the percentile's allowance.
     """
     spec = observation.spec
     target = spec.ttft_target_seconds
-    replicas = observation.replicas
     if target is None or reading.ttft is None or state.last_seen is None:
         return state
     if state.capacity_source not in (Source.SATURATED, Source.PRIOR):
         return state  # nothing is planned by the model yet, so there is nothing to correct
+    elapsed = max(observation.now_seconds - state.last_seen, 0.0)
+    horizon = tuning.feedback_seconds(spec.cold_start_seconds)
+    rate = _ewma(state.first_token_rate, reading.first_tokens_per_second, elapsed, horizon)
+    late = state.late_token_rate
+    if reading.within_target is not None:
+        missed = reading.first_tokens_per_second * (1.0 - reading.within_target)
+        late = _ewma(late, missed, elapsed, horizon)
+    state = replace(state, first_token_rate=rate, late_token_rate=late)
+    headroom = _integrated(state, observation, reading, tuning, elapsed / horizon)
+    if late is not None and rate > 0.0 and late / rate > 1.0 - spec.ttft_target_quantile:
+        headroom = max(headroom, 0.0)
+    return replace(state, headroom=headroom)
+
+
+def _integrated(
+    state: State,
+    observation: types.Observation,
+    reading: Reading,
+    tuning: Tuning,
+    fraction: float,
+) -> float:
+    """The headroom after this tick's error, ``fraction`` of the feedback's horizon long."""
+    spec = observation.spec
+    target = spec.ttft_target_seconds or 0.0
+    replicas = observation.replicas
     error = _error(spec, reading)
     if error > 0.0 and (
         replicas.desired >= spec.max_replicas
         or (state.base_ttft is not None and state.base_ttft >= target)
     ):
-        return state
+        return state.headroom
     as_planned = (
         replicas.ready == replicas.desired
         and not replicas.starting
@@ -316,17 +345,14 @@ def feedback(
         and observation.now_seconds - state.ready_since >= tuning.settle_seconds
     )
     if error < 0.0 and not as_planned:
-        return state  # under target while the fleet changes says nothing about the plan
+        return state.headroom  # under target while the fleet changes says nothing of the plan
     if error > 0.0 and replicas.starting:
-        return state  # the fix is on its way: counting the miss again would wind up
-    elapsed = max(observation.now_seconds - state.last_seen, 0.0)
-    horizon = tuning.feedback_seconds(spec.cold_start_seconds)
+        return state.headroom  # the fix is on its way: counting the miss again would wind up
     # The promise counts requests, not ticks: a busy window weighs as many quiet ones.
-    rate = _ewma(state.first_token_rate, reading.first_tokens_per_second, elapsed, horizon)
+    rate = state.first_token_rate or 0.0
     weight = min(reading.first_tokens_per_second / rate, 10.0) if rate > 0.0 else 1.0
-    step = error * weight * elapsed / horizon
-    headroom = min(max(state.headroom + step, tuning.headroom_min), tuning.headroom_max)
-    return replace(state, headroom=headroom, first_token_rate=rate)
+    step = error * weight * fraction
+    return min(max(state.headroom + step, tuning.headroom_min), tuning.headroom_max)
 
 
 def remember_miss(

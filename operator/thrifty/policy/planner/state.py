@@ -57,6 +57,8 @@ class State:
     percentile's z the measured attainment asks for. Bounded; see `estimate.feedback`."""
     first_token_rate: float | None = None
     """First tokens per second, averaged over the feedback's horizon: weighs each tick's error."""
+    late_token_rate: float | None = None
+    """First tokens per second over the target, averaged alike: the promise as kept lately."""
     demand: Series = ()
     """(time, tokens/s demanded) over the forecast window."""
     needs: Series = ()
