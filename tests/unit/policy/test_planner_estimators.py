@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from policy_builders import observation, signals
 
+from thrifty.policy import types
 from thrifty.policy.planner import Tuning, estimate, forecast, plan
 from thrifty.policy.planner.state import MAX_HISTORY, Source, State, load, trimmed
 
@@ -117,6 +118,19 @@ SATURATED = signals(
 
 def _settled(state: State, now: float = 1000.0, ready: int = 2) -> State:
     return replace(state, ready=ready, ready_since=now - 600.0, last_seen=now - 15.0)
+
+
+def _half_loaded(obs: types.Observation) -> State:
+    """Two settled replicas of a measured 8,000 tok/s with a 0.5 s base: the signals' default
+    8,000 tok/s loads them to half."""
+    return _settled(
+        State(
+            shape=obs.spec.replica_shape,
+            capacity=8000.0,
+            capacity_source=Source.SATURATED,
+            base_ttft=0.5,
+        )
+    )
 
 
 def test_a_saturated_fleet_teaches_its_capacity_and_a_higher_sample_wins_at_once() -> None:
@@ -240,14 +254,7 @@ def test_a_queue_drained_within_the_window_keeps_its_waits_out_of_the_latency_mo
         ttft_p95_seconds=6.0,
     )
     obs = observation(sig=drained, desired=2)
-    state = _settled(
-        State(
-            shape=obs.spec.replica_shape,
-            capacity=8000.0,
-            capacity_source=Source.SATURATED,
-            base_ttft=0.5,
-        )
-    )
+    state = _half_loaded(obs)
     reading = estimate.read(drained, obs.spec, state, TUNING, 2)
     assert reading.queued and not estimate.saturated(obs, drained, reading, TUNING)
     learned = estimate.learn(state, obs, drained, reading, TUNING)
@@ -289,14 +296,7 @@ def test_queue_scale_is_what_the_load_adds_per_unit_of_u_over_one_minus_u() -> N
         prompt_tokens_per_second=4000.0, generation_tokens_per_second=4000.0, ttft_p95_seconds=1.5
     )
     obs = observation(sig=sig, desired=2)
-    state = _settled(
-        State(
-            shape=obs.spec.replica_shape,
-            capacity=8000.0,
-            capacity_source=Source.SATURATED,
-            base_ttft=0.5,
-        )
-    )
+    state = _half_loaded(obs)
     reading = estimate.read(sig, obs.spec, state, TUNING, 2)
     learned = estimate.learn(state, obs, sig, reading, TUNING)
     assert learned.queue_scale == pytest.approx(1.0, rel=0.02)
