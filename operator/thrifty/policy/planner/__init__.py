@@ -4,7 +4,8 @@ Each tick, from windowed signals (rates, the waiting and running gauges averaged
 the TTFT histogram) and the state carried from the last tick:
 
 1. read: served tokens/s, the average queue, the TTFT at the target percentile (`estimate.read`);
-2. feedback: move the headroom by log(measured / target), bounded and slow (`estimate.feedback`);
+2. feedback: move the headroom by log(measured / target), bounded and slow, and never under the
+   percentile's z while the first tokens late lately are more than it allows (`estimate.feedback`);
 3. learn: per-replica capacity at saturation, base TTFT, tokens per request, and short of
    saturation the limit the running batch's slowdown points at (`estimate.learn`, `batching`);
 4. forecast: demand a cold start ahead = level + rising trend + z(percentile) x burstiness;

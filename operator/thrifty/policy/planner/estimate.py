@@ -312,6 +312,10 @@ def feedback(
     rate = _ewma(state.first_token_rate, reading.first_tokens_per_second, elapsed, horizon)
     late = state.late_token_rate
     if reading.within_target is not None:
+        # Like every average here it starts from its first sample, which then weighs as a whole
+        # horizon: a service whose first measured window missed keeps the z until a horizon or
+        # more of windows in time outweigh it. Started at the allowance instead (no evidence
+        # either way), fewer runs kept their target (docs/policy.md, "The feedback").
         missed = reading.first_tokens_per_second * (1.0 - reading.within_target)
         late = _ewma(late, missed, elapsed, horizon)
     state = replace(state, first_token_rate=rate, late_token_rate=late)
