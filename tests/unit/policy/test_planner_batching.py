@@ -175,14 +175,15 @@ def _observation(now: float, served: float, running: float) -> types.Observation
     )
 
 
-def _ramp(speeds: list[float]) -> tuple[State, types.Decision]:
-    """One replica whose demand rises 1,000 tok/s a minute from 2,000, each tick at the running
-    batch the given speed per sequence implies; the state and the last decision."""
+def _ramp(speeds: list[float], loads: list[float] | None = None) -> tuple[State, types.Decision]:
+    """One replica whose demand rises 1,000 tok/s a minute from 2,000 (or follows ``loads``),
+    each tick at the running batch the given speed per sequence implies; the state and the last
+    decision."""
     policy = ThriftyPolicy()
     state: types.PolicyState = {}
     decision = None
     for tick, speed in enumerate(speeds):
-        served = 2_000.0 + 250.0 * tick
+        served = loads[tick] if loads is not None else 2_000.0 + 250.0 * tick
         generated = served * OUTPUT / (PROMPT + OUTPUT)
         decision = policy.decide(_observation(15.0 * tick, served, generated / speed), state)
         state = decision.state
@@ -206,6 +207,23 @@ def test_on_a_bound_a_replica_is_ordered_before_the_limit_the_batch_shows() -> N
     flat_state, flat = _ramp([law[0]] * 60)
     assert flat_state.batch_capacity is None
     assert "running batch" not in flat.message
+
+
+@pytest.mark.parametrize(("held", "replicas"), [(15_000.0, 2), (12_000.0, 1)])
+def test_a_fleet_sized_on_the_batch_limit_stays_at_the_share_a_scale_down_keeps(
+    held: float, replicas: int
+) -> None:
+    """Demand ramps to a level and holds there until the forecast sees no trend: at 80 % of the
+    limit the engine law gives (about 18,800 tok/s), a second replica is ordered; at 64 %, one
+    replica carries it. Planned at 95 % of the limit, 80 % was left to one replica, which a
+    rise within its cold start would fill."""
+    loads = [min(2_000.0 + 250.0 * tick, held) for tick in range(100)]
+    law = [engine_law(load / (PROMPT + OUTPUT))[2] for load in loads]
+    state, decision = _ramp(law, loads)
+    assert state.capacity_source == Source.LOWER_BOUND
+    assert state.batch_capacity is not None
+    assert decision.replicas == replicas
+    assert ("running batch" in decision.message) == (replicas > 1)
 
 
 def test_the_samples_survive_the_round_trip_through_status() -> None:

@@ -159,14 +159,17 @@ def _batch_bound(
     found: Need,
     tuning: Tuning,
 ) -> Need:
-    """On a bound, replicas for the level and its rising trend at the limit the running batch
-    gives, when even the most that limit may be falls short of them.
+    """On a bound, replicas for the level and its rising trend at the share of the limit the
+    running batch gives that a scale-down keeps, when even the most that limit may be is short.
 
     A bound cannot say how far off the limit is, so `_bounded` sizes the level alone and the
     limit is found by running into it, a cold start too late for a rising demand. The running
     batch's slowdown says where the limit is before it is reached (`batching`); its upper
-    confidence bound orders only what the samples are sure of, and bursts are left to the rules
-    a queue triggers, as on a bound."""
+    confidence bound orders only what the samples are sure of. The fleet is kept under the
+    share of it the scale-down leaves replicas at (`Tuning.scale_down_load_fraction`): the
+    line has no latency model to say how close is safe, and a fleet near the limit has a cold
+    start of any rise the forecast is slow to see to fill its batches; bursts are left to the
+    rules a queue triggers, as on a bound."""
     if state.batch_capacity is None or state.batch_error is None:
         return found
     estimate = batching.Estimate(state.batch_capacity, state.batch_error)
@@ -175,7 +178,7 @@ def _batch_bound(
         return found
     trend = Forecast(outlook.level, outlook.trend, 0.0, outlook.horizon_seconds, 0.0)
     at_limit = replace(state, headroom=0.0, capacity=upper)
-    limit = tuning.max_utilisation
+    limit = tuning.scale_down_load_fraction
     sized = _sized(observation, reading, at_limit, trend, demand, upper, limit, tuning)
     if sized.replicas <= found.replicas:
         return found

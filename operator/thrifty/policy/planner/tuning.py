@@ -55,8 +55,10 @@ class Tuning:
     """KV-cache usage at which vLLM starts holding requests back (its default
     ``--gpu-memory-utilization`` leaves about this much of the cache usable in practice)."""
     scale_down_load_fraction: float = 0.75
-    """A scale-down leaves each remaining replica at most this share of its running-batch limit
-    and of a full KV cache, with the requests running now."""
+    """The share of a replica's batch limits the fleet is kept under: a scale-down leaves each
+    remaining replica at most this share of its running-batch limit and of a full KV cache,
+    with the requests running now, and a fleet sized on the limit the running batch's slowdown
+    gives (`plan`) plans its demand at this share of it."""
 
     def batch_limit(self, max_num_seqs: int | None) -> float:
         """Running requests one replica can batch: the engine's setting, else the default."""
