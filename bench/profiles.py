@@ -21,7 +21,6 @@ settings (TTFT SLO 2 s at p95, the opening fleet the first cold start needs, up 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -160,19 +159,6 @@ def table(rows: Sequence[Row]) -> list[str]:
     return lines
 
 
-def summary(rows: Sequence[Row]) -> list[str]:
-    """As bench/shapes.py's: SLO kept where a static fleet keeps it, and at what cost."""
-    feasible = [(row.thrifty, row.static[1]) for row in rows if row.static is not None]
-    met = [(run, static) for run, static in feasible if run.attainment >= 0.95]
-    ratios = [run.gpu_hours / static.gpu_hours for run, static in met]
-    mean = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else math.nan
-    return [
-        f"- thrifty meets the SLO on {len(met)} of the {len(feasible)} cases a static fleet "
-        f"meets it on; where it does, at {mean:.2f}x the cheapest such static fleet's GPU-hours "
-        "(geometric mean)."
-    ]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traces", nargs="+", choices=TRACES, default=list(TRACES))
@@ -195,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         *table(rows),
         "",
-        *summary(rows),
+        *shapes.summary(rows),
     ]
     output = "\n".join(text) + "\n"
     if args.out:

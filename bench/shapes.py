@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 import run as bench  # bench/run.py: the shared cases and settings
 from thrifty import cli, tracefiles
@@ -195,7 +196,17 @@ def table(rows: Sequence[Row]) -> list[str]:
     return lines
 
 
-def summary(rows: Sequence[Row]) -> list[str]:
+class Judged(Protocol):
+    """A case as the summary reads it (bench/profiles.py's rows too)."""
+
+    @property
+    def thrifty(self) -> Run: ...
+
+    @property
+    def static(self) -> tuple[int, Run] | None: ...
+
+
+def summary(rows: Sequence[Judged]) -> list[str]:
     feasible = [(row.thrifty, row.static[1]) for row in rows if row.static is not None]
     met = [(run, static) for run, static in feasible if run.attainment >= 0.95]
     ratios = [run.gpu_hours / static.gpu_hours for run, static in met]

@@ -3,33 +3,18 @@ SLO's percentile; a strategy below that bar is not compared on cost."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import replace
-from pathlib import Path
 from types import ModuleType
 
+import bench_modules
 import pytest
 
 from thrifty.sim.runner import RunResult
 
-_BENCH_DIR = Path(__file__).parents[3] / "bench"
-
 
 @pytest.fixture(scope="module")
 def pools_bench() -> ModuleType:
-    sys.path.insert(0, str(_BENCH_DIR))  # bench/pools.py imports bench/run.py as `run`
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "thrifty_bench_pools", _BENCH_DIR / "pools.py"
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(_BENCH_DIR))
+    return bench_modules.load("pools")
 
 
 _TEMPLATE = RunResult(

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
+import bench_modules
 import pytest
 
 from thrifty.sim.profiles import LLAMA_8B_1xH100, LLAMA_70B_4xH100
 
-_BENCH = Path(__file__).parents[3] / "bench"
-
 
 @pytest.fixture(scope="module")
 def profiles() -> ModuleType:
-    sys.path.insert(0, str(_BENCH))  # profiles.py imports run.py and shapes.py beside it
-    spec = importlib.util.spec_from_file_location("thrifty_bench_profiles", _BENCH / "profiles.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return bench_modules.load("profiles")
 
 
 @pytest.mark.parametrize(("first", "found"), [(1, 1), (2, 2), (10, 10), (33, 33), (64, 64)])

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
+import bench_modules
 import pytest
 
 from thrifty.sim.profiles import LLAMA_8B_1xH100
 
-_BENCH = Path(__file__).parents[3] / "bench"
-
 
 @pytest.fixture(scope="module")
 def shapes() -> ModuleType:
-    sys.path.insert(0, str(_BENCH))  # shapes.py imports run.py beside it
-    spec = importlib.util.spec_from_file_location("thrifty_bench_shapes", _BENCH / "shapes.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return bench_modules.load("shapes")
 
 
 def test_the_load_test_measures_a_saturated_replica(shapes: ModuleType) -> None:
