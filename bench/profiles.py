@@ -112,7 +112,9 @@ def fewest(run: Callable[[int], shapes.Run], most: int) -> tuple[int, shapes.Run
     runs: dict[int, shapes.Run] = {}
 
     def meets(count: int) -> bool:
-        return runs.setdefault(count, run(count)).attainment >= 0.95
+        if count not in runs:
+            runs[count] = run(count)
+        return runs[count].attainment >= 0.95
 
     low, high = 0, 1
     while not meets(high):
