@@ -174,21 +174,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows = list(pool.map(one, jobs))
     elapsed = time.perf_counter() - started
     command = " ".join(["bench/profiles.py", *(argv if argv is not None else sys.argv[1:])])
-    text = [
+    shapes.publish(
         "# thrifty on engine profiles the project does not ship",
-        "",
         f"`.venv/bin/python {command}` ({elapsed:.0f} s on this 2-core machine; the table, then "
         "any text below it added by hand). The shared traces (bench/results.md) on three "
         "replicas of other sizes; the script's docstring gives their figures.",
-        "",
-        *table(rows),
-        "",
-        *shapes.summary(rows),
-    ]
-    output = "\n".join(text) + "\n"
-    if args.out:
-        args.out.write_text(output)
-    print(output)
+        [*table(rows), "", *shapes.summary(rows)],
+        args.out,
+    )
     return 0
 
 

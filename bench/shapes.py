@@ -239,23 +239,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     lengths = sorted(
         {tracefiles.load_trace(mix, tracefiles.TraceOptions()).attribution for mix in MIXES}
     )
-    text = [
+    publish(
         "# thrifty on synthetic traffic shapes",
-        "",
         f"`.venv/bin/python {command}` ({elapsed:.0f} s on this 2-core machine; the table, then "
         "any text below it added by hand). TTFT SLO 2 s at p95, Poisson arrivals at the shape's "
         f"rate (seed {args.seed}), one hour each; the script's docstring says what runs. "
         f"Token lengths: {'; '.join(lengths)}.",
-        "",
-        *table(rows),
-        "",
-        *summary(rows),
-    ]
-    output = "\n".join(text) + "\n"
-    if args.out:
-        args.out.write_text(output)
-    print(output)
+        [*table(rows), "", *summary(rows)],
+        args.out,
+    )
     return 0
+
+
+def publish(title: str, intro: str, body: Sequence[str], out: Path | None) -> None:
+    """Prints the page (title, how it was made, the tables) and writes it to ``out`` if given;
+    text added by hand below the tables is appended after a run, not written here."""
+    output = "\n".join([title, "", intro, "", *body]) + "\n"
+    if out:
+        out.write_text(output)
+    print(output)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ the TTFT histogram) and the state carried from the last tick:
 4. forecast: demand a cold start ahead = level + rising trend + z(percentile) x burstiness;
 5. plan: the fewest replicas whose utilisation stays under 1 - base/target, so the predicted
    TTFT percentile meets the target, or that clear the queue left when they arrive; on a lower
-   bound of the capacity, the level at the bound and its trend at the batch's limit (`plan`);
+   bound of the capacity, the level at the bound and its trend at 3/4 of the batch's limit;
 6. smooth and limit: up at once, down after the delay by steps, never under the running load,
    then scale-to-zero, free GPUs, money caps and bounds (`smooth`).
 
