@@ -306,6 +306,36 @@ def test_queue_scale_is_what_the_load_adds_per_unit_of_u_over_one_minus_u() -> N
     assert plan.predicted_ttft(exact, 2 * 8000.0 * 0.6, 2) == pytest.approx(2.0)
 
 
+def test_a_queue_scale_the_fleet_runs_too_light_to_reread_falls_where_it_is_refuted() -> None:
+    # Two replicas of 8,000 tok/s at a tenth of it: below the loads the scale is learned at.
+    # A scale of 5 s puts the queue term at 0.56 s there, more than the 0.5 s base: a 0.6 s
+    # p95 refutes it, and it falls, but no lower than where the model still puts the term at
+    # the base (4.5 s); a late p95 at that load is a burst and leaves it.
+    def tick(state: State, ttft: float) -> State:
+        sig = signals(
+            prompt_tokens_per_second=800.0,
+            generation_tokens_per_second=800.0,
+            ttft_p95_seconds=ttft,
+        )
+        obs = observation(sig=sig, desired=2)
+        carried = replace(state, last_seen=obs.now_seconds - 15.0)
+        return estimate.learn(
+            carried, obs, sig, estimate.read(sig, obs.spec, carried, TUNING, 2), TUNING
+        )
+
+    believed = replace(_half_loaded(observation()), queue_scale=5.0)
+    weight = 1.0 - math.exp(-15.0 / TUNING.learn_time_constant_seconds)
+    # The sample: (0.6 - 0.5) x 0.9 / 0.1 = 0.9 s.
+    assert tick(believed, 0.6).queue_scale == pytest.approx(5.0 - weight * (5.0 - 0.9), rel=0.01)
+    assert tick(believed, 3.0).queue_scale == 5.0
+    state = believed
+    for _ in range(100):
+        state = tick(state, 0.6)
+    assert state.queue_scale == pytest.approx(4.5, rel=0.01)
+    # A scale near the base shows only at the usual loads.
+    assert tick(replace(believed, queue_scale=0.5), 0.5).queue_scale == 0.5
+
+
 def test_a_few_waiting_requests_that_no_first_token_felt_are_not_a_queue() -> None:
     # vLLM's gauge: prompts a step's token budget holds back, with TTFT at its base.
     noisy = signals(requests_waiting=3.0, requests_waiting_mean=3.0, requests_per_second=2.0)

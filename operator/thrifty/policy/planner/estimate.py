@@ -553,14 +553,26 @@ def _queue_scale(
 ) -> State:
     """Learned under load short of saturation (utilisation 0.3-0.9 of a known capacity): what
     the measured percentile adds to the base, per unit of ``u / (1 - u)``. Bursty traffic
-    queues more at the same mean load than steady traffic, and this is where it shows."""
+    queues more at the same mean load than steady traffic, and this is where it shows.
+
+    A large scale plans the fleet at a ceiling under 0.3, where it would never be read again.
+    Down to the load where the model puts its queue term at the base, a sample under it lowers
+    it: bursts within the window load a replica more than its mean, so a light load can
+    overstate the term, not understate it (azure-code: a 4.4 s scale from one burst held six
+    replicas at a fifth of their capacity or less for ten minutes)."""
     load = utilisation(state, per_replica)
     if reading.ttft is None or state.base_ttft is None or load is None:
         return state
-    if not MODEL_LOADS[0] <= load <= MODEL_LOADS[1]:
+    scale = state.queue_scale
+    lowest = MODEL_LOADS[0]
+    if scale:
+        lowest = min(lowest, state.base_ttft / (state.base_ttft + scale))
+    if not lowest <= load <= MODEL_LOADS[1]:
         return state
     sample = max(reading.ttft - state.base_ttft, 0.0) * (1.0 - load) / load
-    scale = _ewma(state.queue_scale, sample, elapsed, tuning.learn_time_constant_seconds)
+    if load < MODEL_LOADS[0] and scale is not None and sample > scale:
+        return state
+    scale = _ewma(scale, sample, elapsed, tuning.learn_time_constant_seconds)
     return replace(state, queue_scale=scale)
 
 
