@@ -382,9 +382,10 @@ class GPUPoolStatus(common.Model):
         default=0,
         ge=0,
         description=(
-            "Spot pools: nodes of the pool seen tainted for reclaim since reclaimsSince, each "
-            "once. Over nodeHours, the reclaim rate the pool is planned with when it is above "
-            "the published interruptionRate."
+            "Spot pools: nodes of the pool seen tainted for reclaim since reclaimsSince while "
+            "they held a ModelService's replica, each once (an empty node going is a node "
+            "autoscaler's scale-down). Over nodeHours, the reclaim rate the pool is planned "
+            "with when it is above the published interruptionRate."
         ),
     )
     reclaims_since: str | None = Field(
@@ -396,8 +397,16 @@ class GPUPoolStatus(common.Model):
         default=0.0,
         ge=0,
         description=(
-            "Spot pools: node-hours of the pool's nodes seen from reclaimsSince to nodeHoursAt "
-            "(since then, `nodes` nodes)."
+            "Spot pools: node-hours of the pool's nodes holding a replica, from reclaimsSince "
+            "to nodeHoursAt (since then, servingNodes nodes)."
+        ),
+    )
+    serving_nodes: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Spot pools: the pool's nodes holding a ModelService's replica now, not tainted "
+            "for reclaim."
         ),
     )
     node_hours_at: str | None = Field(
@@ -408,7 +417,10 @@ class GPUPoolStatus(common.Model):
     reclaiming_nodes: list[Annotated[str, Field(max_length=253)]] = Field(
         default_factory=list,
         max_length=10_000,
-        description="Spot pools: the nodes tainted for reclaim now (already counted).",
+        description=(
+            "Spot pools: the nodes tainted for reclaim now, each seen once (counted in reclaims "
+            "if it held a replica)."
+        ),
     )
     conditions: common.Conditions
 

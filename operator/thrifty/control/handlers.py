@@ -519,9 +519,7 @@ def refresh_gpu_pool(
     if pool_capacity.autoscaled(spec) or explain.find(conditions, explain.CAPACITY_LIMITED):
         limited = pool_capacity.condition(spec, short, now=now, generation=generation)
         conditions = explain.set_condition(conditions, limited)
-    counted = reclaims.count(
-        spec, old, view.all_nodes(), computed.nodes, now=now, now_seconds=now_seconds
-    )
+    counted = reclaims.count(spec, old, view.all_nodes(), pods, now=now, now_seconds=now_seconds)
     new = computed.model_copy(
         update={
             "observed_generation": generation,

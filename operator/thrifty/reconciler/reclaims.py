@@ -1,12 +1,16 @@
 """Reclaims seen on a Spot pool, counted in its status, and the rate they say.
 
 The operator sees a pool's nodes tainted for reclaim (`placement.RECLAIM_TAINTS`). Each such
-node is counted once (`GPUPoolStatus.reclaimingNodes` holds the ones counted that are still
-there), with the node-hours of the pool's nodes over the same time, so that the rate a pool is
-planned with is the larger of the published one and `reclaims / node-hours`
-(`thrifty.api.spot.observed_hazard`). Node-hours are folded into the status only when the node
-count changes or a reclaim is seen: in between the pool had `status.nodes` nodes since
-`nodeHoursAt`, which a reader adds, so counting costs no status write of its own.
+node is seen once (`GPUPoolStatus.reclaimingNodes` holds the ones still there) and counted if it
+held a ModelService's replica, over the node-hours of the pool's nodes holding one, so that the
+rate a pool is planned with is the larger of the published one and `reclaims / node-hours`
+(`thrifty.api.spot.observed_hazard`). Engine pods carry the node autoscalers' do-not-disrupt
+annotations, so a node autoscaler takes only empty nodes: those are its scale-downs (Karpenter's
+consolidation taints them as it taints an interrupted node), not reclaims. The simulator counts
+the nodes its replicas hold the same way (`thrifty.sim.pools.ReclaimLog`). Node-hours are folded
+into the status only when the count of serving nodes changes or a reclaim is seen: in between
+the pool had `status.servingNodes` of them since `nodeHoursAt`, which a reader adds, so counting
+costs no status write of its own.
 """
 
 from __future__ import annotations
@@ -23,32 +27,34 @@ def count(
     spec: gpupool.GPUPoolSpec,
     old: gpupool.GPUPoolStatus,
     nodes: Iterable[placement.NodeInfo],
-    live_nodes: int,
+    pods: Iterable[placement.PodInfo],
     *,
     now: str,
     now_seconds: float,
 ) -> dict[str, Any]:
     """The reclaim fields of a Spot pool's new status (none for another pool): ``old``'s
-    counters with the nodes newly tainted for reclaim, and the node-hours up to now when
-    the pool's ``live_nodes`` (its Ready, untainted nodes) differ from ``old.nodes``."""
+    counters with the serving nodes newly tainted for reclaim, and the node-hours up to now
+    when the count of serving nodes differs from ``old.serving_nodes``."""
     if not spec.is_spot:
         return {}
-    going = sorted(
-        n.name for n in nodes if n.reclaiming and placement.matches(n, spec.node_selector)
-    )
-    new = [name for name in going if name not in old.reclaiming_nodes]
+    held = {pod.node_name for pod in pods if pod.model_service is not None and pod.node_name}
+    members = [n for n in nodes if placement.matches(n, spec.node_selector)]
+    going = sorted(n.name for n in members if n.reclaiming)
+    new = [name for name in going if name not in old.reclaiming_nodes and name in held]
+    serving = sum(1 for n in members if n.name in held and not n.reclaiming)
     at = explain.parse_time(old.node_hours_at)
     hours, hours_at = old.node_hours, old.node_hours_at
     if at is None:
         hours_at = now
-    elif new or live_nodes != old.nodes:
-        hours += old.nodes * max(now_seconds - at, 0.0) / spot.SECONDS_PER_HOUR
+    elif new or serving != old.serving_nodes:
+        hours += old.serving_nodes * max(now_seconds - at, 0.0) / spot.SECONDS_PER_HOUR
         hours_at = now
     return {
         "reclaims": old.reclaims + len(new),
         "reclaims_since": old.reclaims_since or now,
         "node_hours": hours,
         "node_hours_at": hours_at,
+        "serving_nodes": serving,
         "reclaiming_nodes": going,
     }
 
@@ -59,5 +65,5 @@ def observed_hazard(status: gpupool.GPUPoolStatus | None, now_seconds: float) ->
         return 0.0
     at = explain.parse_time(status.node_hours_at)
     since = 0.0 if at is None else max(now_seconds - at, 0.0)
-    hours = status.node_hours + status.nodes * since / spot.SECONDS_PER_HOUR
+    hours = status.node_hours + status.serving_nodes * since / spot.SECONDS_PER_HOUR
     return spot.observed_hazard(status.reclaims, hours)

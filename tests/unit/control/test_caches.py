@@ -193,6 +193,7 @@ def test_the_reclaim_rate_a_pools_status_counted_reaches_the_autoscaler() -> Non
         "status": {
             **POOL["status"],
             "nodes": 1,
+            "servingNodes": 1,
             "reclaims": 1,
             "nodeHours": 0.25,
             "nodeHoursAt": "2026-01-01T00:00:00Z",

@@ -41,6 +41,8 @@ class FakeKube:
 
 
 class View:
+    """The cluster: ``nodes``, each holding one replica of a ModelService."""
+
     def __init__(self, nodes: list[placement.NodeInfo]) -> None:
         self.nodes = nodes
 
@@ -48,7 +50,10 @@ class View:
         return self.nodes
 
     def all_gpu_pods(self) -> list[placement.PodInfo]:
-        return []
+        labels = {placement.MODEL_SERVICE_LABEL: "llama", placement.POOL_LABEL: "spot"}
+        return [
+            placement.PodInfo("default", f"llama-{n.name}", n.name, 8, labels) for n in self.nodes
+        ]
 
 
 def refresh(kube: FakeKube, nodes: list[placement.NodeInfo], at: float) -> dict[str, Any]:

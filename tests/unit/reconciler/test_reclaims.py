@@ -28,21 +28,33 @@ def node(name: str, reclaiming: bool = False, pool: str = "spot") -> placement.N
     return placement.NodeInfo(name, {"p": pool}, 8, reclaiming=reclaiming)
 
 
-def after(old: gpupool.GPUPoolStatus, nodes: list[placement.NodeInfo], at: float) -> Any:
-    """The pool's status after a refresh at ``at`` over ``nodes``."""
+def replica(on: str, owner: str | None = "llama") -> placement.PodInfo:
+    labels = {placement.MODEL_SERVICE_LABEL: owner} if owner else {}
+    return placement.PodInfo("default", f"{owner}-{on}", on, 8, labels)
+
+
+def after(
+    old: gpupool.GPUPoolStatus,
+    nodes: list[placement.NodeInfo],
+    at: float,
+    held: str = "abx",
+) -> Any:
+    """The pool's status after a refresh at ``at`` over ``nodes``, a replica on each node named
+    in ``held``."""
     live = len(placement.pool_nodes(SPOT, nodes))
     now = explain.now_rfc3339(datetime.fromtimestamp(at, UTC))
-    counted = reclaims.count(SPOT, old, nodes, live, now=now, now_seconds=at)
+    pods = [replica(n.name) for n in nodes if n.name in held]
+    counted = reclaims.count(SPOT, old, nodes, pods, now=now, now_seconds=at)
     return old.model_copy(update={"nodes": live, **counted})
 
 
 def test_each_reclaimed_node_counts_once_over_the_node_hours_seen() -> None:
     start = after(gpupool.GPUPoolStatus(), [node("a"), node("b"), node("x", pool="other")], T0)
-    assert (start.reclaims, start.node_hours, start.nodes) == (0, 0.0, 2)
+    assert (start.reclaims, start.node_hours, start.serving_nodes) == (0, 0.0, 2)
     assert reclaims.observed_hazard(start, T0 + 3600) == 0.0  # none seen: published rate
     # Half an hour later b is tainted: 2 nodes x 0.5 h seen, one reclaim.
     tainted = after(start, [node("a"), node("b", reclaiming=True)], T0 + 1800)
-    assert (tainted.reclaims, tainted.node_hours, tainted.nodes) == (1, 1.0, 1)
+    assert (tainted.reclaims, tainted.node_hours, tainted.serving_nodes) == (1, 1.0, 1)
     assert tainted.reclaiming_nodes == ["b"]
     assert reclaims.observed_hazard(tainted, T0 + 1800) == 1.0
     # The node stays tainted for a while: still one reclaim; one node counted since.
@@ -54,10 +66,32 @@ def test_each_reclaimed_node_counts_once_over_the_node_hours_seen() -> None:
     assert gone.reclaims_since == start.reclaims_since
 
 
+def test_a_node_autoscaler_taking_an_empty_node_is_no_reclaim() -> None:
+    # Karpenter taints a node it consolidates as it taints one the cloud interrupts; the engine
+    # pods' do-not-disrupt annotations keep it to nodes without a replica. Those nodes' hours
+    # are not counted either: the rate is per node-hour of nodes serving.
+    start = after(gpupool.GPUPoolStatus(), [node("a"), node("b")], T0, held="a")
+    assert (start.serving_nodes, start.nodes) == (1, 2)
+    emptied = after(start, [node("a"), node("b", reclaiming=True)], T0 + 1800, held="a")
+    assert (emptied.reclaims, emptied.reclaiming_nodes) == (0, ["b"])
+    assert emptied.node_hours == 0.0  # one serving node throughout: nothing to fold yet
+    assert reclaims.observed_hazard(emptied, T0 + 3600) == 0.0
+    # Nor does a pod that is not a ModelService's make a node serving.
+    other = reclaims.count(
+        SPOT, start, [node("c", reclaiming=True)], [replica("c", None)], now="x", now_seconds=T0
+    )
+    assert other["reclaims"] == 0
+
+
 def test_pools_that_are_not_spot_count_nothing() -> None:
     on_demand = SPOT.model_copy(update={"capacity_type": gpupool.CapacityType.ON_DEMAND})
     counted = reclaims.count(
-        on_demand, gpupool.GPUPoolStatus(), [node("a", True)], 0, now="x", now_seconds=T0
+        on_demand,
+        gpupool.GPUPoolStatus(),
+        [node("a", True)],
+        [replica("a")],
+        now="x",
+        now_seconds=T0,
     )
     assert counted == {}
     assert reclaims.observed_hazard(None, T0) == 0.0
