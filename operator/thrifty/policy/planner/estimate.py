@@ -501,7 +501,8 @@ BOOTSTRAP_LOAD = 0.9
 
 MODEL_LOADS = (0.3, BOOTSTRAP_LOAD)
 """The utilisations at which the measured percentile shows the model's queue term: the queue
-scale is learned there, and only a miss there says the capacity is lower than believed."""
+scale is learned there (below them only lowered, `_queue_scale`), and only a miss there says the
+capacity is lower than believed."""
 
 
 def _base_ttft(
