@@ -379,6 +379,9 @@ def test_throughput_below_saturation_is_only_a_lower_bound() -> None:
     assert load(decisions[-1].state).capacity == pytest.approx(1500.0)
     assert load(decisions[-1].state).capacity_source == Source.LOWER_BOUND
     assert all(d.replicas <= 4 for d in decisions)
+    # The message says so, and predicts no latency: the model has no utilisation on a bound.
+    assert "on a bound of 1,500 tok/s per replica" in decisions[-1].message
+    assert "predicted" not in decisions[-1].message
 
 
 def test_a_late_burst_orders_no_replicas_for_what_the_ready_ones_serve() -> None:

@@ -213,19 +213,38 @@ def _sized(
     if backlog is not None and backlog.replicas > steady:
         return backlog
     target = spec.ttft_target_seconds
-    predicted = predicted_ttft(state, planned, steady)
-    promise = ""
-    if target is not None and predicted is not None and math.isfinite(predicted):
-        percentile = round(spec.ttft_target_quantile * 100)
-        promise = f", predicted p{percentile} TTFT {predicted:.2f} s (target {target:g} s)"
     burst = f" ±{outlook.spread:,.0f}" if outlook.spread >= 0.5 else ""
     bound = types.Bound.LATENCY_TARGET if target is not None else types.Bound.NONE
     return Need(
         steady,
-        f"{planned:,.0f} tok/s forecast (level {outlook.level:,.0f}{burst}) at "
-        f"{capacity:,.0f} tok/s per replica, {limit:.0%} utilisation{promise}",
+        f"{planned:,.0f} tok/s forecast (level {outlook.level:,.0f}{burst}) "
+        f"{_per_replica(state, spec, planned, steady, capacity, limit)}",
         bound,
     )
+
+
+def _per_replica(
+    state: State,
+    spec: types.PolicySpec,
+    planned: float,
+    replicas: int,
+    capacity: float,
+    limit: float,
+) -> str:
+    """What a replica is planned at, and the latency model's prediction where it planned: on a
+    lower bound of the capacity the model has no utilisation to predict from."""
+    if state.capacity_source == Source.LOWER_BOUND and limit >= 1.0:
+        served = f"{capacity:,.0f} tok/s per replica"
+        return f"on a bound of {served} (the most one served, never saturated)"
+    said = f"at {capacity:,.0f} tok/s per replica, {limit:.0%} utilisation"
+    target = spec.ttft_target_seconds
+    predicted = predicted_ttft(state, planned, replicas)
+    if state.capacity_source == Source.LOWER_BOUND or target is None or predicted is None:
+        return said
+    if not math.isfinite(predicted):
+        return said
+    percentile = round(spec.ttft_target_quantile * 100)
+    return f"{said}, predicted p{percentile} TTFT {predicted:.2f} s (target {target:g} s)"
 
 
 def drain_seconds(spec: types.PolicySpec, tuning: Tuning) -> float:
