@@ -378,64 +378,20 @@ def reconcile_model_service(
     config = config or settings_module.Settings()
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
-    own = view.replica_pods(namespace, name)
     try:
         current = modelservice.ModelServiceStatus.model_validate(body.get("status") or {})
     except pydantic.ValidationError:
         current = modelservice.ModelServiceStatus()
     owned = view.owned_deployments(namespace, name, uid)
-    nodes = view.node_readiness()
-    holding: dict[str, int] = {}
-    for pod in own:
-        pool = ((pod.get("metadata") or {}).get("labels") or {}).get(placement.POOL_LABEL)
-        # A pod bound to a deleted node holds no GPU anyone pays for: the machine is gone.
-        if (pod.get("spec") or {}).get("nodeName") in nodes and pool:
-            holding[pool] = holding.get(pool, 0) + 1
-    moment = datetime.now(UTC)
-    pool_bodies = view.pool_bodies()
     with ledger.lock:
-        inputs = reconcile.Inputs(
-            name=name,
-            namespace=namespace,
-            uid=uid,
-            generation=int(meta.get("generation", 0)),
-            spec=body.get("spec") or {},
-            status=current,
-            pools=_pools(pool_bodies, logger),
-            nodes=view.all_nodes(),
-            pods=view.all_gpu_pods(),
-            deployments=_by_pool(owned),
-            orphans={},
-            pod_waiting=[w for p in own for w in kube_adapter.waiting_reasons(p)],
-            replicas_holding_gpus=holding,
-            claims={key: dict(value) for key, value in ledger.claims.items()},
-            now=explain.now_rfc3339(moment),
-            now_seconds=moment.timestamp(),
-            return_delay_seconds=config.return_delay_seconds,
-            cold_start_seconds=config.cold_start_seconds,
-            lost=reconcile.lost_replicas(own, nodes),
-            node_loss_toleration_seconds=config.node_loss_toleration_seconds,
-            do_not_disrupt=config.do_not_disrupt,
-            pool_shortages=_shortages(pool_bodies, moment.timestamp()),
-            observed_hazards=_observed_hazards(pool_bodies, moment.timestamp()),
-        )
-        result = reconcile.plan(inputs)
-        rendered = {
-            m["metadata"]["name"] for m in result.manifests or [] if m["kind"] == "Deployment"
-        }
-        orphans = {
-            str(d["metadata"]["name"]): reconcile.deployment_state(d)
-            for d in owned
-            if d["metadata"]["name"] not in rendered
-        }
-        if result.manifests is not None and orphans:
-            inputs = dataclasses.replace(inputs, orphans=orphans)
-            result = reconcile.plan(inputs)
+        inputs = _reconcile_inputs(body, current, owned, view, ledger, config, logger)
+        inputs, result = _plan(inputs, owned)
         if result.manifests is not None:
             ledger.claims[(namespace, name)] = dict(result.claims)
     manifests = result.manifests or []
     wanted = digest(manifests)
     generations = tuple(sorted(int(d["metadata"].get("generation", 0)) for d in owned))
+    rendered = {str(m["metadata"]["name"]) for m in manifests if m["kind"] == "Deployment"}
     missing = rendered - {str(d["metadata"]["name"]) for d in owned}
     outcome = SETTLED
     if manifests and (missing or applied.get(uid) != (wanted, generations)):
@@ -457,6 +413,74 @@ def reconcile_model_service(
         kube.event(_involved(body, "ModelService"), event.type, event.reason, event.message)
         logger.info(f"{event.reason}: {event.message}")
     return outcome
+
+
+def _reconcile_inputs(
+    body: Mapping[str, Any],
+    current: modelservice.ModelServiceStatus,
+    owned: list[dict[str, Any]],
+    view: ClusterView,
+    ledger: ClaimLedger,
+    config: settings_module.Settings,
+    logger: kopf.Logger | logging.Logger,
+) -> reconcile.Inputs:
+    """What one pass plans from, read from the caches (the ledger's claims under its lock)."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    own = view.replica_pods(namespace, name)
+    nodes = view.node_readiness()
+    holding: dict[str, int] = {}
+    for pod in own:
+        pool = ((pod.get("metadata") or {}).get("labels") or {}).get(placement.POOL_LABEL)
+        # A pod bound to a deleted node holds no GPU anyone pays for: the machine is gone.
+        if (pod.get("spec") or {}).get("nodeName") in nodes and pool:
+            holding[pool] = holding.get(pool, 0) + 1
+    moment = datetime.now(UTC)
+    pool_bodies = view.pool_bodies()
+    return reconcile.Inputs(
+        name=name,
+        namespace=namespace,
+        uid=meta["uid"],
+        generation=int(meta.get("generation", 0)),
+        spec=body.get("spec") or {},
+        status=current,
+        pools=_pools(pool_bodies, logger),
+        nodes=view.all_nodes(),
+        pods=view.all_gpu_pods(),
+        deployments=_by_pool(owned),
+        orphans={},
+        pod_waiting=[w for p in own for w in kube_adapter.waiting_reasons(p)],
+        replicas_holding_gpus=holding,
+        claims={key: dict(value) for key, value in ledger.claims.items()},
+        now=explain.now_rfc3339(moment),
+        now_seconds=moment.timestamp(),
+        return_delay_seconds=config.return_delay_seconds,
+        cold_start_seconds=config.cold_start_seconds,
+        lost=reconcile.lost_replicas(own, nodes),
+        node_loss_toleration_seconds=config.node_loss_toleration_seconds,
+        do_not_disrupt=config.do_not_disrupt,
+        pool_shortages=_shortages(pool_bodies, moment.timestamp()),
+        observed_hazards=_observed_hazards(pool_bodies, moment.timestamp()),
+    )
+
+
+def _plan(
+    inputs: reconcile.Inputs, owned: list[dict[str, Any]]
+) -> tuple[reconcile.Inputs, reconcile.Plan]:
+    """The pass's plan, planned again with the owned Deployments it does not render (a pool no
+    longer offered, or the pre-spread single one): they count in status, and are pruned once
+    the offered pools serve."""
+    result = reconcile.plan(inputs)
+    rendered = {m["metadata"]["name"] for m in result.manifests or [] if m["kind"] == "Deployment"}
+    orphans = {
+        str(d["metadata"]["name"]): reconcile.deployment_state(d)
+        for d in owned
+        if d["metadata"]["name"] not in rendered
+    }
+    if result.manifests is None or not orphans:
+        return inputs, result
+    inputs = dataclasses.replace(inputs, orphans=orphans)
+    return inputs, reconcile.plan(inputs)
 
 
 def _involved(body: Mapping[str, Any], kind: str) -> dict[str, Any]:
