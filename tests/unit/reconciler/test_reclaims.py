@@ -37,7 +37,7 @@ def after(
     old: gpupool.GPUPoolStatus,
     nodes: list[placement.NodeInfo],
     at: float,
-    held: str = "abx",
+    held: tuple[str, ...] = ("a", "b", "x"),
 ) -> Any:
     """The pool's status after a refresh at ``at`` over ``nodes``, a replica on each node named
     in ``held``."""
@@ -70,12 +70,14 @@ def test_a_node_autoscaler_taking_an_empty_node_is_no_reclaim() -> None:
     # Karpenter taints a node it consolidates as it taints one the cloud interrupts; the engine
     # pods' do-not-disrupt annotations keep it to nodes without a replica. Those nodes' hours
     # are not counted either: the rate is per node-hour of nodes serving.
-    start = after(gpupool.GPUPoolStatus(), [node("a"), node("b")], T0, held="a")
+    start = after(gpupool.GPUPoolStatus(), [node("a"), node("b")], T0, held=("a",))
     assert (start.serving_nodes, start.nodes) == (1, 2)
-    emptied = after(start, [node("a"), node("b", reclaiming=True)], T0 + 1800, held="a")
+    emptied = after(start, [node("a"), node("b", reclaiming=True)], T0 + 1800, held=("a",))
     assert (emptied.reclaims, emptied.reclaiming_nodes) == (0, ["b"])
-    assert emptied.node_hours == 0.0  # one serving node throughout: nothing to fold yet
     assert reclaims.observed_hazard(emptied, T0 + 3600) == 0.0
+    # An hour in, a's node goes with its replica: one reclaim over a's hour alone, not b's too.
+    lost = after(emptied, [node("a", reclaiming=True)], T0 + 3600, held=("a",))
+    assert (lost.reclaims, lost.node_hours, lost.serving_nodes) == (1, 1.0, 0)
     # Nor does a pod that is not a ModelService's make a node serving.
     other = reclaims.count(
         SPOT, start, [node("c", reclaiming=True)], [replica("c", None)], now="x", now_seconds=T0
