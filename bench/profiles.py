@@ -25,14 +25,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import run as bench  # bench/run.py: the shared cases and settings
-import shapes  # bench/shapes.py: the verdicts and the load test
-from thrifty import cli
+import shapes  # bench/shapes.py: the runs, the verdicts and the page
 from thrifty.sim.profiles import EngineProfile
-from thrifty.sim.runner import simulate
 
 _WHAT_IF = "set by hand for bench/profiles.py, not calibrated"
 
@@ -86,24 +84,9 @@ class Row:
     clairvoyant: shapes.Run
 
 
-def _simulate(args: argparse.Namespace, case: bench.Case, policy_name: str) -> shapes.Run:
-    service = bench._model_service(args, case)
-    policy = cli.build_policy(policy_name, bench._context(args, case))
-    result = simulate(case.trace, policy, bench._config(args, case, service))
-    return shapes.Run(result.gpu_hours, result.slo_attainment)
-
-
 def cheapest_static(args: argparse.Namespace, case: bench.Case) -> tuple[int, shapes.Run] | None:
     """The fewest fixed replicas that meet the SLO (None: none up to MAX_STATIC does)."""
-
-    def run(count: int) -> shapes.Run:
-        fixed = bench._model_service(args, case, min_replicas=count, max_replicas=count)
-        policy = cli.build_policy(f"static,replicas={count}", bench._context(args, case))
-        config = replace(bench._config(args, case, fixed), initial_replicas=count)
-        result = simulate(case.trace, policy, config)
-        return shapes.Run(result.gpu_hours, result.slo_attainment)
-
-    return fewest(run, MAX_STATIC)
+    return fewest(lambda count: shapes.simulated_static(args, case, count), MAX_STATIC)
 
 
 def fewest(run: Callable[[int], shapes.Run], most: int) -> tuple[int, shapes.Run] | None:
@@ -135,9 +118,9 @@ def one(job: tuple[str, str]) -> Row:
         trace,
         profile_name,
         case.initial_replicas,
-        _simulate(args, case, "thrifty"),
+        shapes.simulated(args, case, "thrifty"),
         cheapest_static(args, case),
-        _simulate(args, case, "clairvoyant,utilization=1.0"),
+        shapes.simulated(args, case, "clairvoyant,utilization=1.0"),
     )
 
 
@@ -148,15 +131,10 @@ def table(rows: Sequence[Row]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
-        static = (
-            f"none up to {MAX_STATIC}"
-            if row.static is None
-            else f"{row.static[0]}: {shapes._run(row.static[1])}"
-        )
         lines.append(
-            f"| {row.trace} | {row.profile} | {row.opening} | {shapes._run(row.thrifty)}: "
-            f"{shapes.verdict(row.thrifty, row.static)} | {static} | "
-            f"{shapes._run(row.clairvoyant)} |"
+            f"| {row.trace} | {row.profile} | {row.opening} | {shapes.cell(row.thrifty)}: "
+            f"{shapes.verdict(row.thrifty, row.static)} | "
+            f"{shapes.static_cell(row.static, MAX_STATIC)} | {shapes.cell(row.clairvoyant)} |"
         )
     return lines
 

@@ -136,21 +136,11 @@ def one(job: tuple[str, str, str, int]) -> Row:
     found = case(args, shape, mix, profile_name)
     requests = found.trace.requests
     capacity = load_test(found.profile, [(r.prompt_tokens, r.output_tokens) for r in requests])
-
-    def run(policy_name: str) -> Run:
-        ms = bench._model_service(args, found)
-        policy = cli.build_policy(policy_name, bench._context(args, found))
-        result = simulate(found.trace, policy, bench._config(args, found, ms))
-        return Run(result.gpu_hours, result.slo_attainment)
-
     static = None
     for count in range(1, MAX_STATIC + 1):
-        fixed = bench._model_service(args, found, min_replicas=count, max_replicas=count)
-        policy = cli.build_policy(f"static,replicas={count}", bench._context(args, found))
-        config = replace(bench._config(args, found, fixed), initial_replicas=count)
-        result = simulate(found.trace, policy, config)
-        if result.slo_attainment >= 0.95:
-            static = (count, Run(result.gpu_hours, result.slo_attainment))
+        fixed = simulated_static(args, found, count)
+        if fixed.attainment >= 0.95:
+            static = (count, fixed)
             break
     return Row(
         shape,
@@ -158,14 +148,36 @@ def one(job: tuple[str, str, str, int]) -> Row:
         profile_name,
         capacity,
         sum(r.prompt_tokens + r.output_tokens for r in requests) / found.trace.duration_seconds,
-        run("thrifty"),
+        simulated(args, found, "thrifty"),
         static,
-        run("clairvoyant,utilization=1.0"),
+        simulated(args, found, "clairvoyant,utilization=1.0"),
     )
 
 
-def _run(run: Run) -> str:
+def simulated(args: argparse.Namespace, found: bench.Case, policy_name: str) -> Run:
+    """``policy_name`` (as ``thrifty simulate --policy`` takes it) on the case."""
+    ms = bench._model_service(args, found)
+    policy = cli.build_policy(policy_name, bench._context(args, found))
+    result = simulate(found.trace, policy, bench._config(args, found, ms))
+    return Run(result.gpu_hours, result.slo_attainment)
+
+
+def simulated_static(args: argparse.Namespace, found: bench.Case, count: int) -> Run:
+    """``count`` fixed replicas on the case, all of them warm from the start."""
+    fixed = bench._model_service(args, found, min_replicas=count, max_replicas=count)
+    policy = cli.build_policy(f"static,replicas={count}", bench._context(args, found))
+    config = replace(bench._config(args, found, fixed), initial_replicas=count)
+    result = simulate(found.trace, policy, config)
+    return Run(result.gpu_hours, result.slo_attainment)
+
+
+def cell(run: Run) -> str:
     return f"{run.gpu_hours:.2f} ({100 * run.attainment:.1f} %)"
+
+
+def static_cell(static: tuple[int, Run] | None, most: int) -> str:
+    """The cheapest static fleet meeting the SLO, as a table shows it."""
+    return f"none up to {most}" if static is None else f"{static[0]}: {cell(static[1])}"
 
 
 def verdict(run: Run, static: tuple[int, Run] | None) -> str:
@@ -185,13 +197,10 @@ def table(rows: Sequence[Row]) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        static = (
-            "none up to 16" if row.static is None else f"{row.static[0]}: {_run(row.static[1])}"
-        )
         lines.append(
             f"| {row.shape} | {row.mix} | {row.profile} | {row.demand:,.0f} | "
-            f"{row.capacity:,.0f} | {_run(row.thrifty)}: {verdict(row.thrifty, row.static)} | "
-            f"{static} | {_run(row.clairvoyant)} |"
+            f"{row.capacity:,.0f} | {cell(row.thrifty)}: {verdict(row.thrifty, row.static)} | "
+            f"{static_cell(row.static, MAX_STATIC)} | {cell(row.clairvoyant)} |"
         )
     return lines
 
