@@ -564,14 +564,13 @@ def _queue_scale(
     load = utilisation(state, per_replica)
     if reading.ttft is None or state.base_ttft is None or load is None:
         return state
-    scale = state.queue_scale
-    lowest = MODEL_LOADS[0]
-    if scale:
-        lowest = min(lowest, state.base_ttft / (state.base_ttft + scale))
-    if not lowest <= load <= MODEL_LOADS[1]:
+    if load > MODEL_LOADS[1]:
         return state
-    sample = max(reading.ttft - state.base_ttft, 0.0) * (1.0 - load) / load
-    if load < MODEL_LOADS[0] and scale is not None and sample > scale:
+    base, scale = state.base_ttft, state.queue_scale
+    sample = max(reading.ttft - base, 0.0) * (1.0 - load) / load
+    if load < MODEL_LOADS[0] and (
+        scale is None or scale * load / (1.0 - load) < base or sample > scale
+    ):
         return state
     scale = _ewma(scale, sample, elapsed, tuning.learn_time_constant_seconds)
     return replace(state, queue_scale=scale)

@@ -238,10 +238,10 @@ def _per_replica(
         return f"on a bound of {served} (the most one served, never saturated)"
     said = f"at {capacity:,.0f} tok/s per replica, {limit:.0%} utilisation"
     target = spec.ttft_target_seconds
-    predicted = predicted_ttft(state, planned, replicas)
-    if state.capacity_source == Source.LOWER_BOUND or target is None or predicted is None:
+    if state.capacity_source == Source.LOWER_BOUND or target is None:
         return said
-    if not math.isfinite(predicted):
+    predicted = predicted_ttft(state, planned, replicas)
+    if predicted is None or not math.isfinite(predicted):
         return said
     percentile = round(spec.ttft_target_quantile * 100)
     return f"{said}, predicted p{percentile} TTFT {predicted:.2f} s (target {target:g} s)"
