@@ -362,8 +362,11 @@ def test_capacity_is_learned_without_a_prior() -> None:
     saturated = signals(requests_waiting=40.0, kv_cache_usage=0.95)
     ticks = _unknown_capacity_ticks(saturated, desired=2, count=10)
     decisions = run(POLICY, ticks)
-    # Rates mix old and new replicas for a while after the ready count is first seen: wait.
-    assert load(decisions[7].state).capacity is None  # 105 s
+    # Rates mix old and new replicas for a while after the ready count is first seen: until
+    # then what they served is only a bound (a rate over a count that may have risen in its
+    # window understates each one's share), however saturated they look.
+    assert load(decisions[7].state).capacity == pytest.approx(3000.0)  # 105 s
+    assert load(decisions[7].state).capacity_source == Source.LOWER_BOUND
     assert load(decisions[8].state).capacity == pytest.approx(3000.0)  # 120 s
     assert load(decisions[8].state).capacity_source == Source.SATURATED
 
@@ -382,6 +385,95 @@ def test_throughput_below_saturation_is_only_a_lower_bound() -> None:
     # The message says so, and predicts no latency: the model has no utilisation on a bound.
     assert "on a bound of 1,500 tok/s per replica" in decisions[-1].message
     assert "predicted" not in decisions[-1].message
+
+
+def test_one_replica_carrying_steady_traffic_from_the_start_stays_one() -> None:
+    # Steady 2 requests/s on one replica (19,000 tok/s at its limit): 1-minute rates swing by
+    # about 10 % around 2,800 tok/s. Bounding only on ticks after the count settled (120 s)
+    # took one low rate for the bound, under the level the earlier ticks set: 2 replicas for
+    # the hour, each serving half of what one had served with no queue.
+    rates = [2950.0, 2700.0, 3000.0, 2850.0, 2650.0, 2900.0, 2800.0, 2750.0, 2300.0, 2600.0]
+    ticks = [
+        observation(
+            now=1000.0 + 15.0 * i,
+            sig=signals(
+                prompt_tokens_per_second=rate * 0.8,
+                generation_tokens_per_second=rate * 0.2,
+                requests_waiting=0.0,
+                requests_running=3.0,
+                kv_cache_usage=0.02,
+                ttft_p95_seconds=0.2,
+            ),
+            desired=1,
+            capacity_tokens_per_second_per_replica=None,
+        )
+        for i, rate in enumerate(rates)
+    ]
+    decisions = run(POLICY, ticks)
+    assert [d.replicas for d in decisions] == [1] * len(rates)
+    assert load(decisions[-1].state).capacity == pytest.approx(3000.0)
+
+
+def test_a_rate_over_a_fall_of_the_ready_count_bounds_nothing() -> None:
+    # 2 replicas served 3,000 tok/s each until one went: the next minute's rate counts the gone
+    # replica's tokens as the remaining one's (6,000), more than it may carry alone.
+    known = State(capacity=3000.0, capacity_source=Source.LOWER_BOUND, ready=2, ready_since=0.0)
+    mixed = signals(prompt_tokens_per_second=5000.0, generation_tokens_per_second=1000.0)
+    after = [
+        observation(
+            now=1000.0 + 15.0 * i,
+            sig=mixed,
+            desired=1,
+            capacity_tokens_per_second_per_replica=None,
+        )
+        for i in range(9)
+    ]
+    decisions = run(POLICY, after, known.to_json())
+    assert all(load(d.state).capacity == pytest.approx(3000.0) for d in decisions[:-1])
+    # Once the count has held for the settle time (120 s) the rate is one replica's own.
+    assert load(decisions[-1].state).capacity == pytest.approx(6000.0)
+
+
+def test_replicas_of_several_speeds_carrying_the_level_on_a_bound_order_none() -> None:
+    # 3 reference replicas are worth 3.05 (an L40S at 0.15 among H100s): their first rate is
+    # the bound and the level at once, 7,408 / 3.05 = 2,429 per replica. Sized at the bound,
+    # the level asks for 3.05 replicas: rounded up, one more than the three carrying it now.
+    first = observation(
+        now=1015.0,
+        sig=signals(prompt_tokens_per_second=3704.0, generation_tokens_per_second=3704.0),
+        desired=3,
+        capacity_tokens_per_second_per_replica=None,
+    )
+    first = replace(first, replicas=replace(first.replicas, ready_units=3.05))
+    decision = POLICY.decide(first, {})
+    assert load(decision.state).capacity == pytest.approx(7408.0 / 3.05)
+    assert decision.replicas == 3
+
+
+def test_a_miss_never_lowers_the_capacity_under_a_bound_replicas_served() -> None:
+    # 18 replicas once served 187 tok/s each; at the first burst after a silence the window's
+    # rate reads 60 each with a late p95. The miss model puts the capacity at 184 tok/s, under
+    # what the replicas were seen to serve: the bound stands.
+    known = State(
+        capacity=187.0,
+        capacity_source=Source.LOWER_BOUND,
+        served_max=184.0,
+        base_ttft=1.49,
+        ready=18,
+        ready_since=0.0,
+        last_seen=985.0,
+    )
+    late = signals(
+        prompt_tokens_per_second=900.0,
+        generation_tokens_per_second=185.0,
+        requests_running=5.0,
+        kv_cache_usage=0.01,
+        ttft_p95_seconds=2.41,
+    )
+    tick = observation(sig=late, desired=18, capacity_tokens_per_second_per_replica=None)
+    decision = POLICY.decide(tick, known.to_json())
+    assert load(decision.state).capacity == pytest.approx(187.0)
+    assert load(decision.state).capacity_source == Source.LOWER_BOUND
 
 
 def test_a_late_burst_orders_no_replicas_for_what_the_ready_ones_serve() -> None:
@@ -415,7 +507,10 @@ def test_a_burst_tick_among_steady_ones_is_spread_not_level() -> None:
 
 
 def test_without_capacity_the_queue_target_drives() -> None:
-    queued = signals(requests_waiting=55.0)
+    # Replicas that have served nothing yet bound nothing: only the queue says what they need.
+    queued = signals(
+        requests_waiting=55.0, prompt_tokens_per_second=0.0, generation_tokens_per_second=0.0
+    )
     decision = POLICY.decide(
         observation(sig=queued, desired=2, capacity_tokens_per_second_per_replica=None), {}
     )

@@ -205,11 +205,13 @@ def learn(
     if state.shape and state.shape != spec.replica_shape:
         state = State()
     ready = observation.replicas.ready
-    ready_since, grew_at = state.ready_since, state.grew_at
+    ready_since, grew_at, fell_at = state.ready_since, state.grew_at, state.fell_at
     if state.ready != ready or ready_since is None or ready_since > now:
         ready_since = now
     if ready > state.ready >= 0:
         grew_at = now
+    if 0 <= ready < state.ready:
+        fell_at = now
     elapsed = _elapsed(state, now, tuning)
     state = replace(
         state,
@@ -217,6 +219,7 @@ def learn(
         ready=ready,
         ready_since=ready_since,
         grew_at=grew_at,
+        fell_at=fell_at,
         queue_growth=queue_growth(state, now, reading.waiting),
         waiting=reading.waiting,
         last_seen=now,
@@ -233,9 +236,11 @@ def learn(
         # carries their waits for a window after the last tick whose average shows the queue,
         # not after the last one at the limit.
         state = replace(state, saturated_at=now)
-    if not settled(state, now, tuning) or reading.served <= 0.0:
+    if reading.served <= 0.0 or observation.replicas.ready <= 0:
         return state
     per_replica = reading.served / observation.replicas.serving
+    if not settled(state, now, tuning):
+        return _bound_while_settling(state, per_replica, now, tuning)
     state = _batch_limit(state, observation, signals, reading, per_replica, tuning)
     state = _capacity(state, observation, signals, reading, per_replica, elapsed, tuning)
     if state.saturated_at is not None and now - state.saturated_at < tuning.ttft_window_seconds:
@@ -246,6 +251,22 @@ def learn(
     prefill = _measured(signals.prefill_time_buckets, observation.spec, tuning)
     state = _base_ttft(state, reading, per_replica, elapsed, tuning, target, prefill)
     return _queue_scale(state, reading, per_replica, elapsed, tuning)
+
+
+def _bound_while_settling(state: State, per_replica: float, now: float, tuning: Tuning) -> State:
+    """A rate over a window in which the ready count only rose divides what fewer replicas
+    served by more of them: it understates each one's share, so it still bounds the capacity
+    from below. Only a fall within the window (more served than the rest did) spoils it."""
+    if state.capacity_source not in ("", Source.LOWER_BOUND):
+        return state
+    if state.fell_at is not None and now - state.fell_at < tuning.settle_seconds:
+        return state
+    served = max(state.served_max or 0.0, per_replica)
+    if state.capacity is not None and per_replica <= state.capacity:
+        return replace(state, served_max=served)
+    return replace(
+        state, capacity=per_replica, capacity_source=Source.LOWER_BOUND, served_max=served
+    )
 
 
 def settled(state: State, now: float, tuning: Tuning) -> bool:
@@ -412,9 +433,13 @@ def _capacity_from_miss(state: State, ttft: float, per_replica: float) -> State:
         return state
     scale = state.queue_scale if state.queue_scale else base
     excess = (ttft - base) / scale
-    # Never below what a replica was seen to serve: a burst's miss is the burst's, not the
-    # level's, and a capacity under a measured throughput would be no capacity.
-    implied = max(per_replica * (1.0 + excess) / excess, state.served_max or 0.0)
+    # Never below what a replica was seen to serve (a bound is such a throughput): a burst's
+    # miss is the burst's, not the level's, and a capacity under a measured throughput would
+    # be no capacity.
+    seen = state.served_max or 0.0
+    if state.capacity_source == Source.LOWER_BOUND:
+        seen = max(seen, state.capacity or 0.0)
+    implied = max(per_replica * (1.0 + excess) / excess, seen)
     if state.capacity is not None and state.capacity <= implied:
         return state
     return replace(state, capacity=implied, capacity_source=Source.SATURATED)

@@ -142,6 +142,11 @@ def _bounded(
     level = Forecast(outlook.level, 0.0, 0.0, outlook.horizon_seconds, 0.0)
     unplanned = replace(state, headroom=0.0)
     sized = _sized(observation, reading, unplanned, level, demand, capacity, 1.0, tuning)
+    carrying = outlook.level <= capacity * replicas.serving * (1.0 + _EPSILON)
+    if carrying and not reading.queued and 0 < replicas.ready < sized.replicas:
+        # The ready replicas carry the level at the bound as they are: replicas of several
+        # speeds are worth a fraction more than their rounded count, not one more replica.
+        sized = replace(sized, replicas=replicas.ready)
     supply = replicas.ready + replicas.starting
     carried = ceil(outlook.planned(state.headroom) / capacity)
     if sized.replicas < supply and carried > sized.replicas:

@@ -71,6 +71,9 @@ class State:
     grew_at: float | None = None
     """When the ready count last rose: first tokens measured up to a window (and their TTFT)
     later include requests that queued for the smaller fleet."""
+    fell_at: float | None = None
+    """When the ready count last fell: a rate over a window it fell in counts what the removed
+    replicas served as the rest's."""
     last_seen: float | None = None
     waiting: float | None = None
     queue_growth: float = 0.0
