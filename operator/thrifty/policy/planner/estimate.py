@@ -404,7 +404,10 @@ def remember_miss(
         return state  # prefill alone misses: no count would have met it
     load = max(level, reading.served) / replicas.serving
     believed = utilisation(state, load)
-    if believed is None or believed >= MODEL_LOADS[0]:
+    # A bound is a throughput replicas served: a miss cannot put the capacity under it, and
+    # above it the bound allows any capacity already.
+    on_bound = state.capacity_source == Source.LOWER_BOUND
+    if not on_bound and (believed is None or believed >= MODEL_LOADS[0]):
         # Far below the loads the queue term is learned at, a miss is prefill or a burst the
         # queue scale carries, not a capacity lower than the one that served (a slow L4 on
         # azure-code: 5,854 -> 1,019 tok/s and 2.2x the replicas that meet the SLO).
@@ -433,13 +436,9 @@ def _capacity_from_miss(state: State, ttft: float, per_replica: float) -> State:
         return state
     scale = state.queue_scale if state.queue_scale else base
     excess = (ttft - base) / scale
-    # Never below what a replica was seen to serve (a bound is such a throughput): a burst's
-    # miss is the burst's, not the level's, and a capacity under a measured throughput would
-    # be no capacity.
-    seen = state.served_max or 0.0
-    if state.capacity_source == Source.LOWER_BOUND:
-        seen = max(seen, state.capacity or 0.0)
-    implied = max(per_replica * (1.0 + excess) / excess, seen)
+    # Never below what a replica was seen to serve: a burst's miss is the burst's, not the
+    # level's, and a capacity under a measured throughput would be no capacity.
+    implied = max(per_replica * (1.0 + excess) / excess, state.served_max or 0.0)
     if state.capacity is not None and state.capacity <= implied:
         return state
     return replace(state, capacity=implied, capacity_source=Source.SATURATED)
