@@ -20,7 +20,10 @@ writes the table). Every run uses thrifty's scaling policy and the benchmark's s
 Each run's SLO attainment is compared with the SLO (`bench/run.py`: met when at least the
 declared percentile of requests get their first token within the TTFT target), and thrifty's
 cost is compared with the strategies that reach the same attainment: the bar is on-demand's
-attainment, or the SLO's percentile when on-demand meets it (`summary`).
+attainment, or the SLO's percentile when on-demand meets it (`summary`). With ``--sweep`` each
+strategy also runs at several targets (`TARGET_MULTIPLES`), and on-demand's and the
+SkyServe-style cost are interpolated along those curves at thrifty's own attainment
+(`equal_table`), as `bench/run.py` compares the scaling baselines.
 
 The spot pool is reclaimed by a Poisson process of ``--reclaims-per-hour`` (seeded), each with a
 30-120 s notice and a 10-30 min outage (`thrifty.sim.pools`). The published monthly bands (AWS:
@@ -50,6 +53,10 @@ from thrifty.sim.runner import RunResult, simulate
 STRATEGIES = ("on-demand", "spot", "skyserve", "thrifty")
 SAVINGS_TARGET = 0.40
 """thrifty across pools at least 40 % cheaper than thrifty on on-demand only (issue 11)."""
+TARGET_MULTIPLES = (0.5, 1.0, 2.0, 4.0)
+"""``--sweep``: each strategy run with the policy's TTFT target at these multiples of the SLO's,
+every run measured against the SLO: its cost/attainment curve, as `bench/run.py` sweeps each
+baseline's knob."""
 
 
 @dataclass(frozen=True)
@@ -119,8 +126,9 @@ def summary(name: str, results: dict[str, RunResult], percentile: float) -> str:
 
 
 def run_strategy(
-    args: argparse.Namespace, case: bench.Case, strategy: str
+    args: argparse.Namespace, case: bench.Case, strategy: str, multiple: float = 1.0
 ) -> tuple[RunResult, int]:
+    """One strategy's run, its policy aiming at ``multiple`` x the SLO's TTFT target."""
     on_demand = pool("on-demand", gpupool.CapacityType.ON_DEMAND, args.price_per_gpu_hour, None)
     spot_price = round(args.price_per_gpu_hour * args.spot_fraction, 4)
     rate = args.interruption_rate if strategy == "thrifty" else None
@@ -136,7 +144,7 @@ def run_strategy(
         if strategy == "thrifty"
         else modelservice.PlacementPolicy.ORDERED
     )
-    ms = bench._model_service(args, case)
+    ms = bench._model_service(args, case, ttft_target_seconds=multiple * args.slo_ttft)
     spec = ms.spec.model_copy(update={"pools": [p.name for p in pools], "placement": placement})
     ms = ms.model_copy(update={"spec": spec})
     reclaims = interruptions(pools, case.trace.duration_seconds, args.reclaims_per_hour, args.seed)
@@ -146,6 +154,7 @@ def run_strategy(
         reclaims=reclaims,
         return_delay_seconds=args.return_delay,
         learn_reclaims=strategy == "thrifty",
+        slo_ttft_seconds=args.slo_ttft,
     )
     policy: types.ScalingPolicy = cli.build_policy("thrifty", bench._context(args, case))
     if strategy == "skyserve":
@@ -167,6 +176,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     extra.add_argument("--seed", type=int, default=0)
     extra.add_argument(
         "--seeds", type=int, default=1, help="also summarise this many seeds from --seed on"
+    )
+    extra.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also compare at thrifty's own attainment along each strategy's swept curve",
     )
     extra.add_argument("--out", type=Path)
     mine = extra.parse_args(argv)
@@ -261,6 +275,107 @@ def seeds_table(
     return lines
 
 
+Curves = dict[str, dict[str, list[bench.Point]]]
+"""trace -> strategy -> its runs at each of `TARGET_MULTIPLES`."""
+
+
+def sweep_seed(
+    args: argparse.Namespace, seed: int, runs: dict[str, dict[str, tuple[RunResult, int]]]
+) -> Curves:
+    """Each strategy's curve on each trace of ``runs`` (whose runs are the multiple 1)."""
+    seeded = argparse.Namespace(**{**vars(args), "seed": seed})
+    curves: Curves = {}
+    for name, profile_name in bench.MATRIX:
+        if name not in runs:
+            continue
+        case = bench.make_case(seeded, name, profile_by_name(profile_name))
+        curves[name] = {
+            strategy: [
+                bench.Point(
+                    strategy,
+                    multiple,
+                    runs[name][strategy][0]
+                    if multiple == 1.0
+                    else run_strategy(seeded, case, strategy, multiple)[0],
+                )
+                for multiple in TARGET_MULTIPLES
+            ]
+            for strategy in STRATEGIES
+        }
+    return curves
+
+
+def dollars(result: RunResult) -> float:
+    return result.cost_dollars
+
+
+def equal_cell(
+    curves: dict[str, list[bench.Point]], thrifty: RunResult
+) -> tuple[str, bool | None, bool | None]:
+    """thrifty's default run against the on-demand and SkyServe-style curves at its own
+    attainment: the cell, whether it saves the target share against on-demand, and whether it
+    costs at most the SkyServe-style fallback (each None where that curve never reaches it)."""
+    level = thrifty.slo_attainment
+    on_demand = bench.gpu_hours_at(curves["on-demand"], level, dollars)
+    skyserve = bench.gpu_hours_at(curves["skyserve"], level, dollars)
+    spent = thrifty.cost_dollars
+    cheaper = at_most = None
+    if on_demand.gpu_hours is None:
+        cell = "on-demand never"
+    else:
+        cheaper = spent <= (1 - SAVINGS_TARGET) * on_demand.gpu_hours
+        cell = f"{100 * (1 - spent / on_demand.gpu_hours):+.0f} %{_bounded(on_demand)}"
+    if skyserve.gpu_hours is None:
+        cell += ", sky never"
+    else:
+        at_most = round(spent, 2) <= round(skyserve.gpu_hours, 2)
+        relation = "≤" if at_most else ">"
+        cell += f", ${spent:.2f} {relation} sky ${skyserve.gpu_hours:.2f}{_bounded(skyserve)}"
+    return f"{cell} ({100 * level:.1f} %)", cheaper, at_most
+
+
+def _bounded(at: bench.AtEqualSlo) -> str:
+    """A mark for a cost the curve only bounds: its cheapest run is already above the level."""
+    return "^" if at.upper_bound else ""
+
+
+def equal_table(
+    by_seed: dict[int, dict[str, dict[str, tuple[RunResult, int]]]], curves: dict[int, Curves]
+) -> list[str]:
+    """Per trace and seed, thrifty against on-demand and SkyServe-style at thrifty's own
+    attainment, interpolated along their curves, then how often each target holds."""
+    seeds = sorted(curves)
+    traces = list(curves[seeds[0]])
+    lines = [
+        "| trace | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+        "|---|" + "---|" * len(seeds),
+    ]
+    verdicts: list[tuple[bool | None, bool | None]] = []
+    for name in traces:
+        cells = []
+        for seed in seeds:
+            cell, cheaper, at_most = equal_cell(
+                curves[seed][name], by_seed[seed][name]["thrifty"][0]
+            )
+            cells.append(cell)
+            verdicts.append((cheaper, at_most))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    compared = [c for c, _ in verdicts if c is not None]
+    against = [a for _, a in verdicts if a is not None]
+    lines += [
+        "",
+        f"- at least {100 * SAVINGS_TARGET:.0f} % cheaper than on-demand at the same attainment: "
+        f"{sum(compared)} of {len(compared)} runs (on-demand never reaches thrifty's in "
+        f"{len(verdicts) - len(compared)});",
+        f"- at most the SkyServe-style cost at the same attainment: {sum(against)} of "
+        f"{len(against)} (it never reaches thrifty's in {len(verdicts) - len(against)}).",
+        "",
+        "^: that strategy's cheapest run (the loosest target) is already above thrifty's "
+        "attainment, so its cost there bounds the cost at thrifty's from above.",
+    ]
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(list(sys.argv[1:] if argv is None else argv))
     started = time.perf_counter()
@@ -291,16 +406,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         "|---|---|---|---|---|---|",
         *summaries,
     ]
+    by_seed = {args.seed: runs}
+    for seed in range(args.seed + 1, args.seed + args.seeds):
+        by_seed[seed] = run_seed(args, seed, lambda _: None)
     if args.seeds > 1:
-        by_seed = {args.seed: runs}
-        for seed in range(args.seed + 1, args.seed + args.seeds):
-            by_seed[seed] = run_seed(args, seed, lambda _: None)
         same += [
             "",
             f"thrifty against on-demand over seeds {args.seed}-{args.seed + args.seeds - 1} of "
             'the reclaim process ("≤ sky": at most the SkyServe-style cost, both at the bar):',
             "",
             *seeds_table(by_seed, percentile),
+        ]
+    if args.sweep:
+        curves = {seed: sweep_seed(args, seed, by_seed[seed]) for seed in by_seed}
+        multiples = ", ".join(f"{m:g}" for m in TARGET_MULTIPLES)
+        same += [
+            "",
+            "At thrifty's own attainment, each other strategy's cost interpolated along its "
+            f"curve (its policy aiming at {multiples} x the SLO's TTFT target, every run measured "
+            "against the SLO; thrifty's attainment in brackets):",
+            "",
+            *equal_table(by_seed, curves),
         ]
     lines += same
     print("\n".join(same), flush=True)

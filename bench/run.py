@@ -226,9 +226,15 @@ def bench_trace(args: argparse.Namespace, case: Case, log: Callable[[str], None]
 # -- comparison at equal SLO attainment --------------------------------------------------------
 
 
-def frontier(points: Sequence[Point]) -> list[tuple[float, float]]:
-    """(GPU-hours, attainment) points no other point beats on both, cheapest first."""
-    ordered = sorted((p.result.gpu_hours, p.result.slo_attainment) for p in points)
+def gpu_hours(result: RunResult) -> float:
+    return result.gpu_hours
+
+
+def frontier(
+    points: Sequence[Point], cost: Callable[[RunResult], float] = gpu_hours
+) -> list[tuple[float, float]]:
+    """(cost, attainment) points no other point beats on both, cheapest first."""
+    ordered = sorted((cost(p.result), p.result.slo_attainment) for p in points)
     best: list[tuple[float, float]] = []
     for gpu_hours, attainment in ordered:
         if not best or attainment > best[-1][1]:
@@ -245,15 +251,22 @@ class AtEqualSlo:
     """When it never reaches it: the best attainment of any of its settings..."""
     ceiling_gpu_hours: float = 0.0
     """...and the GPU-hours of its cheapest setting within a point of that best."""
+    upper_bound: bool = False
+    """Its cheapest setting is already above the attainment: the cost at it is at most this."""
 
 
-def gpu_hours_at(points: Sequence[Point], attainment: float) -> AtEqualSlo:
-    """Interpolates the baseline's cost at ``attainment`` along its frontier."""
-    curve = frontier(points)
+def gpu_hours_at(
+    points: Sequence[Point], attainment: float, cost: Callable[[RunResult], float] = gpu_hours
+) -> AtEqualSlo:
+    """Interpolates the baseline's cost (GPU-hours unless ``cost`` says otherwise) at
+    ``attainment`` along its frontier."""
+    curve = frontier(points, cost)
     if not curve:
         return AtEqualSlo(None, "no runs")
     if attainment <= curve[0][1]:
-        return AtEqualSlo(curve[0][0], "cheapest setting already reaches it (upper bound)")
+        return AtEqualSlo(
+            curve[0][0], "cheapest setting already reaches it (upper bound)", upper_bound=True
+        )
     for (g0, a0), (g1, a1) in itertools.pairwise(curve):
         if a0 <= attainment <= a1:
             share = (attainment - a0) / (a1 - a0) if a1 > a0 else 0.0

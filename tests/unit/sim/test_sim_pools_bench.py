@@ -81,3 +81,43 @@ def test_a_tie_to_the_cent_is_at_most_the_skyserve_cost(pools_bench: ModuleType)
         on_demand=(0.91, 3.82), spot=(0.91, 1.53), skyserve=(0.91, 1.5300), thrifty=(0.91, 1.5304)
     )
     assert pools_bench.seed_cell(tie, 0.95) == "+60 % ≤ sky"
+
+
+def curve(pools_bench: ModuleType, strategy: str, *points: tuple[float, float]) -> list[object]:
+    """A strategy's swept runs as (attainment, dollars)."""
+    return [
+        pools_bench.bench.Point(strategy, m, replace(_TEMPLATE, slo_attainment=a, cost_dollars=c))
+        for m, (a, c) in zip(pools_bench.TARGET_MULTIPLES, points, strict=False)
+    ]
+
+
+def test_the_sweep_compares_at_thriftys_own_attainment_along_each_curve(
+    pools_bench: ModuleType,
+) -> None:
+    thrifty = replace(_TEMPLATE, slo_attainment=0.96, cost_dollars=3.0)
+    curves = {
+        "on-demand": curve(pools_bench, "on-demand", (0.99, 12.0), (0.95, 8.0), (0.90, 6.0)),
+        "skyserve": curve(pools_bench, "skyserve", (0.98, 4.0), (0.94, 2.0)),
+    }
+    # on-demand at 96 %: a quarter of the way from 95 % ($8) to 99 % ($12) is $9; skyserve
+    # halfway from 94 % ($2) to 98 % ($4) is $3, which thrifty ties.
+    cell, cheaper, at_most = pools_bench.equal_cell(curves, thrifty)
+    assert cell == "+67 %, $3.00 ≤ sky $3.00 (96.0 %)"
+    assert cheaper is True and at_most is True
+    dearer = replace(thrifty, cost_dollars=5.5)
+    cell, cheaper, at_most = pools_bench.equal_cell(curves, dearer)
+    assert (cheaper, at_most) == (False, False)
+    above = replace(thrifty, slo_attainment=0.995)
+    cell, cheaper, at_most = pools_bench.equal_cell(curves, above)
+    assert cell == "on-demand never, sky never (99.5 %)"
+    assert (cheaper, at_most) == (None, None)
+    below = replace(thrifty, slo_attainment=0.85, cost_dollars=2.5)
+    cell, cheaper, at_most = pools_bench.equal_cell(curves, below)
+    assert cell == "+58 %^, $2.50 > sky $2.00^ (85.0 %)"  # bounded by $6 and $2 from above
+    by_seed = {0: {"t": {"thrifty": (thrifty, 0)}}, 1: {"t": {"thrifty": (above, 0)}}}
+    lines = pools_bench.equal_table(by_seed, {0: {"t": curves}, 1: {"t": curves}})
+    assert lines[2] == (
+        "| t | +67 %, $3.00 ≤ sky $3.00 (96.0 %) | on-demand never, sky never (99.5 %) |"
+    )
+    assert lines[-4].endswith(": 1 of 1 runs (on-demand never reaches thrifty's in 1);")
+    assert lines[-3].endswith(": 1 of 1 (it never reaches thrifty's in 1).")
