@@ -236,16 +236,17 @@ def frontier(
     """(cost, attainment) points no other point beats on both, cheapest first."""
     ordered = sorted((cost(p.result), p.result.slo_attainment) for p in points)
     best: list[tuple[float, float]] = []
-    for gpu_hours, attainment in ordered:
+    for spent, attainment in ordered:
         if not best or attainment > best[-1][1]:
-            best.append((gpu_hours, attainment))
+            best.append((spent, attainment))
     return best
 
 
 @dataclass(frozen=True)
 class AtEqualSlo:
     gpu_hours: float | None
-    """The baseline's GPU-hours at the attainment asked for (None: it never reaches it)."""
+    """The baseline's GPU-hours at the attainment asked for, or the cost the caller measured
+    instead (`bench/pools.py`: dollars). None: it never reaches it."""
     note: str
     ceiling_attainment: float = 0.0
     """When it never reaches it: the best attainment of any of its settings..."""
