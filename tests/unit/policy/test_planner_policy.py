@@ -419,15 +419,7 @@ def test_a_rate_over_a_fall_of_the_ready_count_bounds_nothing() -> None:
     # replica's tokens as the remaining one's (6,000), more than it may carry alone.
     known = State(capacity=3000.0, capacity_source=Source.LOWER_BOUND, ready=2, ready_since=0.0)
     mixed = signals(prompt_tokens_per_second=5000.0, generation_tokens_per_second=1000.0)
-    after = [
-        observation(
-            now=1000.0 + 15.0 * i,
-            sig=mixed,
-            desired=1,
-            capacity_tokens_per_second_per_replica=None,
-        )
-        for i in range(9)
-    ]
+    after = _unknown_capacity_ticks(mixed, desired=1, count=9)
     decisions = run(POLICY, after, known.to_json())
     assert all(load(d.state).capacity == pytest.approx(3000.0) for d in decisions[:-1])
     # Once the count has held for the settle time (120 s) the rate is one replica's own.
