@@ -8,10 +8,12 @@ operator relies on rather than just that processes run.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import socket
 import ssl
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -395,3 +397,66 @@ def test_every_process_of_the_session_listens_on_loopback_only(cluster: Cluster)
     for program, addresses in by_program.items():
         assert addresses, f"{program} listens nowhere?"
         assert all(address.startswith("127.0.0.1:") for address in addresses), (program, addresses)
+
+
+class _HoldFirstConnection:
+    """A loopback TCP relay to the API server that accepts its first connection and never answers
+    it (an API server too starved to finish a TLS handshake), then relays every later one."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.accepted = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return int(self._listener.getsockname()[1])
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            self._open.append(client)
+            if self.accepted > 1:
+                server = socket.create_connection(self.upstream)
+                self._open.append(server)
+                threading.Thread(target=_pump, args=(client, server), daemon=True).start()
+                threading.Thread(target=_pump, args=(server, client), daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+        for connection in self._open:
+            connection.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while chunk := source.recv(65536):
+            sink.sendall(chunk)
+    except OSError:
+        pass
+
+
+def test_a_kubectl_call_that_never_reached_the_api_server_is_sent_again(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    entry = config["clusters"][0]["cluster"]
+    upstream = urllib.parse.urlsplit(entry["server"])
+    if upstream.hostname not in ("127.0.0.1", "localhost"):
+        pytest.skip("the relay runs on loopback, beside a local API server")
+    relay = _HoldFirstConnection((upstream.hostname, upstream.port or 443))
+    try:
+        entry["server"] = f"https://127.0.0.1:{relay.port}"
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(config))
+        relayed = dataclasses.replace(cluster, kubeconfig=kubeconfig)
+        assert relayed.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
+        assert relay.accepted == 2  # the first timed out in its TLS handshake, unsent
+    finally:
+        relay.close()

@@ -135,7 +135,7 @@ def dead_components(cluster: Cluster) -> list[str]:
 
 
 def api_ready(cluster: Cluster) -> bool | None:
-    found = cluster.kubectl("get", "--raw", "/readyz", check=False, timeout=10)
+    found = cluster.kubectl("get", "--raw", "/readyz", check=False, timeout=10, attempts=1)
     return True if found.returncode == 0 and found.stdout.strip() == "ok" else None
 
 

@@ -20,6 +20,14 @@ _JOB_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 # kubectl calls get a generous bound so a wedged API server fails a test instead of hanging CI;
 # callers that wait longer on purpose (kubectl wait --timeout=...) pass their own.
 DEFAULT_KUBECTL_TIMEOUT_SECONDS = 300.0
+# kubectl's own words when no request reached the API server: no TCP connection or no TLS
+# session. On two cores busy with real vLLM engines the API server can miss kubectl's 10 s TLS
+# handshake; the request was never sent, so sending it again is safe for every verb (unlike a
+# timeout awaiting headers, where the server may have acted).
+_NOT_SENT = re.compile(
+    r"Unable to connect to the server: (net/http: TLS handshake timeout|dial tcp [^\n]*)"
+)
+NOT_SENT_ATTEMPTS = 4
 
 T = TypeVar("T")
 
@@ -52,12 +60,22 @@ class Cluster:
         input: str | None = None,
         check: bool = True,
         timeout: float | None = DEFAULT_KUBECTL_TIMEOUT_SECONDS,
+        attempts: int = NOT_SENT_ATTEMPTS,
     ) -> subprocess.CompletedProcess[str]:
-        """Run kubectl against this cluster; raise KubectlError on a non-zero exit when `check`."""
+        """Run kubectl against this cluster; raise KubectlError on a non-zero exit when `check`.
+
+        A call that never reached the API server is sent again, up to `attempts` times in all;
+        a probe of whether the server is up passes 1.
+        """
         cmd = [str(self.kubectl_path), "--kubeconfig", str(self.kubeconfig), *args]
-        result = subprocess.run(
-            cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False
-        )
+        for attempt in range(1, attempts + 1):
+            result = subprocess.run(
+                cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False
+            )
+            if result.returncode == 0 or not _NOT_SENT.search(result.stderr):
+                break
+            if attempt < attempts:
+                time.sleep(attempt)
         if check and result.returncode != 0:
             raise KubectlError(result.returncode, cmd, result.stdout, result.stderr)
         return result
