@@ -120,7 +120,7 @@ def _model_service(
 ) -> ModelService:
     """The ModelService every run of a case serves (the operator's translation reads it)."""
     settings: dict[str, Any] = {
-        "min_replicas": 1,
+        "min_replicas": args.min_replicas,
         "max_replicas": args.max_replicas,
         "queue_target_per_replica": queue_target,
         "ttft_target_seconds": args.slo_ttft,
@@ -576,6 +576,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="every run with real scrapes' noise (jitter, misses, vLLM's step-level waiting gauge)",
     )
     parser.add_argument("--cold-start", type=float, help="seconds (default: the profile's)")
+    parser.add_argument(
+        "--min-replicas",
+        type=int,
+        default=1,
+        help="every run's minReplicas (the opening fleet is at least this many)",
+    )
     parser.add_argument("--max-replicas", type=int, default=32)
     parser.add_argument("--servegen-rps", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=0)

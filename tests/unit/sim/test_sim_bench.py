@@ -62,3 +62,11 @@ def test_quick_runs_one_policy_per_trace_and_writes_nothing(
     line = capsys.readouterr().out.strip()
     assert line.startswith("azure-conv: ") and "GPU-h, SLO" in line and "scale events" in line
     assert not out.exists()
+
+
+def test_min_replicas_sets_the_floor_and_the_opening_fleet(bench: ModuleType) -> None:
+    args = bench.parse_args(["--traces", "azure-conv", "--min-replicas", "3"])
+    case = bench.make_case(args, "azure-conv", bench.profile_by_name("llama-8b-1xh100"))
+    ms = bench._model_service(args, case)
+    assert ms.spec.scaling.min_replicas == 3
+    assert bench._config(args, case, ms).initial_replicas == 3 > case.initial_replicas
