@@ -132,9 +132,8 @@ def table(rows: Sequence[Row]) -> list[str]:
     ]
     for row in rows:
         lines.append(
-            f"| {row.trace} | {row.profile} | {row.opening} | {shapes.cell(row.thrifty)}: "
-            f"{shapes.verdict(row.thrifty, row.static)} | "
-            f"{shapes.static_cell(row.static, MAX_STATIC)} | {shapes.cell(row.clairvoyant)} |"
+            f"| {row.trace} | {row.profile} | {row.opening} | "
+            + shapes.outcome(row.thrifty, row.static, row.clairvoyant, MAX_STATIC)
         )
     return lines
 

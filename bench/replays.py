@@ -105,8 +105,7 @@ def table(rows: Sequence[Row]) -> list[str]:
     for row in rows:
         lines.append(
             f"| {row.trace} | {row.replay} | {row.profile} | {row.minutes:.0f} | {row.opening} | "
-            f"{shapes.cell(row.thrifty)}: {shapes.verdict(row.thrifty, row.static)} | "
-            f"{shapes.static_cell(row.static, MAX_STATIC)} | {shapes.cell(row.clairvoyant)} |"
+            + shapes.outcome(row.thrifty, row.static, row.clairvoyant, MAX_STATIC)
         )
     return lines
 

@@ -190,6 +190,15 @@ def verdict(run: Run, static: tuple[int, Run] | None) -> str:
     return f"{'meets' if met else '**misses**'} the SLO, {ratio:.2f}x static"
 
 
+def outcome(thrifty: Run, static: tuple[int, Run] | None, clairvoyant: Run, most: int) -> str:
+    """The cells every table of these benches ends with: thrifty and its verdict, the cheapest
+    static fleet that meets the SLO (searched up to ``most``), the clairvoyant bound."""
+    return (
+        f"{cell(thrifty)}: {verdict(thrifty, static)} | {static_cell(static, most)} | "
+        f"{cell(clairvoyant)} |"
+    )
+
+
 def table(rows: Sequence[Row]) -> list[str]:
     lines = [
         "| shape | lengths | profile | mean demand tok/s | one replica saturated tok/s | "
@@ -199,8 +208,8 @@ def table(rows: Sequence[Row]) -> list[str]:
     for row in rows:
         lines.append(
             f"| {row.shape} | {row.mix} | {row.profile} | {row.demand:,.0f} | "
-            f"{row.capacity:,.0f} | {cell(row.thrifty)}: {verdict(row.thrifty, row.static)} | "
-            f"{static_cell(row.static, MAX_STATIC)} | {cell(row.clairvoyant)} |"
+            f"{row.capacity:,.0f} | "
+            + outcome(row.thrifty, row.static, row.clairvoyant, MAX_STATIC)
         )
     return lines
 
