@@ -9,6 +9,7 @@ import bench_modules
 import pytest
 
 from thrifty import tracefiles
+from thrifty.sim.clairvoyant import ClairvoyantPolicy
 from thrifty.sim.traces import Trace
 
 
@@ -48,7 +49,13 @@ def test_a_slower_replay_is_cut_at_an_hour(replays: ModuleType) -> None:
     assert 0 < len(found.trace.requests) < len(whole.requests)
 
 
-def test_every_policy_opens_at_what_the_first_cold_start_needs(replays: ModuleType) -> None:
-    found, _ = _replayed(replays, "from a quarter in")
-    assert found.initial_replicas >= 1
-    assert found.cold_start_seconds == found.profile.cold_start_seconds
+def test_the_opening_fleet_is_what_the_replay_itself_first_needs(replays: ModuleType) -> None:
+    found, whole = _replayed(replays, "from a quarter in")
+    cold = found.cold_start_seconds
+    slo = replays.bench.parse_args([]).slo_ttft
+
+    def opening(trace: Trace) -> int:
+        policy = ClairvoyantPolicy(trace, found.profile, cold, slo)
+        return max(1, policy.replicas_needed(0.0, cold))
+
+    assert found.initial_replicas == opening(found.trace) > opening(whole)
