@@ -316,21 +316,21 @@ def equal_cell(
     attainment: the cell, whether it saves the target share against on-demand, and whether it
     costs at most the SkyServe-style fallback (each None where that curve never reaches it)."""
     level = thrifty.slo_attainment
-    on_demand = bench.gpu_hours_at(curves["on-demand"], level, dollars)
-    skyserve = bench.gpu_hours_at(curves["skyserve"], level, dollars)
+    on_demand = bench.cost_at(curves["on-demand"], level, dollars, "$")
+    skyserve = bench.cost_at(curves["skyserve"], level, dollars, "$")
     spent = thrifty.cost_dollars
     cheaper = at_most = None
-    if on_demand.gpu_hours is None:
+    if on_demand.cost is None:
         cell = "on-demand never"
     else:
-        cheaper = spent <= (1 - SAVINGS_TARGET) * on_demand.gpu_hours
-        cell = f"{100 * (1 - spent / on_demand.gpu_hours):+.0f} %{_bounded(on_demand)}"
-    if skyserve.gpu_hours is None:
+        cheaper = spent <= (1 - SAVINGS_TARGET) * on_demand.cost
+        cell = f"{100 * (1 - spent / on_demand.cost):+.0f} %{_bounded(on_demand)}"
+    if skyserve.cost is None:
         cell += ", sky never"
     else:
-        at_most = round(spent, 2) <= round(skyserve.gpu_hours, 2)
+        at_most = round(spent, 2) <= round(skyserve.cost, 2)
         relation = "≤" if at_most else ">"
-        cell += f", ${spent:.2f} {relation} sky ${skyserve.gpu_hours:.2f}{_bounded(skyserve)}"
+        cell += f", ${spent:.2f} {relation} sky ${skyserve.cost:.2f}{_bounded(skyserve)}"
     return f"{cell} ({100 * level:.1f} %)", cheaper, at_most
 
 

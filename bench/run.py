@@ -244,23 +244,26 @@ def frontier(
 
 @dataclass(frozen=True)
 class AtEqualSlo:
-    gpu_hours: float | None
-    """The baseline's GPU-hours at the attainment asked for, or the cost the caller measured
+    cost: float | None
+    """The baseline's cost at the attainment asked for: GPU-hours, or what the caller measures
     instead (`bench/pools.py`: dollars). None: it never reaches it."""
     note: str
     ceiling_attainment: float = 0.0
     """When it never reaches it: the best attainment of any of its settings..."""
-    ceiling_gpu_hours: float = 0.0
-    """...and the GPU-hours of its cheapest setting within a point of that best."""
+    ceiling_cost: float = 0.0
+    """...and the cost of its cheapest setting within a point of that best."""
     upper_bound: bool = False
     """Its cheapest setting is already above the attainment: the cost at it is at most this."""
 
 
-def gpu_hours_at(
-    points: Sequence[Point], attainment: float, cost: Callable[[RunResult], float] = gpu_hours
+def cost_at(
+    points: Sequence[Point],
+    attainment: float,
+    cost: Callable[[RunResult], float] = gpu_hours,
+    unit: str = "GPU-h",
 ) -> AtEqualSlo:
-    """Interpolates the baseline's cost (GPU-hours unless ``cost`` says otherwise) at
-    ``attainment`` along its frontier."""
+    """Interpolates the baseline's cost (GPU-hours unless ``cost`` says otherwise, in ``unit``)
+    at ``attainment`` along its frontier."""
     curve = frontier(points, cost)
     if not curve:
         return AtEqualSlo(None, "no runs")
@@ -274,7 +277,7 @@ def gpu_hours_at(
             return AtEqualSlo(g0 + share * (g1 - g0), "interpolated")
     best = curve[-1][1]
     cheapest = min(g for g, a in curve if a >= best - 0.01)
-    note = f"never reaches it (best {100 * best:.1f} % at {cheapest:.2f} GPU-h)"
+    note = f"never reaches it (best {100 * best:.1f} % at {cheapest:.2f} {unit})"
     return AtEqualSlo(None, note, best, cheapest)
 
 
@@ -398,14 +401,14 @@ class Verdict:
     @property
     def hpa_ratio(self) -> float | None:
         """thrifty / HPA GPU-hours at equal SLO; against HPA's ceiling when it tops out."""
-        hpa = self.hpa.gpu_hours if self.hpa.gpu_hours is not None else self.hpa.ceiling_gpu_hours
+        hpa = self.hpa.cost if self.hpa.cost is not None else self.hpa.ceiling_cost
         return self.thrifty_gpu_hours / hpa if hpa > 0 else None
 
     @property
     def best_ratio(self) -> float | None:
-        if self.best.gpu_hours is None or self.best.gpu_hours <= 0:
+        if self.best.cost is None or self.best.cost <= 0:
             return None
-        return self.thrifty_gpu_hours / self.best.gpu_hours
+        return self.thrifty_gpu_hours / self.best.cost
 
     @property
     def noise_change(self) -> float:
@@ -423,20 +426,20 @@ def verdict(bench: TraceBench, declared: float) -> Verdict:
     hpa_points = bench.curves.get("hpa", [])
     hpa_near = nearest(hpa_points, attainment)
     others = {
-        name: gpu_hours_at(bench.curves.get(name, []), attainment)
+        name: cost_at(bench.curves.get(name, []), attainment)
         for name in ("static", "kpa", "clairvoyant")
     }
-    reached = {name: at for name, at in others.items() if at.gpu_hours is not None}
+    reached = {name: at for name, at in others.items() if at.cost is not None}
     best_name, best = min(
         reached.items() or others.items(),
-        key=lambda item: item[1].gpu_hours if item[1].gpu_hours is not None else float("inf"),
+        key=lambda item: item[1].cost if item[1].cost is not None else float("inf"),
     )
     return Verdict(
         trace=bench.trace.name,
         thrifty_gpu_hours=bench.thrifty.gpu_hours,
         attainment=attainment,
         declared=declared,
-        hpa=gpu_hours_at(hpa_points, attainment),
+        hpa=cost_at(hpa_points, attainment),
         best_name=best_name,
         best=best,
         static=cheapest_static(bench.curves.get("static", []), attainment),
@@ -473,10 +476,10 @@ def _summary(verdicts: Sequence[Verdict]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in verdicts:
-        hpa = f"{v.hpa.gpu_hours:.2f}" if v.hpa.gpu_hours is not None else v.hpa.note
+        hpa = f"{v.hpa.cost:.2f}" if v.hpa.cost is not None else v.hpa.note
         best = (
-            f"{v.best.gpu_hours:.2f} ({v.best_name})"
-            if v.best.gpu_hours is not None
+            f"{v.best.cost:.2f} ({v.best_name})"
+            if v.best.cost is not None
             else f"none reaches it ({v.best_name}: {v.best.note})"
         )
         static = (
@@ -499,7 +502,7 @@ def _summary(verdicts: Sequence[Verdict]) -> list[str]:
             f"| {v.trace} | {v.thrifty_gpu_hours:.2f} | {_pct(v.attainment)} "
             f"{_mark(v.attainment >= v.declared)} | {static} | {best} | "
             f"{_ratio_cell(v.best_ratio, BEST_RATIO_TARGET)} | {hpa} | "
-            f"{_ratio_cell(v.hpa_ratio, HPA_RATIO_TARGET, ceiling=v.hpa.gpu_hours is None)} | "
+            f"{_ratio_cell(v.hpa_ratio, HPA_RATIO_TARGET, ceiling=v.hpa.cost is None)} | "
             f"{noise} | {v.budget_seconds_over:.0f} {_mark(v.budget_seconds_over == 0)} | "
             f"{v.thrifty_scale_events} / "
             f"{v.hpa_scale_events if v.hpa_scale_events is not None else '-'} "

@@ -38,19 +38,19 @@ def test_frontier_drops_dominated_settings(bench: ModuleType) -> None:
     assert bench.frontier(points) == [(2.0, 0.80), (4.0, 0.95), (6.0, 0.99)]
 
 
-def test_gpu_hours_interpolated_at_equal_attainment(bench: ModuleType) -> None:
+def test_cost_interpolated_at_equal_attainment(bench: ModuleType) -> None:
     points = _points(bench, [(2.0, 0.80), (4.0, 0.90), (6.0, 0.99)])
-    assert bench.gpu_hours_at(points, 0.85).gpu_hours == pytest.approx(3.0)
-    assert bench.gpu_hours_at(points, 0.5).gpu_hours == 2.0  # cheapest already reaches it
-    ceiling = bench.gpu_hours_at(points, 0.995)
-    assert ceiling.gpu_hours is None and "never reaches" in ceiling.note
-    assert ceiling.ceiling_attainment == 0.99 and ceiling.ceiling_gpu_hours == 6.0
+    assert bench.cost_at(points, 0.85).cost == pytest.approx(3.0)
+    assert bench.cost_at(points, 0.5).cost == 2.0  # cheapest already reaches it
+    ceiling = bench.cost_at(points, 0.995)
+    assert ceiling.cost is None and "never reaches" in ceiling.note
+    assert ceiling.ceiling_attainment == 0.99 and ceiling.ceiling_cost == 6.0
 
 
 def test_ceiling_takes_the_cheapest_setting_near_the_best(bench: ModuleType) -> None:
     points = _points(bench, [(2.7, 0.823), (7.5, 0.829)])
-    ceiling = bench.gpu_hours_at(points, 0.99)
-    assert ceiling.ceiling_gpu_hours == 2.7
+    ceiling = bench.cost_at(points, 0.99)
+    assert ceiling.ceiling_cost == 2.7
 
 
 def test_quick_runs_one_policy_per_trace_and_writes_nothing(
