@@ -187,19 +187,28 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(parser), **vars(mine)})
 
 
+def seeded(args: argparse.Namespace, seed: int) -> argparse.Namespace:
+    return argparse.Namespace(**{**vars(args), "seed": seed})
+
+
+def seed_cases(args: argparse.Namespace, seed: int) -> dict[str, bench.Case]:
+    """Every selected trace as one seed gives it (ServeGen's arrivals are drawn by the seed)."""
+    return {
+        name: bench.make_case(seeded(args, seed), name, profile_by_name(profile_name))
+        for name, profile_name in bench.MATRIX
+        if name in args.traces
+    }
+
+
 def run_seed(
-    args: argparse.Namespace, seed: int, log: Callable[[str], None]
+    args: argparse.Namespace, seed: int, cases: dict[str, bench.Case], log: Callable[[str], None]
 ) -> dict[str, dict[str, tuple[RunResult, int]]]:
-    """Every strategy on every selected trace with one seed of the reclaim process."""
-    seeded = argparse.Namespace(**{**vars(args), "seed": seed})
+    """Every strategy on every case with one seed of the reclaim process."""
     runs: dict[str, dict[str, tuple[RunResult, int]]] = {}
-    for name, profile_name in bench.MATRIX:
-        if name not in args.traces:
-            continue
-        case = bench.make_case(seeded, name, profile_by_name(profile_name))
+    for name, case in cases.items():
         runs[name] = {}
         for strategy in STRATEGIES:
-            runs[name][strategy] = run_strategy(seeded, case, strategy)
+            runs[name][strategy] = run_strategy(seeded(args, seed), case, strategy)
             log(_run_line(name, strategy, runs[name], args.slo_percentile))
     return runs
 
@@ -280,15 +289,14 @@ Curves = dict[str, dict[str, list[bench.Point]]]
 
 
 def sweep_seed(
-    args: argparse.Namespace, seed: int, runs: dict[str, dict[str, tuple[RunResult, int]]]
+    args: argparse.Namespace,
+    seed: int,
+    cases: dict[str, bench.Case],
+    runs: dict[str, dict[str, tuple[RunResult, int]]],
 ) -> Curves:
-    """Each strategy's curve on each trace of ``runs`` (whose runs are the multiple 1)."""
-    seeded = argparse.Namespace(**{**vars(args), "seed": seed})
+    """Each strategy's curve on each case (``runs`` holds its runs at the multiple 1)."""
     curves: Curves = {}
-    for name, profile_name in bench.MATRIX:
-        if name not in runs:
-            continue
-        case = bench.make_case(seeded, name, profile_by_name(profile_name))
+    for name, case in cases.items():
         curves[name] = {
             strategy: [
                 bench.Point(
@@ -296,7 +304,7 @@ def sweep_seed(
                     multiple,
                     runs[name][strategy][0]
                     if multiple == 1.0
-                    else run_strategy(seeded, case, strategy, multiple)[0],
+                    else run_strategy(seeded(args, seed), case, strategy, multiple)[0],
                 )
                 for multiple in TARGET_MULTIPLES
             ]
@@ -385,7 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "| vs on-demand |\n|---|---|---|---|---|---|---|---|---|"
     )
     print(header, flush=True)
-    runs = run_seed(args, args.seed, lambda line: print(line, flush=True))
+    cases = {seed: seed_cases(args, seed) for seed in range(args.seed, args.seed + args.seeds)}
+    runs = run_seed(args, args.seed, cases[args.seed], lambda line: print(line, flush=True))
     lines = [header]
     for name, per_trace in runs.items():
         lines += [
@@ -408,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     by_seed = {args.seed: runs}
     for seed in range(args.seed + 1, args.seed + args.seeds):
-        by_seed[seed] = run_seed(args, seed, lambda _: None)
+        by_seed[seed] = run_seed(args, seed, cases[seed], lambda _: None)
     if args.seeds > 1:
         same += [
             "",
@@ -418,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             *seeds_table(by_seed, percentile),
         ]
     if args.sweep:
-        curves = {seed: sweep_seed(args, seed, by_seed[seed]) for seed in by_seed}
+        curves = {seed: sweep_seed(args, seed, cases[seed], by_seed[seed]) for seed in by_seed}
         multiples = ", ".join(f"{m:g}" for m in TARGET_MULTIPLES)
         same += [
             "",
