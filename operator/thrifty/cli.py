@@ -29,16 +29,17 @@ import thrifty
 from thrifty.api import gpupool, modelservice
 from thrifty.policy import builtin
 from thrifty.policy.types import Enforcement, ScalingPolicy
-from thrifty.sim import report, scenario, traces
+from thrifty.sim import profiles, report, scenario, traces
 from thrifty.sim.clairvoyant import ClairvoyantPolicy
 from thrifty.sim.pools import SimPool, interruptions
-from thrifty.sim.profiles import EngineProfile, profile_by_name
+from thrifty.sim.profiles import EngineProfile
 from thrifty.sim.runner import RunResult, ScrapeNoise, SimulationConfig, simulate
 from thrifty.tracefiles import (
     NAMED_TRACES,
     SYNTHETIC_SHAPES,
     TraceFileError,
     TraceOptions,
+    load_profile,
     load_trace,
 )
 
@@ -158,7 +159,11 @@ def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         help="thrifty, hpa, kpa, static, clairvoyant or module:ClassName, optionally with "
         "parameters: hpa,target_per_replica=2 (repeatable)",
     )
-    parser.add_argument("--profile", default="llama-8b-1xh100", help="engine profile (8b, 70b)")
+    parser.add_argument(
+        "--profile",
+        default="llama-8b-1xh100",
+        help="engine profile: 8b, 70b or a profile YAML file (docs/simulator.md)",
+    )
     parser.add_argument("--price-per-gpu-hour", type=float, default=2.5)
     parser.add_argument(
         "--slo-ttft",
@@ -277,11 +282,11 @@ def _sim_pools(
 
 def simulation_config(args: argparse.Namespace) -> SimulationConfig:
     """The run's settings: from a user's ModelService (and GPUPool) with -f, else the options."""
-    try:
-        profile = profile_by_name(args.profile)
-    except KeyError as error:
-        raise CommandError(str(error.args[0])) from None
     ms, pools = _load_objects(args.files)
+    try:
+        profile = load_profile(args.profile)
+    except profiles.ProfileError as error:
+        raise CommandError(str(error)) from None
     pool = next(iter(pools.values())) if len(pools) == 1 else None
     price = pool.spec.price_per_gpu_hour if pool is not None else args.price_per_gpu_hour
     if ms is None:

@@ -1,8 +1,10 @@
-"""Trace files: the shared public traces by name, a user's file, or a synthetic shape, as requests.
+"""Trace files: the shared public traces by name, a user's file, or a synthetic shape, as requests;
+and engine profiles, built in by name or a user's file.
 
 The simulator, the benchmark and the load generator all replay traffic from here, so a trace name
 means the same requests everywhere. This is the I/O the pure simulator (`thrifty.sim`) must not do:
-it finds and reads the files; parsing and synthesis are `thrifty.sim.traces`.
+it finds and reads the files; parsing and synthesis are `thrifty.sim.traces` and
+`thrifty.sim.profiles`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from thrifty.sim import traces
+from thrifty.sim import profiles, traces
 
 NAMED_TRACES = {
     "azure-code": "azure2023/AzureLLMInferenceTrace_code.csv",
@@ -44,6 +46,23 @@ def _read_lines(path: Path) -> list[str]:
         raise TraceFileError(f"trace file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise TraceFileError(f"cannot read trace {path}: {error}") from None
+
+
+def load_profile(source: str) -> profiles.EngineProfile:
+    """A built-in engine profile by name or alias, else the profile file at ``source``."""
+    path = Path(source)
+    try:
+        return profiles.profile_by_name(source)
+    except KeyError as unknown:
+        if not path.exists():
+            raise profiles.ProfileError(
+                f"{unknown.args[0]}; and no profile file is at {path}"
+            ) from None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise profiles.ProfileError(f"cannot read engine profile {path}: {error}") from None
+    return profiles.parse_profile(text, str(path))
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from thrifty.sim.engine import EngineDrainingError, RequestTooLongError
-from thrifty.sim.profiles import EngineProfile, profile_by_name
+from thrifty.sim.profiles import EngineProfile, ProfileError
+from thrifty.tracefiles import load_profile
 from thrifty_runtime.driver import EngineDriver, Submitted
 from thrifty_runtime.vllm_metrics import VllmMetrics
 
@@ -393,7 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--served-model-name", nargs="+", help="names clients use (first: label)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--profile", default="8b", help="engine profile (thrifty.sim.profiles)")
+    parser.add_argument(
+        "--profile", default="8b", help="engine profile: 8b, 70b or a profile YAML file"
+    )
     parser.add_argument("--max-num-seqs", type=int)
     parser.add_argument("--max-num-batched-tokens", type=int)
     parser.add_argument("--max-model-len")
@@ -406,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
 def settings_from_args(argv: Sequence[str]) -> tuple[ServerSettings, list[str]]:
     """Parses vLLM-style arguments; returns the settings and the flags that were ignored."""
     args, ignored = build_parser().parse_known_args(list(argv))
-    profile = profile_by_name(args.profile)
+    profile = load_profile(args.profile)
     overrides: dict[str, int] = {}
     if args.max_num_seqs:
         overrides["max_num_seqs"] = args.max_num_seqs
@@ -445,7 +448,11 @@ async def serve(settings: ServerSettings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings, ignored = settings_from_args(sys.argv[1:] if argv is None else argv)
+    try:
+        settings, ignored = settings_from_args(sys.argv[1:] if argv is None else argv)
+    except ProfileError as error:
+        print(f"engine_server: error: {error}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if ignored:
         log.info("ignoring flags without meaning for the simulator: %s", " ".join(ignored))

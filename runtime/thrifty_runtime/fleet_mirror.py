@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from thrifty.sim.profiles import profile_by_name
 from thrifty_runtime import podnet
 from thrifty_runtime.engine_server import EngineServer, settings_from_args
 
@@ -418,6 +419,9 @@ class FleetMirror:
             args = [*rendered, "--host", host]
         else:
             args = [*rendered, "--port", "0", "--host", "127.0.0.1"]
+        if spec.profile is not None:
+            # Built in only: a path in a cluster object would have this machine's files read.
+            profile_by_name(spec.profile)
         args += ["--profile", spec.profile or self.settings.default_profile]
         settings, _ = settings_from_args(args)
         server = EngineServer(settings, process_metrics=False)

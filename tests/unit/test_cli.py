@@ -188,6 +188,18 @@ def test_simulate_runs_a_users_model_service_and_pool_from_yaml() -> None:
     assert config.price_per_gpu_hour != 2.5, "the GPUPool's price, not the option's default"
 
 
+def test_simulate_takes_a_profile_file(tmp_path: Path) -> None:
+    profile = EXAMPLES / "simulate" / "engine-profile-qwen3-32b-1xh100.yaml"
+    args = cli.build_parser().parse_args(["simulate", "--profile", str(profile)])
+    config = cli.simulation_config(args)
+    assert config.profile.name == "qwen3-32b-1xh100"
+    assert config.cold_start_seconds == 150.0, "the profile's cold start"
+    assert config.spec.max_num_seqs_per_replica == 1024
+    bad = tmp_path / "engine.yaml"
+    bad.write_text("gpusPerReplica: 1\n", encoding="utf-8")
+    assert cli.main(["simulate", "--profile", str(bad), "--out", str(tmp_path)]) == 2
+
+
 def test_simulate_refuses_a_file_that_is_not_a_thrifty_object(tmp_path: Path) -> None:
     other = tmp_path / "deploy.yaml"
     other.write_text("kind: Deployment\n", encoding="utf-8")

@@ -10,6 +10,12 @@ values for any one vLLM version.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePath
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
 
 @dataclass(frozen=True)
@@ -113,3 +119,60 @@ def profile_by_name(name: str) -> EngineProfile:
     except KeyError:
         known = ", ".join(sorted([*PROFILES, *_ALIASES]))
         raise KeyError(f"unknown engine profile {name!r}; known: {known}") from None
+
+
+class ProfileError(ValueError):
+    """An engine profile that cannot be had or does not fit the ModelService: a user error."""
+
+
+class ProfileFile(BaseModel):
+    """An engine profile as a YAML file gives it (docs/simulator.md, "Your own engine"): the
+    `EngineProfile` fields in camelCase, every speed and limit required, no other key."""
+
+    model_config = ConfigDict(alias_generator=to_camel, extra="forbid", frozen=True)
+
+    name: str = Field(default="", max_length=128)
+    model: str = Field(default="", max_length=256)
+    gpus_per_replica: int = Field(ge=1, le=64)
+    max_num_seqs: int = Field(ge=1, le=65_536)
+    max_num_batched_tokens: int = Field(ge=1)
+    kv_capacity_tokens: int = Field(ge=1)
+    max_model_len: int = Field(ge=1)
+    prefill_tokens_per_second: float = Field(gt=0, allow_inf_nan=False)
+    itl0_seconds: float = Field(gt=0, allow_inf_nan=False)
+    itl_slope_seconds: float = Field(ge=0, allow_inf_nan=False)
+    cold_start_seconds: float = Field(ge=0, allow_inf_nan=False)
+    source: str = ""
+
+
+def parse_profile(text: str, origin: str) -> EngineProfile:
+    """The profile a YAML document describes. ``origin`` (its file) prefixes every error, which
+    names the field, and its stem names a profile that has no name."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ProfileError(f"{origin}: not YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ProfileError(f"{origin}: expected a mapping of engine profile fields")
+    try:
+        spec = ProfileFile.model_validate(raw)
+    except pydantic.ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
+            for problem in error.errors()
+        )
+        raise ProfileError(f"{origin}: invalid engine profile: {problems}") from None
+    return EngineProfile(
+        name=spec.name or PurePath(origin).stem,
+        model=spec.model,
+        gpus_per_replica=spec.gpus_per_replica,
+        max_num_seqs=spec.max_num_seqs,
+        max_num_batched_tokens=spec.max_num_batched_tokens,
+        kv_capacity_tokens=spec.kv_capacity_tokens,
+        max_model_len=spec.max_model_len,
+        prefill_tokens_per_second=spec.prefill_tokens_per_second,
+        itl0_seconds=spec.itl0_seconds,
+        itl_slope_seconds=spec.itl_slope_seconds,
+        cold_start_seconds=spec.cold_start_seconds,
+        source=spec.source or origin,
+    )

@@ -22,6 +22,7 @@ from thrifty.sim.observe import REQUEST_LATENCY_BUCKETS_SECONDS, TTFT_BUCKETS_SE
 from thrifty_runtime.engine_server import (
     EngineServer,
     ServerSettings,
+    main,
     parse_model_len,
     settings_from_args,
 )
@@ -118,6 +119,18 @@ def test_vllm_flags_set_the_profile_and_gpu_flags_are_ignored() -> None:
     assert settings.profile.max_model_len == 8000
     assert settings.shutdown_timeout_seconds == 30.0
     assert "--tensor-parallel-size" in ignored and "--gpu-memory-utilization" in ignored
+
+
+def test_a_profile_file_sets_the_engine_and_a_bad_one_stops_the_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    example = REPO / "examples" / "simulate" / "engine-profile-qwen3-32b-1xh100.yaml"
+    settings, _ = settings_from_args(["--profile", str(example), "--max-num-seqs", "32"])
+    assert settings.profile.name == "qwen3-32b-1xh100"
+    assert settings.profile.max_num_seqs == 32, "vLLM's flags still apply"
+    assert settings.served_model_names == ("Qwen/Qwen3-32B",)
+    assert main(["--profile", str(tmp_path / "none.yaml")]) == 2
+    assert "no profile file is at" in capsys.readouterr().err
 
 
 def test_metrics_have_vllm_names_types_labels_and_buckets() -> None:

@@ -141,6 +141,26 @@ def test_annotations_choose_the_engine_and_profile() -> None:
     assert pod_engine_spec(_pod(), default_engine="vllm").engine == "vllm"  # type: ignore[union-attr]
 
 
+def test_a_profile_annotation_names_a_built_in_profile_never_a_file() -> None:
+    """A pod is a cluster object: its annotation must not have the mirror read local files."""
+    example = Path(__file__).resolve().parents[3] / "examples"
+    pod = _pod()
+    pod["metadata"]["annotations"] = {
+        "thrifty.dev/engine-profile": str(
+            example / "simulate" / "engine-profile-qwen3-32b-1xh100.yaml"
+        )
+    }
+    spec = pod_engine_spec(pod)
+    assert spec is not None
+    settings = MirrorSettings(file_sd_path=Path("/nonexistent"))
+
+    async def scenario() -> None:
+        await FleetMirror(settings, core_api=None)._start_sim(spec)
+
+    with pytest.raises(KeyError, match="unknown engine profile"):
+        run(scenario)
+
+
 def test_targets_carry_the_label_contract() -> None:
     spec = pod_engine_spec(_pod())
     assert spec is not None
