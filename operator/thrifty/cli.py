@@ -162,7 +162,8 @@ def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument(
         "--profile",
         default="llama-8b-1xh100",
-        help="engine profile: 8b, 70b or a profile YAML file (docs/simulator.md)",
+        help="engine profile: 8b, 70b or a profile YAML file (docs/simulator.md); with -f it "
+        "must have the ModelService's GPUs per replica, whose maxNumSeqs and maxModelLen it takes",
     )
     parser.add_argument("--price-per-gpu-hour", type=float, default=2.5)
     parser.add_argument(
@@ -285,6 +286,8 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
     ms, pools = _load_objects(args.files)
     try:
         profile = load_profile(args.profile)
+        if ms is not None:
+            profile = profiles.for_engine(profile, ms.spec.engine)
     except profiles.ProfileError as error:
         raise CommandError(str(error)) from None
     pool = next(iter(pools.values())) if len(pools) == 1 else None

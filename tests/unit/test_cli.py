@@ -188,6 +188,20 @@ def test_simulate_runs_a_users_model_service_and_pool_from_yaml() -> None:
     assert config.price_per_gpu_hour != 2.5, "the GPUPool's price, not the option's default"
 
 
+def test_simulate_runs_the_engine_a_model_service_declares_or_refuses_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Four GPUs per replica on the 8B profile's one would price and time the wrong replica."""
+    ms, pool = EXAMPLES / "modelservice-llama-70b.yaml", EXAMPLES / "gpupool-h100-on-demand.yaml"
+    files = ["-f", str(ms), "-f", str(pool)]
+    assert cli.main(["simulate", *files, "--quiet"]) == 2
+    assert "tensorParallelSize 4" in capsys.readouterr().err
+    args = cli.build_parser().parse_args(["simulate", *files, "--profile", "70b"])
+    config = cli.simulation_config(args)
+    assert config.profile.gpus_per_replica == 4
+    assert config.profile.max_model_len == 32_768, "the ModelService's --max-model-len"
+
+
 def test_simulate_takes_a_profile_file(tmp_path: Path) -> None:
     profile = EXAMPLES / "simulate" / "engine-profile-qwen3-32b-1xh100.yaml"
     args = cli.build_parser().parse_args(["simulate", "--profile", str(profile)])

@@ -9,13 +9,15 @@ values for any one vLLM version.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import PurePath
 
 import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from thrifty.api import modelservice
 
 
 @dataclass(frozen=True)
@@ -176,3 +178,29 @@ def parse_profile(text: str, origin: str) -> EngineProfile:
         cold_start_seconds=spec.cold_start_seconds,
         source=spec.source or origin,
     )
+
+
+def for_engine(profile: EngineProfile, engine: modelservice.Engine) -> EngineProfile:
+    """The profile running the engine a ModelService declares: its batch and context limits
+    (`--max-num-seqs`, `--max-model-len`) replace the profile's, as the engine server applies
+    the same flags. Its GPUs per replica must be the profile's: a replica's speed and its price
+    both follow from them, and neither can be scaled from the other."""
+    gpus = engine.gpus_per_replica
+    if gpus != profile.gpus_per_replica:
+        raise ProfileError(
+            f"the ModelService runs {gpus} GPU(s) per replica (spec.engine.tensorParallelSize "
+            f"{engine.tensor_parallel_size} x pipelineParallelSize "
+            f"{engine.pipeline_parallel_size}), engine profile {profile.name} "
+            f"{profile.gpus_per_replica}: give --profile one of {gpus} GPU(s) "
+            f"({_built_in_with(gpus)}) or a profile file (docs/simulator.md)"
+        )
+    return replace(
+        profile,
+        max_num_seqs=engine.max_num_seqs or profile.max_num_seqs,
+        max_model_len=engine.max_model_len or profile.max_model_len,
+    )
+
+
+def _built_in_with(gpus: int) -> str:
+    names = [name for name, profile in PROFILES.items() if profile.gpus_per_replica == gpus]
+    return "built in: " + ", ".join(names) if names else "none is built in"

@@ -1,4 +1,4 @@
-"""Engine profiles from a user's YAML file."""
+"""Engine profiles from a user's YAML file, and fitted to the engine a ModelService declares."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from thrifty.api import modelservice
 from thrifty.sim.engine import Engine
 from thrifty.sim.profiles import (
+    LLAMA_8B_1xH100,
     ProfileError,
+    for_engine,
     parse_profile,
     profile_by_name,
 )
@@ -81,3 +84,25 @@ def test_a_profile_is_a_built_in_name_or_a_file_and_says_so_when_neither(tmp_pat
     unreadable.mkdir()
     with pytest.raises(ProfileError, match="cannot read engine profile"):
         load_profile(str(unreadable))
+
+
+def _engine(**fields: object) -> modelservice.Engine:
+    return modelservice.Engine.model_validate(fields)
+
+
+def test_the_model_services_engine_limits_replace_the_profiles() -> None:
+    fitted = for_engine(LLAMA_8B_1xH100, _engine(maxNumSeqs=64, maxModelLen=16_384))
+    assert (fitted.max_num_seqs, fitted.max_model_len) == (64, 16_384)
+    assert fitted.prefill_tokens_per_second == LLAMA_8B_1xH100.prefill_tokens_per_second
+    assert for_engine(LLAMA_8B_1xH100, _engine()) == LLAMA_8B_1xH100
+
+
+def test_a_profile_of_other_gpus_per_replica_is_refused_with_the_fields_named() -> None:
+    with pytest.raises(ProfileError) as refused:
+        for_engine(LLAMA_8B_1xH100, _engine(tensorParallelSize=2, pipelineParallelSize=2))
+    message = str(refused.value)
+    assert "runs 4 GPU(s) per replica" in message
+    assert "tensorParallelSize 2 x pipelineParallelSize 2" in message
+    assert "built in: llama-70b-4xh100" in message
+    with pytest.raises(ProfileError, match="none is built in"):
+        for_engine(profile_by_name("70b"), _engine(tensorParallelSize=8))
