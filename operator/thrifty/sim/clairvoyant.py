@@ -3,11 +3,12 @@
 No real policy can beat it by much, so it marks the physical limit a policy is measured against
 ("within 15 % of clairvoyant"). It sizes the fleet from the trace itself: each request brings
 engine work (its prompt at the prefill speed, its output at the per-token cost of a busy decode
-batch); a fleet of ``n`` replicas clears any burst of work ``W`` arriving within ``w`` seconds with
-a queueing delay of at most about ``W / n - w``, so meeting a TTFT target ``s`` needs
-``n >= W / (w + s)`` for every window (a network-calculus arrival-curve bound). It orders each
-replica a cold start before the window that needs it, keeps any replica needed again within a cold
-start (re-ordering would be too late) and drops the rest at once.
+batch, as large as the engine's sequences and KV cache allow); a fleet of ``n`` replicas clears
+any burst of work ``W`` arriving within ``w`` seconds with a queueing delay of at most about
+``W / n - w``, so meeting a TTFT target ``s`` needs ``n >= W / (w + s)`` for every window (a
+network-calculus arrival-curve bound). It orders each replica a cold start before the window that
+needs it, keeps any replica needed again within a cold start (re-ordering would be too late) and
+drops the rest at once.
 
 It lives in the simulator, not in ``thrifty.policy``, because it needs the future.
 """
@@ -44,9 +45,13 @@ class ClairvoyantPolicy:
         self._need = self._need_per_second()
 
     def request_work_seconds(self, prompt_tokens: int, output_tokens: int) -> float:
-        """Engine time one request takes on a busy replica."""
+        """Engine time one request takes on a busy replica: its decode shares a batch half as
+        large as the engine allows, in sequences or in KV-cache tokens (the engine reserves a
+        request's prompt and output in the cache, so long requests decode in smaller batches)."""
         profile = self.profile
-        batch = max(1, profile.max_num_seqs // 2)
+        footprint = max(1, prompt_tokens + output_tokens)
+        fitting = profile.kv_capacity_tokens // footprint
+        batch = max(1, min(profile.max_num_seqs, fitting) // 2)
         per_output_token = profile.itl_seconds(batch) / batch
         return prompt_tokens / profile.prefill_tokens_per_second + output_tokens * per_output_token
 
