@@ -3,15 +3,19 @@
 Run from the repository root: ``.venv/bin/python bench/profiles.py`` (``--out bench/profiles.md``
 writes the table). The planner is tuned on nothing, but every figure in bench/results.md and
 bench/shapes.md comes from the two shipped profiles (8B on one H100, 70B on four). Here the
-shared traces run on three replicas of other sizes, set by hand to span what a user may bring,
-not calibrated against any benchmark:
+shared traces run on four replicas of other sizes: three set by hand to span what a user may
+bring, not calibrated against any benchmark, and one a user would write for their own model:
 
 - ``small-l4``: a 3B-class model on one L4-class GPU: slow prefill (6,000 tok/s), a slow decode
   step (12 ms + 0.4 ms per sequence), a batch of 64 and a small KV cache; 90 s cold start;
 - ``mid-a100``: a 7B-class model on one A100-class GPU: 12,000 prompt tok/s, 8 ms + 0.15 ms per
   sequence, a batch of 128; 150 s cold start;
 - ``big-8xh100``: a 405B-class model on eight GPUs: 3,000 prompt tok/s, 50 ms + 0.5 ms per
-  sequence, a batch of 256; 600 s cold start.
+  sequence, a batch of 256; 600 s cold start;
+- ``qwen3-32b-1xh100``: the example profile file, Qwen3-32B in BF16 on one H100, derived from the
+  model and the GPU and checked against a published burst throughput: 6,000 prompt tok/s, 20 ms
+  + 0.4 ms per sequence, a KV cache of 36k tokens that bounds its batches before its 1,024
+  sequences do; 150 s cold start.
 
 Each case runs `bench/shapes.py`'s three ways (thrifty as it ships, the fewest static replicas
 that meet the SLO, the clairvoyant bound at planned utilisation 1.0) with `bench/run.py`'s
@@ -31,8 +35,14 @@ from pathlib import Path
 import run as bench  # bench/run.py: the shared cases and settings
 import shapes  # bench/shapes.py: the runs, the verdicts and the page
 from thrifty.sim.profiles import EngineProfile
+from thrifty.tracefiles import load_profile
 
 _WHAT_IF = "set by hand for bench/profiles.py, not calibrated"
+QWEN_32B = (
+    Path(__file__).resolve().parents[1] / "examples/simulate/engine-profile-qwen3-32b-1xh100.yaml"
+)
+"""Worked out from the model's config and the GPU's data sheet, checked against a published
+throughput (docs/simulator.md, "Your own engine")."""
 
 
 def _profile(
@@ -67,6 +77,7 @@ PROFILES: dict[str, EngineProfile] = {
         _profile("small-l4", "3B-class", 1, 64, 150_000, 6_000.0, (0.012, 0.0004), 90.0),
         _profile("mid-a100", "7B-class", 1, 128, 200_000, 12_000.0, (0.008, 0.00015), 150.0),
         _profile("big-8xh100", "405B-class", 8, 256, 300_000, 3_000.0, (0.05, 0.0005), 600.0),
+        load_profile(str(QWEN_32B)),
     )
 }
 TRACES = ("azure-code", "azure-conv", "mooncake", "servegen-small", "servegen-mid")
@@ -154,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     shapes.publish(
         "# thrifty on engine profiles the project does not ship",
         f"`.venv/bin/python {command}` ({elapsed:.0f} s on this 2-core machine; the table, then "
-        "any text below it added by hand). The shared traces (bench/results.md) on three "
+        "any text below it added by hand). The shared traces (bench/results.md) on four "
         "replicas of other sizes; the script's docstring gives their figures.",
         [*table(rows), "", *shapes.summary(rows)],
         args.out,
