@@ -146,6 +146,19 @@ class ProfileFile(BaseModel):
     cold_start_seconds: float = Field(ge=0, allow_inf_nan=False)
     source: str = ""
 
+    @pydantic.model_validator(mode="after")
+    def _one_sequence_fits(self) -> ProfileFile:
+        if self.max_model_len > self.kv_capacity_tokens:
+            raise ValueError(_too_long("maxModelLen", self.max_model_len, self.kv_capacity_tokens))
+        return self
+
+
+def _too_long(field: str, tokens: int, kv_tokens: int) -> str:
+    return (
+        f"{field} {tokens} is more than the KV cache holds ({kv_tokens} tokens): vLLM refuses "
+        "to start when one sequence would not fit"
+    )
+
 
 def parse_profile(text: str, origin: str) -> EngineProfile:
     """The profile a YAML document describes. ``origin`` (its file) prefixes every error, which
@@ -190,9 +203,15 @@ def for_engine(profile: EngineProfile, engine: modelservice.Engine) -> EnginePro
         raise ProfileError(
             f"the ModelService runs {gpus} GPU(s) per replica (spec.engine.tensorParallelSize "
             f"{engine.tensor_parallel_size} x pipelineParallelSize "
-            f"{engine.pipeline_parallel_size}), engine profile {profile.name} "
+            f"{engine.pipeline_parallel_size}) and engine profile {profile.name} runs "
             f"{profile.gpus_per_replica}: give --profile one of {gpus} GPU(s) "
             f"({_built_in_with(gpus)}) or a profile file (docs/simulator.md)"
+        )
+    if engine.max_model_len is not None and engine.max_model_len > profile.kv_capacity_tokens:
+        field = "spec.engine.maxModelLen"
+        raise ProfileError(
+            f"{_too_long(field, engine.max_model_len, profile.kv_capacity_tokens)} "
+            f"on engine profile {profile.name}"
         )
     return replace(
         profile,

@@ -66,6 +66,7 @@ def test_a_profile_without_a_name_is_named_after_its_file() -> None:
             "prefillTokensPerSecond: Input should be a finite",
         ),
         (_fields(coldStartSeconds=-1), "coldStartSeconds"),
+        (_fields(maxModelLen=40_000), "maxModelLen 40000 is more than the KV cache holds"),
         ("- a list\n", "expected a mapping"),
         ("name: [unclosed\n", "not YAML"),
     ],
@@ -106,3 +107,10 @@ def test_a_profile_of_other_gpus_per_replica_is_refused_with_the_fields_named() 
     assert "built in: llama-70b-4xh100" in message
     with pytest.raises(ProfileError, match="none is built in"):
         for_engine(profile_by_name("70b"), _engine(tensorParallelSize=8))
+
+
+def test_a_context_the_profiles_kv_cache_cannot_hold_is_refused() -> None:
+    qwen = load_profile(str(EXAMPLE))
+    assert for_engine(qwen, _engine(maxModelLen=16_384)).max_model_len == 16_384
+    with pytest.raises(ProfileError, match=r"spec\.engine\.maxModelLen 65536 is more than"):
+        for_engine(qwen, _engine(maxModelLen=65_536))
