@@ -26,7 +26,7 @@ import profiles  # bench/profiles.py: the search for the cheapest static fleet
 import run as bench  # bench/run.py: the shared cases and settings
 import shapes  # bench/shapes.py: the runs, the verdicts and the page
 from thrifty import tracefiles
-from thrifty.sim.clairvoyant import ClairvoyantPolicy
+from thrifty.sim.clairvoyant import opening_replicas
 from thrifty.sim.profiles import profile_by_name
 
 
@@ -76,8 +76,8 @@ def case(args: argparse.Namespace, trace: str, replay: Replay, profile_name: str
     replayed = tracefiles.load_trace(trace, options)
     profile = profile_by_name(profile_name)
     cold = profile.cold_start_seconds
-    opening = ClairvoyantPolicy(replayed, profile, cold, args.slo_ttft)
-    return bench.Case(replayed, profile, cold, max(1, opening.replicas_needed(0.0, cold)))
+    opening = opening_replicas(replayed, profile, cold, args.slo_ttft)
+    return bench.Case(replayed, profile, cold, opening)
 
 
 def one(job: tuple[str, Replay, str]) -> Row:

@@ -28,7 +28,7 @@ from thrifty import cli, tracefiles
 from thrifty.api.modelservice import PERCENTILES, ModelService
 from thrifty.policy.types import Enforcement
 from thrifty.sim import report, scenario
-from thrifty.sim.clairvoyant import ClairvoyantPolicy
+from thrifty.sim.clairvoyant import opening_replicas
 from thrifty.sim.profiles import EngineProfile, profile_by_name
 from thrifty.sim.runner import RunResult, ScrapeNoise, SimulationConfig, TimePoint, simulate
 from thrifty.sim.traces import Trace
@@ -170,8 +170,7 @@ def make_case(args: argparse.Namespace, name: str, profile: EngineProfile) -> Ca
     cold_start = args.cold_start or profile.cold_start_seconds
     # Every policy starts from the fleet the first minutes need, so none pays for an unfair
     # cold open (Mooncake starts at full rate with 40k-token prompts).
-    opening = ClairvoyantPolicy(trace, profile, cold_start, args.slo_ttft)
-    initial = max(1, opening.replicas_needed(0.0, cold_start))
+    initial = opening_replicas(trace, profile, cold_start, args.slo_ttft)
     return Case(trace, profile, cold_start, initial)
 
 

@@ -32,7 +32,7 @@ from typing import Protocol
 import run as bench  # bench/run.py: the shared cases and settings
 from thrifty import cli, tracefiles
 from thrifty.sim import traces
-from thrifty.sim.clairvoyant import ClairvoyantPolicy
+from thrifty.sim.clairvoyant import opening_replicas
 from thrifty.sim.engine import Engine, EventKind
 from thrifty.sim.profiles import EngineProfile, profile_by_name
 from thrifty.sim.runner import simulate
@@ -126,8 +126,7 @@ def case(args: argparse.Namespace, shape: str, mix: str, profile_name: str) -> b
     lengths = tracefiles.load_trace(mix, tracefiles.TraceOptions(seed=args.seed))
     trace = traces.synthesize(SHAPES[shape](), lengths, seed=args.seed, name=shape)
     cold = profile.cold_start_seconds
-    opening = ClairvoyantPolicy(trace, profile, cold, args.slo_ttft)
-    return bench.Case(trace, profile, cold, max(1, opening.replicas_needed(0.0, cold)))
+    return bench.Case(trace, profile, cold, opening_replicas(trace, profile, cold, args.slo_ttft))
 
 
 def one(job: tuple[str, str, str, int]) -> Row:

@@ -28,9 +28,10 @@ import yaml
 import thrifty
 from thrifty.api import gpupool, modelservice
 from thrifty.policy import builtin
+from thrifty.policy.static import StaticPolicy
 from thrifty.policy.types import Enforcement, ScalingPolicy
 from thrifty.sim import profiles, report, scenario, traces
-from thrifty.sim.clairvoyant import ClairvoyantPolicy
+from thrifty.sim.clairvoyant import ClairvoyantPolicy, opening_replicas
 from thrifty.sim.pools import SimPool, interruptions
 from thrifty.sim.profiles import EngineProfile
 from thrifty.sim.runner import RunResult, ScrapeNoise, SimulationConfig, simulate
@@ -201,7 +202,12 @@ def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--min-replicas", type=int, default=1)
     parser.add_argument("--max-replicas", type=int, default=32)
-    parser.add_argument("--initial-replicas", type=int, default=1)
+    parser.add_argument(
+        "--initial-replicas",
+        type=int,
+        help="warm replicas at t=0 for every policy but static (warm at its own count); "
+        "default: what the trace's first cold start needs, as the benchmark opens",
+    )
     parser.add_argument("--queue-target", type=float, default=8.0, help="waiting per replica")
     parser.add_argument(
         "--cold-start", type=float, help="seconds (default: the profile's, 120 s for 8B, 300 s 70B)"
@@ -315,7 +321,7 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
         pool_name=ms.spec.pools[0],
         pool_gpus=args.pool_gpus,
         cold_start_seconds=float(cold_start),
-        initial_replicas=max(args.initial_replicas, ms.spec.scaling.min_replicas),
+        initial_replicas=max(args.initial_replicas or 1, ms.spec.scaling.min_replicas),
         slo_ttft_seconds=target if target is not None else args.slo_ttft,
         pools=several,
         noise=ScrapeNoise(seed=args.seed) if args.noise else None,
@@ -355,27 +361,45 @@ def _simulate(args: argparse.Namespace) -> int:
     )  # fmt: skip
     names = args.policies or ["thrifty", "hpa", "clairvoyant"]
     policies = [build_policy(name, context) for name in names]
+    if args.initial_replicas is None:
+        opening = opening_replicas(
+            trace, config.profile, config.cold_start_seconds, config.slo_ttft_seconds
+        )
+        config = dataclasses.replace(
+            config, initial_replicas=max(opening, config.model_service.spec.scaling.min_replicas)
+        )
     # A run of the shared one-hour traces takes seconds; progress only for the long ones.
     long_run = trace.duration_seconds > 4 * 3600 or len(trace.requests) > 50_000
     results: list[RunResult] = []
     for policy in policies:
         progress = _progress_printer(policy.name, long_run and not args.quiet)
-        results.append(simulate(trace, policy, config, progress))
+        results.append(simulate(trace, policy, _opened(config, policy), progress))
     print(f"trace {trace.name}: {len(trace.requests)} requests over "
           f"{trace.duration_seconds / 60:.0f} min; profile {config.profile.name}; "
-          f"SLO TTFT <= {config.slo_ttft_seconds:g} s")  # fmt: skip
+          f"SLO TTFT <= {config.slo_ttft_seconds:g} s; opening with "
+          f"{config.initial_replicas} warm replica(s), static with its own count")  # fmt: skip
     print(report.table(results))
     print(f"Traffic: {trace.attribution}")
-    _write_outputs(args, trace, results)
+    _write_outputs(args, trace, results, config.initial_replicas)
     return 0
 
 
-def _write_outputs(args: argparse.Namespace, trace: traces.Trace, results: list[RunResult]) -> None:
+def _opened(config: SimulationConfig, policy: ScalingPolicy) -> SimulationConfig:
+    """A static fleet is warm at its own count from the first second, as it is provisioned."""
+    if isinstance(policy, StaticPolicy):
+        return dataclasses.replace(config, initial_replicas=policy.replicas)
+    return config
+
+
+def _write_outputs(
+    args: argparse.Namespace, trace: traces.Trace, results: list[RunResult], opening: int
+) -> None:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     command = "thrifty " + " ".join(shlex.quote(a) for a in args.argv)
+    hidden = ("handler", "out", "quiet", "argv")
     settings = report.settings_json(
-        {k: v for k, v in vars(args).items() if k not in ("handler", "out", "quiet", "argv")}
+        {k: v for k, v in vars(args).items() if k not in hidden} | {"initial_replicas": opening}
     )
     document = report.report_json(results, settings, command)
     (out / "report.json").write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")

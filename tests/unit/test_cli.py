@@ -67,6 +67,30 @@ def test_simulate_writes_table_json_and_png(
     assert png.startswith(b"\x89PNG")
 
 
+def test_every_policy_opens_at_what_the_first_cold_start_needs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the benchmark opens: a policy given one replica for an opening burst would pay for a
+    cold start no policy could avoid. A static fleet is warm at its own count."""
+    header = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+    burst = "".join(f"2023-11-16 18:17:{i // 10:02d}.{i % 10}00,8000,50\n" for i in range(300))
+    trace = tmp_path / "burst.csv"
+    trace.write_text(header + burst)
+    out = tmp_path / "out"
+    argv = ["simulate", "--trace", str(trace), "--out", str(out), "--quiet"]
+    assert cli.main([*argv, "--policy", "thrifty", "--policy", "static,replicas=2"]) == 0
+    opening = json.loads((out / "report.json").read_text())["settings"]["initial_replicas"]
+    assert opening > 2
+    assert f"opening with {opening} warm replica(s)" in capsys.readouterr().out
+    thrifty, static = json.loads((out / "report.json").read_text())["results"]
+    assert thrifty["series"]["ready"][0] == opening
+    assert static["scale_events"] == 0 and static["series"]["draining"][0] == 0
+    assert thrifty["slo_attainment"] == 1.0
+    assert cli.main([*argv, "--policy", "thrifty", "--initial-replicas", "1"]) == 0
+    [alone] = json.loads((out / "report.json").read_text())["results"]
+    assert alone["series"]["ready"][0] == 1 and alone["slo_attainment"] < 1.0
+
+
 def test_malformed_trace_exits_2_naming_file_and_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -111,3 +111,13 @@ class ClairvoyantPolicy:
             f"{cost.format_dollars_per_hour(dollars_per_hour)}"
         )
         return Decision(replicas, reason, message, bound, dollars_per_hour, None, dict(state))
+
+
+def opening_replicas(
+    trace: Trace, profile: EngineProfile, cold_start_seconds: float, ttft_target_seconds: float
+) -> int:
+    """Warm replicas at t=0 for a fair comparison: what the trace's first cold start needs, as
+    this bound sizes it. A policy opened with fewer misses first tokens no policy could keep
+    until its first replicas arrive, a cold start after its first decision."""
+    bound = ClairvoyantPolicy(trace, profile, cold_start_seconds, ttft_target_seconds)
+    return max(1, bound.replicas_needed(0.0, cold_start_seconds))

@@ -9,7 +9,7 @@ import bench_modules
 import pytest
 
 from thrifty import tracefiles
-from thrifty.sim.clairvoyant import ClairvoyantPolicy
+from thrifty.sim.clairvoyant import opening_replicas
 from thrifty.sim.traces import Trace
 
 
@@ -55,7 +55,6 @@ def test_the_opening_fleet_is_what_the_replay_itself_first_needs(replays: Module
     slo = replays.bench.parse_args([]).slo_ttft
 
     def opening(trace: Trace) -> int:
-        policy = ClairvoyantPolicy(trace, found.profile, cold, slo)
-        return max(1, policy.replicas_needed(0.0, cold))
+        return opening_replicas(trace, found.profile, cold, slo)
 
     assert found.initial_replicas == opening(found.trace) > opening(whole)
