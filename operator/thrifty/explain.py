@@ -78,6 +78,9 @@ WITHIN_BUDGET = "WithinBudget"
 OVER_BUDGET = "OverBudget"
 METRICS_READ = "MetricsRead"
 METRICS_MISSING = "MetricsUnavailable"
+LATENCY_UNMEASURED = "LatencyUnmeasured"
+"""MetricsAvailable=True, but requests are served and Prometheus has no TTFT histogram for them:
+the latency target cannot be checked."""
 BUDGET_BOUND = "BudgetBound"
 
 TERMINAL_REASONS = frozenset(

@@ -113,8 +113,8 @@ class ServicePlan:
     """The status after this pass."""
     status_patch: Mapping[str, Any] | None
     """The merge patch to write, or None: nothing a reader could notice changed."""
-    event: tuple[str, str, str] | None
-    """(type, reason, message) of the Event this pass deserves."""
+    events: tuple[tuple[str, str, str], ...]
+    """(type, reason, message) of each Event this pass deserves."""
 
 
 def _policy_state(view: ServiceView, states: Mapping[str, types.PolicyState]) -> types.PolicyState:
@@ -359,6 +359,7 @@ def report(decided: ServiceDecision, now_text: str) -> ServicePlan:
         generation=decided.view.generation,
         reference=ms.spec.cost_target.reference_dollars_per_million_tokens,
         pool_throughput=decided.pool_throughput,
+        latency_target=_latency_target(obs.spec),
     )
     after = status_rules.next_status(status, result)
     patch = (
@@ -367,13 +368,23 @@ def report(decided: ServiceDecision, now_text: str) -> ServicePlan:
         else None
     )
     previous = status.autoscaler.last_decision if status.autoscaler else None
+    events = (
+        status_rules.event_for(result, previous, obs.replicas.desired),
+        status_rules.warning_for(status, after),
+    )
     return ServicePlan(
         decided=decided,
         result=result,
         status=after,
         status_patch=patch,
-        event=status_rules.event_for(result, previous, obs.replicas.desired),
+        events=tuple(event for event in events if event is not None),
     )
+
+
+def _latency_target(spec: types.PolicySpec) -> str | None:
+    if spec.ttft_target_seconds is None:
+        return None
+    return f"{spec.ttft_target_seconds:g} s at p{spec.ttft_target_quantile * 100:g}"
 
 
 def plan(

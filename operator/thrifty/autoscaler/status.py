@@ -123,6 +123,8 @@ class PassResult:
     """spec.costTarget.referenceDollarsPerMillionTokens (None: none is set)."""
     pool_throughput: Sequence[modelservice.PoolThroughput] | None = None
     """Each pool's learned throughput after this pass (None: keep what status has)."""
+    latency_target: str | None = None
+    """The declared TTFT target as status names it ("2 s at p95"); None: none is declared."""
 
 
 def advisory_status(
@@ -144,13 +146,37 @@ def advisory_status(
 
 def _metrics_condition(result: PassResult) -> common.Condition:
     available = result.signals is not None
+    reason = explain.METRICS_READ if available else explain.METRICS_MISSING
+    message = result.metrics_reason
+    unmeasured = latency_unmeasured(result)
+    if unmeasured is not None:
+        reason, message = explain.LATENCY_UNMEASURED, unmeasured
     return explain.condition(
         explain.METRICS_AVAILABLE,
         available,
-        explain.METRICS_READ if available else explain.METRICS_MISSING,
-        result.metrics_reason,
+        reason,
+        message,
         now=result.now,
         generation=result.generation,
+    )
+
+
+def latency_unmeasured(result: PassResult) -> str | None:
+    """Why the declared latency target cannot be checked, or None when it can (or none is set).
+
+    Requests finish, yet Prometheus has no TTFT histogram for them: its buckets were dropped (a
+    relabeling or a managed Prometheus' metric filter keeping only _sum and _count is common) or
+    never scraped. The policy then sizes on throughput alone."""
+    signals = result.signals
+    if result.latency_target is None or signals is None or signals.requests_per_second <= 0.0:
+        return None
+    if signals.ttft_buckets or signals.ttft_p95_seconds is not None:
+        return None
+    return (
+        f"{result.metrics_reason}; but requests finish and Prometheus has no "
+        "vllm:time_to_first_token_seconds_bucket series for them, so the latency target "
+        f"({result.latency_target}) cannot be checked and replicas are sized on throughput "
+        "alone: keep that histogram's buckets in the scrape and in any metric filter"
     )
 
 
@@ -294,6 +320,19 @@ def state_patch(
         return None
     removed = {key: None for key in held or {} if key not in state}
     return {"autoscaler": {"policyState": {**removed, **dict(state)}}}
+
+
+def warning_for(
+    before: modelservice.ModelServiceStatus, after: modelservice.ModelServiceStatus
+) -> tuple[str, str, str] | None:
+    """A Warning when the latency target stops being measurable (not every pass it stays so)."""
+    old = explain.find(before.conditions, explain.METRICS_AVAILABLE)
+    new = explain.find(after.conditions, explain.METRICS_AVAILABLE)
+    if new is None or new.reason != explain.LATENCY_UNMEASURED:
+        return None
+    if old is not None and old.reason == explain.LATENCY_UNMEASURED:
+        return None
+    return ("Warning", new.reason, new.message)
 
 
 def event_for(

@@ -156,9 +156,9 @@ class FleetPass:
             )
         self.statuses[view.uid] = (key, after)
         self._log_and_report(one, after)
-        if one.event is not None:
+        for event in one.events:
             try:
-                await asyncio.to_thread(self.events.event, _involved(key, view.uid), *one.event)
+                await asyncio.to_thread(self.events.event, _involved(key, view.uid), *event)
             except kube.KubeError as error:
                 log.info("autoscaler %s: Event not posted: %s", key, error)
 

@@ -157,3 +157,40 @@ def test_a_pass_learns_each_pools_throughput_from_pools_that_served_the_window()
         young, {view(300.0).key: reading}, {}, 0.0, ObserveSettings(), plan.Fixed(ThriftyPolicy())
     )
     assert three.pool_throughput == []
+
+
+def test_a_latency_target_prometheus_cannot_measure_is_a_condition_and_one_warning() -> None:
+    """Requests finish but no TTFT histogram series comes back (its buckets dropped by a metric
+    filter): the target cannot be checked. Status says so, and one Warning Event, not one per
+    pass; with the histogram back the condition returns to MetricsRead."""
+    body = member("m", 2, 0).model_dump(by_alias=True, exclude_none=True)
+    body["spec"]["latencyTarget"] = {"timeToFirstTokenSeconds": 2, "percentile": "p90"}
+    body["spec"]["costTarget"] = {}
+    ms = modelservice.ModelService.model_validate(body)
+    blind = dataclasses.replace(signals(0.0), ttft_p95_seconds=None)
+    measured = dataclasses.replace(blind, ttft_buckets=((2.0, 10.0), (float("inf"), 10.0)))
+    pods = [PodView(ready=True, scheduled=True)] * 2
+    status = ms.status
+
+    def one_pass(seen: types.Signals, at: float) -> plan.ServicePlan:
+        nonlocal status
+        view = ServiceView(ServiceKey("ns", "m"), "m", ms.model_copy(update={"status": status}),
+                           "1", 1, pods)  # fmt: skip
+        world = World([view], {"h100": POOL})
+        reading = {view.key: SignalsReading(seen, "read from Prometheus")}
+        [decided] = plan.decide(
+            world, reading, {}, at, ObserveSettings(), plan.Fixed(ThriftyPolicy())
+        )
+        planned = plan.report(decided, "2026-12-06T12:00:00Z")
+        status = planned.status
+        return planned
+
+    first, second = one_pass(blind, 0.0), one_pass(blind, 15.0)
+    warnings = [e for e in (*first.events, *second.events) if e[0] == "Warning"]
+    assert [reason for _, reason, _ in warnings] == ["LatencyUnmeasured"]
+    assert "2 s at p90" in warnings[0][2] and "time_to_first_token_seconds_bucket" in warnings[0][2]
+    metrics = [c for c in second.status.conditions if c.type == "MetricsAvailable"]
+    assert metrics[0].status.value == "True" and metrics[0].reason == "LatencyUnmeasured"
+    back = one_pass(measured, 30.0)
+    metrics = [c for c in back.status.conditions if c.type == "MetricsAvailable"]
+    assert metrics[0].reason == "MetricsRead" and not back.events

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import socket
 from typing import Any
 
@@ -288,3 +290,15 @@ def test_the_reference_figures_are_rounded_so_a_steady_mix_writes_nothing() -> N
     )
     assert again.reference_dollars_per_million_tokens == first.reference_dollars_per_million_tokens
     assert not autoscaling.status_changed(first, again)
+
+
+def test_the_latency_target_is_unmeasured_only_when_requests_finish_without_a_histogram() -> None:
+    blind = dataclasses.replace(signals(), ttft_p95_seconds=None)
+    target = "2 s at p95"
+    assert autoscaling.latency_unmeasured(result(signals=blind, latency_target=target))
+    assert autoscaling.latency_unmeasured(result(signals=blind)) is None, "no target declared"
+    idle = dataclasses.replace(blind, requests_per_second=0.0)
+    assert autoscaling.latency_unmeasured(result(signals=idle, latency_target=target)) is None
+    empty = dataclasses.replace(blind, ttft_buckets=((2.0, 0.0), (math.inf, 0.0)))
+    assert autoscaling.latency_unmeasured(result(signals=empty, latency_target=target)) is None
+    assert autoscaling.latency_unmeasured(result(latency_target=target)) is None
