@@ -95,17 +95,7 @@ def test_clairvoyant_counts_the_kv_cache_that_bounds_a_batch() -> None:
     trace = traces.Trace("kv-bound", requests, 600.0, "test")
     clairvoyant = ClairvoyantPolicy(trace, small, cold_start_seconds=60.0)
     fleet = clairvoyant.replicas_needed(0.0, 600.0)
-    ms = scenario.model_service(
-        small,
-        min_replicas=1,
-        max_replicas=64,
-        queue_target_per_replica=16,
-        ttft_target_seconds=2.0,
-        cold_start_seconds=60.0,
-    )
-    config = SimulationConfig(
-        profile=small, model_service=ms, cold_start_seconds=60.0, initial_replicas=fleet
-    )
+    config = _config(profile=small, cold_start_seconds=60.0, initial_replicas=fleet)
     assert simulate(trace, clairvoyant, config).slo_attainment >= 0.95
 
 
