@@ -118,6 +118,8 @@ def opening_replicas(
 ) -> int:
     """Warm replicas at t=0 for a fair comparison: what the trace's first cold start needs, as
     this bound sizes it. A policy opened with fewer misses first tokens no policy could keep
-    until its first replicas arrive, a cold start after its first decision."""
-    bound = ClairvoyantPolicy(trace, profile, cold_start_seconds, ttft_target_seconds)
+    until its first replicas arrive, a cold start after its first decision. Only the arrivals
+    within the widest burst window of that span count, so a long trace costs no more."""
+    head = trace.sliced(0.0, cold_start_seconds + max(_WINDOWS_SECONDS) + 1.0)
+    bound = ClairvoyantPolicy(head, profile, cold_start_seconds, ttft_target_seconds)
     return max(1, bound.replicas_needed(0.0, cold_start_seconds))
