@@ -156,3 +156,23 @@ def cel_unsafe(var: str) -> str:
 
 def describe(flags: tuple[Flag, ...]) -> str:
     return ", ".join(f.name + "".join(f"/{s}" for s in f.short) for f in flags)
+
+
+MAX_NUM_BATCHED_TOKENS = "--max-num-batched-tokens"
+
+
+def value_of(args: list[str], name: str) -> tuple[int, str] | None:
+    """Where ``args`` set the long flag ``name`` and to what, as vLLM reads them: ``--name value``
+    or ``--name=value``, ``_`` for ``-`` in the name, the last setting winning. Only the name in
+    full: an abbreviation resolves against vLLM's whole option table, which is not known here."""
+    spelt = name[2:].replace("_", "-")
+    found: tuple[int, str] | None = None
+    for i, arg in enumerate(args):
+        flag, equals, value = arg.partition("=")
+        if not flag.startswith("--") or flag[2:].replace("_", "-") != spelt:
+            continue
+        if equals:
+            found = (i, value)
+        elif i + 1 < len(args):
+            found = (i, args[i + 1])
+    return found

@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from thrifty.api import modelservice
+from thrifty.api import engine_flags, modelservice
 
 
 @dataclass(frozen=True)
@@ -195,9 +195,10 @@ def parse_profile(text: str, origin: str) -> EngineProfile:
 
 def for_engine(profile: EngineProfile, engine: modelservice.Engine) -> EngineProfile:
     """The profile running the engine a ModelService declares: its batch and context limits
-    (`--max-num-seqs`, `--max-model-len`) replace the profile's, as the engine server applies
-    the same flags. Its GPUs per replica must be the profile's: a replica's speed and its price
-    both follow from them, and neither can be scaled from the other."""
+    (`--max-num-seqs`, `--max-model-len`, and `--max-num-batched-tokens` from ``extraArgs``)
+    replace the profile's, as the engine server applies the same flags. Its GPUs per replica
+    must be the profile's: a replica's speed and its price both follow from them, and neither
+    can be scaled from the other."""
     gpus = engine.gpus_per_replica
     if gpus != profile.gpus_per_replica:
         raise ProfileError(
@@ -217,7 +218,28 @@ def for_engine(profile: EngineProfile, engine: modelservice.Engine) -> EnginePro
         profile,
         max_num_seqs=engine.max_num_seqs or profile.max_num_seqs,
         max_model_len=engine.max_model_len or profile.max_model_len,
+        max_num_batched_tokens=_batched_tokens(engine) or profile.max_num_batched_tokens,
     )
+
+
+def _batched_tokens(engine: modelservice.Engine) -> int | None:
+    """A step's token budget where ``extraArgs`` set it: it decides how fast a burst of long
+    prompts is prefilled and how many wait in each step, so a simulation without it would time
+    another engine."""
+    found = engine_flags.value_of(engine.extra_args, engine_flags.MAX_NUM_BATCHED_TOKENS)
+    if found is None:
+        return None
+    index, value = found
+    try:
+        tokens = int(value)
+    except ValueError:
+        tokens = 0
+    if tokens < 1:
+        raise ProfileError(
+            f"spec.engine.extraArgs[{index}] sets {engine_flags.MAX_NUM_BATCHED_TOKENS} to "
+            f"{value!r}: a positive number of tokens"
+        )
+    return tokens
 
 
 def _built_in_with(gpus: int) -> str:

@@ -199,3 +199,15 @@ def test_gpu_pool_names_are_label_values() -> None:
             {"model": {"uri": "hf://a/b"}, "pools": ["p" * 64]}
         )
     assert gpupool.MAX_NAME_LENGTH == 63
+
+
+def test_a_flags_value_is_read_as_vllms_parser_reads_it() -> None:
+    name = engine_flags.MAX_NUM_BATCHED_TOKENS
+    assert engine_flags.value_of(["--enable-prefix-caching"], name) is None
+    assert engine_flags.value_of(["--max-num-batched-tokens", "2048"], name) == (0, "2048")
+    assert engine_flags.value_of(["-x", "--max_num_batched_tokens=512"], name) == (1, "512")
+    # The last setting wins; a flag with no value left after it sets nothing.
+    args = ["--max-num-batched-tokens=1024", "--max-num-batched-tokens", "4096"]
+    assert engine_flags.value_of(args, name) == (1, "4096")
+    assert engine_flags.value_of(["--max-num-batched-tokens"], name) is None
+    assert engine_flags.value_of(["--max-num-batched-tokens-x=1"], name) is None

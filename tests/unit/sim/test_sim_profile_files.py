@@ -98,6 +98,14 @@ def test_the_model_services_engine_limits_replace_the_profiles() -> None:
     assert for_engine(LLAMA_8B_1xH100, _engine()) == LLAMA_8B_1xH100
 
 
+def test_a_step_budget_in_extra_args_replaces_the_profiles() -> None:
+    budget = ["--enable-prefix-caching", "--max-num-batched-tokens=2048"]
+    fitted = for_engine(LLAMA_8B_1xH100, _engine(extraArgs=budget))
+    assert fitted.max_num_batched_tokens == 2048
+    with pytest.raises(ProfileError, match=r"extraArgs\[1\] sets --max-num-batched-tokens"):
+        for_engine(LLAMA_8B_1xH100, _engine(extraArgs=["-x", "--max-num-batched-tokens", "lots"]))
+
+
 def test_a_profile_of_other_gpus_per_replica_is_refused_with_the_fields_named() -> None:
     with pytest.raises(ProfileError) as refused:
         for_engine(LLAMA_8B_1xH100, _engine(tensorParallelSize=2, pipelineParallelSize=2))
