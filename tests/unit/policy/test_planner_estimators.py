@@ -92,6 +92,36 @@ def test_bursts_give_headroom_by_their_spread_and_no_trend() -> None:
     assert outlook.planned(1.0) > outlook.planned(0.0) > outlook.planned(-0.5)
 
 
+def test_a_batch_filling_with_requests_already_arrived_is_no_rise() -> None:
+    # Steady arrivals: prompts at 4,000 tok/s, while the served total climbs from 4,000 to
+    # 6,400 tok/s as the requests' generated tokens follow them.
+    served = tuple((t * 15.0, 4000.0 + 150.0 * t) for t in range(17))
+    prompts = tuple((t * 15.0, 4000.0) for t in range(17))
+    alone = forecast.forecast(served, 240.0, 600.0, 0.95)
+    assert alone.trend == pytest.approx(10.0)
+    outlook = forecast.forecast(served, 240.0, 600.0, 0.95, prompts)
+    assert outlook.trend == 0.0
+    assert outlook.planned() == pytest.approx(outlook.level)
+
+
+def test_a_rise_the_arrivals_show_too_is_projected_at_the_lesser_slope() -> None:
+    served = tuple((t * 15.0, 4000.0 + 150.0 * t) for t in range(17))
+    # The prompts rise by the same share of their level; then by half of it.
+    same = tuple((t * 15.0, 2000.0 + 75.0 * t) for t in range(17))
+    assert forecast.forecast(served, 240.0, 600.0, 0.95, same).trend == pytest.approx(10.0)
+    half = tuple((t * 15.0, 2000.0 + 37.5 * t) for t in range(17))
+    lesser = forecast.forecast(served, 240.0, 600.0, 0.95, half)
+    # 2.5 tok/s per second on a level of 2,300 is the same share of the served 5,200.
+    assert lesser.trend == pytest.approx(2.5 * 5200.0 / 2300.0)
+    # Too few arrival samples, or none: the served total's trend alone.
+    few = forecast.forecast(served, 240.0, 600.0, 0.95, prompts_of(2))
+    assert few.trend == pytest.approx(10.0)
+
+
+def prompts_of(count: int) -> tuple[tuple[float, float], ...]:
+    return tuple((225.0 + t * 15.0, 4000.0) for t in range(count))
+
+
 def test_a_falling_trend_is_not_projected() -> None:
     history = tuple((t * 15.0, 9000.0 - 20.0 * t * 15.0) for t in range(17))
     outlook = forecast.forecast(history, 240.0, 120.0, 0.95)

@@ -557,6 +557,21 @@ def test_a_growing_queue_counts_as_demand_beyond_what_is_served() -> None:
     assert estimate.queue_growth(state, 1015.0, 100.0) == 0.0
 
 
+def test_arrivals_are_remembered_with_the_queue_the_demand_counts_and_held_ticks_forget() -> None:
+    # The queue grows 20 requests/s at two ticks in a row: the demand is six times what is
+    # served, and so are the prompts that arrived.
+    ticks = [
+        observation(now=now, sig=replace(BURST, requests_waiting=waiting), desired=2)
+        for now, waiting in ((1000.0, 340.0), (1015.0, 640.0), (1030.0, 940.0))
+    ]
+    kept = load(run(POLICY, ticks)[-1].state)
+    assert len(kept.arrivals) == len(kept.demand) == 3
+    assert kept.arrivals[-1][1] == pytest.approx(8000.0 * kept.demand[-1][1] / 16_000.0)
+    assert kept.arrivals[-1][1] > 8000.0
+    held = POLICY.decide(observation(now=1045.0, missing=True), kept.to_json())
+    assert load(held.state).arrivals == ()
+
+
 def test_scale_down_goes_to_the_highest_need_of_the_delay_window() -> None:
     # Needs of 3 for a while, then, as the demand falls, of 4 (the fall is spread the forecast
     # plans bursts for) and then of 1. With no step limit, the scale-down after the delay stops

@@ -140,6 +140,7 @@ def planner_states(draw: st.DrawFn) -> types.PolicyState:
         first_token_rate=draw(_maybe(st.floats(min_value=0.0, max_value=500.0))),
         late_token_rate=draw(_maybe(st.floats(min_value=0.0, max_value=500.0))),
         demand=draw(_series(rates)),
+        arrivals=draw(_series(rates)),
         needs=draw(_series(st.integers(0, 40).map(float))),
         speed=draw(
             st.lists(st.tuples(rates, st.floats(0.1, 1_000.0)), max_size=MAX_HISTORY).map(tuple)

@@ -8,7 +8,8 @@ the TTFT histogram) and the state carried from the last tick:
    percentile's z while the first tokens late lately are more than it allows (`estimate.feedback`);
 3. learn: per-replica capacity at saturation, base TTFT, tokens per request, and short of
    saturation the limit the running batch's slowdown points at (`estimate.learn`, `batching`);
-4. forecast: demand a cold start ahead = level + rising trend + z(percentile) x burstiness;
+4. forecast: demand a cold start ahead = level + rising trend (the lesser of the served total's
+   and the arrivals') + z(percentile) x burstiness;
 5. plan: the fewest replicas whose utilisation stays under 1 - base/target, so the predicted
    TTFT percentile meets the target, or that clear the queue left when they arrive; on a lower
    bound of the capacity, the level at the bound and its trend at 3/4 of the batch's limit;
@@ -51,9 +52,18 @@ class ThriftyPolicy(Tuning):
         spec = observation.spec
         window = forecast.window_seconds(spec.cold_start_seconds)
         now = observation.now_seconds
-        carried = replace(carried, demand=trimmed([*carried.demand, (now, demand)], now, window))
+        arrived = self.arrivals(signals, reading, demand)
+        carried = replace(
+            carried,
+            demand=trimmed([*carried.demand, (now, demand)], now, window),
+            arrivals=trimmed([*carried.arrivals, (now, arrived)], now, window),
+        )
         outlook = forecast.forecast(
-            carried.demand, now, spec.cold_start_seconds, spec.ttft_target_quantile
+            carried.demand,
+            now,
+            spec.cold_start_seconds,
+            spec.ttft_target_quantile,
+            carried.arrivals,
         )
         carried = estimate.remember_miss(carried, observation, reading, outlook.level, self)
         need = plan.need(observation, signals, reading, carried, outlook, demand, self)
@@ -78,11 +88,27 @@ class ThriftyPolicy(Tuning):
             return reading.served
         return reading.served + growth * state.tokens_per_request
 
+    @staticmethod
+    def arrivals(signals: types.Signals, reading: estimate.Reading, demand: float) -> float:
+        """Prompt tokens/s, grown by what a growing queue adds to the demand: saturated
+        replicas prefill no faster than they serve."""
+        if reading.served <= 0.0:
+            return signals.prompt_tokens_per_second
+        return signals.prompt_tokens_per_second * demand / reading.served
+
     def _hold(self, observation: types.Observation, state: State) -> types.Decision:
         """Keep the count; only the bounds and a $/hour cap (they need no metrics) may move it."""
         spec = observation.spec
         current = observation.replicas.desired
-        kept = replace(state, below_since=None, needs=(), idle_since=None, waiting=None, demand=())
+        kept = replace(
+            state,
+            below_since=None,
+            needs=(),
+            idle_since=None,
+            waiting=None,
+            demand=(),
+            arrivals=(),
+        )
         because = f"{common.unusable(observation) or 'metrics unusable'}, holding"
         target = min(max(current, spec.min_replicas), spec.max_replicas)
         reason, bound = types.Reason.METRICS_UNAVAILABLE, types.Bound.HOLD

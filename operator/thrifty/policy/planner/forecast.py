@@ -6,6 +6,12 @@ horizon is the level, plus the rising part of the trend from the window's middle
 plus z times the spread,
 with z the normal quantile of the target percentile: bursty traffic gets headroom for its bursts,
 steady traffic almost none, and a p99 target more than a p50 one.
+
+The trend is also read from the arrivals (the prompt tokens, prefilled within seconds of a
+request's arrival), and the smaller of the two rises is projected. Generated tokens lag the
+requests they answer by the requests' duration, so the served total climbs while a batch fills
+with requests that have already arrived; prompt tokens climb in a burst of long prompts that
+is no lasting rise. A rise of the traffic shows in both.
 """
 
 from __future__ import annotations
@@ -54,13 +60,36 @@ def z_for(quantile: float) -> float:
     return max(NormalDist().inv_cdf(min(max(quantile, 0.5), 0.999)), 0.0)
 
 
-def forecast(history: Series, now: float, horizon_seconds: float, quantile: float) -> Forecast:
-    """The forecast from ``history`` (time, tokens/s), its newest sample taken at ``now``."""
+def forecast(
+    history: Series, now: float, horizon_seconds: float, quantile: float, arrivals: Series = ()
+) -> Forecast:
+    """The forecast from ``history`` (time, tokens/s), its newest sample taken at ``now``;
+    ``arrivals`` (time, prompt tokens/s) over the same window, if known, can only lower the
+    trend."""
     z = z_for(quantile)
     if not history:
         return Forecast(0.0, 0.0, 0.0, horizon_seconds, z)
     if len(history) < 3:
         return Forecast(history[-1][1], 0.0, 0.0, horizon_seconds, z)
+    line = _line(history, now)
+    trend = line.trend
+    led = _line(arrivals, now) if len(arrivals) >= 3 else None
+    if led is not None and led.level > 0.0:
+        trend = min(trend, led.trend * line.level / led.level)
+    return Forecast(line.level, trend, line.spread, horizon_seconds - line.middle, z)
+
+
+@dataclass(frozen=True)
+class _Fit:
+    level: float
+    trend: float
+    """The slope beyond what its standard error explains (0 within it)."""
+    spread: float
+    middle: float
+    """The window's middle, seconds from now (<= 0)."""
+
+
+def _line(history: Series, now: float) -> _Fit:
     times = [at - now for at, _ in history]
     values = [value for _, value in history]
     mean_t = sum(times) / len(times)
@@ -75,4 +104,4 @@ def forecast(history: Series, now: float, horizon_seconds: float, quantile: floa
     # a few minutes of samples one way or the other, a ramp tilts it beyond the noise.
     error = spread / math.sqrt(var_t) if var_t > 0.0 else math.inf
     trend = math.copysign(max(abs(slope) - z_for(0.95) * error, 0.0), slope)
-    return Forecast(mean_v, trend, spread, horizon_seconds - mean_t, z)
+    return _Fit(mean_v, trend, spread, mean_t)

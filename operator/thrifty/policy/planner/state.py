@@ -61,6 +61,9 @@ class State:
     """First tokens per second over the target, averaged alike: the promise as kept lately."""
     demand: Series = ()
     """(time, tokens/s demanded) over the forecast window."""
+    arrivals: Series = ()
+    """(time, prompt tokens/s demanded) over the forecast window: the same demand as the
+    requests' arrival shows it, before their generated tokens follow (`forecast`)."""
     needs: Series = ()
     """(time, replicas needed) over the scale-down window."""
     speed: Series = ()
@@ -107,7 +110,7 @@ def load(raw: Mapping[str, Any]) -> State:
     values: dict[str, Any] = {}
     for item in fields(State):
         value = raw.get(item.name)
-        if item.name in ("demand", "needs", "speed"):
+        if item.name in ("demand", "arrivals", "needs", "speed"):
             values[item.name] = _series(value)
         elif item.name in ("shape", "capacity_source"):
             values[item.name] = value if isinstance(value, str) else ""
