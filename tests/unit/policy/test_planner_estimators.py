@@ -113,13 +113,9 @@ def test_a_rise_the_arrivals_show_too_is_projected_at_the_lesser_slope() -> None
     lesser = forecast.forecast(served, 240.0, 600.0, 0.95, half)
     # 2.5 tok/s per second on a level of 2,300 is the same share of the served 5,200.
     assert lesser.trend == pytest.approx(2.5 * 5200.0 / 2300.0)
-    # Too few arrival samples, or none: the served total's trend alone.
-    few = forecast.forecast(served, 240.0, 600.0, 0.95, prompts_of(2))
+    # Too few arrival samples (a line needs three): the served total's trend alone.
+    few = forecast.forecast(served, 240.0, 600.0, 0.95, half[-2:])
     assert few.trend == pytest.approx(10.0)
-
-
-def prompts_of(count: int) -> tuple[tuple[float, float], ...]:
-    return tuple((225.0 + t * 15.0, 4000.0) for t in range(count))
 
 
 def test_a_falling_trend_is_not_projected() -> None:
