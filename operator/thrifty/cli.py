@@ -365,9 +365,8 @@ def _simulate(args: argparse.Namespace) -> int:
         opening = opening_replicas(
             trace, config.profile, config.cold_start_seconds, config.slo_ttft_seconds
         )
-        config = dataclasses.replace(
-            config, initial_replicas=max(opening, config.model_service.spec.scaling.min_replicas)
-        )
+        # config's count is minReplicas (at least one) when the option is not given.
+        config = dataclasses.replace(config, initial_replicas=max(opening, config.initial_replicas))
     # A run of the shared one-hour traces takes seconds; progress only for the long ones.
     long_run = trace.duration_seconds > 4 * 3600 or len(trace.requests) > 50_000
     results: list[RunResult] = []

@@ -419,10 +419,12 @@ class FleetMirror:
             args = [*rendered, "--host", host]
         else:
             args = [*rendered, "--port", "0", "--host", "127.0.0.1"]
+        # A pod names a built-in profile only: a path in a cluster object would have this
+        # machine's files read. (The mirror's own setting may be a file.)
+        profile = self.settings.default_profile
         if spec.profile is not None:
-            # Built in only: a path in a cluster object would have this machine's files read.
-            profile_by_name(spec.profile)
-        args += ["--profile", spec.profile or self.settings.default_profile]
+            profile = profile_by_name(spec.profile).name
+        args += ["--profile", profile]
         settings, _ = settings_from_args(args)
         server = EngineServer(settings, process_metrics=False)
         await server.start()

@@ -384,7 +384,7 @@ def report(decided: ServiceDecision, now_text: str) -> ServicePlan:
 def _latency_target(spec: types.PolicySpec) -> str | None:
     if spec.ttft_target_seconds is None:
         return None
-    return f"{spec.ttft_target_seconds:g} s at p{round(spec.ttft_target_quantile * 100)}"
+    return f"{spec.ttft_target_seconds:g} s at {spec.ttft_target_percentile}"
 
 
 def plan(

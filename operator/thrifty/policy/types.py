@@ -163,6 +163,11 @@ class PolicySpec:
     """What a replica's speed depends on (GPU type, GPUs per replica, engine arguments), as one
     opaque string: what a policy learned about a replica holds only while it is unchanged."""
 
+    @property
+    def ttft_target_percentile(self) -> str:
+        """The target's percentile as users write it: ``p95``."""
+        return f"p{round(self.ttft_target_quantile * 100)}"
+
 
 @dataclass(frozen=True)
 class Observation:

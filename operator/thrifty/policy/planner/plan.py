@@ -248,8 +248,8 @@ def _per_replica(
     predicted = predicted_ttft(state, planned, replicas)
     if predicted is None or not math.isfinite(predicted):
         return said
-    percentile = round(spec.ttft_target_quantile * 100)
-    return f"{said}, predicted p{percentile} TTFT {predicted:.2f} s (target {target:g} s)"
+    percentile = spec.ttft_target_percentile
+    return f"{said}, predicted {percentile} TTFT {predicted:.2f} s (target {target:g} s)"
 
 
 def drain_seconds(spec: types.PolicySpec, tuning: Tuning) -> float:
@@ -324,8 +324,7 @@ def _late(
         or observation.now_seconds - state.last_scale_up
         >= spec.cold_start_seconds + tuning.settle_seconds
     )
-    percentile = round(spec.ttft_target_quantile * 100)
-    over = f"TTFT p{percentile} {reading.ttft:.2f} s > target {target:g} s"
+    over = f"TTFT {spec.ttft_target_percentile} {reading.ttft:.2f} s > target {target:g} s"
     if replicas.starting == 0 and quiet:
         return Need(base + 1, over, types.Bound.LATENCY_TARGET)
     if base > found.replicas:
