@@ -545,6 +545,61 @@ def test_a_backlog_drained_within_the_window_does_not_teach_the_capacity() -> No
     assert estimate.saturated(obs, still, estimate.read(still, obs.spec, state, TUNING, 10), TUNING)
 
 
+def test_a_queue_on_a_few_replicas_of_a_grown_fleet_does_not_lower_the_capacity() -> None:
+    # Qwen3-32B opened at one replica under 12 requests/s: one engine took a backlog of 1,200
+    # before 14 more were ready, and the router sends them every new request. Its 28 running
+    # and the others' few average 6 a replica; the fleet's 1,070 tok/s a replica is what the
+    # spare ones serve. Read as the limit, it took the capacity from 3,000 to 2,200 in the 11
+    # minutes the backlog took to drain, and the fleet settled at 9 where 6 meet the target.
+    pinned = signals(
+        requests_waiting_mean=950.0,
+        requests_waiting=900.0,
+        requests_running=90.0,
+        requests_running_mean=90.0,
+        requests_per_second=12.0,
+        prompt_tokens_per_second=12_000.0,
+        generation_tokens_per_second=4_000.0,
+        ttft_p95_seconds=480.0,
+    )
+    obs = observation(sig=pinned, desired=15, capacity_tokens_per_second_per_replica=None)
+    state = _settled(
+        State(
+            shape=obs.spec.replica_shape,
+            capacity=3000.0,
+            capacity_source=Source.SATURATED,
+            saturated_batch=28.0,
+        ),
+        ready=15,
+    )
+    reading = estimate.read(pinned, obs.spec, state, TUNING, 15)
+    assert estimate.saturated(obs, pinned, reading, TUNING)
+    learned = estimate.learn(state, obs, pinned, reading, TUNING)
+    assert learned.capacity == 3000.0
+    assert learned.saturated_batch is not None and 6.0 < learned.saturated_batch < 28.0
+    # The same queue spread over the fleet fills every batch: then it is the limit.
+    spread = replace(pinned, requests_running=405.0, requests_running_mean=405.0)
+    lowered = estimate.learn(
+        state, obs, spread, estimate.read(spread, obs.spec, state, TUNING, 15), TUNING
+    ).capacity
+    assert lowered is not None and 16_000.0 / 15 < lowered < 3000.0
+
+
+def test_the_first_saturated_window_sets_the_fullest_batch_and_a_fuller_one_raises_it() -> None:
+    obs = observation(sig=SATURATED, desired=2, capacity_tokens_per_second_per_replica=None)
+    state = _settled(State(shape=obs.spec.replica_shape))
+    reading = estimate.read(SATURATED, obs.spec, state, TUNING, 2)
+    learned = estimate.learn(state, obs, SATURATED, reading, TUNING)
+    assert learned.saturated_batch == pytest.approx(SATURATED.requests_running / 2)
+    fuller = replace(SATURATED, requests_running_mean=100.0)
+    raised = estimate.learn(state, obs, fuller, reading, TUNING)
+    assert raised.saturated_batch == pytest.approx(50.0)
+    light = signals(prompt_tokens_per_second=2000.0, generation_tokens_per_second=2000.0)
+    unsaturated = estimate.learn(
+        learned, obs, light, estimate.read(light, obs.spec, learned, TUNING, 2), TUNING
+    )
+    assert unsaturated.saturated_batch == learned.saturated_batch
+
+
 def test_a_miss_in_a_burst_after_silence_is_explained_by_what_was_served() -> None:
     # azure-code: a burst after minutes of silence missed the target by 0.06 s with 2 replicas
     # serving 10,000 tok/s each. Explained by the forecast level (1,500 per replica, the

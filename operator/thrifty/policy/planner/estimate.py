@@ -464,16 +464,23 @@ def _capacity(
 ) -> State:
     """At saturation the throughput is the capacity; short of it, only a lower bound."""
     capacity, source = state.capacity, state.capacity_source
+    fullest = state.saturated_batch
+    slow = 5.0 * tuning.learn_time_constant_seconds
     if saturated(observation, signals, reading, tuning):
-        # A replica serves at most its capacity, and a window only partly saturated shows less:
-        # a higher sample is taken at once, a lower one only slowly (the mix may have grown).
-        # A prior or a lower bound is no measurement of the limit: the first one replaces it.
-        if capacity is None or source != Source.SATURATED or per_replica > capacity:
-            capacity = per_replica
-        else:
-            slow = 5.0 * tuning.learn_time_constant_seconds
-            capacity = _ewma(capacity, per_replica, elapsed, slow)
-        source = Source.SATURATED
+        batch = _running(signals) / observation.replicas.serving
+        if fullest is None or batch >= SPREAD_BATCH_SHARE * fullest:
+            # A replica serves at most its capacity, and a window only partly saturated shows
+            # less: a higher sample is taken at once, a lower one only slowly (the mix may
+            # have grown). A prior or a lower bound is no measurement of the limit: the first
+            # one replaces it.
+            if capacity is None or source != Source.SATURATED or per_replica > capacity:
+                capacity = per_replica
+            else:
+                capacity = _ewma(capacity, per_replica, elapsed, slow)
+            source = Source.SATURATED
+        fullest = (
+            batch if fullest is None or batch > fullest else _ewma(fullest, batch, elapsed, slow)
+        )
     if capacity is None or per_replica > capacity:
         capacity, source = per_replica, source or Source.LOWER_BOUND
     if state.capacity_source == Source.LOWER_BOUND and source == Source.SATURATED:
@@ -485,8 +492,28 @@ def _capacity(
     if served is None or per_replica > served:
         served = per_replica
     else:
-        served = _ewma(served, per_replica, elapsed, 5.0 * tuning.learn_time_constant_seconds)
-    return replace(state, capacity=capacity, capacity_source=source, served_max=served)
+        served = _ewma(served, per_replica, elapsed, slow)
+    return replace(
+        state,
+        capacity=capacity,
+        capacity_source=source,
+        served_max=served,
+        saturated_batch=fullest,
+    )
+
+
+SPREAD_BATCH_SHARE = 0.5
+"""A queue says every replica is at its limit only with batches at least this share of the
+fullest a saturated window showed. vLLM queues inside each engine, so a backlog taken before the
+fleet grew stays on the replicas that took it while the router sends new requests to the ones
+that joined: their light batches and the backlog's full ones average far below a full batch, and
+the fleet's throughput per replica is what the spare ones serve, not a limit."""
+
+
+def _running(signals: types.Signals) -> float:
+    if signals.requests_running_mean is not None:
+        return signals.requests_running_mean
+    return signals.requests_running
 
 
 def _batch_limit(

@@ -46,6 +46,9 @@ class State:
     """The relative standard error of ``batch_capacity``."""
     served_max: float | None = None
     """The most one replica was seen to serve (decaying slowly): capacity is never below it."""
+    saturated_batch: float | None = None
+    """Requests running per replica in the fullest batches a saturated window showed (decaying
+    slowly): a queue with batches far lighter sits on a few replicas (`estimate`)."""
     base_ttft: float | None = None
     """Time to first token at the target percentile with no load (prefill alone), seconds."""
     queue_scale: float | None = None
