@@ -119,20 +119,31 @@ class Row:
     clairvoyant: Run
 
 
-def case(args: argparse.Namespace, shape: str, mix: str, profile_name: str) -> bench.Case:
-    """As `bench.make_case` for a named trace: the opening fleet is what the first cold start
-    needs, the same for every policy."""
-    profile = profile_by_name(profile_name)
+def case(
+    args: argparse.Namespace, shape: str, mix: str, profile_name: str, opening: int | None = None
+) -> bench.Case:
+    """As `bench.make_case` for a named trace: the opening fleet is ``opening`` ready replicas,
+    else what the first cold start needs; the same for every policy."""
+    profile = engine_profile(profile_name)
     lengths = tracefiles.load_trace(mix, tracefiles.TraceOptions(seed=args.seed))
     trace = traces.synthesize(SHAPES[shape](), lengths, seed=args.seed, name=shape)
     cold = profile.cold_start_seconds
-    return bench.Case(trace, profile, cold, opening_replicas(trace, profile, cold, args.slo_ttft))
+    if opening is None:
+        opening = opening_replicas(trace, profile, cold, args.slo_ttft)
+    return bench.Case(trace, profile, cold, opening)
 
 
-def one(job: tuple[str, str, str, int]) -> Row:
-    shape, mix, profile_name, seed = job
+def engine_profile(name: str) -> EngineProfile:
+    """A built-in profile by name, or a profile file (`thrifty simulate --profile FILE`)."""
+    if Path(name).suffix in (".yaml", ".yml", ".json"):
+        return tracefiles.load_profile(name)
+    return profile_by_name(name)
+
+
+def one(job: tuple[str, str, str, int, int | None]) -> Row:
+    shape, mix, profile_name, seed, opening = job
     args = bench.parse_args(["--seed", str(seed)])
-    found = case(args, shape, mix, profile_name)
+    found = case(args, shape, mix, profile_name, opening)
     requests = found.trace.requests
     capacity = load_test(found.profile, [(r.prompt_tokens, r.output_tokens) for r in requests])
     static = None
@@ -144,7 +155,7 @@ def one(job: tuple[str, str, str, int]) -> Row:
     return Row(
         shape,
         mix,
-        profile_name,
+        found.profile.name,
         capacity,
         sum(r.prompt_tokens + r.output_tokens for r in requests) / found.trace.duration_seconds,
         simulated(args, found, "thrifty"),
@@ -239,15 +250,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES))
+    parser.add_argument(
+        "--profiles",
+        nargs="+",
+        default=list(PROFILES),
+        help="built-in engine profiles or profile files (default: the shared results' two)",
+    )
+    parser.add_argument(
+        "--opening",
+        type=int,
+        help="ready replicas every case opens with, as a service applied at minReplicas meets "
+        "its load (default: what the first cold start needs)",
+    )
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     started = time.perf_counter()
     jobs = [
-        (shape, mix, profile, args.seed)
+        (shape, mix, profile, args.seed, args.opening)
         for shape in args.shapes
         for mix in MIXES
-        for profile in PROFILES
+        for profile in args.profiles
     ]
     with ProcessPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(one, jobs))
@@ -261,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"`.venv/bin/python {command}` ({elapsed:.0f} s on this 2-core machine; the table, then "
         "any text below it added by hand). TTFT SLO 2 s at p95, Poisson arrivals at the shape's "
         f"rate (seed {args.seed}), one hour each; the script's docstring says what runs. "
-        f"Token lengths: {'; '.join(lengths)}.",
+        + ("" if args.opening is None else f"Every policy opens at {args.opening} ready. ")
+        + f"Token lengths: {'; '.join(lengths)}.",
         [*table(rows), "", *summary(rows)],
         args.out,
     )
