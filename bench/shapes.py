@@ -4,8 +4,10 @@ Run from the repository root: ``.venv/bin/python bench/shapes.py`` (``--out benc
 writes the table). The shared traces are five; a rule tuned to them will not show there. Here
 Poisson arrivals follow synthetic rate shapes (`thrifty.sim.traces`: ramp, spike, diurnal, a
 square wave), each with the prompt and output lengths of a shared trace (Azure conversation or
-code), on both engine profiles, with `bench/run.py`'s settings (TTFT SLO 2 s at p95, the
-profile's cold start, the opening fleet the first minutes need). Each case runs:
+code), on both engine profiles (``--profiles``: others, by name or file), with `bench/run.py`'s
+settings (TTFT SLO 2 s at p95, the profile's cold start, the opening fleet the first minutes
+need; ``--opening N``: N ready replicas, as a service applied at ``minReplicas`` meets load
+already there). Each case runs:
 
 - ``thrifty``: as it ships, knowing nothing of a replica until it has served;
 - ``static``: every fixed count from 1 up to the first that meets the SLO;
@@ -34,7 +36,7 @@ from thrifty import cli, tracefiles
 from thrifty.sim import traces
 from thrifty.sim.clairvoyant import opening_replicas
 from thrifty.sim.engine import Engine, EventKind
-from thrifty.sim.profiles import EngineProfile, profile_by_name
+from thrifty.sim.profiles import EngineProfile
 from thrifty.sim.runner import simulate
 
 DURATION_SECONDS = 3600.0
@@ -124,20 +126,13 @@ def case(
 ) -> bench.Case:
     """As `bench.make_case` for a named trace: the opening fleet is ``opening`` ready replicas,
     else what the first cold start needs; the same for every policy."""
-    profile = engine_profile(profile_name)
+    profile = tracefiles.load_profile(profile_name)
     lengths = tracefiles.load_trace(mix, tracefiles.TraceOptions(seed=args.seed))
     trace = traces.synthesize(SHAPES[shape](), lengths, seed=args.seed, name=shape)
     cold = profile.cold_start_seconds
     if opening is None:
         opening = opening_replicas(trace, profile, cold, args.slo_ttft)
     return bench.Case(trace, profile, cold, opening)
-
-
-def engine_profile(name: str) -> EngineProfile:
-    """A built-in profile by name, or a profile file (`thrifty simulate --profile FILE`)."""
-    if Path(name).suffix in (".yaml", ".yml", ".json"):
-        return tracefiles.load_profile(name)
-    return profile_by_name(name)
 
 
 def one(job: tuple[str, str, str, int, int | None]) -> Row:

@@ -5,8 +5,10 @@ token at the target percentile is ``base + scale * u / (1 - u)`` at utilisation 
 alone at no load, plus a queue that grows without bound as the replica nears its capacity.
 
 - ``capacity`` is what a saturated replica serves: learned only while the queue persists over the
-  whole rate window (one per replica on average) or the running batches are full; below that,
-  what a replica served is only a lower bound, taken at once.
+  whole rate window (one per replica on average) or the running batches are full, and with
+  batches at least half the fullest seen at saturation (a backlog left on the replicas a fleet
+  grew from is no limit of the rest); below that, what a replica served is only a lower bound,
+  taken at once.
 - ``base`` is the prefill time at the target percentile (vLLM's prefill-time histogram, which
   leaves the queue out); without that histogram, the measured TTFT percentile with the load's
   share removed, ``ttft * (1 - utilisation)``, learned while the utilisation is known and not
@@ -453,6 +455,14 @@ def _error(spec: types.PolicySpec, reading: Reading) -> float:
     return max(min(math.log(max(reading.ttft or 0.0, 1e-6) / target), 1.0), -1.0)
 
 
+SPREAD_BATCH_SHARE = 0.5
+"""A queue says every replica is at its limit only with batches at least this share of the
+fullest a saturated window showed. vLLM queues inside each engine, so a backlog taken before the
+fleet grew stays on the replicas that took it while the router sends new requests to the ones
+that joined: their light batches and the backlog's full ones average far below a full batch, and
+the fleet's throughput per replica is what the spare ones serve, not a limit."""
+
+
 def _capacity(
     state: State,
     observation: types.Observation,
@@ -500,14 +510,6 @@ def _capacity(
         served_max=served,
         saturated_batch=fullest,
     )
-
-
-SPREAD_BATCH_SHARE = 0.5
-"""A queue says every replica is at its limit only with batches at least this share of the
-fullest a saturated window showed. vLLM queues inside each engine, so a backlog taken before the
-fleet grew stays on the replicas that took it while the router sends new requests to the ones
-that joined: their light batches and the backlog's full ones average far below a full batch, and
-the fleet's throughput per replica is what the spare ones serve, not a limit."""
 
 
 def _running(signals: types.Signals) -> float:
