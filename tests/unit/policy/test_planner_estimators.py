@@ -12,7 +12,7 @@ import pytest
 from policy_builders import observation, signals
 
 from thrifty.policy import types
-from thrifty.policy.planner import Tuning, estimate, forecast, plan
+from thrifty.policy.planner import Tuning, buckets, estimate, forecast, plan
 from thrifty.policy.planner.state import MAX_HISTORY, Source, State, load, trimmed
 
 TUNING = Tuning()
@@ -20,28 +20,28 @@ INF = math.inf
 
 
 def test_quantile_interpolates_inside_its_bucket_like_prometheus() -> None:
-    buckets = ((0.5, 50.0), (1.0, 90.0), (2.5, 100.0), (INF, 100.0))
-    assert estimate.quantile(buckets, 0.5) == pytest.approx(0.5)
-    assert estimate.quantile(buckets, 0.7) == pytest.approx(0.75)
-    assert estimate.quantile(buckets, 0.95) == pytest.approx(1.75)
-    assert estimate.quantile(((INF, 0.0),), 0.95) is None
+    histogram = ((0.5, 50.0), (1.0, 90.0), (2.5, 100.0), (INF, 100.0))
+    assert buckets.quantile(histogram, 0.5) == pytest.approx(0.5)
+    assert buckets.quantile(histogram, 0.7) == pytest.approx(0.75)
+    assert buckets.quantile(histogram, 0.95) == pytest.approx(1.75)
+    assert buckets.quantile(((INF, 0.0),), 0.95) is None
 
 
 def test_a_rank_in_the_inf_bucket_reads_as_the_highest_finite_bound() -> None:
-    assert estimate.quantile(((1.0, 10.0), (INF, 100.0)), 0.95) == 1.0
+    assert buckets.quantile(((1.0, 10.0), (INF, 100.0)), 0.95) == 1.0
 
 
 def test_share_within_a_target_interpolates_the_same_way() -> None:
-    buckets = ((0.5, 50.0), (1.0, 90.0), (2.5, 100.0), (INF, 100.0))
-    assert estimate.share_within(buckets, 0.25) == pytest.approx(0.25)
-    assert estimate.share_within(buckets, 1.0) == pytest.approx(0.9)
-    assert estimate.share_within(buckets, 1.75) == pytest.approx(0.95)
-    assert estimate.share_within(buckets, 10.0) == pytest.approx(1.0)
+    histogram = ((0.5, 50.0), (1.0, 90.0), (2.5, 100.0), (INF, 100.0))
+    assert buckets.share_within(histogram, 0.25) == pytest.approx(0.25)
+    assert buckets.share_within(histogram, 1.0) == pytest.approx(0.9)
+    assert buckets.share_within(histogram, 1.75) == pytest.approx(0.95)
+    assert buckets.share_within(histogram, 10.0) == pytest.approx(1.0)
 
 
 def test_the_reading_takes_the_declared_percentile_from_the_histogram() -> None:
-    buckets = ((0.5, 50.0), (1.0, 90.0), (2.5, 100.0), (INF, 100.0))
-    sig = signals(ttft_buckets=buckets, ttft_p95_seconds=9.9)
+    histogram = ((0.5, 50.0), (1.0, 90.0), (2.5, 100.0), (INF, 100.0))
+    sig = signals(ttft_buckets=histogram, ttft_p95_seconds=9.9)
     p50 = observation(sig=sig, ttft_target_quantile=0.5).spec
     p95 = observation(sig=sig, ttft_target_quantile=0.95).spec
     assert estimate.read(sig, p50, State(), TUNING).ttft == pytest.approx(0.5)

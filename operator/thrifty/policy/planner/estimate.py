@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass, replace
 
 from thrifty.policy import types
-from thrifty.policy.planner import batching
+from thrifty.policy.planner import batching, buckets
 from thrifty.policy.planner.state import MAX_HISTORY, Source, State
 from thrifty.policy.planner.tuning import Tuning
 
@@ -55,44 +55,14 @@ class Reading:
     mean wait and an exponential tail) takes the latency budget left after prefill, or requests
     wait with none finishing. A few requests a step's token budget holds back are not a queue."""
     ttft: float | None
-    """Measured TTFT at the target percentile; None with too few first tokens in its window."""
+    """Measured TTFT at the target percentile; None with too few first tokens in its window.
+    Interpolated evenly inside its bucket, as Prometheus does: the percentile the queue scale is
+    learned from and a late fleet is judged on (a wide bucket reads it late, not early)."""
     within_target: float | None
-    """Share of the window's first tokens within the target (the SLO attainment as measured)."""
+    """Share of the window's first tokens within the target (the SLO attainment as measured),
+    inside its bucket along the queue and prefill times' finer histograms (`buckets`)."""
     first_tokens_per_second: float = 0.0
     """First tokens per second over the TTFT window (0 without the histogram)."""
-
-
-def quantile(buckets: tuple[tuple[float, float], ...], q: float) -> float | None:
-    """Prometheus' ``histogram_quantile`` on cumulative buckets (upper bound, count), inf last."""
-    total = buckets[-1][1] if buckets else 0.0
-    if total <= 0.0:
-        return None
-    rank = q * total
-    lower, below = 0.0, 0.0
-    for bound, count in buckets:
-        if count >= rank:
-            if math.isinf(bound):
-                return lower
-            if count <= below:
-                return bound
-            return lower + (bound - lower) * (rank - below) / (count - below)
-        lower, below = bound, count
-    return lower
-
-
-def share_within(buckets: tuple[tuple[float, float], ...], seconds: float) -> float | None:
-    """Share of observations at or under ``seconds``, interpolated inside its bucket."""
-    total = buckets[-1][1] if buckets else 0.0
-    if total <= 0.0:
-        return None
-    lower, below = 0.0, 0.0
-    for bound, count in buckets:
-        if seconds <= bound:
-            if math.isinf(bound) or bound <= lower:
-                return below / total
-            return (below + (count - below) * (seconds - lower) / (bound - lower)) / total
-        lower, below = bound, count
-    return 1.0
 
 
 def read(
@@ -128,14 +98,12 @@ few long prompts. A gauge averaging under this per replica must be corroborated:
 vLLM measured (its queue-time histogram), else by TTFT."""
 
 
-def _measured(
-    buckets: tuple[tuple[float, float], ...], spec: types.PolicySpec, tuning: Tuning
-) -> float | None:
+def _measured(histogram: buckets.Buckets, spec: types.PolicySpec, tuning: Tuning) -> float | None:
     """A histogram of vLLM's finished requests (the queue time, the prefill time) at the target
     percentile; None with too few finished requests in its window (or none queried)."""
-    if not buckets or buckets[-1][1] < tuning.min_ttft_samples:
+    if not histogram or histogram[-1][1] < tuning.min_ttft_samples:
         return None
-    return quantile(buckets, spec.ttft_target_quantile)
+    return buckets.quantile(histogram, spec.ttft_target_quantile)
 
 
 def _material(
@@ -182,16 +150,21 @@ def _first_token_rate(signals: types.Signals, tuning: Tuning) -> float:
 def _ttft(
     signals: types.Signals, spec: types.PolicySpec, tuning: Tuning
 ) -> tuple[float | None, float | None]:
-    buckets = signals.ttft_buckets
-    if not buckets:
+    histogram = signals.ttft_buckets
+    if not histogram:
         # A source without the histogram gives its p95 only: usable for a p95 target alone.
         usable = math.isclose(spec.ttft_target_quantile, 0.95)
         return (signals.ttft_p95_seconds if usable else None), None
-    if buckets[-1][1] < tuning.min_ttft_samples:
+    if histogram[-1][1] < tuning.min_ttft_samples:
         return None, None
-    measured = quantile(buckets, spec.ttft_target_quantile)
+    measured = buckets.quantile(histogram, spec.ttft_target_quantile)
     target = spec.ttft_target_seconds
-    return measured, (share_within(buckets, target) if target is not None else None)
+    if target is None:
+        return measured, None
+    shape = buckets.composed(
+        signals.queue_time_buckets, signals.prefill_time_buckets, tuning.min_ttft_samples
+    )
+    return measured, buckets.share_within(histogram, target, shape)
 
 
 def learn(
