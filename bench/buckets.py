@@ -71,12 +71,14 @@ class Reader:
 
     def decide(self, observation: types.Observation, state: types.PolicyState) -> types.Decision:
         sig = observation.signals
-        if sig is not None and sig.ttft_buckets and sig.ttft_buckets[-1][1] > 0.0:
+        histogram = sig.ttft_buckets if sig is not None else ()
+        even = buckets.share_within(histogram, self.target)
+        if sig is not None and even is not None:
             shape = buckets.composed(sig.queue_time_buckets, sig.prefill_time_buckets, MINIMUM)
-            count = sig.ttft_buckets[-1][1]
+            count = histogram[-1][1]
             self.weight += count
-            self.even += count * (buckets.share_within(sig.ttft_buckets, self.target) or 0.0)
-            self.shaped += count * (buckets.share_within(sig.ttft_buckets, self.target, shape) or 0)
+            self.even += count * even
+            self.shaped += count * (buckets.share_within(histogram, self.target, shape) or even)
         return self.policy.decide(observation, state)
 
 
