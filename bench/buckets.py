@@ -10,7 +10,7 @@ target is read from the window's histograms two ways (`thrifty.policy.planner.bu
 
 Each window's reading is weighted by its first tokens, and the mean is set against the share
 counted request by request over the run. Targets 1.5 and 2 s fall in vLLM's 1-2.5 s bucket, 4 s
-in its 2.5-5 s one. The summary keeps the runs within 80-99.5 % of the target, where a p95
+in its 2.5-5 s one. The summary keeps the runs whose counted share is 80-99.5 %, where a p95
 promise is decided; the table lists those of them at 90 % or more.
 """
 

@@ -46,7 +46,7 @@ def test_no_shape_from_too_few_requests_or_a_bucket_it_leaves_empty() -> None:
     assert buckets.share_within(TTFT, 2.0, shape) == buckets.share_within(TTFT, 2.0)
 
 
-def test_with_no_wait_the_shape_is_the_prefill_histogram() -> None:
+def test_waits_under_0_3_s_shift_the_prefill_histogram_by_at_most_that() -> None:
     shape = buckets.composed(((0.3, 100.0), (INF, 100.0)), PREFILL, minimum=20.0)
     assert shape is not None
     assert shape(3.0) == pytest.approx(1.0)
