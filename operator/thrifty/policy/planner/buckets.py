@@ -4,8 +4,8 @@ Prometheus' ``histogram_quantile`` takes the observations in a bucket as spread 
 vLLM's TTFT histogram has one bucket from 1 to 2.5 s and the next up to 5 s, so a target inside
 one is read on that assumption. In a latency tail the first tokens thin out across a wide bucket,
 and an even spread puts too many of them past the target: read that way, the share within a 2 s
-target ran up to 5.5 points under the share counted request by request (bench/buckets.md), and
-the feedback bought replicas for misses that never happened.
+target ran up to 4.5 points under the share counted request by request, within 1.5 s up to 6.3
+(bench/buckets.md), and the feedback bought replicas for misses that never happened.
 
 vLLM also measures the two parts of a TTFT, the wait to be scheduled and scheduled to first token
 (its queue and prefill times), in buckets of 0.2 to 0.5 s up to 2.5 s. Their sum, the two taken as
@@ -77,7 +77,8 @@ def _into(lower: float, upper: float, seconds: float, shape: Shape | None) -> fl
 def composed(queue: Buckets, prefill: Buckets, minimum: float) -> Shape | None:
     """The distribution of queue + prefill time, the two taken as independent; None unless both
     histograms hold at least ``minimum`` observations."""
-    if not queue or not prefill or min(queue[-1][1], prefill[-1][1]) < max(minimum, 1e-9):
+    fewest = min(queue[-1][1], prefill[-1][1]) if queue and prefill else 0.0
+    if fewest <= 0.0 or fewest < minimum:
         return None
     waits = tuple(_spread(queue))
 
