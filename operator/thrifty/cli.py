@@ -31,7 +31,7 @@ from thrifty.policy import builtin
 from thrifty.policy.static import StaticPolicy
 from thrifty.policy.types import Enforcement, ScalingPolicy
 from thrifty.sim import profiles, report, scenario, traces
-from thrifty.sim.clairvoyant import ClairvoyantPolicy, opening_replicas
+from thrifty.sim.clairvoyant import ClairvoyantPolicy, HindsightPolicy, opening_replicas
 from thrifty.sim.pools import SimPool, interruptions
 from thrifty.sim.profiles import EngineProfile
 from thrifty.sim.runner import RunResult, ScrapeNoise, SimulationConfig, simulate
@@ -63,14 +63,18 @@ class PolicyContext:
     decision_interval_seconds: float
 
 
-def _clairvoyant(context: PolicyContext, **params: Any) -> ScalingPolicy:
+_TRACE_POLICIES = {"clairvoyant": ClairvoyantPolicy, "hindsight": HindsightPolicy}
+"""Policies the simulator builds from the trace itself: they read arrivals, not metrics."""
+
+
+def _from_trace(kind: str, context: PolicyContext, **params: Any) -> ScalingPolicy:
     settings: dict[str, Any] = {
         "cold_start_seconds": context.cold_start_seconds,
         "ttft_target_seconds": context.slo_ttft_seconds,
         "decision_interval_seconds": context.decision_interval_seconds,
         **params,
     }
-    return ClairvoyantPolicy(context.trace, context.profile, **settings)
+    return _TRACE_POLICIES[kind](context.trace, context.profile, **settings)
 
 
 def _parse_value(text: str) -> Any:
@@ -100,15 +104,15 @@ def build_policy(option: str, context: PolicyContext) -> ScalingPolicy:
     """A policy by built-in name or ``module:ClassName``, with optional ``,key=value`` params."""
     name, params = parse_policy_option(option)
     try:
-        if name == "clairvoyant":
-            return _clairvoyant(context, **params)
+        if name in _TRACE_POLICIES:
+            return _from_trace(name, context, **params)
         if name in builtin.BUILTIN_POLICIES:
             return builtin.BUILTIN_POLICIES[name](**params)
     except TypeError as error:
         raise CommandError(f"bad parameters for policy {name}: {error}") from None
     module_name, _, class_name = name.partition(":")
     if not class_name:
-        known = ", ".join([*builtin.BUILTIN_POLICIES, "clairvoyant"])
+        known = ", ".join([*builtin.BUILTIN_POLICIES, *_TRACE_POLICIES])
         raise CommandError(f"unknown policy {name!r}: use one of {known} or module:ClassName")
     try:
         module = importlib.import_module(module_name)
@@ -157,8 +161,8 @@ def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         "--policy",
         action="append",
         dest="policies",
-        help="thrifty, hpa, kpa, static, clairvoyant or module:ClassName, optionally with "
-        "parameters: hpa,target_per_replica=2 (repeatable)",
+        help="thrifty, hpa, kpa, static, clairvoyant, hindsight or module:ClassName, optionally "
+        "with parameters: hpa,target_per_replica=2 (repeatable)",
     )
     parser.add_argument(
         "--profile",

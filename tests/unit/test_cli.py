@@ -188,6 +188,9 @@ def test_builtin_policies_build_with_their_knobs(tmp_path: Path) -> None:
     assert getattr(hpa, "target_per_replica") == 3  # noqa: B009
     assert cli.build_policy("static,replicas=4", context).name == "static,replicas=4"
     assert cli.build_policy("clairvoyant,utilization=0.5", context).name.startswith("clairvoyant")
+    hindsight = cli.build_policy("hindsight,utilization=0.7,keep_cold_starts=2", context)
+    assert hindsight.name == "hindsight,utilization=0.7,keep_cold_starts=2"
+    assert getattr(hindsight, "keep_cold_starts") == 2  # noqa: B009
     with pytest.raises(cli.CommandError, match="bad parameters"):
         cli.build_policy("kpa,no_such_knob=1", context)
 

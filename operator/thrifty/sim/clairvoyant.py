@@ -11,6 +11,10 @@ needs it, keeps any replica needed again within a cold start (re-ordering would 
 drops the rest at once.
 
 It lives in the simulator, not in ``thrifty.policy``, because it needs the future.
+
+`HindsightPolicy` sizes the same way from the arrivals already seen and nothing later: what a
+policy that measured the past perfectly, and had no forecast, would run. Between the two lies the
+price of not knowing the future; between it and a real policy, that policy's own estimates.
 """
 
 from __future__ import annotations
@@ -55,9 +59,8 @@ class ClairvoyantPolicy:
         per_output_token = profile.itl_seconds(batch) / batch
         return prompt_tokens / profile.prefill_tokens_per_second + output_tokens * per_output_token
 
-    def _need_per_second(self) -> list[int]:
-        """Replicas needed by the work arriving from each second on."""
-        seconds = math.ceil(self.trace.duration_seconds) + max(_WINDOWS_SECONDS) + 1
+    def _work_prefix(self, seconds: int) -> list[float]:
+        """Engine work arrived before each second (seconds of one replica's time)."""
         work = [0.0] * seconds
         for request in self.trace.requests:
             second = min(seconds - 1, int(request.arrival_seconds))
@@ -65,14 +68,21 @@ class ClairvoyantPolicy:
             # help it, so only the share that delays others (up to the target) sizes the fleet.
             own = self.request_work_seconds(request.prompt_tokens, request.output_tokens)
             work[second] += min(own, self.ttft_target_seconds)
-        prefix = [0.0, *accumulate(work)]
+        return [0.0, *accumulate(work)]
+
+    def _replicas_for(self, burst: float, window: int) -> float:
+        return burst / ((window + self.ttft_target_seconds) * self.utilization)
+
+    def _need_per_second(self) -> list[int]:
+        """Replicas needed by the work arriving from each second on."""
+        seconds = math.ceil(self.trace.duration_seconds) + max(_WINDOWS_SECONDS) + 1
+        prefix = self._work_prefix(seconds)
         need: list[int] = []
         for start in range(seconds):
             best = 0.0
             for window in _WINDOWS_SECONDS:
                 end = min(seconds, start + window)
-                burst = prefix[end] - prefix[start]
-                best = max(best, burst / ((window + self.ttft_target_seconds) * self.utilization))
+                best = max(best, self._replicas_for(prefix[end] - prefix[start], window))
             need.append(math.ceil(best - 1e-9))
         return need
 
@@ -84,33 +94,77 @@ class ClairvoyantPolicy:
 
     def decide(self, observation: Observation, state: PolicyState) -> Decision:
         now = observation.now_seconds
-        spec = observation.spec
         horizon = now + self.cold_start_seconds + self.decision_interval_seconds
-        wanted = max(spec.min_replicas, self.replicas_needed(now, horizon))
-        replicas = min(wanted, spec.max_replicas)
-        bound = Bound.LATENCY_TARGET if replicas == wanted else Bound.BOUNDS
-        free = observation.pool.free_gpus
-        current = observation.replicas.desired
-        if free is not None:
-            room = current + free // max(1, observation.pool.gpus_per_replica)
-            if replicas > room:
-                replicas, bound = room, Bound.CAPACITY
-        reason = (
-            Reason.SCALE_UP
-            if replicas > current
-            else Reason.SCALE_DOWN
-            if replicas < current
-            else Reason.STEADY
-        )
-        dollars_per_hour = cost.dollars_per_hour(
-            replicas, observation.pool.gpus_per_replica, observation.pool.price_per_gpu_hour
-        )
-        message = (
-            f"{current} -> {replicas} replicas: the next {horizon - now:.0f} s of arrivals need "
-            f"{wanted} for TTFT <= {self.ttft_target_seconds:g} s; "
-            f"{cost.format_dollars_per_hour(dollars_per_hour)}"
-        )
-        return Decision(replicas, reason, message, bound, dollars_per_hour, None, dict(state))
+        wanted = self.replicas_needed(now, horizon)
+        said = f"the next {horizon - now:.0f} s of arrivals need {wanted}"
+        return _decision(observation, state, wanted, said, self.ttft_target_seconds)
+
+
+@dataclass
+class HindsightPolicy(ClairvoyantPolicy):
+    """The clairvoyant bound's sizing of the arrivals already seen: no forecast, no estimate.
+
+    At each decision it knows every arrival before it exactly, as a perfect measurement would,
+    and runs the most replicas any second of the last ``keep_cold_starts`` cold starts needed by
+    the clairvoyant bound's count, so a burst is answered a cold start after it is seen and a
+    fleet that bursts needed is kept for the next one. Not a bound: a policy that predicts can do
+    better. A reference: what perfect measurement alone buys on the trace."""
+
+    keep_cold_starts: float = 4.0
+    """How long the most a recent second needed is kept (the feedback's horizon in thrifty)."""
+    name: str = "hindsight"
+
+    def _need_per_second(self) -> list[int]:
+        """Replicas needed by the work arrived before each second, within each window before it."""
+        seconds = math.ceil(self.trace.duration_seconds) + 1
+        prefix = self._work_prefix(seconds)
+        need = [0]
+        for end in range(1, seconds + 1):
+            best = 0.0
+            for window in _WINDOWS_SECONDS:
+                start = max(0, end - window)
+                best = max(best, self._replicas_for(prefix[end] - prefix[start], window))
+            need.append(math.ceil(best - 1e-9))
+        return need
+
+    def decide(self, observation: Observation, state: PolicyState) -> Decision:
+        now = observation.now_seconds
+        kept = self.keep_cold_starts * self.cold_start_seconds
+        # Index i holds the need of the arrivals before second i: up to now, none after it.
+        first, last = max(0, math.ceil(now - kept)), min(len(self._need) - 1, math.floor(now))
+        wanted = max(self._need[first : last + 1], default=0)
+        said = f"the arrivals of the last {min(kept, now):.0f} s needed {wanted}"
+        return _decision(observation, state, wanted, said, self.ttft_target_seconds)
+
+
+def _decision(
+    observation: Observation, state: PolicyState, wanted: int, said: str, ttft_target: float
+) -> Decision:
+    spec = observation.spec
+    wanted = max(spec.min_replicas, wanted)
+    replicas = min(wanted, spec.max_replicas)
+    bound = Bound.LATENCY_TARGET if replicas == wanted else Bound.BOUNDS
+    free = observation.pool.free_gpus
+    current = observation.replicas.desired
+    if free is not None:
+        room = current + free // max(1, observation.pool.gpus_per_replica)
+        if replicas > room:
+            replicas, bound = room, Bound.CAPACITY
+    reason = (
+        Reason.SCALE_UP
+        if replicas > current
+        else Reason.SCALE_DOWN
+        if replicas < current
+        else Reason.STEADY
+    )
+    dollars_per_hour = cost.dollars_per_hour(
+        replicas, observation.pool.gpus_per_replica, observation.pool.price_per_gpu_hour
+    )
+    message = (
+        f"{current} -> {replicas} replicas: {said} for TTFT <= {ttft_target:g} s; "
+        f"{cost.format_dollars_per_hour(dollars_per_hour)}"
+    )
+    return Decision(replicas, reason, message, bound, dollars_per_hour, None, dict(state))
 
 
 def opening_replicas(

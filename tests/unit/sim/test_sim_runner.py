@@ -1,4 +1,4 @@
-"""The runner's measurements, its determinism, and the clairvoyant bound."""
+"""The runner's measurements, its determinism, the clairvoyant bound and the hindsight fleet."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sim_policies import FixedPolicy, QueuePolicy, ScheduledPolicy
 
 from thrifty.policy.planner import ThriftyPolicy
 from thrifty.sim import scenario, traces
-from thrifty.sim.clairvoyant import ClairvoyantPolicy
+from thrifty.sim.clairvoyant import ClairvoyantPolicy, HindsightPolicy
 from thrifty.sim.profiles import LLAMA_8B_1xH100
 from thrifty.sim.runner import SimulationConfig, simulate
 
@@ -85,6 +85,38 @@ def test_clairvoyant_is_ready_before_the_spike_and_cheaper_than_peak_provisionin
     assert bound.slo_attainment >= 0.99
     static = simulate(trace, FixedPolicy(peak), _config(initial_replicas=peak))
     assert bound.gpu_hours < 0.7 * static.gpu_hours
+
+
+def test_hindsight_reads_no_arrival_after_the_decision() -> None:
+    """Cut at the spike's start, the trace gives the same decisions up to it; the clairvoyant
+    bound, which reads the future, does not."""
+    trace = _spiky(5)
+    before = traces.Trace(
+        "before", tuple(r for r in trace.requests if r.arrival_seconds < 450.0), 900.0, "test"
+    )
+    config = _config(cold_start_seconds=120.0)
+
+    def decided(policy_type: type[ClairvoyantPolicy], arrivals: traces.Trace) -> list[int]:
+        policy = policy_type(arrivals, LLAMA_8B_1xH100, cold_start_seconds=120.0)
+        return [p.desired for p in simulate(trace, policy, config).series if p.time <= 450.0]
+
+    assert decided(HindsightPolicy, trace) == decided(HindsightPolicy, before)
+    assert decided(ClairvoyantPolicy, trace) != decided(ClairvoyantPolicy, before)
+
+
+def test_hindsight_answers_a_burst_after_it_and_keeps_the_fleet_it_needed() -> None:
+    trace = _spiky(5)  # 3/s, 30/s from 450 s for 90 s
+    config = _config(cold_start_seconds=120.0)
+    hindsight = HindsightPolicy(trace, LLAMA_8B_1xH100, cold_start_seconds=120.0)
+    run = simulate(trace, hindsight, config)
+    peak = max(p.desired for p in run.series)
+    first_at_peak = min(p.time for p in run.series if p.desired == peak)
+    last_at_peak = max(p.time for p in run.series if p.desired == peak)
+    assert 450.0 < first_at_peak <= 540.0 and peak > 1
+    # Kept four cold starts after the spike's last arrivals, then dropped.
+    assert 540.0 + 4 * 120.0 - 15.0 <= last_at_peak < 540.0 + 4 * 120.0 + 15.0
+    bound = simulate(trace, ClairvoyantPolicy(trace, LLAMA_8B_1xH100, 120.0), config)
+    assert run.slo_attainment < bound.slo_attainment
 
 
 def test_clairvoyant_counts_the_kv_cache_that_bounds_a_batch() -> None:
