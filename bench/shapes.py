@@ -11,7 +11,10 @@ already there). Each case runs:
 
 - ``thrifty``: as it ships, knowing nothing of a replica until it has served;
 - ``static``: every fixed count from 1 up to the first that meets the SLO;
-- ``clairvoyant``: the bound that knows every arrival (planned utilisation 1.0).
+- ``clairvoyant``: the bound that knows every arrival (planned utilisation 1.0);
+- ``hindsight``: the same count of the arrivals already seen (`bench/run.py`'s sweep of its
+  planned utilisation), at thrifty's attainment: what perfect measurement without a forecast
+  costs, so thrifty / it is what thrifty's own estimates cost.
 
 Beside them: the case's mean demand and what one replica serves at the case's request mix when
 kept saturated (`load_test`, as `vllm bench serve` at a high concurrency measures it), so a
@@ -37,7 +40,7 @@ from thrifty.sim import traces
 from thrifty.sim.clairvoyant import opening_replicas
 from thrifty.sim.engine import Engine, EventKind
 from thrifty.sim.profiles import EngineProfile
-from thrifty.sim.runner import simulate
+from thrifty.sim.runner import RunResult, simulate
 
 DURATION_SECONDS = 3600.0
 SHAPES: dict[str, Callable[[], traces.RateSeries]] = {
@@ -119,6 +122,8 @@ class Row:
     static: tuple[int, Run] | None
     """The fewest fixed replicas that meet the SLO, or None when none up to MAX_STATIC does."""
     clairvoyant: Run
+    hindsight: bench.AtEqualSlo
+    """The hindsight fleet's GPU-hours at thrifty's attainment."""
 
 
 def case(
@@ -147,24 +152,48 @@ def one(job: tuple[str, str, str, int, int | None]) -> Row:
         if fixed.attainment >= 0.95:
             static = (count, fixed)
             break
+    thrifty = simulated(args, found, "thrifty")
     return Row(
         shape,
         mix,
         found.profile.name,
         capacity,
         sum(r.prompt_tokens + r.output_tokens for r in requests) / found.trace.duration_seconds,
-        simulated(args, found, "thrifty"),
+        thrifty,
         static,
         simulated(args, found, "clairvoyant,utilization=1.0"),
+        hindsight(args, found, thrifty),
     )
 
 
 def simulated(args: argparse.Namespace, found: bench.Case, policy_name: str) -> Run:
     """``policy_name`` (as ``thrifty simulate --policy`` takes it) on the case."""
+    result = _simulated(args, found, policy_name)
+    return Run(result.gpu_hours, result.slo_attainment)
+
+
+def _simulated(args: argparse.Namespace, found: bench.Case, policy_name: str) -> RunResult:
     ms = bench._model_service(args, found)
     policy = cli.build_policy(policy_name, bench._context(args, found))
-    result = simulate(found.trace, policy, bench._config(args, found, ms))
-    return Run(result.gpu_hours, result.slo_attainment)
+    return simulate(found.trace, policy, bench._config(args, found, ms))
+
+
+def hindsight(args: argparse.Namespace, found: bench.Case, thrifty: Run) -> bench.AtEqualSlo:
+    """The hindsight fleet's cost at thrifty's attainment, along its swept curve."""
+    [sweep] = [sweep for sweep in bench.SWEEPS if sweep.policy == "hindsight"]
+    points = [
+        bench.Point("hindsight", value, _simulated(args, found, f"hindsight,utilization={value:g}"))
+        for value in sweep.values
+    ]
+    return bench.cost_at(points, thrifty.attainment)
+
+
+def hindsight_cell(at: bench.AtEqualSlo, thrifty: Run) -> str:
+    """The hindsight fleet at thrifty's attainment and thrifty / it, as a table shows them."""
+    if at.cost is None:
+        return f"never reaches it (best {100 * at.ceiling_attainment:.1f} %)"
+    most = "at most " if at.upper_bound else ""  # its cheapest run is already above
+    return f"{most}{at.cost:.2f}: {thrifty.gpu_hours / at.cost:.2f}x"
 
 
 def simulated_static(args: argparse.Namespace, found: bench.Case, count: int) -> Run:
@@ -195,26 +224,35 @@ def verdict(run: Run, static: tuple[int, Run] | None) -> str:
     return f"{'meets' if met else '**misses**'} the SLO, {ratio:.2f}x static"
 
 
-def outcome(thrifty: Run, static: tuple[int, Run] | None, clairvoyant: Run, most: int) -> str:
+def outcome(
+    thrifty: Run,
+    static: tuple[int, Run] | None,
+    clairvoyant: Run,
+    most: int,
+    hindsight: bench.AtEqualSlo | None = None,
+) -> str:
     """The cells every table of these benches ends with: thrifty and its verdict, the cheapest
-    static fleet that meets the SLO (searched up to ``most``), the clairvoyant bound."""
-    return (
-        f"{cell(thrifty)}: {verdict(thrifty, static)} | {static_cell(static, most)} | "
-        f"{cell(clairvoyant)} |"
-    )
+    static fleet that meets the SLO (searched up to ``most``), the clairvoyant bound, and the
+    hindsight fleet where the table has it."""
+    cells = f"{cell(thrifty)}: {verdict(thrifty, static)} | {static_cell(static, most)} | "
+    cells += f"{cell(clairvoyant)} |"
+    if hindsight is not None:
+        cells += f" {hindsight_cell(hindsight, thrifty)} |"
+    return cells
 
 
 def table(rows: Sequence[Row]) -> list[str]:
     lines = [
         "| shape | lengths | profile | mean demand tok/s | one replica saturated tok/s | "
-        "thrifty GPU-h (SLO) | cheapest static meeting the SLO | clairvoyant |",
-        "|---|---|---|---|---|---|---|---|",
+        "thrifty GPU-h (SLO) | cheapest static meeting the SLO | clairvoyant | "
+        f"{HINDSIGHT_HEADER} |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
             f"| {row.shape} | {row.mix} | {row.profile} | {row.demand:,.0f} | "
             f"{row.capacity:,.0f} | "
-            + outcome(row.thrifty, row.static, row.clairvoyant, MAX_STATIC)
+            + outcome(row.thrifty, row.static, row.clairvoyant, MAX_STATIC, row.hindsight)
         )
     return lines
 
@@ -228,6 +266,14 @@ class Judged(Protocol):
     @property
     def static(self) -> tuple[int, Run] | None: ...
 
+    @property
+    def hindsight(self) -> bench.AtEqualSlo: ...
+
+
+HINDSIGHT_HEADER = "hindsight fleet at thrifty's SLO: thrifty / it"
+OWN_LOSS = 1.15
+"""thrifty / the hindsight fleet above which the summary names the case."""
+
 
 def summary(rows: Sequence[Judged]) -> list[str]:
     feasible = [(row.thrifty, row.static[1]) for row in rows if row.static is not None]
@@ -237,7 +283,21 @@ def summary(rows: Sequence[Judged]) -> list[str]:
     return [
         f"- thrifty meets the SLO on {len(met)} of the {len(feasible)} cases a static fleet "
         f"meets it on; where it does, at {mean:.2f}x the cheapest such static fleet's GPU-hours "
-        "(geometric mean)."
+        "(geometric mean).",
+        *_against_hindsight(rows),
+    ]
+
+
+def _against_hindsight(rows: Sequence[Judged]) -> list[str]:
+    reached = [(row.thrifty, row.hindsight.cost) for row in rows if row.hindsight.cost]
+    if not reached:
+        return []
+    ratios = [run.gpu_hours / cost for run, cost in reached]
+    mean = math.exp(sum(map(math.log, ratios)) / len(ratios))
+    above = sum(1 for ratio in ratios if ratio > OWN_LOSS)
+    return [
+        f"- Against the hindsight fleet at thrifty's attainment ({len(reached)} cases where it "
+        f"reaches it): {mean:.2f}x (geometric mean), above {OWN_LOSS:.2f}x on {above}."
     ]
 
 

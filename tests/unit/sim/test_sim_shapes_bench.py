@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import bench_modules
 import pytest
@@ -40,3 +40,21 @@ def test_a_run_is_judged_against_the_cheapest_static_fleet_that_meets_the_slo(
 def test_the_square_wave_is_high_then_low_each_period(shapes: ModuleType) -> None:
     series = shapes.square(1.0, 10.0, 60.0, 40.0)
     assert series.rates_rps == (10.0, 10.0, 1.0, 1.0, 10.0, 10.0)
+
+
+def test_thrifty_is_set_against_the_hindsight_fleet_at_its_own_attainment(
+    shapes: ModuleType,
+) -> None:
+    at = shapes.bench.AtEqualSlo
+    run = shapes.Run(3.0, 0.97)
+    assert shapes.hindsight_cell(at(2.0, "interpolated"), run) == "2.00: 1.50x"
+    assert shapes.hindsight_cell(at(2.0, "", upper_bound=True), run) == "at most 2.00: 1.50x"
+    assert shapes.hindsight_cell(at(None, "", 0.9), run) == "never reaches it (best 90.0 %)"
+    rows = [
+        SimpleNamespace(thrifty=run, static=None, hindsight=at(2.0, "")),
+        SimpleNamespace(thrifty=shapes.Run(1.0, 0.97), static=None, hindsight=at(1.0, "")),
+        SimpleNamespace(thrifty=shapes.Run(1.0, 0.5), static=None, hindsight=at(None, "")),
+    ]
+    [line] = shapes._against_hindsight(rows)
+    # sqrt(1.5 x 1.0): the geometric mean over the two cases it reaches.
+    assert "(2 cases where it reaches it): 1.22x" in line and "above 1.15x on 1." in line
