@@ -235,6 +235,77 @@ def test_simulator_metrics_have_the_shape_of_real_vllm(
     assert {name for name in sim if name.startswith("vllm:")} <= real_vllm_families
 
 
+@dataclass(frozen=True)
+class Latencies:
+    """Sums and counts of the three latency histograms of finished requests."""
+
+    requests: float
+    ttft: float
+    queue: float
+    prefill: float
+
+    def since(self, before: Latencies) -> Latencies:
+        return Latencies(
+            self.requests - before.requests,
+            self.ttft - before.ttft,
+            self.queue - before.queue,
+            self.prefill - before.prefill,
+        )
+
+
+def _latencies(url: str) -> tuple[Latencies, tuple[float, float, float]] | None:
+    """The histograms' sums, and their counts (which agree once every request is recorded)."""
+    text = _get(url + "/metrics")
+    if text is None:
+        return None
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith(("_sum", "_count")):
+                sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+    names = (TTFT, QUEUE_TIME, PREFILL_TIME)
+    counts = tuple(sums.get(f"{name}_count", 0.0) for name in names)
+    ttft, queue, prefill = (sums.get(f"{name}_sum", 0.0) for name in names)
+    return Latencies(counts[0], ttft, queue, prefill), (counts[0], counts[1], counts[2])
+
+
+def test_time_to_first_token_holds_the_queue_and_the_prefill(
+    real_vllm: vllm_process.VllmProcess, simulator: str
+) -> None:
+    """The planner reads the share of first tokens within a target along the queue-time and
+    prefill-time histograms (`planner.buckets`), taking TTFT as their sum. vLLM measures TTFT
+    from the request's arrival at the frontend and the other two inside the engine, so on a
+    real engine TTFT holds both and the frontend's own time besides; the simulator has none."""
+    for url, frontend_most in ((real_vllm.url, None), (simulator, 0.001)):
+        before = wait_until(
+            functools.partial(_settled_latencies, url), timeout_seconds=60, what="latencies"
+        )
+        outcomes = asyncio.run(_burst(url, 8, 16))
+        assert [o.status for o in outcomes] == [200] * 8
+
+        def recorded(url: str = url, before: Latencies = before) -> Latencies | None:
+            after = _settled_latencies(url)
+            return after.since(before) if after and after.requests >= before.requests + 8 else None
+
+        burst = wait_until(recorded, timeout_seconds=60, what="the burst in the histograms")
+        assert burst.requests == 8, burst
+        frontend = (burst.ttft - burst.queue - burst.prefill) / burst.requests
+        print(f"{url}: per request TTFT {burst.ttft / 8:.3f} s, queue {burst.queue / 8:.3f} s, "
+              f"prefill {burst.prefill / 8:.3f} s, frontend {frontend:.4f} s")  # fmt: skip
+        assert frontend >= -0.001, burst  # TTFT holds the queue and the prefill
+        if frontend_most is not None:
+            assert frontend <= frontend_most, burst
+
+
+def _settled_latencies(url: str) -> Latencies | None:
+    """The sums once the three histograms count the same requests (a request is counted in
+    TTFT at its first token, in the other two when it finishes)."""
+    read = _latencies(url)
+    if read is None or len(set(read[1])) != 1:
+        return None
+    return read[0]
+
+
 def test_every_operator_query_returns_data_from_real_and_simulated_engines(
     cluster: Cluster, real_vllm: vllm_process.VllmProcess, simulator: str
 ) -> None:
