@@ -188,14 +188,6 @@ def hindsight(args: argparse.Namespace, found: bench.Case, thrifty: Run) -> benc
     return bench.cost_at(points, thrifty.attainment)
 
 
-def hindsight_cell(at: bench.AtEqualSlo, thrifty: Run) -> str:
-    """The hindsight fleet at thrifty's attainment and thrifty / it, as a table shows them."""
-    if at.cost is None:
-        return f"never reaches it (best {100 * at.ceiling_attainment:.1f} %)"
-    most = "at most " if at.upper_bound else ""  # its cheapest run is already above
-    return f"{most}{at.cost:.2f}: {thrifty.gpu_hours / at.cost:.2f}x"
-
-
 def simulated_static(args: argparse.Namespace, found: bench.Case, count: int) -> Run:
     """``count`` fixed replicas on the case, all of them warm from the start."""
     fixed = bench._model_service(args, found, min_replicas=count, max_replicas=count)
@@ -237,7 +229,7 @@ def outcome(
     cells = f"{cell(thrifty)}: {verdict(thrifty, static)} | {static_cell(static, most)} | "
     cells += f"{cell(clairvoyant)} |"
     if hindsight is not None:
-        cells += f" {hindsight_cell(hindsight, thrifty)} |"
+        cells += f" {bench.hindsight_cell(hindsight, thrifty.gpu_hours)} |"
     return cells
 
 

@@ -253,8 +253,9 @@ class Latencies:
         )
 
 
-def _latencies(url: str) -> tuple[Latencies, tuple[float, float, float]] | None:
-    """The histograms' sums, and their counts (which agree once every request is recorded)."""
+def _settled_latencies(url: str) -> Latencies | None:
+    """The histograms' sums once all three count the same requests (a request is counted in
+    TTFT at its first token, in the other two when it finishes)."""
     text = _get(url + "/metrics")
     if text is None:
         return None
@@ -264,9 +265,11 @@ def _latencies(url: str) -> tuple[Latencies, tuple[float, float, float]] | None:
             if sample.name.endswith(("_sum", "_count")):
                 sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
     names = (TTFT, QUEUE_TIME, PREFILL_TIME)
-    counts = tuple(sums.get(f"{name}_count", 0.0) for name in names)
+    counts = {sums.get(f"{name}_count", 0.0) for name in names}
+    if len(counts) != 1:
+        return None
     ttft, queue, prefill = (sums.get(f"{name}_sum", 0.0) for name in names)
-    return Latencies(counts[0], ttft, queue, prefill), (counts[0], counts[1], counts[2])
+    return Latencies(counts.pop(), ttft, queue, prefill)
 
 
 def test_time_to_first_token_holds_the_queue_and_the_prefill(
@@ -295,15 +298,6 @@ def test_time_to_first_token_holds_the_queue_and_the_prefill(
         assert frontend >= -0.001, burst  # TTFT holds the queue and the prefill
         if frontend_most is not None:
             assert frontend <= frontend_most, burst
-
-
-def _settled_latencies(url: str) -> Latencies | None:
-    """The sums once the three histograms count the same requests (a request is counted in
-    TTFT at its first token, in the other two when it finishes)."""
-    read = _latencies(url)
-    if read is None or len(set(read[1])) != 1:
-        return None
-    return read[0]
 
 
 def test_every_operator_query_returns_data_from_real_and_simulated_engines(

@@ -45,11 +45,11 @@ def test_the_square_wave_is_high_then_low_each_period(shapes: ModuleType) -> Non
 def test_thrifty_is_set_against_the_hindsight_fleet_at_its_own_attainment(
     shapes: ModuleType,
 ) -> None:
-    at = shapes.bench.AtEqualSlo
+    at, cell = shapes.bench.AtEqualSlo, shapes.bench.hindsight_cell
     run = shapes.Run(3.0, 0.97)
-    assert shapes.hindsight_cell(at(2.0, "interpolated"), run) == "2.00: 1.50x"
-    assert shapes.hindsight_cell(at(2.0, "", upper_bound=True), run) == "at most 2.00: 1.50x"
-    assert shapes.hindsight_cell(at(None, "", 0.9), run) == "never reaches it (best 90.0 %)"
+    assert cell(at(2.0, "interpolated"), 3.0) == "2.00: 1.50x"
+    assert cell(at(2.0, "", upper_bound=True), 3.0) == "at most 2.00: 1.50x"
+    assert cell(at(None, "", 0.9), 3.0) == "never reaches it (best 90.0 %)"
     rows = [
         SimpleNamespace(thrifty=run, static=None, hindsight=at(2.0, "")),
         SimpleNamespace(thrifty=shapes.Run(1.0, 0.97), static=None, hindsight=at(1.0, "")),
