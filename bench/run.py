@@ -161,8 +161,7 @@ def _sweep_point(args: argparse.Namespace, case: Case, sweep: Sweep, value: floa
         policy = cli.build_policy(f"static,replicas={replicas}", _context(args, case))
         config = replace(_config(args, case, fixed), initial_replicas=replicas)
     else:
-        from_trace = sweep.policy in ("clairvoyant", "hindsight")
-        knob = "utilization" if from_trace else "target_per_replica"
+        knob = "utilization" if sweep.policy in cli.TRACE_POLICIES else "target_per_replica"
         policy = cli.build_policy(f"{sweep.policy},{knob}={value:g}", _context(args, case))
         config = _config(args, case, base)
     return Point(sweep.policy, value, simulate(case.trace, policy, config))

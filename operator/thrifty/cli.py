@@ -63,7 +63,7 @@ class PolicyContext:
     decision_interval_seconds: float
 
 
-_TRACE_POLICIES = {"clairvoyant": ClairvoyantPolicy, "hindsight": HindsightPolicy}
+TRACE_POLICIES = {"clairvoyant": ClairvoyantPolicy, "hindsight": HindsightPolicy}
 """Policies the simulator builds from the trace itself: they read arrivals, not metrics."""
 
 
@@ -74,7 +74,7 @@ def _from_trace(kind: str, context: PolicyContext, **params: Any) -> ScalingPoli
         "decision_interval_seconds": context.decision_interval_seconds,
         **params,
     }
-    return _TRACE_POLICIES[kind](context.trace, context.profile, **settings)
+    return TRACE_POLICIES[kind](context.trace, context.profile, **settings)
 
 
 def _parse_value(text: str) -> Any:
@@ -104,7 +104,7 @@ def build_policy(option: str, context: PolicyContext) -> ScalingPolicy:
     """A policy by built-in name or ``module:ClassName``, with optional ``,key=value`` params."""
     name, params = parse_policy_option(option)
     try:
-        if name in _TRACE_POLICIES:
+        if name in TRACE_POLICIES:
             return _from_trace(name, context, **params)
         if name in builtin.BUILTIN_POLICIES:
             return builtin.BUILTIN_POLICIES[name](**params)
@@ -112,7 +112,7 @@ def build_policy(option: str, context: PolicyContext) -> ScalingPolicy:
         raise CommandError(f"bad parameters for policy {name}: {error}") from None
     module_name, _, class_name = name.partition(":")
     if not class_name:
-        known = ", ".join([*builtin.BUILTIN_POLICIES, *_TRACE_POLICIES])
+        known = ", ".join([*builtin.BUILTIN_POLICIES, *TRACE_POLICIES])
         raise CommandError(f"unknown policy {name!r}: use one of {known} or module:ClassName")
     try:
         module = importlib.import_module(module_name)

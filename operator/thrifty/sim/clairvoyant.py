@@ -111,7 +111,8 @@ class HindsightPolicy(ClairvoyantPolicy):
     better. A reference: what perfect measurement alone buys on the trace."""
 
     keep_cold_starts: float = 4.0
-    """How long the most a recent second needed is kept (the feedback's horizon in thrifty)."""
+    """How long the most a recent second needed is kept (thrifty's feedback looks back at least
+    as far)."""
     name: str = "hindsight"
 
     def _need_per_second(self) -> list[int]:
@@ -127,12 +128,17 @@ class HindsightPolicy(ClairvoyantPolicy):
             need.append(math.ceil(best - 1e-9))
         return need
 
+    def replicas_needed(self, start_seconds: float, end_seconds: float) -> int:
+        """Most replicas the arrivals before any second of ``[start, end]`` needed: none after
+        ``end`` counts (index i of the needs holds those of the arrivals before second i)."""
+        first = max(0, math.ceil(start_seconds))
+        last = min(len(self._need) - 1, math.floor(end_seconds))
+        return max(self._need[first : last + 1], default=0)
+
     def decide(self, observation: Observation, state: PolicyState) -> Decision:
         now = observation.now_seconds
         kept = self.keep_cold_starts * self.cold_start_seconds
-        # Index i holds the need of the arrivals before second i: up to now, none after it.
-        first, last = max(0, math.ceil(now - kept)), min(len(self._need) - 1, math.floor(now))
-        wanted = max(self._need[first : last + 1], default=0)
+        wanted = self.replicas_needed(now - kept, now)
         said = f"the arrivals of the last {min(kept, now):.0f} s needed {wanted}"
         return _decision(observation, state, wanted, said, self.ttft_target_seconds)
 
