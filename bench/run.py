@@ -70,8 +70,8 @@ SWEEPS = (
     Sweep("clairvoyant", "planned utilisation", (0.5, 0.7, 0.9, 1.0, 1.2)),
     Sweep("hindsight", "planned utilisation", (0.5, 0.7, 1.0, 1.2, 1.5)),
 )
-"""The hindsight fleet is no target: it shows what of the distance to the clairvoyant bound is
-the future, which no policy that reacts can know (`thrifty.sim.clairvoyant`)."""
+"""The hindsight fleet is no target: a reference for what perfect measurement without a forecast
+costs (`thrifty.sim.clairvoyant`)."""
 
 
 @dataclass(frozen=True)

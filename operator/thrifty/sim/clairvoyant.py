@@ -13,8 +13,9 @@ drops the rest at once.
 It lives in the simulator, not in ``thrifty.policy``, because it needs the future.
 
 `HindsightPolicy` sizes the same way from the arrivals already seen and nothing later: what a
-policy that measured the past perfectly, and had no forecast, would run. Between the two lies the
-price of not knowing the future; between it and a real policy, that policy's own estimates.
+policy that measured the past perfectly, and had no forecast, would run. A real policy that costs
+more than it loses on its estimates; one that costs less, as a predicting one can, gains on its
+forecast. It is a reference, not a bound.
 """
 
 from __future__ import annotations
