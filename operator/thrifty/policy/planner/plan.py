@@ -84,8 +84,6 @@ def need(
     tuning: Tuning,
 ) -> Need:
     """Replicas for the forecast demand at the planning ceiling, or for clearing the backlog."""
-    replicas = observation.replicas
-    supply = replicas.ready + replicas.starting
     by_queue = _by_queue(observation, reading)
     capacity = state.capacity
     if capacity is None or capacity <= 0.0:
@@ -115,10 +113,35 @@ def need(
             f"{running} fill {by_batch} replicas' batches to {tuning.scale_down_load_fraction:.0%}",
         )
     if reading.queued:
-        found = larger(
-            found, Need(supply, f"{reading.waiting:,.1f} queued on average: none removed")
-        )
+        found = larger(found, kept_for_queue(observation, reading, state, tuning))
     return _late(observation, reading, state, found, tuning)
+
+
+def kept_for_queue(
+    observation: types.Observation, reading: Reading, state: State, tuning: Tuning
+) -> Need:
+    """Under a material queue, the replicas that carry what is served now, at the ceiling.
+
+    At the limit that is every ready replica: none is removed. But vLLM queues inside each engine,
+    so a backlog taken before the fleet grew stays on the replicas that took it, which drain it
+    at their capacity while the router sends the arrivals to the rest: replicas beyond what the
+    fleet serves may go (Kubernetes removes the pods ready for the shortest time first, the
+    ones that joined after the queue formed), and the backlog drains as fast without them."""
+    replicas = observation.replicas
+    supply = replicas.ready + replicas.starting
+    queued = f"{reading.waiting:,.1f} queued on average"
+    capacity = state.capacity
+    if capacity is None or capacity <= 0.0 or replicas.ready <= 0:
+        return Need(supply, f"{queued}: none removed")
+    limit = 1.0
+    if state.capacity_source != Source.LOWER_BOUND:
+        limit = ceiling(state, observation.spec, tuning)
+    kept = ceil(reading.served / (capacity * limit))
+    if kept >= replicas.ready:
+        # The ready replicas are all at their limit: the queue is the fleet's, and the
+        # replicas starting are what it waits for.
+        return Need(supply, f"{queued}: none removed")
+    return Need(kept, f"{queued}, {reading.served:,.0f} tok/s served: {kept} replicas carry it")
 
 
 def _bounded(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 from thrifty.policy import limits, types
 from thrifty.policy.planner.estimate import Reading
-from thrifty.policy.planner.plan import Need, ceil
+from thrifty.policy.planner.plan import Need, ceil, kept_for_queue
 from thrifty.policy.planner.state import State, trimmed
 from thrifty.policy.planner.tuning import Tuning
 
@@ -110,7 +110,7 @@ def _smoothed(
             f"{need.because}; needs {wanted}, scale-down delayed",
             state,
         )
-    floor, load = scale_down_floor(observation, signals, reading, tuning)
+    floor, load = scale_down_floor(observation, signals, reading, state, tuning)
     missed = _missed_floor(state, need, tuning)
     if missed is not None and missed[0] > floor:
         floor, load = missed
@@ -168,16 +168,22 @@ def _missed_floor(state: State, need: Need, tuning: Tuning) -> tuple[int, str] |
 
 
 def scale_down_floor(
-    observation: types.Observation, signals: types.Signals, reading: Reading, tuning: Tuning
+    observation: types.Observation,
+    signals: types.Signals,
+    reading: Reading,
+    state: State,
+    tuning: Tuning,
 ) -> tuple[int, str]:
     """The fewest replicas the requests running now allow, and why.
 
     Removing a replica moves its running requests onto the others; if that fills their batches
     the queue grows for a whole cold start. Forecasts can be wrong; the requests running are not.
+    Under a material queue, the replicas that carry what is served (`plan.kept_for_queue`).
     """
     replicas = observation.replicas
     if reading.queued:
-        return replicas.desired, f"{reading.waiting:,.1f} requests waiting on average"
+        kept = kept_for_queue(observation, reading, state, tuning)
+        return min(kept.replicas, replicas.desired), kept.because
     if replicas.ready <= 0:
         return 0, "no ready replica"
     batch = tuning.batch_limit(observation.spec.max_num_seqs_per_replica)
