@@ -579,19 +579,15 @@ HELD = signals(
 )
 
 
-def _held_ticks(sig: types.Signals, count: int) -> tuple[list[types.Observation], str]:
-    known = State(
-        capacity=8000.0, capacity_source=Source.SATURATED, saturated_batch=200.0, ready=10
-    )
-    ticks = [observation(now=1000.0 + 15.0 * i, sig=sig, desired=10) for i in range(count)]
-    return ticks, json.dumps(known.to_json())
-
-
 def test_a_queue_held_by_a_few_replicas_lets_the_spare_ones_go() -> None:
     # vLLM queues inside each engine: the backlog drains on the replica holding it whatever the
     # rest do. 6,000 tok/s need 1 replica at 85 %; after the delay the spare ones go by steps.
-    ticks, known = _held_ticks(HELD, 25)
-    decisions = run(POLICY, ticks, json.loads(known))
+    # (The capacity was measured earlier, with batches far fuller than these light ones.)
+    known = State(
+        capacity=8000.0, capacity_source=Source.SATURATED, saturated_batch=200.0, ready=10
+    )
+    ticks = [observation(now=1000.0 + 15.0 * i, sig=HELD, desired=10) for i in range(25)]
+    decisions = run(POLICY, ticks, known.to_json())
     assert estimate.read(HELD, ticks[0].spec, State(), POLICY, 10).queued
     assert all(d.replicas == 10 for d in decisions[:20])
     assert decisions[-1].replicas == 8
