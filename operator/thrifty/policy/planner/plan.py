@@ -125,8 +125,8 @@ def kept_for_queue(
     At the limit that is every ready replica: none is removed. But vLLM queues inside each engine,
     so a backlog taken before the fleet grew stays on the replicas that took it, which drain it
     at their capacity while the router sends the arrivals to the rest: replicas beyond what the
-    fleet serves may go (Kubernetes removes the pods ready for the shortest time first, the
-    ones that joined after the queue formed), and the backlog drains as fast without them."""
+    fleet serves may go (among pods alike, a ReplicaSet removes the newest first: those that
+    joined after the queue formed), and the backlog drains as fast without them."""
     replicas = observation.replicas
     supply = replicas.ready + replicas.starting
     queued = f"{reading.waiting:,.1f} queued on average"
