@@ -593,6 +593,17 @@ def test_a_queue_held_by_a_few_replicas_lets_the_spare_ones_go() -> None:
     assert decisions[-1].replicas == 8
 
 
+def test_a_held_queue_still_keeps_replicas_whose_kv_caches_are_near_full() -> None:
+    # The queue lets the spare replicas go, but not past the running load's guard: with the KV
+    # caches past 75 % of their saturation level, fewer replicas would not hold what runs.
+    known = State(
+        capacity=8000.0, capacity_source=Source.SATURATED, saturated_batch=200.0, ready=10
+    )
+    full = replace(HELD, kv_cache_usage=0.7)
+    ticks = [observation(now=1000.0 + 15.0 * i, sig=full, desired=10) for i in range(40)]
+    assert all(d.replicas >= 10 for d in run(POLICY, ticks, known.to_json()))
+
+
 @pytest.mark.parametrize(
     ("served", "ready", "starting", "kept"),
     [

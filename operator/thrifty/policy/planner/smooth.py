@@ -178,12 +178,20 @@ def scale_down_floor(
 
     Removing a replica moves its running requests onto the others; if that fills their batches
     the queue grows for a whole cold start. Forecasts can be wrong; the requests running are not.
-    Under a material queue, the replicas that carry what is served (`plan.kept_for_queue`).
+    Under a material queue, also the replicas that carry what is served (`plan.kept_for_queue`).
     """
-    replicas = observation.replicas
+    floor, load = _running_floor(observation, signals, tuning)
     if reading.queued:
         kept = kept_for_queue(observation, reading, state, tuning)
-        return min(kept.replicas, replicas.desired), kept.because
+        if kept.replicas > floor:
+            return min(kept.replicas, observation.replicas.desired), kept.because
+    return floor, load
+
+
+def _running_floor(
+    observation: types.Observation, signals: types.Signals, tuning: Tuning
+) -> tuple[int, str]:
+    replicas = observation.replicas
     if replicas.ready <= 0:
         return 0, "no ready replica"
     batch = tuning.batch_limit(observation.spec.max_num_seqs_per_replica)
