@@ -29,6 +29,7 @@ from thrifty.api.modelservice import PERCENTILES, ModelService
 from thrifty.policy.types import Enforcement
 from thrifty.sim import report, scenario
 from thrifty.sim.clairvoyant import opening_replicas
+from thrifty.sim.fleet import Router
 from thrifty.sim.profiles import EngineProfile, profile_by_name
 from thrifty.sim.runner import RunResult, ScrapeNoise, SimulationConfig, TimePoint, simulate
 from thrifty.sim.traces import Trace
@@ -146,6 +147,8 @@ def _config(
         initial_replicas=max(case.initial_replicas, ms.spec.scaling.min_replicas),
         slo_ttft_seconds=target if target is not None else args.slo_ttft,
         noise=ScrapeNoise(seed=args.seed) if (args.noise if noisy is None else noisy) else None,
+        router=Router(args.router),
+        router_seed=args.seed,
     )
 
 
@@ -468,8 +471,9 @@ def _ratio_cell(ratio: float | None, target: float, ceiling: bool = False) -> st
     return f"{ratio:.2f} {_mark(ratio <= target)}" + (" (vs its ceiling)" if ceiling else "")
 
 
-def _summary(verdicts: Sequence[Verdict]) -> list[str]:
-    lines = [
+def summary_header() -> tuple[str, str]:
+    """The targets table's header and rule (bench/routers.py prefixes a column)."""
+    return (
         "| trace | thrifty GPU-h | SLO attainment (target >= declared) | cheapest static fleet at "
         "that attainment | best of static, KPA, clairvoyant at equal SLO | thrifty / best "
         f"(target <= {BEST_RATIO_TARGET:.2f}) | hindsight fleet at equal SLO (no target): "
@@ -479,7 +483,12 @@ def _summary(verdicts: Sequence[Verdict]) -> list[str]:
         "(target fewer) | up-down-up within the delay (target 0) | cost falls as the target "
         "loosens |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    )
+
+
+def summary_rows(verdicts: Sequence[Verdict]) -> list[str]:
+    """One row of the targets table per trace."""
+    lines = []
     for v in verdicts:
         hpa = f"{v.hpa.cost:.2f}" if v.hpa.cost is not None else v.hpa.note
         best = (
@@ -516,6 +525,10 @@ def _summary(verdicts: Sequence[Verdict]) -> list[str]:
             f"{_mark(v.latency_monotone)} |"
         )
     return lines
+
+
+def _summary(verdicts: Sequence[Verdict]) -> list[str]:
+    return [*summary_header(), *summary_rows(verdicts)]
 
 
 def hindsight_cell(at: AtEqualSlo, thrifty_gpu_hours: float) -> str:
@@ -593,6 +606,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--noise",
         action="store_true",
         help="every run with real scrapes' noise (jitter, misses, vLLM's step-level waiting gauge)",
+    )
+    parser.add_argument(
+        "--router",
+        choices=[router.value for router in Router],
+        default=Router.LEAST_LOADED.value,
+        help="how every run's requests pick a ready replica (bench/routers.py compares them)",
     )
     parser.add_argument("--cold-start", type=float, help="seconds (default: the profile's)")
     parser.add_argument(

@@ -32,6 +32,7 @@ from thrifty.policy.static import StaticPolicy
 from thrifty.policy.types import Enforcement, ScalingPolicy
 from thrifty.sim import profiles, report, scenario, traces
 from thrifty.sim.clairvoyant import ClairvoyantPolicy, HindsightPolicy, opening_replicas
+from thrifty.sim.fleet import Router
 from thrifty.sim.pools import SimPool, interruptions
 from thrifty.sim.profiles import EngineProfile
 from thrifty.sim.runner import RunResult, ScrapeNoise, SimulationConfig, simulate
@@ -192,6 +193,13 @@ def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         "step-level waiting gauge (seeded by --seed)",
     )
     parser.add_argument(
+        "--router",
+        choices=[router.value for router in Router],
+        default=Router.LEAST_LOADED.value,
+        help="how requests pick a ready replica: least-loaded, power-of-two (thrifty-gateway), "
+        "round-robin or random (a plain Service's kube-proxy); draws seeded by --seed",
+    )
+    parser.add_argument(
         "--duration", type=float, help="seconds of traffic to replay (after the speedup)"
     )
     parser.add_argument(
@@ -329,6 +337,8 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
         slo_ttft_seconds=target if target is not None else args.slo_ttft,
         pools=several,
         noise=ScrapeNoise(seed=args.seed) if args.noise else None,
+        router=Router(args.router),
+        router_seed=args.seed,
         pool=pool,
     )
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from thrifty import cli, tracefiles
+from thrifty.sim.fleet import Router
 from thrifty.sim.profiles import profile_by_name
 
 AZURE = """TIMESTAMP,ContextTokens,GeneratedTokens
@@ -199,6 +200,16 @@ def test_simulated_spec_carries_the_profile_batch_limit() -> None:
     args = cli.build_parser().parse_args(["simulate", "--profile", "70b"])
     config = cli.simulation_config(args)
     assert config.spec.max_num_seqs_per_replica == profile_by_name("70b").max_num_seqs
+
+
+def test_simulate_puts_the_router_it_is_given_in_front_of_the_fleet() -> None:
+    config = cli.simulation_config(cli.build_parser().parse_args(["simulate"]))
+    assert config.router is Router.LEAST_LOADED
+    argv = ["simulate", "--router", "random", "--seed", "3"]
+    config = cli.simulation_config(cli.build_parser().parse_args(argv))
+    assert config.router is Router.RANDOM and config.router_seed == 3
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["simulate", "--router", "fastest"])
 
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -1,16 +1,21 @@
-"""The virtual fleet: replicas of one model on one GPU pool, behind a least-loaded router.
+"""The virtual fleet: replicas of one model on one GPU pool, behind a router.
 
 It plays what Kubernetes and the gateway do to a Deployment of vLLM pods, so that a decision costs
 in simulation what it costs in a cluster: a new replica holds its GPUs through a cold start before
 it serves; a replica that cannot get GPUs stays pending; a removed replica drains (finishes what it
 accepted, takes nothing new) and holds its GPUs until it is empty; requests that find no serving
 replica wait at the router (like a gateway or Knative's activator) instead of failing.
+
+The router is a setting (`Router`): least-loaded by default, the power of two choices as
+thrifty-gateway picks, or round-robin and random as a plain Service's kube-proxy spreads
+connections (IPVS `rr`, iptables' random rule), so the policy can be tried behind each.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import random
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
@@ -18,6 +23,19 @@ from enum import StrEnum
 from thrifty.sim.engine import Engine, EngineEvent
 from thrifty.sim.profiles import EngineProfile
 from thrifty.sim.traces import Request
+
+
+class Router(StrEnum):
+    """How a request picks its ready replica (held at the router while there is none)."""
+
+    LEAST_LOADED = "least-loaded"
+    """Fewest waiting + running: the ideal an engine-aware gateway approximates."""
+    POWER_OF_TWO = "power-of-two"
+    """Two drawn at random, the one with fewer in flight (thrifty-gateway's balancer)."""
+    ROUND_ROBIN = "round-robin"
+    """In turn, blind to load (kube-proxy in IPVS mode, `rr`)."""
+    RANDOM = "random"
+    """Uniformly at random, blind to load (kube-proxy's iptables rules)."""
 
 
 class ReplicaState(StrEnum):
@@ -66,8 +84,13 @@ class Fleet:
         pools: dict[str, int | None] | None = None,
         nodes: NodeAutoscaler | None = None,
         speeds: dict[str, float] | None = None,
+        router: Router = Router.LEAST_LOADED,
+        seed: int = 0,
     ) -> None:
         self.profile = profile
+        self.router = router
+        self._random = random.Random(seed)
+        self._turn = 0
         self._profiles = {
             pool: dataclasses.replace(
                 profile,
@@ -257,26 +280,34 @@ class Fleet:
     # -- routing -------------------------------------------------------------------------------
 
     def route(self, index: int, request: Request, now: float) -> None:
-        """Sends a request to the least-loaded ready replica, or holds it at the router."""
-        target = self._least_loaded()
+        """Sends a request to a ready replica as the router picks, or holds it at the router."""
+        target = self._pick()
         if target is None or self.router_queue:
             self.router_queue.append((index, request))
             return
         target.submit(str(index), request.prompt_tokens, request.output_tokens, now)
 
-    def _least_loaded(self) -> Engine | None:
-        best: Engine | None = None
-        best_load = 0
-        for replica in self.replicas:
-            if replica.state is ReplicaState.READY and replica.engine is not None:
-                load = replica.engine.num_requests
-                if best is None or load < best_load:
-                    best, best_load = replica.engine, load
-        return best
+    def _pick(self) -> Engine | None:
+        ready = [
+            r.engine
+            for r in self.replicas
+            if r.state is ReplicaState.READY and r.engine is not None
+        ]
+        if len(ready) < 2:
+            return ready[0] if ready else None
+        if self.router is Router.ROUND_ROBIN:
+            self._turn = (self._turn + 1) % len(ready)
+            return ready[self._turn]
+        if self.router is Router.RANDOM:
+            return self._random.choice(ready)
+        if self.router is Router.POWER_OF_TWO:
+            first, second = self._random.sample(ready, 2)
+            return first if first.num_requests <= second.num_requests else second
+        return min(ready, key=lambda engine: engine.num_requests)
 
     def _flush_router(self, now: float) -> None:
         while self.router_queue:
-            target = self._least_loaded()
+            target = self._pick()
             if target is None:
                 return
             index, request = self.router_queue.popleft()

@@ -24,7 +24,7 @@ from thrifty.policy.types import Observation, PolicySpec, PolicyState, ScalingPo
 from thrifty.reconciler import spread
 from thrifty.sim import pools as pools_module
 from thrifty.sim.engine import EngineEvent, EventKind
-from thrifty.sim.fleet import Fleet, NodeAutoscaler, Replica, ReplicaState
+from thrifty.sim.fleet import Fleet, NodeAutoscaler, Replica, ReplicaState, Router
 from thrifty.sim.observe import REQUEST_LATENCY_BUCKETS_SECONDS, Histogram, Prometheus, Scrape
 from thrifty.sim.pools import Reclaim, SimPool
 from thrifty.sim.profiles import EngineProfile
@@ -93,6 +93,10 @@ class SimulationConfig:
     as the operator does; False: the pools' declared relativeThroughput only (a baseline)."""
     noise: ScrapeNoise | None = None
     """Scrapes as a real cluster gives them (jitter, misses, vLLM's step-level waiting gauge)."""
+    router: Router = Router.LEAST_LOADED
+    """How requests pick a ready replica (`thrifty.sim.fleet.Router`)."""
+    router_seed: int = 0
+    """Seeds the random and power-of-two routers' draws."""
     pool: gpupool.GPUPool | None = None
     """The user's GPUPool (`-f gpupool.yaml`): an Autoscaled one has its nodes come from a node
     autoscaler, each taking `nodeStartSeconds` before replicas can start on it."""
@@ -216,6 +220,8 @@ class _Run:
             pools={pool.name: pool.gpus for pool in config.pools} or None,
             nodes=None if config.pools else config.node_autoscaler,
             speeds={pool.name: pool.true_speed for pool in config.pools},
+            router=config.router,
+            seed=config.router_seed,
         )
         self.prices = {pool.name: pool.spec.price_per_gpu_hour for pool in config.pools}
         self.reclaim_events = sorted(

@@ -70,3 +70,14 @@ def test_min_replicas_sets_the_floor_and_the_opening_fleet(bench: ModuleType) ->
     ms = bench._model_service(args, case)
     assert ms.spec.scaling.min_replicas == 3
     assert bench._config(args, case, ms).initial_replicas == 3 > case.initial_replicas
+
+
+def test_every_run_of_the_benchmark_goes_through_the_router_asked_for(bench: ModuleType) -> None:
+    args = bench.parse_args(["--traces", "azure-conv", "--router", "round-robin", "--seed", "2"])
+    case = bench.make_case(args, "azure-conv", bench.profile_by_name("llama-8b-1xh100"))
+    config = bench._config(args, case, bench._model_service(args, case))
+    assert (config.router.value, config.router_seed) == ("round-robin", 2)
+    default = bench.parse_args(["--traces", "azure-conv"])
+    assert bench._config(default, case, bench._model_service(default, case)).router.value == (
+        "least-loaded"
+    )

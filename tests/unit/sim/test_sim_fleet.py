@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 
 from sim_policies import ScheduledPolicy
 
 from thrifty.api import gpupool
 from thrifty.sim import scenario
 from thrifty.sim.engine import EventKind
-from thrifty.sim.fleet import Fleet, NodeAutoscaler, ReplicaState
+from thrifty.sim.fleet import Fleet, NodeAutoscaler, ReplicaState, Router
 from thrifty.sim.profiles import LLAMA_8B_1xH100, LLAMA_70B_4xH100
 from thrifty.sim.runner import SimulationConfig, simulate
 from thrifty.sim.traces import Request, Trace
@@ -61,6 +62,51 @@ def test_draining_finishes_in_flight_work_and_holds_gpus_until_then() -> None:
     finished = [e for e in fleet.advance(600.0) if e.kind is EventKind.FINISHED]
     assert len(finished) == 22
     assert fleet.gpus_held == 1 and fleet.count(ReplicaState.DRAINING) == 0
+
+
+def _routed(router: Router, replicas: int, requests: int, seed: int = 0) -> list[int]:
+    """Requests each replica holds after the first took 50 and ``requests`` more were routed."""
+    fleet = Fleet(LLAMA_8B_1xH100, 60.0, None, initial_replicas=replicas, router=router, seed=seed)
+    first = fleet.replicas[0].engine
+    assert first is not None
+    for i in range(50):
+        first.submit(f"x{i}", 2000, 400, 0.0)
+    for i in range(requests):
+        fleet.route(i, Request(0.0, 100, 10), 0.0)
+    return [r.engine.num_requests if r.engine else 0 for r in fleet.replicas]
+
+
+def test_least_loaded_and_power_of_two_routers_avoid_a_busy_replica() -> None:
+    assert _routed(Router.LEAST_LOADED, 3, 30) == [50, 15, 15]
+    assert _routed(Router.POWER_OF_TWO, 3, 30)[0] == 50
+
+
+def test_round_robin_and_random_routers_are_blind_to_load() -> None:
+    assert _routed(Router.ROUND_ROBIN, 3, 30) == [60, 10, 10]
+    spread = _routed(Router.RANDOM, 3, 300)
+    assert spread[0] > 50 and sum(spread) == 350
+    assert all(60 <= held <= 140 for held in [spread[0] - 50, *spread[1:]]), spread
+    assert _routed(Router.RANDOM, 3, 300, seed=1) != spread  # seeded, and by the seed only
+    assert _routed(Router.RANDOM, 3, 300) == spread
+
+
+def test_a_load_blind_router_queues_more_than_a_least_loaded_one() -> None:
+    # Poisson arrivals near two replicas' capacity: drawn at random, as a plain Service's
+    # iptables rules do, one replica gets a run of long prompts while the other has room.
+    rng = random.Random(3)
+    requests, now = [], 0.0
+    while now < 600.0:
+        now += rng.expovariate(13.0)
+        requests.append(Request(now, rng.choice((500, 2000, 6000)), 150))
+    trace = Trace("poisson", tuple(requests), 600.0, "test traffic")
+    ms = scenario.model_service(LLAMA_8B_1xH100, min_replicas=2, max_replicas=2)
+    p99 = {}
+    for router in (Router.LEAST_LOADED, Router.RANDOM):
+        config = SimulationConfig(
+            LLAMA_8B_1xH100, ms, initial_replicas=2, tail_seconds=120.0, router=router
+        )
+        p99[router] = simulate(trace, ScheduledPolicy([(0.0, 2)]), config).ttft_p99_seconds
+    assert p99[Router.RANDOM] > 1.2 * p99[Router.LEAST_LOADED], p99
 
 
 def test_replicas_beyond_free_gpus_stay_pending() -> None:
