@@ -382,7 +382,10 @@ def remember_miss(
     # A bound is a throughput replicas served: a miss cannot put the capacity under it, and
     # above it the bound allows any capacity already.
     on_bound = state.capacity_source == Source.LOWER_BOUND
-    if not on_bound and (believed is None or believed >= MODEL_LOADS[0]):
+    # A capacity measured at saturation is the limit itself; a miss short of it is a burst, or
+    # a router that queued it on fewer replicas than the sums say, and the headroom answers it.
+    measured = state.capacity_source == Source.SATURATED
+    if not (on_bound or measured) and (believed is None or believed >= MODEL_LOADS[0]):
         # Far below the loads the queue term is learned at, a miss is prefill or a burst the
         # queue scale carries, not a capacity lower than the one that served (a slow L4 on
         # azure-code: 5,854 -> 1,019 tok/s and 2.2x the replicas that meet the SLO).
