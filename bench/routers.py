@@ -41,6 +41,16 @@ def _rows(router: str, verdicts: Sequence[bench.Verdict]) -> list[str]:
     return [f"| {router} {line}" for line in bench.summary_rows(verdicts)]
 
 
+def _kept(router: str, verdicts: Sequence[bench.Verdict]) -> str:
+    kept = [v.trace for v in verdicts if v.attainment >= v.declared]
+    monotone = sum(v.latency_monotone for v in verdicts)
+    return (
+        f"- {router}: the SLO kept on {len(kept)} of {len(verdicts)} traces"
+        f"{' (' + ', '.join(kept) + ')' if kept else ''}; cost falls as the target loosens on "
+        f"{monotone} of {len(verdicts)}."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -71,8 +81,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"| router {header}",
         f"|---{rule}",
     ]
-    for index, router in enumerate(Router):
-        lines += _rows(router.value, verdicts[index * len(traces) : (index + 1) * len(traces)])
+    per_router = {
+        router.value: verdicts[index * len(traces) : (index + 1) * len(traces)]
+        for index, router in enumerate(Router)
+    }
+    for router, rows in per_router.items():
+        lines += _rows(router, rows)
+    lines += ["", *(_kept(router, rows) for router, rows in per_router.items())]
     page = "\n".join(lines) + "\n"
     if args.out is None:
         print(page, end="")
