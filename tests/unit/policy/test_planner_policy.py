@@ -579,15 +579,17 @@ HELD = signals(
 )
 
 
+HELD_STATE = State(
+    capacity=8000.0, capacity_source=Source.SATURATED, saturated_batch=200.0, ready=10
+)
+"""The capacity measured earlier, with batches far fuller than the held queue's light ones."""
+
+
 def test_a_queue_held_by_a_few_replicas_lets_the_spare_ones_go() -> None:
     # vLLM queues inside each engine: the backlog drains on the replica holding it whatever the
     # rest do. 6,000 tok/s need 1 replica at 85 %; after the delay the spare ones go by steps.
-    # (The capacity was measured earlier, with batches far fuller than these light ones.)
-    known = State(
-        capacity=8000.0, capacity_source=Source.SATURATED, saturated_batch=200.0, ready=10
-    )
     ticks = [observation(now=1000.0 + 15.0 * i, sig=HELD, desired=10) for i in range(25)]
-    decisions = run(POLICY, ticks, known.to_json())
+    decisions = run(POLICY, ticks, HELD_STATE.to_json())
     assert estimate.read(HELD, ticks[0].spec, State(), POLICY, 10).queued
     assert all(d.replicas == 10 for d in decisions[:20])
     assert decisions[-1].replicas == 8
@@ -596,12 +598,9 @@ def test_a_queue_held_by_a_few_replicas_lets_the_spare_ones_go() -> None:
 def test_a_held_queue_still_keeps_replicas_whose_kv_caches_are_near_full() -> None:
     # The queue lets the spare replicas go, but not past the running load's guard: with the KV
     # caches past 75 % of their saturation level, fewer replicas would not hold what runs.
-    known = State(
-        capacity=8000.0, capacity_source=Source.SATURATED, saturated_batch=200.0, ready=10
-    )
     full = replace(HELD, kv_cache_usage=0.7)
     ticks = [observation(now=1000.0 + 15.0 * i, sig=full, desired=10) for i in range(40)]
-    assert all(d.replicas >= 10 for d in run(POLICY, ticks, known.to_json()))
+    assert all(d.replicas >= 10 for d in run(POLICY, ticks, HELD_STATE.to_json()))
 
 
 @pytest.mark.parametrize(
