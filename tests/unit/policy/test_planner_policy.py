@@ -371,6 +371,27 @@ def test_capacity_is_learned_without_a_prior() -> None:
     assert load(decisions[8].state).capacity_source == Source.SATURATED
 
 
+def test_a_prior_under_what_a_replica_served_is_raised_before_the_fleet_settles() -> None:
+    # One replica with a queue serves 6,000 tok/s in the first minute; the spec's prior says
+    # 1,000. A rate over a window in which the ready count only rose bounds the capacity from
+    # below, so the prior is refuted at once, not only by a saturated window the fleet it
+    # sized would never reach (a prior half the truth held 64 replicas where 34 serve).
+    queued = signals(requests_waiting=40.0, kv_cache_usage=0.95)
+    ticks = [
+        observation(
+            now=1000.0 + 15.0 * i,
+            sig=queued,
+            desired=1,
+            capacity_tokens_per_second_per_replica=1000.0,
+        )
+        for i in range(3)
+    ]
+    decisions = run(POLICY, ticks)
+    learned = load(decisions[-1].state)
+    assert learned.capacity == pytest.approx(6000.0)
+    assert learned.capacity_source == Source.PRIOR  # no measurement of the limit yet
+
+
 def test_throughput_below_saturation_is_only_a_lower_bound() -> None:
     # 4 replicas serve 6,000 tok/s without a queue: each can do at least 1,500 tok/s. That
     # allows scaling down, never up.

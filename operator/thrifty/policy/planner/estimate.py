@@ -231,17 +231,20 @@ def learn(
 def _bound_while_settling(state: State, per_replica: float, now: float, tuning: Tuning) -> State:
     """A rate over a window in which the ready count only rose divides what fewer replicas
     served by more of them: it understates each one's share, so it still bounds the capacity
-    from below. Only a fall within the window (more served than the rest did) spoils it."""
-    if state.capacity_source not in ("", Source.LOWER_BOUND):
+    from below. Only a fall within the window (more served than the rest did) spoils it.
+
+    A prior under it is refuted as the settled rates refute one (`_capacity`): raised to what
+    was served, still no measurement of the limit. A prior half the truth otherwise stood
+    until the first saturated window, which the fleet it sized never reached."""
+    if state.capacity_source == Source.SATURATED:
         return state
     if state.fell_at is not None and now - state.fell_at < tuning.settle_seconds:
         return state
     served = max(state.served_max or 0.0, per_replica)
     if state.capacity is not None and per_replica <= state.capacity:
         return replace(state, served_max=served)
-    return replace(
-        state, capacity=per_replica, capacity_source=Source.LOWER_BOUND, served_max=served
-    )
+    source = state.capacity_source or Source.LOWER_BOUND
+    return replace(state, capacity=per_replica, capacity_source=source, served_max=served)
 
 
 def settled(state: State, now: float, tuning: Tuning) -> bool:
