@@ -323,11 +323,9 @@ def build_queries(key: ServiceKey | None, windows: QueryWindows = QueryWindows()
     rate = f"[{windows.rate_seconds}s]"
     ttft = f"[{windows.ttft_seconds}s]"
     return {
-        "requests_waiting": f"sum by ({GROUP_BY}) (vllm:num_requests_waiting{sel})",
+        "requests_waiting": _waiting_for_capacity(sel),
         # One scrape of the gauge shows a scheduler step; its average over the window, a queue.
-        "requests_waiting_mean": (
-            f"sum by ({GROUP_BY}) (avg_over_time(vllm:num_requests_waiting{sel}{rate}))"
-        ),
+        "requests_waiting_mean": _waiting_for_capacity(sel, rate),
         "requests_running": f"sum by ({GROUP_BY}) (vllm:num_requests_running{sel})",
         "requests_running_mean": (
             f"sum by ({GROUP_BY}) (avg_over_time(vllm:num_requests_running{sel}{rate}))"
@@ -358,6 +356,33 @@ def build_queries(key: ServiceKey | None, windows: QueryWindows = QueryWindows()
             f"time() - max by ({GROUP_BY}) (timestamp(vllm:num_requests_running{sel}))"
         ),
     }
+
+
+WAITING = "vllm:num_requests_waiting"
+WAITING_BY_REASON = "vllm:num_requests_waiting_by_reason"
+"""vLLM's split of `WAITING`: ``reason="capacity"`` (waiting for a place in the batch) and
+``reason="deferred"`` (held by a transient constraint: a LoRA budget, a KV transfer, a blocked
+status such as a grammar still compiling). Older engines export only the total."""
+
+
+def _waiting_for_capacity(sel: str, window: str = "") -> str:
+    """Requests waiting for a place in a batch, per ModelService: per pod, the ``capacity``
+    reason where the engine gives reasons, else all it has waiting.
+
+    More replicas shorten a queue for capacity; requests deferred for a KV transfer or a grammar
+    wait as long on any number of replicas, and counted as a queue they would order replicas and
+    teach a saturation that is not there. Chosen per pod, so a rollout between engine versions
+    counts every pod once."""
+    capacity = sel[:-1] + ',reason="capacity"}'
+    by_pod = f"{GROUP_BY}, {POD_LABEL}"
+
+    def per_pod(series: str) -> str:
+        read = f"avg_over_time({series}{window})" if window else series
+        return f"sum by ({by_pod}) ({read})"
+
+    return (
+        f"sum by ({GROUP_BY}) ({per_pod(WAITING_BY_REASON + capacity)} or {per_pod(WAITING + sel)})"
+    )
 
 
 TTFT = "vllm:time_to_first_token_seconds"

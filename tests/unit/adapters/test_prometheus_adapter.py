@@ -36,6 +36,7 @@ OTHER = ServiceKey("team-b", "llama-8b")
 # The metric names real vLLM exposes (reference/vllm.md and the contract test's real scrape).
 VLLM_SERIES = {
     "vllm:num_requests_waiting",
+    "vllm:num_requests_waiting_by_reason",
     "vllm:num_requests_running",
     "vllm:kv_cache_usage_perc",
     "vllm:prompt_tokens_total",
@@ -72,8 +73,19 @@ def test_every_query_selects_the_service_and_uses_only_real_vllm_names() -> None
         names = set(re.findall(r"vllm:[a-z_]+", promql))
         assert names, promql
         assert names <= VLLM_SERIES, promql
-        assert promql.count('{namespace="team-a",modelservice="llama-8b"}') == promql.count("vllm:")
+        assert promql.count('{namespace="team-a",modelservice="llama-8b"') == promql.count("vllm:")
         assert "by (namespace, modelservice" in promql
+
+
+def test_the_queue_is_what_waits_for_capacity_where_the_engine_says_why() -> None:
+    # Per pod: the capacity reason where vLLM splits the gauge, else the whole gauge (an engine
+    # from before the split); e2e/test_queries.py runs it on a real Prometheus.
+    for name in ("requests_waiting", "requests_waiting_mean"):
+        promql = build_queries(KEY)[name]
+        by_reason = 'vllm:num_requests_waiting_by_reason{namespace="team-a",'
+        assert f'{by_reason}modelservice="llama-8b",reason="capacity"}}' in promql
+        assert ") or sum by (namespace, modelservice, pod) (" in promql
+        assert promql.startswith("sum by (namespace, modelservice) (sum by (namespace, ")
 
 
 def test_windows_reach_the_rate_queries() -> None:
