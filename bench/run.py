@@ -19,7 +19,7 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -239,7 +239,12 @@ def frontier(
     points: Sequence[Point], cost: Callable[[RunResult], float] = gpu_hours
 ) -> list[tuple[float, float]]:
     """(cost, attainment) points no other point beats on both, cheapest first."""
-    ordered = sorted((cost(p.result), p.result.slo_attainment) for p in points)
+    return frontier_of((cost(p.result), p.result.slo_attainment) for p in points)
+
+
+def frontier_of(pairs: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    """`frontier` of (cost, attainment) pairs."""
+    ordered = sorted(pairs)
     best: list[tuple[float, float]] = []
     for spent, attainment in ordered:
         if not best or attainment > best[-1][1]:
@@ -269,7 +274,11 @@ def cost_at(
 ) -> AtEqualSlo:
     """Interpolates the baseline's cost (GPU-hours unless ``cost`` says otherwise, in ``unit``)
     at ``attainment`` along its frontier."""
-    curve = frontier(points, cost)
+    return cost_on(frontier(points, cost), attainment, unit)
+
+
+def cost_on(curve: Sequence[tuple[float, float]], attainment: float, unit: str) -> AtEqualSlo:
+    """The cost at ``attainment`` along a `frontier_of` curve."""
     if not curve:
         return AtEqualSlo(None, "no runs")
     if attainment <= curve[0][1]:

@@ -299,7 +299,7 @@ def _backlog_need(
 
     ``arriving`` is the demand planned for the cold start (never more than this tick's): a
     burst's rate projected over it ordered replicas for a queue the ready ones drained first
-    (a minute's burst at 2.5 times the level and a 600-s cold start: 32 replicas ordered, 2
+    (a 20-s burst at 5 times the level and a 600-s cold start: 32 replicas ordered, 2
     serving, `bench/stress.md`). A queue that keeps growing orders more on the next ticks."""
     backlog = reading.waiting_now * (state.tokens_per_request or 0.0)
     if backlog <= 0.0 or not reading.queued:
