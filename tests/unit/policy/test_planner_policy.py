@@ -578,33 +578,6 @@ def test_a_growing_queue_counts_as_demand_beyond_what_is_served() -> None:
     assert estimate.queue_growth(state, 1015.0, 100.0) == 0.0
 
 
-def test_a_burst_is_not_projected_over_a_long_cold_start() -> None:
-    # Two replicas of 8,000 tok/s served 8,000 for ten minutes; a burst fills them (16,000
-    # served) and leaves 340 requests of 4,000 tokens queued. A replica ordered now serves in
-    # 600 s; the two drain the 1.36M tokens in about four minutes at the planned demand, so
-    # the backlog orders nothing. Projecting the burst's own rate over the cold start ordered
-    # 5 replicas for a queue that would be gone before they start.
-    history = tuple((400.0 + 15.0 * i, 8000.0) for i in range(40))
-    state = State(
-        capacity=8000.0,
-        capacity_source=Source.SATURATED,
-        base_ttft=0.3,
-        queue_scale=0.3,
-        tokens_per_request=4000.0,
-        demand=history,
-        arrivals=tuple((at, value / 2.0) for at, value in history),
-        ready=2,
-        ready_since=0.0,
-        waiting=0.0,
-        last_seen=985.0,
-    )
-    decision = POLICY.decide(
-        observation(sig=BURST, desired=2, cold_start_seconds=600.0), state.to_json()
-    )
-    assert decision.replicas < 4, decision.message
-    assert "would outlast" not in decision.message
-
-
 def test_arrivals_are_remembered_with_the_queue_the_demand_counts_and_held_ticks_forget() -> None:
     # The queue grows 20 requests/s at two ticks in a row: the demand is six times what is
     # served, and so are the prompts that arrived.

@@ -237,10 +237,7 @@ def _sized(
         # count that flips at the threshold costs a cold start of misses at each flip.
         margin = ceil(planned / (capacity * limit * (1.0 - tuning.scale_down_margin)))
         steady = max(steady, min(supply, margin))
-    # Arrivals until a replica ordered now serves: the forecast's, not this tick's rate, which
-    # in a burst would be projected over the whole cold start.
-    arriving = min(demand, planned)
-    backlog = _backlog_need(observation, reading, state, arriving, capacity, tuning)
+    backlog = _backlog_need(observation, reading, state, demand, capacity, tuning)
     if backlog is not None and backlog.replicas > steady:
         return backlog
     target = spec.ttft_target_seconds
@@ -290,17 +287,12 @@ def _backlog_need(
     observation: types.Observation,
     reading: Reading,
     state: State,
-    arriving: float,
+    demand: float,
     capacity: float,
     tuning: Tuning,
 ) -> Need | None:
     """The queue as it will be when a replica ordered now starts serving, cleared in the drain
-    time: the ready replicas work on it until then, the starting ones join when they are up.
-
-    ``arriving`` is the demand planned for the cold start (never more than this tick's): a
-    burst's rate projected over it ordered replicas for a queue the ready ones drained first
-    (a 20-s burst at 5 times the level and a 600-s cold start: 32 replicas ordered, 2
-    serving, `bench/stress.md`). A queue that keeps growing orders more on the next ticks."""
+    time: the ready replicas work on it until then, the starting ones join when they are up."""
     backlog = reading.waiting_now * (state.tokens_per_request or 0.0)
     if backlog <= 0.0 or not reading.queued:
         return None  # a few prompts a step held back are cleared by the next steps
@@ -310,14 +302,14 @@ def _backlog_need(
     remaining = 0.0
     if replicas.starting:
         remaining = min(max(cold_start - replicas.oldest_starting_seconds, 0.0), cold_start)
-    left = max(backlog + (arriving - replicas.ready * capacity) * remaining, 0.0)
+    left = max(backlog + (demand - replicas.ready * capacity) * remaining, 0.0)
     supply = replicas.ready + replicas.starting
-    left = max(left + (arriving - supply * capacity) * (cold_start - remaining), 0.0)
+    left = max(left + (demand - supply * capacity) * (cold_start - remaining), 0.0)
     if left <= 0.0:
         return None
     drain = drain_seconds(spec, tuning)
     return Need(
-        ceil((arriving + left / drain) / capacity),
+        ceil((demand + left / drain) / capacity),
         f"{reading.waiting_now:,.0f} queued ({backlog:,.0f} tokens) would outlast the "
         f"{cold_start:.0f} s cold start; clearing it in {drain:.0f} s at {capacity:,.0f} tok/s "
         "per replica",
