@@ -375,7 +375,8 @@ def test_a_prior_under_what_a_replica_served_is_raised_before_the_fleet_settles(
     # One replica with a queue serves 6,000 tok/s in the first minute; the spec's prior says
     # 1,000. A rate over a window in which the ready count only rose bounds the capacity from
     # below, so the prior is refuted at once, not only by a saturated window the fleet it
-    # sized would never reach (a prior half the truth held 64 replicas where 34 serve).
+    # sized would never reach (a prior half the truth kept 44 or more replicas all hour, where
+    # 34 settle now).
     queued = signals(requests_waiting=40.0, kv_cache_usage=0.95)
     ticks = [
         observation(
