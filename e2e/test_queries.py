@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from threading import Thread
 
 import pytest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from harness import Cluster
 from harness.cluster import wait_until
@@ -32,7 +33,7 @@ def _engine(body: str) -> tuple[ThreadingHTTPServer, Thread]:
         def do_GET(self) -> None:
             payload = body.encode()
             self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
@@ -80,6 +81,7 @@ def engines(cluster: Cluster) -> Iterator[None]:
         for index, (server, thread) in enumerate(servers):
             cluster.remove_scrape_targets(f"{JOB}-{index}")
             server.shutdown()
+            server.server_close()
             thread.join(timeout=5)
 
 

@@ -306,14 +306,17 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def label_matchers(key: ServiceKey | None) -> str:
-    """`{namespace="ns",modelservice="ms"}` for one ModelService, `{modelservice!=""}` for all."""
+def label_matchers(key: ServiceKey | None, *extra: str) -> str:
+    """`{namespace="ns",modelservice="ms"}` for one ModelService, `{modelservice!=""}` for all;
+    ``extra`` matchers (e.g. `reason="capacity"`) follow them."""
     if key is None:
-        return f'{{{MODEL_SERVICE_LABEL}!=""}}'
-    return (
-        f"{{{NAMESPACE_LABEL}={_quote(key.namespace)},"
-        f"{MODEL_SERVICE_LABEL}={_quote(key.model_service)}}}"
-    )
+        matchers = [f'{MODEL_SERVICE_LABEL}!=""']
+    else:
+        matchers = [
+            f"{NAMESPACE_LABEL}={_quote(key.namespace)}",
+            f"{MODEL_SERVICE_LABEL}={_quote(key.model_service)}",
+        ]
+    return "{" + ",".join([*matchers, *extra]) + "}"
 
 
 def build_queries(key: ServiceKey | None, windows: QueryWindows = QueryWindows()) -> dict[str, str]:
@@ -323,9 +326,9 @@ def build_queries(key: ServiceKey | None, windows: QueryWindows = QueryWindows()
     rate = f"[{windows.rate_seconds}s]"
     ttft = f"[{windows.ttft_seconds}s]"
     return {
-        "requests_waiting": _waiting_for_capacity(sel),
+        "requests_waiting": _waiting_for_capacity(key),
         # One scrape of the gauge shows a scheduler step; its average over the window, a queue.
-        "requests_waiting_mean": _waiting_for_capacity(sel, rate),
+        "requests_waiting_mean": _waiting_for_capacity(key, rate),
         "requests_running": f"sum by ({GROUP_BY}) (vllm:num_requests_running{sel})",
         "requests_running_mean": (
             f"sum by ({GROUP_BY}) (avg_over_time(vllm:num_requests_running{sel}{rate}))"
@@ -365,7 +368,7 @@ WAITING_BY_REASON = "vllm:num_requests_waiting_by_reason"
 status such as a grammar still compiling). Older engines export only the total."""
 
 
-def _waiting_for_capacity(sel: str, window: str = "") -> str:
+def _waiting_for_capacity(key: ServiceKey | None, window: str = "") -> str:
     """Requests waiting for a place in a batch, per ModelService: per pod, the ``capacity``
     reason where the engine gives reasons, else all it has waiting.
 
@@ -373,7 +376,8 @@ def _waiting_for_capacity(sel: str, window: str = "") -> str:
     wait as long on any number of replicas, and counted as a queue they would order replicas and
     teach a saturation that is not there. Chosen per pod, so a rollout between engine versions
     counts every pod once."""
-    capacity = sel[:-1] + ',reason="capacity"}'
+    sel = label_matchers(key)
+    capacity = label_matchers(key, 'reason="capacity"')
     by_pod = f"{GROUP_BY}, {POD_LABEL}"
 
     def per_pod(series: str) -> str:
