@@ -107,11 +107,9 @@ def case(found: Draw) -> tuple[argparse.Namespace, bench.Case]:
     # Base rates a replica or a few carry: long prompts and the 70B's 4 GPUs take fewer.
     base = rng.uniform(0.5, 12.0)
     base *= (0.3 if found.mix == "mooncake" else 1.0) * (0.3 if "70b" in found.profile else 1.0)
-    argv = [
-        *("--seed", str(found.seed), "--slo-ttft", str(found.target)),
-        *("--slo-percentile", found.percentile, "--router", found.router),
-        *("--max-replicas", str(MAX_STATIC), *(["--noise"] if found.noise else [])),
-    ]
+    argv = ["--seed", str(found.seed), "--slo-ttft", str(found.target)]
+    argv += ["--slo-percentile", found.percentile, "--router", found.router]
+    argv += ["--max-replicas", str(MAX_STATIC), *(["--noise"] if found.noise else [])]
     args = bench.parse_args(argv)
     loaded = tracefiles.load_profile(found.profile)
     profile = replace(
