@@ -444,7 +444,10 @@ class Scaling(common.Model):
         default=300,
         ge=0,
         le=MAX_DELAY_SECONDS,
-        description="How long load must stay low before a replica is removed.",
+        description=(
+            "How long load must stay low before a replica is removed. The thrifty policy waits "
+            "at least the cold start: a replica needed again sooner costs more to restart."
+        ),
     )
     scale_to_zero_idle_seconds: int | None = Field(
         default=None,

@@ -108,6 +108,19 @@ def test_load_gone_scales_down_only_after_the_delay_and_gradually() -> None:
     assert "-$6.00/h" in decisions[20].message
 
 
+def test_a_cold_start_longer_than_the_delay_is_waited_out_before_a_scale_down() -> None:
+    # A replica removed and needed again within its cold start costs that cold start billed
+    # and the misses while it starts: keeping it is cheaper, so 600 s pass, not 300.
+    ticks = [
+        observation(now=1000.0 + 15.0 * i, sig=LIGHT, desired=8, cold_start_seconds=600.0)
+        for i in range(41)
+    ]
+    decisions = run(POLICY, ticks)
+    assert all(d.replicas == 8 for d in decisions[:40])
+    assert all(d.reason == types.Reason.SCALE_DOWN_DELAYED for d in decisions[:40])
+    assert decisions[40].replicas == 6
+
+
 def test_scale_down_steps_are_spaced() -> None:
     policy = ThriftyPolicy()
     state: types.PolicyState = {}

@@ -13,8 +13,8 @@ the TTFT histogram) and the state carried from the last tick:
 5. plan: the fewest replicas whose utilisation stays under 1 - base/target, so the predicted
    TTFT percentile meets the target, or that clear the queue left when they arrive; on a lower
    bound of the capacity, the level at the bound and its trend at 3/4 of the batch's limit;
-6. smooth and limit: up at once, down after the delay by steps, never under the running load,
-   then scale-to-zero, free GPUs, money caps and bounds (`smooth`).
+6. smooth and limit: up at once, down after the delay (at least a cold start) by steps, never
+   under the running load, then scale-to-zero, free GPUs, money caps and bounds (`smooth`).
 
 Missing or stale metrics hold the count (only bounds and a $/hour cap may move it). Pure and
 deterministic: the state travels in `Decision.state`. docs/policy.md has the parameters.

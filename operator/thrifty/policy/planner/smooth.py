@@ -1,7 +1,9 @@
 """From what demand needs to what is ordered: up at once, down late and by steps, within limits.
 
-A replica removed and ordered back costs a cold start of missed latency, so scale-down waits until
-the need has stayed lower for the scale-down delay, removes at most a step (a quarter, at least one)
+A replica removed and ordered back costs a cold start of missed latency, and its cold start is
+billed again: removing one pays only if it stays unneeded for longer than a cold start (the rent-or-
+buy break-even). So scale-down waits until the need has stayed lower for the scale-down delay and
+for at least a cold start, removes at most a step (a quarter, at least one)
 per step interval, keeps the highest need of the delay window (the HPA's stabilisation), and never
 leaves the remaining replicas above their batch or KV-cache limit with the requests running now.
 Then the user's limits: idle scale-to-zero, free GPUs, money caps (`thrifty.policy.limits`), bounds.
@@ -129,10 +131,11 @@ def _smoothed(
 def _stepped(
     observation: types.Observation, state: State, wanted: int, tuning: Tuning
 ) -> tuple[int, bool, State]:
-    """Up at once; down only after the delay of consistently lower need, then step by step."""
+    """Up at once; down only after the delay (at least a cold start) of consistently lower
+    need, then step by step."""
     current = observation.replicas.desired
     now = observation.now_seconds
-    delay = observation.spec.scale_down_delay_seconds
+    delay = max(observation.spec.scale_down_delay_seconds, observation.spec.cold_start_seconds)
     needs = trimmed([*state.needs, (now, float(wanted))], now, max(delay, 1.0))
     state = replace(state, needs=needs)
     if wanted >= current:
