@@ -118,6 +118,7 @@ def test_a_cold_start_longer_than_the_delay_is_waited_out_before_a_scale_down() 
     decisions = run(POLICY, ticks)
     assert all(d.replicas == 8 for d in decisions[:40])
     assert all(d.reason == types.Reason.SCALE_DOWN_DELAYED for d in decisions[:40])
+    assert "scale-down delayed for the 600 s cold start" in decisions[39].message
     assert decisions[40].replicas == 6
 
 

@@ -109,7 +109,7 @@ def _smoothed(
             target,
             types.Reason.SCALE_DOWN_DELAYED,
             types.Bound.HOLD,
-            f"{need.because}; needs {wanted}, scale-down delayed",
+            f"{need.because}; needs {wanted}, scale-down delayed{_waited_out(observation.spec)}",
             state,
         )
     floor, load = scale_down_floor(observation, signals, reading, state, tuning)
@@ -126,6 +126,12 @@ def _smoothed(
             state,
         )
     return Outcome(target, types.Reason.STEADY, need.bound, need.because, state)
+
+
+def _waited_out(spec: types.PolicySpec) -> str:
+    if spec.cold_start_seconds <= spec.scale_down_delay_seconds:
+        return ""
+    return f" for the {spec.cold_start_seconds:.0f} s cold start"
 
 
 def _stepped(
