@@ -555,3 +555,41 @@ def test_more_demand_never_settles_on_fewer_replicas(
     low = replay(fleet, spec, 240)[-1]
     high = replay(busier, spec, 240)[-1]
     assert high >= low
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    fleet=fleets,
+    cold_ticks=st.integers(min_value=1, max_value=60),
+    delay=st.sampled_from([0.0, 60.0, 300.0]),
+    steps=st.lists(
+        st.tuples(st.floats(min_value=0.2, max_value=3.0), st.integers(1, 40)),
+        min_size=2,
+        max_size=8,
+    ),
+)
+def test_no_replica_is_removed_within_a_cold_start_of_one_ordered(
+    fleet: Fleet, cold_ticks: int, delay: float, steps: list[tuple[float, int]]
+) -> None:
+    # A replica removed and ordered again within its cold start costs more than one kept, so
+    # a scale-down comes at least a cold start (and the delay) after the last scale-up.
+    fleet = replace(fleet, cold_ticks=cold_ticks)
+    spec = replace(
+        _spec(None, 2.0, 64), scale_down_delay_seconds=delay, cold_start_seconds=cold_ticks * TICK
+    )
+    levels = [fleet.demand * factor for factor, ticks in steps for _ in range(ticks)]
+    pool = types.PoolView("pool", 2.5, 1, None)
+    state: types.PolicyState = {}
+    last_up: float | None = None
+    for index, demand in enumerate(levels):
+        fleet.demand = demand
+        now = 1000.0 + TICK * index
+        signals = fleet.tick()
+        counts = types.ReplicaCounts(fleet.desired, fleet.ready, len(fleet.starting))
+        decision = POLICY.decide(types.Observation(now, signals, counts, pool, spec), state)
+        state = decision.state
+        if decision.replicas > fleet.desired:
+            last_up = now
+        elif decision.replicas < fleet.desired and last_up is not None:
+            assert now - last_up >= max(delay, spec.cold_start_seconds), (index, levels)
+        fleet.scale_to(decision.replicas)
