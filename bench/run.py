@@ -30,6 +30,7 @@ from thrifty.policy.types import Enforcement
 from thrifty.sim import report, scenario
 from thrifty.sim.clairvoyant import opening_replicas
 from thrifty.sim.fleet import Router
+from thrifty.sim.observe import Metrics
 from thrifty.sim.profiles import EngineProfile, profile_by_name
 from thrifty.sim.runner import RunResult, ScrapeNoise, SimulationConfig, TimePoint, simulate
 from thrifty.sim.traces import Trace
@@ -147,6 +148,7 @@ def _config(
         initial_replicas=max(case.initial_replicas, ms.spec.scaling.min_replicas),
         slo_ttft_seconds=target if target is not None else args.slo_ttft,
         noise=ScrapeNoise(seed=args.seed) if (args.noise if noisy is None else noisy) else None,
+        metrics=Metrics(args.metrics),
         router=Router(args.router),
         router_seed=args.seed,
     )
@@ -615,6 +617,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--noise",
         action="store_true",
         help="every run with real scrapes' noise (jitter, misses, vLLM's step-level waiting gauge)",
+    )
+    parser.add_argument(
+        "--metrics",
+        choices=[metrics.value for metrics in Metrics],
+        default=Metrics.VLLM.value,
+        help="the series every run's engines export (basic: no queue-time, prefill-time or "
+        "token histograms)",
     )
     parser.add_argument(
         "--router",

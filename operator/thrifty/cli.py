@@ -33,6 +33,7 @@ from thrifty.policy.types import Enforcement, ScalingPolicy
 from thrifty.sim import profiles, report, scenario, traces
 from thrifty.sim.clairvoyant import ClairvoyantPolicy, HindsightPolicy, opening_replicas
 from thrifty.sim.fleet import Router
+from thrifty.sim.observe import Metrics
 from thrifty.sim.pools import SimPool, interruptions
 from thrifty.sim.profiles import EngineProfile
 from thrifty.sim.runner import RunResult, ScrapeNoise, SimulationConfig, simulate
@@ -193,6 +194,13 @@ def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         "step-level waiting gauge (seeded by --seed)",
     )
     parser.add_argument(
+        "--metrics",
+        choices=[metrics.value for metrics in Metrics],
+        default=Metrics.VLLM.value,
+        help="the series the engines export: vllm (all the policy reads) or basic (gauges, "
+        "counters and the TTFT histogram; no queue-time, prefill-time or token histograms)",
+    )
+    parser.add_argument(
         "--router",
         choices=[router.value for router in Router],
         default=Router.LEAST_LOADED.value,
@@ -337,6 +345,7 @@ def simulation_config(args: argparse.Namespace) -> SimulationConfig:
         slo_ttft_seconds=target if target is not None else args.slo_ttft,
         pools=several,
         noise=ScrapeNoise(seed=args.seed) if args.noise else None,
+        metrics=Metrics(args.metrics),
         router=Router(args.router),
         router_seed=args.seed,
         pool=pool,

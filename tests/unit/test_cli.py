@@ -14,6 +14,7 @@ import pytest
 
 from thrifty import cli, tracefiles
 from thrifty.sim.fleet import Router
+from thrifty.sim.observe import Metrics
 from thrifty.sim.profiles import profile_by_name
 
 AZURE = """TIMESTAMP,ContextTokens,GeneratedTokens
@@ -210,6 +211,15 @@ def test_simulate_puts_the_router_it_is_given_in_front_of_the_fleet() -> None:
     assert config.router is Router.RANDOM and config.router_seed == 3
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["simulate", "--router", "fastest"])
+
+
+def test_simulate_has_engines_export_the_metrics_it_is_told() -> None:
+    config = cli.simulation_config(cli.build_parser().parse_args(["simulate"]))
+    assert config.metrics is Metrics.VLLM
+    argv = ["simulate", "--metrics", "basic"]
+    assert cli.simulation_config(cli.build_parser().parse_args(argv)).metrics is Metrics.BASIC
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["simulate", "--metrics", "all"])
 
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

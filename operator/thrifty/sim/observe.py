@@ -21,7 +21,8 @@ import bisect
 import math
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 
 from thrifty.api import throughput
 from thrifty.policy.types import Signals
@@ -108,6 +109,18 @@ class Scrape:
     finished there (the histograms' ``_sum`` and ``_count`` by the label ``pool``)."""
 
 
+class Metrics(StrEnum):
+    """Which of vLLM's series the engines export."""
+
+    VLLM = "vllm"
+    """All the queries above read: what vLLM exports."""
+    BASIC = "basic"
+    """The gauges, the token and request counters and the TTFT histogram only: no queue-time,
+    prefill-time or token-length histograms, as from an engine or exporter that has none. The
+    policy then infers the queue and the prefill from TTFT and the tokens per request from the
+    rates (`thrifty.policy.planner.estimate`)."""
+
+
 class Prometheus:
     """Keeps recent scrapes and answers the policy's queries from them."""
 
@@ -116,10 +129,12 @@ class Prometheus:
         rate_window_seconds: float = 60.0,
         ttft_window_seconds: float = 120.0,
         ttft_quantile: float = 0.95,
+        metrics: Metrics = Metrics.VLLM,
     ) -> None:
         self.rate_window_seconds = rate_window_seconds
         self.ttft_window_seconds = ttft_window_seconds
         self.ttft_quantile = ttft_quantile
+        self.metrics = metrics
         self._scrapes: deque[Scrape] = deque()
 
     def record(self, scrape: Scrape) -> None:
@@ -140,7 +155,7 @@ class Prometheus:
         if oldest is None or oldest.time >= newest.time:
             return None
         span = newest.time - oldest.time
-        return Signals(
+        signals = Signals(
             requests_waiting=newest.requests_waiting,
             requests_running=newest.requests_running,
             kv_cache_usage=newest.kv_cache_usage,
@@ -169,10 +184,21 @@ class Prometheus:
                 now, newest, REQUEST_LATENCY_BUCKETS_SECONDS, lambda scrape: scrape.prefill_buckets
             ),
         )
+        if self.metrics is Metrics.BASIC:
+            return replace(
+                signals,
+                tokens_per_finished_request=None,
+                queue_time_buckets=(),
+                prefill_time_buckets=(),
+            )
+        return signals
 
     def pool_prefill(self, now: float) -> tuple[throughput.PoolPrefill, ...]:
         """`build_pool_queries`' answers: per pool, ``increase`` of the sums over
-        `throughput.WINDOW_SECONDS` (a pool first seen inside the window counts from zero)."""
+        `throughput.WINDOW_SECONDS` (a pool first seen inside the window counts from zero).
+        None (empty) without the prefill-time histogram, whose sums they are."""
+        if self.metrics is Metrics.BASIC:
+            return ()
         newest = self._newest(now)
         oldest = self._oldest_within(now, throughput.WINDOW_SECONDS)
         if newest is None or oldest is None or oldest.time >= newest.time:

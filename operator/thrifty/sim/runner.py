@@ -25,7 +25,13 @@ from thrifty.reconciler import spread
 from thrifty.sim import pools as pools_module
 from thrifty.sim.engine import EngineEvent, EventKind
 from thrifty.sim.fleet import Fleet, NodeAutoscaler, Replica, ReplicaState, Router
-from thrifty.sim.observe import REQUEST_LATENCY_BUCKETS_SECONDS, Histogram, Prometheus, Scrape
+from thrifty.sim.observe import (
+    REQUEST_LATENCY_BUCKETS_SECONDS,
+    Histogram,
+    Metrics,
+    Prometheus,
+    Scrape,
+)
 from thrifty.sim.pools import Reclaim, SimPool
 from thrifty.sim.profiles import EngineProfile
 from thrifty.sim.scenario import SIM_POOL, gpu_pool
@@ -93,6 +99,8 @@ class SimulationConfig:
     as the operator does; False: the pools' declared relativeThroughput only (a baseline)."""
     noise: ScrapeNoise | None = None
     """Scrapes as a real cluster gives them (jitter, misses, vLLM's step-level waiting gauge)."""
+    metrics: Metrics = Metrics.VLLM
+    """Which of vLLM's series the engines export (`thrifty.sim.observe.Metrics`)."""
     router: Router = Router.LEAST_LOADED
     """How requests pick a ready replica (`thrifty.sim.fleet.Router`)."""
     router_seed: int = 0
@@ -235,7 +243,9 @@ class _Run:
         self.reclaim_log = pools_module.ReclaimLog()
         self.seen_until = 0.0
         self.previous_target: float | None = None
-        self.prometheus = Prometheus(config.rate_window_seconds, config.ttft_window_seconds)
+        self.prometheus = Prometheus(
+            config.rate_window_seconds, config.ttft_window_seconds, metrics=config.metrics
+        )
         self.histogram = Histogram()
         self.queue_histogram = Histogram(REQUEST_LATENCY_BUCKETS_SECONDS)
         self.prefill_histogram = Histogram(REQUEST_LATENCY_BUCKETS_SECONDS)

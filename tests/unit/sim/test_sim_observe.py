@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 
 import pytest
 from sim_policies import ScheduledPolicy
 
+from thrifty.policy.types import Signals
 from thrifty.sim import scenario
-from thrifty.sim.observe import TTFT_BUCKETS_SECONDS, Histogram, histogram_quantile
+from thrifty.sim.observe import TTFT_BUCKETS_SECONDS, Histogram, Metrics, histogram_quantile
 from thrifty.sim.profiles import LLAMA_8B_1xH100
 from thrifty.sim.runner import SimulationConfig, simulate
 from thrifty.sim.traces import Request, Trace
@@ -116,3 +118,34 @@ def test_no_signals_before_two_scrapes() -> None:
     simulate(trace, policy, config)
     assert policy.seen[0].now_seconds == 5.0 and policy.seen[0].signals is None
     assert policy.seen[-1].signals is not None
+
+
+def test_basic_metrics_give_no_queue_prefill_or_token_histograms() -> None:
+    # The same run with engines that export the gauges, counters and TTFT histogram only: the
+    # policy sees the same rates and TTFT, and none of what the other histograms give.
+    trace = _steady_trace(seed=3, rate=8.0, seconds=300.0)
+    seen: dict[Metrics, list[Signals]] = {}
+    for metrics in Metrics:
+        policy = ScheduledPolicy([(0.0, 2)])
+        config = SimulationConfig(
+            profile=LLAMA_8B_1xH100,
+            model_service=scenario.model_service(
+                LLAMA_8B_1xH100, min_replicas=2, max_replicas=2, queue_target_per_replica=4
+            ),
+            initial_replicas=2,
+            tail_seconds=0.0,
+            metrics=metrics,
+        )
+        simulate(trace, policy, config)
+        seen[metrics] = [o.signals for o in policy.seen if o.signals is not None]
+    full, basic = seen[Metrics.VLLM], seen[Metrics.BASIC]
+    assert len(full) == len(basic) > 10
+    assert all(s.queue_time_buckets and s.prefill_time_buckets for s in full[-5:])
+    assert all(s.tokens_per_finished_request is not None for s in full[-5:])
+    assert not any(s.queue_time_buckets or s.prefill_time_buckets for s in basic)
+    assert all(s.tokens_per_finished_request is None for s in basic)
+    stripped = [
+        replace(s, queue_time_buckets=(), prefill_time_buckets=(), tokens_per_finished_request=None)
+        for s in full
+    ]
+    assert stripped == basic
