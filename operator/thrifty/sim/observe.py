@@ -196,7 +196,7 @@ class Prometheus:
     def pool_prefill(self, now: float) -> tuple[throughput.PoolPrefill, ...]:
         """`build_pool_queries`' answers: per pool, ``increase`` of the sums over
         `throughput.WINDOW_SECONDS` (a pool first seen inside the window counts from zero).
-        None (empty) without the prefill-time histogram, whose sums they are."""
+        Empty without the prefill-time histogram, whose sums they are."""
         if self.metrics is Metrics.BASIC:
             return ()
         newest = self._newest(now)

@@ -1,11 +1,11 @@
 """From what demand needs to what is ordered: up at once, down late and by steps, within limits.
 
 A replica removed and ordered back costs a cold start of missed latency, and its cold start is
-billed again: removing one pays only if it stays unneeded for longer than a cold start (the rent-or-
-buy break-even). So scale-down waits until the need has stayed lower for the scale-down delay and
-for at least a cold start, removes at most a step (a quarter, at least one)
-per step interval, keeps the highest need of the delay window (the HPA's stabilisation), and never
-leaves the remaining replicas above their batch or KV-cache limit with the requests running now.
+billed again: removing one pays only if it stays unneeded for longer than a cold start (the
+rent-or-buy break-even). So scale-down waits until the need has stayed lower for the scale-down
+delay and for at least a cold start, removes at most a step (a quarter, at least one) per step
+interval, keeps the highest need of the delay window (the HPA's stabilisation), and never leaves
+the remaining replicas above their batch or KV-cache limit with the requests running now.
 Then the user's limits: idle scale-to-zero, free GPUs, money caps (`thrifty.policy.limits`), bounds.
 """
 
