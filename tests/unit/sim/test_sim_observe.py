@@ -45,18 +45,23 @@ def _steady_trace(seed: int, rate: float, seconds: float) -> Trace:
     return Trace("steady", tuple(requests), seconds, "test traffic")
 
 
-def test_rates_and_ttft_quantile_match_the_truth_on_a_steady_load() -> None:
-    trace = _steady_trace(seed=3, rate=8.0, seconds=900.0)
-    policy = ScheduledPolicy([(0.0, 2)])
-    config = SimulationConfig(
+def _two_replicas(metrics: Metrics = Metrics.VLLM) -> SimulationConfig:
+    """Two warm replicas held for the whole trace."""
+    return SimulationConfig(
         profile=LLAMA_8B_1xH100,
         model_service=scenario.model_service(
             LLAMA_8B_1xH100, min_replicas=2, max_replicas=2, queue_target_per_replica=4
         ),
         initial_replicas=2,
         tail_seconds=0.0,
+        metrics=metrics,
     )
-    result = simulate(trace, policy, config)
+
+
+def test_rates_and_ttft_quantile_match_the_truth_on_a_steady_load() -> None:
+    trace = _steady_trace(seed=3, rate=8.0, seconds=900.0)
+    policy = ScheduledPolicy([(0.0, 2)])
+    result = simulate(trace, policy, _two_replicas())
     settled = [o for o in policy.seen if 300.0 <= o.now_seconds <= 880.0]
     assert settled and all(o.signals is not None for o in settled)
     mean_prompt = sum(r.prompt_tokens for r in trace.requests) / len(trace.requests)
@@ -127,16 +132,7 @@ def test_basic_metrics_give_no_queue_prefill_or_token_histograms() -> None:
     seen: dict[Metrics, list[Signals]] = {}
     for metrics in Metrics:
         policy = ScheduledPolicy([(0.0, 2)])
-        config = SimulationConfig(
-            profile=LLAMA_8B_1xH100,
-            model_service=scenario.model_service(
-                LLAMA_8B_1xH100, min_replicas=2, max_replicas=2, queue_target_per_replica=4
-            ),
-            initial_replicas=2,
-            tail_seconds=0.0,
-            metrics=metrics,
-        )
-        simulate(trace, policy, config)
+        simulate(trace, policy, _two_replicas(metrics))
         seen[metrics] = [o.signals for o in policy.seen if o.signals is not None]
     full, basic = seen[Metrics.VLLM], seen[Metrics.BASIC]
     assert len(full) == len(basic) > 10
