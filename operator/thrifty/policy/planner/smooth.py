@@ -128,8 +128,13 @@ def _smoothed(
     return Outcome(target, types.Reason.STEADY, need.bound, need.because, state)
 
 
+def _delay(spec: types.PolicySpec) -> float:
+    """The scale-down delay, and at least a cold start (the rent-or-buy break-even)."""
+    return max(spec.scale_down_delay_seconds, spec.cold_start_seconds)
+
+
 def _waited_out(spec: types.PolicySpec) -> str:
-    if spec.cold_start_seconds <= spec.scale_down_delay_seconds:
+    if _delay(spec) <= spec.scale_down_delay_seconds:
         return ""
     return f" for the {spec.cold_start_seconds:.0f} s cold start"
 
@@ -141,7 +146,7 @@ def _stepped(
     need, then step by step."""
     current = observation.replicas.desired
     now = observation.now_seconds
-    delay = max(observation.spec.scale_down_delay_seconds, observation.spec.cold_start_seconds)
+    delay = _delay(observation.spec)
     needs = trimmed([*state.needs, (now, float(wanted))], now, max(delay, 1.0))
     state = replace(state, needs=needs)
     if wanted >= current:
