@@ -401,6 +401,7 @@ def _simulate(args: argparse.Namespace) -> int:
           f"SLO TTFT <= {config.slo_ttft_seconds:g} s; opening with "
           f"{config.initial_replicas} warm replica(s), static with its own count")  # fmt: skip
     print(report.table(results))
+    print("\n".join(report.late_lines(results)))
     print(f"Traffic: {trace.attribution}")
     _write_outputs(args, trace, results, config.initial_replicas)
     return 0

@@ -57,6 +57,7 @@ def test_simulate_writes_table_json_and_png(
     printed = capsys.readouterr().out
     assert "GPU-h" in printed and "two" in printed and "clairvoyant" in printed
     assert "CC-BY 4.0" in printed
+    assert "First tokens over 2 s, by the fleet when they arrived:" in printed
     report = json.loads((out / "report.json").read_text())
     assert report["command"].startswith("thrifty simulate --trace")
     assert "Splitwise" in report["attribution"]
@@ -64,6 +65,9 @@ def test_simulate_writes_table_json_and_png(
     assert two["policy"] == "two" and clairvoyant["policy"] == "clairvoyant"
     assert two["requests"] == 4 and two["served"] == 4
     assert two["max_replicas"] == 2 and two["gpu_hours"] > 0
+    late = two["late_first_tokens"]
+    assert late["total"] == round(4 * (1.0 - two["slo_attainment"]))
+    assert late["total"] == sum(v for k, v in late.items() if k != "total")
     assert len(two["series"]["time"]) == len(two["series"]["desired"]) > 0
     png = (out / "report.png").read_bytes()
     assert png.startswith(b"\x89PNG")

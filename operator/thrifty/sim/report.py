@@ -80,9 +80,17 @@ def result_json(result: RunResult, with_series: bool = True) -> dict[str, JSONVa
     """One run as JSON; infinite TTFTs (requests never served) become null."""
     out: dict[str, JSONValue] = {}
     for key, value in vars(result).items():
-        if key in ("series", "ttft_seconds"):
+        if key in ("series", "ttft_seconds", "late"):
             continue
         out[key] = _json_number(value) if isinstance(value, float) else value
+    late = result.late
+    out["late_first_tokens"] = {
+        "total": late.total,
+        "opening": late.opening,
+        "scaling_up": late.scaling_up,
+        "after_shrink": late.after_shrink,
+        "as_planned": late.as_planned,
+    }
     out["ttft_unserved_requests"] = result.requests - result.served
     if with_series:
         out["series"] = {
@@ -109,6 +117,17 @@ def _series_value(value: float | int | None) -> JSONValue:
     if isinstance(value, float):
         return _json_number(value)
     return value
+
+
+def late_lines(results: Sequence[RunResult]) -> list[str]:
+    """Per run, where its late first tokens come from (`thrifty.sim.misses`)."""
+    if not results:
+        return []
+    slo = results[0].slo_ttft_seconds
+    width = max(len(result.policy) for result in results)
+    return [f"First tokens over {slo:g} s, by the fleet when they arrived:"] + [
+        f"  {result.policy.ljust(width)}  {result.late.describe()}" for result in results
+    ]
 
 
 def report_json(

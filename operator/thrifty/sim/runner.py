@@ -22,6 +22,7 @@ from thrifty.autoscaler import observe, plan
 from thrifty.autoscaler.world import ServiceKey, ServiceView, SignalsReading, World
 from thrifty.policy.types import Observation, PolicySpec, PolicyState, ScalingPolicy
 from thrifty.reconciler import spread
+from thrifty.sim import misses
 from thrifty.sim import pools as pools_module
 from thrifty.sim.engine import EngineEvent, EventKind
 from thrifty.sim.fleet import Fleet, NodeAutoscaler, Replica, ReplicaState, Router
@@ -173,6 +174,8 @@ class RunResult:
     reclaims: int = 0
     learned_throughput: dict[str, float] = field(default_factory=dict)
     """Each pool's relative throughput as learned by the end (`thrifty.api.throughput`)."""
+    late: misses.LateFirstTokens = field(default_factory=misses.LateFirstTokens)
+    """The requests over the SLO, by the fleet's state when they arrived (`misses`)."""
 
 
 class _Accounting:
@@ -623,6 +626,13 @@ class _Run:
             series=tuple(self.series),
             ttft_seconds=tuple(self.ttft),
             lost_requests=self.fleet.lost_requests,
+            late=misses.classify(
+                [request.arrival_seconds for request in self.trace.requests],
+                self.ttft,
+                config.slo_ttft_seconds,
+                self.series,
+                config.cold_start_seconds,
+            ),
             reclaims=self.reclaims,
         )
 
