@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -39,6 +39,7 @@ from thrifty import cli, tracefiles
 from thrifty.sim import traces
 from thrifty.sim.clairvoyant import opening_replicas
 from thrifty.sim.engine import Engine, EventKind
+from thrifty.sim.misses import LateFirstTokens
 from thrifty.sim.profiles import EngineProfile
 from thrifty.sim.runner import RunResult, simulate
 
@@ -108,6 +109,7 @@ def load_test(profile: EngineProfile, lengths: Sequence[tuple[int, int]]) -> flo
 class Run:
     gpu_hours: float
     attainment: float
+    late: LateFirstTokens = field(default_factory=LateFirstTokens)
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,7 @@ def one(job: tuple[str, str, str, int, int | None]) -> Row:
 def simulated(args: argparse.Namespace, found: bench.Case, policy_name: str) -> Run:
     """``policy_name`` (as ``thrifty simulate --policy`` takes it) on the case."""
     result = _simulated(args, found, policy_name)
-    return Run(result.gpu_hours, result.slo_attainment)
+    return Run(result.gpu_hours, result.slo_attainment, result.late)
 
 
 def _simulated(args: argparse.Namespace, found: bench.Case, policy_name: str) -> RunResult:

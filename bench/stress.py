@@ -15,7 +15,9 @@ would (one case per seed, the same on every run):
 Each case runs thrifty from the opening fleet its first cold start needs, and fixed fleets of
 1, 2, ... warm replicas until one reaches both thrifty's attainment and the declared percentile.
 thrifty is set against the static curve at its own attainment (interpolated, as bench/run.py
-compares baselines): a fleet sized once for the hour's peaks is what autoscaling must beat.
+compares baselines): a fleet sized once for the hour's peaks is what autoscaling must beat. The
+summary's last line says where thrifty's late first tokens come from on the cases it misses, by
+the fleet's state when they arrived (`thrifty.sim.misses`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from thrifty.api.modelservice import PERCENTILES
 from thrifty.sim import traces
 from thrifty.sim.clairvoyant import opening_replicas
 from thrifty.sim.fleet import Router
+from thrifty.sim.misses import LateFirstTokens
 
 DURATION_SECONDS = 3600.0
 WINDOW_SECONDS = 10.0
@@ -200,6 +203,8 @@ def summary(rows: Sequence[Row]) -> list[str]:
         if row.at_equal.cost and not row.at_equal.upper_bound
     ]
     mean = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else math.nan
+    missed = [row for row in feasible if row.thrifty.attainment < row.declared]
+    late = sum((row.thrifty.late for row in missed), LateFirstTokens())
     return [
         f"- thrifty meets the declared percentile on {len(met)} of the {len(feasible)} cases a "
         f"static fleet of at most {MAX_STATIC} meets it on (and on "
@@ -211,6 +216,8 @@ def summary(rows: Sequence[Row]) -> list[str]:
         f"it): {mean:.2f}x (geometric mean), above 1.25x on "
         f"{sum(1 for ratio in ratios if ratio > 1.25)}, under 1 on "
         f"{sum(1 for ratio in ratios if ratio < 1.0)}.",
+        f"- Its first tokens over the target on the {len(missed)} cases it misses where a static "
+        f"fleet meets, by the fleet when they arrived (`thrifty.sim.misses`): {late.describe()}.",
     ]
 
 

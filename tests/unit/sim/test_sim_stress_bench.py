@@ -10,6 +10,7 @@ import bench_modules
 import pytest
 
 from thrifty.api.modelservice import PERCENTILES
+from thrifty.sim.misses import LateFirstTokens
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_levels_step_and_bursts_stay_short(stress: ModuleType) -> None:
     assert all(rate >= min(levels) for rate in seen)
 
 
-def _row(stress: ModuleType, thrifty: tuple[float, float], statics: list[float]) -> Any:
+def _row(stress: ModuleType, thrifty: tuple[Any, ...], statics: list[float]) -> Any:
     draw = stress.Draw(
         1, "azure-conv", "llama-8b-1xh100", 1.0, 1.0, 120.0, 2.0, "p95", "random", False
     )
@@ -80,5 +81,9 @@ def test_thrifty_is_set_against_the_static_curve_at_its_own_attainment(
 
 
 def test_a_miss_where_a_cheaper_static_fleet_meets_is_named(stress: ModuleType) -> None:
-    row = _row(stress, (2.5, 0.93), [0.90, 0.96])
-    assert "meets it on 1: seeds 1" in stress.summary([row])[1]
+    late = LateFirstTokens(scaling_up=3, as_planned=1)
+    row = _row(stress, (2.5, 0.93, late), [0.90, 0.96])
+    lines = stress.summary([row])
+    assert "meets it on 1: seeds 1" in lines[1]
+    assert "on the 1 cases it misses" in lines[3]
+    assert "4 late: 75 % while replicas started, 25 % with the fleet as planned" in lines[3]
