@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from thrifty.policy import limits, types
 from thrifty.policy.planner.estimate import Reading
-from thrifty.policy.planner.plan import Need, ceil, kept_for_queue
+from thrifty.policy.planner.plan import Need, ceil
 from thrifty.policy.planner.state import State, trimmed
 from thrifty.policy.planner.tuning import Tuning
 
@@ -112,7 +112,7 @@ def _smoothed(
             f"{need.because}; needs {wanted}, scale-down delayed{_waited_out(observation.spec)}",
             state,
         )
-    floor, load = scale_down_floor(observation, signals, reading, state, tuning)
+    floor, load = scale_down_floor(observation, signals, tuning)
     missed = _missed_floor(state, need, tuning)
     if missed is not None and missed[0] > floor:
         floor, load = missed
@@ -182,29 +182,15 @@ def _missed_floor(state: State, need: Need, tuning: Tuning) -> tuple[int, str] |
 
 
 def scale_down_floor(
-    observation: types.Observation,
-    signals: types.Signals,
-    reading: Reading,
-    state: State,
-    tuning: Tuning,
+    observation: types.Observation, signals: types.Signals, tuning: Tuning
 ) -> tuple[int, str]:
     """The fewest replicas the requests running now allow, and why.
 
     Removing a replica moves its running requests onto the others; if that fills their batches
     the queue grows for a whole cold start. Forecasts can be wrong; the requests running are not.
-    Under a material queue, also the replicas that carry what is served (`plan.kept_for_queue`).
+    (Under a material queue the need already keeps the replicas that carry what is served,
+    `plan.kept_for_queue`, so the delay's steps never go under them.)
     """
-    floor, load = _running_floor(observation, signals, tuning)
-    if reading.queued:
-        kept = kept_for_queue(observation, reading, state, tuning)
-        if kept.replicas > floor:
-            return min(kept.replicas, observation.replicas.desired), kept.because
-    return floor, load
-
-
-def _running_floor(
-    observation: types.Observation, signals: types.Signals, tuning: Tuning
-) -> tuple[int, str]:
     replicas = observation.replicas
     if replicas.ready <= 0:
         return 0, "no ready replica"
