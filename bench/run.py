@@ -613,24 +613,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--price-per-gpu-hour", type=float, default=2.5)
     parser.add_argument("--slo-ttft", "--slo-ttft-p95", dest="slo_ttft", type=float, default=2.0)
     parser.add_argument("--slo-percentile", choices=sorted(PERCENTILES), default="p95")
-    parser.add_argument(
-        "--noise",
-        action="store_true",
-        help="every run with real scrapes' noise (jitter, misses, vLLM's step-level waiting gauge)",
-    )
-    parser.add_argument(
-        "--metrics",
-        choices=[metrics.value for metrics in Metrics],
-        default=Metrics.VLLM.value,
-        help="the series every run's engines export (basic: no queue-time, prefill-time or "
-        "token histograms)",
-    )
-    parser.add_argument(
-        "--router",
-        choices=[router.value for router in Router],
-        default=Router.LEAST_LOADED.value,
-        help="how every run's requests pick a ready replica (bench/routers.py compares them)",
-    )
+    cli.add_fleet_options(parser)  # every run's; bench/routers.py compares the routers
     parser.add_argument("--cold-start", type=float, help="seconds (default: the profile's)")
     parser.add_argument(
         "--min-replicas",

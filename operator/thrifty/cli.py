@@ -146,6 +146,31 @@ example:
 """
 
 
+def add_fleet_options(parser: argparse.ArgumentParser) -> None:
+    """How the simulated fleet is observed and reached: `thrifty simulate`'s options, which the
+    benchmark (bench/run.py) takes too."""
+    parser.add_argument(
+        "--noise",
+        action="store_true",
+        help="scrapes as a real cluster gives them: jitter, missed scrapes, and vLLM's "
+        "step-level waiting gauge (seeded by --seed)",
+    )
+    parser.add_argument(
+        "--metrics",
+        choices=[metrics.value for metrics in Metrics],
+        default=Metrics.VLLM.value,
+        help="the series the engines export: vllm (all the policy reads) or basic (gauges, "
+        "counters and the TTFT histogram; no queue-time, prefill-time or token histograms)",
+    )
+    parser.add_argument(
+        "--router",
+        choices=[router.value for router in Router],
+        default=Router.LEAST_LOADED.value,
+        help="how requests pick a ready replica: least-loaded, power-of-two (thrifty-gateway), "
+        "round-robin or random (a plain Service's kube-proxy); draws seeded by --seed",
+    )
+
+
 def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "simulate",
@@ -187,26 +212,7 @@ def _add_simulate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
         default="p95",
         help="share of requests that must meet the TTFT target",
     )
-    parser.add_argument(
-        "--noise",
-        action="store_true",
-        help="scrapes as a real cluster gives them: jitter, missed scrapes, and vLLM's "
-        "step-level waiting gauge (seeded by --seed)",
-    )
-    parser.add_argument(
-        "--metrics",
-        choices=[metrics.value for metrics in Metrics],
-        default=Metrics.VLLM.value,
-        help="the series the engines export: vllm (all the policy reads) or basic (gauges, "
-        "counters and the TTFT histogram; no queue-time, prefill-time or token histograms)",
-    )
-    parser.add_argument(
-        "--router",
-        choices=[router.value for router in Router],
-        default=Router.LEAST_LOADED.value,
-        help="how requests pick a ready replica: least-loaded, power-of-two (thrifty-gateway), "
-        "round-robin or random (a plain Service's kube-proxy); draws seeded by --seed",
-    )
+    add_fleet_options(parser)
     parser.add_argument(
         "--duration", type=float, help="seconds of traffic to replay (after the speedup)"
     )
