@@ -369,6 +369,9 @@ def _trace_section(bench: TraceBench) -> list[str]:
     budget = bench.budget_run
     lines += [
         "",
+        f"thrifty's first tokens over {bench.thrifty.slo_ttft_seconds:g} s, by the fleet when "
+        f"they arrived (`thrifty.sim.misses`): {bench.thrifty.late.describe()}.",
+        "",
         f"Hard budget run: thrifty with `maxDollarsPerHour` = ${bench.budget_dollars_per_hour:.2f}"
         f" (half its unconstrained peak): {budget.seconds_over_budget:.0f} s over budget, "
         f"{budget.gpu_hours:.2f} GPU-h, SLO {_pct(budget.slo_attainment)}.",

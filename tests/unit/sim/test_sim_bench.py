@@ -9,6 +9,7 @@ from types import ModuleType
 import bench_modules
 import pytest
 
+from thrifty.sim.misses import LateFirstTokens
 from thrifty.sim.runner import RunResult
 
 
@@ -80,4 +81,19 @@ def test_every_run_of_the_benchmark_goes_through_the_router_asked_for(bench: Mod
     default = bench.parse_args(["--traces", "azure-conv"])
     assert bench._config(default, case, bench._model_service(default, case)).router.value == (
         "least-loaded"
+    )
+
+
+def test_each_trace_section_says_where_thriftys_late_first_tokens_come_from(
+    bench: ModuleType,
+) -> None:
+    args = bench.parse_args(["--traces", "azure-conv"])
+    case = bench.make_case(args, "azure-conv", bench.profile_by_name("llama-8b-1xh100"))
+    late = LateFirstTokens(scaling_up=3, as_planned=1)
+    thrifty = replace(_TEMPLATE, policy="thrifty", late=late)
+    found = bench.TraceBench(case, thrifty, thrifty, 5.0, {}, thrifty, [], 300.0)
+    section = bench._trace_section(found)
+    assert (
+        "thrifty's first tokens over 2 s, by the fleet when they arrived (`thrifty.sim.misses`): "
+        "4 late: 75 % while replicas started, 25 % with the fleet as planned." in section
     )
