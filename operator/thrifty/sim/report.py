@@ -7,6 +7,7 @@ trace attribution, as the traces' licences ask.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from collections.abc import Sequence
@@ -83,14 +84,7 @@ def result_json(result: RunResult, with_series: bool = True) -> dict[str, JSONVa
         if key in ("series", "ttft_seconds", "late"):
             continue
         out[key] = _json_number(value) if isinstance(value, float) else value
-    late = result.late
-    out["late_first_tokens"] = {
-        "total": late.total,
-        "opening": late.opening,
-        "scaling_up": late.scaling_up,
-        "after_shrink": late.after_shrink,
-        "as_planned": late.as_planned,
-    }
+    out["late_first_tokens"] = {"total": result.late.total, **dataclasses.asdict(result.late)}
     out["ttft_unserved_requests"] = result.requests - result.served
     if with_series:
         out["series"] = {
