@@ -21,9 +21,9 @@ wait left, counts as planned.
 from __future__ import annotations
 
 import bisect
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from typing import Protocol
 
 
@@ -50,16 +50,11 @@ class LateFirstTokens:
     as_planned: int = 0
 
     def __add__(self, other: LateFirstTokens) -> LateFirstTokens:
-        return LateFirstTokens(
-            self.opening + other.opening,
-            self.scaling_up + other.scaling_up,
-            self.after_shrink + other.after_shrink,
-            self.as_planned + other.as_planned,
-        )
+        return LateFirstTokens(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
     @property
     def total(self) -> int:
-        return self.opening + self.scaling_up + self.after_shrink + self.as_planned
+        return sum(astuple(self))
 
     def describe(self) -> str:
         """One line: the count and each cause's share, largest first."""
@@ -90,21 +85,30 @@ def classify(
     never served) by cause; ``series`` in time order, sampled after each decision."""
     times = [sample.time for sample in series]
     recent = _recent_most_ready(series, cold_start_seconds)
-    counts = {"opening": 0, "scaling_up": 0, "after_shrink": 0, "as_planned": 0}
+    causes: Counter[str] = Counter()
     for arrived, ttft in zip(arrivals, ttfts, strict=True):
-        if ttft <= slo_seconds:
-            continue
-        index = bisect.bisect_right(times, arrived) - 1
-        if arrived < cold_start_seconds or index < 0:
-            cause = "opening"
-        elif series[index].starting + series[index].pending > 0:
-            cause = "scaling_up"
-        elif series[index].ready < recent[index]:
-            cause = "after_shrink"
-        else:
-            cause = "as_planned"
-        counts[cause] += 1
-    return LateFirstTokens(**counts)
+        if ttft > slo_seconds:
+            index = bisect.bisect_right(times, arrived) - 1
+            causes[_cause(arrived, index, series, recent, cold_start_seconds)] += 1
+    return LateFirstTokens(**causes)
+
+
+def _cause(
+    arrived: float,
+    index: int,
+    series: Sequence[FleetSample],
+    recent: Sequence[int],
+    cold_start_seconds: float,
+) -> str:
+    """The `LateFirstTokens` field a late request arriving after sample ``index`` counts in."""
+    if arrived < cold_start_seconds or index < 0:
+        return "opening"
+    sample = series[index]
+    if sample.starting + sample.pending > 0:
+        return "scaling_up"
+    if sample.ready < recent[index]:
+        return "after_shrink"
+    return "as_planned"
 
 
 def _recent_most_ready(series: Sequence[FleetSample], window: float) -> list[int]:
