@@ -55,12 +55,42 @@ def run(
 def test_burst_scales_up_at_once_with_cost_in_the_message() -> None:
     decision = POLICY.decide(observation(sig=BIG_BURST, desired=2), {})
     # 16,000 tok/s + 4M queued tokens / 60 s drain = 82,667 tok/s at 8,000 per replica: 11.
+    # (The capacity is the spec's prior, not measured: the backlog is sized as shared.)
     assert decision.replicas == 11
     assert decision.reason == types.Reason.SCALE_UP
     assert decision.bound == types.Bound.NONE
     assert decision.message.startswith("+9 replicas: 1,000 queued")
     assert "+$27.00/h, projected $0.57/1M tokens" in decision.message
     assert decision.projected_dollars_per_hour == 33.0
+
+
+# What two saturated replicas of BURST taught: 8,000 tok/s each, 4,000 tokens per request.
+MEASURED = State(capacity=8000.0, capacity_source=Source.SATURATED, tokens_per_request=4000.0)
+
+
+def test_a_backlog_stays_on_the_replicas_that_took_it() -> None:
+    decision = POLICY.decide(observation(sig=BIG_BURST, desired=2), MEASURED.to_json())
+    # The 1,000 queued (4M tokens) stay in the two engines that took them, which drain them at
+    # their 16,000 tok/s however many replicas join (clearing them in the 60-s drain would take
+    # 66,667): the arrivals' 16,000 tok/s at 8,000 per replica need two more, not nine.
+    assert decision.replicas == 4
+    assert decision.message.startswith("+2 replicas: 1,000 queued")
+    assert "it stays on the 2 ready, which drain it at 16,000 tok/s" in decision.message
+    # One they clear within the drain time orders nothing: with a third replica taking the
+    # arrivals in 10 s, the two are left 480k tokens, 8,000 tok/s over the 60-s drain.
+    early = observation(sig=BURST, desired=3, ready=2, starting=1, oldest_starting_seconds=110.0)
+    assert POLICY.decide(early, MEASURED.to_json()).replicas == 3
+
+
+def test_a_queue_held_at_the_router_is_shared_by_the_replicas_that_come_up() -> None:
+    # No replica ready: the gateway holds the 1,000 requests and releases them to every replica
+    # that comes up, so more replicas clear them sooner: 4M tokens in 60 s at 8,000 per replica.
+    held = replace(IDLE, requests_waiting=1000.0)
+    decision = POLICY.decide(
+        observation(sig=held, desired=1, ready=0, starting=1), MEASURED.to_json()
+    )
+    assert decision.replicas == 9
+    assert "clearing it in 60 s at 8,000 tok/s per replica" in decision.message
 
 
 def test_backlog_the_current_replicas_clear_before_a_cold_start_orders_nothing() -> None:
