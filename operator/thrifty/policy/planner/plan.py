@@ -294,16 +294,16 @@ def _backlog_need(
     """The queue as it will be when a replica ordered now starts serving, cleared in the drain
     time: the ready replicas work on it until then, the starting ones join when they are up.
 
-    vLLM queues inside each engine, so a backlog stays on the replicas that took it: they drain
-    it no faster than their own capacity, however many join, while the router (thrifty's
-    gateway balances on requests in flight) sends the arrivals to the rest. With a measured
-    capacity, replicas beyond those that carry the arrivals would wait for a queue they cannot
-    take (a random case with a 600-s cold start ordered 29 for a backlog the three ready
-    replicas had drained before any came up). On a prior or a lower bound neither count is
-    known, and the queue is sized as if shared: a bound read in a cold open's first window can
-    be a burst of prefill above what a replica sustains (4,720 tok/s for a Qwen3-32B that serves
-    3,000), and the demand a growing queue shows lags it. A queue held at the router, with no
-    replica ready, is shared by whichever come up."""
+    A backlog stays in the engines that took it (`kept_for_queue`): they drain it no faster than
+    their own capacity, however many join, while the router (thrifty's gateway balances on
+    requests in flight) sends the arrivals to the rest. With a measured capacity, replicas
+    beyond those that carry the arrivals would wait for a queue they cannot take (a random case
+    with a 600-s cold start ordered 29 for a backlog the three ready replicas had drained before
+    any came up). On a prior or a lower bound neither count is known, and the queue is sized as
+    if shared: a bound read in a cold open's first window can be a burst of prefill above what a
+    replica sustains (4,720 tok/s for a Qwen3-32B that serves 3,000), and the demand a growing
+    queue shows lags it. A queue held at the router, with no replica ready, is shared by
+    whichever come up."""
     backlog = reading.waiting_now * (state.tokens_per_request or 0.0)
     if backlog <= 0.0 or not reading.queued:
         return None  # a few prompts a step held back are cleared by the next steps
