@@ -205,6 +205,32 @@ def test_throughput_below_saturation_is_only_a_lower_bound() -> None:
     assert learned.capacity_source == Source.LOWER_BOUND
 
 
+def test_a_queue_in_front_of_replicas_serving_a_fraction_of_their_best_is_not_their_limit() -> None:
+    """Four requests arriving together on a 70B serving code prompts at 0.12 requests/s
+    (random case 16 of bench/stress.md): three wait behind the first one's prefill, 343 tok/s
+    served by a replica that had lately served 1,120. Read as its limit, it ordered four more
+    replicas of 4 GPUs for a tail one carried.
+    A replica at its limit serves at least half of what it served lately; the decay of that
+    (`served_max`) lets a mix that truly got heavier be measured a few minutes later."""
+    obs = observation(sig=SATURATED, desired=2, capacity_tokens_per_second_per_replica=None)
+    bound = State(
+        shape=obs.spec.replica_shape,
+        capacity=20_000.0,
+        capacity_source=Source.LOWER_BOUND,
+        served_max=20_000.0,
+    )
+    state = _settled(bound)
+    reading = estimate.read(SATURATED, obs.spec, state, TUNING, 2)
+    assert reading.queued
+    kept = estimate.learn(state, obs, SATURATED, reading, TUNING)
+    assert kept.capacity == pytest.approx(20_000.0)
+    assert kept.capacity_source == Source.LOWER_BOUND
+    near = _settled(replace(bound, served_max=16_000.0))
+    measured = estimate.learn(near, obs, SATURATED, reading, TUNING)
+    assert measured.capacity == pytest.approx(9000.0)
+    assert measured.capacity_source == Source.SATURATED
+
+
 def test_a_fleet_of_mixed_speeds_divides_what_it_served_by_what_it_is_worth() -> None:
     """2 H100s and 2 replicas of a GPU worth 0.3: 2.6 reference replicas, read as 2 ready. What
     they served per reference replica is 4,000 / 2.6, not 4,000 / 2."""

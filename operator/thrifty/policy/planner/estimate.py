@@ -436,10 +436,15 @@ def _error(spec: types.PolicySpec, reading: Reading) -> float:
 
 SPREAD_BATCH_SHARE = 0.5
 """A queue says every replica is at its limit only with batches at least this share of the
-fullest a saturated window showed. vLLM queues inside each engine, so a backlog taken before the
+fullest a saturated window showed, and a throughput at least this share of the most a replica
+served lately (`State.served_max`). vLLM queues inside each engine, so a backlog taken before the
 fleet grew stays on the replicas that took it while the router sends new requests to the ones
 that joined: their light batches and the backlog's full ones average far below a full batch, and
-the fleet's throughput per replica is what the spare ones serve, not a limit."""
+the fleet's throughput per replica is what the spare ones serve, not a limit. And a few requests
+arriving together at a light load wait behind one another's prefill, a queue by Little's law at
+a low request rate, while the replica serves a fraction of what it did: read as the limit, 343
+tok/s on a 70B replica that had lately served 1,120 ordered four more of 4 GPUs
+(bench/stress.md, random case 16)."""
 
 
 def _capacity(
@@ -457,7 +462,11 @@ def _capacity(
     slow = 5.0 * tuning.learn_time_constant_seconds
     if saturated(observation, signals, reading, tuning):
         batch = _running(signals) / observation.replicas.serving
-        if fullest is None or batch >= SPREAD_BATCH_SHARE * fullest:
+        spread = fullest is not None and batch < SPREAD_BATCH_SHARE * fullest
+        # `served_max` decays towards what is served, so a mix that truly got heavier is
+        # measured a few minutes later.
+        idle = per_replica < SPREAD_BATCH_SHARE * (state.served_max or 0.0)
+        if not (spread or idle):
             # A replica serves at most its capacity, and a window only partly saturated shows
             # less: a higher sample is taken at once, a lower one only slowly (the mix may
             # have grown). A prior or a lower bound is no measurement of the limit: the first
