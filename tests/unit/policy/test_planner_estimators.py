@@ -210,6 +210,7 @@ def test_a_queue_in_front_of_replicas_serving_a_fraction_of_their_best_is_not_th
     (random case 16 of bench/stress.md): three wait behind the first one's prefill, 343 tok/s
     served by a replica that had lately served 1,120. Read as its limit, it ordered four more
     replicas of 4 GPUs for a tail one carried.
+
     A replica at its limit serves at least half of what it served lately; the decay of that
     (`served_max`) lets a mix that truly got heavier be measured a few minutes later."""
     obs = observation(sig=SATURATED, desired=2, capacity_tokens_per_second_per_replica=None)
