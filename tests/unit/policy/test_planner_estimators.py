@@ -359,6 +359,16 @@ def test_queue_scale_is_what_the_load_adds_per_unit_of_u_over_one_minus_u() -> N
     assert plan.predicted_ttft(exact, 2 * 8000.0 * 0.6, 2) == pytest.approx(2.0)
 
 
+def test_a_target_within_one_scale_of_the_base_is_planned_at_half_load() -> None:
+    # Base 0.5 s and a scale of 4 s (learned from a burst): the model meets a 2 s target only at
+    # 1.5 / (1.5 + 4) = 27 % load. The demand planned already carries the bursts' headroom, and
+    # at half load the queue term is one scale: the fleet is planned no lower.
+    obs = observation(desired=2)
+    bursty = replace(_half_loaded(obs), base_ttft=0.5, queue_scale=4.0)
+    assert plan.ceiling(bursty, obs.spec, TUNING) == pytest.approx(0.5)
+    assert plan.predicted_ttft(bursty, 2 * 8000.0 * 0.5, 2) == pytest.approx(0.5 + 4.0)
+
+
 def test_a_queue_scale_the_fleet_runs_too_light_to_reread_falls_where_it_is_refuted() -> None:
     # Two replicas of 8,000 tok/s at a tenth of it: below the loads the scale is learned at.
     # A scale of 5 s puts the queue term at 0.56 s there, more than the 0.5 s base: a 0.6 s

@@ -597,7 +597,9 @@ def _queue_scale(
     the measured percentile adds to the base, per unit of ``u / (1 - u)``. Bursty traffic
     queues more at the same mean load than steady traffic, and this is where it shows.
 
-    A large scale plans the fleet at a ceiling under 0.3, where it would never be read again.
+    A large scale plans the fleet at the ceiling's floor, and the demand planned there carries
+    the bursts' headroom, so the fleet's mean load can stay under 0.3, where it would never be
+    read again.
     Down to the load where the model puts its queue term at the base, a sample under it lowers
     it: bursts within the window load a replica more than its mean, so a light load can
     overstate the term, not understate it (azure-code: a 4.4 s scale from one burst held six

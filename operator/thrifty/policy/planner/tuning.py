@@ -32,9 +32,11 @@ class Tuning:
     or when prefill alone misses it (no replica count would meet it)."""
     max_utilisation: float = 0.95
     """Never planned above: a replica at its ceiling queues at the first burst."""
-    min_utilisation: float = 0.3
-    """Never planned below while prefill alone nearly misses the target: each replica more buys
-    less latency there."""
+    min_utilisation: float = 0.5
+    """Never planned below while prefill alone nearly misses the target: at half load the model's
+    queue term is one scale, and the demand planned already carries the bursts' headroom, so each
+    replica more buys less than a scale of latency there while the fleet's mean load falls out of
+    the range the scale is read in (`estimate.MODEL_LOADS`)."""
     ttft_window_seconds: float = 120.0
     """The window of the TTFT histogram query: a queue's waits stay in it this long."""
     min_ttft_samples: float = 20.0
