@@ -441,7 +441,6 @@ def test_baselines_are_deterministic_and_carry_json_state(
 
 TICK = 15.0
 BATCH = 256
-TTFT_WINDOW = 120.0
 
 
 @dataclass
@@ -507,7 +506,7 @@ class Fleet:
         M/M/1 queue would (a share ``load`` waits, exponentially, with the p95 of TTFT at
         ``base / (1 - load)`` as the gauges' p95 says); at or over capacity every one waits
         as long as the gauges' TTFT says."""
-        first_tokens = signals.requests_per_second * TTFT_WINDOW
+        first_tokens = signals.requests_per_second * POLICY.ttft_window_seconds
         base = self.base_ttft
         if load >= 1.0:
 
